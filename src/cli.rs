@@ -1,0 +1,23 @@
+//! The command line: one subcommand per user task. Parsing only; the work lives in the library.
+
+use clap::{Parser, Subcommand};
+
+/// Embeds a MongoDB collection of tweets with TEI servers into Parquet.
+#[derive(Debug, Parser)]
+#[command(name = "tweet-embed", version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `tweet_embed=debug`.
+    #[arg(long, global = true, env = "TWEET_EMBED_LOG", default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to run.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the MongoDB wire-protocol dev server on loopback (a dev server, not a database).
+    DevMongo(crate::devmongo::DevMongoArgs),
+    /// Runs simulated TEI GPUs, one HTTP endpoint per GPU, on loopback.
+    DevTei(crate::devtei::DevTeiArgs),
+}

@@ -1,0 +1,9 @@
+//! tweet-embed turns a MongoDB collection of tweets into embeddings with text-embeddings-inference
+//! (TEI) servers, one per GPU, and writes the vectors to Parquet with crash-safe checkpoints.
+//!
+//! The library is usable without the CLI. Today it holds the two dev servers every test runs
+//! against: [`devmongo`], a MongoDB wire-protocol server, and [`devtei`], a TEI GPU simulator.
+
+pub mod cli;
+pub mod devmongo;
+pub mod devtei;

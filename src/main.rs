@@ -1,0 +1,20 @@
+//! The `tweet-embed` binary: parse flags, set up logging, run the library, and turn errors into
+//! one line and a non-zero exit.
+
+use clap::Parser;
+use tweet_embed::cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let result = match cli.command {
+        Command::DevMongo(args) => tweet_embed::devmongo::run(args),
+        Command::DevTei(args) => tweet_embed::devtei::run(args),
+    };
+    if let Err(err) = result {
+        eprintln!("tweet-embed: {err:#}");
+        std::process::exit(1);
+    }
+}
