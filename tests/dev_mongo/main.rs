@@ -6,6 +6,7 @@ mod change_streams;
 mod crud;
 mod faults;
 mod indexes;
+mod wire;
 
 use mongodb::bson::{doc, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
