@@ -24,7 +24,9 @@ impl std::str::FromStr for Outage {
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || format!("outage {s:?} is not GPU:START_S:DURATION_S (e.g. 1:30:10)");
         let parts: Vec<&str> = s.split(':').collect();
-        let [gpu, start, duration] = parts[..] else { return Err(bad()) };
+        let [gpu, start, duration] = parts[..] else {
+            return Err(bad());
+        };
         let secs = |v: &str| {
             v.parse::<f64>()
                 .ok()
@@ -33,7 +35,11 @@ impl std::str::FromStr for Outage {
                 .ok_or_else(bad)
         };
         let gpu = gpu.parse().map_err(|_| bad())?;
-        Ok(Self { gpu, start: secs(start)?, duration: secs(duration)? })
+        Ok(Self {
+            gpu,
+            start: secs(start)?,
+            duration: secs(duration)?,
+        })
     }
 }
 
@@ -144,14 +150,23 @@ impl SimConfig {
                 self.max_input_length, self.max_batch_tokens
             ));
         }
-        if !self.instant && !(self.tokens_per_second.is_finite() && self.tokens_per_second > 0.0) {
+        let tps_ok = self.tokens_per_second.is_finite() && self.tokens_per_second > 0.0;
+        if !self.instant && !tps_ok {
             return Err("--tokens-per-second must be a positive number".into());
         }
-        if self.base_port != 0 && usize::from(self.base_port) + self.gpus - 1 > usize::from(u16::MAX) {
-            return Err(format!("--base-port {} + --gpus {} runs past port 65535", self.base_port, self.gpus));
+        if self.base_port != 0
+            && usize::from(self.base_port) + self.gpus - 1 > usize::from(u16::MAX)
+        {
+            return Err(format!(
+                "--base-port {} + --gpus {} runs past port 65535",
+                self.base_port, self.gpus
+            ));
         }
         if let Some(o) = self.outages.iter().find(|o| o.gpu >= self.gpus) {
-            return Err(format!("--outage names GPU {} but there are {} GPUs", o.gpu, self.gpus));
+            return Err(format!(
+                "--outage names GPU {} but there are {} GPUs",
+                o.gpu, self.gpus
+            ));
         }
         Ok(())
     }
@@ -166,6 +181,14 @@ pub struct DevTeiArgs {
     /// Port of the first GPU's endpoint; the others follow.
     #[arg(long, default_value_t = 18080)]
     pub base_port: u16,
+    /// Boxed so the CLI's `Command` enum stays small (clippy's large_enum_variant).
+    #[command(flatten)]
+    pub sim: Box<DevTeiFlags>,
+}
+
+/// The simulator flags of `dev-tei` beyond GPU count and ports.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevTeiFlags {
     /// Model id reported by /info.
     #[arg(long, default_value = "google/embeddinggemma-300m")]
     pub model_id: String,
@@ -231,13 +254,14 @@ pub struct DevTeiArgs {
 impl TryFrom<DevTeiArgs> for SimConfig {
     type Error = String;
 
-    fn try_from(a: DevTeiArgs) -> Result<Self, String> {
+    fn try_from(args: DevTeiArgs) -> Result<Self, String> {
+        let a = *args.sim;
         if !(a.base_ms.is_finite() && a.base_ms >= 0.0) {
             return Err("--base-ms must be a non-negative number".into());
         }
         let config = SimConfig {
-            gpus: a.gpus,
-            base_port: a.base_port,
+            gpus: args.gpus,
+            base_port: args.base_port,
             model_id: a.model_id,
             dim: a.dim,
             max_concurrent_requests: a.max_concurrent_requests,

@@ -42,7 +42,11 @@ pub(crate) struct Shape {
 }
 
 /// Checks `dimensions` against the model's.
-pub(crate) fn shape(state: &GpuState, dimensions: Option<usize>, normalize: bool) -> Result<Shape, ApiError> {
+pub(crate) fn shape(
+    state: &GpuState,
+    dimensions: Option<usize>,
+    normalize: bool,
+) -> Result<Shape, ApiError> {
     let dim = state.config.dim;
     match dimensions {
         Some(d) if d == 0 || d > dim => Err(ApiError::validation(format!(
@@ -142,7 +146,11 @@ pub(crate) async fn run(
     let n = items.len() as u32;
     let tokenization = tokenize_start.elapsed() / n;
 
-    let timing = state.queue.run(&counts).await.map_err(|_| fail("backend", ApiError::backend()))?;
+    let timing = state
+        .queue
+        .run(&counts)
+        .await
+        .map_err(|_| fail("backend", ApiError::backend()))?;
     drop(permits);
     for _ in 0..n {
         metrics.embed_count.inc();
@@ -187,7 +195,12 @@ impl Done {
     }
 
     /// `/v1/embeddings`' body; base64 is the little-endian f32 bytes of each vector.
-    pub fn openai_body(&self, shape: Shape, format: EncodingFormat, model: &str) -> Result<Vec<u8>, serde_json::Error> {
+    pub fn openai_body(
+        &self,
+        shape: Shape,
+        format: EncodingFormat,
+        model: &str,
+    ) -> Result<Vec<u8>, serde_json::Error> {
         let mut out = Vec::with_capacity(self.inputs.len() * (shape.dim * 12 + 48) + 128);
         let mut buf = vec![0f32; shape.dim];
         out.extend_from_slice(br#"{"object":"list","data":["#);
@@ -209,7 +222,10 @@ impl Done {
         }
         out.extend_from_slice(br#"],"model":"#);
         serde_json::to_writer(&mut out, model)?;
-        let usage = format!(r#","usage":{{"prompt_tokens":{0},"total_tokens":{0}}}}}"#, self.tokens);
+        let usage = format!(
+            r#","usage":{{"prompt_tokens":{0},"total_tokens":{0}}}}}"#,
+            self.tokens
+        );
         out.extend_from_slice(usage.as_bytes());
         Ok(out)
     }
@@ -220,9 +236,13 @@ impl Done {
         let total = self.start.elapsed();
         metrics.success(self.method);
         metrics.request_duration.observe(total.as_secs_f64());
-        metrics.tokenization_duration.observe(self.tokenization.as_secs_f64());
+        metrics
+            .tokenization_duration
+            .observe(self.tokenization.as_secs_f64());
         metrics.queue_duration.observe(self.queue.as_secs_f64());
-        metrics.inference_duration.observe(self.inference.as_secs_f64());
+        metrics
+            .inference_duration
+            .observe(self.inference.as_secs_f64());
         let mut resp = api::json_bytes(StatusCode::OK, body);
         let headers = resp.headers_mut();
         headers.insert("x-compute-type", HeaderValue::from_static("gpu+optimized"));

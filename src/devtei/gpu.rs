@@ -120,8 +120,10 @@ impl Pending {
     }
 
     fn complete_one(&self, queue: Duration, inference: Duration) {
-        self.queue_ns.fetch_add(queue.as_nanos() as u64, Ordering::Relaxed);
-        self.inference_ns.fetch_add(inference.as_nanos() as u64, Ordering::Relaxed);
+        self.queue_ns
+            .fetch_add(queue.as_nanos() as u64, Ordering::Relaxed);
+        self.inference_ns
+            .fetch_add(inference.as_nanos() as u64, Ordering::Relaxed);
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             let timing = Timing {
                 queue: Duration::from_nanos(self.queue_ns.load(Ordering::Relaxed)),
@@ -239,7 +241,13 @@ fn fill(tokens: impl Iterator<Item = usize>, model: &GpuModel) -> (usize, usize)
     (n, sum)
 }
 
-fn record(stats: &Mutex<GpuStats>, n: usize, sum: usize, service: Duration, end: std::time::Instant) {
+fn record(
+    stats: &Mutex<GpuStats>,
+    n: usize,
+    sum: usize,
+    service: Duration,
+    end: std::time::Instant,
+) {
     let mut stats = stats.lock();
     stats.batches += 1;
     stats.inputs += n as u64;
@@ -264,7 +272,9 @@ fn cut(shared: &Shared) -> Option<(Vec<Entry>, usize, Instant)> {
         if !fits(batch.len(), sum, entry.tokens, &shared.model) {
             break;
         }
-        let Some(entry) = queue.pop_front() else { break };
+        let Some(entry) = queue.pop_front() else {
+            break;
+        };
         sum += entry.tokens;
         first = Some(first.map_or(entry.enqueued, |f| f.min(entry.enqueued)));
         batch.push(entry);

@@ -83,7 +83,13 @@ async fn route(state: &GpuState, req: Request<Incoming>) -> Result<Outcome, Resp
     if !matches!(route, Route::Health | Route::Metrics) && !authorized(state, &req) {
         return Err(ApiError::Unauthorized.native());
     }
-    let render = |err: ApiError| if route == Route::OpenAi { err.openai() } else { err.native() };
+    let render = |err: ApiError| {
+        if route == Route::OpenAi {
+            err.openai()
+        } else {
+            err.native()
+        }
+    };
     let resp = match route {
         Route::Info => api::json_bytes(StatusCode::OK, state.info.to_vec()),
         Route::Health => health(state).await,
@@ -122,8 +128,12 @@ async fn route(state: &GpuState, req: Request<Incoming>) -> Result<Outcome, Resp
 }
 
 fn authorized<B>(state: &GpuState, req: &Request<B>) -> bool {
-    let Some(key) = &state.config.api_key else { return true };
-    let Some(value) = req.headers().get(AUTHORIZATION) else { return false };
+    let Some(key) = &state.config.api_key else {
+        return true;
+    };
+    let Some(value) = req.headers().get(AUTHORIZATION) else {
+        return false;
+    };
     value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) == Some(key.as_str())
 }
 
@@ -136,7 +146,8 @@ async fn read_json_body(state: &GpuState, req: Request<Incoming>) -> Result<Byte
         .and_then(|v| v.split(';').next())
         .map(|mime| {
             let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
         })
         .unwrap_or(false);
     let limit = state.config.payload_limit;
@@ -145,9 +156,14 @@ async fn read_json_body(state: &GpuState, req: Request<Incoming>) -> Result<Byte
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            ApiError::plain(StatusCode::BAD_REQUEST, format!("Failed to buffer the request body: {e}"))
+            ApiError::plain(
+                StatusCode::BAD_REQUEST,
+                format!("Failed to buffer the request body: {e}"),
+            )
         })?;
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         seen += data.len();
         if seen > limit.saturating_add(DRAIN_LIMIT) {
             break;
@@ -182,7 +198,9 @@ async fn openai_route(state: &GpuState, body: &[u8], start: Instant) -> Result<R
     let truncate = state.config.auto_truncate;
     let done = embed::run(state, req.input, truncate, Direction::Right, start).await?;
     let model = &state.config.model_id;
-    let body = done.openai_body(shape, req.encoding_format, model).map_err(|_| ApiError::backend())?;
+    let body = done
+        .openai_body(shape, req.encoding_format, model)
+        .map_err(|_| ApiError::backend())?;
     Ok(done.respond(state, body))
 }
 
@@ -195,7 +213,10 @@ fn tokenize(state: &GpuState, body: &[u8]) -> Result<Resp, ApiError> {
     };
     let max = state.config.max_client_batch_size;
     if texts.len() > max {
-        let message = format!("batch size {} > maximum allowed batch size {max}", texts.len());
+        let message = format!(
+            "batch size {} > maximum allowed batch size {max}",
+            texts.len()
+        );
         return Err(ApiError::validation(message));
     }
     let tokens = texts
@@ -204,7 +225,11 @@ fn tokenize(state: &GpuState, body: &[u8]) -> Result<Resp, ApiError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
             let message = format!("Tokenizer error: {e}");
-            ApiError::typed(StatusCode::UNPROCESSABLE_ENTITY, api::ErrorType::Tokenizer, message)
+            ApiError::typed(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                api::ErrorType::Tokenizer,
+                message,
+            )
         })?;
     Ok(api::json(StatusCode::OK, &tokens))
 }

@@ -149,19 +149,28 @@ impl TokenCounter {
 fn estimate_count(text: &str, truncate_to: Option<(usize, Direction)>) -> Counted {
     let all = 0..text.len();
     let Some((max, direction)) = truncate_to else {
-        return Counted { tokens: estimate_tokens(text), kept: all };
+        return Counted {
+            tokens: estimate_tokens(text),
+            kept: all,
+        };
     };
     let keep = max.saturating_sub(2);
     let pieces: Vec<Range<usize>> = Pieces::new(text).collect();
     if pieces.len() <= keep {
-        return Counted { tokens: 2 + pieces.len(), kept: all };
+        return Counted {
+            tokens: 2 + pieces.len(),
+            kept: all,
+        };
     }
     let kept = match (direction, keep) {
         (_, 0) => 0..0,
         (Direction::Right, _) => 0..pieces[keep - 1].end,
         (Direction::Left, _) => pieces[pieces.len() - keep].start..text.len(),
     };
-    Counted { tokens: 2 + keep, kept }
+    Counted {
+        tokens: 2 + keep,
+        kept,
+    }
 }
 
 fn estimate_tokenize(text: &str, add_special: bool) -> Vec<SimpleToken> {
@@ -193,7 +202,11 @@ fn estimate_tokenize(text: &str, add_special: bool) -> Vec<SimpleToken> {
 }
 
 impl RealTokenizer {
-    fn count(&self, text: &str, truncate_to: Option<(usize, Direction)>) -> Result<Counted, String> {
+    fn count(
+        &self,
+        text: &str,
+        truncate_to: Option<(usize, Direction)>,
+    ) -> Result<Counted, String> {
         let tokenizer = match truncate_to {
             None => &self.plain,
             Some((_, Direction::Right)) => &self.right,
@@ -210,15 +223,23 @@ impl RealTokenizer {
                 .filter(|(_, special)| **special == 0)
                 .map(|(offsets, _)| *offsets);
             kept = match truncate_to {
-                Some((_, Direction::Left)) => offsets.map(|o| o.0).min().unwrap_or(text.len())..text.len(),
+                Some((_, Direction::Left)) => {
+                    offsets.map(|o| o.0).min().unwrap_or(text.len())..text.len()
+                }
                 _ => 0..offsets.map(|o| o.1).max().unwrap_or(0),
             };
         }
-        Ok(Counted { tokens: encoding.len(), kept })
+        Ok(Counted {
+            tokens: encoding.len(),
+            kept,
+        })
     }
 
     fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<SimpleToken>, String> {
-        let encoding = self.plain.encode(text, add_special).map_err(|e| e.to_string())?;
+        let encoding = self
+            .plain
+            .encode(text, add_special)
+            .map_err(|e| e.to_string())?;
         let tokens = encoding
             .get_ids()
             .iter()
@@ -227,7 +248,13 @@ impl RealTokenizer {
             .zip(encoding.get_tokens())
             .map(|(((&id, &(start, stop)), &special), token)| {
                 if special == 1 {
-                    SimpleToken { id, text: token.clone(), special: true, start: None, stop: None }
+                    SimpleToken {
+                        id,
+                        text: token.clone(),
+                        special: true,
+                        start: None,
+                        stop: None,
+                    }
                 } else {
                     let bytes = text.as_bytes().get(start..stop).unwrap_or_default();
                     SimpleToken {
