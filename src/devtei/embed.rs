@@ -19,6 +19,8 @@ use super::vectors;
 
 /// TEI refuses inputs of more than `max_input_length × 250` chars when not truncating.
 const MAX_CHAR_MULTIPLIER: usize = 250;
+/// Upper bound of one JSON float and its comma, to size response bodies.
+const FLOAT_BYTES: usize = 16;
 
 /// A request that went through the GPU: its inputs, what of each was kept, and the timings.
 pub(crate) struct Done {
@@ -173,14 +175,18 @@ impl Done {
     fn fill(&self, i: usize, normalize: bool, buf: &mut [f32]) {
         let range = self.kept[i].clone();
         match &self.inputs[i] {
-            Input::Text(text) => vectors::fill_text(&text[range], normalize, buf),
-            Input::Ids(ids) => vectors::fill_ids(&ids[range], normalize, buf),
+            // Ranges come from the counter and are valid; `get` keeps a bug from panicking.
+            Input::Text(text) => {
+                vectors::fill_text(text.get(range).unwrap_or(text), normalize, buf)
+            }
+            Input::Ids(ids) => vectors::fill_ids(ids.get(range).unwrap_or(ids), normalize, buf),
         }
     }
 
     /// `/embed`'s body: `[[f32, ...], ...]`, floats written straight from a reused buffer.
     pub fn native_body(&self, shape: Shape) -> Result<Vec<u8>, serde_json::Error> {
-        let mut out = Vec::with_capacity(self.inputs.len() * (shape.dim * 12 + 2) + 2);
+        // Shortest f32 text is at most ~15 bytes with its comma: size once, never reallocate.
+        let mut out = Vec::with_capacity(self.inputs.len() * (shape.dim * FLOAT_BYTES + 2) + 2);
         let mut buf = vec![0f32; shape.dim];
         out.push(b'[');
         for i in 0..self.inputs.len() {
@@ -201,7 +207,7 @@ impl Done {
         format: EncodingFormat,
         model: &str,
     ) -> Result<Vec<u8>, serde_json::Error> {
-        let mut out = Vec::with_capacity(self.inputs.len() * (shape.dim * 12 + 48) + 128);
+        let mut out = Vec::with_capacity(self.inputs.len() * (shape.dim * FLOAT_BYTES + 64) + 128);
         let mut buf = vec![0f32; shape.dim];
         out.extend_from_slice(br#"{"object":"list","data":["#);
         for i in 0..self.inputs.len() {

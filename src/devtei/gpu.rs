@@ -69,7 +69,9 @@ pub struct GpuStats {
     pub max_batch_tokens_seen: usize,
     /// Largest input count of any batch so far.
     pub max_batch_size_seen: usize,
-    /// Modelled end of the last completed batch (None before the first).
+    /// When the last batch's inputs were completed (wall clock, at or just after its modelled
+    /// end; None before the first batch). Tokens completed between two snapshots over the time
+    /// between their `last_batch_end`s is the GPU's measured throughput.
     pub last_batch_end: Option<std::time::Instant>,
 }
 
@@ -297,12 +299,13 @@ async fn batcher(shared: Arc<Shared>) {
         shared.metrics.observe_batch(batch.len(), tokens, service);
         *shared.running_end.lock() = Some(end);
         tokio::time::sleep_until(end).await;
+        let done_at = std::time::Instant::now();
         *shared.running_end.lock() = None;
         for entry in &batch {
             let queue = start.saturating_duration_since(entry.enqueued);
             entry.request.complete_one(queue, service);
         }
-        record(&shared.stats, batch.len(), tokens, service, end.into_std());
+        record(&shared.stats, batch.len(), tokens, service, done_at);
         prev_end = Some(end);
     }
 }

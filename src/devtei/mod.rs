@@ -14,7 +14,7 @@
 //! never reaches the network.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), tweet_embed::devtei::DevTeiError> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use tweet_embed::devtei::{DevTei, SimConfig};
 //! let tei = DevTei::start(SimConfig { gpus: 2, ..SimConfig::default() }).await?;
 //! let urls = tei.urls(); // ["http://127.0.0.1:PORT", ...]

@@ -222,11 +222,23 @@ impl RealTokenizer {
                 .zip(encoding.get_special_tokens_mask())
                 .filter(|(_, special)| **special == 0)
                 .map(|(offsets, _)| *offsets);
+            // Offsets of byte-level tokens may fall inside a char: widen to char boundaries so
+            // the kept part is always a valid slice.
             kept = match truncate_to {
                 Some((_, Direction::Left)) => {
-                    offsets.map(|o| o.0).min().unwrap_or(text.len())..text.len()
+                    let mut start = offsets.map(|o| o.0).min().unwrap_or(text.len());
+                    while !text.is_char_boundary(start) {
+                        start -= 1;
+                    }
+                    start..text.len()
                 }
-                _ => 0..offsets.map(|o| o.1).max().unwrap_or(0),
+                _ => {
+                    let mut end = offsets.map(|o| o.1).max().unwrap_or(0).min(text.len());
+                    while !text.is_char_boundary(end) {
+                        end += 1;
+                    }
+                    0..end
+                }
             };
         }
         Ok(Counted {
