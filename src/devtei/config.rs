@@ -1,0 +1,291 @@
+//! Configuration of the simulator: [`SimConfig`] for the library, [`DevTeiArgs`] for the
+//! `dev-tei` command, and the conversion and checks between them.
+//!
+//! This module owns defaults and validation (a bad value is a one-line error before anything
+//! binds); it never starts anything.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::faults::FaultConfig;
+
+/// A scheduled outage of one GPU (`--outage GPU:START_S:DURATION_S`): its endpoint goes down
+/// `start` after startup and comes back `duration` later, on the same port.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outage {
+    pub gpu: usize,
+    pub start: Duration,
+    pub duration: Duration,
+}
+
+impl std::str::FromStr for Outage {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("outage {s:?} is not GPU:START_S:DURATION_S (e.g. 1:30:10)");
+        let parts: Vec<&str> = s.split(':').collect();
+        let [gpu, start, duration] = parts[..] else {
+            return Err(bad());
+        };
+        let secs = |v: &str| {
+            v.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(bad)
+        };
+        let gpu = gpu.parse().map_err(|_| bad())?;
+        Ok(Self {
+            gpu,
+            start: secs(start)?,
+            duration: secs(duration)?,
+        })
+    }
+}
+
+/// Everything a simulator run is made of. [`Default`] is TEI 1.9's defaults, the Gemma model's
+/// dimension, a 5 ms + 20,000 tokens/s GPU, one GPU on an ephemeral port, and no faults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// Simulated GPUs, one endpoint each.
+    pub gpus: usize,
+    /// Port of GPU 0; GPU `i` gets `base_port + i`. 0: every GPU binds its own ephemeral port.
+    pub base_port: u16,
+    /// `/info.model_id` and `/v1/embeddings`' `model`.
+    pub model_id: String,
+    /// Embedding dimension.
+    pub dim: usize,
+    /// Permits per GPU, one per input.
+    pub max_concurrent_requests: usize,
+    /// Token budget of one server batch (unpadded sum).
+    pub max_batch_tokens: usize,
+    /// Inputs per server batch; None: unlimited, as TEI on CUDA.
+    pub max_batch_requests: Option<usize>,
+    /// Inputs per client request.
+    pub max_client_batch_size: usize,
+    /// Tokens per input, special tokens included.
+    pub max_input_length: usize,
+    /// Request body limit in bytes.
+    pub payload_limit: usize,
+    /// Default of `truncate` when a request omits it (TEI 1.9: true).
+    pub auto_truncate: bool,
+    /// Fixed cost of one server batch.
+    pub base: Duration,
+    /// Token throughput of the GPU within a batch.
+    pub tokens_per_second: f64,
+    /// No service time and no sleeping: the simulator's own CPU cost only.
+    pub instant: bool,
+    /// A `tokenizer.json` to count with; None: the estimate of [`estimate_tokens`](super::estimate_tokens).
+    pub tokenizer: Option<PathBuf>,
+    /// Required `Authorization: Bearer <key>` on model routes and `/info`.
+    pub api_key: Option<String>,
+    /// Random faults every GPU starts with (change them per GPU with the handle's hooks).
+    pub faults: FaultConfig,
+    /// Scheduled outages (used by `dev-tei`; the library handle exposes `set_down` instead).
+    pub outages: Vec<Outage>,
+    /// Seed of the fault RNGs (GPU `i` uses `seed + i`).
+    pub seed: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            gpus: 1,
+            base_port: 0,
+            model_id: "google/embeddinggemma-300m".to_string(),
+            dim: 768,
+            max_concurrent_requests: 512,
+            max_batch_tokens: 16_384,
+            max_batch_requests: None,
+            max_client_batch_size: 32,
+            max_input_length: 512,
+            payload_limit: 2_000_000,
+            auto_truncate: true,
+            base: Duration::from_millis(5),
+            tokens_per_second: 20_000.0,
+            instant: false,
+            tokenizer: None,
+            api_key: None,
+            faults: FaultConfig::default(),
+            outages: Vec::new(),
+            seed: 0,
+        }
+    }
+}
+
+impl SimConfig {
+    /// Checks values that would make the simulator meaningless; the message names the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        let rate = |name: &str, v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("--{name} must be within 0..=1, got {v}"))
+            }
+        };
+        rate("error-rate", self.faults.error_rate)?;
+        rate("drop-rate", self.faults.drop_rate)?;
+        rate("slow-rate", self.faults.slow_rate)?;
+        let positive = [
+            ("gpus", self.gpus),
+            ("dim", self.dim),
+            ("max-concurrent-requests", self.max_concurrent_requests),
+            ("max-batch-tokens", self.max_batch_tokens),
+            ("max-client-batch-size", self.max_client_batch_size),
+            ("payload-limit", self.payload_limit),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("--{name} must be at least 1"));
+        }
+        if self.max_batch_requests == Some(0) {
+            return Err("--max-batch-requests must be at least 1".into());
+        }
+        if self.max_input_length < 3 {
+            return Err("--max-input-length must be at least 3 (2 special tokens + 1)".into());
+        }
+        // TEI refuses this at startup too: an input must fit one batch.
+        if self.max_input_length > self.max_batch_tokens {
+            return Err(format!(
+                "--max-input-length ({}) must be <= --max-batch-tokens ({})",
+                self.max_input_length, self.max_batch_tokens
+            ));
+        }
+        let tps_ok = self.tokens_per_second.is_finite() && self.tokens_per_second > 0.0;
+        if !self.instant && !tps_ok {
+            return Err("--tokens-per-second must be a positive number".into());
+        }
+        if self.base_port != 0
+            && usize::from(self.base_port) + self.gpus - 1 > usize::from(u16::MAX)
+        {
+            return Err(format!(
+                "--base-port {} + --gpus {} runs past port 65535",
+                self.base_port, self.gpus
+            ));
+        }
+        if let Some(o) = self.outages.iter().find(|o| o.gpu >= self.gpus) {
+            return Err(format!(
+                "--outage names GPU {} but there are {} GPUs",
+                o.gpu, self.gpus
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Flags of `tweet-embed dev-tei`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevTeiArgs {
+    /// Number of simulated GPUs, one endpoint each.
+    #[arg(long, default_value_t = 4)]
+    pub gpus: usize,
+    /// Port of the first GPU's endpoint; the others follow.
+    #[arg(long, default_value_t = 18080)]
+    pub base_port: u16,
+    /// Boxed so the CLI's `Command` enum stays small (clippy's large_enum_variant).
+    #[command(flatten)]
+    pub sim: Box<DevTeiFlags>,
+}
+
+/// The simulator flags of `dev-tei` beyond GPU count and ports.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevTeiFlags {
+    /// Model id reported by /info.
+    #[arg(long, default_value = "google/embeddinggemma-300m")]
+    pub model_id: String,
+    /// Embedding dimension.
+    #[arg(long, default_value_t = 768)]
+    pub dim: usize,
+    /// Concurrency permits per GPU, one per input; over it: 429.
+    #[arg(long, default_value_t = 512)]
+    pub max_concurrent_requests: usize,
+    /// Token budget of one server batch.
+    #[arg(long, default_value_t = 16_384)]
+    pub max_batch_tokens: usize,
+    /// Inputs per server batch (default: unlimited).
+    #[arg(long)]
+    pub max_batch_requests: Option<usize>,
+    /// Inputs per client request; over it: 422.
+    #[arg(long, default_value_t = 32)]
+    pub max_client_batch_size: usize,
+    /// Tokens per input (the Gemma model's real value is 2048).
+    #[arg(long, default_value_t = 512)]
+    pub max_input_length: usize,
+    /// Request body limit in bytes; over it: 413.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub payload_limit: usize,
+    /// Default of `truncate` when a request omits it.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_truncate: bool,
+    /// Fixed cost of one server batch, in milliseconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub base_ms: f64,
+    /// GPU throughput within a batch.
+    #[arg(long, default_value_t = 20_000.0)]
+    pub tokens_per_second: f64,
+    /// Zero service time: measure the simulator itself.
+    #[arg(long)]
+    pub instant: bool,
+    /// tokenizer.json of the model; default: a deterministic estimate.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Require `Authorization: Bearer <key>`.
+    #[arg(long, env = "TEI_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Fraction of requests answered 503 or 424.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Fraction of requests whose connection is closed without an answer.
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_rate: f64,
+    /// Fraction of requests answered --slow-ms late.
+    #[arg(long, default_value_t = 0.0)]
+    pub slow_rate: f64,
+    /// Extra latency of a slow request, in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    pub slow_ms: u64,
+    /// GPU:START_S:DURATION_S: take a GPU down (connection refused) and bring it back. Repeatable.
+    #[arg(long)]
+    pub outage: Vec<Outage>,
+    /// Seed of the fault RNGs.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl TryFrom<DevTeiArgs> for SimConfig {
+    type Error = String;
+
+    fn try_from(args: DevTeiArgs) -> Result<Self, String> {
+        let a = *args.sim;
+        if !(a.base_ms.is_finite() && a.base_ms >= 0.0) {
+            return Err("--base-ms must be a non-negative number".into());
+        }
+        let config = SimConfig {
+            gpus: args.gpus,
+            base_port: args.base_port,
+            model_id: a.model_id,
+            dim: a.dim,
+            max_concurrent_requests: a.max_concurrent_requests,
+            max_batch_tokens: a.max_batch_tokens,
+            max_batch_requests: a.max_batch_requests,
+            max_client_batch_size: a.max_client_batch_size,
+            max_input_length: a.max_input_length,
+            payload_limit: a.payload_limit,
+            auto_truncate: a.auto_truncate,
+            base: Duration::from_secs_f64(a.base_ms / 1000.0),
+            tokens_per_second: a.tokens_per_second,
+            instant: a.instant,
+            tokenizer: a.tokenizer,
+            api_key: a.api_key,
+            faults: FaultConfig {
+                error_rate: a.error_rate,
+                drop_rate: a.drop_rate,
+                slow_rate: a.slow_rate,
+                slow: Duration::from_millis(a.slow_ms),
+            },
+            outages: a.outage,
+            seed: a.seed,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}

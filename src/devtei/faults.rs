@@ -1,0 +1,119 @@
+//! Fault injection of one simulated GPU: error rate, dropped connections, slow answers and
+//! unhealthy state, settable at start (flags) and at run time (hooks on the handle).
+//!
+//! This module owns the per-request verdict and its seeded RNG; it never touches sockets (the
+//! server acts on a verdict) and never decides the GPU's up/down state (the server's listener
+//! does). Every verdict draws the same four numbers whatever the rates are, so a run with a given
+//! `--seed` and request order is reproducible even when rates change mid-run.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+/// Rates of the random faults, each a probability per model request (`/embed`,
+/// `/v1/embeddings`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FaultConfig {
+    /// Fraction of requests answered with an error: half 503 `Unhealthy`, half 424 `Backend`.
+    pub error_rate: f64,
+    /// Fraction of requests whose connection is closed without an answer.
+    pub drop_rate: f64,
+    /// Fraction of requests answered `slow` late.
+    pub slow_rate: f64,
+    /// Extra latency of a slow request.
+    pub slow: Duration,
+}
+
+/// What to do with one model request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Serve it, after `extra` more time.
+    Serve { extra: Duration },
+    /// Close the connection without answering.
+    Drop,
+    /// Answer 503 `Unhealthy`.
+    Unhealthy,
+    /// Answer 424 `Backend`.
+    Backend,
+}
+
+pub(crate) struct Faults {
+    config: Mutex<FaultConfig>,
+    unhealthy: AtomicBool,
+    rng: Mutex<fastrand::Rng>,
+}
+
+impl Faults {
+    pub fn new(config: FaultConfig, seed: u64) -> Self {
+        Self {
+            config: Mutex::new(config),
+            unhealthy: AtomicBool::new(false),
+            rng: Mutex::new(fastrand::Rng::with_seed(seed)),
+        }
+    }
+
+    pub fn set_unhealthy(&self, unhealthy: bool) {
+        self.unhealthy.store(unhealthy, Ordering::SeqCst);
+    }
+
+    pub fn is_unhealthy(&self) -> bool {
+        self.unhealthy.load(Ordering::SeqCst)
+    }
+
+    pub fn update(&self, change: impl FnOnce(&mut FaultConfig)) {
+        change(&mut self.config.lock());
+    }
+
+    /// The verdict for the next model request.
+    pub fn decide(&self) -> Verdict {
+        let (drop, error, kind, slow) = {
+            let mut rng = self.rng.lock();
+            (rng.f64(), rng.f64(), rng.bool(), rng.f64())
+        };
+        if self.is_unhealthy() {
+            return Verdict::Unhealthy;
+        }
+        let config = self.config.lock();
+        if drop < config.drop_rate {
+            Verdict::Drop
+        } else if error < config.error_rate {
+            if kind {
+                Verdict::Unhealthy
+            } else {
+                Verdict::Backend
+            }
+        } else if slow < config.slow_rate {
+            Verdict::Serve { extra: config.slow }
+        } else {
+            Verdict::Serve {
+                extra: Duration::ZERO,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_respected_and_reproducible() {
+        let config = FaultConfig {
+            error_rate: 0.3,
+            ..Default::default()
+        };
+        let run = || {
+            let faults = Faults::new(config.clone(), 7);
+            (0..2000).map(|_| faults.decide()).collect::<Vec<_>>()
+        };
+        let a = run();
+        assert_eq!(a, run());
+        let errors = a
+            .iter()
+            .filter(|v| matches!(v, Verdict::Unhealthy | Verdict::Backend))
+            .count();
+        assert!((500..700).contains(&errors), "{errors}");
+        assert!(a.contains(&Verdict::Backend) && a.contains(&Verdict::Unhealthy));
+    }
+}
