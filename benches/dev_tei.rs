@@ -26,9 +26,8 @@ const BURST_GAP: Duration = Duration::from_millis(50);
 
 /// A text of exactly `tokens` estimated tokens: `tokens - 2` four-hex-digit words.
 fn doc(tokens: usize, seed: usize) -> String {
-    let words: Vec<String> = (0..tokens - 2)
-        .map(|i| format!("{:04x}", (seed.wrapping_mul(7919) + i * 31) % 0xffff))
-        .collect();
+    let words: Vec<String> =
+        (0..tokens - 2).map(|i| format!("{:04x}", (seed.wrapping_mul(7919) + i * 31) % 0xffff)).collect();
     words.join(" ")
 }
 
@@ -84,12 +83,7 @@ async fn client(http: reqwest::Client, url: String, docs: Arc<Vec<String>>, load
         };
         if ok {
             let at = Instant::now();
-            load.completions.lock().push(Completion {
-                at,
-                docs: docs.len() as u64,
-                tokens,
-                latency: at - started,
-            });
+            load.completions.lock().push(Completion { at, docs: docs.len() as u64, tokens, latency: at - started });
         } else {
             load.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -129,12 +123,7 @@ async fn run(
     for (g, url) in tei.urls().into_iter().enumerate() {
         for c in 0..clients_per_gpu {
             let docs = Arc::new(docs(g * 1000 + c));
-            tasks.push(tokio::spawn(client(
-                http.clone(),
-                url.clone(),
-                docs,
-                load.clone(),
-            )));
+            tasks.push(tokio::spawn(client(http.clone(), url.clone(), docs, load.clone())));
         }
     }
     tokio::time::sleep(warmup).await;
@@ -150,13 +139,8 @@ async fn run(
     tei.shutdown().await;
     let errors = load.errors.load(Ordering::SeqCst);
 
-    let mut done: Vec<Completion> = load
-        .completions
-        .lock()
-        .iter()
-        .filter(|c| c.at >= t0 && c.at <= t1)
-        .copied()
-        .collect();
+    let mut done: Vec<Completion> =
+        load.completions.lock().iter().filter(|c| c.at >= t0 && c.at <= t1).copied().collect();
     done.sort_by_key(|c| c.at);
     let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).unwrap();
     for c in &done {
@@ -167,10 +151,7 @@ async fn run(
     // burst in the window (excluded: its work predates the window) to the last burst (included).
     // Instant mode has no bursts: count everything over the window.
     let (counted, span) = if modelled {
-        let first_burst_end = done
-            .windows(2)
-            .position(|w| w[1].at - w[0].at > BURST_GAP)
-            .map_or(done.len(), |i| i + 1);
+        let first_burst_end = done.windows(2).position(|w| w[1].at - w[0].at > BURST_GAP).map_or(done.len(), |i| i + 1);
         let span = match (done.get(first_burst_end.saturating_sub(1)), done.last()) {
             (Some(a), Some(b)) if b.at > a.at => (b.at - a.at).as_secs_f64(),
             _ => f64::NAN,
@@ -182,10 +163,7 @@ async fn run(
     let docs_done: u64 = counted.iter().map(|c| c.docs).sum();
     let tokens: u64 = counted.iter().map(|c| c.tokens).sum();
     let requests = counted.len();
-    let (p50, p95) = (
-        latency.value_at_quantile(0.5),
-        latency.value_at_quantile(0.95),
-    );
+    let (p50, p95) = (latency.value_at_quantile(0.5), latency.value_at_quantile(0.95));
 
     let (mut configured, mut measured, mut batches, mut batch_docs) = (0.0, 0.0, 0u64, 0u64);
     for (b, a) in before.iter().zip(&after) {
@@ -219,8 +197,18 @@ fn print(rows: &[Row]) {
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
     println!(
         "| {:<48} | {:>10} | {:>10} | {:>6} | {:>10} | {:>7} | {:>8} | {:>7} | {:>8} | {:>8} | {:>10} | {:>6} |",
-        "scenario", "config t/s", "meas t/s", "ratio", "client t/s", "c.ratio", "docs/s", "req/s",
-        "p50 ms", "p95 ms", "docs/batch", "errors"
+        "scenario",
+        "config t/s",
+        "meas t/s",
+        "ratio",
+        "client t/s",
+        "c.ratio",
+        "docs/s",
+        "req/s",
+        "p50 ms",
+        "p95 ms",
+        "docs/batch",
+        "errors"
     );
     println!("|{}|", ["---"; 12].join("|"));
     for r in rows {
@@ -273,10 +261,7 @@ fn vector_cost() {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         assert_eq!(estimate_tokens(&doc(DOC_TOKENS, 1)), DOC_TOKENS);
         let gpu = |gpus| SimConfig {
@@ -286,16 +271,9 @@ fn main() {
             max_batch_tokens: 16_384,
             ..SimConfig::default()
         };
-        let docs418 = |seed: usize| -> Vec<String> {
-            (0..DOCS_PER_REQUEST)
-                .map(|d| doc(DOC_TOKENS, seed * 64 + d))
-                .collect()
-        };
-        let tweets = |seed: usize| -> Vec<String> {
-            (0..DOCS_PER_REQUEST)
-                .map(|d| tweet(seed * 64 + d))
-                .collect()
-        };
+        let docs418 =
+            |seed: usize| -> Vec<String> { (0..DOCS_PER_REQUEST).map(|d| doc(DOC_TOKENS, seed * 64 + d)).collect() };
+        let tweets = |seed: usize| -> Vec<String> { (0..DOCS_PER_REQUEST).map(|d| tweet(seed * 64 + d)).collect() };
         // `cargo bench --bench dev_tei -- instant` runs only the rows whose name contains "instant".
         let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
         let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
@@ -309,10 +287,7 @@ fn main() {
         if wanted(name) {
             rows.push(run(name, gpu(4), 8, docs418, warmup, window).await);
         }
-        let instant = SimConfig {
-            instant: true,
-            ..SimConfig::default()
-        };
+        let instant = SimConfig { instant: true, ..SimConfig::default() };
         let (warmup, window) = (Duration::from_secs(1), Duration::from_secs(5));
         let name = "instant, dim 768, 8 clients x 32 tweets";
         if wanted(name) {

@@ -16,6 +16,8 @@ pub struct Cli {
 /// What to run.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Runs the embedded default: dev-mongo with synthetic tweets and simulated TEI GPUs.
+    Demo(crate::demo::DemoArgs),
     /// Runs the MongoDB wire-protocol dev server on loopback (a dev server, not a database).
     DevMongo(crate::devmongo::DevMongoArgs),
     /// Runs simulated TEI GPUs, one HTTP endpoint per GPU, on loopback.

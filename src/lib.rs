@@ -5,5 +5,6 @@
 //! against: [`devmongo`], a MongoDB wire-protocol server, and [`devtei`], a TEI GPU simulator.
 
 pub mod cli;
+pub mod demo;
 pub mod devmongo;
 pub mod devtei;

@@ -55,8 +55,8 @@ impl ChangeCursor {
             Some(Bson::String(s)) if s == "updateLookup" => true,
             Some(other) => {
                 return Err(CommandError::bad_value(format!(
-                    "fullDocument {other} is not supported by tweet-embed dev-mongo (use \"default\" or \"updateLookup\")"
-                )))
+                "fullDocument {other} is not supported by tweet-embed dev-mongo (use \"default\" or \"updateLookup\")"
+            )))
             }
         };
         let token = spec.get("resumeAfter").or_else(|| spec.get("startAfter"));
@@ -68,19 +68,10 @@ impl ChangeCursor {
                 ))
             }
             (Some(tok), None) => position_of(tok).ok_or_else(|| {
-                CommandError::new(
-                    code::INVALID_RESUME_TOKEN,
-                    format!("The resume token is invalid: {tok}"),
-                )
+                CommandError::new(code::INVALID_RESUME_TOKEN, format!("The resume token is invalid: {tok}"))
             })?,
             (None, Some(Bson::Timestamp(t))) => Oplog::just_before(*t),
-            (None, Some(other)) => {
-                return Err(CommandError::type_mismatch(
-                    "startAtOperationTime",
-                    "timestamp",
-                    other,
-                ))
-            }
+            (None, Some(other)) => return Err(CommandError::type_mismatch("startAtOperationTime", "timestamp", other)),
             (None, None) => oplog.high_water(),
         };
         if !oplog.retains_after(pos) {
@@ -89,9 +80,7 @@ impl ChangeCursor {
         let mut stages = Vec::new();
         for stage in rest {
             let Bson::Document(stage) = stage else {
-                return Err(CommandError::bad_value(
-                    "each pipeline stage must be an object",
-                ));
+                return Err(CommandError::bad_value("each pipeline stage must be an object"));
             };
             let Some((name, arg)) = stage.iter().next() else {
                 return Err(CommandError::bad_value("empty pipeline stage"));
@@ -105,19 +94,12 @@ impl ChangeCursor {
                 }
                 (other, _) => {
                     return Err(CommandError::bad_value(format!(
-                        "{other} after $changeStream is not supported by tweet-embed dev-mongo ($match and $project are)"
-                    )))
+                    "{other} after $changeStream is not supported by tweet-embed dev-mongo ($match and $project are)"
+                )))
                 }
             }
         }
-        Ok(ChangeCursor {
-            db: db.to_string(),
-            coll: coll.map(str::to_string),
-            pos,
-            lookup,
-            stages,
-            invalidated: false,
-        })
+        Ok(ChangeCursor { db: db.to_string(), coll: coll.map(str::to_string), pos, lookup, stages, invalidated: false })
     }
 
     /// Returns up to `max` events after the current position and advances it past every entry
@@ -172,11 +154,7 @@ impl ChangeCursor {
         token_for(self.pos)
     }
 
-    fn event(
-        &self,
-        e: &OplogEntry,
-        dbs: &BTreeMap<String, BTreeMap<String, Collection>>,
-    ) -> Document {
+    fn event(&self, e: &OplogEntry, dbs: &BTreeMap<String, BTreeMap<String, Collection>>) -> Document {
         let mut ev = doc! {
             "_id": token_for(e.ts),
             "operationType": e.kind.name(),

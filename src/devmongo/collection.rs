@@ -38,9 +38,7 @@ impl Collection {
             let id = doc.get("_id").map(|v| v.to_string()).unwrap_or_default();
             return Err(CommandError::new(
                 code::DUPLICATE_KEY,
-                format!(
-                    "E11000 duplicate key error collection index: _id_ dup key: {{ _id: {id} }}"
-                ),
+                format!("E11000 duplicate key error collection index: _id_ dup key: {{ _id: {id} }}"),
             ));
         }
         let keys = self.index_keys(&doc, &id_key)?;
@@ -104,9 +102,7 @@ impl Collection {
     /// Builds and adds an index over the existing documents. Returns false if an identical
     /// index already existed.
     pub fn create_index(&mut self, spec: IndexSpec) -> CmdResult<bool> {
-        if spec.name == ID_INDEX
-            || (spec.key == doc! {"_id": 1} && spec.partial.is_none() && !spec.sparse)
-        {
+        if spec.name == ID_INDEX || (spec.key == doc! {"_id": 1} && spec.partial.is_none() && !spec.sparse) {
             return Ok(false);
         }
         if let Some(existing) = self.indexes.iter().find(|i| i.spec.name == spec.name) {
@@ -115,10 +111,7 @@ impl Collection {
             }
             return Err(CommandError::new(
                 code::INDEX_KEY_SPECS_CONFLICT,
-                format!(
-                    "An existing index has the same name as the requested index: {}",
-                    spec.name
-                ),
+                format!("An existing index has the same name as the requested index: {}", spec.name),
             ));
         }
         if let Some(existing) = self.indexes.iter().find(|i| i.spec.key == spec.key) {
@@ -127,10 +120,7 @@ impl Collection {
             }
             return Err(CommandError::new(
                 code::INDEX_OPTIONS_CONFLICT,
-                format!(
-                    "An equivalent index already exists with a different name: {}",
-                    existing.spec.name
-                ),
+                format!("An equivalent index already exists with a different name: {}", existing.spec.name),
             ));
         }
         let mut index = Index::new(spec);
@@ -149,18 +139,12 @@ impl Collection {
     /// Drops an index by name; `_id_` cannot be dropped.
     pub fn drop_index(&mut self, name: &str) -> CmdResult<()> {
         if name == ID_INDEX {
-            return Err(CommandError::new(
-                code::INVALID_OPTIONS,
-                "cannot drop _id index",
-            ));
+            return Err(CommandError::new(code::INVALID_OPTIONS, "cannot drop _id index"));
         }
         let before = self.indexes.len();
         self.indexes.retain(|i| i.spec.name != name);
         if self.indexes.len() == before {
-            return Err(CommandError::new(
-                code::INDEX_NOT_FOUND,
-                format!("index not found with name [{name}]"),
-            ));
+            return Err(CommandError::new(code::INDEX_NOT_FOUND, format!("index not found with name [{name}]")));
         }
         Ok(())
     }

@@ -40,7 +40,7 @@ pub struct Cursor {
 #[derive(Debug)]
 pub enum CursorKind {
     /// A resumable scan.
-    Find(FindCursor),
+    Find(Box<FindCursor>),
     /// Results computed up front (sorted in memory, aggregations, listings).
     Buffered(VecDeque<Document>),
     /// A change stream.
@@ -66,10 +66,7 @@ pub struct FindCursor {
 
 /// Exact BSON size of a document, without serializing it.
 pub fn bson_size(doc: &Document) -> usize {
-    5 + doc
-        .iter()
-        .map(|(k, v)| 2 + k.len() + value_size(v))
-        .sum::<usize>()
+    5 + doc.iter().map(|(k, v)| 2 + k.len() + value_size(v)).sum::<usize>()
 }
 
 fn value_size(v: &Bson) -> usize {
@@ -78,13 +75,7 @@ fn value_size(v: &Bson) -> usize {
         Bson::Int32(_) => 4,
         Bson::String(s) | Bson::Symbol(s) | Bson::JavaScriptCode(s) => 5 + s.len(),
         Bson::Document(d) => bson_size(d),
-        Bson::Array(a) => {
-            5 + a
-                .iter()
-                .enumerate()
-                .map(|(i, v)| 2 + decimal_len(i) + value_size(v))
-                .sum::<usize>()
-        }
+        Bson::Array(a) => 5 + a.iter().enumerate().map(|(i, v)| 2 + decimal_len(i) + value_size(v)).sum::<usize>(),
         Bson::Binary(b) => 5 + b.bytes.len(),
         Bson::ObjectId(_) => 12,
         Bson::Boolean(_) => 1,
@@ -107,12 +98,7 @@ fn decimal_len(mut i: usize) -> usize {
 
 impl FindCursor {
     /// Fills a batch of at most `max_docs` documents; returns whether the cursor is exhausted.
-    pub fn fill(
-        &mut self,
-        coll: Option<&Collection>,
-        max_docs: usize,
-        out: &mut Vec<Document>,
-    ) -> CmdResult<bool> {
+    pub fn fill(&mut self, coll: Option<&Collection>, max_docs: usize, out: &mut Vec<Document>) -> CmdResult<bool> {
         let Some(coll) = coll else { return Ok(true) };
         let mut bytes = 0;
         let max_docs = match self.limit_left {
@@ -124,26 +110,19 @@ impl FindCursor {
         }
         let (projection, skip_left) = (&self.projection, &mut self.skip_left);
         let start = out.len();
-        scan(
-            coll,
-            &self.plan,
-            &self.filter,
-            &mut self.pos,
-            SCAN_BUDGET,
-            |doc| {
-                if *skip_left > 0 {
-                    *skip_left -= 1;
-                    return true;
-                }
-                let d = match projection {
-                    Some(p) => p.apply(doc),
-                    None => (**doc).clone(),
-                };
-                bytes += bson_size(&d);
-                out.push(d);
-                out.len() - start < max_docs && bytes < MAX_BATCH_BYTES
-            },
-        )?;
+        scan(coll, &self.plan, &self.filter, &mut self.pos, SCAN_BUDGET, |doc| {
+            if *skip_left > 0 {
+                *skip_left -= 1;
+                return true;
+            }
+            let d = match projection {
+                Some(p) => p.apply(doc),
+                None => (**doc).clone(),
+            };
+            bytes += bson_size(&d);
+            out.push(d);
+            out.len() - start < max_docs && bytes < MAX_BATCH_BYTES
+        })?;
         if let Some(l) = &mut self.limit_left {
             *l -= (out.len() - start) as u64;
             if *l == 0 {

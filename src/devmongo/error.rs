@@ -79,12 +79,7 @@ pub fn code_name(code: i32) -> &'static str {
 impl CommandError {
     /// An error with the given code and message.
     pub fn new(code: i32, message: impl Into<String>) -> Self {
-        CommandError {
-            code,
-            code_name: code_name(code),
-            message: message.into(),
-            labels: Vec::new(),
-        }
+        CommandError { code, code_name: code_name(code), message: message.into(), labels: Vec::new() }
     }
 
     /// `BadValue` (2): the most common refusal of a malformed request.
@@ -101,10 +96,7 @@ impl CommandError {
     pub fn type_mismatch(field: &str, expected: &str, got: &Bson) -> Self {
         Self::new(
             code::TYPE_MISMATCH,
-            format!(
-                "BSON field '{field}' is the wrong type '{}', expected type '{expected}'",
-                type_name(got)
-            ),
+            format!("BSON field '{field}' is the wrong type '{}', expected type '{expected}'", type_name(got)),
         )
     }
 
@@ -118,14 +110,7 @@ impl CommandError {
     pub fn to_document(&self) -> Document {
         let mut d = doc! { "ok": 0.0, "errmsg": self.message.clone(), "code": self.code, "codeName": self.code_name };
         if !self.labels.is_empty() {
-            d.insert(
-                "errorLabels",
-                self.labels
-                    .iter()
-                    .cloned()
-                    .map(Bson::String)
-                    .collect::<Vec<_>>(),
-            );
+            d.insert("errorLabels", self.labels.iter().cloned().map(Bson::String).collect::<Vec<_>>());
         }
         d
     }

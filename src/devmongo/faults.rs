@@ -32,16 +32,8 @@ pub enum Injected {
     Close,
 }
 
-const NEVER_BY_DEFAULT: &[&str] = &[
-    "hello",
-    "ismaster",
-    "isMaster",
-    "ping",
-    "buildInfo",
-    "buildinfo",
-    "endSessions",
-    "configureFailPoint",
-];
+const NEVER_BY_DEFAULT: &[&str] =
+    &["hello", "ismaster", "isMaster", "ping", "buildInfo", "buildinfo", "endSessions", "configureFailPoint"];
 
 impl FailPoint {
     /// Fails the next `times` commands with `code` and `labels`.
@@ -71,10 +63,7 @@ impl FailPoint {
             Injected::Close
         } else {
             let code = fp.code.unwrap_or(1);
-            let mut err = CommandError::new(
-                code,
-                format!("Failing command {command} via 'failCommand' failpoint"),
-            );
+            let mut err = CommandError::new(code, format!("Failing command {command} via 'failCommand' failpoint"));
             err.labels = fp.labels.clone();
             Injected::Error(err)
         };
@@ -100,18 +89,11 @@ impl FailPoint {
                 Some(Bson::Int64(n)) => *n as u32,
                 _ => return Err(CommandError::bad_value("mode.times must be a number")),
             },
-            _ => {
-                return Err(CommandError::bad_value(
-                    "mode must be \"off\", \"alwaysOn\" or {times: N}",
-                ))
-            }
+            _ => return Err(CommandError::bad_value("mode must be \"off\", \"alwaysOn\" or {times: N}")),
         };
         let data = cmd.get_document("data").cloned().unwrap_or_default();
         let commands = match data.get("failCommands") {
-            Some(Bson::Array(a)) => a
-                .iter()
-                .filter_map(|b| b.as_str().map(str::to_string))
-                .collect(),
+            Some(Bson::Array(a)) => a.iter().filter_map(|b| b.as_str().map(str::to_string)).collect(),
             _ => Vec::new(),
         };
         let code = match data.get("errorCode") {
@@ -120,25 +102,14 @@ impl FailPoint {
             _ => None,
         };
         let labels = match data.get("errorLabels") {
-            Some(Bson::Array(a)) => a
-                .iter()
-                .filter_map(|b| b.as_str().map(str::to_string))
-                .collect(),
+            Some(Bson::Array(a)) => a.iter().filter_map(|b| b.as_str().map(str::to_string)).collect(),
             _ => Vec::new(),
         };
         let close_connection = data.get_bool("closeConnection").unwrap_or(false);
         if code.is_none() && !close_connection {
-            return Err(CommandError::bad_value(
-                "data needs errorCode or closeConnection: true",
-            ));
+            return Err(CommandError::bad_value("data needs errorCode or closeConnection: true"));
         }
-        Ok(Some(FailPoint {
-            times,
-            code,
-            labels,
-            commands,
-            close_connection,
-        }))
+        Ok(Some(FailPoint { times, code, labels, commands, close_connection }))
     }
 }
 

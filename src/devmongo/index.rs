@@ -36,12 +36,7 @@ impl IndexSpec {
     pub fn parse(spec: &Document) -> CmdResult<IndexSpec> {
         let key = spec
             .get_document("key")
-            .map_err(|_| {
-                CommandError::new(
-                    code::FAILED_TO_PARSE,
-                    "index specification must have a 'key' document",
-                )
-            })?
+            .map_err(|_| CommandError::new(code::FAILED_TO_PARSE, "index specification must have a 'key' document"))?
             .clone();
         if key.is_empty() {
             return Err(CommandError::new(67, "Index keys cannot be empty."));
@@ -64,22 +59,12 @@ impl IndexSpec {
         }
         let name = match spec.get("name") {
             Some(Bson::String(n)) => n.clone(),
-            _ => key
-                .iter()
-                .map(|(k, v)| format!("{k}_{v}"))
-                .collect::<Vec<_>>()
-                .join("_"),
+            _ => key.iter().map(|(k, v)| format!("{k}_{v}")).collect::<Vec<_>>().join("_"),
         };
         let partial = match spec.get("partialFilterExpression") {
             None => None,
             Some(Bson::Document(d)) => Some((d.clone(), Filter::parse(d)?)),
-            Some(other) => {
-                return Err(CommandError::type_mismatch(
-                    "partialFilterExpression",
-                    "object",
-                    other,
-                ))
-            }
+            Some(other) => return Err(CommandError::type_mismatch("partialFilterExpression", "object", other)),
         };
         let sparse = spec.get("sparse").is_some_and(truthy);
         if sparse && partial.is_some() {
@@ -89,14 +74,7 @@ impl IndexSpec {
             ));
         }
         let unique = spec.get("unique").is_some_and(truthy);
-        Ok(IndexSpec {
-            name,
-            fields,
-            key,
-            unique,
-            sparse,
-            partial,
-        })
+        Ok(IndexSpec { name, fields, key, unique, sparse, partial })
     }
 
     /// The spec as `listIndexes` shows it.
@@ -137,11 +115,7 @@ pub struct Index {
 impl Index {
     /// An empty index.
     pub fn new(spec: IndexSpec) -> Index {
-        Index {
-            spec,
-            entries: BTreeMap::new(),
-            multikey: false,
-        }
+        Index { spec, entries: BTreeMap::new(), multikey: false }
     }
 
     /// The entry keys `doc` contributes (none if the partial filter or sparseness excludes it).
@@ -186,10 +160,7 @@ impl Index {
             return Ok((Vec::new(), false));
         }
         if multi_fields > 1 {
-            return Err(CommandError::new(
-                171,
-                format!("cannot index parallel arrays in index {}", self.spec.name),
-            ));
+            return Err(CommandError::new(171, format!("cannot index parallel arrays in index {}", self.spec.name)));
         }
         let mut keys: Vec<Vec<u8>> = vec![Vec::new()];
         for (vals, (_, desc)) in per_field.iter().zip(&self.spec.fields) {
@@ -223,10 +194,7 @@ impl Index {
             if range.any(|(_, id)| id.as_slice() != id_key) {
                 return Err(CommandError::new(
                     code::DUPLICATE_KEY,
-                    format!(
-                        "E11000 duplicate key error index: {} dup key",
-                        self.spec.name
-                    ),
+                    format!("E11000 duplicate key error index: {} dup key", self.spec.name),
                 ));
             }
         }

@@ -73,9 +73,7 @@ pub fn encode_into(v: &Bson, out: &mut Vec<u8>) {
             let rest = (*i as i128 - f as i128) as i64;
             encode_number(f, rest, out)
         }
-        Bson::Decimal128(d) => {
-            encode_number(d.to_string().parse::<f64>().unwrap_or(f64::NAN), 0, out)
-        }
+        Bson::Decimal128(d) => encode_number(d.to_string().parse::<f64>().unwrap_or(f64::NAN), 0, out),
         Bson::String(s) | Bson::Symbol(s) => encode_str(s, out),
         Bson::Document(d) => encode_doc(d, out),
         Bson::Array(a) => {
@@ -91,9 +89,7 @@ pub fn encode_into(v: &Bson, out: &mut Vec<u8>) {
         }
         Bson::ObjectId(o) => out.extend_from_slice(&o.bytes()),
         Bson::Boolean(b) => out.push(*b as u8),
-        Bson::DateTime(d) => {
-            out.extend_from_slice(&((d.timestamp_millis() as u64) ^ (1 << 63)).to_be_bytes())
-        }
+        Bson::DateTime(d) => out.extend_from_slice(&((d.timestamp_millis() as u64) ^ (1 << 63)).to_be_bytes()),
         Bson::Timestamp(t) => {
             out.extend_from_slice(&t.time.to_be_bytes());
             out.extend_from_slice(&t.increment.to_be_bytes());
@@ -186,10 +182,7 @@ pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 
 /// Binary subtype helper kept here so every user encodes generic binaries alike.
 pub fn generic_binary(bytes: Vec<u8>) -> Bson {
-    Bson::Binary(mongodb::bson::Binary {
-        subtype: BinarySubtype::Generic,
-        bytes,
-    })
+    Bson::Binary(mongodb::bson::Binary { subtype: BinarySubtype::Generic, bytes })
 }
 
 #[cfg(test)]
@@ -227,21 +220,12 @@ mod tests {
             Bson::MaxKey,
         ];
         for w in ordered.windows(2) {
-            assert_eq!(
-                compare(&w[0], &w[1]),
-                Ordering::Less,
-                "{:?} < {:?}",
-                w[0],
-                w[1]
-            );
+            assert_eq!(compare(&w[0], &w[1]), Ordering::Less, "{:?} < {:?}", w[0], w[1]);
         }
         assert!(equal(&Bson::Int32(1), &Bson::Double(1.0)));
         assert!(equal(&Bson::Int64(1), &Bson::Double(1.0)));
         assert!(equal(&Bson::Double(-0.0), &Bson::Int32(0)));
-        assert_eq!(
-            compare(&Bson::Int64(i64::MAX - 1), &Bson::Int64(i64::MAX)),
-            Ordering::Less
-        );
+        assert_eq!(compare(&Bson::Int64(i64::MAX - 1), &Bson::Int64(i64::MAX)), Ordering::Less);
     }
 
     #[test]

@@ -71,16 +71,10 @@ impl Filter {
                             .iter()
                             .map(|b| match b {
                                 Bson::Document(d) => Filter::parse(d),
-                                _ => Err(CommandError::bad_value(format!(
-                                    "{key} argument's entries must be objects"
-                                ))),
+                                _ => Err(CommandError::bad_value(format!("{key} argument's entries must be objects"))),
                             })
                             .collect::<CmdResult<Vec<_>>>()?,
-                        _ => {
-                            return Err(CommandError::bad_value(format!(
-                                "{key} argument must be a non-empty array"
-                            )))
-                        }
+                        _ => return Err(CommandError::bad_value(format!("{key} argument must be a non-empty array"))),
                     };
                     match key.as_str() {
                         "$and" => Filter::And(branches),
@@ -90,18 +84,12 @@ impl Filter {
                 }
                 "$comment" => continue,
                 k if k.starts_with('$') => {
-                    return Err(CommandError::bad_value(format!(
-                        "unknown top level operator: {k}"
-                    )));
+                    return Err(CommandError::bad_value(format!("unknown top level operator: {k}")));
                 }
                 path => Filter::Field(path.to_string(), parse_field_value(value)?),
             });
         }
-        Ok(if parts.len() == 1 {
-            parts.remove(0)
-        } else {
-            Filter::And(parts)
-        })
+        Ok(if parts.len() == 1 { parts.remove(0) } else { Filter::And(parts) })
     }
 
     /// Whether `doc` matches.
@@ -135,10 +123,7 @@ impl Filter {
     /// that may use a partial index whose filter is `other`.
     pub fn implies(&self, other: &Filter) -> bool {
         let mine = self.conjuncts();
-        other.conjuncts().iter().all(|c| {
-            mine.iter()
-                .any(|m| m.0 == c.0 && preds_equivalent(m.1, c.1))
-        })
+        other.conjuncts().iter().all(|c| mine.iter().any(|m| m.0 == c.0 && preds_equivalent(m.1, c.1)))
     }
 }
 
@@ -153,15 +138,8 @@ fn preds_equivalent(a: &Pred, b: &Pred) -> bool {
 fn parse_field_value(value: &Bson) -> CmdResult<Pred> {
     if let Bson::Document(d) = value {
         if d.keys().next().is_some_and(|k| k.starts_with('$')) {
-            let mut preds = d
-                .iter()
-                .map(|(op, arg)| parse_operator(op, arg))
-                .collect::<CmdResult<Vec<_>>>()?;
-            return Ok(if preds.len() == 1 {
-                preds.remove(0)
-            } else {
-                Pred::All(preds)
-            });
+            let mut preds = d.iter().map(|(op, arg)| parse_operator(op, arg)).collect::<CmdResult<Vec<_>>>()?;
+            return Ok(if preds.len() == 1 { preds.remove(0) } else { Pred::All(preds) });
         }
     }
     if let Bson::RegularExpression(_) = value {
@@ -171,18 +149,13 @@ fn parse_field_value(value: &Bson) -> CmdResult<Pred> {
 }
 
 fn unsupported(what: &str) -> CommandError {
-    CommandError::bad_value(format!(
-        "{what} are not supported by tweet-embed dev-mongo (a dev server, not a database)"
-    ))
+    CommandError::bad_value(format!("{what} are not supported by tweet-embed dev-mongo (a dev server, not a database)"))
 }
 
 fn parse_operator(op: &str, arg: &Bson) -> CmdResult<Pred> {
     let list = |arg: &Bson| match arg {
         Bson::Array(items) => {
-            if items
-                .iter()
-                .any(|i| matches!(i, Bson::RegularExpression(_)))
-            {
+            if items.iter().any(|i| matches!(i, Bson::RegularExpression(_))) {
                 return Err(unsupported("regular expressions"));
             }
             Ok(items.clone())
@@ -201,28 +174,17 @@ fn parse_operator(op: &str, arg: &Bson) -> CmdResult<Pred> {
         "$exists" => Pred::Exists(truthy(arg)),
         "$not" => match arg {
             Bson::Document(d) if d.keys().all(|k| k.starts_with('$')) && !d.is_empty() => {
-                Pred::Not(
-                    d.iter()
-                        .map(|(o, a)| parse_operator(o, a))
-                        .collect::<CmdResult<Vec<_>>>()?,
-                )
+                Pred::Not(d.iter().map(|(o, a)| parse_operator(o, a)).collect::<CmdResult<Vec<_>>>()?)
             }
             Bson::RegularExpression(_) => return Err(unsupported("regular expressions")),
             _ => return Err(CommandError::bad_value("$not needs a regex or a document")),
         },
         "$type" => Pred::Type(match arg {
-            Bson::Array(items) => items
-                .iter()
-                .map(type_alias)
-                .collect::<CmdResult<Vec<_>>>()?,
+            Bson::Array(items) => items.iter().map(type_alias).collect::<CmdResult<Vec<_>>>()?,
             other => vec![type_alias(other)?],
         }),
         "$regex" | "$options" => return Err(unsupported("regular expressions")),
-        other => {
-            return Err(CommandError::bad_value(format!(
-                "unknown operator: {other}"
-            )))
-        }
+        other => return Err(CommandError::bad_value(format!("unknown operator: {other}"))),
     })
 }
 
@@ -271,16 +233,12 @@ fn pred_matches(pred: &Pred, doc: &Document, path: &str) -> bool {
     let reached = reach(doc, path);
     match pred {
         Pred::Ne(v) => !eq_matches(&reached.values, reached.missing, v),
-        Pred::Nin(vs) => !vs
-            .iter()
-            .any(|v| eq_matches(&reached.values, reached.missing, v)),
+        Pred::Nin(vs) => !vs.iter().any(|v| eq_matches(&reached.values, reached.missing, v)),
         Pred::Not(preds) => !preds.iter().all(|p| pred_matches(p, doc, path)),
         Pred::All(preds) => preds.iter().all(|p| pred_matches(p, doc, path)),
         Pred::Exists(want) => reached.values.is_empty() != *want,
         Pred::Eq(v) => eq_matches(&reached.values, reached.missing, v),
-        Pred::In(vs) => vs
-            .iter()
-            .any(|v| eq_matches(&reached.values, reached.missing, v)),
+        Pred::In(vs) => vs.iter().any(|v| eq_matches(&reached.values, reached.missing, v)),
         Pred::Cmp(op, v) => {
             // $gte/$lte null also match missing fields, like equality to null.
             if matches!(v, Bson::Null) && matches!(op, CmpOp::Gte | CmpOp::Lte) && reached.missing {
@@ -288,17 +246,13 @@ fn pred_matches(pred: &Pred, doc: &Document, path: &str) -> bool {
             }
             any_value(&reached.values, |x| cmp_matches(*op, x, v))
         }
-        Pred::Type(names) => any_value(&reached.values, |x| {
-            names.iter().any(|n| type_matches(n, x))
-        }),
+        Pred::Type(names) => any_value(&reached.values, |x| names.iter().any(|n| type_matches(n, x))),
     }
 }
 
 /// Applies `f` to each value and, for arrays, to each element.
 fn any_value(values: &[&Bson], f: impl Fn(&Bson) -> bool) -> bool {
-    values
-        .iter()
-        .any(|v| f(v) || matches!(v, Bson::Array(items) if items.iter().any(&f)))
+    values.iter().any(|v| f(v) || matches!(v, Bson::Array(items) if items.iter().any(&f)))
 }
 
 fn eq_matches(values: &[&Bson], missing: bool, target: &Bson) -> bool {
@@ -323,10 +277,7 @@ fn cmp_matches(op: CmpOp, x: &Bson, v: &Bson) -> bool {
 
 fn type_matches(name: &str, v: &Bson) -> bool {
     match name {
-        "number" => matches!(
-            v,
-            Bson::Double(_) | Bson::Int32(_) | Bson::Int64(_) | Bson::Decimal128(_)
-        ),
+        "number" => matches!(v, Bson::Double(_) | Bson::Int32(_) | Bson::Int64(_) | Bson::Decimal128(_)),
         other => super::error::type_name(v) == other,
     }
 }
@@ -375,8 +326,6 @@ mod tests {
         let partial = Filter::parse(&doc! {"retweeted": null, "done": null}).unwrap();
         let q = Filter::parse(&doc! {"lang": "en", "retweeted": null, "done": null}).unwrap();
         assert!(q.implies(&partial));
-        assert!(!Filter::parse(&doc! {"lang": "en"})
-            .unwrap()
-            .implies(&partial));
+        assert!(!Filter::parse(&doc! {"lang": "en"}).unwrap().implies(&partial));
     }
 }

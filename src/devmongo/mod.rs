@@ -13,6 +13,7 @@
 //! println!("connect with {}", server.uri());
 //! ```
 
+pub mod bounds;
 pub mod changestream;
 pub mod collection;
 mod commands;
@@ -27,6 +28,7 @@ pub mod path;
 pub mod persist;
 pub mod planner;
 pub mod projection;
+pub mod scan;
 mod server;
 pub mod store;
 pub mod update;
@@ -121,11 +123,7 @@ impl DevMongo {
         })?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
-        let shared = Arc::new(Shared::new(
-            store,
-            addr.to_string(),
-            config.set_name.clone(),
-        ));
+        let shared = Arc::new(Shared::new(store, addr.to_string(), config.set_name.clone()));
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -134,29 +132,21 @@ impl DevMongo {
             .build()
             .context("starting the dev-mongo runtime")?;
         let (s, data, every) = (shared.clone(), config.data.clone(), config.save_every);
-        let thread = std::thread::Builder::new()
-            .name("dev-mongo".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(std_listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            tracing::error!(error = %e, "dev-mongo: cannot use listener");
-                            return;
-                        }
-                    };
-                    tokio::spawn(housekeeping(s.clone(), data, every, shutdown_rx.clone()));
-                    server::serve(listener, s, shutdown_rx).await;
-                });
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            })?;
-        Ok(DevMongo {
-            shared,
-            addr,
-            data: config.data,
-            shutdown,
-            thread: Some(thread),
-        })
+        let thread = std::thread::Builder::new().name("dev-mongo".into()).spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "dev-mongo: cannot use listener");
+                        return;
+                    }
+                };
+                tokio::spawn(housekeeping(s.clone(), data, every, shutdown_rx.clone()));
+                server::serve(listener, s, shutdown_rx).await;
+            });
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        })?;
+        Ok(DevMongo { shared, addr, data: config.data, shutdown, thread: Some(thread) })
     }
 
     /// `mongodb://127.0.0.1:PORT/?directConnection=true`
@@ -255,10 +245,7 @@ async fn housekeeping(
             let mut store = shared.store.lock();
             store.reap_cursors(Duration::from_secs(600));
             let w = store.writes;
-            (
-                w,
-                (data.is_some() && w != saved_at).then(|| persist::snapshot(&store)),
-            )
+            (w, (data.is_some() && w != saved_at).then(|| persist::snapshot(&store)))
         };
         if let (Some(snap), Some(path)) = (snap, &data) {
             let path = path.clone();
@@ -278,15 +265,9 @@ pub fn run(args: DevMongoArgs) -> Result<()> {
     let server = DevMongo::start(DevMongoConfig::from(&args))?;
     println!("dev-mongo listening: {}", server.uri());
     if let Some(d) = &args.data {
-        println!(
-            "data file: {} (saved every {}s and on shutdown)",
-            d.display(),
-            args.save_every
-        );
+        println!("data file: {} (saved every {}s and on shutdown)", d.display(), args.save_every);
     }
-    println!(
-        "(a dev server, not a database: point --mongo-uri at a real replica set in production)"
-    );
+    println!("(a dev server, not a database: point --mongo-uri at a real replica set in production)");
     wait_for_signal()?;
     server.shutdown()?;
     Ok(())
@@ -294,14 +275,11 @@ pub fn run(args: DevMongoArgs) -> Result<()> {
 
 /// Blocks until SIGINT or SIGTERM.
 pub fn wait_for_signal() -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         #[cfg(unix)]
         {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 r = tokio::signal::ctrl_c() => r,
                 _ = term.recv() => Ok(()),

@@ -85,47 +85,23 @@ pub fn ts_key(t: Timestamp) -> u64 {
 }
 
 fn from_key(k: u64) -> Timestamp {
-    Timestamp {
-        time: (k >> 32) as u32,
-        increment: k as u32,
-    }
+    Timestamp { time: (k >> 32) as u32, increment: k as u32 }
 }
 
 fn now_secs() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0)
 }
 
 impl Oplog {
     /// An empty oplog keeping at most `capacity` entries. History before now is unknown.
     pub fn new(capacity: usize) -> Oplog {
-        let start = Timestamp {
-            time: now_secs(),
-            increment: 0,
-        };
-        Oplog {
-            entries: VecDeque::new(),
-            capacity: capacity.max(1),
-            truncated_upto: start,
-            last: start,
-        }
+        let start = Timestamp { time: now_secs(), increment: 0 };
+        Oplog { entries: VecDeque::new(), capacity: capacity.max(1), truncated_upto: start, last: start }
     }
 
     /// Restores an oplog (from a snapshot).
-    pub fn restore(
-        capacity: usize,
-        truncated_upto: Timestamp,
-        last: Timestamp,
-        entries: Vec<OplogEntry>,
-    ) -> Oplog {
-        let mut log = Oplog {
-            entries: entries.into(),
-            capacity: capacity.max(1),
-            truncated_upto,
-            last,
-        };
+    pub fn restore(capacity: usize, truncated_upto: Timestamp, last: Timestamp, entries: Vec<OplogEntry>) -> Oplog {
+        let mut log = Oplog { entries: entries.into(), capacity: capacity.max(1), truncated_upto, last };
         log.trim();
         log
     }
@@ -134,15 +110,9 @@ impl Oplog {
     pub fn next_ts(&mut self) -> Timestamp {
         let now = now_secs();
         let next = if now > self.last.time {
-            Timestamp {
-                time: now,
-                increment: 1,
-            }
+            Timestamp { time: now, increment: 1 }
         } else {
-            Timestamp {
-                time: self.last.time,
-                increment: self.last.increment + 1,
-            }
+            Timestamp { time: self.last.time, increment: self.last.increment + 1 }
         };
         self.last = next;
         next
@@ -182,10 +152,7 @@ impl Oplog {
     /// The high-water mark an idle stream may report: the later of the last write and now, so a
     /// quiet collection's token still advances (as mongod's periodic no-op writes make it).
     pub fn high_water(&mut self) -> Timestamp {
-        let now = Timestamp {
-            time: now_secs(),
-            increment: 0,
-        };
+        let now = Timestamp { time: now_secs(), increment: 0 };
         if ts_key(now) > ts_key(self.last) {
             self.last = now;
         }

@@ -96,23 +96,16 @@ pub fn set(doc: &mut Document, path: &str, value: Bson) -> Result<(), PathConfli
             match doc.get_mut(head) {
                 Some(Bson::Document(d)) => set(d, rest, value),
                 Some(Bson::Array(a)) => set_in_array(a, head, rest, value),
-                Some(other) => Err(PathConflict {
-                    field: rest.to_string(),
-                    parent: head.to_string(),
-                    value: other.to_string(),
-                }),
+                Some(other) => {
+                    Err(PathConflict { field: rest.to_string(), parent: head.to_string(), value: other.to_string() })
+                }
                 None => Ok(()),
             }
         }
     }
 }
 
-fn set_in_array(
-    a: &mut Vec<Bson>,
-    head: &str,
-    path: &str,
-    value: Bson,
-) -> Result<(), PathConflict> {
+fn set_in_array(a: &mut Vec<Bson>, head: &str, path: &str, value: Bson) -> Result<(), PathConflict> {
     let (idx, rest) = match path.split_once('.') {
         Some((i, r)) => (i, Some(r)),
         None => (path, None),

@@ -17,10 +17,13 @@ use std::sync::Arc;
 const FORMAT: &str = "tweet-embed-devmongo";
 const VERSION: i32 = 1;
 
+/// One collection in a snapshot: database, name, index specs, documents.
+type CollectionImage = (String, String, Vec<Document>, Vec<Arc<Document>>);
+
 /// A consistent copy of the store taken under its lock (documents are shared, not copied).
 pub struct Snapshot {
     header: Document,
-    collections: Vec<(String, String, Vec<Document>, Vec<Arc<Document>>)>,
+    collections: Vec<CollectionImage>,
     oplog: Vec<OplogEntry>,
 }
 
@@ -34,44 +37,30 @@ pub fn snapshot(store: &Store) -> Snapshot {
         .flat_map(|(db, colls)| {
             colls.iter().map(move |(name, c)| {
                 let specs = c.indexes.iter().map(|i| i.spec.to_document()).collect();
-                (
-                    db.clone(),
-                    name.clone(),
-                    specs,
-                    c.docs.values().cloned().collect(),
-                )
+                (db.clone(), name.clone(), specs, c.docs.values().cloned().collect())
             })
         })
         .collect();
-    Snapshot {
-        header,
-        collections,
-        oplog: entries.iter().cloned().collect(),
-    }
+    Snapshot { header, collections, oplog: entries.iter().cloned().collect() }
 }
 
 /// Writes a snapshot atomically to `path`.
 pub fn save(snap: &Snapshot, path: &Path) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
-    let mut write = |d: &Document| {
-        d.to_writer(&mut w)
-            .with_context(|| format!("writing {}", tmp.display()))
-    };
+    let mut write = |d: &Document| d.to_writer(&mut w).with_context(|| format!("writing {}", tmp.display()));
     write(&snap.header)?;
     for (db, name, specs, docs) in &snap.collections {
-        write(
-            &doc! {"collection": {"db": db, "name": name, "indexes": specs.clone(), "count": docs.len() as i64}},
-        )?;
+        write(&doc! {"collection": {"db": db, "name": name, "indexes": specs.clone(), "count": docs.len() as i64}})?;
         for d in docs {
             write(d)?;
         }
     }
     write(&doc! {"oplog": snap.oplog.len() as i64})?;
     for e in &snap.oplog {
-        let mut d = doc! {"ts": e.ts, "wall": e.wall, "db": &e.db, "coll": &e.coll, "op": e.kind.name(), "id": e.id.clone()};
+        let mut d =
+            doc! {"ts": e.ts, "wall": e.wall, "db": &e.db, "coll": &e.coll, "op": e.kind.name(), "id": e.id.clone()};
         if let Some(full) = &e.doc {
             d.insert("doc", (**full).clone());
         }
@@ -80,14 +69,9 @@ pub fn save(snap: &Snapshot, path: &Path) -> Result<()> {
         }
         write(&d)?;
     }
-    let file = w
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .with_context(|| format!("flushing {}", tmp.display()))?;
-    file.sync_all()
-        .with_context(|| format!("syncing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    let file = w.into_inner().map_err(|e| e.into_error()).with_context(|| format!("flushing {}", tmp.display()))?;
+    file.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
@@ -117,40 +101,23 @@ fn read_doc(r: &mut impl Read) -> Result<Option<Document>> {
 pub fn load(path: &Path, history: Option<usize>) -> Result<Store> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut r = BufReader::with_capacity(1 << 20, file);
-    let ctx = || {
-        format!(
-            "{} is not a tweet-embed dev-mongo data file",
-            path.display()
-        )
-    };
+    let ctx = || format!("{} is not a tweet-embed dev-mongo data file", path.display());
     let header = read_doc(&mut r)?.with_context(ctx)?;
-    if header.get_str("format").ok() != Some(FORMAT)
-        || header.get_i32("version").ok() != Some(VERSION)
-    {
+    if header.get_str("format").ok() != Some(FORMAT) || header.get_i32("version").ok() != Some(VERSION) {
         bail!("{}", ctx());
     }
     let capacity = history.unwrap_or(header.get_i64("history").unwrap_or(1_000_000) as usize);
-    let ts = |k: &str| {
-        header.get_timestamp(k).unwrap_or(Timestamp {
-            time: 0,
-            increment: 0,
-        })
-    };
+    let ts = |k: &str| header.get_timestamp(k).unwrap_or(Timestamp { time: 0, increment: 0 });
     let (truncated, last) = (ts("truncatedUpto"), ts("last"));
     let mut dbs: BTreeMap<String, BTreeMap<String, Collection>> = BTreeMap::new();
     let mut entries = Vec::new();
     while let Some(d) = read_doc(&mut r).with_context(ctx)? {
         if let Ok(c) = d.get_document("collection") {
             let (db, name) = (c.get_str("db")?.to_string(), c.get_str("name")?.to_string());
-            let coll = dbs
-                .entry(db.clone())
-                .or_default()
-                .entry(name.clone())
-                .or_default();
+            let coll = dbs.entry(db.clone()).or_default().entry(name.clone()).or_default();
             for _ in 0..c.get_i64("count")? {
                 let doc = read_doc(&mut r)?.with_context(ctx)?;
-                coll.insert(doc)
-                    .map_err(|e| anyhow::anyhow!("{db}.{name}: {e}"))?;
+                coll.insert(doc).map_err(|e| anyhow::anyhow!("{db}.{name}: {e}"))?;
             }
             for spec in c.get_array("indexes")? {
                 if let Bson::Document(spec) = spec {
@@ -175,8 +142,5 @@ pub fn load(path: &Path, history: Option<usize>) -> Result<Store> {
             }
         }
     }
-    Ok(Store::with_parts(
-        dbs,
-        Oplog::restore(capacity, truncated, last, entries),
-    ))
+    Ok(Store::with_parts(dbs, Oplog::restore(capacity, truncated, last, entries)))
 }

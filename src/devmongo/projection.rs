@@ -45,11 +45,7 @@ impl Projection {
             }
             fields.push((k.clone(), source));
         }
-        Ok(Some(Projection {
-            include: include.unwrap_or(false),
-            fields,
-            keep_id,
-        }))
+        Ok(Some(Projection { include: include.unwrap_or(false), fields, keep_id }))
     }
 
     /// Applies the projection.

@@ -45,11 +45,7 @@ impl Shared {
 }
 
 /// Accepts connections until `shutdown` changes.
-pub async fn serve(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -111,26 +107,12 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, mut shutdown: watch:
 /// Runs one request; `None` closes the connection.
 async fn handle(shared: &Shared, request: &Request, connection_id: i64) -> Option<Document> {
     let db = if request.op_code == OP_QUERY {
-        request
-            .query_namespace
-            .as_deref()
-            .and_then(|ns| ns.split('.').next())
-            .unwrap_or("admin")
-            .to_string()
+        request.query_namespace.as_deref().and_then(|ns| ns.split('.').next()).unwrap_or("admin").to_string()
     } else {
-        request
-            .command
-            .get_str("$db")
-            .unwrap_or("admin")
-            .to_string()
+        request.command.get_str("$db").unwrap_or("admin").to_string()
     };
-    let mut ctx = Ctx {
-        db,
-        me: shared.me.clone(),
-        set_name: shared.set_name.clone(),
-        connection_id,
-        final_attempt: false,
-    };
+    let mut ctx =
+        Ctx { db, me: shared.me.clone(), set_name: shared.set_name.clone(), connection_id, final_attempt: false };
     let mut deadline: Option<Instant> = None;
     loop {
         let mut changes = shared.changes.subscribe();

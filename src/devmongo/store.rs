@@ -81,11 +81,7 @@ impl Store {
 
     /// A collection, created if missing (as writes and `createIndexes` do).
     pub fn coll_mut(&mut self, db: &str, coll: &str) -> &mut Collection {
-        self.dbs
-            .entry(db.to_string())
-            .or_default()
-            .entry(coll.to_string())
-            .or_default()
+        self.dbs.entry(db.to_string()).or_default().entry(coll.to_string()).or_default()
     }
 
     /// Registers a cursor and returns its id (never 0).
@@ -142,13 +138,7 @@ impl Store {
     }
 
     /// Applies `update` to the document under `id_key`; returns whether it changed.
-    pub fn update(
-        &mut self,
-        db: &str,
-        coll: &str,
-        id_key: &[u8],
-        update: &Update,
-    ) -> CmdResult<bool> {
+    pub fn update(&mut self, db: &str, coll: &str, id_key: &[u8], update: &Update) -> CmdResult<bool> {
         let Some(c) = self.dbs.get_mut(db).and_then(|d| d.get_mut(coll)) else {
             return Ok(false);
         };
@@ -177,13 +167,7 @@ impl Store {
     }
 
     /// Inserts the document an upsert produced; returns its `_id`.
-    pub fn upsert_insert(
-        &mut self,
-        db: &str,
-        coll: &str,
-        seed: Document,
-        update: &Update,
-    ) -> CmdResult<Bson> {
+    pub fn upsert_insert(&mut self, db: &str, coll: &str, seed: Document, update: &Update) -> CmdResult<Bson> {
         let mut doc = seed;
         if let Update::Replacement(r) = update {
             let id = doc.get("_id").cloned().or_else(|| r.get("_id").cloned());

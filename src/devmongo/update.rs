@@ -44,15 +44,14 @@ pub struct Changes {
 impl Update {
     /// Parses the `u` of an update statement.
     pub fn parse(u: &Bson) -> CmdResult<Update> {
-        let u = match u {
-            Bson::Document(d) => d,
-            Bson::Array(_) => {
-                return Err(CommandError::bad_value(
+        let u =
+            match u {
+                Bson::Document(d) => d,
+                Bson::Array(_) => return Err(CommandError::bad_value(
                     "pipeline-style updates are not supported by tweet-embed dev-mongo (a dev server, not a database)",
-                ))
-            }
-            other => return Err(CommandError::type_mismatch("u", "object", other)),
-        };
+                )),
+                other => return Err(CommandError::type_mismatch("u", "object", other)),
+            };
         if !u.keys().next().is_some_and(|k| k.starts_with('$')) {
             if let Some(k) = u.keys().find(|k| k.starts_with('$')) {
                 return Err(CommandError::bad_value(format!(
@@ -71,7 +70,9 @@ impl Update {
                 k if k.starts_with('$') => {
                     return Err(CommandError::new(
                         code::FAILED_TO_PARSE,
-                        format!("Unknown modifier: {k}. tweet-embed dev-mongo supports $set, $unset, $inc and $setOnInsert"),
+                        format!(
+                            "Unknown modifier: {k}. tweet-embed dev-mongo supports $set, $unset, $inc and $setOnInsert"
+                        ),
                     ))
                 }
                 k => return Err(CommandError::bad_value(format!("the update mixes operators and the field {k}"))),
@@ -124,9 +125,9 @@ impl Update {
             Update::Operators(ops) => {
                 for (op, p, value) in ops {
                     if p == "_id" || p.starts_with("_id.") {
-                        let same = matches!(op, Op::Set | Op::SetOnInsert)
-                            && id.as_ref().is_some_and(|i| equal(i, value));
-                        if !same && !(inserting && id.is_none()) {
+                        let same =
+                            matches!(op, Op::Set | Op::SetOnInsert) && id.as_ref().is_some_and(|i| equal(i, value));
+                        if !(same || inserting && id.is_none()) {
                             return Err(immutable_id());
                         }
                     }
@@ -179,10 +180,9 @@ fn is_number(v: &Bson) -> bool {
 /// `$inc` arithmetic with mongod's type promotion (int32 overflow becomes int64; a double wins).
 fn add(a: &Bson, b: &Bson) -> Option<Bson> {
     Some(match (a, b) {
-        (Bson::Int32(x), Bson::Int32(y)) => x
-            .checked_add(*y)
-            .map(Bson::Int32)
-            .unwrap_or(Bson::Int64(*x as i64 + *y as i64)),
+        (Bson::Int32(x), Bson::Int32(y)) => {
+            x.checked_add(*y).map(Bson::Int32).unwrap_or(Bson::Int64(*x as i64 + *y as i64))
+        }
         (Bson::Int32(x), Bson::Int64(y)) | (Bson::Int64(y), Bson::Int32(x)) => {
             Bson::Int64((*x as i64).checked_add(*y)?)
         }
@@ -220,10 +220,8 @@ mod tests {
     #[test]
     fn operators_apply_and_report() {
         let mut d = doc! {"_id": 1, "n": 1, "x": "a"};
-        let u = Update::parse(&Bson::Document(
-            doc! {"$set": {"m.k": true}, "$unset": {"x": ""}, "$inc": {"n": 2}},
-        ))
-        .unwrap();
+        let u = Update::parse(&Bson::Document(doc! {"$set": {"m.k": true}, "$unset": {"x": ""}, "$inc": {"n": 2}}))
+            .unwrap();
         let ch = u.apply(&mut d, false).unwrap();
         assert_eq!(d, doc! {"_id": 1, "n": 3, "m": {"k": true}});
         assert_eq!(ch.removed, vec!["x".to_string()]);

@@ -49,9 +49,7 @@ fn malformed(msg: impl Into<String>) -> WireError {
 }
 
 /// Reads one message. `Ok(None)` means the peer closed the connection between messages.
-pub async fn read_request<R: AsyncRead + Unpin>(
-    reader: &mut R,
-) -> Result<Option<Request>, WireError> {
+pub async fn read_request<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Request>, WireError> {
     let mut header = [0u8; 16];
     match reader.read_exact(&mut header).await {
         Ok(_) => {}
@@ -86,8 +84,7 @@ fn read_doc(bytes: &[u8]) -> Result<(Document, usize), WireError> {
     if len < 5 || len as usize > bytes.len() {
         return Err(malformed("document length out of range"));
     }
-    let doc = Document::from_reader(&mut &bytes[..len as usize])
-        .map_err(|e| malformed(format!("bad BSON: {e}")))?;
+    let doc = Document::from_reader(&mut &bytes[..len as usize]).map_err(|e| malformed(format!("bad BSON: {e}")))?;
     Ok((doc, len as usize))
 }
 
@@ -98,11 +95,7 @@ fn parse_op_msg(request_id: i32, body: &[u8]) -> Result<Request, WireError> {
     let flags = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
     let checksum = flags & 1 != 0;
     let more_to_come = flags & 2 != 0;
-    let end = if checksum {
-        body.len().saturating_sub(4)
-    } else {
-        body.len()
-    };
+    let end = if checksum { body.len().saturating_sub(4) } else { body.len() };
     let mut at = 4;
     let mut command: Option<Document> = None;
     let mut sequences: Vec<(String, Vec<Bson>)> = Vec::new();
@@ -126,12 +119,9 @@ fn parse_op_msg(request_id: i32, body: &[u8]) -> Result<Request, WireError> {
                     return Err(malformed("kind-1 section size out of range"));
                 }
                 let section = &body[at + 4..at + size];
-                let nul = section
-                    .iter()
-                    .position(|&b| b == 0)
-                    .ok_or_else(|| malformed("unterminated identifier"))?;
-                let ident = String::from_utf8(section[..nul].to_vec())
-                    .map_err(|_| malformed("identifier not UTF-8"))?;
+                let nul = section.iter().position(|&b| b == 0).ok_or_else(|| malformed("unterminated identifier"))?;
+                let ident =
+                    String::from_utf8(section[..nul].to_vec()).map_err(|_| malformed("identifier not UTF-8"))?;
                 let mut docs = Vec::new();
                 let mut p = nul + 1;
                 while p < section.len() {
@@ -149,13 +139,7 @@ fn parse_op_msg(request_id: i32, body: &[u8]) -> Result<Request, WireError> {
     for (ident, docs) in sequences {
         command.insert(ident, docs);
     }
-    Ok(Request {
-        request_id,
-        op_code: OP_MSG,
-        command,
-        query_namespace: None,
-        more_to_come,
-    })
+    Ok(Request { request_id, op_code: OP_MSG, command, query_namespace: None, more_to_come })
 }
 
 fn parse_op_query(request_id: i32, body: &[u8]) -> Result<Request, WireError> {
@@ -163,12 +147,8 @@ fn parse_op_query(request_id: i32, body: &[u8]) -> Result<Request, WireError> {
         return Err(malformed("OP_QUERY too short"));
     }
     let rest = &body[4..];
-    let nul = rest
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or_else(|| malformed("unterminated namespace"))?;
-    let ns =
-        String::from_utf8(rest[..nul].to_vec()).map_err(|_| malformed("namespace not UTF-8"))?;
+    let nul = rest.iter().position(|&b| b == 0).ok_or_else(|| malformed("unterminated namespace"))?;
+    let ns = String::from_utf8(rest[..nul].to_vec()).map_err(|_| malformed("namespace not UTF-8"))?;
     let at = nul + 1 + 8; // numberToSkip, numberToReturn
     if rest.len() < at {
         return Err(malformed("OP_QUERY too short"));
@@ -178,13 +158,7 @@ fn parse_op_query(request_id: i32, body: &[u8]) -> Result<Request, WireError> {
     if let Ok(inner) = query.get_document("$query") {
         query = inner.clone();
     }
-    Ok(Request {
-        request_id,
-        op_code: OP_QUERY,
-        command: query,
-        query_namespace: Some(ns),
-        more_to_come: false,
-    })
+    Ok(Request { request_id, op_code: OP_QUERY, command: query, query_namespace: Some(ns), more_to_come: false })
 }
 
 /// Encodes the reply to `request` carrying `reply`: OP_MSG for OP_MSG, OP_REPLY for OP_QUERY.
@@ -206,10 +180,6 @@ pub fn encode_reply(request: &Request, response_id: i32, reply: &Document, out: 
     out[0..4].copy_from_slice(&len.to_le_bytes());
     out[4..8].copy_from_slice(&response_id.to_le_bytes());
     out[8..12].copy_from_slice(&request.request_id.to_le_bytes());
-    let op = if request.op_code == OP_QUERY {
-        OP_REPLY
-    } else {
-        OP_MSG
-    };
+    let op = if request.op_code == OP_QUERY { OP_REPLY } else { OP_MSG };
     out[12..16].copy_from_slice(&op.to_le_bytes());
 }

@@ -61,17 +61,11 @@ impl<'de> Visitor<'de> for InputsVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Inputs, E> {
-        Ok(Inputs {
-            items: vec![Input::Text(v.to_string())],
-            batch: false,
-        })
+        Ok(Inputs { items: vec![Input::Text(v.to_string())], batch: false })
     }
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<Inputs, E> {
-        Ok(Inputs {
-            items: vec![Input::Text(v)],
-            batch: false,
-        })
+        Ok(Inputs { items: vec![Input::Text(v)], batch: false })
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Inputs, A::Error> {
@@ -80,9 +74,7 @@ impl<'de> Visitor<'de> for InputsVisitor {
         while let Some(elem) = seq.next_element::<Elem>()? {
             match elem {
                 Elem::Id(id) if items.is_empty() => ids.push(id),
-                Elem::Id(_) => {
-                    return Err(de::Error::custom("a batch of inputs mixes ids and inputs"))
-                }
+                Elem::Id(_) => return Err(de::Error::custom("a batch of inputs mixes ids and inputs")),
                 _ if !ids.is_empty() => {
                     return Err(de::Error::custom("a list of token ids holds a non-id"));
                 }
@@ -93,10 +85,7 @@ impl<'de> Visitor<'de> for InputsVisitor {
         if ids.is_empty() {
             Ok(Inputs { items, batch: true })
         } else {
-            Ok(Inputs {
-                items: vec![Input::Ids(ids)],
-                batch: false,
-            })
+            Ok(Inputs { items: vec![Input::Ids(ids)], batch: false })
         }
     }
 }
@@ -123,14 +112,10 @@ impl<'de> Deserialize<'de> for Elem {
                 Ok(Elem::Text(v))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Elem, E> {
-                u32::try_from(v)
-                    .map(Elem::Id)
-                    .map_err(|_| E::custom("token id over u32"))
+                u32::try_from(v).map(Elem::Id).map_err(|_| E::custom("token id over u32"))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Elem, E> {
-                u32::try_from(v)
-                    .map(Elem::Id)
-                    .map_err(|_| E::custom("token id out of u32 range"))
+                u32::try_from(v).map(Elem::Id).map_err(|_| E::custom("token id out of u32 range"))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Elem, A::Error> {
                 Vec::<u32>::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(Elem::Ids)
@@ -215,11 +200,7 @@ pub(crate) enum ErrorType {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum ApiError {
     /// A TEI error with a JSON body.
-    Typed {
-        status: StatusCode,
-        kind: ErrorType,
-        message: String,
-    },
+    Typed { status: StatusCode, kind: ErrorType, message: String },
     /// A plain-text rejection (axum's extractors, the body limit).
     Plain { status: StatusCode, message: String },
     /// 401 with an empty body.
@@ -228,19 +209,11 @@ pub(crate) enum ApiError {
 
 impl ApiError {
     pub fn typed(status: StatusCode, kind: ErrorType, message: impl Into<String>) -> Self {
-        Self::Typed {
-            status,
-            kind,
-            message: message.into(),
-        }
+        Self::Typed { status, kind, message: message.into() }
     }
 
     pub fn validation(message: impl Into<String>) -> Self {
-        Self::typed(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorType::Validation,
-            message,
-        )
+        Self::typed(StatusCode::UNPROCESSABLE_ENTITY, ErrorType::Validation, message)
     }
 
     pub fn empty() -> Self {
@@ -249,19 +222,11 @@ impl ApiError {
     }
 
     pub fn overloaded() -> Self {
-        Self::typed(
-            StatusCode::TOO_MANY_REQUESTS,
-            ErrorType::Overloaded,
-            "Model is overloaded",
-        )
+        Self::typed(StatusCode::TOO_MANY_REQUESTS, ErrorType::Overloaded, "Model is overloaded")
     }
 
     pub fn unhealthy() -> Self {
-        Self::typed(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorType::Unhealthy,
-            "unhealthy",
-        )
+        Self::typed(StatusCode::SERVICE_UNAVAILABLE, ErrorType::Unhealthy, "unhealthy")
     }
 
     pub fn backend() -> Self {
@@ -270,10 +235,7 @@ impl ApiError {
     }
 
     pub fn plain(status: StatusCode, message: impl Into<String>) -> Self {
-        Self::Plain {
-            status,
-            message: message.into(),
-        }
+        Self::Plain { status, message: message.into() }
     }
 
     /// Parses a JSON body the way axum's `Json` extractor rejects it.
@@ -283,33 +245,20 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("Failed to deserialize the JSON body into the target type: {e}"),
             ),
-            _ => ApiError::plain(
-                StatusCode::BAD_REQUEST,
-                format!("Failed to parse the request body as JSON: {e}"),
-            ),
+            _ => ApiError::plain(StatusCode::BAD_REQUEST, format!("Failed to parse the request body as JSON: {e}")),
         })
     }
 
     /// Native routes: `{"error": ..., "error_type": ...}`.
     pub fn native(&self) -> Resp {
         match self {
-            Self::Typed {
-                status,
-                kind,
-                message,
-            } => {
+            Self::Typed { status, kind, message } => {
                 #[derive(Serialize)]
                 struct Body<'a> {
                     error: &'a str,
                     error_type: ErrorType,
                 }
-                json(
-                    *status,
-                    &Body {
-                        error: message,
-                        error_type: *kind,
-                    },
-                )
+                json(*status, &Body { error: message, error_type: *kind })
             }
             other => other.bare(),
         }
@@ -318,11 +267,7 @@ impl ApiError {
     /// OpenAI routes: `{"message": ..., "code": status, "type": ...}`.
     pub fn openai(&self) -> Resp {
         match self {
-            Self::Typed {
-                status,
-                kind,
-                message,
-            } => {
+            Self::Typed { status, kind, message } => {
                 #[derive(Serialize)]
                 struct Body<'a> {
                     message: &'a str,
@@ -330,14 +275,7 @@ impl ApiError {
                     #[serde(rename = "type")]
                     kind: ErrorType,
                 }
-                json(
-                    *status,
-                    &Body {
-                        message,
-                        code: status.as_u16(),
-                        kind: *kind,
-                    },
-                )
+                json(*status, &Body { message, code: status.as_u16(), kind: *kind })
             }
             other => other.bare(),
         }
@@ -355,17 +293,13 @@ impl ApiError {
 pub(crate) fn json_bytes(status: StatusCode, body: Vec<u8>) -> Resp {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
 /// A JSON response. Serializing these plain structs cannot fail; if it did, the body is `null`.
 pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Resp {
-    json_bytes(
-        status,
-        serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec()),
-    )
+    json_bytes(status, serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec()))
 }
 
 pub(crate) fn text(status: StatusCode, body: String) -> Resp {
@@ -398,10 +332,7 @@ mod tests {
         assert_eq!(inputs("[1,2,3]").items, vec![Input::Ids(vec![1, 2, 3])]);
         assert!(!inputs("[1,2,3]").batch);
         let mixed = inputs(r#"[[1,2],"x"]"#);
-        assert_eq!(
-            mixed.items,
-            vec![Input::Ids(vec![1, 2]), Input::Text("x".into())]
-        );
+        assert_eq!(mixed.items, vec![Input::Ids(vec![1, 2]), Input::Text("x".into())]);
         assert!(inputs("[]").items.is_empty());
         assert!(serde_json::from_str::<Inputs>(r#"[1,"a"]"#).is_err());
         assert!(serde_json::from_str::<Inputs>(r#"["a",1]"#).is_err());

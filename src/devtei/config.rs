@@ -28,18 +28,10 @@ impl std::str::FromStr for Outage {
             return Err(bad());
         };
         let secs = |v: &str| {
-            v.parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite() && *v >= 0.0)
-                .map(Duration::from_secs_f64)
-                .ok_or_else(bad)
+            v.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).map(Duration::from_secs_f64).ok_or_else(bad)
         };
         let gpu = gpu.parse().map_err(|_| bad())?;
-        Ok(Self {
-            gpu,
-            start: secs(start)?,
-            duration: secs(duration)?,
-        })
+        Ok(Self { gpu, start: secs(start)?, duration: secs(duration)? })
     }
 }
 
@@ -154,19 +146,11 @@ impl SimConfig {
         if !self.instant && !tps_ok {
             return Err("--tokens-per-second must be a positive number".into());
         }
-        if self.base_port != 0
-            && usize::from(self.base_port) + self.gpus - 1 > usize::from(u16::MAX)
-        {
-            return Err(format!(
-                "--base-port {} + --gpus {} runs past port 65535",
-                self.base_port, self.gpus
-            ));
+        if self.base_port != 0 && usize::from(self.base_port) + self.gpus - 1 > usize::from(u16::MAX) {
+            return Err(format!("--base-port {} + --gpus {} runs past port 65535", self.base_port, self.gpus));
         }
         if let Some(o) = self.outages.iter().find(|o| o.gpu >= self.gpus) {
-            return Err(format!(
-                "--outage names GPU {} but there are {} GPUs",
-                o.gpu, self.gpus
-            ));
+            return Err(format!("--outage names GPU {} but there are {} GPUs", o.gpu, self.gpus));
         }
         Ok(())
     }

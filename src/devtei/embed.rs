@@ -44,11 +44,7 @@ pub(crate) struct Shape {
 }
 
 /// Checks `dimensions` against the model's.
-pub(crate) fn shape(
-    state: &GpuState,
-    dimensions: Option<usize>,
-    normalize: bool,
-) -> Result<Shape, ApiError> {
+pub(crate) fn shape(state: &GpuState, dimensions: Option<usize>, normalize: bool) -> Result<Shape, ApiError> {
     let dim = state.config.dim;
     match dimensions {
         Some(d) if d == 0 || d > dim => Err(ApiError::validation(format!(
@@ -80,11 +76,8 @@ pub(crate) async fn run(
         return Err(fail("validation", ApiError::empty()));
     }
     if items.len() > config.max_client_batch_size {
-        let message = format!(
-            "batch size {} > maximum allowed batch size {}",
-            items.len(),
-            config.max_client_batch_size
-        );
+        let message =
+            format!("batch size {} > maximum allowed batch size {}", items.len(), config.max_client_batch_size);
         return Err(fail("batch_size", ApiError::validation(message)));
     }
     // One permit per input, without waiting: over the limit is 429 at once (TEI 1.9).
@@ -111,17 +104,14 @@ pub(crate) async fn run(
                     );
                     return Err(fail("validation", ApiError::validation(message)));
                 }
-                let counted = state
-                    .tokenizer
-                    .count(text, truncate.then_some((max, direction)))
-                    .map_err(|e| {
-                        let err = ApiError::typed(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            ErrorType::Tokenizer,
-                            format!("Tokenizer error: {e}"),
-                        );
-                        fail("tokenization", err)
-                    })?;
+                let counted = state.tokenizer.count(text, truncate.then_some((max, direction))).map_err(|e| {
+                    let err = ApiError::typed(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        ErrorType::Tokenizer,
+                        format!("Tokenizer error: {e}"),
+                    );
+                    fail("tokenization", err)
+                })?;
                 (counted.tokens, counted.kept)
             }
             Input::Ids(ids) => {
@@ -136,9 +126,7 @@ pub(crate) async fn run(
             }
         };
         if tokens > max {
-            let message = format!(
-                "Input validation error: `inputs` must have less than {max} tokens. Given: {tokens}"
-            );
+            let message = format!("Input validation error: `inputs` must have less than {max} tokens. Given: {tokens}");
             return Err(fail("validation", ApiError::validation(message)));
         }
         metrics.input_length.observe(tokens as f64);
@@ -148,11 +136,7 @@ pub(crate) async fn run(
     let n = items.len() as u32;
     let tokenization = tokenize_start.elapsed() / n;
 
-    let timing = state
-        .queue
-        .run(&counts)
-        .await
-        .map_err(|_| fail("backend", ApiError::backend()))?;
+    let timing = state.queue.run(&counts).await.map_err(|_| fail("backend", ApiError::backend()))?;
     drop(permits);
     for _ in 0..n {
         metrics.embed_count.inc();
@@ -176,9 +160,7 @@ impl Done {
         let range = self.kept[i].clone();
         match &self.inputs[i] {
             // Ranges come from the counter and are valid; `get` keeps a bug from panicking.
-            Input::Text(text) => {
-                vectors::fill_text(text.get(range).unwrap_or(text), normalize, buf)
-            }
+            Input::Text(text) => vectors::fill_text(text.get(range).unwrap_or(text), normalize, buf),
             Input::Ids(ids) => vectors::fill_ids(ids.get(range).unwrap_or(ids), normalize, buf),
         }
     }
@@ -201,12 +183,7 @@ impl Done {
     }
 
     /// `/v1/embeddings`' body; base64 is the little-endian f32 bytes of each vector.
-    pub fn openai_body(
-        &self,
-        shape: Shape,
-        format: EncodingFormat,
-        model: &str,
-    ) -> Result<Vec<u8>, serde_json::Error> {
+    pub fn openai_body(&self, shape: Shape, format: EncodingFormat, model: &str) -> Result<Vec<u8>, serde_json::Error> {
         let mut out = Vec::with_capacity(self.inputs.len() * (shape.dim * FLOAT_BYTES + 64) + 128);
         let mut buf = vec![0f32; shape.dim];
         out.extend_from_slice(br#"{"object":"list","data":["#);
@@ -228,10 +205,7 @@ impl Done {
         }
         out.extend_from_slice(br#"],"model":"#);
         serde_json::to_writer(&mut out, model)?;
-        let usage = format!(
-            r#","usage":{{"prompt_tokens":{0},"total_tokens":{0}}}}}"#,
-            self.tokens
-        );
+        let usage = format!(r#","usage":{{"prompt_tokens":{0},"total_tokens":{0}}}}}"#, self.tokens);
         out.extend_from_slice(usage.as_bytes());
         Ok(out)
     }
@@ -242,13 +216,9 @@ impl Done {
         let total = self.start.elapsed();
         metrics.success(self.method);
         metrics.request_duration.observe(total.as_secs_f64());
-        metrics
-            .tokenization_duration
-            .observe(self.tokenization.as_secs_f64());
+        metrics.tokenization_duration.observe(self.tokenization.as_secs_f64());
         metrics.queue_duration.observe(self.queue.as_secs_f64());
-        metrics
-            .inference_duration
-            .observe(self.inference.as_secs_f64());
+        metrics.inference_duration.observe(self.inference.as_secs_f64());
         let mut resp = api::json_bytes(StatusCode::OK, body);
         let headers = resp.headers_mut();
         headers.insert("x-compute-type", HeaderValue::from_static("gpu+optimized"));

@@ -86,9 +86,7 @@ impl Faults {
         } else if slow < config.slow_rate {
             Verdict::Serve { extra: config.slow }
         } else {
-            Verdict::Serve {
-                extra: Duration::ZERO,
-            }
+            Verdict::Serve { extra: Duration::ZERO }
         }
     }
 }
@@ -99,20 +97,14 @@ mod tests {
 
     #[test]
     fn rates_are_respected_and_reproducible() {
-        let config = FaultConfig {
-            error_rate: 0.3,
-            ..Default::default()
-        };
+        let config = FaultConfig { error_rate: 0.3, ..Default::default() };
         let run = || {
             let faults = Faults::new(config.clone(), 7);
             (0..2000).map(|_| faults.decide()).collect::<Vec<_>>()
         };
         let a = run();
         assert_eq!(a, run());
-        let errors = a
-            .iter()
-            .filter(|v| matches!(v, Verdict::Unhealthy | Verdict::Backend))
-            .count();
+        let errors = a.iter().filter(|v| matches!(v, Verdict::Unhealthy | Verdict::Backend)).count();
         assert!((500..700).contains(&errors), "{errors}");
         assert!(a.contains(&Verdict::Backend) && a.contains(&Verdict::Unhealthy));
     }

@@ -122,10 +122,8 @@ impl Pending {
     }
 
     fn complete_one(&self, queue: Duration, inference: Duration) {
-        self.queue_ns
-            .fetch_add(queue.as_nanos() as u64, Ordering::Relaxed);
-        self.inference_ns
-            .fetch_add(inference.as_nanos() as u64, Ordering::Relaxed);
+        self.queue_ns.fetch_add(queue.as_nanos() as u64, Ordering::Relaxed);
+        self.inference_ns.fetch_add(inference.as_nanos() as u64, Ordering::Relaxed);
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             let timing = Timing {
                 queue: Duration::from_nanos(self.queue_ns.load(Ordering::Relaxed)),
@@ -173,11 +171,7 @@ impl GpuQueue {
         let enqueued = Instant::now();
         let len = {
             let mut queue = self.shared.queue.lock();
-            queue.extend(tokens.iter().map(|&tokens| Entry {
-                tokens,
-                enqueued,
-                request: request.clone(),
-            }));
+            queue.extend(tokens.iter().map(|&tokens| Entry { tokens, enqueued, request: request.clone() }));
             queue.len()
         };
         self.shared.metrics.queue_size.set(len as i64);
@@ -243,13 +237,7 @@ fn fill(tokens: impl Iterator<Item = usize>, model: &GpuModel) -> (usize, usize)
     (n, sum)
 }
 
-fn record(
-    stats: &Mutex<GpuStats>,
-    n: usize,
-    sum: usize,
-    service: Duration,
-    end: std::time::Instant,
-) {
+fn record(stats: &Mutex<GpuStats>, n: usize, sum: usize, service: Duration, end: std::time::Instant) {
     let mut stats = stats.lock();
     stats.batches += 1;
     stats.inputs += n as u64;

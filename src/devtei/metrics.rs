@@ -65,9 +65,7 @@ pub(crate) struct Metrics {
 
 /// TEI's duration buckets: 35 steps of ×1.5 from 15 µs.
 fn duration_buckets() -> Vec<f64> {
-    std::iter::successors(Some(0.000_015), |v| Some(v * 1.5))
-        .take(35)
-        .collect()
+    std::iter::successors(Some(0.000_015), |v| Some(v * 1.5)).take(35).collect()
 }
 
 fn powers_of_two(count: i32) -> impl Iterator<Item = f64> {
@@ -88,9 +86,7 @@ impl Metrics {
             tokenization_duration: duration(),
             queue_duration: duration(),
             inference_duration: duration(),
-            input_length: Histogram::new(
-                powers_of_two(20).filter(|x| *x as usize <= max_input_length.max(1)),
-            ),
+            input_length: Histogram::new(powers_of_two(20).filter(|x| *x as usize <= max_input_length.max(1))),
             batch_next_size: Histogram::new(powers_of_two(13)),
             batch_next_tokens: Histogram::new(powers_of_two(21)),
             batch_inference_count: TeiCounter::default(),
@@ -99,78 +95,34 @@ impl Metrics {
             registry: Registry::default(),
         };
         let r = &mut registry;
-        r.register(
-            "te_request_count",
-            "Requests received",
-            m.request_count.clone(),
-        );
-        r.register(
-            "te_request_success",
-            "Requests answered",
-            m.request_success.clone(),
-        );
-        r.register(
-            "te_request_failure",
-            "Requests failed, by cause",
-            m.request_failure.clone(),
-        );
+        r.register("te_request_count", "Requests received", m.request_count.clone());
+        r.register("te_request_success", "Requests answered", m.request_success.clone());
+        r.register("te_request_failure", "Requests failed, by cause", m.request_failure.clone());
         r.register("te_embed_count", "Inputs embedded", m.embed_count.clone());
-        r.register(
-            "te_request_duration",
-            "Request time (s)",
-            m.request_duration.clone(),
-        );
+        r.register("te_request_duration", "Request time (s)", m.request_duration.clone());
         let tok = m.tokenization_duration.clone();
-        r.register(
-            "te_request_tokenization_duration",
-            "Tokenization time (s)",
-            tok,
-        );
-        r.register(
-            "te_request_queue_duration",
-            "Queue time (s)",
-            m.queue_duration.clone(),
-        );
+        r.register("te_request_tokenization_duration", "Tokenization time (s)", tok);
+        r.register("te_request_queue_duration", "Queue time (s)", m.queue_duration.clone());
         let inf = m.inference_duration.clone();
         r.register("te_request_inference_duration", "Inference time (s)", inf);
-        r.register(
-            "te_request_input_length",
-            "Input tokens",
-            m.input_length.clone(),
-        );
-        r.register(
-            "te_batch_next_size",
-            "Inputs per server batch",
-            m.batch_next_size.clone(),
-        );
-        r.register(
-            "te_batch_next_tokens",
-            "Tokens per server batch",
-            m.batch_next_tokens.clone(),
-        );
+        r.register("te_request_input_length", "Input tokens", m.input_length.clone());
+        r.register("te_batch_next_size", "Inputs per server batch", m.batch_next_size.clone());
+        r.register("te_batch_next_tokens", "Tokens per server batch", m.batch_next_tokens.clone());
         let count = m.batch_inference_count.clone();
         r.register("te_batch_inference_count", "Server batches run", count);
         let bdur = m.batch_inference_duration.clone();
         r.register("te_batch_inference_duration", "Server batch time (s)", bdur);
-        r.register(
-            "te_queue_size",
-            "Inputs waiting in the queue",
-            m.queue_size.clone(),
-        );
+        r.register("te_queue_size", "Inputs waiting in the queue", m.queue_size.clone());
         Self { registry, ..m }
     }
 
     /// `method` is `single` or `batch`, as TEI labels requests.
     pub fn request(&self, method: &'static str) {
-        self.request_count
-            .get_or_create(&[("method", method)])
-            .inc();
+        self.request_count.get_or_create(&[("method", method)]).inc();
     }
 
     pub fn success(&self, method: &'static str) {
-        self.request_success
-            .get_or_create(&[("method", method)])
-            .inc();
+        self.request_success.get_or_create(&[("method", method)]).inc();
     }
 
     /// `err` is TEI's label: `overloaded`, `validation`, `batch_size`, `tokenization`, `empty`,

@@ -87,14 +87,8 @@ impl DevTei {
     pub async fn start(config: SimConfig) -> Result<Self, DevTeiError> {
         config.validate().map_err(DevTeiError::Config)?;
         let tokenizer = match &config.tokenizer {
-            Some(path) => {
-                TokenCounter::from_file(path, config.max_input_length).map_err(|message| {
-                    DevTeiError::Tokenizer {
-                        path: path.clone(),
-                        message,
-                    }
-                })?
-            }
+            Some(path) => TokenCounter::from_file(path, config.max_input_length)
+                .map_err(|message| DevTeiError::Tokenizer { path: path.clone(), message })?,
             None => TokenCounter::Estimate,
         };
         let tokenizer = Arc::new(tokenizer);
@@ -108,9 +102,7 @@ impl DevTei {
             max_batch_requests: config.max_batch_requests,
         };
         // Built up GPU by GPU so a bind failure drops (and stops) the ones already serving.
-        let mut tei = DevTei {
-            gpus: Vec::with_capacity(config.gpus),
-        };
+        let mut tei = DevTei { gpus: Vec::with_capacity(config.gpus) };
         for index in 0..config.gpus {
             let metrics = Arc::new(metrics::Metrics::new(config.max_input_length));
             let state = Arc::new(GpuState {
@@ -119,10 +111,7 @@ impl DevTei {
                 permits: Semaphore::new(config.max_concurrent_requests),
                 queue: GpuQueue::start(model.clone(), metrics.clone()),
                 metrics,
-                faults: Faults::new(
-                    config.faults.clone(),
-                    config.seed.wrapping_add(index as u64),
-                ),
+                faults: Faults::new(config.faults.clone(), config.seed.wrapping_add(index as u64)),
                 info: info.clone(),
             });
             let port = match config.base_port {
@@ -228,10 +217,8 @@ impl SimGpu {
 /// Runs `tweet-embed dev-tei` until interrupted.
 pub fn run(args: DevTeiArgs) -> Result<()> {
     let config = SimConfig::try_from(args).map_err(anyhow::Error::msg)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(serve(config))
 }
 
@@ -259,11 +246,7 @@ async fn serve(config: SimConfig) -> Result<()> {
                 eprintln!("dev-tei gpu {}: cannot go down: {err}", gpu.index());
                 return;
             }
-            println!(
-                "dev-tei gpu {}: down for {:?}",
-                gpu.index(),
-                outage.duration
-            );
+            println!("dev-tei gpu {}: down for {:?}", gpu.index(), outage.duration);
             tokio::time::sleep(outage.duration).await;
             match gpu.set_down(false).await {
                 Ok(()) => println!("dev-tei gpu {}: back on {}", gpu.index(), gpu.url()),
@@ -271,9 +254,7 @@ async fn serve(config: SimConfig) -> Result<()> {
             }
         });
     }
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot wait for ctrl-c")?;
+    tokio::signal::ctrl_c().await.context("cannot wait for ctrl-c")?;
     tei.shutdown().await;
     Ok(())
 }

@@ -146,8 +146,7 @@ async fn read_json_body(state: &GpuState, req: Request<Incoming>) -> Result<Byte
         .and_then(|v| v.split(';').next())
         .map(|mime| {
             let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json"
-                || (mime.starts_with("application/") && mime.ends_with("+json"))
+            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
         })
         .unwrap_or(false);
     let limit = state.config.payload_limit;
@@ -155,12 +154,8 @@ async fn read_json_body(state: &GpuState, req: Request<Incoming>) -> Result<Byte
     let mut buf = BytesMut::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ApiError::plain(
-                StatusCode::BAD_REQUEST,
-                format!("Failed to buffer the request body: {e}"),
-            )
-        })?;
+        let frame = frame
+            .map_err(|e| ApiError::plain(StatusCode::BAD_REQUEST, format!("Failed to buffer the request body: {e}")))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -198,9 +193,7 @@ async fn openai_route(state: &GpuState, body: &[u8], start: Instant) -> Result<R
     let truncate = state.config.auto_truncate;
     let done = embed::run(state, req.input, truncate, Direction::Right, start).await?;
     let model = &state.config.model_id;
-    let body = done
-        .openai_body(shape, req.encoding_format, model)
-        .map_err(|_| ApiError::backend())?;
+    let body = done.openai_body(shape, req.encoding_format, model).map_err(|_| ApiError::backend())?;
     Ok(done.respond(state, body))
 }
 
@@ -213,10 +206,7 @@ fn tokenize(state: &GpuState, body: &[u8]) -> Result<Resp, ApiError> {
     };
     let max = state.config.max_client_batch_size;
     if texts.len() > max {
-        let message = format!(
-            "batch size {} > maximum allowed batch size {max}",
-            texts.len()
-        );
+        let message = format!("batch size {} > maximum allowed batch size {max}", texts.len());
         return Err(ApiError::validation(message));
     }
     let tokens = texts
@@ -225,11 +215,7 @@ fn tokenize(state: &GpuState, body: &[u8]) -> Result<Resp, ApiError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
             let message = format!("Tokenizer error: {e}");
-            ApiError::typed(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                api::ErrorType::Tokenizer,
-                message,
-            )
+            ApiError::typed(StatusCode::UNPROCESSABLE_ENTITY, api::ErrorType::Tokenizer, message)
         })?;
     Ok(api::json(StatusCode::OK, &tokens))
 }

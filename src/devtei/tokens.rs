@@ -126,11 +126,7 @@ impl TokenCounter {
     }
 
     /// Counts `text`, truncated to `truncate_to` tokens when given. Errors are tokenizer failures.
-    pub fn count(
-        &self,
-        text: &str,
-        truncate_to: Option<(usize, Direction)>,
-    ) -> Result<Counted, String> {
+    pub fn count(&self, text: &str, truncate_to: Option<(usize, Direction)>) -> Result<Counted, String> {
         match self {
             Self::Estimate => Ok(estimate_count(text, truncate_to)),
             Self::Real(real) => real.count(text, truncate_to),
@@ -149,38 +145,24 @@ impl TokenCounter {
 fn estimate_count(text: &str, truncate_to: Option<(usize, Direction)>) -> Counted {
     let all = 0..text.len();
     let Some((max, direction)) = truncate_to else {
-        return Counted {
-            tokens: estimate_tokens(text),
-            kept: all,
-        };
+        return Counted { tokens: estimate_tokens(text), kept: all };
     };
     let keep = max.saturating_sub(2);
     let pieces: Vec<Range<usize>> = Pieces::new(text).collect();
     if pieces.len() <= keep {
-        return Counted {
-            tokens: 2 + pieces.len(),
-            kept: all,
-        };
+        return Counted { tokens: 2 + pieces.len(), kept: all };
     }
     let kept = match (direction, keep) {
         (_, 0) => 0..0,
         (Direction::Right, _) => 0..pieces[keep - 1].end,
         (Direction::Left, _) => pieces[pieces.len() - keep].start..text.len(),
     };
-    Counted {
-        tokens: 2 + keep,
-        kept,
-    }
+    Counted { tokens: 2 + keep, kept }
 }
 
 fn estimate_tokenize(text: &str, add_special: bool) -> Vec<SimpleToken> {
-    let special = |(id, text): (u32, &str)| SimpleToken {
-        id,
-        text: text.to_string(),
-        special: true,
-        start: None,
-        stop: None,
-    };
+    let special =
+        |(id, text): (u32, &str)| SimpleToken { id, text: text.to_string(), special: true, start: None, stop: None };
     let mut tokens = Vec::new();
     if add_special {
         tokens.push(special(BOS));
@@ -202,11 +184,7 @@ fn estimate_tokenize(text: &str, add_special: bool) -> Vec<SimpleToken> {
 }
 
 impl RealTokenizer {
-    fn count(
-        &self,
-        text: &str,
-        truncate_to: Option<(usize, Direction)>,
-    ) -> Result<Counted, String> {
+    fn count(&self, text: &str, truncate_to: Option<(usize, Direction)>) -> Result<Counted, String> {
         let tokenizer = match truncate_to {
             None => &self.plain,
             Some((_, Direction::Right)) => &self.right,
@@ -241,17 +219,11 @@ impl RealTokenizer {
                 }
             };
         }
-        Ok(Counted {
-            tokens: encoding.len(),
-            kept,
-        })
+        Ok(Counted { tokens: encoding.len(), kept })
     }
 
     fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<SimpleToken>, String> {
-        let encoding = self
-            .plain
-            .encode(text, add_special)
-            .map_err(|e| e.to_string())?;
+        let encoding = self.plain.encode(text, add_special).map_err(|e| e.to_string())?;
         let tokens = encoding
             .get_ids()
             .iter()
@@ -260,13 +232,7 @@ impl RealTokenizer {
             .zip(encoding.get_tokens())
             .map(|(((&id, &(start, stop)), &special), token)| {
                 if special == 1 {
-                    SimpleToken {
-                        id,
-                        text: token.clone(),
-                        special: true,
-                        start: None,
-                        stop: None,
-                    }
+                    SimpleToken { id, text: token.clone(), special: true, start: None, stop: None }
                 } else {
                     let bytes = text.as_bytes().get(start..stop).unwrap_or_default();
                     SimpleToken {

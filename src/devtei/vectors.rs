@@ -48,11 +48,7 @@ pub fn embedding_for_ids(ids: &[u32], dim: usize) -> Vec<f32> {
 
 /// Writes the vector of `text` into `out` (its length is the dimension), reusing the buffer.
 pub(crate) fn fill_text(text: &str, normalize: bool, out: &mut [f32]) {
-    fill(
-        xxh3_64_with_seed(text.as_bytes(), TEXT_DOMAIN),
-        normalize,
-        out,
-    );
+    fill(xxh3_64_with_seed(text.as_bytes(), TEXT_DOMAIN), normalize, out);
 }
 
 /// Writes the vector of token ids into `out`.

@@ -21,11 +21,7 @@ async fn next(stream: &mut Stream) -> ChangeStreamEvent<Document> {
 }
 
 fn id_of(e: &ChangeStreamEvent<Document>) -> Bson {
-    e.document_key
-        .as_ref()
-        .and_then(|k| k.get("_id"))
-        .cloned()
-        .expect("documentKey")
+    e.document_key.as_ref().and_then(|k| k.get("_id")).cloned().expect("documentKey")
 }
 
 /// The pipeline's filter: inserts, updates and replaces of documents still in the work queue.
@@ -41,30 +37,14 @@ fn work_queue_match() -> Document {
 async fn events_lookup_and_match() {
     let f = Fixture::new().await;
     let c = f.coll("tweets");
-    let mut all = c
-        .watch()
-        .full_document(FullDocumentType::UpdateLookup)
-        .await
-        .unwrap();
-    let mut eligible = c
-        .watch()
-        .pipeline(vec![work_queue_match()])
-        .full_document(FullDocumentType::UpdateLookup)
-        .await
-        .unwrap();
+    let mut all = c.watch().full_document(FullDocumentType::UpdateLookup).await.unwrap();
+    let mut eligible =
+        c.watch().pipeline(vec![work_queue_match()]).full_document(FullDocumentType::UpdateLookup).await.unwrap();
     c.insert_one(doc! {"_id": 1, "text": "a"}).await.unwrap();
-    c.insert_one(doc! {"_id": 2, "text": "rt", "retweeted": true})
-        .await
-        .unwrap();
-    c.update_one(doc! {"_id": 2}, doc! {"$unset": {"retweeted": ""}})
-        .await
-        .unwrap();
-    c.update_one(doc! {"_id": 1}, doc! {"$set": {"gemma_embedded_768": true}})
-        .await
-        .unwrap();
-    c.replace_one(doc! {"_id": 2}, doc! {"text": "replaced"})
-        .await
-        .unwrap();
+    c.insert_one(doc! {"_id": 2, "text": "rt", "retweeted": true}).await.unwrap();
+    c.update_one(doc! {"_id": 2}, doc! {"$unset": {"retweeted": ""}}).await.unwrap();
+    c.update_one(doc! {"_id": 1}, doc! {"$set": {"gemma_embedded_768": true}}).await.unwrap();
+    c.replace_one(doc! {"_id": 2}, doc! {"text": "replaced"}).await.unwrap();
     c.delete_one(doc! {"_id": 2}).await.unwrap();
 
     let kinds: Vec<(OperationType, Bson)> = {
@@ -90,23 +70,14 @@ async fn events_lookup_and_match() {
     // The marker's own update (_id 1 marked) and the retweet never reach the eligible stream;
     // the un-retweeted document does, with its current state looked up.
     let e = next(&mut eligible).await;
-    assert_eq!(
-        (e.operation_type.clone(), id_of(&e)),
-        (Insert, Bson::Int32(1))
-    );
+    assert_eq!((e.operation_type.clone(), id_of(&e)), (Insert, Bson::Int32(1)));
     assert_eq!(e.full_document, Some(doc! {"_id": 1, "text": "a"}));
     let e = next(&mut eligible).await;
-    assert_eq!(
-        (e.operation_type.clone(), id_of(&e)),
-        (Update, Bson::Int32(2))
-    );
+    assert_eq!((e.operation_type.clone(), id_of(&e)), (Update, Bson::Int32(2)));
     let desc = e.update_description.expect("updateDescription");
     assert_eq!(desc.removed_fields, vec!["retweeted".to_string()]);
     let e = next(&mut eligible).await;
-    assert_eq!(
-        (e.operation_type.clone(), id_of(&e)),
-        (Replace, Bson::Int32(2))
-    );
+    assert_eq!((e.operation_type.clone(), id_of(&e)), (Replace, Bson::Int32(2)));
     assert_eq!(e.full_document, Some(doc! {"_id": 2, "text": "replaced"}));
     assert!(eligible.next_if_any().await.unwrap().is_none());
 }
@@ -115,21 +86,13 @@ async fn events_lookup_and_match() {
 async fn blocking_get_more_and_idle_tokens_advance() {
     let f = Fixture::new().await;
     let c = f.coll("quiet");
-    let mut s = c
-        .watch()
-        .max_await_time(Duration::from_millis(300))
-        .await
-        .unwrap();
+    let mut s = c.watch().max_await_time(Duration::from_millis(300)).await.unwrap();
     // The first call only hands over the (empty) first batch; the second is a getMore.
     assert!(s.next_if_any().await.unwrap().is_none());
     let start = Instant::now();
     assert!(s.next_if_any().await.unwrap().is_none());
     // The server blocked for maxTimeMS instead of answering at once.
-    assert!(
-        start.elapsed() >= Duration::from_millis(250),
-        "getMore returned after {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() >= Duration::from_millis(250), "getMore returned after {:?}", start.elapsed());
     let t1 = s.resume_token().expect("post-batch token");
     // Writes elsewhere move the quiet collection's token forward without events.
     f.coll("busy").insert_one(doc! {"x": 1}).await.unwrap();
@@ -147,10 +110,7 @@ async fn blocking_get_more_and_idle_tokens_advance() {
     drop(s);
     let mut resumed = c.watch().resume_after(t3).await.unwrap();
     c.insert_one(doc! {"_id": "after"}).await.unwrap();
-    assert_eq!(
-        id_of(&next(&mut resumed).await),
-        Bson::String("after".into())
-    );
+    assert_eq!(id_of(&next(&mut resumed).await), Bson::String("after".into()));
 }
 
 #[tokio::test]
@@ -191,15 +151,10 @@ async fn resume_after_start_at_and_history_lost() {
     f.server.with_store(|s| s.oplog.truncate_all());
     c.insert_one(doc! {"_id": 100}).await.unwrap();
     f.server.truncate_history();
-    let err = loop {
-        match tokio::time::timeout(Duration::from_secs(10), behind.next())
-            .await
-            .expect("answer")
-        {
-            Some(Err(e)) => break e,
-            Some(Ok(e)) => panic!("event {e:?} after history loss"),
-            None => panic!("stream closed"),
-        }
+    let err = match tokio::time::timeout(Duration::from_secs(10), behind.next()).await.expect("answer") {
+        Some(Err(e)) => e,
+        Some(Ok(e)) => panic!("event {e:?} after history loss"),
+        None => panic!("stream closed"),
     };
     assert_eq!(code_of(&err), Some(286));
 }
@@ -208,11 +163,7 @@ async fn resume_after_start_at_and_history_lost() {
 async fn stream_survives_dropped_connections() {
     let f = Fixture::new().await;
     let c = f.coll("drops");
-    let mut s = c
-        .watch()
-        .full_document(FullDocumentType::UpdateLookup)
-        .await
-        .unwrap();
+    let mut s = c.watch().full_document(FullDocumentType::UpdateLookup).await.unwrap();
     c.insert_one(doc! {"_id": 0}).await.unwrap();
     assert_eq!(id_of(&next(&mut s).await), Bson::Int32(0));
     for round in 1..=3 {
@@ -222,14 +173,8 @@ async fn stream_survives_dropped_connections() {
         assert_eq!(id_of(&next(&mut s).await), Bson::Int32(round));
     }
     // Mid-scan too: a cursor's getMore after a drop fails, a new find continues from the last _id.
-    c.insert_many((10..2010).map(|i| doc! {"_id": i}))
-        .await
-        .unwrap();
-    let mut cur = c
-        .find(doc! {"_id": {"$gte": 10}})
-        .batch_size(100)
-        .await
-        .unwrap();
+    c.insert_many((10..2010).map(|i| doc! {"_id": i})).await.unwrap();
+    let mut cur = c.find(doc! {"_id": {"$gte": 10}}).batch_size(100).await.unwrap();
     let mut last = 0;
     for _ in 0..100 {
         last = cur.next().await.unwrap().unwrap().get_i32("_id").unwrap();
@@ -250,10 +195,7 @@ async fn stream_survives_dropped_connections() {
         }
     }
     assert!(failed, "getMore after the connection dropped should fail");
-    let rest = c
-        .count_documents(doc! {"_id": {"$gt": last}})
-        .await
-        .unwrap();
+    let rest = c.count_documents(doc! {"_id": {"$gt": last}}).await.unwrap();
     assert_eq!(seen as u64 + rest, 2000);
     let db = f.client.database("twitter_data");
     let mut dbs = db.watch().await.unwrap();

@@ -7,24 +7,14 @@ use mongodb::options::Hint;
 
 async fn ids(cursor: mongodb::Cursor<Document>) -> Vec<i32> {
     let docs: Vec<Document> = cursor.try_collect().await.expect("cursor");
-    docs.iter()
-        .map(|d| d.get_i32("_id").expect("_id"))
-        .collect()
+    docs.iter().map(|d| d.get_i32("_id").expect("_id")).collect()
 }
 
 #[tokio::test]
 async fn handshake_and_server_commands() {
     let f = Fixture::new().await;
     let admin = f.client.database("admin");
-    assert_eq!(
-        admin
-            .run_command(doc! {"ping": 1})
-            .await
-            .unwrap()
-            .get_f64("ok")
-            .unwrap(),
-        1.0
-    );
+    assert_eq!(admin.run_command(doc! {"ping": 1}).await.unwrap().get_f64("ok").unwrap(), 1.0);
     let hello = admin.run_command(doc! {"hello": 1}).await.unwrap();
     assert_eq!(hello.get_str("setName").unwrap(), "rs0");
     assert!(hello.get_bool("isWritablePrimary").unwrap());
@@ -34,18 +24,8 @@ async fn handshake_and_server_commands() {
     let err = admin.run_command(doc! {"frobnicate": 1}).await.unwrap_err();
     assert_eq!(code_of(&err), Some(59));
     f.coll("a").insert_one(doc! {"x": 1}).await.unwrap();
-    assert_eq!(
-        f.client.list_database_names().await.unwrap(),
-        vec!["twitter_data".to_string()]
-    );
-    assert_eq!(
-        f.client
-            .database("twitter_data")
-            .list_collection_names()
-            .await
-            .unwrap(),
-        vec!["a".to_string()]
-    );
+    assert_eq!(f.client.list_database_names().await.unwrap(), vec!["twitter_data".to_string()]);
+    assert_eq!(f.client.database("twitter_data").list_collection_names().await.unwrap(), vec!["a".to_string()]);
 }
 
 #[tokio::test]
@@ -54,58 +34,23 @@ async fn insert_find_update_delete() {
     let c = f.coll("tweets");
     let r = c.insert_one(doc! {"text": "hello"}).await.unwrap();
     assert!(matches!(r.inserted_id, Bson::ObjectId(_)));
-    let dup = c
-        .insert_one(doc! {"_id": r.inserted_id.clone(), "text": "again"})
-        .await
-        .unwrap_err();
+    let dup = c.insert_one(doc! {"_id": r.inserted_id.clone(), "text": "again"}).await.unwrap_err();
     assert_eq!(code_of(&dup), Some(11000));
-    c.insert_many(
-        (0..10).map(|i| doc! {"_id": i, "n": i, "lang": if i % 2 == 0 {"en"} else {"es"}}),
-    )
-    .await
-    .unwrap();
+    c.insert_many((0..10).map(|i| doc! {"_id": i, "n": i, "lang": if i % 2 == 0 {"en"} else {"es"}})).await.unwrap();
 
-    let u = c
-        .update_many(
-            doc! {"lang": "en"},
-            doc! {"$set": {"seen": true}, "$inc": {"n": 100}},
-        )
-        .await
-        .unwrap();
+    let u = c.update_many(doc! {"lang": "en"}, doc! {"$set": {"seen": true}, "$inc": {"n": 100}}).await.unwrap();
     assert_eq!((u.matched_count, u.modified_count), (5, 5));
-    let u = c
-        .update_one(doc! {"_id": 1}, doc! {"$unset": {"lang": ""}})
-        .await
-        .unwrap();
+    let u = c.update_one(doc! {"_id": 1}, doc! {"$unset": {"lang": ""}}).await.unwrap();
     assert_eq!(u.modified_count, 1);
-    let u = c
-        .update_one(doc! {"_id": 1}, doc! {"$unset": {"lang": ""}})
-        .await
-        .unwrap();
+    let u = c.update_one(doc! {"_id": 1}, doc! {"$unset": {"lang": ""}}).await.unwrap();
     assert_eq!((u.matched_count, u.modified_count), (1, 0));
-    let u = c
-        .update_one(doc! {"_id": 42, "lang": "fr"}, doc! {"$set": {"n": 1}})
-        .upsert(true)
-        .await
-        .unwrap();
+    let u = c.update_one(doc! {"_id": 42, "lang": "fr"}, doc! {"$set": {"n": 1}}).upsert(true).await.unwrap();
     assert_eq!(u.upserted_id, Some(Bson::Int32(42)));
-    assert_eq!(
-        c.find_one(doc! {"_id": 42}).await.unwrap().unwrap(),
-        doc! {"_id": 42, "lang": "fr", "n": 1}
-    );
-    let r = c
-        .replace_one(doc! {"_id": 3}, doc! {"replaced": true})
-        .await
-        .unwrap();
+    assert_eq!(c.find_one(doc! {"_id": 42}).await.unwrap().unwrap(), doc! {"_id": 42, "lang": "fr", "n": 1});
+    let r = c.replace_one(doc! {"_id": 3}, doc! {"replaced": true}).await.unwrap();
     assert_eq!(r.modified_count, 1);
-    assert_eq!(
-        c.find_one(doc! {"_id": 3}).await.unwrap().unwrap(),
-        doc! {"_id": 3, "replaced": true}
-    );
-    let bad = c
-        .update_one(doc! {"_id": 4}, doc! {"$set": {"_id": 5}})
-        .await
-        .unwrap_err();
+    assert_eq!(c.find_one(doc! {"_id": 3}).await.unwrap().unwrap(), doc! {"_id": 3, "replaced": true});
+    let bad = c.update_one(doc! {"_id": 4}, doc! {"$set": {"_id": 5}}).await.unwrap_err();
     assert_eq!(code_of(&bad), Some(66));
 
     assert_eq!(
@@ -149,14 +94,8 @@ async fn query_language_semantics() {
     assert_eq!(q(doc! {"u.lang": "en"}).await, vec![1, 4]);
     assert_eq!(q(doc! {"n": {"$not": {"$gt": 1}}}).await, vec![1, 4]);
     assert_eq!(q(doc! {"$or": [{"_id": 1}, {"a": "s"}]}).await, vec![1, 4]);
-    assert_eq!(
-        q(doc! {"$and": [{"n": {"$exists": true}}, {"a": {"$in": [null, 1]}}]}).await,
-        vec![1, 2, 3]
-    );
-    assert_eq!(
-        q(doc! {"n": {"$type": "number"}, "a": {"$type": "null"}}).await,
-        vec![1]
-    );
+    assert_eq!(q(doc! {"$and": [{"n": {"$exists": true}}, {"a": {"$in": [null, 1]}}]}).await, vec![1, 2, 3]);
+    assert_eq!(q(doc! {"n": {"$type": "number"}, "a": {"$type": "null"}}).await, vec![1]);
     let err = c.find(doc! {"a": {"$bogus": 1}}).await.unwrap_err();
     assert_eq!(code_of(&err), Some(2));
 }
@@ -165,52 +104,26 @@ async fn query_language_semantics() {
 async fn sort_projection_limit_skip_and_cursors() {
     let f = Fixture::new().await;
     let c = f.coll("s");
-    c.insert_many(
-        (0..1000)
-            .map(|i| doc! {"_id": i, "k": (i * 7) % 10, "text": format!("t{i}"), "x": {"y": i}}),
-    )
-    .await
-    .unwrap();
+    c.insert_many((0..1000).map(|i| doc! {"_id": i, "k": (i * 7) % 10, "text": format!("t{i}"), "x": {"y": i}}))
+        .await
+        .unwrap();
     // Many getMores of 37 documents each, in _id order.
     let all = ids(c.find(doc! {}).batch_size(37).await.unwrap()).await;
     assert_eq!(all, (0..1000).collect::<Vec<_>>());
-    let desc = ids(c
-        .find(doc! {"_id": {"$lt": 5}})
-        .sort(doc! {"_id": -1})
-        .await
-        .unwrap())
-    .await;
+    let desc = ids(c.find(doc! {"_id": {"$lt": 5}}).sort(doc! {"_id": -1}).await.unwrap()).await;
     assert_eq!(desc, vec![4, 3, 2, 1, 0]);
     // An in-memory sort on a non-indexed field, then by _id.
-    let by_k = ids(c
-        .find(doc! {})
-        .sort(doc! {"k": -1, "_id": 1})
-        .limit(3)
-        .await
-        .unwrap())
-    .await;
+    let by_k = ids(c.find(doc! {}).sort(doc! {"k": -1, "_id": 1}).limit(3).await.unwrap()).await;
     assert_eq!(by_k, vec![7, 17, 27]);
     let page = ids(c.find(doc! {}).skip(990).batch_size(4).await.unwrap()).await;
     assert_eq!(page, (990..1000).collect::<Vec<_>>());
     let limited = ids(c.find(doc! {}).limit(250).batch_size(100).await.unwrap()).await;
     assert_eq!(limited.len(), 250);
-    let p: Vec<Document> = c
-        .find(doc! {"_id": 5})
-        .projection(doc! {"text": 1, "x.y": 1})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let p: Vec<Document> =
+        c.find(doc! {"_id": 5}).projection(doc! {"text": 1, "x.y": 1}).await.unwrap().try_collect().await.unwrap();
     assert_eq!(p, vec![doc! {"_id": 5, "text": "t5", "x": {"y": 5}}]);
-    let p: Vec<Document> = c
-        .find(doc! {"_id": 5})
-        .projection(doc! {"_id": 0, "x": 0})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let p: Vec<Document> =
+        c.find(doc! {"_id": 5}).projection(doc! {"_id": 0, "x": 0}).await.unwrap().try_collect().await.unwrap();
     assert_eq!(p, vec![doc! {"k": 5, "text": "t5"}]);
     assert_eq!(c.count_documents(doc! {"k": 3}).await.unwrap(), 100);
     let mut langs = c.distinct("k", doc! {"_id": {"$lt": 20}}).await.unwrap();
@@ -222,19 +135,8 @@ async fn sort_projection_limit_skip_and_cursors() {
         cur.advance().await.unwrap();
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let status = f
-        .client
-        .database("admin")
-        .run_command(doc! {"serverStatus": 1})
-        .await
-        .unwrap();
-    let open = status
-        .get_document("metrics")
-        .unwrap()
-        .get_document("cursor")
-        .unwrap()
-        .get_document("open")
-        .unwrap();
+    let status = f.client.database("admin").run_command(doc! {"serverStatus": 1}).await.unwrap();
+    let open = status.get_document("metrics").unwrap().get_document("cursor").unwrap().get_document("open").unwrap();
     assert_eq!(open.get_i64("total").unwrap(), 0);
     let _ = Hint::Name(String::new());
 }
@@ -244,9 +146,7 @@ async fn aggregation_stages() {
     let f = Fixture::new().await;
     let c = f.coll("agg");
     let langs = ["en", "es", "ja"];
-    c.insert_many((0..100).map(|i: i32| doc! {"_id": i, "lang": langs[i as usize % 3], "len": i}))
-        .await
-        .unwrap();
+    c.insert_many((0..100).map(|i: i32| doc! {"_id": i, "lang": langs[i as usize % 3], "len": i})).await.unwrap();
     let groups: Vec<Document> = c
         .aggregate(vec![
             doc! {"$match": {"len": {"$gte": 10}}},

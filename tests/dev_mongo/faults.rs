@@ -16,10 +16,7 @@ async fn fail_next_commands_with_codes_and_labels() {
     c.insert_one(doc! {"_id": 1}).await.unwrap();
     f.server.fail_next(2, 2, &[]);
     assert_eq!(code_of(&c.find_one(doc! {}).await.unwrap_err()), Some(2));
-    assert_eq!(
-        code_of(&c.count_documents(doc! {}).await.unwrap_err()),
-        Some(2)
-    );
+    assert_eq!(code_of(&c.count_documents(doc! {}).await.unwrap_err()), Some(2));
     assert!(c.find_one(doc! {}).await.unwrap().is_some());
     // A retryable error on a read is retried once by the driver: the read succeeds.
     f.server.fail_next(1, 91, &["RetryableWriteError"]);
@@ -46,10 +43,7 @@ async fn fail_next_commands_with_codes_and_labels() {
 async fn data_file_survives_restart_with_indexes_and_history() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db.bson");
-    let config = DevMongoConfig {
-        data: Some(path.clone()),
-        ..DevMongoConfig::default()
-    };
+    let config = DevMongoConfig { data: Some(path.clone()), ..DevMongoConfig::default() };
     let token;
     {
         let f = Fixture::with(config.clone()).await;
@@ -68,9 +62,7 @@ async fn data_file_survives_restart_with_indexes_and_history() {
         .await
         .unwrap();
         let mut s = c.watch().await.unwrap();
-        c.insert_many((0..1000).map(|i| doc! {"_id": i, "lang": "en", "text": format!("t{i}")}))
-            .await
-            .unwrap();
+        c.insert_many((0..1000).map(|i| doc! {"_id": i, "lang": "en", "text": format!("t{i}")})).await.unwrap();
         for _ in 0..10 {
             s.next().await.unwrap().unwrap();
         }
@@ -80,20 +72,10 @@ async fn data_file_survives_restart_with_indexes_and_history() {
     assert!(path.exists());
     let f = Fixture::with(config).await;
     let c = f.coll("tweets");
-    assert_eq!(
-        c.count_documents(doc! {"done": null, "lang": "en"})
-            .hint(Hint::Name("wq".into()))
-            .await
-            .unwrap(),
-        1000
-    );
+    assert_eq!(c.count_documents(doc! {"done": null, "lang": "en"}).hint(Hint::Name("wq".into())).await.unwrap(), 1000);
     // The token from before the restart resumes exactly after the 10th event.
     let mut s = c.watch().resume_after(token).await.unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(5), s.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), s.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(e.document_key.unwrap().get("_id"), Some(&Bson::Int32(10)));
     let d: Option<Document> = c.find_one(doc! {"_id": 999}).await.unwrap();
     assert_eq!(d.unwrap().get_str("text").unwrap(), "t999");

@@ -36,20 +36,9 @@ impl Fixture {
 
     /// `serverStatus.metrics.queryExecutor`: (keys examined, documents examined).
     pub async fn scanned(&self) -> (i64, i64) {
-        let s = self
-            .client
-            .database("admin")
-            .run_command(doc! {"serverStatus": 1})
-            .await
-            .expect("serverStatus");
-        let q = s
-            .get_document("metrics")
-            .and_then(|m| m.get_document("queryExecutor"))
-            .expect("queryExecutor");
-        (
-            q.get_i64("scanned").expect("scanned"),
-            q.get_i64("scannedObjects").expect("scannedObjects"),
-        )
+        let s = self.client.database("admin").run_command(doc! {"serverStatus": 1}).await.expect("serverStatus");
+        let q = s.get_document("metrics").and_then(|m| m.get_document("queryExecutor")).expect("queryExecutor");
+        (q.get_i64("scanned").expect("scanned"), q.get_i64("scannedObjects").expect("scannedObjects"))
     }
 }
 
@@ -58,11 +47,7 @@ pub fn code_of(e: &mongodb::error::Error) -> Option<i32> {
     match e.kind.as_ref() {
         ErrorKind::Command(c) => Some(c.code),
         ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
-        ErrorKind::InsertMany(m) => m
-            .write_errors
-            .as_ref()
-            .and_then(|w| w.first())
-            .map(|w| w.code),
+        ErrorKind::InsertMany(m) => m.write_errors.as_ref().and_then(|w| w.first()).map(|w| w.code),
         _ => None,
     }
 }

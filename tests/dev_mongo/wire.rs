@@ -47,7 +47,7 @@ async fn legacy_op_query_hello_gets_op_reply() {
     assert_eq!(i32::from_le_bytes(header[12..16].try_into().unwrap()), 1, "OP_REPLY");
     assert_eq!(i32::from_le_bytes(body[16..20].try_into().unwrap()), 1, "numberReturned");
     let d = Document::from_reader(&mut &body[20..]).unwrap();
-    assert_eq!(d.get_bool("ismaster").unwrap(), true);
+    assert!(d.get_bool("ismaster").unwrap());
     assert_eq!(d.get_str("setName").unwrap(), "rs0");
     assert!(rest.is_empty());
     // The server is still fine for everyone else.

@@ -17,11 +17,7 @@ pub fn create_indexes(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult
     let coll = coll_name(cmd, "createIndexes")?;
     let specs = match cmd.get("indexes") {
         Some(Bson::Array(a)) if !a.is_empty() => a,
-        _ => {
-            return Err(CommandError::parse(
-                "createIndexes needs a non-empty indexes array",
-            ))
-        }
+        _ => return Err(CommandError::parse("createIndexes needs a non-empty indexes array")),
     };
     let parsed = specs
         .iter()
@@ -55,15 +51,11 @@ pub fn create_indexes(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult
 pub fn list_indexes(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Document> {
     let coll = coll_name(cmd, "listIndexes")?;
     let Some(c) = store.coll(&ctx.db, &coll) else {
-        return Err(CommandError::new(
-            code::NAMESPACE_NOT_FOUND,
-            format!("ns does not exist: {}.{coll}", ctx.db),
-        ));
+        return Err(CommandError::new(code::NAMESPACE_NOT_FOUND, format!("ns does not exist: {}.{coll}", ctx.db)));
     };
-    let mut all: VecDeque<Document> =
-        std::iter::once(doc! {"v": 2, "key": {"_id": 1}, "name": ID_INDEX})
-            .chain(c.indexes.iter().map(|i| i.spec.to_document()))
-            .collect();
+    let mut all: VecDeque<Document> = std::iter::once(doc! {"v": 2, "key": {"_id": 1}, "name": ID_INDEX})
+        .chain(c.indexes.iter().map(|i| i.spec.to_document()))
+        .collect();
     buffered_reply(store, ctx, &coll, cmd, &mut all)
 }
 
@@ -89,10 +81,7 @@ pub fn drop_indexes(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<D
     let name = cmd.keys().next().cloned().unwrap_or_default();
     let coll = coll_name(cmd, &name)?;
     let Some(c) = store.dbs.get_mut(&ctx.db).and_then(|d| d.get_mut(&coll)) else {
-        return Err(CommandError::new(
-            code::NAMESPACE_NOT_FOUND,
-            format!("ns not found {}.{coll}", ctx.db),
-        ));
+        return Err(CommandError::new(code::NAMESPACE_NOT_FOUND, format!("ns not found {}.{coll}", ctx.db)));
     };
     let before = c.indexes.len() as i32 + 1;
     match cmd.get("index") {
@@ -104,24 +93,13 @@ pub fn drop_indexes(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<D
             }
         }
         Some(Bson::Document(key)) => {
-            let name = c
-                .indexes
-                .iter()
-                .find(|i| &i.spec.key == key)
-                .map(|i| i.spec.name.clone())
-                .ok_or_else(|| {
-                    CommandError::new(
-                        code::INDEX_NOT_FOUND,
-                        format!("can't find index with key: {key}"),
-                    )
+            let name =
+                c.indexes.iter().find(|i| &i.spec.key == key).map(|i| i.spec.name.clone()).ok_or_else(|| {
+                    CommandError::new(code::INDEX_NOT_FOUND, format!("can't find index with key: {key}"))
                 })?;
             c.drop_index(&name)?;
         }
-        _ => {
-            return Err(CommandError::parse(
-                "dropIndexes needs index: name, key, [names] or \"*\"",
-            ))
-        }
+        _ => return Err(CommandError::parse("dropIndexes needs index: name, key, [names] or \"*\"")),
     }
     Ok(doc! {"nIndexesWas": before, "ok": 1.0})
 }
@@ -178,10 +156,7 @@ pub fn list_databases(store: &mut Store, cmd: &Document) -> CmdResult<Document> 
 pub fn create(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Document> {
     let coll = coll_name(cmd, "create")?;
     if store.coll(&ctx.db, &coll).is_some() {
-        return Err(CommandError::new(
-            48,
-            format!("Collection {}.{coll} already exists.", ctx.db),
-        ));
+        return Err(CommandError::new(48, format!("Collection {}.{coll} already exists.", ctx.db)));
     }
     store.coll_mut(&ctx.db, &coll);
     Ok(doc! {"ok": 1.0})
@@ -190,20 +165,14 @@ pub fn create(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Documen
 /// `drop`: like mongod 7.0, dropping a missing collection succeeds.
 pub fn drop(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Document> {
     let coll = coll_name(cmd, "drop")?;
-    let n = store
-        .coll(&ctx.db, &coll)
-        .map_or(0, |c| c.indexes.len() as i32 + 1);
+    let n = store.coll(&ctx.db, &coll).map_or(0, |c| c.indexes.len() as i32 + 1);
     store.drop_collection(&ctx.db, &coll);
     Ok(doc! {"nIndexesWas": n, "ns": format!("{}.{coll}", ctx.db), "ok": 1.0})
 }
 
 /// `dropDatabase`
 pub fn drop_database(store: &mut Store, ctx: &Ctx) -> CmdResult<Document> {
-    let names: Vec<String> = store
-        .dbs
-        .get(&ctx.db)
-        .map(|d| d.keys().cloned().collect())
-        .unwrap_or_default();
+    let names: Vec<String> = store.dbs.get(&ctx.db).map(|d| d.keys().cloned().collect()).unwrap_or_default();
     for name in names {
         store.drop_collection(&ctx.db, &name);
     }

@@ -22,13 +22,7 @@ pub fn aggregate(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Docu
     let coll = match cmd.get("aggregate") {
         Some(Bson::String(s)) => Some(s.clone()),
         Some(Bson::Int32(1)) | Some(Bson::Int64(1)) | Some(Bson::Double(_)) => None,
-        Some(other) => {
-            return Err(CommandError::type_mismatch(
-                "aggregate",
-                "string or 1",
-                other,
-            ))
-        }
+        Some(other) => return Err(CommandError::type_mismatch("aggregate", "string or 1", other)),
         None => return Err(CommandError::parse("missing aggregate")),
     };
     let stages: Vec<Document> = match cmd.get("pipeline") {
@@ -42,21 +36,16 @@ pub fn aggregate(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Docu
                 )),
             })
             .collect::<CmdResult<_>>()?,
+        _ => return Err(CommandError::type_mismatch("pipeline", "array", cmd.get("pipeline").unwrap_or(&Bson::Null))),
+    };
+    let cursor_opts = match cmd.get("cursor") {
+        Some(Bson::Document(c)) => c.clone(),
         _ => {
-            return Err(CommandError::type_mismatch(
-                "pipeline",
-                "array",
-                cmd.get("pipeline").unwrap_or(&Bson::Null),
+            return Err(CommandError::parse(
+                "The 'cursor' option is required, except for aggregate with the explain argument",
             ))
         }
     };
-    let cursor_opts =
-        match cmd.get("cursor") {
-            Some(Bson::Document(c)) => c.clone(),
-            _ => return Err(CommandError::parse(
-                "The 'cursor' option is required, except for aggregate with the explain argument",
-            )),
-        };
     let batch = count_opt(&cursor_opts, "batchSize")?.map_or(DEFAULT_FIRST_BATCH, |b| b as usize);
     let ns_coll = coll.clone().unwrap_or_else(|| "$cmd.aggregate".to_string());
 
@@ -65,28 +54,17 @@ pub fn aggregate(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Docu
         let mut cc = ChangeCursor::open(&ctx.db, coll.as_deref(), spec, &rest, &mut store.oplog)?;
         let first = cc.poll(&mut store.oplog, &store.dbs, batch)?;
         let token = cc.resume_token();
-        let mut reply = cursor_reply(
-            store,
-            ctx,
-            &ns_coll,
-            first,
-            Some(CursorKind::Change(Box::new(cc))),
-        );
+        let mut reply = cursor_reply(store, ctx, &ns_coll, first, Some(CursorKind::Change(Box::new(cc))));
         if let Ok(c) = reply.get_document_mut("cursor") {
             c.insert("postBatchResumeToken", token);
         }
         return Ok(reply);
     }
     if stages.iter().any(|s| s.contains_key("$changeStream")) {
-        return Err(CommandError::new(
-            40602,
-            "$changeStream is only valid as the first stage in a pipeline.",
-        ));
+        return Err(CommandError::new(40602, "$changeStream is only valid as the first stage in a pipeline."));
     }
     let Some(coll) = coll else {
-        return Err(CommandError::bad_value(
-            "database-level aggregate supports only $changeStream here",
-        ));
+        return Err(CommandError::bad_value("database-level aggregate supports only $changeStream here"));
     };
     let hint = cmd.get("hint").filter(|h| !matches!(h, Bson::Null));
     let empty = Collection::default();
@@ -101,18 +79,10 @@ pub fn aggregate(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Docu
     Ok(cursor_reply(store, ctx, &coll, out, more))
 }
 
-fn run_pipeline(
-    c: &Collection,
-    stages: &[Document],
-    hint: Option<&Bson>,
-) -> CmdResult<(Vec<Document>, ScanTotals)> {
+fn run_pipeline(c: &Collection, stages: &[Document], hint: Option<&Bson>) -> CmdResult<(Vec<Document>, ScanTotals)> {
     let (filter, rest) = match stages.first().and_then(|s| s.get("$match")) {
         Some(Bson::Document(m)) => (Filter::parse(m)?, &stages[1..]),
-        Some(_) => {
-            return Err(CommandError::bad_value(
-                "the match filter must be an expression in an object",
-            ))
-        }
+        Some(_) => return Err(CommandError::bad_value("the match filter must be an expression in an object")),
         None => (Filter::And(Vec::new()), stages),
     };
     let plan = plan(c, &filter, None, hint)?;
@@ -134,36 +104,22 @@ fn run_pipeline(
 }
 
 /// A counting stage answered from index entries alone: (results, keys counted).
-fn covered_count(
-    c: &Collection,
-    plan: &super::super::planner::Plan,
-    stage: &Document,
-) -> Option<(Vec<Document>, u64)> {
+fn covered_count(c: &Collection, plan: &super::super::planner::Plan, stage: &Document) -> Option<(Vec<Document>, u64)> {
     let (name, arg) = stage.iter().next()?;
     match (name.as_str(), arg) {
         ("$count", Bson::String(field)) => {
             let n = count_covered(c, plan)?;
-            Some((
-                if n == 0 {
-                    vec![]
-                } else {
-                    vec![doc! {field.clone(): n as i64}]
-                },
-                n,
-            ))
+            Some((if n == 0 { vec![] } else { vec![doc! {field.clone(): n as i64}] }, n))
         }
         ("$group", Bson::Document(g)) => {
             let id = g.get("_id")?;
-            if matches!(id, Bson::String(s) if s.starts_with('$'))
-                || matches!(id, Bson::Document(_))
-            {
+            if matches!(id, Bson::String(s) if s.starts_with('$')) || matches!(id, Bson::Document(_)) {
                 return None;
             }
             let mut out = doc! {"_id": id.clone()};
             for (k, v) in g.iter().filter(|(k, _)| *k != "_id") {
                 match v {
-                    Bson::Document(acc)
-                        if matches!(acc.get("$sum"), Some(Bson::Int32(1) | Bson::Int64(1))) => {}
+                    Bson::Document(acc) if matches!(acc.get("$sum"), Some(Bson::Int32(1) | Bson::Int64(1))) => {}
                     Bson::Document(acc) if acc.get("$count").is_some() => {}
                     _ => return None,
                 }
@@ -235,21 +191,15 @@ fn as_count(stage: &str, v: &Bson) -> CmdResult<usize> {
         Bson::Int32(n) if *n >= 0 => Ok(*n as usize),
         Bson::Int64(n) if *n >= 0 => Ok(*n as usize),
         Bson::Double(n) if *n >= 0.0 => Ok(*n as usize),
-        _ => Err(CommandError::bad_value(format!(
-            "invalid argument to {stage} stage: {v}"
-        ))),
+        _ => Err(CommandError::bad_value(format!("invalid argument to {stage} stage: {v}"))),
     }
 }
 
 /// Evaluates a `$group` expression: `"$path"`, a document of expressions, or a literal.
 fn eval(doc: &Document, expr: &Bson) -> Bson {
     match expr {
-        Bson::String(s) if s.starts_with('$') => {
-            path::get(doc, &s[1..]).cloned().unwrap_or(Bson::Null)
-        }
-        Bson::Document(d) => {
-            Bson::Document(d.iter().map(|(k, v)| (k.clone(), eval(doc, v))).collect())
-        }
+        Bson::String(s) if s.starts_with('$') => path::get(doc, &s[1..]).cloned().unwrap_or(Bson::Null),
+        Bson::Document(d) => Bson::Document(d.iter().map(|(k, v)| (k.clone(), eval(doc, v))).collect()),
         other => other.clone(),
     }
 }
@@ -271,9 +221,7 @@ fn num_of(v: &Bson) -> Option<Num> {
 
 fn num_add(a: Num, b: Num) -> Num {
     match (a, b) {
-        (Num::Int(x), Num::Int(y)) => x
-            .checked_add(y)
-            .map_or(Num::Double(x as f64 + y as f64), Num::Int),
+        (Num::Int(x), Num::Int(y)) => x.checked_add(y).map_or(Num::Double(x as f64 + y as f64), Num::Int),
         (Num::Int(x), Num::Double(y)) | (Num::Double(y), Num::Int(x)) => Num::Double(x as f64 + y),
         (Num::Double(x), Num::Double(y)) => Num::Double(x + y),
     }
@@ -297,28 +245,17 @@ enum Acc {
 }
 
 fn group(docs: Vec<Document>, spec: &Document) -> CmdResult<Vec<Document>> {
-    let id_expr = spec
-        .get("_id")
-        .ok_or_else(|| CommandError::new(15955, "a group specification must include an _id"))?;
+    let id_expr =
+        spec.get("_id").ok_or_else(|| CommandError::new(15955, "a group specification must include an _id"))?;
     let mut accs_spec: Vec<(String, String, Bson)> = Vec::new();
     for (field, acc) in spec.iter().filter(|(k, _)| *k != "_id") {
         let Bson::Document(acc) = acc else {
-            return Err(CommandError::new(
-                40234,
-                format!("The field '{field}' must be an accumulator object"),
-            ));
+            return Err(CommandError::new(40234, format!("The field '{field}' must be an accumulator object")));
         };
         let Some((op, arg)) = acc.iter().next() else {
-            return Err(CommandError::new(
-                40234,
-                format!("The field '{field}' must specify one accumulator"),
-            ));
+            return Err(CommandError::new(40234, format!("The field '{field}' must specify one accumulator")));
         };
-        let (op, arg) = if op == "$count" {
-            ("$sum".to_string(), Bson::Int32(1))
-        } else {
-            (op.clone(), arg.clone())
-        };
+        let (op, arg) = if op == "$count" { ("$sum".to_string(), Bson::Int32(1)) } else { (op.clone(), arg.clone()) };
         if !["$sum", "$avg", "$min", "$max", "$first", "$last", "$push"].contains(&op.as_str()) {
             return Err(CommandError::new(15952, format!("unknown group operator '{op}' (tweet-embed dev-mongo supports $sum $avg $min $max $first $last $push $count)")));
         }

@@ -43,10 +43,7 @@ pub enum Outcome {
 /// Runs one command.
 pub fn execute(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Outcome> {
     let Some(name) = cmd.keys().next().cloned() else {
-        return Err(CommandError::new(
-            code::FAILED_TO_PARSE,
-            "empty command document",
-        ));
+        return Err(CommandError::new(code::FAILED_TO_PARSE, "empty command document"));
     };
     if let Some(injected) = super::faults::FailPoint::take(&mut store.fail, &name) {
         return match injected {
@@ -58,14 +55,12 @@ pub fn execute(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Outcom
         "hello" | "isMaster" | "ismaster" => handshake::hello(store, ctx, cmd),
         "ping" => Ok(doc! {"ok": 1.0}),
         "buildInfo" | "buildinfo" => Ok(handshake::build_info()),
-        "endSessions" | "killSessions" | "killAllSessions" | "refreshSessions" | "startSession" => {
-            Ok(doc! {"ok": 1.0})
-        }
+        "endSessions" | "killSessions" | "killAllSessions" | "refreshSessions" | "startSession" => Ok(doc! {"ok": 1.0}),
         "getParameter" => Ok(doc! {"featureCompatibilityVersion": {"version": "7.0"}, "ok": 1.0}),
         "whatsmyuri" => Ok(doc! {"you": ctx.me.clone(), "ok": 1.0}),
-        "connectionStatus" => Ok(
-            doc! {"authInfo": {"authenticatedUsers": [], "authenticatedUserRoles": []}, "ok": 1.0},
-        ),
+        "connectionStatus" => {
+            Ok(doc! {"authInfo": {"authenticatedUsers": [], "authenticatedUserRoles": []}, "ok": 1.0})
+        }
         "serverStatus" => Ok(handshake::server_status(store)),
         "hostInfo" => Ok(doc! {"system": {"hostname": ctx.me.clone()}, "ok": 1.0}),
         "insert" => write::insert(store, ctx, cmd),
@@ -86,10 +81,7 @@ pub fn execute(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Outcom
         "drop" => admin::drop(store, ctx, cmd),
         "dropDatabase" => admin::drop_database(store, ctx),
         "configureFailPoint" => admin::configure_fail_point(store, cmd),
-        other => Err(CommandError::new(
-            code::COMMAND_NOT_FOUND,
-            format!("no such command: '{other}'"),
-        )),
+        other => Err(CommandError::new(code::COMMAND_NOT_FOUND, format!("no such command: '{other}'"))),
     }?;
     Ok(Outcome::Reply(reply))
 }
@@ -100,10 +92,7 @@ fn coll_name(cmd: &Document, key: &str) -> CmdResult<String> {
         Some(Bson::String(s)) if !s.is_empty() => Ok(s.clone()),
         Some(other) => Err(CommandError::new(
             code::INVALID_OPTIONS.min(73),
-            format!(
-                "collection name has invalid type {}",
-                super::error::type_name(other)
-            ),
+            format!("collection name has invalid type {}", super::error::type_name(other)),
         )),
         None => Err(CommandError::parse(format!("missing {key}"))),
     }
@@ -116,9 +105,9 @@ fn count_opt(cmd: &Document, key: &str) -> CmdResult<Option<u64>> {
         Some(Bson::Int32(n)) if *n >= 0 => Ok(Some(*n as u64)),
         Some(Bson::Int64(n)) if *n >= 0 => Ok(Some(*n as u64)),
         Some(Bson::Double(n)) if *n >= 0.0 && n.fract() == 0.0 => Ok(Some(*n as u64)),
-        Some(Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_)) => Err(CommandError::bad_value(
-            format!("{key} value must be non-negative"),
-        )),
+        Some(Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_)) => {
+            Err(CommandError::bad_value(format!("{key} value must be non-negative")))
+        }
         Some(other) => Err(CommandError::type_mismatch(key, "number", other)),
     }
 }
@@ -133,13 +122,7 @@ fn doc_opt<'a>(cmd: &'a Document, key: &str) -> CmdResult<Option<&'a Document>> 
 }
 
 /// Registers a cursor if results remain and builds the `{cursor: {firstBatch, id, ns}}` reply.
-fn cursor_reply(
-    store: &mut Store,
-    ctx: &Ctx,
-    coll: &str,
-    batch: Vec<Document>,
-    rest: Option<CursorKind>,
-) -> Document {
+fn cursor_reply(store: &mut Store, ctx: &Ctx, coll: &str, batch: Vec<Document>, rest: Option<CursorKind>) -> Document {
     let ns = format!("{}.{coll}", ctx.db);
     let id = match rest {
         Some(kind) => store.add_cursor(Cursor {

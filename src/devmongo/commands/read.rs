@@ -50,32 +50,18 @@ pub fn find(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Document>
         }
         store.scanned.add(&pos);
         all.sort_by(|a, b| a.0.cmp(&b.0));
-        let it = all
-            .into_iter()
-            .skip(skip as usize)
-            .take(limit.map_or(usize::MAX, |l| l as usize));
-        let mut rest: VecDeque<Document> = it
-            .map(|(_, d)| {
-                projection
-                    .as_ref()
-                    .map_or_else(|| d.clone(), |p| p.apply(&d))
-            })
-            .collect();
+        let it = all.into_iter().skip(skip as usize).take(limit.map_or(usize::MAX, |l| l as usize));
+        let mut rest: VecDeque<Document> =
+            it.map(|(_, d)| projection.as_ref().map_or_else(|| d.clone(), |p| p.apply(&d))).collect();
         drain_buffered(&mut rest, batch, &mut out);
         let more = (!rest.is_empty() && !single).then_some(CursorKind::Buffered(rest));
         return Ok(cursor_reply(store, ctx, &coll, out, more));
     }
-    let mut cursor = FindCursor {
-        plan,
-        filter,
-        projection,
-        limit_left: limit,
-        skip_left: skip,
-        pos: ScanPosition::default(),
-    };
+    let mut cursor =
+        FindCursor { plan, filter, projection, limit_left: limit, skip_left: skip, pos: ScanPosition::default() };
     let done = cursor.fill(Some(c), batch, &mut out)?;
     store.scanned.take_from(&mut cursor.pos);
-    let more = (!done && !single).then_some(CursorKind::Find(cursor));
+    let more = (!done && !single).then_some(CursorKind::Find(Box::new(cursor)));
     Ok(cursor_reply(store, ctx, &coll, out, more))
 }
 
@@ -89,19 +75,17 @@ pub fn get_more(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Outco
     };
     let coll = coll_name(cmd, "collection")?;
     let Some(mut cursor) = store.cursors.remove(&id) else {
-        return Err(CommandError::new(
-            code::CURSOR_NOT_FOUND,
-            format!("cursor id {id} not found"),
-        ));
+        return Err(CommandError::new(code::CURSOR_NOT_FOUND, format!("cursor id {id} not found")));
     };
     if cursor.db != ctx.db || cursor.coll != coll {
-        let msg = format!("Requested getMore on namespace '{}.{coll}', but cursor belongs to a different namespace {}", ctx.db, cursor.ns);
+        let msg = format!(
+            "Requested getMore on namespace '{}.{coll}', but cursor belongs to a different namespace {}",
+            ctx.db, cursor.ns
+        );
         store.cursors.insert(id, cursor);
         return Err(CommandError::new(13, msg));
     }
-    let batch = count_opt(cmd, "batchSize")?
-        .filter(|b| *b > 0)
-        .map_or(usize::MAX, |b| b as usize);
+    let batch = count_opt(cmd, "batchSize")?.filter(|b| *b > 0).map_or(usize::MAX, |b| b as usize);
     let mut out = Vec::new();
     let mut token = None;
     let done = match &mut cursor.kind {
@@ -180,12 +164,7 @@ pub fn count(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Document
     let Some(c) = store.coll(&ctx.db, &coll) else {
         return Ok(doc! {"n": 0, "ok": 1.0});
     };
-    let plan = plan(
-        c,
-        &filter,
-        None,
-        cmd.get("hint").filter(|h| !matches!(h, Bson::Null)),
-    )?;
+    let plan = plan(c, &filter, None, cmd.get("hint").filter(|h| !matches!(h, Bson::Null)))?;
     let total = match count_covered(c, &plan) {
         Some(n) => {
             store.scanned.keys += n;
@@ -211,20 +190,12 @@ pub fn count(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Document
 /// `distinct`
 pub fn distinct(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Document> {
     let coll = coll_name(cmd, "distinct")?;
-    let key = cmd
-        .get_str("key")
-        .map_err(|_| CommandError::parse("distinct needs a string key"))?
-        .to_string();
+    let key = cmd.get_str("key").map_err(|_| CommandError::parse("distinct needs a string key"))?.to_string();
     let filter = parse_filter(cmd, "query")?;
     let Some(c) = store.coll(&ctx.db, &coll) else {
         return Ok(doc! {"values": [], "ok": 1.0});
     };
-    let plan = plan(
-        c,
-        &filter,
-        None,
-        cmd.get("hint").filter(|h| !matches!(h, Bson::Null)),
-    )?;
+    let plan = plan(c, &filter, None, cmd.get("hint").filter(|h| !matches!(h, Bson::Null)))?;
     let mut values: BTreeMap<Vec<u8>, Bson> = BTreeMap::new();
     let mut pos = ScanPosition::default();
     while !pos.is_done() {

@@ -13,16 +13,12 @@ fn statements<'a>(cmd: &'a Document, key: &str) -> CmdResult<&'a Vec<Bson>> {
     match cmd.get(key) {
         Some(Bson::Array(a)) => Ok(a),
         Some(other) => Err(CommandError::type_mismatch(key, "array", other)),
-        None => Err(CommandError::parse(format!(
-            "BSON field '{key}' is missing but a required field"
-        ))),
+        None => Err(CommandError::parse(format!("BSON field '{key}' is missing but a required field"))),
     }
 }
 
 fn write_error(index: usize, e: &CommandError) -> Bson {
-    Bson::Document(
-        doc! {"index": index as i32, "code": e.code, "codeName": e.code_name, "errmsg": e.message.clone()},
-    )
+    Bson::Document(doc! {"index": index as i32, "code": e.code, "codeName": e.code_name, "errmsg": e.message.clone()})
 }
 
 fn finish(mut reply: Document, errors: Vec<Bson>) -> Document {
@@ -71,33 +67,20 @@ pub fn update(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Documen
             let Bson::Document(stmt) = stmt else {
                 return Err(CommandError::type_mismatch("updates", "object", stmt));
             };
-            let q = stmt
-                .get_document("q")
-                .map_err(|_| CommandError::parse("update statement needs q"))?;
-            let u = stmt
-                .get("u")
-                .ok_or_else(|| CommandError::parse("update statement needs u"))?;
+            let q = stmt.get_document("q").map_err(|_| CommandError::parse("update statement needs q"))?;
+            let u = stmt.get("u").ok_or_else(|| CommandError::parse("update statement needs u"))?;
             if matches!(stmt.get("arrayFilters"), Some(Bson::Array(a)) if !a.is_empty()) {
-                return Err(CommandError::bad_value(
-                    "arrayFilters are not supported by tweet-embed dev-mongo",
-                ));
+                return Err(CommandError::bad_value("arrayFilters are not supported by tweet-embed dev-mongo"));
             }
             let multi = stmt.get("multi").is_some_and(truthy);
             let upsert = stmt.get("upsert").is_some_and(truthy);
             let filter = Filter::parse(q)?;
             let update = Update::parse(u)?;
             if multi && matches!(update, Update::Replacement(_)) {
-                return Err(CommandError::parse(
-                    "multi update is not supported for replacement-style update",
-                ));
+                return Err(CommandError::parse("multi update is not supported for replacement-style update"));
             }
-            let (ids, totals) = store.matching_ids(
-                &ctx.db,
-                &coll,
-                &filter,
-                stmt.get("hint"),
-                if multi { None } else { Some(1) },
-            )?;
+            let (ids, totals) =
+                store.matching_ids(&ctx.db, &coll, &filter, stmt.get("hint"), if multi { None } else { Some(1) })?;
             store.scanned = totals;
             if ids.is_empty() && upsert {
                 let id = store.upsert_insert(&ctx.db, &coll, upsert_seed(&filter), &update)?;
@@ -137,17 +120,14 @@ pub fn delete(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Documen
             let Bson::Document(stmt) = stmt else {
                 return Err(CommandError::type_mismatch("deletes", "object", stmt));
             };
-            let q = stmt
-                .get_document("q")
-                .map_err(|_| CommandError::parse("delete statement needs q"))?;
+            let q = stmt.get_document("q").map_err(|_| CommandError::parse("delete statement needs q"))?;
             let limit = match stmt.get("limit") {
                 Some(Bson::Int32(1)) | Some(Bson::Int64(1)) => Some(1),
                 Some(Bson::Double(d)) if *d == 1.0 => Some(1),
                 _ => None,
             };
             let filter = Filter::parse(q)?;
-            let (ids, totals) =
-                store.matching_ids(&ctx.db, &coll, &filter, stmt.get("hint"), limit)?;
+            let (ids, totals) = store.matching_ids(&ctx.db, &coll, &filter, stmt.get("hint"), limit)?;
             store.scanned = totals;
             for id in ids {
                 if store.delete(&ctx.db, &coll, &id) {
