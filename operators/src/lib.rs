@@ -1,9 +1,9 @@
-//! The timely operators of tweet-embed: work-queue source, token-budget batcher, TEI sink,
-//! Parquet sink and checkpoint committer, one module each, each an extension trait on `Stream`.
-//!
-//! The operators land with the backfill pipeline (issue 3); this crate exists now so the
-//! workspace layout is fixed and the dev servers' tests already build against it.
+//! The timely operators of tweet-embed and the components they drive: the Mongo work queue and
+//! marker, the TEI endpoint pool with its token budget, Parquet output and the checkpoint store.
+//! Each operator is one module with an extension trait on `Stream`, usable on its own.
 
 #![forbid(missing_docs)]
+
+pub mod record;
 
 pub use timely;
