@@ -4,6 +4,12 @@
 
 #![forbid(missing_docs)]
 
+pub mod dedup;
+pub mod embed_sink;
+pub mod marker;
 pub mod record;
+pub mod token_batch;
+pub mod work_queue;
+pub mod work_queue_source;
 
 pub use timely;

@@ -84,3 +84,30 @@ pub struct Rejection {
 pub fn text_hash(text: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(text.as_bytes())
 }
+
+/// What the dedup stage hands on: a distinct text to embed, or a rejection that skips the GPUs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Work {
+    /// Embed this text for these documents.
+    Job(TextJob),
+    /// Write this rejection.
+    Reject(Rejection),
+}
+
+/// One request's worth of work for a TEI endpoint (plus rejections travelling with it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EmbedBatch {
+    /// Distinct texts, within the server's limits together.
+    pub jobs: Vec<TextJob>,
+    /// Rejections to pass through.
+    pub rejects: Vec<Rejection>,
+}
+
+/// What the TEI sinks hand to the writer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Written {
+    /// An embedded document.
+    Row(EmbeddedRow),
+    /// A rejected document.
+    Reject(Rejection),
+}

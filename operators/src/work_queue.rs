@@ -1,0 +1,330 @@
+//! The Mongo work queue: the documents still to embed, as the partial index
+//! `embedding_work_queue` on `{lang, classified, _id}` with `{retweeted: null, <mark>: null}`
+//! holds them. Owns the queue's filter, its partitions, the `_id` ranges workers scan, the scan
+//! itself (hinted, in `_id` order, resumable after the last `_id`), and the conversion of a
+//! document into a [`Candidate`].
+//!
+//! It only reads; marking is [`crate::marker`]'s job.
+
+use crate::record::{Candidate, DocMeta, Origin};
+use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
+use mongodb::options::Hint;
+use mongodb::Collection;
+
+/// Name of the work-queue index.
+pub const WORK_QUEUE_INDEX: &str = "embedding_work_queue";
+/// Name of the monitoring index.
+pub const MONITOR_INDEX: &str = "processed_monitor_idx";
+
+/// What the queue is made of.
+#[derive(Clone, Debug)]
+pub struct WorkQueue {
+    /// The tweets.
+    pub coll: Collection<Document>,
+    /// Field holding the text (`text`).
+    pub text_field: String,
+    /// Field marking done documents (`gemma_embedded_768`).
+    pub mark_field: String,
+    /// Only these languages, if given.
+    pub langs: Option<Vec<String>>,
+    /// Only this `classified` value, if given.
+    pub classified: Option<bool>,
+}
+
+/// One `(lang, classified)` pair of the queue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Partition {
+    /// `lang` value (null when missing).
+    pub lang: Bson,
+    /// `classified` value (null when missing).
+    pub classified: Bson,
+}
+
+impl Partition {
+    /// A stable, readable key for checkpoints and logs.
+    pub fn key(&self) -> String {
+        format!("lang={},classified={}", self.lang, self.classified)
+    }
+}
+
+/// A part of one partition one worker scans: `_id` in `(after, upto]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScanRange {
+    /// Partition.
+    pub partition: Partition,
+    /// Exclusive lower bound on `_id`.
+    pub after: Option<Bson>,
+    /// Inclusive upper bound on `_id`.
+    pub upto: Option<Bson>,
+}
+
+/// The work-queue index's key and options for a mark field.
+pub fn work_queue_index(mark_field: &str) -> mongodb::IndexModel {
+    mongodb::IndexModel::builder()
+        .keys(doc! {"lang": 1, "classified": 1, "_id": 1})
+        .options(
+            mongodb::options::IndexOptions::builder()
+                .name(WORK_QUEUE_INDEX.to_string())
+                .partial_filter_expression(doc! {"retweeted": null, mark_field: null})
+                .build(),
+        )
+        .build()
+}
+
+/// The monitoring index: sparse on the mark field, so it counts what is done.
+pub fn monitor_index(mark_field: &str) -> mongodb::IndexModel {
+    mongodb::IndexModel::builder()
+        .keys(doc! {mark_field: 1})
+        .options(mongodb::options::IndexOptions::builder().name(MONITOR_INDEX.to_string()).sparse(true).build())
+        .build()
+}
+
+impl WorkQueue {
+    /// The filter of documents still to embed (the index's partial filter), optionally for one
+    /// partition.
+    pub fn filter(&self, partition: Option<&Partition>) -> Document {
+        let mut f = doc! {"retweeted": null, &self.mark_field: null};
+        match partition {
+            Some(p) => {
+                f.insert("lang", p.lang.clone());
+                f.insert("classified", p.classified.clone());
+            }
+            None => {
+                if let Some(langs) = &self.langs {
+                    f.insert("lang", doc! {"$in": langs.clone()});
+                }
+                if let Some(c) = self.classified {
+                    f.insert("classified", c);
+                }
+            }
+        }
+        f
+    }
+
+    /// Refuses to run without the work-queue index, saying how to create it.
+    pub async fn check_index(&self) -> Result<(), String> {
+        let ns = self.coll.namespace();
+        let names = match self.coll.list_index_names().await {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 26) => Vec::new(),
+            Err(e) => return Err(format!("cannot list the indexes of {ns}: {e}")),
+        };
+        if names.iter().any(|n| n == WORK_QUEUE_INDEX) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{ns} has no `{WORK_QUEUE_INDEX}` index, so the work queue cannot be scanned without reading the whole \
+                 collection; create it with `tweet-embed indexes --db {} --collection {}`",
+                ns.db, ns.coll
+            ))
+        }
+    }
+
+    /// The partitions present in the queue (or those the flags name).
+    pub async fn partitions(&self) -> Result<Vec<Partition>, mongodb::error::Error> {
+        use futures_like::collect;
+        let pipeline = vec![
+            doc! {"$match": self.filter(None)},
+            doc! {"$group": {"_id": {"lang": "$lang", "classified": "$classified"}}},
+            doc! {"$sort": {"_id.lang": 1, "_id.classified": 1}},
+        ];
+        let cursor = self.coll.aggregate(pipeline).hint(Hint::Name(WORK_QUEUE_INDEX.into())).await?;
+        let groups = collect(cursor).await?;
+        Ok(groups
+            .into_iter()
+            .filter_map(|g| {
+                let id = g.get_document("_id").ok()?;
+                Some(Partition {
+                    lang: id.get("lang").cloned().unwrap_or(Bson::Null),
+                    classified: id.get("classified").cloned().unwrap_or(Bson::Null),
+                })
+            })
+            .collect())
+    }
+
+    /// Documents left in the queue (a hinted count: index entries only).
+    pub async fn remaining(&self) -> Result<u64, mongodb::error::Error> {
+        self.coll.count_documents(self.filter(None)).hint(Hint::Name(WORK_QUEUE_INDEX.into())).await
+    }
+
+    async fn edge_id(&self, p: &Partition, dir: i32) -> Result<Option<Bson>, mongodb::error::Error> {
+        let d = self
+            .coll
+            .find_one(self.filter(Some(p)))
+            .sort(doc! {"_id": dir})
+            .projection(doc! {"_id": 1})
+            .hint(Hint::Name(WORK_QUEUE_INDEX.into()))
+            .await?;
+        Ok(d.and_then(|d| d.get("_id").cloned()))
+    }
+
+    /// Splits every partition into `workers` `_id` ranges (by ObjectId time when the ids are
+    /// ObjectIds; otherwise whole partitions are dealt out), and returns worker `index`'s share.
+    pub async fn ranges_for(&self, parts: &[Partition], index: usize, workers: usize) -> Result<Vec<ScanRange>, mongodb::error::Error> {
+        let mut mine = Vec::new();
+        for (pi, p) in parts.iter().enumerate() {
+            let (lo, hi) = (self.edge_id(p, 1).await?, self.edge_id(p, -1).await?);
+            match (lo, hi) {
+                (Some(Bson::ObjectId(lo)), Some(Bson::ObjectId(hi))) if workers > 1 => {
+                    let (a, b) = (lo.timestamp().timestamp_millis() / 1000, hi.timestamp().timestamp_millis() / 1000 + 1);
+                    let step = ((b - a) as f64 / workers as f64).max(1.0);
+                    let bound = |k: usize| -> Option<Bson> {
+                        (k < workers).then(|| Bson::ObjectId(oid_floor(a + (step * k as f64) as i64)))
+                    };
+                    // Range k is (floor(k), floor(k+1)] in ObjectId order; the first starts below all.
+                    let after = if index == 0 { None } else { bound(index) };
+                    let upto = bound(index + 1).map(|b| Bson::ObjectId(prev_oid(&b)));
+                    mine.push(ScanRange { partition: p.clone(), after: after.map(|a| Bson::ObjectId(prev_oid(&a))), upto });
+                }
+                (Some(_), Some(_)) => {
+                    if pi % workers == index {
+                        mine.push(ScanRange { partition: p.clone(), after: None, upto: None });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(mine)
+    }
+}
+
+/// The smallest ObjectId with this timestamp.
+fn oid_floor(secs: i64) -> ObjectId {
+    let mut b = [0u8; 12];
+    b[..4].copy_from_slice(&(secs.clamp(0, u32::MAX as i64) as u32).to_be_bytes());
+    ObjectId::from_bytes(b)
+}
+
+/// The ObjectId just below `b` (so `(prev, x]` starts exactly at `b`).
+fn prev_oid(b: &Bson) -> ObjectId {
+    let Bson::ObjectId(o) = b else { return ObjectId::from_bytes([0; 12]) };
+    let v = u128::from_be_bytes({
+        let mut w = [0u8; 16];
+        w[4..].copy_from_slice(&o.bytes());
+        w
+    });
+    let p = v.saturating_sub(1).to_be_bytes();
+    let mut out = [0u8; 12];
+    out.copy_from_slice(&p[4..]);
+    ObjectId::from_bytes(out)
+}
+
+/// The `_id` as the output's `id` column shows it: 24 hex digits for an ObjectId, canonical
+/// extended JSON otherwise.
+pub fn id_string(id: &Bson) -> String {
+    match id {
+        Bson::ObjectId(o) => o.to_hex(),
+        other => other.clone().into_canonical_extjson().to_string(),
+    }
+}
+
+/// The inverse of [`id_string`].
+pub fn id_from_string(s: &str) -> Option<Bson> {
+    if s.len() == 24 {
+        if let Ok(o) = ObjectId::parse_str(s) {
+            return Some(Bson::ObjectId(o));
+        }
+    }
+    let v: serde_json::Value = serde_json::from_str(s).ok()?;
+    Bson::try_from(v).ok()
+}
+
+/// Reads a document into a candidate: its text, or the reason it has none usable.
+pub fn to_candidate(doc: &Document, text_field: &str, origin: Origin) -> Candidate {
+    let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+    let lang = match doc.get("lang") {
+        Some(Bson::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let created_at_ms = created_at(doc.get("created_at")).or(match &id {
+        Bson::ObjectId(o) => Some(o.timestamp().timestamp_millis()),
+        _ => None,
+    });
+    let text = match doc.get(text_field) {
+        None => Err(format!("no {text_field} field")),
+        Some(Bson::String(s)) if s.is_empty() => Err("empty text".to_string()),
+        Some(Bson::String(s)) if s.trim().is_empty() => Err("whitespace-only text".to_string()),
+        Some(Bson::String(s)) => Ok(s.clone()),
+        Some(Bson::Null) => Err(format!("{text_field} is null")),
+        Some(other) => Err(format!("{text_field} is not a string ({:?})", other.element_type())),
+    };
+    Candidate { doc: DocMeta { id: id_string(&id), lang, created_at_ms, origin }, text }
+}
+
+/// `created_at` as a date, a Twitter date string (`Wed Oct 10 20:19:24 +0000 2018`) or RFC 3339.
+fn created_at(v: Option<&Bson>) -> Option<i64> {
+    match v? {
+        Bson::DateTime(d) => Some(d.timestamp_millis()),
+        Bson::String(s) => parse_twitter_date(s).or_else(|| mongodb::bson::DateTime::parse_rfc3339_str(s).ok().map(|d| d.timestamp_millis())),
+        Bson::Int64(ms) => Some(*ms),
+        _ => None,
+    }
+}
+
+fn parse_twitter_date(s: &str) -> Option<i64> {
+    // "Wed Oct 10 20:19:24 +0000 2018"
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    if parts.len() != 6 || parts[4] != "+0000" {
+        return None;
+    }
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|m| *m == parts[1])? as u32
+        + 1;
+    let day: u32 = parts[2].parse().ok()?;
+    let year: i32 = parts[5].parse().ok()?;
+    let hms: Vec<u32> = parts[3].split(':').filter_map(|x| x.parse().ok()).collect();
+    if hms.len() != 3 {
+        return None;
+    }
+    let iso = format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", hms[0], hms[1], hms[2]);
+    mongodb::bson::DateTime::parse_rfc3339_str(&iso).ok().map(|d| d.timestamp_millis())
+}
+
+/// Collecting a driver cursor without pulling in a futures crate.
+mod futures_like {
+    use mongodb::bson::Document;
+
+    /// Drains a cursor into a vector.
+    pub async fn collect(mut cursor: mongodb::Cursor<Document>) -> Result<Vec<Document>, mongodb::error::Error> {
+        let mut out = Vec::new();
+        while cursor.advance().await? {
+            out.push(cursor.deserialize_current()?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip() {
+        let o = ObjectId::new();
+        for b in [Bson::ObjectId(o), Bson::Int64(5), Bson::String("x".into()), Bson::Int32(-3)] {
+            assert_eq!(id_from_string(&id_string(&b)), Some(b.clone()), "{b:?}");
+        }
+        assert_eq!(id_string(&Bson::ObjectId(o)).len(), 24);
+    }
+
+    #[test]
+    fn bad_texts_become_reasons() {
+        let c = |d: Document| to_candidate(&d, "text", Origin::Backfill).text;
+        assert_eq!(c(doc! {"_id": 1}), Err("no text field".into()));
+        assert_eq!(c(doc! {"_id": 1, "text": 5}), Err("text is not a string (Int32)".into()));
+        assert_eq!(c(doc! {"_id": 1, "text": " \n\t"}), Err("whitespace-only text".into()));
+        assert_eq!(c(doc! {"_id": 1, "text": ""}), Err("empty text".into()));
+        assert_eq!(c(doc! {"_id": 1, "text": "héllo 👋"}), Ok("héllo 👋".into()));
+        let d = to_candidate(&doc! {"_id": 1, "text": "x", "created_at": "Wed Oct 10 20:19:24 +0000 2018"}, "text", Origin::Backfill);
+        assert_eq!(d.doc.created_at_ms, Some(1_539_202_764_000));
+    }
+
+    #[test]
+    fn prev_oid_is_just_below() {
+        let o = oid_floor(100);
+        let p = prev_oid(&Bson::ObjectId(o));
+        assert!(p < o);
+        assert_eq!(prev_oid(&Bson::ObjectId(ObjectId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]))).bytes()[11], 0xff);
+    }
+}

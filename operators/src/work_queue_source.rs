@@ -1,0 +1,200 @@
+//! `WorkQueueSource`: the backfill's source operator. A tokio task per worker scans that worker's
+//! `_id` ranges of the work queue and sends candidates over a bounded channel; the operator emits
+//! them at its current epoch, advances the epoch every interval, and holds back while the end of
+//! the graph is more than a few epochs behind, so memory is bounded by configuration, not by the
+//! collection's size.
+//!
+//! It never marks anything and never skips a document: a failed read is retried from the last
+//! `_id` it emitted.
+
+use crate::record::{Candidate, Origin};
+use crate::work_queue::{to_candidate, ScanRange, WorkQueue, WORK_QUEUE_INDEX};
+use crossbeam_channel::{Sender, TrySendError};
+use mongodb::bson::{doc, Bson};
+use mongodb::options::Hint;
+use std::time::{Duration, Instant};
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+use timely::scheduling::SyncActivator;
+
+/// How the source paces itself.
+#[derive(Clone, Debug)]
+pub struct SourcePacing {
+    /// First epoch to emit at (one past the last committed epoch).
+    pub start_epoch: u64,
+    /// Wall time after which a non-empty epoch is closed.
+    pub epoch_interval: Duration,
+    /// Documents after which an epoch is closed regardless of time.
+    pub epoch_docs: usize,
+    /// Epochs the source may run ahead of the probe.
+    pub max_epochs_ahead: u64,
+    /// Probe at the end of the graph.
+    pub probe: ProbeHandle<u64>,
+}
+
+enum Msg {
+    Doc(Candidate),
+    Done,
+}
+
+/// Extension trait: the work-queue source on a scope.
+pub trait WorkQueueSource<'scope> {
+    /// Scans `ranges` of `queue` on `runtime` (a multi-threaded tokio runtime: the scan blocks
+    /// in place while the channel is full) and emits every candidate once, in epochs.
+    ///
+    /// ```no_run
+    /// # // Needs a MongoDB; see tests/backfill.rs for a runnable use.
+    /// use timely::dataflow::ProbeHandle;
+    /// use tweet_embed_operators::work_queue_source::{SourcePacing, WorkQueueSource};
+    /// # fn build<'s>(scope: timely::dataflow::Scope<'s, u64>, queue: tweet_embed_operators::work_queue::WorkQueue, rt: tokio::runtime::Handle) {
+    /// let probe = ProbeHandle::new();
+    /// let pacing = SourcePacing { start_epoch: 1, epoch_interval: std::time::Duration::from_secs(1), epoch_docs: 10_000, max_epochs_ahead: 3, probe };
+    /// let candidates = scope.work_queue_source(queue, vec![], rt, pacing);
+    /// # }
+    /// ```
+    fn work_queue_source(
+        self,
+        queue: WorkQueue,
+        ranges: Vec<ScanRange>,
+        runtime: tokio::runtime::Handle,
+        pacing: SourcePacing,
+    ) -> StreamVec<'scope, u64, Candidate>;
+}
+
+impl<'scope> WorkQueueSource<'scope> for Scope<'scope, u64> {
+    fn work_queue_source(
+        self,
+        queue: WorkQueue,
+        ranges: Vec<ScanRange>,
+        runtime: tokio::runtime::Handle,
+        pacing: SourcePacing,
+    ) -> StreamVec<'scope, u64, Candidate> {
+        let scope = self;
+        source(scope, "WorkQueueSource", move |cap, info| {
+            let wake = scope.worker().sync_activator_for(info.address.to_vec());
+            let me = scope.activator_for(info.address.clone());
+            let (tx, rx) = crossbeam_channel::bounded::<Msg>(8_192);
+            runtime.spawn(scan(queue, ranges, tx, wake));
+            let mut cap = Some(cap);
+            cap.as_mut().map(|c| c.downgrade(&pacing.start_epoch));
+            let mut epoch_start = Instant::now();
+            let mut in_epoch = 0usize;
+            move |output| {
+                let Some(c) = cap.as_mut() else { return };
+                let epoch = *c.time();
+                if in_epoch > 0 && (epoch_start.elapsed() >= pacing.epoch_interval || in_epoch >= pacing.epoch_docs) {
+                    c.downgrade(&(epoch + 1));
+                    epoch_start = Instant::now();
+                    in_epoch = 0;
+                }
+                let epoch = *c.time();
+                if pacing.probe.less_than(&epoch.saturating_sub(pacing.max_epochs_ahead)) {
+                    me.activate_after(Duration::from_millis(5));
+                    return;
+                }
+                let mut done = false;
+                {
+                    let mut session = output.session(c);
+                    for _ in 0..4_096 {
+                        match rx.try_recv() {
+                            Ok(Msg::Doc(d)) => {
+                                session.give(d);
+                                in_epoch += 1;
+                                if in_epoch >= pacing.epoch_docs {
+                                    break;
+                                }
+                            }
+                            Ok(Msg::Done) | Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                                done = true;
+                                break;
+                            }
+                            Err(crossbeam_channel::TryRecvError::Empty) => break,
+                        }
+                    }
+                }
+                if done {
+                    cap = None;
+                    return;
+                }
+                // Come back for more input, and to close the epoch on time even if idle.
+                let until_close = pacing.epoch_interval.saturating_sub(epoch_start.elapsed());
+                me.activate_after(if rx.is_empty() { until_close.min(Duration::from_millis(20)) } else { Duration::ZERO });
+            }
+        })
+    }
+}
+
+fn send(tx: &Sender<Msg>, mut msg: Msg, wake: &SyncActivator) -> Result<(), ()> {
+    loop {
+        match tx.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(m)) => {
+                let _ = wake.activate();
+                msg = m;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(()),
+        }
+    }
+}
+
+/// Scans every range in `_id` order; on a failed read, waits and resumes after the last `_id`.
+async fn scan(queue: WorkQueue, ranges: Vec<ScanRange>, tx: Sender<Msg>, wake: SyncActivator) {
+    for range in ranges {
+        let mut after = range.after.clone();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let mut filter = queue.filter(Some(&range.partition));
+            let mut id = doc! {};
+            if let Some(a) = &after {
+                id.insert("$gt", a.clone());
+            }
+            if let Some(u) = &range.upto {
+                id.insert("$lte", u.clone());
+            }
+            if !id.is_empty() {
+                filter.insert("_id", id);
+            }
+            let projection = doc! {"_id": 1, &queue.text_field: 1, "lang": 1, "created_at": 1};
+            let result: Result<(), mongodb::error::Error> = async {
+                let mut cursor = queue
+                    .coll
+                    .find(filter)
+                    .sort(doc! {"_id": 1})
+                    .hint(Hint::Name(WORK_QUEUE_INDEX.into()))
+                    .projection(projection)
+                    .batch_size(1_000)
+                    .await?;
+                let mut n = 0u64;
+                while cursor.advance().await? {
+                    let d = cursor.deserialize_current()?;
+                    let id = d.get("_id").cloned().unwrap_or(Bson::Null);
+                    let cand = to_candidate(&d, &queue.text_field, Origin::Backfill);
+                    // A blocking send keeps the channel bounded; this task runs on the runtime's
+                    // own threads, never on a timely worker.
+                    if tokio::task::block_in_place(|| send(&tx, Msg::Doc(cand), &wake)).is_err() {
+                        return Ok(());
+                    }
+                    after = Some(id);
+                    n += 1;
+                    if n % 256 == 0 {
+                        let _ = wake.activate();
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            match result {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(partition = %range.partition.key(), error = %e, "work-queue scan failed; resuming after the last _id");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        let _ = wake.activate();
+    }
+    let _ = tokio::task::block_in_place(|| send(&tx, Msg::Done, &wake));
+    let _ = wake.activate();
+}
