@@ -5,5 +5,6 @@
 #![forbid(missing_docs)]
 
 pub mod record;
+pub mod tei;
 
 pub use timely;
