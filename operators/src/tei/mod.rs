@@ -10,7 +10,7 @@
 //! endpoint died (it waits and retries), and never log an API key or URL credentials. It knows
 //! nothing of Mongo, Parquet or the dataflow.
 //!
-//! ```ignore
+//! ```no_run
 //! # async fn demo() -> Result<(), tweet_embed_operators::tei::TeiError> {
 //! use tweet_embed_operators::tei::{EndpointPool, PoolConfig};
 //! let pool = EndpointPool::connect(PoolConfig::new(["http://localhost:18080/embed"])).await?;
@@ -21,11 +21,18 @@
 //! ```
 
 mod budget;
+mod dispatch;
 mod endpoint;
 mod error;
+mod limiter;
 mod limits;
+mod pool;
+mod request;
+mod stats;
 
 pub use budget::{estimate_tokens, json_string_len, PackLimits, TokenBudget};
 pub use endpoint::{http_client, Api, EmbedReply, Endpoint};
 pub use error::{CallError, FailureKind, TeiError};
 pub use limits::{base_url, redact, ServerLimits, DEFAULT_PAYLOAD_LIMIT};
+pub use pool::{EndpointPool, InputOutcome, PoolConfig};
+pub use stats::{EndpointStats, PoolStats};
