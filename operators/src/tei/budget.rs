@@ -77,7 +77,8 @@ impl TokenBudget {
     /// A budget counting with the model's `tokenizer.json`: special tokens included, truncated to
     /// `max_input_length` from the right, as TEI does.
     pub fn from_tokenizer_file(path: &Path, max_input_length: usize) -> Result<Self, TeiError> {
-        let fail = |e: &dyn std::fmt::Display| TeiError::Config(format!("cannot load tokenizer {}: {e}", path.display()));
+        let fail =
+            |e: &dyn std::fmt::Display| TeiError::Config(format!("cannot load tokenizer {}: {e}", path.display()));
         let mut tokenizer = Tokenizer::from_file(path).map_err(|e| fail(&e))?;
         tokenizer.with_padding(None);
         tokenizer

@@ -188,7 +188,8 @@ impl Endpoint {
         }
         .map_err(|e| CallError::transport(FailureKind::InputRefused, "encode", e.to_string()))?;
         if body.len() > self.payload_limit {
-            let message = format!("request body of {} bytes is over the payload limit of {}", body.len(), self.payload_limit);
+            let message =
+                format!("request body of {} bytes is over the payload limit of {}", body.len(), self.payload_limit);
             return Err(CallError::transport(FailureKind::TooLarge, "payload", message));
         }
         Ok(body)
@@ -271,8 +272,9 @@ pub(crate) fn describe(err: &reqwest::Error) -> String {
     let mut source: Option<&dyn std::error::Error> = Some(err);
     while let Some(e) = source {
         let text = e.to_string();
-        // reqwest repeats the URL in its own message; its causes say what happened.
-        if !text.contains("for url (") && !parts.contains(&text) {
+        // reqwest's and hyper-util's wrappers repeat the URL or say nothing; causes tell.
+        let wrapper = text.contains("for url (") || text.starts_with("client error (");
+        if !wrapper && !parts.contains(&text) {
             parts.push(text);
         }
         source = e.source();

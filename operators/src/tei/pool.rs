@@ -86,7 +86,9 @@ impl PoolConfig {
             return fail("the TEI payload limit, batch size and concurrency must be at least 1");
         }
         if self.request_timeout.is_zero() || self.retry_initial.is_zero() || self.retry_max < self.retry_initial {
-            return fail("the TEI request timeout and retry delays must be positive, the longest retry at least the first");
+            return fail(
+                "the TEI request timeout and retry delays must be positive, the longest retry at least the first",
+            );
         }
         Ok(())
     }

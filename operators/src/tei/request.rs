@@ -53,15 +53,13 @@ pub(crate) async fn run(shared: Arc<Shared>, batch: Arc<Batch>, range: Range<usi
         let lease = shared.dispatcher.acquire(budget_tokens).await;
         Counters::add(&counters.requests, 1);
         let started = Instant::now();
-        let result = lease.endpoint().embed(texts).await.and_then(|reply| {
-            match reply.vectors.first().map(Vec::len) {
-                Some(dim) if dim != shared.dim => Err(CallError::transport(
-                    FailureKind::Rejected,
-                    "dimension",
-                    format!("returned vectors of dimension {dim}, not the pool's {}", shared.dim),
-                )),
-                _ => Ok(reply),
-            }
+        let result = lease.endpoint().embed(texts).await.and_then(|reply| match reply.vectors.first().map(Vec::len) {
+            Some(dim) if dim != shared.dim => Err(CallError::transport(
+                FailureKind::Rejected,
+                "dimension",
+                format!("returned vectors of dimension {dim}, not the pool's {}", shared.dim),
+            )),
+            _ => Ok(reply),
         });
         let err = match result {
             Ok(reply) => {
