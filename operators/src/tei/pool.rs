@@ -94,6 +94,13 @@ impl PoolConfig {
     }
 }
 
+impl Default for PoolConfig {
+    /// [`PoolConfig::new`] without URLs, for `PoolConfig { urls, ..Default::default() }`.
+    fn default() -> Self {
+        Self::new(Vec::<String>::new())
+    }
+}
+
 impl fmt::Debug for PoolConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let urls: Vec<String> = self.urls.iter().map(|u| redact(u)).collect();
