@@ -8,6 +8,7 @@ pub mod dedup;
 pub mod embed_sink;
 pub mod marker;
 pub mod record;
+pub mod tei;
 pub mod token_batch;
 pub mod work_queue;
 pub mod work_queue_source;

@@ -1,0 +1,38 @@
+//! The TEI client: text-embeddings-inference servers, one per GPU, used as one embedding service.
+//!
+//! It owns everything between a list of texts and their vectors: reading each server's limits
+//! (`GET /info`), counting tokens and packing requests within those limits ([`TokenBudget`],
+//! [`PackLimits`]), calling one server ([`Endpoint`]) and spreading requests across all of them
+//! with retries, splitting and isolation of refused inputs ([`EndpointPool`]). It is built to
+//! TEI 1.9's API and codes, older 1.x codes included (`shared/notes/tei.md`).
+//!
+//! It must never lose an input (each ends with a vector or a reason), never stop a run because an
+//! endpoint died (it waits and retries), and never log an API key or URL credentials. It knows
+//! nothing of Mongo, Parquet or the dataflow.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), tweet_embed_operators::tei::TeiError> {
+//! use tweet_embed_operators::tei::{EndpointPool, PoolConfig};
+//! let pool = EndpointPool::connect(PoolConfig::new(["http://localhost:18080/embed"])).await?;
+//! let outcomes = pool.embed(vec!["hello".to_string(), String::new()]).await;
+//! assert!(outcomes[0].is_ok()); // a vector of pool.dim() values
+//! assert!(outcomes[1].is_err()); // "text the server refuses: ..."
+//! # Ok(()) }
+//! ```
+
+mod budget;
+mod dispatch;
+mod endpoint;
+mod error;
+mod limiter;
+mod limits;
+mod pool;
+mod request;
+mod stats;
+
+pub use budget::{estimate_tokens, json_string_len, PackLimits, TokenBudget};
+pub use endpoint::{http_client, Api, EmbedReply, Endpoint};
+pub use error::{CallError, FailureKind, TeiError};
+pub use limits::{base_url, redact, ServerLimits, DEFAULT_PAYLOAD_LIMIT};
+pub use pool::{EndpointPool, InputOutcome, PoolConfig};
+pub use stats::{EndpointStats, PoolStats};

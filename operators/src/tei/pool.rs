@@ -1,0 +1,344 @@
+//! The pool of TEI endpoints, one per GPU: connected and checked at start, then used as one
+//! embedding service that never fails as a whole.
+//!
+//! This module owns [`PoolConfig`], the start-up checks of [`EndpointPool::connect`] (every
+//! endpoint reachable, one model, one dimension, the tightest limits) and
+//! [`EndpointPool::embed`], which packs texts into requests and runs them concurrently until
+//! every input has a vector or a reason. Per-request rules live in `request`, endpoint choice in
+//! `dispatch`. It never loses an input and never logs a secret.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use super::budget::{json_string_len, PackLimits, TokenBudget};
+use super::dispatch::{Dispatcher, Slot};
+use super::endpoint::{http_client, Api, Endpoint};
+use super::error::{FailureKind, TeiError};
+use super::limits::{redact, ServerLimits, DEFAULT_PAYLOAD_LIMIT};
+use super::request::{self, Batch, Shared, Step};
+use super::stats::{Counters, PoolStats};
+
+/// The outcome of one input: its vector, or why it has none (e.g.
+/// `text the server refuses: Input validation error: ...`).
+pub type InputOutcome = Result<Vec<f32>, String>;
+
+/// The text embedded on every endpoint at start to learn the vector dimension.
+const PROBE_TEXT: &str = "tweet-embed dimension probe";
+/// Attempts of the probe when the server answers with a transient error (warming up).
+const PROBE_ATTEMPTS: u32 = 5;
+
+/// How to reach and use the endpoints.
+#[derive(Clone)]
+pub struct PoolConfig {
+    /// One URL per TEI server, with or without a trailing `/embed`.
+    pub urls: Vec<String>,
+    /// Which embedding route to call.
+    pub api: Api,
+    /// Sent as `Authorization: Bearer <key>` when set.
+    pub api_key: Option<String>,
+    /// The servers' `--payload-limit` in bytes (`/info` does not report it).
+    pub payload_limit: usize,
+    /// At most this many texts per request (`--batch-size`); the servers'
+    /// `max_client_batch_size` always applies.
+    pub batch_size: Option<usize>,
+    /// Requests in flight per endpoint (capped so their inputs fit the server's permits).
+    pub concurrency_per_endpoint: usize,
+    /// Time limit of one call, answer included.
+    pub request_timeout: Duration,
+    /// The model's `tokenizer.json`, to count tokens exactly; else a calibrated estimate.
+    pub tokenizer: Option<PathBuf>,
+    /// First retry delay after a transient failure.
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+}
+
+impl PoolConfig {
+    /// TEI's defaults for `urls`: native API, no key, 2,000,000-byte payloads, 4 requests in
+    /// flight per endpoint, 60 s per call, retries from 50 ms doubling to 5 s.
+    pub fn new<S: Into<String>>(urls: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            urls: urls.into_iter().map(Into::into).collect(),
+            api: Api::Tei,
+            api_key: None,
+            payload_limit: DEFAULT_PAYLOAD_LIMIT,
+            batch_size: None,
+            concurrency_per_endpoint: 4,
+            request_timeout: Duration::from_secs(60),
+            tokenizer: None,
+            retry_initial: Duration::from_millis(50),
+            retry_max: Duration::from_secs(5),
+        }
+    }
+
+    fn validate(&self) -> Result<(), TeiError> {
+        let fail = |m: &str| Err(TeiError::Config(m.to_string()));
+        if self.urls.is_empty() {
+            return fail("no TEI URL given: pass at least one endpoint");
+        }
+        if self.payload_limit == 0 || self.concurrency_per_endpoint == 0 || self.batch_size == Some(0) {
+            return fail("the TEI payload limit, batch size and concurrency must be at least 1");
+        }
+        if self.request_timeout.is_zero() || self.retry_initial.is_zero() || self.retry_max < self.retry_initial {
+            return fail(
+                "the TEI request timeout and retry delays must be positive, the longest retry at least the first",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Default for PoolConfig {
+    /// [`PoolConfig::new`] without URLs, for `PoolConfig { urls, ..Default::default() }`.
+    fn default() -> Self {
+        Self::new(Vec::<String>::new())
+    }
+}
+
+impl fmt::Debug for PoolConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let urls: Vec<String> = self.urls.iter().map(|u| redact(u)).collect();
+        f.debug_struct("PoolConfig")
+            .field("urls", &urls)
+            .field("api", &self.api)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("payload_limit", &self.payload_limit)
+            .field("batch_size", &self.batch_size)
+            .field("concurrency_per_endpoint", &self.concurrency_per_endpoint)
+            .field("request_timeout", &self.request_timeout)
+            .field("tokenizer", &self.tokenizer)
+            .field("retry_initial", &self.retry_initial)
+            .field("retry_max", &self.retry_max)
+            .finish()
+    }
+}
+
+/// The TEI endpoints as one embedding service. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct EndpointPool {
+    shared: Arc<Shared>,
+    limits: Arc<ServerLimits>,
+    pack: PackLimits,
+}
+
+impl EndpointPool {
+    /// Connects to every endpoint: reads `/info`, embeds a probe text to learn the dimension,
+    /// and checks that all serve the same model at the same dimension. Any endpoint unreachable
+    /// or disagreeing is an error naming it.
+    pub async fn connect(config: PoolConfig) -> Result<Self, TeiError> {
+        config.validate()?;
+        let client = http_client(config.request_timeout)?;
+        let mut endpoints = Vec::with_capacity(config.urls.len());
+        for url in &config.urls {
+            let endpoint = Endpoint::new(url, client.clone())?
+                .with_api(config.api)
+                .with_api_key(config.api_key.clone())
+                .with_payload_limit(config.payload_limit);
+            if endpoints.iter().any(|e: &Endpoint| e.url() == endpoint.url()) {
+                return Err(TeiError::Config(format!("TEI URL {} is given twice", endpoint.url())));
+            }
+            endpoints.push(endpoint);
+        }
+        let infos = on_each(&endpoints, |e| async move { e.info().await }).await?;
+        let first = &infos[0];
+        if let Some((i, other)) = infos.iter().enumerate().find(|(_, l)| l.model_id != first.model_id) {
+            return Err(TeiError::Config(format!(
+                "TEI endpoints serve different models: {} serves {:?}, {} serves {:?}",
+                endpoints[0].url(),
+                first.model_id,
+                endpoints[i].url(),
+                other.model_id
+            )));
+        }
+        let dims = on_each(&endpoints, |e| async move { probe_dim(&e).await }).await?;
+        if let Some(i) = dims.iter().position(|&d| d != dims[0]) {
+            return Err(TeiError::Config(format!(
+                "TEI endpoints return vectors of different dimensions: {} gives {}, {} gives {}",
+                endpoints[0].url(),
+                dims[0],
+                endpoints[i].url(),
+                dims[i]
+            )));
+        }
+        let limits = infos.iter().skip(1).fold(first.clone(), |acc, l| acc.tightest(l));
+        let pack = PackLimits::for_server(&limits, config.batch_size);
+        let budget = match &config.tokenizer {
+            Some(path) => TokenBudget::from_tokenizer_file(path, limits.max_input_length)?,
+            None => TokenBudget::estimated(limits.max_input_length),
+        };
+        if config.api == Api::OpenAi && !limits.auto_truncate {
+            tracing::warn!(
+                "TEI runs with --auto-truncate false and the OpenAI route cannot ask to truncate: \
+                 texts over {} tokens will be rejected; use the native API to embed their beginning",
+                limits.max_input_length
+            );
+        }
+        let slots = endpoints
+            .into_iter()
+            .zip(&infos)
+            .map(|(endpoint, info)| {
+                // Inputs in flight must fit the server's permits, or it answers 429 at once.
+                let fits = (info.max_concurrent_requests / pack.max_items).max(1);
+                Slot::new(endpoint, config.concurrency_per_endpoint.min(fits))
+            })
+            .collect::<Vec<_>>();
+        tracing::info!(
+            endpoints = slots.len(),
+            model = %limits.model_id,
+            version = %limits.version,
+            dim = dims[0],
+            max_items = pack.max_items,
+            max_batch_tokens = pack.max_tokens,
+            max_input_length = limits.max_input_length,
+            exact_tokens = budget.is_exact(),
+            "TEI endpoints ready"
+        );
+        let shared = Shared {
+            dispatcher: Dispatcher::new(slots),
+            budget: Arc::new(budget),
+            counters: Counters::new(),
+            dim: dims[0],
+            retry_initial: config.retry_initial,
+            retry_max: config.retry_max,
+        };
+        Ok(Self { shared: Arc::new(shared), limits: Arc::new(limits), pack })
+    }
+
+    /// The tightest limits across the endpoints (with the configured payload limit).
+    pub fn limits(&self) -> &ServerLimits {
+        &self.limits
+    }
+
+    /// The bounds [`EndpointPool::embed`] packs requests to, for a batcher upstream.
+    pub fn pack_limits(&self) -> PackLimits {
+        self.pack
+    }
+
+    /// The vector dimension every endpoint returns.
+    pub fn dim(&self) -> usize {
+        self.shared.dim
+    }
+
+    /// The model every endpoint serves.
+    pub fn model_id(&self) -> &str {
+        &self.limits.model_id
+    }
+
+    /// The token budget requests are counted with (shared with the pool's calibration).
+    pub fn budget(&self) -> &Arc<TokenBudget> {
+        &self.shared.budget
+    }
+
+    /// The endpoints' base URLs, credentials removed.
+    pub fn urls(&self) -> Vec<String> {
+        self.shared.dispatcher.slots.iter().map(|s| s.endpoint.url().to_string()).collect()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> PoolStats {
+        let mut stats = self.shared.counters.snapshot();
+        stats.token_scale = self.shared.budget.scale();
+        stats.endpoints = self.shared.dispatcher.slots.iter().map(Slot::stats).collect();
+        stats
+    }
+
+    /// Embeds `texts`: one outcome per text, in order. Never fails as a whole: transient
+    /// failures are retried until an endpoint answers, so this waits while every endpoint is
+    /// down; a text the servers refuse gets `Err(reason)` and the others still get vectors.
+    /// Dropping the future cancels its requests.
+    pub async fn embed(&self, texts: Vec<String>) -> Vec<InputOutcome> {
+        let budget = &self.shared.budget;
+        let raw_tokens: Vec<u32> = texts.iter().map(|t| budget.raw_count(t)).collect();
+        let sizes = texts.iter().map(|t| json_string_len(t));
+        let requests = self.pack.pack(raw_tokens.iter().map(|&r| budget.calibrated(r)).zip(sizes));
+        let mut outcomes: Vec<Option<InputOutcome>> = (0..texts.len()).map(|_| None).collect();
+        let batch = Arc::new(Batch { texts, raw_tokens });
+        let mut tasks = JoinSet::new();
+        let mut running: HashMap<tokio::task::Id, Range<usize>> = HashMap::new();
+        let spawn = |tasks: &mut JoinSet<Step>, running: &mut HashMap<_, _>, range: Range<usize>| {
+            let handle = tasks.spawn(request::run(self.shared.clone(), batch.clone(), range.clone()));
+            running.insert(handle.id(), range);
+        };
+        for range in requests {
+            spawn(&mut tasks, &mut running, range);
+        }
+        while let Some(joined) = tasks.join_next_with_id().await {
+            match joined {
+                Ok((id, Step::Done(range, done))) => {
+                    running.remove(&id);
+                    for (slot, outcome) in outcomes[range].iter_mut().zip(done) {
+                        *slot = Some(outcome);
+                    }
+                }
+                Ok((id, Step::Split(parts))) => {
+                    running.remove(&id);
+                    for part in parts {
+                        spawn(&mut tasks, &mut running, part);
+                    }
+                }
+                // A request task panicked: a bug, but its inputs still get an outcome.
+                Err(err) => {
+                    let reason = format!("internal error embedding this text: {err}");
+                    tracing::error!(%reason, "TEI request task failed");
+                    if let Some(range) = running.remove(&err.id()) {
+                        for slot in &mut outcomes[range] {
+                            *slot = Some(Err(reason.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err("internal error: no outcome".to_string()))).collect()
+    }
+}
+
+/// Runs `call` on every endpoint concurrently; the first error in endpoint order wins.
+async fn on_each<T, F, Fut>(endpoints: &[Endpoint], call: F) -> Result<Vec<T>, TeiError>
+where
+    T: Send + 'static,
+    F: Fn(Endpoint) -> Fut,
+    Fut: std::future::Future<Output = Result<T, TeiError>> + Send + 'static,
+{
+    let mut tasks = JoinSet::new();
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        let fut = call(endpoint.clone());
+        tasks.spawn(async move { (i, fut.await) });
+    }
+    let mut results: Vec<Option<Result<T, TeiError>>> = (0..endpoints.len()).map(|_| None).collect();
+    while let Some(joined) = tasks.join_next().await {
+        let (i, result) = joined.map_err(|e| TeiError::Config(format!("TEI start-up check failed: {e}")))?;
+        results[i] = Some(result);
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(TeiError::Config("TEI start-up check lost a result".to_string()))))
+        .collect()
+}
+
+/// The dimension of `endpoint`'s vectors, from one probe text (retried a few times while the
+/// server answers with a transient error, as it may while warming up).
+async fn probe_dim(endpoint: &Endpoint) -> Result<usize, TeiError> {
+    let texts = [PROBE_TEXT.to_string()];
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let err = match endpoint.embed(&texts).await {
+            Ok(reply) => return Ok(reply.vectors.first().map_or(0, Vec::len)),
+            Err(err) => err,
+        };
+        let url = endpoint.url().to_string();
+        if err.is_connect() {
+            return Err(TeiError::Unreachable { url, message: err.message });
+        }
+        if err.kind != FailureKind::Transient || attempt >= PROBE_ATTEMPTS {
+            return Err(TeiError::Protocol { url, message: format!("cannot embed a probe text: {err}") });
+        }
+        tokio::time::sleep(request::backoff(attempt, Duration::from_millis(200), Duration::from_secs(2))).await;
+    }
+}

@@ -1,0 +1,137 @@
+//! The life of one request of a pool: dispatch, call, and what a failure leads to. Transient
+//! failures are retried with exponential backoff and jitter, forever, on whichever endpoint is
+//! free; a request the server finds too large is split in halves; a request with an input the
+//! server refuses is bisected until that input stands alone and becomes a rejection.
+//!
+//! This module owns those rules and the backoff. It never chooses an endpoint (see `dispatch`)
+//! and never drops an input: every input of a request ends with a vector or a reason.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::budget::TokenBudget;
+use super::dispatch::Dispatcher;
+use super::error::{CallError, FailureKind};
+use super::pool::InputOutcome;
+use super::stats::Counters;
+
+/// What one request of an `embed` call needs from the pool.
+pub(crate) struct Shared {
+    pub dispatcher: Dispatcher,
+    pub budget: Arc<TokenBudget>,
+    pub counters: Counters,
+    pub dim: usize,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+/// The texts of one `embed` call and their raw token counts, shared by its requests.
+pub(crate) struct Batch {
+    pub texts: Vec<String>,
+    pub raw_tokens: Vec<u32>,
+}
+
+/// How a request ended.
+pub(crate) enum Step {
+    /// Outcomes for the inputs of `range`, in order.
+    Done(Range<usize>, Vec<InputOutcome>),
+    /// The request became smaller ones, to run on their own.
+    Split(Vec<Range<usize>>),
+}
+
+/// Runs the request for `batch.texts[range]` until it ends in outcomes or a split.
+pub(crate) async fn run(shared: Arc<Shared>, batch: Arc<Batch>, range: Range<usize>) -> Step {
+    let texts = &batch.texts[range.clone()];
+    let raw = &batch.raw_tokens[range.clone()];
+    let budget_tokens: u64 = raw.iter().map(|&r| u64::from(shared.budget.calibrated(r))).sum();
+    let counters = &shared.counters;
+    let mut attempt: u32 = 0;
+    loop {
+        let lease = shared.dispatcher.acquire(budget_tokens).await;
+        Counters::add(&counters.requests, 1);
+        let started = Instant::now();
+        let result = lease.endpoint().embed(texts).await.and_then(|reply| match reply.vectors.first().map(Vec::len) {
+            Some(dim) if dim != shared.dim => Err(CallError::transport(
+                FailureKind::Rejected,
+                "dimension",
+                format!("returned vectors of dimension {dim}, not the pool's {}", shared.dim),
+            )),
+            _ => Ok(reply),
+        });
+        let err = match result {
+            Ok(reply) => {
+                lease.finish(Ok(texts.len()));
+                counters.latency(started.elapsed());
+                Counters::add(&counters.succeeded, 1);
+                Counters::add(&counters.embedded, texts.len() as u64);
+                Counters::add(&counters.budget_tokens, budget_tokens);
+                if let Some(tokens) = reply.compute_tokens {
+                    Counters::add(&counters.compute_tokens, tokens);
+                    shared.budget.observe(raw, tokens);
+                }
+                return Step::Done(range, reply.vectors.into_iter().map(Ok).collect());
+            }
+            Err(err) => err,
+        };
+        let url = lease.endpoint().url().to_string();
+        lease.finish(Err(&err));
+        match err.kind {
+            FailureKind::Transient | FailureKind::Rejected => {
+                counters.retry(&err.cause);
+                attempt = attempt.saturating_add(1);
+                let delay = backoff(attempt, shared.retry_initial, shared.retry_max);
+                tracing::debug!(endpoint = %url, error = %err, attempt, ?delay, inputs = texts.len(), "TEI call failed; retrying");
+                tokio::time::sleep(delay).await;
+            }
+            FailureKind::TooLarge if range.len() > 1 => {
+                Counters::add(&counters.splits, 1);
+                tracing::debug!(endpoint = %url, error = %err, inputs = range.len(), "TEI request too large; splitting");
+                return Step::Split(halves(range));
+            }
+            FailureKind::InputRefused if range.len() > 1 => {
+                Counters::add(&counters.bisections, 1);
+                return Step::Split(halves(range));
+            }
+            FailureKind::TooLarge | FailureKind::InputRefused => {
+                Counters::add(&counters.rejected, 1);
+                let reason = match err.cause.as_str() {
+                    "payload" => format!("text too large for one request: {}", err.message),
+                    _ => format!("text the server refuses: {}", err.message),
+                };
+                tracing::debug!(endpoint = %url, %reason, "TEI refuses an input");
+                return Step::Done(range, vec![Err(reason)]);
+            }
+        }
+    }
+}
+
+fn halves(range: Range<usize>) -> Vec<Range<usize>> {
+    let mid = range.start + range.len() / 2;
+    vec![range.start..mid, mid..range.end]
+}
+
+/// Delay before retry `attempt` (1-based): `initial` doubling up to `max`, with jitter over the
+/// upper half so requests that failed together do not come back together.
+pub(crate) fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    let ceiling = initial.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(max);
+    ceiling.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_bounds_with_jitter() {
+        let (initial, max) = (Duration::from_millis(50), Duration::from_secs(5));
+        for attempt in 1..40 {
+            let ceiling = Duration::from_millis(50 * (1u64 << (attempt - 1).min(20))).min(max);
+            let d = backoff(attempt, initial, max);
+            assert!(d >= ceiling / 2 && d <= ceiling, "{attempt}: {d:?}");
+        }
+        assert_eq!(halves(3..8), vec![3..5, 5..8]);
+    }
+}

@@ -1,0 +1,434 @@
+//! The TEI endpoint pool against the simulator over real HTTP on loopback: every vector checked
+//! against `embedding_for`, order kept, faults survived, refusals split or isolated, start-up
+//! misconfiguration reported, and the token budget counting like the server.
+
+use std::time::{Duration, Instant};
+
+use tweet_embed::devtei::{self, embedding_for, estimate_truncate, DevTei, FaultConfig, SimConfig};
+use tweet_embed_operators::tei::{
+    self, json_string_len, Api, Endpoint, EndpointPool, FailureKind, PackLimits, PoolConfig, TokenBudget,
+};
+
+/// A simulated GPU fast enough for tests, slow enough that requests overlap.
+fn sim(gpus: usize) -> SimConfig {
+    SimConfig { gpus, base: Duration::from_millis(1), tokens_per_second: 2_000_000.0, ..SimConfig::default() }
+}
+
+/// Quick retries so fault tests stay fast.
+fn config(urls: Vec<String>) -> PoolConfig {
+    PoolConfig {
+        retry_initial: Duration::from_millis(5),
+        retry_max: Duration::from_millis(200),
+        ..PoolConfig::new(urls)
+    }
+}
+
+/// `n` distinct texts of every kind: short, unicode, whitespace inside, and every 97th one far
+/// over 512 tokens (the server truncates it).
+fn texts(n: usize) -> Vec<String> {
+    let kinds = [
+        "just setting up my twttr",
+        "café crème brûlée — ça va?",
+        "東京は今日も雨です",
+        "Привет, как дела?",
+        "مرحبا بالعالم",
+        "family: 👨‍👩‍👧 and flags 🇺🇸 👍🏽",
+        "e\u{301} combining\tand\ncontrol \u{7} chars \"quoted\" \\ back",
+    ];
+    (0..n)
+        .map(|i| {
+            let base = format!("{} #{i}", kinds[i % kinds.len()]);
+            if i % 97 == 50 {
+                format!("{base} {}", "long words repeated ".repeat(400))
+            } else {
+                base
+            }
+        })
+        .collect()
+}
+
+/// The vector the simulator returns for `text` (truncated from the right to 512 tokens).
+fn expected(text: &str) -> Vec<f32> {
+    embedding_for(estimate_truncate(text, 512), 768)
+}
+
+fn assert_all_embedded(texts: &[String], outcomes: &[tei::InputOutcome]) {
+    assert_eq!(outcomes.len(), texts.len());
+    for (i, (text, outcome)) in texts.iter().zip(outcomes).enumerate() {
+        match outcome {
+            Ok(vector) => assert!(vector == &expected(text), "input {i} got another text's vector"),
+            Err(reason) => panic!("input {i} rejected: {reason}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_vector_matches_in_order_across_four_endpoints() {
+    let tei = DevTei::start(sim(4)).await.unwrap();
+    let pool = EndpointPool::connect(config(tei.urls())).await.unwrap();
+    assert_eq!((pool.dim(), pool.model_id()), (768, "google/embeddinggemma-300m"));
+    assert_eq!(pool.limits().max_client_batch_size, 32);
+    let texts = texts(2000);
+    let outcomes = pool.embed(texts.clone()).await;
+    assert_all_embedded(&texts, &outcomes);
+    assert!(pool.embed(Vec::new()).await.is_empty());
+
+    let stats = pool.stats();
+    assert_eq!((stats.embedded_inputs, stats.rejected_inputs, stats.retries), (2000, 0, 0));
+    assert_eq!(stats.compute_tokens, stats.budget_tokens, "the estimate is the simulator's: exact");
+    for (gpu, endpoint) in tei.stats().iter().zip(&stats.endpoints) {
+        assert!(gpu.inputs > 100, "every endpoint is used: {gpu:?}");
+        assert_eq!(endpoint.in_flight, 0);
+        assert_eq!(endpoint.outstanding_tokens, 0);
+    }
+    // The probe is the only input the pool did not send through embed.
+    let served: u64 = tei.stats().iter().map(|s| s.inputs).sum();
+    assert_eq!(served, 2000 + 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embed_suffix_openai_base64_and_api_key() {
+    let tei = DevTei::start(SimConfig { api_key: Some("s3cret".into()), ..sim(2) }).await.unwrap();
+    let urls: Vec<String> = tei.urls().iter().map(|u| format!("{u}/embed")).collect();
+    let texts = texts(300);
+
+    let keyed = PoolConfig { api_key: Some("s3cret".into()), ..config(urls.clone()) };
+    let native = EndpointPool::connect(keyed.clone()).await.unwrap();
+    assert_eq!(native.urls(), tei.urls(), "the /embed suffix is stripped");
+    assert_all_embedded(&texts, &native.embed(texts.clone()).await);
+
+    let openai = EndpointPool::connect(PoolConfig { api: Api::OpenAi, ..keyed.clone() }).await.unwrap();
+    assert_all_embedded(&texts, &openai.embed(texts.clone()).await);
+
+    let err = EndpointPool::connect(config(urls)).await.err().expect("no key: refused");
+    let message = err.to_string();
+    assert!(message.contains("API key") && message.contains(&tei.urls()[0]), "{message}");
+    assert!(!format!("{keyed:?}").contains("s3cret"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_and_dropped_connections_lose_nothing() {
+    let faults = FaultConfig { error_rate: 0.05, drop_rate: 0.05, ..FaultConfig::default() };
+    let tei = DevTei::start(SimConfig { faults: FaultConfig::default(), seed: 7, ..sim(4) }).await.unwrap();
+    // Small requests: a few hundred calls, so every kind of fault shows up.
+    let pool = EndpointPool::connect(PoolConfig { batch_size: Some(8), ..config(tei.urls()) }).await.unwrap();
+    for gpu in tei.gpus() {
+        gpu.set_error_rate(faults.error_rate);
+        gpu.set_drop_rate(faults.drop_rate);
+    }
+    let texts = texts(3000);
+    let outcomes = pool.embed(texts.clone()).await;
+    assert_all_embedded(&texts, &outcomes);
+    let stats = pool.stats();
+    assert_eq!(stats.rejected_inputs, 0);
+    assert!(stats.retries >= 5, "{stats:?}");
+    let causes = &stats.retries_by_cause;
+    assert!(causes.contains_key("503") && causes.contains_key("424"), "{causes:?}");
+    assert!(causes.keys().any(|c| c == "connection" || c == "body"), "dropped connections are retried: {causes:?}");
+    assert_eq!(stats.retries, causes.values().sum::<u64>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_down_mid_run_loses_nothing_and_is_used_again_after() {
+    // Slower GPUs, so the run is still going when GPU 1 dies and comes back.
+    let slow = SimConfig { base: Duration::from_millis(3), tokens_per_second: 20_000.0, ..sim(4) };
+    let tei = DevTei::start(slow).await.unwrap();
+    let pool = EndpointPool::connect(config(tei.urls())).await.unwrap();
+    let texts = texts(8000);
+    let run = tokio::spawn({
+        let pool = pool.clone();
+        let texts = texts.clone();
+        async move { pool.embed(texts).await }
+    });
+    let gpu = tei.gpus()[1].clone();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gpu.set_down(true).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(pool.stats().endpoints[1].failures > 0);
+    assert!(!run.is_finished(), "the run outlives the outage");
+    gpu.set_down(false).await.unwrap();
+    let used_when_back = gpu.stats().inputs;
+    let outcomes = run.await.unwrap();
+    assert_all_embedded(&texts, &outcomes);
+    assert_eq!(pool.stats().rejected_inputs, 0);
+    let causes = pool.stats().retries_by_cause;
+    assert!(causes.contains_key("connect") || causes.contains_key("connection"), "{causes:?}");
+
+    // Used again: within a few skip periods, more work reaches it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gpu.stats().inputs == used_when_back {
+        assert!(Instant::now() < deadline, "GPU 1 never used again");
+        let more = texts[..256].to_vec();
+        assert_all_embedded(&more, &pool.embed(more.clone()).await);
+    }
+    assert!(!pool.stats().endpoints[1].skipped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_endpoint_times_out_and_others_take_its_work() {
+    let tei = DevTei::start(sim(2)).await.unwrap();
+    let quick = PoolConfig { request_timeout: Duration::from_millis(300), ..config(tei.urls()) };
+    let pool = EndpointPool::connect(quick).await.unwrap();
+    tei.gpus()[0].set_slow(1.0, Duration::from_secs(3));
+    let texts = texts(500);
+    let outcomes = pool.embed(texts.clone()).await;
+    assert_all_embedded(&texts, &outcomes);
+    let stats = pool.stats();
+    assert!(stats.retries_by_cause.get("timeout").is_some_and(|&n| n >= 1), "{stats:?}");
+    assert_eq!(stats.endpoints[1].embedded_inputs, 500);
+}
+
+/// The pool is shared across worker threads and its futures run on any of them.
+#[test]
+fn the_pool_and_its_futures_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<EndpointPool>();
+    send_sync::<TokenBudget>();
+    let pool: Option<EndpointPool> = None;
+    if let Some(pool) = pool {
+        send(&pool.embed(Vec::new()));
+        send(&EndpointPool::connect(PoolConfig::new(["http://x"])));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_endpoints_down_waits_then_finishes() {
+    let tei = DevTei::start(sim(2)).await.unwrap();
+    // Small requests: a few hundred calls, so every kind of fault shows up.
+    let pool = EndpointPool::connect(PoolConfig { batch_size: Some(8), ..config(tei.urls()) }).await.unwrap();
+    for gpu in tei.gpus() {
+        gpu.set_down(true).await.unwrap();
+    }
+    let texts = texts(200);
+    let run = tokio::spawn({
+        let pool = pool.clone();
+        let texts = texts.clone();
+        async move { pool.embed(texts).await }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!run.is_finished(), "nothing is dropped while every endpoint is down");
+    tei.gpus()[0].set_down(false).await.unwrap();
+    let outcomes = tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap();
+    assert_all_embedded(&texts, &outcomes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_refusals_split_until_the_server_accepts() {
+    // The server takes 20 KB bodies; the pool believes 10 MB: 413s, then halves.
+    let tei = DevTei::start(SimConfig { payload_limit: 20_000, ..sim(2) }).await.unwrap();
+    let pool = EndpointPool::connect(PoolConfig { payload_limit: 10_000_000, ..config(tei.urls()) }).await.unwrap();
+    let mut texts: Vec<String> = (0..200).map(|i| format!("{i} {}", "word ".repeat(200))).collect();
+    // One text over the server's limit on its own: the only rejection.
+    texts[77] = "x ".repeat(15_000);
+    let outcomes = pool.embed(texts.clone()).await;
+    for (i, (text, outcome)) in texts.iter().zip(&outcomes).enumerate() {
+        match (i, outcome) {
+            (77, Err(reason)) => assert!(reason.starts_with("text the server refuses: "), "{reason}"),
+            (77, Ok(_)) => panic!("a body over the payload limit was accepted"),
+            (_, outcome) => assert!(outcome.as_ref().ok() == Some(&expected(text)), "input {i}"),
+        }
+    }
+    let stats = pool.stats();
+    assert!(stats.splits >= 2, "{stats:?}");
+    assert_eq!(stats.rejected_inputs, 1);
+
+    // More items than max_client_batch_size on one call: classified as "split me" (422, 1.9).
+    let endpoint = Endpoint::new(&tei.urls()[0], tei::http_client(Duration::from_secs(10)).unwrap()).unwrap();
+    let err = endpoint.embed(&self::texts(40)).await.unwrap_err();
+    assert_eq!((err.kind, err.cause.as_str()), (FailureKind::TooLarge, "422"), "{err}");
+    // Over the payload limit it knows of, the endpoint refuses locally.
+    let err = endpoint.with_payload_limit(1000).embed(&texts[..4]).await.unwrap_err();
+    assert_eq!((err.kind, err.cause.as_str()), (FailureKind::TooLarge, "payload"), "{err}");
+}
+
+/// 31 good texts with `bad` ones mixed in, at `positions`.
+fn with_bad(bad: &[(usize, String)]) -> Vec<String> {
+    let mut texts = texts(31 + bad.len());
+    for (position, text) in bad {
+        texts[*position] = text.clone();
+    }
+    texts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_input_is_isolated_and_the_others_embedded() {
+    let tei = DevTei::start(sim(2)).await.unwrap();
+    let pool = EndpointPool::connect(config(tei.urls())).await.unwrap();
+    // Empty is refused (400); whitespace-only is a valid input to TEI.
+    let texts = with_bad(&[(5, String::new()), (20, "   ".into())]);
+    let outcomes = pool.embed(texts.clone()).await;
+    for (i, (text, outcome)) in texts.iter().zip(&outcomes).enumerate() {
+        if i == 5 {
+            let reason = outcome.as_ref().unwrap_err();
+            assert!(reason.starts_with("text the server refuses: ") && reason.contains("empty"), "{reason}");
+        } else {
+            assert!(outcome.as_ref().ok() == Some(&expected(text)), "input {i}: {outcome:?}");
+        }
+    }
+    let stats = pool.stats();
+    assert_eq!((stats.rejected_inputs, stats.embedded_inputs), (1, 32));
+    assert!(stats.bisections >= 1 && stats.bisections <= 10, "{stats:?}");
+
+    // Without truncation (OpenAI route, server --auto-truncate false) a long input is refused.
+    let strict = DevTei::start(SimConfig { auto_truncate: false, ..sim(1) }).await.unwrap();
+    let pool = EndpointPool::connect(PoolConfig { api: Api::OpenAi, ..config(strict.urls()) }).await.unwrap();
+    let long = "many words ".repeat(300);
+    let texts = with_bad(&[(0, long), (32, String::new())]);
+    let outcomes = pool.embed(texts.clone()).await;
+    let reasons: Vec<(usize, &String)> =
+        outcomes.iter().enumerate().filter_map(|(i, o)| o.as_ref().err().map(|r| (i, r))).collect();
+    assert_eq!(reasons.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![0, 32], "{reasons:?}");
+    assert!(reasons[0].1.contains("must have less than 512 tokens"), "{}", reasons[0].1);
+    for (text, outcome) in texts.iter().zip(&outcomes).take(32).skip(1) {
+        assert!(outcome.as_ref().ok() == Some(&embedding_for(text, 768)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misconfiguration_is_a_clear_error_naming_the_endpoint() {
+    let a = DevTei::start(sim(1)).await.unwrap();
+    let small = DevTei::start(SimConfig { dim: 384, ..sim(1) }).await.unwrap();
+    let other = DevTei::start(SimConfig { model_id: "BAAI/bge-m3".into(), ..sim(1) }).await.unwrap();
+    let tight = DevTei::start(SimConfig { max_client_batch_size: 8, max_input_length: 256, ..sim(1) }).await.unwrap();
+    let (a, small, other, tight) = (&a.urls()[0], &small.urls()[0], &other.urls()[0], &tight.urls()[0]);
+
+    let dims = message(vec![a, small]).await;
+    assert!(dims.contains("dimensions") && dims.contains(a) && dims.contains(small), "{dims}");
+    assert!(dims.contains("768") && dims.contains("384") && !dims.contains('\n'), "{dims}");
+    let models = message(vec![a, other]).await;
+    assert!(models.contains("different models") && models.contains(other), "{models}");
+    assert!(models.contains("BAAI/bge-m3"), "{models}");
+
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = format!("http://127.0.0.1:{port}");
+    let unreachable = message(vec![a, &dead]).await;
+    assert!(unreachable.starts_with(&format!("TEI at {dead} is not reachable: ")), "{unreachable}");
+    assert!(unreachable.ends_with("Connection refused (os error 111)"), "{unreachable}");
+    assert!(message(vec![]).await.contains("no TEI URL"));
+    assert!(message(vec![a, &format!("{a}/embed")]).await.contains("given twice"));
+
+    // Agreeing endpoints: the tightest limits.
+    let pool = EndpointPool::connect(config(vec![a.clone(), tight.clone()])).await.unwrap();
+    let limits = pool.limits();
+    assert_eq!((limits.max_client_batch_size, limits.max_input_length), (8, 256));
+    assert_eq!(pool.pack_limits().max_items, 8);
+}
+
+/// The start-up error connecting to `urls`.
+async fn message(urls: Vec<&String>) -> String {
+    let urls = urls.into_iter().cloned().collect();
+    EndpointPool::connect(config(urls)).await.err().expect("refused").to_string()
+}
+
+#[test]
+fn the_estimate_is_the_simulators() {
+    for text in texts(200).iter().map(String::as_str).chain(["", "  ", "a", "ab1cd2ef", "日本語テキスト", "👍🏽👨‍👩‍👧"])
+    {
+        assert_eq!(tei::estimate_tokens(text), devtei::estimate_tokens(text), "{text:?}");
+    }
+}
+
+#[test]
+fn pack_respects_items_tokens_and_payload() {
+    let budget = TokenBudget::estimated(512);
+    let texts = texts(3000);
+    let limits = PackLimits { max_items: 32, max_tokens: 2000, max_bytes: 40_000 };
+    let requests = budget.pack(&texts, &limits);
+    let mut next = 0;
+    for range in &requests {
+        assert_eq!(range.start, next, "in order, nothing skipped");
+        next = range.end;
+        let slice = &texts[range.clone()];
+        let tokens: u32 = slice.iter().map(|t| budget.count(t)).sum();
+        let bytes: usize = slice.iter().map(|t| json_string_len(t)).sum();
+        assert!(!slice.is_empty() && slice.len() <= 32);
+        assert!(slice.len() == 1 || (tokens as usize <= 2000 && bytes <= 40_000), "{range:?}: {tokens} {bytes}");
+        let body = serde_json::to_vec(&serde_json::json!({"inputs": slice, "truncate": true})).unwrap();
+        assert!(body.len() <= 40_000 + 256, "{}", body.len());
+    }
+    assert_eq!(next, texts.len());
+    assert!(requests.len() > 3000 / 32, "token and byte limits cut requests too");
+
+    // Built from a server's limits: --batch-size and the payload limit apply.
+    let limits = tweet_embed_operators::tei::ServerLimits {
+        model_id: "m".into(),
+        version: "1.9.0".into(),
+        max_client_batch_size: 32,
+        max_batch_tokens: 16_384,
+        max_input_length: 512,
+        max_concurrent_requests: 512,
+        payload_limit: 2_000_000,
+        auto_truncate: true,
+    };
+    let pack = PackLimits::for_server(&limits, Some(8));
+    assert_eq!((pack.max_items, pack.max_tokens), (8, 16_384));
+    assert!(pack.max_bytes < 2_000_000 && pack.max_bytes > 1_900_000);
+    assert_eq!(PackLimits::for_server(&limits, Some(100)).max_items, 32);
+}
+
+/// A word-level `tokenizer.json` (`[CLS] words [SEP]`, unknown words one `[UNK]` each).
+fn word_tokenizer(dir: &std::path::Path) -> std::path::PathBuf {
+    use tokenizers::models::wordlevel::WordLevel;
+    use tokenizers::pre_tokenizers::whitespace::Whitespace;
+    use tokenizers::processors::template::TemplateProcessing;
+    use tokenizers::Tokenizer;
+
+    let vocab = ["[UNK]", "[CLS]", "[SEP]", "the", "cat", "sat", "on", "mat"];
+    let model = WordLevel::builder()
+        .vocab(vocab.iter().enumerate().map(|(i, w)| (w.to_string(), i as u32)).collect())
+        .unk_token("[UNK]".into())
+        .build()
+        .unwrap();
+    let template = TemplateProcessing::builder()
+        .try_single("[CLS] $A [SEP]")
+        .unwrap()
+        .special_tokens(vec![("[CLS]", 1), ("[SEP]", 2)])
+        .build()
+        .unwrap();
+    let mut tokenizer = Tokenizer::new(model);
+    tokenizer.with_pre_tokenizer(Some(Whitespace {}));
+    tokenizer.with_post_processor(Some(template));
+    let path = dir.join("tokenizer.json");
+    tokenizer.save(&path, false).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokenizer_counts_like_the_server_and_the_estimate_calibrates_toward_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = word_tokenizer(dir.path());
+    // Long words: the estimate counts 3 pieces a word, the tokenizer one.
+    let texts: Vec<String> = (0..400)
+        .map(|i| format!("the cat elephants{i} sat on extraordinary mat {}", "hippopotamus ".repeat(i % 9)))
+        .collect();
+
+    let short =
+        DevTei::start(SimConfig { tokenizer: Some(path.clone()), max_input_length: 6, ..sim(1) }).await.unwrap();
+    let budget = TokenBudget::from_tokenizer_file(&path, 6).unwrap();
+    assert!(budget.is_exact());
+    assert_eq!(budget.count("the cat"), 4);
+    assert_eq!(budget.count("the cat sat on the mat"), 6, "truncated, special tokens included");
+    let pool =
+        EndpointPool::connect(PoolConfig { tokenizer: Some(path.clone()), ..config(short.urls()) }).await.unwrap();
+    assert!(pool.budget().is_exact());
+    let outcomes = pool.embed(texts.clone()).await;
+    assert!(outcomes.iter().all(Result::is_ok));
+    let stats = pool.stats();
+    assert_eq!(stats.budget_tokens, stats.compute_tokens, "exact counts: {stats:?}");
+    assert_eq!(stats.token_scale, 1.0);
+
+    let server = DevTei::start(SimConfig { tokenizer: Some(path), ..sim(1) }).await.unwrap();
+    let pool = EndpointPool::connect(PoolConfig { batch_size: Some(4), ..config(server.urls()) }).await.unwrap();
+    let estimate_before: u32 = texts.iter().map(|t| pool.budget().count(t)).sum();
+    pool.embed(texts.clone()).await;
+    let stats = pool.stats();
+    let estimate_after: u32 = texts.iter().map(|t| pool.budget().count(t)).sum();
+    let actual = stats.compute_tokens as f64;
+    assert!(stats.token_scale < 0.6, "{stats:?}");
+    assert!(
+        (f64::from(estimate_after) - actual).abs() < 0.5 * (f64::from(estimate_before) - actual).abs(),
+        "before {estimate_before}, after {estimate_after}, server {actual}"
+    );
+}
