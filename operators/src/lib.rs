@@ -4,6 +4,7 @@
 
 #![forbid(missing_docs)]
 
+pub mod output;
 pub mod record;
 
 pub use timely;
