@@ -4,8 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The subdirectory of the output directory that holds rejections.
-pub const REJECTS_DIR: &str = "rejects";
+/// The subdirectory of the output directory that holds rejections. The leading `_` makes
+/// pyarrow, pandas and Spark skip it when they read the output directory as one dataset; as
+/// `rejects` they silently read rejections as rows with null vectors.
+pub const REJECTS_DIR: &str = "_rejects";
 
 const PREFIX: &str = "part-e";
 const SUFFIX: &str = ".parquet";
@@ -18,12 +20,12 @@ const TMP_PREFIX: &str = "tmp-w";
 pub enum FileKind {
     /// Embedded rows, in the output directory.
     Rows,
-    /// Rejections, in `rejects/` under the output directory.
+    /// Rejections, in [`REJECTS_DIR`] under the output directory.
     Rejects,
 }
 
 impl FileKind {
-    /// The directory of this kind relative to the output directory (`""` or `rejects`).
+    /// The directory of this kind relative to the output directory (`""` or [`REJECTS_DIR`]).
     pub fn subdir(self) -> &'static str {
         match self {
             FileKind::Rows => "",

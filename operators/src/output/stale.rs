@@ -23,7 +23,7 @@ pub struct FoundFile {
     pub name: PartName,
 }
 
-/// Our final files in `out_dir` and `out_dir/rejects`, sorted by path; a directory that does not
+/// Our final files in `out_dir` and its rejects directory, sorted by path; a directory that does not
 /// exist yet holds none. Useful at start: with no checkpoint, any file here is another run's.
 pub fn list_files(out_dir: &Path) -> Result<Vec<FoundFile>, OutputError> {
     let mut found = Vec::new();
@@ -38,7 +38,7 @@ pub fn list_files(out_dir: &Path) -> Result<Vec<FoundFile>, OutputError> {
     Ok(found)
 }
 
-/// Deletes our files in `out_dir` and `out_dir/rejects` whose first epoch is after
+/// Deletes our files in `out_dir` and its rejects directory whose first epoch is after
 /// `committed`, and our in-flight copies; returns what it deleted (absolute paths).
 pub fn remove_stale(out_dir: &Path, committed: u64) -> Result<Vec<PathBuf>, OutputError> {
     let mut removed = Vec::new();
@@ -99,7 +99,7 @@ mod tests {
     #[test]
     fn removes_uncommitted_and_partial_keeps_committed_and_foreign() {
         let out = tempfile::tempdir().unwrap();
-        let rejects = out.path().join("rejects");
+        let rejects = out.path().join(crate::output::REJECTS_DIR);
         fs::create_dir(&rejects).unwrap();
         let keep = [
             out.path().join(part(3, 3).file_name()),
@@ -131,7 +131,8 @@ mod tests {
         assert!(out.path().join(part(8, 8).file_name()).is_dir(), "directories are not ours to delete");
         let listed: Vec<_> = list_files(out.path()).unwrap().into_iter().map(|f| f.path).collect();
         let rel = |lo| PathBuf::from(part(lo, lo).file_name());
-        assert_eq!(listed, [rel(3), rel(5), Path::new("rejects").join(part(5, 5).file_name())]);
+        let rejected = Path::new(crate::output::REJECTS_DIR).join(part(5, 5).file_name());
+        assert_eq!(listed, [rejected, rel(3), rel(5)]);
     }
 
     #[test]

@@ -12,9 +12,9 @@ fn row(i: u64) -> EmbeddedRow {
     EmbeddedRow {
         doc: DocMeta {
             id: format!("{i:024x}"),
-            lang: (i % 3 != 0).then(|| ["en", "ja"][(i % 2) as usize].to_string()),
-            created_at_ms: (i % 5 != 0).then_some(1_700_000_000_000 + i as i64),
-            origin: if i % 2 == 0 { Origin::Backfill } else { Origin::ChangeStream },
+            lang: (!i.is_multiple_of(3)).then(|| ["en", "ja"][(i % 2) as usize].to_string()),
+            created_at_ms: (!i.is_multiple_of(5)).then_some(1_700_000_000_000 + i as i64),
+            origin: if i.is_multiple_of(2) { Origin::Backfill } else { Origin::ChangeStream },
         },
         embedding: (0..DIM).map(|d| (i * 100 + d as u64) as f32 / 7.0).collect(),
         text_hash: i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
@@ -82,7 +82,7 @@ fn seal_moves_exactly_the_epochs_up_to_the_bound() {
         }
     }
     seen.sort();
-    let mut expected: Vec<_> = (0..300).filter(|i| 1 + i % 3 <= 2).map(|i| (format!("{i:024x}"), 1 + i % 3)).collect();
+    let mut expected: Vec<_> = (0..300).filter(|i| i % 3 < 2).map(|i| (format!("{i:024x}"), 1 + i % 3)).collect();
     expected.sort();
     assert_eq!(seen, expected);
 
@@ -119,7 +119,7 @@ fn files_roll_at_the_target_size_and_never_mix_epochs() {
     let mut w = EpochWriter::new(cfg).unwrap();
     for i in 0..2000 {
         w.push_row(7, &row(i)).unwrap();
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             w.push_row(8, &row(10_000 + i)).unwrap();
         }
     }

@@ -27,7 +27,7 @@ const REJECT_BATCH_ROWS: usize = 4096;
 /// Where and how a worker writes.
 #[derive(Clone, Debug)]
 pub struct OutputConfig {
-    /// Cold storage: final files, and rejections under `rejects/`.
+    /// Cold storage: final files, and rejections under `_rejects/`.
     pub out_dir: PathBuf,
     /// Hot storage: files being written. Shared by workers; each removes only its own leftovers.
     pub tmp_dir: PathBuf,
@@ -74,7 +74,7 @@ impl OutputConfig {
 /// A file in the output directory, as the checkpoint records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileMeta {
-    /// Relative to the output directory, e.g. `rejects/part-….parquet`.
+    /// Relative to the output directory, e.g. `_rejects/part-….parquet`.
     pub path: PathBuf,
     /// Rows or rejections.
     pub kind: FileKind,
