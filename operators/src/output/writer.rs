@@ -169,9 +169,10 @@ impl EpochWriter {
     }
 
     /// Makes every row and rejection of epochs ≤ `upto` durable in the output directory and
-    /// returns the files that now hold them (none for epochs that had nothing). Afterwards no
-    /// open file holds such epochs and no returned file holds a later one; pushing an epoch
-    /// ≤ `upto` is an error. On error the writer is done: recreate it from the checkpoint.
+    /// returns the files that now hold them, ordered by creation: each holds one epoch (more
+    /// than one file per epoch when it rolled), none for epochs that had nothing. Afterwards no
+    /// open file holds such epochs, and pushing an epoch ≤ `upto` is an error. On error the
+    /// writer is done: recreate it after restarting from the checkpoint.
     pub fn seal(&mut self, upto: u64) -> Result<Vec<FileMeta>, OutputError> {
         if self.poisoned {
             return Err(OutputError::Poisoned { worker: self.ctx.worker });
