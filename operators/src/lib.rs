@@ -7,6 +7,7 @@
 pub mod dedup;
 pub mod embed_sink;
 pub mod marker;
+pub mod output;
 pub mod record;
 pub mod tei;
 pub mod token_batch;

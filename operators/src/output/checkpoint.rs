@@ -1,0 +1,203 @@
+//! The checkpoint: one small JSON file on hot storage recording how far the run is committed
+//! and marked, the files a restart must mark again, and where the sources resume. It is
+//! replaced atomically (temp file, fsync, rename, fsync the directory), so a crash leaves the
+//! old or the new checkpoint, never a mix. A checkpoint that exists but cannot be read is an
+//! error, never "no checkpoint": that would silently redo and duplicate committed output.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::OutputError;
+use super::fsio::{ensure_writable_dir, sync_dir};
+use super::writer::FileMeta;
+
+/// The format version this build writes and reads.
+pub const CHECKPOINT_VERSION: u32 = 1;
+const FILE_NAME: &str = "checkpoint.json";
+const TMP_NAME: &str = "checkpoint.json.tmp";
+
+/// Where the sources resume after the last committed epoch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePositions {
+    /// Backfill cursor per partition key: the last `_id` read, as extended JSON.
+    pub backfill: BTreeMap<String, String>,
+    /// The change stream's resume token, as JSON text.
+    pub resume_token: Option<String>,
+    /// The cluster time to start the change stream at when there is no token: `(t, i)`.
+    pub cluster_time: Option<(u32, u32)>,
+}
+
+/// The durable state of a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Format version, [`CHECKPOINT_VERSION`].
+    pub version: u32,
+    /// Every epoch ≤ this is durable in the output directory.
+    pub committed: u64,
+    /// Every epoch ≤ this is marked in Mongo; never above `committed`.
+    pub marked: u64,
+    /// Files holding epochs > `marked`: what a restart must mark again.
+    pub files: Vec<FileMeta>,
+    /// Where the sources resume.
+    pub sources: SourcePositions,
+    /// When it was written, ms since the Unix epoch.
+    pub updated_at_ms: i64,
+}
+
+impl Checkpoint {
+    /// A checkpoint of the current format, stamped now.
+    pub fn new(committed: u64, marked: u64, files: Vec<FileMeta>, sources: SourcePositions) -> Self {
+        Checkpoint { version: CHECKPOINT_VERSION, committed, marked, files, sources, updated_at_ms: now_ms() }
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+/// The checkpoint file of a state directory. One run at a time may use a state directory.
+#[derive(Clone, Debug)]
+pub struct CheckpointStore {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl CheckpointStore {
+    /// Creates `state_dir` if needed and proves it writable.
+    pub fn open(state_dir: impl Into<PathBuf>) -> Result<Self, OutputError> {
+        let dir = state_dir.into();
+        ensure_writable_dir(&dir, ".tweet-embed-probe-checkpoint")?;
+        let path = dir.join(FILE_NAME);
+        Ok(CheckpointStore { dir, path })
+    }
+
+    /// The checkpoint file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The checkpoint, or `None` when none was ever saved. A temporary file left by a crash
+    /// during `save` is ignored: the rename that would have published it never happened.
+    pub fn load(&self) -> Result<Option<Checkpoint>, OutputError> {
+        let text = match fs::read(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(OutputError::io("read checkpoint", &self.path, e)),
+        };
+        let corrupt = |reason: String| OutputError::CorruptCheckpoint { path: self.path.clone(), reason };
+        let checkpoint: Checkpoint = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+        if checkpoint.version != CHECKPOINT_VERSION {
+            return Err(corrupt(format!(
+                "format version {} (this build reads {CHECKPOINT_VERSION})",
+                checkpoint.version
+            )));
+        }
+        if checkpoint.marked > checkpoint.committed {
+            return Err(corrupt(format!("marked {} is above committed {}", checkpoint.marked, checkpoint.committed)));
+        }
+        Ok(Some(checkpoint))
+    }
+
+    /// Replaces the checkpoint atomically and durably.
+    pub fn save(&self, checkpoint: &Checkpoint) -> Result<(), OutputError> {
+        if checkpoint.marked > checkpoint.committed {
+            return Err(OutputError::Config(format!(
+                "refusing to save a checkpoint marked at {} above committed {}",
+                checkpoint.marked, checkpoint.committed
+            )));
+        }
+        let text = serde_json::to_vec_pretty(checkpoint)
+            .map_err(|e| OutputError::io("encode checkpoint", &self.path, io::Error::other(e)))?;
+        let tmp = self.dir.join(TMP_NAME);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| OutputError::io("create", &tmp, e))?;
+        file.write_all(&text).map_err(|e| OutputError::io("write", &tmp, e))?;
+        file.sync_all().map_err(|e| OutputError::io("fsync", &tmp, e))?;
+        drop(file);
+        fs::rename(&tmp, &self.path).map_err(|e| OutputError::io("replace checkpoint with", &tmp, e))?;
+        sync_dir(&self.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::naming::FileKind;
+
+    fn sample() -> Checkpoint {
+        let mut sources = SourcePositions::default();
+        sources.backfill.insert("en/false".into(), r#"{"$oid":"65a1b2c3d4e5f60718293a4b"}"#.into());
+        sources.resume_token = Some(r#"{"_data":"8265"}"#.into());
+        sources.cluster_time = Some((1_700_000_000, 3));
+        let file = FileMeta {
+            path: "part-e000000000007-e000000000007-w000-0001.parquet".into(),
+            kind: FileKind::Rows,
+            epoch_lo: 7,
+            epoch_hi: 7,
+            rows: 10,
+            bytes: 1000,
+            worker: 0,
+        };
+        Checkpoint::new(7, 6, vec![file], sources)
+    }
+
+    #[test]
+    fn missing_is_none_and_saved_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path().join("state")).unwrap();
+        assert_eq!(store.load().unwrap(), None);
+        let cp = sample();
+        store.save(&cp).unwrap();
+        assert_eq!(store.load().unwrap(), Some(cp.clone()));
+        let next = Checkpoint { committed: 8, marked: 8, files: vec![], ..cp };
+        store.save(&next).unwrap();
+        assert_eq!(store.load().unwrap(), Some(next));
+    }
+
+    #[test]
+    fn a_stray_temp_file_from_a_crash_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        fs::write(dir.path().join(TMP_NAME), b"{\"version\":1,\"committ").unwrap();
+        assert_eq!(store.load().unwrap(), None);
+        let cp = sample();
+        store.save(&cp).unwrap();
+        fs::write(dir.path().join(TMP_NAME), b"garbage").unwrap();
+        assert_eq!(store.load().unwrap(), Some(cp));
+    }
+
+    #[test]
+    fn a_corrupt_checkpoint_is_an_error_not_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        for bad in [&b""[..], b"{", b"{\"version\":99}"] {
+            fs::write(store.path(), bad).unwrap();
+            let err = store.load().unwrap_err();
+            assert!(matches!(err, OutputError::CorruptCheckpoint { .. }), "{err}");
+            assert!(err.to_string().contains("checkpoint.json"), "{err}");
+        }
+        let mut wrong_version = serde_json::to_value(sample()).unwrap();
+        wrong_version["version"] = 2.into();
+        fs::write(store.path(), wrong_version.to_string()).unwrap();
+        assert!(store.load().unwrap_err().to_string().contains("format version 2"));
+    }
+
+    #[test]
+    fn marked_above_committed_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        let cp = Checkpoint { marked: 9, ..sample() };
+        assert!(store.save(&cp).is_err());
+        assert_eq!(store.load().unwrap(), None);
+    }
+}

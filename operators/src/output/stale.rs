@@ -1,0 +1,143 @@
+//! Restart clean-up of the output directory: files of epochs after the last committed one are
+//! leftovers of a crash between their move and the checkpoint that would have recorded them,
+//! and in-flight copies are leftovers of a crash during a move. Files are judged by name alone
+//! (epochs restart at committed + 1, so a file starting after `committed` was never committed).
+//! Anything whose name is not exactly ours is never touched.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::error::OutputError;
+use super::fsio::sync_dir;
+use super::naming::{is_partial, FileKind, PartName};
+
+/// One of our final files found in the output directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundFile {
+    /// Relative to the output directory.
+    pub path: PathBuf,
+    /// Rows or rejections.
+    pub kind: FileKind,
+    /// The parts of its name.
+    pub name: PartName,
+}
+
+/// Our final files in `out_dir` and its rejects directory, sorted by path; a directory that does not
+/// exist yet holds none. Useful at start: with no checkpoint, any file here is another run's.
+pub fn list_files(out_dir: &Path) -> Result<Vec<FoundFile>, OutputError> {
+    let mut found = Vec::new();
+    for kind in [FileKind::Rows, FileKind::Rejects] {
+        for (name, _) in entries(&out_dir.join(kind.subdir()))? {
+            if let Some(parts) = PartName::parse(&name) {
+                found.push(FoundFile { path: Path::new(kind.subdir()).join(&name), kind, name: parts });
+            }
+        }
+    }
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(found)
+}
+
+/// Deletes our files in `out_dir` and its rejects directory whose first epoch is after
+/// `committed`, and our in-flight copies; returns what it deleted (absolute paths).
+pub fn remove_stale(out_dir: &Path, committed: u64) -> Result<Vec<PathBuf>, OutputError> {
+    let mut removed = Vec::new();
+    for kind in [FileKind::Rows, FileKind::Rejects] {
+        let dir = out_dir.join(kind.subdir());
+        let before = removed.len();
+        for (name, path) in entries(&dir)? {
+            let stale = match PartName::parse(&name) {
+                Some(parts) if parts.epoch_lo > committed => true,
+                Some(parts) if parts.epoch_hi > committed => {
+                    // Our writer never produces this (a file holds one epoch); keep the committed
+                    // rows and say so, since the later epochs in it will be written again.
+                    tracing::warn!(path = %path.display(), committed, "output file spans the committed epoch");
+                    false
+                }
+                Some(_) => false,
+                None => is_partial(&name),
+            };
+            if stale {
+                fs::remove_file(&path).map_err(|e| OutputError::io("remove stale output", &path, e))?;
+                tracing::info!(path = %path.display(), committed, "removed output of an uncommitted epoch");
+                removed.push(path);
+            }
+        }
+        if removed.len() > before {
+            sync_dir(&dir)?;
+        }
+    }
+    Ok(removed)
+}
+
+/// `(file name, path)` of the regular files in `dir`; none if `dir` does not exist.
+fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, OutputError> {
+    let listing = match fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(OutputError::io("list", dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in listing {
+        let entry = entry.map_err(|e| OutputError::io("list", dir, e))?;
+        let is_file = entry.file_type().map_err(|e| OutputError::io("stat", &entry.path(), e))?.is_file();
+        if let (true, Some(name)) = (is_file, entry.file_name().to_str()) {
+            out.push((name.to_string(), entry.path()));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(lo: u64, hi: u64) -> PartName {
+        PartName { epoch_lo: lo, epoch_hi: hi, worker: 1, seq: lo }
+    }
+
+    #[test]
+    fn removes_uncommitted_and_partial_keeps_committed_and_foreign() {
+        let out = tempfile::tempdir().unwrap();
+        let rejects = out.path().join(crate::output::REJECTS_DIR);
+        fs::create_dir(&rejects).unwrap();
+        let keep = [
+            out.path().join(part(3, 3).file_name()),
+            out.path().join(part(5, 5).file_name()),
+            rejects.join(part(5, 5).file_name()),
+            out.path().join("embeddings_0001.parquet"),
+            out.path().join("part-e6.parquet"),
+            out.path().join("notes.txt"),
+            rejects.join("README"),
+        ];
+        let gone = [
+            out.path().join(part(6, 6).file_name()),
+            rejects.join(part(9, 9).file_name()),
+            out.path().join(part(2, 2).partial_name()),
+            rejects.join(part(7, 7).partial_name()),
+        ];
+        for p in keep.iter().chain(&gone) {
+            fs::write(p, b"x").unwrap();
+        }
+        fs::create_dir(out.path().join(part(8, 8).file_name())).unwrap();
+        let mut removed = remove_stale(out.path(), 5).unwrap();
+        removed.sort();
+        let mut expected = gone.to_vec();
+        expected.sort();
+        assert_eq!(removed, expected);
+        for p in &keep {
+            assert!(p.exists(), "{}", p.display());
+        }
+        assert!(out.path().join(part(8, 8).file_name()).is_dir(), "directories are not ours to delete");
+        let listed: Vec<_> = list_files(out.path()).unwrap().into_iter().map(|f| f.path).collect();
+        let rel = |lo| PathBuf::from(part(lo, lo).file_name());
+        let rejected = Path::new(crate::output::REJECTS_DIR).join(part(5, 5).file_name());
+        assert_eq!(listed, [rejected, rel(3), rel(5)]);
+    }
+
+    #[test]
+    fn a_missing_output_directory_has_nothing_stale() {
+        let out = tempfile::tempdir().unwrap();
+        assert!(remove_stale(&out.path().join("absent"), 0).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,206 @@
+//! The Parquet output end to end: workers write thousands of rows over several epochs with hot
+//! and cold storage in different directories (on different file systems where /dev/shm allows),
+//! seal, and the files are read back by our reader (ids, epochs and vectors exact) and checked by
+//! pyarrow (`tests/py/check_parquet.py`). Also the forced cross-device copy, and a crash between
+//! a seal and its checkpoint followed by a restart: every id still appears exactly once.
+//! The test command installs pyarrow (`scripts/test`); without it these tests fail and say how.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+use tweet_embed_operators::output::{
+    read_rejects, read_row_ids, read_rows, remove_stale, Checkpoint, CheckpointStore, EpochWriter, FileKind, FileMeta,
+    OutputConfig, SourcePositions,
+};
+use tweet_embed_operators::record::{DocMeta, EmbeddedRow, Origin, Rejection};
+
+const DIM: usize = 64;
+const MODEL: &str = "google/embeddinggemma-300m";
+
+fn row(i: u64) -> EmbeddedRow {
+    EmbeddedRow {
+        doc: DocMeta {
+            id: format!("{i:024x}"),
+            lang: match i % 4 {
+                0 => None,
+                1 => Some("en".into()),
+                2 => Some("ja".into()),
+                _ => Some("ar".into()),
+            },
+            created_at_ms: (!i.is_multiple_of(7)).then_some(1_600_000_000_000 + i as i64 * 1000),
+            origin: if i.is_multiple_of(3) { Origin::ChangeStream } else { Origin::Backfill },
+        },
+        // Values no rounding could reproduce by accident.
+        embedding: (0..DIM as u64).map(|d| ((i * 31 + d * 17) % 1000) as f32 / 997.0 - 0.5).collect(),
+        text_hash: i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        tokens: (i % 2048) as u32,
+    }
+}
+
+fn reject(i: u64) -> Rejection {
+    Rejection {
+        doc: row(i).doc,
+        reason: if i.is_multiple_of(2) { "empty text".into() } else { "no text field".into() },
+    }
+}
+
+fn python() -> String {
+    std::env::var("TWEET_EMBED_PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
+/// Runs check_parquet.py on `out_dir`; fails with install instructions when pyarrow is missing.
+fn pyarrow_check(out_dir: &Path, rows: usize, rejects: usize) {
+    let py = python();
+    match Command::new(&py).args(["-c", "import pyarrow"]).output() {
+        Ok(o) if o.status.success() => {}
+        _ => panic!("{py} cannot import pyarrow: run `scripts/test` (it installs it) or `pip install pyarrow`"),
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/check_parquet.py");
+    let out = Command::new(&py)
+        .arg(script)
+        .arg(out_dir)
+        .args(["--rows", &rows.to_string(), "--dim", &DIM.to_string(), "--rejects", &rejects.to_string()])
+        .args(["--model", MODEL])
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "pyarrow check failed:\n{stdout}\n{stderr}");
+    assert!(stdout.starts_with("ok"), "{stdout}");
+    println!("{stdout}");
+}
+
+/// A temporary directory for hot storage on another file system than `cold`, when there is one.
+fn hot_dir_apart_from(cold: &Path) -> (tempfile::TempDir, bool) {
+    let cold_dev = std::fs::metadata(cold).expect("stat cold").dev();
+    if let Ok(shm) = tempfile::tempdir_in("/dev/shm") {
+        if std::fs::metadata(shm.path()).map(|m| m.dev() != cold_dev).unwrap_or(false) {
+            return (shm, true);
+        }
+    }
+    (tempfile::tempdir().expect("tempdir"), false)
+}
+
+/// Reads back every sealed file and checks ids, epochs and vectors against what was pushed.
+fn verify(out_dir: &Path, files: &[FileMeta], pushed: &BTreeMap<String, (u64, EmbeddedRow)>, rejected: usize) {
+    let mut rows = BTreeMap::new();
+    let mut rejects = 0;
+    for f in files {
+        let path = out_dir.join(&f.path);
+        assert_eq!(std::fs::metadata(&path).expect("sealed file exists").len(), f.bytes);
+        match f.kind {
+            FileKind::Rows => {
+                let ids = read_row_ids(&path).expect("read ids");
+                let full = read_rows(&path).expect("read rows");
+                assert_eq!(ids.len() as u64, f.rows);
+                for ((id, epoch), (epoch2, r)) in ids.into_iter().zip(full) {
+                    assert_eq!((&id, epoch), (&r.doc.id, epoch2));
+                    assert!(f.epoch_lo <= epoch && epoch <= f.epoch_hi);
+                    assert!(rows.insert(id, (epoch, r)).is_none(), "an id in two files");
+                }
+            }
+            FileKind::Rejects => rejects += read_rejects(&path).expect("read rejects").len(),
+        }
+    }
+    assert_eq!(rejects, rejected);
+    assert_eq!(rows.len(), pushed.len());
+    for (id, expected) in pushed {
+        assert_eq!(rows.get(id), Some(expected), "row {id} differs after the round trip");
+    }
+}
+
+/// Two workers, epochs 1..=8, seals at 3, 5 and 8.
+fn write_run(cfg: impl Fn(usize) -> OutputConfig) -> (Vec<FileMeta>, BTreeMap<String, (u64, EmbeddedRow)>, usize) {
+    let mut workers: Vec<_> = (0..2).map(|w| EpochWriter::new(cfg(w)).expect("writer")).collect();
+    let (mut files, mut pushed, mut rejected) = (Vec::new(), BTreeMap::new(), 0);
+    let mut next = 0u64;
+    for epoch in 1..=8u64 {
+        // Some epochs are empty on one worker; epoch 6 is empty everywhere.
+        let n = if epoch == 6 { 0 } else { 300 + 100 * epoch };
+        for _ in 0..n {
+            let (i, w) = (next, (next % 2) as usize);
+            next += 1;
+            if i.is_multiple_of(97) {
+                workers[w].push_reject(epoch, &reject(i)).expect("push reject");
+                rejected += 1;
+            } else if !(epoch == 2 && w == 1) {
+                workers[w].push_row(epoch, &row(i)).expect("push row");
+                pushed.insert(row(i).doc.id.clone(), (epoch, row(i)));
+            }
+        }
+        if [3, 5, 8].contains(&epoch) {
+            for w in &mut workers {
+                files.extend(w.seal(epoch).expect("seal"));
+            }
+        }
+    }
+    (files, pushed, rejected)
+}
+
+#[test]
+fn rows_round_trip_and_pyarrow_reads_them() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let (hot, apart) = hot_dir_apart_from(out.path());
+    println!("hot storage on another file system: {apart}");
+    let (files, pushed, rejected) = write_run(|w| OutputConfig::new(out.path(), hot.path(), w, DIM, MODEL));
+    assert!(pushed.len() > 3000, "{}", pushed.len());
+    assert!(files.iter().all(|f| f.epoch_lo == f.epoch_hi && f.epoch_lo != 6));
+    verify(out.path(), &files, &pushed, rejected);
+    assert_eq!(std::fs::read_dir(hot.path()).expect("list hot").count(), 0, "hot storage is left empty");
+    pyarrow_check(out.path(), pushed.len(), rejected);
+}
+
+#[test]
+fn forced_cross_device_copy_leaves_the_same_output() {
+    let (out, hot) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let (files, pushed, rejected) = write_run(|w| {
+        let mut cfg = OutputConfig::new(out.path(), hot.path(), w, DIM, MODEL);
+        cfg.force_copy = true;
+        cfg
+    });
+    verify(out.path(), &files, &pushed, rejected);
+    assert_eq!(std::fs::read_dir(hot.path()).expect("list hot").count(), 0);
+    pyarrow_check(out.path(), pushed.len(), rejected);
+}
+
+#[test]
+fn a_crash_between_seal_and_checkpoint_leaves_each_row_once() {
+    let (out, hot, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cfg = || OutputConfig::new(out.path(), hot.path(), 0, DIM, MODEL);
+    let store = CheckpointStore::open(state.path()).unwrap();
+    let mut pushed = BTreeMap::new();
+
+    // First run: epochs 1-2 committed; epoch 3 sealed, then killed before its checkpoint, with
+    // epoch 4 half written on hot storage and a copy half done in the output directory.
+    let mut w = EpochWriter::new(cfg()).unwrap();
+    for i in 0..400u64 {
+        let epoch = 1 + i / 100;
+        w.push_row(epoch, &row(i)).unwrap();
+        if epoch <= 2 {
+            pushed.insert(row(i).doc.id.clone(), (epoch, row(i)));
+        }
+    }
+    let committed_files = w.seal(2).unwrap();
+    store.save(&Checkpoint::new(2, 2, committed_files.clone(), SourcePositions::default())).unwrap();
+    let lost = w.seal(3).unwrap();
+    assert_eq!(lost.len(), 1);
+    std::fs::write(out.path().join(".part-e000000000004-e000000000004-w000-0009.parquet.partial"), b"half").unwrap();
+    drop(w);
+
+    // Restart: clean up by the checkpoint, replay epochs 3-4 from the sources.
+    let cp = store.load().unwrap().expect("checkpoint");
+    let removed = remove_stale(out.path(), cp.committed).unwrap();
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    let mut w = EpochWriter::new(cfg()).unwrap();
+    for i in 200..400u64 {
+        let epoch = 1 + i / 100;
+        w.push_row(epoch, &row(i)).unwrap();
+        pushed.insert(row(i).doc.id.clone(), (epoch, row(i)));
+    }
+    let mut files = committed_files;
+    files.extend(w.seal(4).unwrap());
+    verify(out.path(), &files, &pushed, 0);
+    pyarrow_check(out.path(), 400, 0);
+}

@@ -1,0 +1,121 @@
+"""Checks tweet-embed's Parquet output with pyarrow, a reader nobody here wrote.
+
+usage: check_parquet.py OUT_DIR --rows N --dim D [--rejects M] [--model MODEL]
+
+Reads every final file (part-*.parquet) of OUT_DIR and OUT_DIR/_rejects and checks the schema
+of design.md ("Output schema"), zstd compression, statistics, the row counts, that no id
+appears twice, that every row's epoch lies in its file name's range, and that no temporary or
+partial file is left. Then reads OUT_DIR as one dataset, as a user would, which must give the
+rows and nothing else. Prints "ok ..." and exits 0, or prints what is wrong and exits 1.
+"""
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+NAME = re.compile(r"^part-e(\d{12,})-e(\d{12,})-w(\d{3,})-(\d{4,})\.parquet$")
+
+
+def rows_schema(dim):
+    dict_str = pa.dictionary(pa.int32(), pa.string())
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("embedding", pa.list_(pa.field("item", pa.float32(), nullable=False), dim), nullable=False),
+            pa.field("model", dict_str, nullable=False),
+            pa.field("text_hash", pa.uint64(), nullable=False),
+            pa.field("tokens", pa.uint32(), nullable=False),
+            pa.field("lang", dict_str, nullable=True),
+            pa.field("created_at", pa.timestamp("ms", tz="UTC"), nullable=True),
+            pa.field("source", dict_str, nullable=False),
+            pa.field("epoch", pa.uint64(), nullable=False),
+        ]
+    )
+
+
+def rejects_schema():
+    dict_str = pa.dictionary(pa.int32(), pa.string())
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("reason", pa.string(), nullable=False),
+            pa.field("lang", dict_str, nullable=True),
+            pa.field("created_at", pa.timestamp("ms", tz="UTC"), nullable=True),
+            pa.field("source", dict_str, nullable=False),
+            pa.field("epoch", pa.uint64(), nullable=False),
+        ]
+    )
+
+
+def fail(msg):
+    print(f"FAIL: {msg}")
+    sys.exit(1)
+
+
+def check_dir(directory, schema, expected_rows, model=None):
+    files = sorted(p for p in directory.iterdir() if p.is_file())
+    for p in files:
+        if not NAME.match(p.name):
+            fail(f"unexpected file {p} (temporary or partial left behind?)")
+    ids = set()
+    total = 0
+    for p in files:
+        lo, hi = (int(g) for g in NAME.match(p.name).groups()[:2])
+        pf = pq.ParquetFile(p)
+        got = pf.schema_arrow
+        if not got.equals(schema, check_metadata=False):
+            fail(f"{p.name}: schema\n{got}\nexpected\n{schema}")
+        md = pf.metadata
+        for rg in range(md.num_row_groups):
+            for c in range(md.num_columns):
+                col = md.row_group(rg).column(c)
+                if col.compression != "ZSTD":
+                    fail(f"{p.name}: column {col.path_in_schema} is {col.compression}, not ZSTD")
+                if col.path_in_schema in ("id", "epoch") and not col.is_stats_set:
+                    fail(f"{p.name}: column {col.path_in_schema} has no statistics")
+        table = pf.read()
+        if table.num_rows != md.num_rows:
+            fail(f"{p.name}: read {table.num_rows} rows, footer says {md.num_rows}")
+        epochs = table.column("epoch").to_pylist()
+        if any(not (lo <= e <= hi) for e in epochs):
+            fail(f"{p.name}: an epoch outside {lo}..{hi}")
+        if model is not None and "model" in table.column_names:
+            models = set(table.column("model").to_pylist())
+            if models != {model}:
+                fail(f"{p.name}: models {models}, expected {model}")
+        for i in table.column("id").to_pylist():
+            if i in ids:
+                fail(f"id {i} appears twice")
+            ids.add(i)
+        total += table.num_rows
+    if total != expected_rows:
+        fail(f"{directory}: {total} rows, expected {expected_rows}")
+    return len(files), total
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out_dir", type=Path)
+    ap.add_argument("--rows", type=int, required=True)
+    ap.add_argument("--dim", type=int, required=True)
+    ap.add_argument("--rejects", type=int, default=0)
+    ap.add_argument("--model")
+    args = ap.parse_args()
+    n_files, n_rows = check_dir(args.out_dir, rows_schema(args.dim), args.rows, args.model)
+    rejects_dir = args.out_dir / "_rejects"
+    r_files, r_rows = check_dir(rejects_dir, rejects_schema(), args.rejects) if rejects_dir.exists() else (0, 0)
+    if r_rows != args.rejects:
+        fail(f"{r_rows} rejections, expected {args.rejects}")
+    if n_files:
+        whole = pq.read_table(args.out_dir)
+        if whole.num_rows != args.rows or whole.schema.names != rows_schema(args.dim).names:
+            fail(f"reading {args.out_dir} as a dataset gives {whole.num_rows} rows of {whole.schema.names}")
+    print(f"ok pyarrow {pa.__version__}: {n_rows} rows in {n_files} files, {r_rows} rejections in {r_files} files")
+
+
+if __name__ == "__main__":
+    main()
