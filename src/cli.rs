@@ -16,6 +16,10 @@ pub struct Cli {
 /// What to run.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Embeds every document of the work queue once, then exits (the one-shot backfill).
+    Backfill(crate::config::PipelineArgs),
+    /// Creates the work-queue and monitoring indexes (idempotent).
+    Indexes(crate::indexes::IndexesArgs),
     /// Runs the embedded default: dev-mongo with synthetic tweets and simulated TEI GPUs.
     Demo(crate::demo::DemoArgs),
     /// Runs the MongoDB wire-protocol dev server on loopback (a dev server, not a database).

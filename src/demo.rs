@@ -1,56 +1,102 @@
-//! `tweet-embed demo`: the embedded default. Until the backfill pipeline lands, it starts the dev
-//! stack the pipeline will run on — dev-mongo seeded with synthetic tweets and simulated TEI GPUs
-//! — prints where they listen and how to try them, and serves until Ctrl-C.
+//! `tweet-embed demo`: the whole backfill on the embedded default. It starts dev-mongo seeded
+//! with synthetic tweets (several languages and scripts, emoji, duplicates, bad documents,
+//! retweets and already-embedded ones that must be skipped) and simulated TEI GPUs, creates the
+//! indexes, runs the real backfill with its progress display, and prints the summary and how to
+//! read the output. Nothing here is a real GPU or a real MongoDB; the README says so.
 
+use crate::config::PipelineArgs;
 use crate::devmongo::{DevMongo, DevMongoConfig};
 use crate::devtei::{DevTei, SimConfig};
 use anyhow::{Context, Result};
-use mongodb::bson::doc;
+use std::path::PathBuf;
+use std::time::Duration;
 
 /// Flags of `tweet-embed demo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
     /// Synthetic tweets to seed.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 100_000)]
     pub tweets: u64,
     /// Simulated GPUs.
     #[arg(long, default_value_t = 4)]
     pub gpus: usize,
-    /// Exit after starting and checking the stack instead of serving until Ctrl-C.
-    #[arg(long)]
-    pub check: bool,
+    /// Tokens per second of each simulated GPU.
+    #[arg(long, default_value_t = 100_000)]
+    pub gpu_tokens_per_second: u64,
+    /// Where the output and checkpoint go (replaced on each run).
+    #[arg(long, default_value = "demo-output")]
+    pub dir: PathBuf,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
 }
 
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> Result<()> {
+    if args.dir.exists() {
+        std::fs::remove_dir_all(&args.dir).with_context(|| format!("clearing {}", args.dir.display()))?;
+    }
     let mongo = DevMongo::start(DevMongoConfig::default())?;
     mongo.with_store(|s| -> Result<()> {
-        for i in 0..args.tweets {
-            let lang = ["en", "es", "ja", "pt"][(i % 4) as usize];
-            s.insert(
-                "twitter_data",
-                "tweets",
-                doc! {"lang": lang, "classified": true, "text": format!("synthetic tweet {i} 🚀")},
-            )
-            .map_err(|e| anyhow::anyhow!("seeding: {e}"))?;
+        for d in crate::synth::tweets(0, args.tweets, 1) {
+            s.insert("twitter_data", "tweets", d).map_err(|e| anyhow::anyhow!("seeding: {e}"))?;
         }
         Ok(())
     })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    let tei = runtime.block_on(DevTei::start(SimConfig { gpus: args.gpus, ..SimConfig::default() }))?;
-    println!("tweet-embed demo: the dev stack is up (the backfill pipeline is not built yet).");
-    println!("  dev-mongo : {}  ({} synthetic tweets in twitter_data.tweets)", mongo.uri(), args.tweets);
-    for (i, url) in tei.urls().iter().enumerate() {
-        println!("  GPU {i}     : {url}/embed  (simulated TEI, not a model)");
-    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let sim = SimConfig {
+        gpus: args.gpus,
+        tokens_per_second: args.gpu_tokens_per_second as f64,
+        base: Duration::from_millis(2),
+        ..SimConfig::default()
+    };
+    let tei = runtime.block_on(DevTei::start(sim))?;
+    let index_args = crate::indexes::IndexesArgs {
+        mongo_uri: mongo.uri(),
+        db: "twitter_data".into(),
+        collection: "tweets".into(),
+        mark_field: "gemma_embedded_768".into(),
+    };
+    runtime.block_on(crate::indexes::create(&index_args))?;
     println!(
-        "Try: curl -s {}/embed -H 'content-type: application/json' -d '{{\"inputs\":\"hello\"}}' | head -c 80",
-        tei.urls()[0]
+        "tweet-embed demo: {} synthetic tweets in dev-mongo ({}), {} simulated TEI GPUs",
+        args.tweets,
+        mongo.uri(),
+        args.gpus
     );
-    if !args.check {
-        println!("Serving until Ctrl-C.");
-        crate::devmongo::wait_for_signal()?;
-    }
+    println!("(simulated: dev-mongo is a dev server, the GPUs are a model of TEI's queue, vectors carry no meaning)");
+    let pipeline = PipelineArgs {
+        mongo_uri: mongo.uri(),
+        db: "twitter_data".into(),
+        collection: "tweets".into(),
+        tei_urls: tei.urls(),
+        out: args.dir.join("out"),
+        state_dir: args.dir.join("state"),
+        tmp_dir: None,
+        workers: args.workers,
+        text_field: "text".into(),
+        mark_field: "gemma_embedded_768".into(),
+        lang: None,
+        classified: None,
+        batch_size: None,
+        concurrency: None,
+        tokenizer: None,
+        checkpoint_interval: Duration::from_secs(1),
+        target_file_bytes: 512 * 1024 * 1024,
+        api_key: None,
+    };
+    let summary = crate::pipeline::backfill(&pipeline)?;
+    crate::pipeline::print_summary(&summary, &pipeline);
+    let out = pipeline.out.display();
+    println!("\nRead the output with DuckDB:");
+    println!("  duckdb -c \"SELECT id, lang, source, len(embedding) FROM '{out}/*.parquet' LIMIT 5\"");
+    println!("or pyarrow:");
+    println!("  python3 -c \"import pyarrow.dataset as ds; t = ds.dataset('{out}', format='parquet').to_table(); print(t.num_rows, t.schema)\"");
+    println!("rejected documents and their reasons are in {out}/_rejects/.");
     runtime.block_on(tei.shutdown());
     mongo.shutdown()
 }

@@ -1,10 +1,18 @@
 //! tweet-embed turns a MongoDB collection of tweets into embeddings with text-embeddings-inference
 //! (TEI) servers, one per GPU, and writes the vectors to Parquet with crash-safe checkpoints.
 //!
-//! The library is usable without the CLI. Today it holds the two dev servers every test runs
-//! against: [`devmongo`], a MongoDB wire-protocol server, and [`devtei`], a TEI GPU simulator.
+//! The library is usable without the CLI: [`pipeline::backfill`] runs the backfill from a
+//! [`config::PipelineArgs`]; the timely operators live in the `tweet-embed-operators` crate. It
+//! also holds the two dev servers every test runs against: [`devmongo`], a MongoDB wire-protocol
+//! server, and [`devtei`], a TEI GPU simulator.
 
 pub mod cli;
+pub mod config;
 pub mod demo;
 pub mod devmongo;
 pub mod devtei;
+pub mod indexes;
+pub mod pipeline;
+pub mod progress;
+pub mod synth;
+pub mod tei;

@@ -10,6 +10,10 @@ fn main() {
         tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let result = match cli.command {
+        Command::Backfill(args) => {
+            tweet_embed::pipeline::backfill(&args).map(|s| tweet_embed::pipeline::print_summary(&s, &args))
+        }
+        Command::Indexes(args) => tweet_embed::indexes::run(args),
         Command::Demo(args) => tweet_embed::demo::run(args),
         Command::DevMongo(args) => tweet_embed::devmongo::run(args),
         Command::DevTei(args) => tweet_embed::devtei::run(args),

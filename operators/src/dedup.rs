@@ -59,7 +59,11 @@ impl<'scope> Dedup<'scope> for StreamVec<'scope, u64, Candidate> {
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     let Some(c) = cap.retain_least(0) else { return };
-                    let entry = stash.entry(*c.time()).or_insert_with(|| EpochStash { cap: c, jobs: HashMap::new(), rejects: Vec::new() });
+                    let entry = stash.entry(*c.time()).or_insert_with(|| EpochStash {
+                        cap: c,
+                        jobs: HashMap::new(),
+                        rejects: Vec::new(),
+                    });
                     for cand in data.flat_map(|d| d.drain(..)) {
                         match cand.text {
                             Ok(text) => {
@@ -71,11 +75,15 @@ impl<'scope> Dedup<'scope> for StreamVec<'scope, u64, Candidate> {
                                     Some(_) => {
                                         let tokens = count(&text);
                                         let h2 = h ^ text_hash(&cand.doc.id).rotate_left(17);
-                                        entry.jobs.insert(h2, TextJob { text_hash: h, text, tokens, docs: vec![cand.doc] });
+                                        entry
+                                            .jobs
+                                            .insert(h2, TextJob { text_hash: h, text, tokens, docs: vec![cand.doc] });
                                     }
                                     None => {
                                         let tokens = count(&text);
-                                        entry.jobs.insert(h, TextJob { text_hash: h, text, tokens, docs: vec![cand.doc] });
+                                        entry
+                                            .jobs
+                                            .insert(h, TextJob { text_hash: h, text, tokens, docs: vec![cand.doc] });
                                     }
                                 }
                             }

@@ -122,7 +122,12 @@ fn emit(job: TextJob, outcome: Option<Outcome>, mut give: impl FnMut(Written)) {
     match outcome {
         Some(Ok(vector)) => {
             for doc in job.docs {
-                give(Written::Row(EmbeddedRow { doc, embedding: vector.clone(), text_hash: job.text_hash, tokens: job.tokens }));
+                give(Written::Row(EmbeddedRow {
+                    doc,
+                    embedding: vector.clone(),
+                    text_hash: job.text_hash,
+                    tokens: job.tokens,
+                }));
             }
         }
         Some(Err(reason)) => {
@@ -132,7 +137,10 @@ fn emit(job: TextJob, outcome: Option<Outcome>, mut give: impl FnMut(Written)) {
         }
         None => {
             for doc in job.docs {
-                give(Written::Reject(Rejection { doc, reason: "the embedder returned no vector for this text".into() }));
+                give(Written::Reject(Rejection {
+                    doc,
+                    reason: "the embedder returned no vector for this text".into(),
+                }));
             }
         }
     }

@@ -4,10 +4,12 @@
 
 #![forbid(missing_docs)]
 
+pub mod commit;
 pub mod dedup;
 pub mod embed_sink;
 pub mod marker;
 pub mod output;
+pub mod parquet_sink;
 pub mod record;
 pub mod tei;
 pub mod token_batch;

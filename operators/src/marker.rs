@@ -34,14 +34,15 @@ pub struct Marked {
 
 impl Marker {
     /// Marks `embedded` ids `true` and `rejected` (id, reason) `false` with the reason.
-    pub async fn mark(&self, embedded: &[String], rejected: &[(String, String)]) -> Result<Marked, mongodb::error::Error> {
+    pub async fn mark(
+        &self,
+        embedded: &[String],
+        rejected: &[(String, String)],
+    ) -> Result<Marked, mongodb::error::Error> {
         let mut out = Marked::default();
         for chunk in embedded.chunks(CHUNK) {
             let ids: Vec<Bson> = chunk.iter().filter_map(|s| id_from_string(s)).collect();
-            let r = self
-                .coll
-                .update_many(doc! {"_id": {"$in": ids}}, doc! {"$set": {&self.mark_field: true}})
-                .await?;
+            let r = self.coll.update_many(doc! {"_id": {"$in": ids}}, doc! {"$set": {&self.mark_field: true}}).await?;
             out.embedded += r.matched_count;
         }
         let mut by_reason: BTreeMap<&str, Vec<Bson>> = BTreeMap::new();

@@ -1,68 +1,35 @@
-//! `TokenBatch`: packs an epoch's distinct texts into requests a TEI server accepts whole: at
-//! most `max_items` inputs (`max_client_batch_size`, or `--batch-size` if smaller), at most
-//! `max_tokens` tokens (`max_batch_tokens`, so one request fills at most one server batch), and
-//! at most `max_bytes` of JSON (the payload limit). Like TEI's own queue, it is a small component
-//! with explicit limits; it never reorders documents across epochs and never drops one.
+//! `TokenBatch`: packs an epoch's distinct texts into requests a TEI server accepts whole, within
+//! [`PackLimits`]: at most `max_client_batch_size` inputs (or `--batch-size`), at most
+//! `max_batch_tokens` tokens (so one request fills at most one server batch), and at most the
+//! payload limit of JSON. It never moves a document across epochs and never drops one.
 
 use crate::record::{EmbedBatch, Work};
+use crate::tei::{json_string_len, PackLimits};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::StreamVec;
-
-/// A request's limits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BatchLimits {
-    /// Inputs per request.
-    pub max_items: usize,
-    /// Tokens per request.
-    pub max_tokens: usize,
-    /// JSON bytes per request.
-    pub max_bytes: usize,
-}
-
-impl BatchLimits {
-    /// Groups `items` (tokens, JSON bytes) into consecutive runs within the limits; an item over a
-    /// limit on its own still gets a run of one (the server truncates or refuses it).
-    pub fn pack(&self, items: impl IntoIterator<Item = (usize, usize)>) -> Vec<usize> {
-        let mut sizes = Vec::new();
-        let (mut n, mut tokens, mut bytes) = (0usize, 0usize, 0usize);
-        for (t, b) in items {
-            if n > 0 && (n + 1 > self.max_items || tokens + t > self.max_tokens || bytes + b > self.max_bytes) {
-                sizes.push(n);
-                (n, tokens, bytes) = (0, 0, 0);
-            }
-            n += 1;
-            tokens += t;
-            bytes += b;
-        }
-        if n > 0 {
-            sizes.push(n);
-        }
-        sizes
-    }
-}
-
-/// JSON bytes a text takes in a request: escaped length plus quotes and a comma, with margin for
-/// escapes of control characters.
-pub fn json_bytes(text: &str) -> usize {
-    text.len() + text.bytes().filter(|b| *b < 0x20 || *b == b'"' || *b == b'\\').count() * 5 + 3
-}
 
 /// Extension trait: packing into requests.
 pub trait TokenBatch<'scope> {
     /// Packs jobs into [`EmbedBatch`]es within `limits`; rejections travel in their own batch.
     ///
     /// ```
-    /// use tweet_embed_operators::token_batch::BatchLimits;
-    /// let limits = BatchLimits { max_items: 2, max_tokens: 100, max_bytes: 1_000 };
-    /// assert_eq!(limits.pack([(10, 10), (10, 10), (10, 10)]), vec![2, 1]);
-    /// assert_eq!(limits.pack([(60, 10), (60, 10)]), vec![1, 1]);
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::capture::Event;
+    /// use tweet_embed_operators::record::*;
+    /// use tweet_embed_operators::tei::PackLimits;
+    /// use tweet_embed_operators::token_batch::TokenBatch;
+    /// let job = |t: &str| Work::Job(TextJob { text_hash: 0, text: t.into(), tokens: 60, docs: vec![] });
+    /// let limits = PackLimits { max_items: 32, max_tokens: 100, max_bytes: 2_000_000 };
+    /// let out = timely::example(move |scope| vec![job("a"), job("b")].to_stream(scope).token_batch(limits).capture());
+    /// let batches: Vec<EmbedBatch> = out.try_iter().flat_map(|e| match e { Event::Messages(_, d) => d, _ => vec![] }).collect();
+    /// assert_eq!(batches.len(), 2); // 60 + 60 tokens do not fit one 100-token request
     /// ```
-    fn token_batch(self, limits: BatchLimits) -> StreamVec<'scope, u64, EmbedBatch>;
+    fn token_batch(self, limits: PackLimits) -> StreamVec<'scope, u64, EmbedBatch>;
 }
 
 impl<'scope> TokenBatch<'scope> for StreamVec<'scope, u64, Work> {
-    fn token_batch(self, limits: BatchLimits) -> StreamVec<'scope, u64, EmbedBatch> {
+    fn token_batch(self, limits: PackLimits) -> StreamVec<'scope, u64, EmbedBatch> {
         self.unary(Pipeline, "TokenBatch", move |_cap, _info| {
             move |input, output| {
                 input.for_each_stamp(|cap, data| {
@@ -78,10 +45,10 @@ impl<'scope> TokenBatch<'scope> for StreamVec<'scope, u64, Work> {
                     if !rejects.is_empty() {
                         session.give(EmbedBatch { jobs: Vec::new(), rejects });
                     }
-                    let sizes = limits.pack(jobs.iter().map(|j| (j.tokens as usize, json_bytes(&j.text))));
+                    let ranges = limits.pack(jobs.iter().map(|j| (j.tokens, json_string_len(&j.text))));
                     let mut rest = jobs.into_iter();
-                    for n in sizes {
-                        session.give(EmbedBatch { jobs: rest.by_ref().take(n).collect(), rejects: Vec::new() });
+                    for r in ranges {
+                        session.give(EmbedBatch { jobs: rest.by_ref().take(r.len()).collect(), rejects: Vec::new() });
                     }
                 });
             }

@@ -159,14 +159,29 @@ impl WorkQueue {
     }
 
     /// Splits every partition into `workers` `_id` ranges (by ObjectId time when the ids are
-    /// ObjectIds; otherwise whole partitions are dealt out), and returns worker `index`'s share.
-    pub async fn ranges_for(&self, parts: &[Partition], index: usize, workers: usize) -> Result<Vec<ScanRange>, mongodb::error::Error> {
+    /// ObjectIds and `whole` is false; otherwise whole partitions are dealt out), and returns
+    /// worker `index`'s share. Whole partitions catch ids of other types a split would miss.
+    pub async fn ranges_for(
+        &self,
+        parts: &[Partition],
+        index: usize,
+        workers: usize,
+        whole: bool,
+    ) -> Result<Vec<ScanRange>, mongodb::error::Error> {
         let mut mine = Vec::new();
         for (pi, p) in parts.iter().enumerate() {
+            if whole {
+                if pi % workers == index {
+                    mine.push(ScanRange { partition: p.clone(), after: None, upto: None });
+                }
+                continue;
+            }
             let (lo, hi) = (self.edge_id(p, 1).await?, self.edge_id(p, -1).await?);
+            // Partitions ending up empty are still dealt out, so nothing is skipped.
             match (lo, hi) {
                 (Some(Bson::ObjectId(lo)), Some(Bson::ObjectId(hi))) if workers > 1 => {
-                    let (a, b) = (lo.timestamp().timestamp_millis() / 1000, hi.timestamp().timestamp_millis() / 1000 + 1);
+                    let (a, b) =
+                        (lo.timestamp().timestamp_millis() / 1000, hi.timestamp().timestamp_millis() / 1000 + 1);
                     let step = ((b - a) as f64 / workers as f64).max(1.0);
                     let bound = |k: usize| -> Option<Bson> {
                         (k < workers).then(|| Bson::ObjectId(oid_floor(a + (step * k as f64) as i64)))
@@ -174,7 +189,11 @@ impl WorkQueue {
                     // Range k is (floor(k), floor(k+1)] in ObjectId order; the first starts below all.
                     let after = if index == 0 { None } else { bound(index) };
                     let upto = bound(index + 1).map(|b| Bson::ObjectId(prev_oid(&b)));
-                    mine.push(ScanRange { partition: p.clone(), after: after.map(|a| Bson::ObjectId(prev_oid(&a))), upto });
+                    mine.push(ScanRange {
+                        partition: p.clone(),
+                        after: after.map(|a| Bson::ObjectId(prev_oid(&a))),
+                        upto,
+                    });
                 }
                 (Some(_), Some(_)) => {
                     if pi % workers == index {
@@ -255,7 +274,8 @@ pub fn to_candidate(doc: &Document, text_field: &str, origin: Origin) -> Candida
 fn created_at(v: Option<&Bson>) -> Option<i64> {
     match v? {
         Bson::DateTime(d) => Some(d.timestamp_millis()),
-        Bson::String(s) => parse_twitter_date(s).or_else(|| mongodb::bson::DateTime::parse_rfc3339_str(s).ok().map(|d| d.timestamp_millis())),
+        Bson::String(s) => parse_twitter_date(s)
+            .or_else(|| mongodb::bson::DateTime::parse_rfc3339_str(s).ok().map(|d| d.timestamp_millis())),
         Bson::Int64(ms) => Some(*ms),
         _ => None,
     }
@@ -316,7 +336,11 @@ mod tests {
         assert_eq!(c(doc! {"_id": 1, "text": " \n\t"}), Err("whitespace-only text".into()));
         assert_eq!(c(doc! {"_id": 1, "text": ""}), Err("empty text".into()));
         assert_eq!(c(doc! {"_id": 1, "text": "héllo 👋"}), Ok("héllo 👋".into()));
-        let d = to_candidate(&doc! {"_id": 1, "text": "x", "created_at": "Wed Oct 10 20:19:24 +0000 2018"}, "text", Origin::Backfill);
+        let d = to_candidate(
+            &doc! {"_id": 1, "text": "x", "created_at": "Wed Oct 10 20:19:24 +0000 2018"},
+            "text",
+            Origin::Backfill,
+        );
         assert_eq!(d.doc.created_at_ms, Some(1_539_202_764_000));
     }
 
@@ -325,6 +349,9 @@ mod tests {
         let o = oid_floor(100);
         let p = prev_oid(&Bson::ObjectId(o));
         assert!(p < o);
-        assert_eq!(prev_oid(&Bson::ObjectId(ObjectId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]))).bytes()[11], 0xff);
+        assert_eq!(
+            prev_oid(&Bson::ObjectId(ObjectId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]))).bytes()[11],
+            0xff
+        );
     }
 }

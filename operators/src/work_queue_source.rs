@@ -118,7 +118,11 @@ impl<'scope> WorkQueueSource<'scope> for Scope<'scope, u64> {
                 }
                 // Come back for more input, and to close the epoch on time even if idle.
                 let until_close = pacing.epoch_interval.saturating_sub(epoch_start.elapsed());
-                me.activate_after(if rx.is_empty() { until_close.min(Duration::from_millis(20)) } else { Duration::ZERO });
+                me.activate_after(if rx.is_empty() {
+                    until_close.min(Duration::from_millis(20))
+                } else {
+                    Duration::ZERO
+                });
             }
         })
     }

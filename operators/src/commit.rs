@@ -1,0 +1,132 @@
+//! `Commit`: the checkpoint protocol of design.md, run by worker 0. For an epoch `e` that the
+//! frontier has passed everywhere, the files holding epochs ≤ `e` are already durable (the
+//! Parquet sinks sealed them); the committer then
+//! 1. records `committed = e` with those files in the checkpoint,
+//! 2. marks the epoch's documents in Mongo,
+//! 3. records `marked = e`.
+//!
+//! It never marks before the commit is durable, and never commits an epoch the frontier has not
+//! passed. A failure stops commits (the failure slot says why); the checkpoint stays valid.
+
+use crate::marker::Marker;
+use crate::output::{now_ms, Checkpoint, CheckpointStore};
+use crate::parquet_sink::{Failure, Sealed};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::StreamVec;
+
+/// Running totals of committed work, for progress and the summary.
+#[derive(Debug, Default)]
+pub struct CommitTotals {
+    /// Last committed epoch.
+    pub committed_epoch: AtomicU64,
+    /// Documents written and marked embedded.
+    pub embedded: AtomicU64,
+    /// Documents written and marked rejected.
+    pub rejected: AtomicU64,
+    /// Tokens of the embedded documents.
+    pub tokens: AtomicU64,
+    /// Files committed.
+    pub files: AtomicU64,
+}
+
+/// Everything the committer needs.
+pub struct Committer {
+    /// The checkpoint file.
+    pub store: CheckpointStore,
+    /// The checkpoint as of the start of the run (after recovery).
+    pub checkpoint: Checkpoint,
+    /// Marks documents.
+    pub marker: Marker,
+    /// Runs the marker's async calls.
+    pub runtime: tokio::runtime::Handle,
+    /// Totals.
+    pub totals: Arc<CommitTotals>,
+    /// Failure slot.
+    pub failure: Failure,
+    /// Test hook: abort the process right after the n-th commit is recorded, before marking
+    /// (`TWEET_EMBED_CRASH_AFTER_COMMIT`), to prove recovery re-marks committed epochs.
+    pub crash_after_commit: Option<u64>,
+    /// Commits recorded in this run.
+    pub commits: u64,
+}
+
+/// Extension trait: the committer.
+pub trait Commit<'scope> {
+    /// Commits and marks epochs as the frontier passes them.
+    fn commit(self, committer: Option<Committer>);
+}
+
+impl<'scope> Commit<'scope> for StreamVec<'scope, u64, Sealed> {
+    fn commit(self, committer: Option<Committer>) {
+        // Every worker builds the operator; only worker 0 receives data and holds the committer.
+        let mut committer = committer;
+        let mut pending: BTreeMap<u64, Vec<Sealed>> = BTreeMap::new();
+        self.sink(Exchange::new(|_| 0), "Commit", move |(input, frontier)| {
+            input.for_each_stamp(|cap, data| {
+                let Some(&t) = cap.least() else { return };
+                pending.entry(t).or_default().extend(data.flat_map(|d| d.drain(..)));
+            });
+            let Some(c) = committer.as_mut() else { return };
+            if c.failure.lock().is_some() {
+                return;
+            }
+            let ready: Vec<u64> = pending.keys().copied().filter(|t| !frontier.less_equal(t)).collect();
+            for t in ready {
+                let sealed = pending.remove(&t).unwrap_or_default();
+                if let Err(e) = commit_epoch(c, t, sealed) {
+                    *c.failure.lock() = Some(e);
+                    return;
+                }
+            }
+        });
+    }
+}
+
+fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<(), String> {
+    let mut embedded = Vec::new();
+    let mut rejected = Vec::new();
+    let mut tokens = 0;
+    let mut files = 0;
+    for s in sealed {
+        files += s.files.len() as u64;
+        c.checkpoint.files.extend(s.files);
+        embedded.extend(s.embedded);
+        rejected.extend(s.rejected);
+        tokens += s.tokens;
+    }
+    // 1. The files are durable: record the commit.
+    c.checkpoint.committed = epoch;
+    c.checkpoint.updated_at_ms = now_ms();
+    c.store.save(&c.checkpoint).map_err(|e| format!("saving the checkpoint: {e}"))?;
+    c.commits += 1;
+    if c.crash_after_commit == Some(c.commits) {
+        std::process::abort();
+    }
+    // 2. Mark the epoch's documents.
+    let marked = c
+        .runtime
+        .block_on(c.marker.mark(&embedded, &rejected))
+        .map_err(|e| format!("marking epoch {epoch} in MongoDB: {e}"))?;
+    // 3. Record the marks; files of marked epochs need no re-marking after a crash.
+    c.checkpoint.marked = epoch;
+    c.checkpoint.files.retain(|f| f.epoch_hi > epoch);
+    c.store.save(&c.checkpoint).map_err(|e| format!("saving the checkpoint: {e}"))?;
+    let t = &c.totals;
+    t.committed_epoch.store(epoch, Ordering::Relaxed);
+    t.embedded.fetch_add(embedded.len() as u64, Ordering::Relaxed);
+    t.rejected.fetch_add(rejected.len() as u64, Ordering::Relaxed);
+    t.tokens.fetch_add(tokens, Ordering::Relaxed);
+    t.files.fetch_add(files, Ordering::Relaxed);
+    tracing::debug!(
+        epoch,
+        embedded = embedded.len(),
+        rejected = rejected.len(),
+        marked = marked.embedded,
+        "epoch committed and marked"
+    );
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! Flags shared by the commands that run the pipeline (`backfill`, later `run`), and their
+//! validation into a [`PipelineConfig`] the library runs without the CLI.
+
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Parses `500ms`, `5s`, `2m`, `1h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration (e.g. 500ms, 5s, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
+    };
+    if !(secs.is_finite() && secs >= 0.0) {
+        return Err(format!("`{s}` is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Flags of `tweet-embed backfill`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PipelineArgs {
+    /// MongoDB connection string (a replica set for continuous mode).
+    #[arg(
+        long,
+        env = "MONGODB_URI",
+        default_value = "mongodb://127.0.0.1:27017/?directConnection=true",
+        hide_env_values = true
+    )]
+    pub mongo_uri: String,
+    /// Database.
+    #[arg(long, default_value = "twitter_data")]
+    pub db: String,
+    /// Collection of tweets.
+    #[arg(long, default_value = "tweets")]
+    pub collection: String,
+    /// TEI endpoints, comma-separated, one per GPU (`/embed` suffix accepted).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub tei_urls: Vec<String>,
+    /// Output directory for the final Parquet files (cold storage).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Directory for the checkpoint (hot storage).
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    /// Directory for files being written (hot storage); default `<state-dir>/tmp`.
+    #[arg(long)]
+    pub tmp_dir: Option<PathBuf>,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Field holding the tweet's text.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// Field set when a document is done (`true` embedded, `false` rejected).
+    #[arg(long, default_value = "gemma_embedded_768")]
+    pub mark_field: String,
+    /// Only these languages (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub lang: Option<Vec<String>>,
+    /// Only documents with this `classified` value.
+    #[arg(long)]
+    pub classified: Option<bool>,
+    /// At most this many texts per request (the server's max_client_batch_size otherwise).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Concurrent requests per TEI endpoint.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// The model's tokenizer.json, for exact token counts (an estimate otherwise).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Time between checkpoints (epochs close at this interval).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub checkpoint_interval: Duration,
+    /// Target size of output files.
+    #[arg(long, default_value_t = 512 * 1024 * 1024)]
+    pub target_file_bytes: u64,
+    /// Bearer token for TEI (`--api-key` on the servers).
+    #[arg(long, env = "TEI_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+impl PipelineArgs {
+    /// Checks what can be checked before connecting anywhere.
+    pub fn validate(&self) -> Result<()> {
+        if self.workers == 0 {
+            bail!("--workers must be at least 1");
+        }
+        if self.tei_urls.iter().all(|u| u.trim().is_empty()) {
+            bail!("--tei-urls needs at least one URL");
+        }
+        if self.batch_size == Some(0) || self.concurrency == Some(0) {
+            bail!("--batch-size and --concurrency must be at least 1");
+        }
+        std::fs::create_dir_all(&self.out).with_context(|| format!("cannot create --out {}", self.out.display()))?;
+        std::fs::create_dir_all(&self.state_dir)
+            .with_context(|| format!("cannot create --state-dir {}", self.state_dir.display()))?;
+        Ok(())
+    }
+
+    /// The hot directory for files being written.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.tmp_dir.clone().unwrap_or_else(|| self.state_dir.join("tmp"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

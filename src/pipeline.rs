@@ -1,0 +1,319 @@
+//! Graph assembly and the backfill run: connects to MongoDB and the TEI endpoints, recovers from
+//! the checkpoint (stale files removed, `(marked, committed]` re-marked), then runs passes of the
+//! dataflow — work-queue source → dedup → token batcher → TEI sink → Parquet sink → committer —
+//! until the work queue is empty.
+//!
+//! It owns the order of start-up and recovery; the protocol itself lives in the operators.
+
+use crate::config::PipelineArgs;
+use anyhow::{anyhow, bail, Context, Result};
+use mongodb::bson::{doc, Document};
+use mongodb::Client;
+use parking_lot::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use timely::dataflow::operators::Probe;
+use timely::dataflow::ProbeHandle;
+use tweet_embed_operators::commit::{Commit, CommitTotals, Committer};
+use tweet_embed_operators::dedup::{Dedup, TokenCounter};
+use tweet_embed_operators::embed_sink::{EmbedSink, Embedder};
+use tweet_embed_operators::marker::Marker;
+use tweet_embed_operators::output::{
+    list_files, read_rejects, read_row_ids, remove_stale, Checkpoint, CheckpointStore, EpochWriter, FileKind,
+    OutputConfig, OutputStats, SourcePositions,
+};
+use tweet_embed_operators::parquet_sink::{Failure, ParquetSink};
+use tweet_embed_operators::tei::PackLimits;
+use tweet_embed_operators::timely;
+use tweet_embed_operators::token_batch::TokenBatch;
+use tweet_embed_operators::work_queue::WorkQueue;
+use tweet_embed_operators::work_queue_source::{SourcePacing, WorkQueueSource};
+
+/// What a backfill did.
+#[derive(Debug, Clone, Default)]
+pub struct BackfillSummary {
+    /// Documents embedded and marked.
+    pub embedded: u64,
+    /// Documents rejected and marked.
+    pub rejected: u64,
+    /// Tokens embedded.
+    pub tokens: u64,
+    /// Parquet files committed.
+    pub files: u64,
+    /// Passes over the work queue.
+    pub passes: usize,
+    /// Stale files removed at start.
+    pub stale_removed: usize,
+    /// Documents re-marked at start.
+    pub remarked: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Connections and shared components of one run.
+struct Run {
+    runtime: tokio::runtime::Runtime,
+    queue: WorkQueue,
+    marker: Marker,
+    embedder: Arc<dyn Embedder>,
+    counter: TokenCounter,
+    limits: PackLimits,
+    in_flight: usize,
+    dim: usize,
+    model_id: String,
+}
+
+/// Runs the one-shot backfill until the work queue is drained and everything is committed and
+/// marked.
+pub fn backfill(args: &PipelineArgs) -> Result<BackfillSummary> {
+    let started = Instant::now();
+    args.validate()?;
+    let run = connect(args)?;
+    let store = CheckpointStore::open(&args.state_dir)?;
+    let mut summary = BackfillSummary::default();
+    recover(args, &run, &store, &mut summary)?;
+    let totals = Arc::new(CommitTotals::default());
+    let mut last_done = 0;
+    loop {
+        let parts = run.runtime.block_on(run.queue.partitions()).context("reading the work queue's partitions")?;
+        if parts.is_empty() {
+            break;
+        }
+        summary.passes += 1;
+        run_pass(args, &run, &store, &totals, summary.passes > 1)?;
+        let done = totals.embedded.load(Ordering::Relaxed) + totals.rejected.load(Ordering::Relaxed);
+        let remaining = run.runtime.block_on(run.queue.remaining()).context("counting the work queue")?;
+        if remaining == 0 {
+            break;
+        }
+        if done == last_done {
+            bail!("{remaining} documents remain in the work queue but this pass read none of them");
+        }
+        last_done = done;
+    }
+    summary.embedded = totals.embedded.load(Ordering::Relaxed);
+    summary.rejected = totals.rejected.load(Ordering::Relaxed);
+    summary.tokens = totals.tokens.load(Ordering::Relaxed);
+    summary.files = totals.files.load(Ordering::Relaxed);
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+fn connect(args: &PipelineArgs) -> Result<Run> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tweet-embed-io")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let (queue, pool) = runtime.block_on(async {
+        let client = Client::with_uri_str(&args.mongo_uri).await.map_err(|e| anyhow!("bad --mongo-uri: {e}"))?;
+        let db = client.database(&args.db);
+        tokio::time::timeout(Duration::from_secs(30), db.run_command(doc! {"ping": 1}))
+            .await
+            .map_err(|_| anyhow!("MongoDB is not reachable at --mongo-uri (no answer in 30 s)"))?
+            .map_err(|e| anyhow!("MongoDB is not reachable at --mongo-uri: {e}"))?;
+        let queue = WorkQueue {
+            coll: db.collection::<Document>(&args.collection),
+            text_field: args.text_field.clone(),
+            mark_field: args.mark_field.clone(),
+            langs: args.lang.clone(),
+            classified: args.classified,
+        };
+        queue.check_index().await.map_err(|e| anyhow!(e))?;
+        let pool = crate::tei::connect_pool(args).await?;
+        Ok::<_, anyhow::Error>((queue, pool))
+    })?;
+    let marker = Marker { coll: queue.coll.clone(), mark_field: args.mark_field.clone() };
+    let p = crate::tei::graph_parts(args, pool);
+    Ok(Run {
+        runtime,
+        queue,
+        marker,
+        embedder: p.embedder,
+        counter: p.counter,
+        limits: p.limits,
+        in_flight: p.in_flight,
+        dim: p.dim,
+        model_id: p.model_id,
+    })
+}
+
+/// The checkpoint, or a fresh one when none exists yet — but never over an output directory that
+/// already holds our files: without a checkpoint they cannot be told committed from stale.
+fn load_or_new(args: &PipelineArgs, store: &CheckpointStore) -> Result<Checkpoint> {
+    if let Some(cp) = store.load()? {
+        return Ok(cp);
+    }
+    let found = list_files(&args.out)?;
+    if !found.is_empty() {
+        bail!(
+            "{} holds {} tweet-embed files but {} has no checkpoint: use the --state-dir of the run that wrote them, or a new --out",
+            args.out.display(),
+            found.len(),
+            args.state_dir.display()
+        );
+    }
+    Ok(Checkpoint::new(0, 0, Vec::new(), SourcePositions::default()))
+}
+
+/// Start-up recovery: remove files written after the last commit, re-mark `(marked, committed]`.
+fn recover(args: &PipelineArgs, run: &Run, store: &CheckpointStore, summary: &mut BackfillSummary) -> Result<()> {
+    let mut cp = load_or_new(args, store)?;
+    let removed = remove_stale(&args.out, cp.committed)?;
+    summary.stale_removed = removed.len();
+    if !removed.is_empty() {
+        tracing::info!(files = removed.len(), committed = cp.committed, "removed files of uncommitted epochs");
+    }
+    if cp.marked < cp.committed {
+        let (mut embedded, mut rejected) = (Vec::new(), Vec::new());
+        for f in &cp.files {
+            let path = args.out.join(&f.path);
+            match f.kind {
+                FileKind::Rows => {
+                    embedded.extend(read_row_ids(&path)?.into_iter().filter(|(_, e)| *e > cp.marked).map(|(id, _)| id))
+                }
+                FileKind::Rejects => rejected.extend(
+                    read_rejects(&path)?
+                        .into_iter()
+                        .filter(|(_, _, e)| *e > cp.marked)
+                        .map(|(id, reason, _)| (id, reason)),
+                ),
+            }
+        }
+        let marked =
+            run.runtime.block_on(run.marker.mark(&embedded, &rejected)).context("re-marking committed epochs")?;
+        summary.remarked = marked.embedded + marked.rejected;
+        tracing::info!(
+            from = cp.marked + 1,
+            to = cp.committed,
+            documents = summary.remarked,
+            "re-marked committed epochs"
+        );
+        cp.marked = cp.committed;
+        cp.files.clear();
+        store.save(&cp)?;
+    }
+    Ok(())
+}
+
+fn run_pass(
+    args: &PipelineArgs,
+    run: &Run,
+    store: &CheckpointStore,
+    totals: &Arc<CommitTotals>,
+    whole_partitions: bool,
+) -> Result<()> {
+    let checkpoint = load_or_new(args, store)?;
+    let start_epoch = checkpoint.committed + 1;
+    let failure: Failure = Arc::new(Mutex::new(None));
+    let committer = Arc::new(Mutex::new(Some(Committer {
+        store: store.clone(),
+        checkpoint,
+        marker: run.marker.clone(),
+        runtime: run.runtime.handle().clone(),
+        totals: totals.clone(),
+        failure: failure.clone(),
+        crash_after_commit: std::env::var("TWEET_EMBED_CRASH_AFTER_COMMIT").ok().and_then(|v| v.parse().ok()),
+        commits: 0,
+    })));
+    let shared = Arc::new((
+        run.queue.clone(),
+        run.embedder.clone(),
+        run.counter.clone(),
+        run.runtime.handle().clone(),
+        (
+            args.out.clone(),
+            args.tmp_dir(),
+            run.dim,
+            run.model_id.clone(),
+            args.target_file_bytes,
+            Arc::new(OutputStats::default()),
+        ),
+    ));
+    let (limits, in_flight, interval) = (run.limits, run.in_flight, args.checkpoint_interval);
+    let fail = failure.clone();
+    let config = timely::Config::process(args.workers);
+    let guards = timely::execute(config, move |worker| {
+        let (queue, embedder, counter, rt, out) = &*shared;
+        let (index, peers) = (worker.index(), worker.peers());
+        let ranges = match rt.block_on(async {
+            let parts = queue.partitions().await?;
+            queue.ranges_for(&parts, index, peers, whole_partitions).await
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                *fail.lock() = Some(format!("planning the work-queue scan: {e}"));
+                return;
+            }
+        };
+        let (out_dir, tmp_dir, dim, model_id, target, stats) = out;
+        let mut cfg = OutputConfig::new(out_dir.clone(), tmp_dir.clone(), index, *dim, model_id);
+        cfg.target_file_bytes = *target;
+        cfg.stats = stats.clone();
+        let writer = match EpochWriter::new(cfg) {
+            Ok(w) => w,
+            Err(e) => {
+                *fail.lock() = Some(e.to_string());
+                return;
+            }
+        };
+        let committer = if index == 0 { committer.lock().take() } else { None };
+        let probe = ProbeHandle::new();
+        let pacing = SourcePacing {
+            start_epoch,
+            epoch_interval: interval,
+            epoch_docs: 50_000,
+            max_epochs_ahead: 3,
+            probe: probe.clone(),
+        };
+        worker.dataflow::<u64, _, _>(|scope| {
+            scope
+                .work_queue_source(queue.clone(), ranges, rt.clone(), pacing)
+                .dedup(counter.clone())
+                .token_batch(limits)
+                .embed_sink(embedder.clone(), rt.clone(), in_flight)
+                .parquet_sink(writer, fail.clone())
+                .probe_with(&probe)
+                .commit(committer);
+        });
+        while worker.step_or_park(Some(Duration::from_millis(20))) {
+            if fail.lock().is_some() {
+                // The run stops with the failure; the checkpoint is as the last commit left it.
+                for id in worker.installed_dataflows() {
+                    worker.drop_dataflow(id);
+                }
+                return;
+            }
+        }
+    })
+    .map_err(|e| anyhow!("starting the workers: {e}"))?;
+    let progress = crate::progress::Reporter::start(totals.clone());
+    let joined = guards.join();
+    progress.stop();
+    for r in joined {
+        r.map_err(|e| anyhow!("a worker failed: {e}"))?;
+    }
+    if let Some(e) = failure.lock().take() {
+        bail!(e);
+    }
+    Ok(())
+}
+
+/// Prints the one-screen summary of a backfill.
+pub fn print_summary(s: &BackfillSummary, args: &PipelineArgs) {
+    let secs = s.elapsed.as_secs_f64().max(1e-9);
+    println!("backfill done in {:.1} s ({} pass{})", secs, s.passes, if s.passes == 1 { "" } else { "es" });
+    println!("  documents embedded : {}", s.embedded);
+    println!("  documents rejected : {} (see {}/_rejects)", s.rejected, args.out.display());
+    println!(
+        "  throughput         : {:.0} docs/s, {:.0} tok/s",
+        (s.embedded + s.rejected) as f64 / secs,
+        s.tokens as f64 / secs
+    );
+    println!("  files committed    : {} in {}", s.files, args.out.display());
+    if s.stale_removed > 0 || s.remarked > 0 {
+        println!("  recovery           : {} stale files removed, {} documents re-marked", s.stale_removed, s.remarked);
+    }
+}

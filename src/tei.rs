@@ -1,0 +1,66 @@
+//! Wiring the TEI endpoint pool into the graph: the pool from the command's flags, and the
+//! pieces the operators take from it (the embedder, the token counter, request limits).
+
+use crate::config::PipelineArgs;
+use anyhow::{anyhow, Result};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use tweet_embed_operators::dedup::TokenCounter;
+use tweet_embed_operators::embed_sink::{Embedder, Outcome};
+use tweet_embed_operators::tei::{EndpointPool, PackLimits, PoolConfig};
+
+/// The pool as the TEI sink's [`Embedder`].
+struct PoolEmbedder(Arc<EndpointPool>);
+
+impl Embedder for PoolEmbedder {
+    fn embed(&self, texts: Vec<String>) -> Pin<Box<dyn Future<Output = Vec<Outcome>> + Send + 'static>> {
+        let pool = self.0.clone();
+        Box::pin(async move { pool.embed(texts).await })
+    }
+}
+
+/// Connects to every endpoint and checks they agree on model and dimension.
+pub async fn connect_pool(args: &PipelineArgs) -> Result<Arc<EndpointPool>> {
+    let mut config = PoolConfig::new(args.tei_urls.iter().map(|u| u.trim()).filter(|u| !u.is_empty()));
+    config.api_key = args.api_key.clone();
+    config.batch_size = args.batch_size;
+    config.tokenizer = args.tokenizer.clone();
+    if let Some(c) = args.concurrency {
+        config.concurrency_per_endpoint = c;
+    }
+    let pool = EndpointPool::connect(config).await.map_err(|e| anyhow!("{e}"))?;
+    Ok(Arc::new(pool))
+}
+
+/// What the graph takes from the pool.
+pub struct GraphParts {
+    /// The sink's embedder.
+    pub embedder: Arc<dyn Embedder>,
+    /// Token counts for the dedup stage.
+    pub counter: TokenCounter,
+    /// Request limits for the batcher.
+    pub limits: PackLimits,
+    /// Batches in flight per worker.
+    pub in_flight: usize,
+    /// Vector dimension.
+    pub dim: usize,
+    /// Model id.
+    pub model_id: String,
+}
+
+/// Splits the pool into the parts the operators use.
+pub fn graph_parts(args: &PipelineArgs, pool: Arc<EndpointPool>) -> GraphParts {
+    let budget = pool.budget().clone();
+    let endpoints = pool.urls().len().max(1);
+    let per_endpoint = args.concurrency.unwrap_or(4);
+    GraphParts {
+        counter: Arc::new(move |t: &str| budget.count(t)),
+        limits: pool.pack_limits(),
+        // Enough outstanding batches per worker to keep every endpoint's permits busy.
+        in_flight: (endpoints * per_endpoint * 2).div_ceil(args.workers.max(1)).max(2),
+        dim: pool.dim(),
+        model_id: pool.model_id().to_string(),
+        embedder: Arc::new(PoolEmbedder(pool)),
+    }
+}

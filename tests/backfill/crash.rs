@@ -1,0 +1,103 @@
+//! kill -9 of the pipeline at random instants, and once between "files durable and committed"
+//! and "marks written": each restart must end in the same exactly-once result. The pipeline runs
+//! in its own process; dev-mongo runs in another with `--data`, so only the pipeline dies.
+
+use super::expect::{check_run_in, Seeded, Stack};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tweet_embed::devtei::FaultConfig;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn backfill_cmd(args: &tweet_embed::config::PipelineArgs) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("backfill")
+        .args(["--mongo-uri", &args.mongo_uri, "--db", &args.db, "--collection", &args.collection])
+        .args(["--tei-urls", &args.tei_urls.join(",")])
+        .arg("--out")
+        .arg(&args.out)
+        .arg("--state-dir")
+        .arg(&args.state_dir)
+        .args(["--workers", "2", "--checkpoint-interval", "200ms"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+#[test]
+fn kill_9_at_random_instants_then_restart_is_exactly_once() {
+    // dev-mongo in its own process, persisted, so the pipeline's kills never touch it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let data = dir.path().join("mongo.bson");
+    let _mongo = Proc(
+        Command::new(BIN)
+            .args(["dev-mongo", "--port", &port.to_string(), "--save-every", "1"])
+            .arg("--data")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn dev-mongo"),
+    );
+    let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
+    let stack = Stack::start(4, FaultConfig { error_rate: 0.05, ..FaultConfig::default() });
+    let seeded = Seeded { n: 20_000, seed: 23 };
+    stack.rt.block_on(async {
+        let client = mongodb::Client::with_uri_str(&uri).await.expect("client");
+        let coll = client.database("twitter_data").collection::<mongodb::bson::Document>("tweets");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while coll.estimated_document_count().await.is_err() {
+            assert!(Instant::now() < deadline, "dev-mongo did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for chunk in (0..seeded.n).collect::<Vec<_>>().chunks(5_000) {
+            coll.insert_many(chunk.iter().map(|i| tweet_embed::synth::tweet(*i, seeded.seed))).await.expect("seed");
+        }
+    });
+    let mut args = stack.args(dir.path(), 2);
+    args.mongo_uri = uri.clone();
+    let st = Command::new(BIN).args(["indexes", "--mongo-uri", &uri]).status().expect("indexes");
+    assert!(st.success());
+
+    let mut rng = fastrand::Rng::with_seed(99);
+    for round in 0..11 {
+        let mut cmd = backfill_cmd(&args);
+        if round == 5 {
+            // Dies right after a checkpoint records a commit, before that epoch is marked.
+            cmd.env("TWEET_EMBED_CRASH_AFTER_COMMIT", "2");
+        }
+        let mut child = Proc(cmd.spawn().expect("spawn backfill"));
+        let wait = Duration::from_millis(rng.u64(300..2_500));
+        let started = Instant::now();
+        let mut exited = None;
+        while started.elapsed() < wait {
+            if let Some(st) = child.0.try_wait().expect("try_wait") {
+                exited = Some(st);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if exited.is_none() {
+            let _ = child.0.kill(); // SIGKILL
+        }
+        let _ = child.0.wait();
+    }
+    // Last run to completion.
+    let out = backfill_cmd(&args).output().expect("final backfill");
+    assert!(out.status.success(), "final run failed: {}", String::from_utf8_lossy(&out.stderr));
+    // Read back through the dev-mongo process.
+    check_run_in(&stack, stack.coll_at(&uri), &seeded, &args);
+}

@@ -1,0 +1,193 @@
+//! The dev stack for pipeline tests, seeding with synthetic tweets, and the exactly-once check:
+//! output rows read back from Parquet against the seeded documents and their marks in Mongo.
+
+use arrow::array::AsArray;
+use arrow::datatypes::Float32Type;
+use mongodb::bson::{doc, Bson, Document};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use tweet_embed::config::PipelineArgs;
+use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
+use tweet_embed::devtei::{embedding_for, DevTei, FaultConfig, SimConfig};
+use tweet_embed::synth::{kind_of, tweet, Kind};
+
+/// dev-mongo plus simulated GPUs on their own runtime.
+pub struct Stack {
+    pub mongo: DevMongo,
+    pub tei: Option<DevTei>,
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl Stack {
+    pub fn start(gpus: usize, faults: FaultConfig) -> Stack {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        let mongo = DevMongo::start(DevMongoConfig::default()).expect("dev-mongo");
+        let tei = rt
+            .block_on(DevTei::start(SimConfig { gpus, instant: true, faults, seed: 7, ..SimConfig::default() }))
+            .expect("dev-tei");
+        Stack { mongo, tei: Some(tei), rt }
+    }
+
+    pub fn args(&self, dir: &Path, workers: usize) -> PipelineArgs {
+        PipelineArgs {
+            mongo_uri: self.mongo.uri(),
+            db: "twitter_data".into(),
+            collection: "tweets".into(),
+            tei_urls: self.tei.as_ref().map(|t| t.urls()).unwrap_or_default(),
+            out: dir.join("out"),
+            state_dir: dir.join("state"),
+            tmp_dir: Some(dir.join("tmp")),
+            workers,
+            text_field: "text".into(),
+            mark_field: "gemma_embedded_768".into(),
+            lang: None,
+            classified: None,
+            batch_size: None,
+            concurrency: None,
+            tokenizer: None,
+            checkpoint_interval: std::time::Duration::from_millis(300),
+            target_file_bytes: 512 * 1024 * 1024,
+            api_key: None,
+        }
+    }
+
+    pub fn gpu_inputs(&self) -> u64 {
+        self.tei.as_ref().map(|t| t.stats().iter().map(|s| s.inputs).sum()).unwrap_or(0)
+    }
+
+    pub fn coll(&self) -> mongodb::Collection<Document> {
+        self.coll_at(&self.mongo.uri())
+    }
+
+    pub fn coll_at(&self, uri: &str) -> mongodb::Collection<Document> {
+        let uri = uri.to_string();
+        self.rt
+            .block_on(async move { mongodb::Client::with_uri_str(uri).await.expect("client") })
+            .database("twitter_data")
+            .collection("tweets")
+    }
+}
+
+/// What was seeded.
+pub struct Seeded {
+    pub n: u64,
+    pub seed: u64,
+}
+
+impl Seeded {
+    pub fn eligible(&self) -> usize {
+        (0..self.n).filter(|i| matches!(kind_of(*i, self.seed), Kind::Good | Kind::Bad)).count()
+    }
+}
+
+/// Seeds `n` synthetic tweets at memory speed and creates the indexes.
+pub fn seed(mongo: &DevMongo, n: u64, seed: u64) -> Seeded {
+    mongo.with_store(|s| {
+        for i in 0..n {
+            s.insert("twitter_data", "tweets", tweet(i, seed)).expect("insert");
+        }
+    });
+    let args = tweet_embed::indexes::IndexesArgs {
+        mongo_uri: mongo.uri(),
+        db: "twitter_data".into(),
+        collection: "tweets".into(),
+        mark_field: "gemma_embedded_768".into(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    rt.block_on(tweet_embed::indexes::create(&args)).expect("indexes");
+    Seeded { n, seed }
+}
+
+/// Every output row: id → (vector, count of occurrences).
+pub fn read_rows(out: &Path) -> (HashMap<String, Vec<f32>>, BTreeMap<String, usize>, HashMap<String, String>) {
+    let mut vectors = HashMap::new();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut rejects = HashMap::new();
+    for (dir, is_rejects) in [(out.to_path_buf(), false), (out.join(tweet_embed_operators::output::REJECTS_DIR), true)]
+    {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().and_then(|x| x.to_str()) != Some("parquet") {
+                continue;
+            }
+            let file = std::fs::File::open(&p).expect("open");
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader");
+            for batch in reader {
+                let batch = batch.expect("batch");
+                let ids = batch.column_by_name("id").expect("id").as_string::<i32>().clone();
+                if is_rejects {
+                    let reasons = batch.column_by_name("reason").expect("reason").as_string::<i32>().clone();
+                    for i in 0..batch.num_rows() {
+                        *counts.entry(ids.value(i).to_string()).or_default() += 1;
+                        rejects.insert(ids.value(i).to_string(), reasons.value(i).to_string());
+                    }
+                } else {
+                    let emb = batch.column_by_name("embedding").expect("embedding").as_fixed_size_list().clone();
+                    for i in 0..batch.num_rows() {
+                        let v = emb.value(i);
+                        let v: Vec<f32> = v.as_primitive::<Float32Type>().values().to_vec();
+                        *counts.entry(ids.value(i).to_string()).or_default() += 1;
+                        vectors.insert(ids.value(i).to_string(), v);
+                    }
+                }
+            }
+        }
+    }
+    (vectors, counts, rejects)
+}
+
+/// The exactly-once check against the in-process dev-mongo.
+pub fn check_run(stack: &Stack, seeded: &Seeded, args: &PipelineArgs) {
+    check_run_in(stack, stack.coll(), seeded, args)
+}
+
+/// The exactly-once check against the collection `coll`.
+pub fn check_run_in(stack: &Stack, coll: mongodb::Collection<Document>, seeded: &Seeded, args: &PipelineArgs) {
+    let (vectors, counts, rejects) = read_rows(&args.out);
+    let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(repeated.is_empty(), "ids written more than once: {repeated:?}");
+    let docs: Vec<Document> = stack.rt.block_on(async {
+        let mut c = coll.find(doc! {}).await.expect("find");
+        let mut v = Vec::new();
+        while c.advance().await.expect("advance") {
+            v.push(c.deserialize_current().expect("doc"));
+        }
+        v
+    });
+    assert_eq!(docs.len() as u64, seeded.n);
+    let mut expected_rows = 0;
+    let mut expected_rejects = 0;
+    for d in &docs {
+        let oid = d.get_object_id("_id").expect("oid");
+        let id = oid.to_hex();
+        let i = u32::from_be_bytes(oid.bytes()[8..12].try_into().expect("4 bytes")) as u64;
+        let mark = d.get("gemma_embedded_768");
+        match kind_of(i, seeded.seed) {
+            Kind::Good => {
+                expected_rows += 1;
+                let v = vectors.get(&id).unwrap_or_else(|| panic!("no row for {id}"));
+                let text = d.get_str("text").expect("text");
+                assert_eq!(v, &embedding_for(text, 768), "vector of {id}");
+                assert_eq!(mark, Some(&Bson::Boolean(true)), "mark of {id}");
+            }
+            Kind::Bad => {
+                expected_rejects += 1;
+                let reason = rejects.get(&id).unwrap_or_else(|| panic!("no reject for {id}"));
+                assert!(!reason.is_empty());
+                assert_eq!(mark, Some(&Bson::Boolean(false)), "mark of rejected {id}");
+                assert_eq!(d.get_str("gemma_embedded_768_error").ok(), Some(reason.as_str()));
+            }
+            Kind::Retweet => {
+                assert!(!counts.contains_key(&id), "retweet {id} written");
+                assert_eq!(mark, None, "retweet {id} marked");
+            }
+            Kind::Marked => {
+                assert!(!counts.contains_key(&id), "already-marked {id} written");
+            }
+        }
+    }
+    assert_eq!(vectors.len(), expected_rows);
+    assert_eq!(rejects.len(), expected_rejects);
+}

@@ -1,0 +1,38 @@
+//! The backfill end to end against the dev stack: dev-mongo through the real driver, simulated
+//! TEI GPUs through real HTTP, real Parquet files read back. Every eligible document must come
+//! out exactly once with its own text's vector and be marked; rejects carry reasons; nothing
+//! else is marked.
+
+mod crash;
+mod expect;
+
+use expect::{check_run, seed, Stack};
+use tweet_embed::devtei::FaultConfig;
+
+#[test]
+fn backfill_20k_with_faulty_gpus_is_exactly_once() {
+    let stack = Stack::start(4, FaultConfig { error_rate: 0.05, ..FaultConfig::default() });
+    let seeded = seed(&stack.mongo, 20_000, 11);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = stack.args(dir.path(), 2);
+    let summary = tweet_embed::pipeline::backfill(&args).expect("backfill");
+    check_run(&stack, &seeded, &args);
+    assert_eq!(summary.embedded as usize + summary.rejected as usize, seeded.eligible());
+    // Identical texts were embedded once: the GPUs saw fewer inputs than documents embedded.
+    let inputs: u64 = stack.gpu_inputs();
+    assert!(inputs < summary.embedded + 200, "GPUs saw {inputs} inputs for {} rows", summary.embedded);
+    // A second run finds an empty work queue and changes nothing.
+    let again = tweet_embed::pipeline::backfill(&args).expect("second backfill");
+    assert_eq!(again.embedded + again.rejected, 0);
+    check_run(&stack, &seeded, &args);
+}
+
+#[test]
+fn backfill_refuses_to_start_without_the_work_queue_index() {
+    let stack = Stack::start(1, FaultConfig::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = stack.args(dir.path(), 1);
+    let err = tweet_embed::pipeline::backfill(&args).expect_err("no index");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("embedding_work_queue") && msg.contains("tweet-embed indexes"), "{msg}");
+}
