@@ -191,3 +191,21 @@ pub fn check_run_in(stack: &Stack, coll: mongodb::Collection<Document>, seeded: 
     assert_eq!(vectors.len(), expected_rows);
     assert_eq!(rejects.len(), expected_rejects);
 }
+
+/// pyarrow, a reader nobody here wrote, checks the output: schema, row counts, unique ids.
+pub fn pyarrow_check(out: &Path, rows: u64, rejects: u64) {
+    let py = std::env::var("TWEET_EMBED_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    match std::process::Command::new(&py).args(["-c", "import pyarrow"]).output() {
+        Ok(o) if o.status.success() => {}
+        _ => panic!("{py} cannot import pyarrow: run `scripts/test` (it installs it) or `pip install pyarrow`"),
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/check_parquet.py");
+    let o = std::process::Command::new(&py)
+        .arg(script)
+        .arg(out)
+        .args(["--rows", &rows.to_string(), "--dim", "768", "--rejects", &rejects.to_string()])
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "pyarrow check failed:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -6,7 +6,7 @@
 mod crash;
 mod expect;
 
-use expect::{check_run, seed, Stack};
+use expect::{check_run, pyarrow_check, seed, Stack};
 use tweet_embed::devtei::FaultConfig;
 
 #[test]
@@ -18,6 +18,7 @@ fn backfill_20k_with_faulty_gpus_is_exactly_once() {
     let summary = tweet_embed::pipeline::backfill(&args).expect("backfill");
     check_run(&stack, &seeded, &args);
     assert_eq!(summary.embedded as usize + summary.rejected as usize, seeded.eligible());
+    pyarrow_check(&args.out, summary.embedded, summary.rejected);
     // Identical texts were embedded once: the GPUs saw fewer inputs than documents embedded.
     let inputs: u64 = stack.gpu_inputs();
     assert!(inputs < summary.embedded + 200, "GPUs saw {inputs} inputs for {} rows", summary.embedded);
