@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Embeds every document of the work queue once, then exits (the one-shot backfill).
-    Backfill(crate::config::PipelineArgs),
+    Backfill(Box<crate::config::PipelineArgs>),
     /// Creates the work-queue and monitoring indexes (idempotent).
     Indexes(crate::indexes::IndexesArgs),
     /// Runs the embedded default: dev-mongo with synthetic tweets and simulated TEI GPUs.

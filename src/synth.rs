@@ -60,7 +60,7 @@ fn mix(i: u64, seed: u64) -> u64 {
 /// The text of a good tweet `i`.
 pub fn text_of(i: u64, seed: u64) -> String {
     let r = mix(i, seed ^ 0x5eed);
-    if r % 10 == 0 {
+    if r.is_multiple_of(10) {
         return DUPLICATES[(r / 10 % DUPLICATES.len() as u64) as usize].to_string();
     }
     match r % 7 {
@@ -81,8 +81,8 @@ pub fn tweet(i: u64, seed: u64) -> Document {
     let mut d = doc! {
         "_id": tweet_id(i, seed),
         "lang": LANGS[(r % LANGS.len() as u64) as usize],
-        "classified": r % 11 != 0,
-        "created_at": if i % 2 == 0 {
+        "classified": !r.is_multiple_of(11),
+        "created_at": if i.is_multiple_of(2) {
             Bson::DateTime(DateTime::from_millis(1_600_000_000_000 + i as i64 * 1000))
         } else {
             Bson::String("Wed Oct 10 20:19:24 +0000 2018".into())

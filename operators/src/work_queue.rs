@@ -195,10 +195,8 @@ impl WorkQueue {
                         upto,
                     });
                 }
-                (Some(_), Some(_)) => {
-                    if pi % workers == index {
-                        mine.push(ScanRange { partition: p.clone(), after: None, upto: None });
-                    }
+                (Some(_), Some(_)) if pi % workers == index => {
+                    mine.push(ScanRange { partition: p.clone(), after: None, upto: None });
                 }
                 _ => {}
             }

@@ -76,7 +76,9 @@ impl<'scope> WorkQueueSource<'scope> for Scope<'scope, u64> {
             let (tx, rx) = crossbeam_channel::bounded::<Msg>(8_192);
             runtime.spawn(scan(queue, ranges, tx, wake));
             let mut cap = Some(cap);
-            cap.as_mut().map(|c| c.downgrade(&pacing.start_epoch));
+            if let Some(c) = cap.as_mut() {
+                c.downgrade(&pacing.start_epoch);
+            }
             let mut epoch_start = Instant::now();
             let mut in_epoch = 0usize;
             move |output| {
@@ -181,7 +183,7 @@ async fn scan(queue: WorkQueue, ranges: Vec<ScanRange>, tx: Sender<Msg>, wake: S
                     }
                     after = Some(id);
                     n += 1;
-                    if n % 256 == 0 {
+                    if n.is_multiple_of(256) {
                         let _ = wake.activate();
                     }
                 }

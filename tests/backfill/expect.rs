@@ -99,8 +99,15 @@ pub fn seed(mongo: &DevMongo, n: u64, seed: u64) -> Seeded {
     Seeded { n, seed }
 }
 
-/// Every output row: id → (vector, count of occurrences).
-pub fn read_rows(out: &Path) -> (HashMap<String, Vec<f32>>, BTreeMap<String, usize>, HashMap<String, String>) {
+/// Everything written: vectors by id, occurrences by id, reject reasons by id.
+pub struct Output {
+    pub vectors: HashMap<String, Vec<f32>>,
+    pub counts: BTreeMap<String, usize>,
+    pub rejects: HashMap<String, String>,
+}
+
+/// Reads every output file back.
+pub fn read_rows(out: &Path) -> Output {
     let mut vectors = HashMap::new();
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     let mut rejects = HashMap::new();
@@ -135,7 +142,7 @@ pub fn read_rows(out: &Path) -> (HashMap<String, Vec<f32>>, BTreeMap<String, usi
             }
         }
     }
-    (vectors, counts, rejects)
+    Output { vectors, counts, rejects }
 }
 
 /// The exactly-once check against the in-process dev-mongo.
@@ -145,7 +152,7 @@ pub fn check_run(stack: &Stack, seeded: &Seeded, args: &PipelineArgs) {
 
 /// The exactly-once check against the collection `coll`.
 pub fn check_run_in(stack: &Stack, coll: mongodb::Collection<Document>, seeded: &Seeded, args: &PipelineArgs) {
-    let (vectors, counts, rejects) = read_rows(&args.out);
+    let Output { vectors, counts, rejects } = read_rows(&args.out);
     let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(repeated.is_empty(), "ids written more than once: {repeated:?}");
     let docs: Vec<Document> = stack.rt.block_on(async {

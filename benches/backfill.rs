@@ -1,0 +1,124 @@
+//! End-to-end backfill benchmark (`cargo bench --bench backfill`): the `tweet-embed backfill`
+//! binary against in-process dev-mongo and 4 simulated GPUs in `--instant` mode (zero service
+//! time, dim 768), so the pipeline itself is what is measured. The pipeline runs as a child
+//! process, so its CPU time and peak RSS (from `wait4`) exclude the dev servers.
+//!
+//! Rows: docs/s, pipeline CPU-µs per document, peak RSS, for 1 and 2 workers at 100k documents,
+//! and at 1M documents (RSS must not grow with the collection). `BENCH_DOCS_LARGE` overrides
+//! the large size; `BENCH_RUNS` the repetitions (median reported).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
+use tweet_embed::devtei::{DevTei, SimConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
+
+struct Measured {
+    wall: Duration,
+    cpu: Duration,
+    max_rss_kib: i64,
+    docs: u64,
+}
+
+// wait4 below reaps the child (and reads its rusage), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+fn run_child(cmd: &mut Command) -> Measured {
+    let started = Instant::now();
+    let child = cmd.spawn().expect("spawn backfill");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child with valid pointers.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4");
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "backfill failed: {status}");
+    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    Measured {
+        wall: started.elapsed(),
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        max_rss_kib: usage.ru_maxrss,
+        docs: 0,
+    }
+}
+
+fn seed(mongo: &DevMongo, n: u64) -> u64 {
+    let mut eligible = 0;
+    mongo.with_store(|s| {
+        s.dbs.clear();
+        for i in 0..n {
+            let d = tweet_embed::synth::tweet(i, 3);
+            if matches!(
+                tweet_embed::synth::kind_of(i, 3),
+                tweet_embed::synth::Kind::Good | tweet_embed::synth::Kind::Bad
+            ) {
+                eligible += 1;
+            }
+            s.insert("twitter_data", "tweets", d).expect("seed");
+        }
+    });
+    eligible
+}
+
+fn backfill(mongo: &DevMongo, tei: &DevTei, dir: &Path, workers: usize) -> Measured {
+    let _ = std::fs::remove_dir_all(dir);
+    let mut cmd = Command::new(BIN);
+    cmd.arg("backfill")
+        .args(["--mongo-uri", &mongo.uri(), "--tei-urls", &tei.urls().join(",")])
+        .arg("--out")
+        .arg(dir.join("out"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--workers", &workers.to_string(), "--checkpoint-interval", "1s", "--log", "warn"])
+        .stdout(std::process::Stdio::null());
+    run_child(&mut cmd)
+}
+
+fn median(mut v: Vec<Measured>) -> Measured {
+    v.sort_by_key(|m| m.wall);
+    v.swap_remove(v.len() / 2)
+}
+
+fn main() {
+    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let large: u64 = std::env::var("BENCH_DOCS_LARGE").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let tei =
+        rt.block_on(DevTei::start(SimConfig { gpus: 4, instant: true, ..SimConfig::default() })).expect("dev-tei");
+    let mongo = DevMongo::start(DevMongoConfig::default()).expect("dev-mongo");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rows = Vec::new();
+    for (docs, workers, reps) in [(100_000u64, 1usize, runs), (100_000, 2, runs), (large, 2, 1)] {
+        let mut ms = Vec::new();
+        for _ in 0..reps {
+            let eligible = seed(&mongo, docs);
+            rt.block_on(tweet_embed::indexes::create(&tweet_embed::indexes::IndexesArgs {
+                mongo_uri: mongo.uri(),
+                db: "twitter_data".into(),
+                collection: "tweets".into(),
+                mark_field: "gemma_embedded_768".into(),
+            }))
+            .expect("indexes");
+            let mut m = backfill(&mongo, &tei, dir.path(), workers);
+            m.docs = eligible;
+            ms.push(m);
+        }
+        rows.push((docs, workers, median(ms)));
+    }
+    println!("\nbackfill, 4 simulated GPUs --instant, dim 768, pipeline in its own process (median of {runs}; 1 run at {large})");
+    println!(
+        "| documents | workers | docs embedded+rejected | wall (s) | docs/s | pipeline CPU-µs/doc | peak RSS (MiB) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for (docs, workers, m) in rows {
+        println!(
+            "| {docs} | {workers} | {} | {:.1} | {:.0} | {:.1} | {:.0} |",
+            m.docs,
+            m.wall.as_secs_f64(),
+            m.docs as f64 / m.wall.as_secs_f64(),
+            m.cpu.as_secs_f64() * 1e6 / m.docs as f64,
+            m.max_rss_kib as f64 / 1024.0
+        );
+    }
+}
