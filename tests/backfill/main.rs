@@ -13,12 +13,32 @@ use tweet_embed::devtei::FaultConfig;
 fn backfill_20k_with_faulty_gpus_is_exactly_once() {
     let stack = Stack::start(4, FaultConfig { error_rate: 0.05, ..FaultConfig::default() });
     let seeded = seed(&stack.mongo, 20_000, 11);
+    // A text no request can carry (over TEI's 2,000,000-byte payload limit): the server side
+    // refuses it, so it must become a rejection with a reason, not a lost or stuck document.
+    stack.mongo.with_store(|s| {
+        let huge = "x".repeat(2_100_000);
+        s.insert(
+            "twitter_data",
+            "tweets",
+            mongodb::bson::doc! {"_id": "huge", "lang": "en", "classified": true, "text": huge},
+        )
+        .expect("insert");
+    });
     let dir = tempfile::tempdir().expect("tempdir");
     let args = stack.args(dir.path(), 2);
     let summary = tweet_embed::pipeline::backfill(&args).expect("backfill");
     check_run(&stack, &seeded, &args);
-    assert_eq!(summary.embedded as usize + summary.rejected as usize, seeded.eligible());
+    assert_eq!(summary.embedded as usize + summary.rejected as usize, seeded.eligible() + 1);
     pyarrow_check(&args.out, summary.embedded, summary.rejected);
+    let coll = stack.coll();
+    let huge = stack
+        .rt
+        .block_on(async { coll.find_one(mongodb::bson::doc! {"_id": "huge"}).await })
+        .expect("find")
+        .expect("doc");
+    assert_eq!(huge.get_bool("gemma_embedded_768").ok(), Some(false));
+    let reason = huge.get_str("gemma_embedded_768_error").expect("reason");
+    assert!(reason.contains("too large"), "{reason}");
     // Identical texts were embedded once: the GPUs saw fewer inputs than documents embedded.
     let inputs: u64 = stack.gpu_inputs();
     assert!(inputs < summary.embedded + 200, "GPUs saw {inputs} inputs for {} rows", summary.embedded);
