@@ -1,8 +1,8 @@
-//! `ParquetSink`: writes each worker's rows and rejections to Parquet, one epoch at a time. Rows
-//! wait in memory until the frontier passes their epoch, so a file never mixes an epoch that is
-//! complete with one that is not; then the epoch is written, its files are finished, fsynced and
-//! moved into the output directory, and a [`Sealed`] record tells the committer which files and
-//! ids the epoch holds.
+//! `ParquetSink`: writes each worker's rows and rejections to Parquet as they arrive, each epoch
+//! into its own files on hot storage (the writer keeps one lane per open epoch, so a file never
+//! mixes epochs). When the frontier passes an epoch, its files are finished, fsynced and moved
+//! into the output directory, and a [`Sealed`] record tells the committer which files and ids the
+//! epoch holds. Memory is the writer's staging per open epoch, not the epoch's rows.
 //!
 //! A write failure (disk full, unwritable directory) stops the epoch where it is: its capability
 //! is kept, so nothing after it can be committed, and the failure is reported for the run to
@@ -46,28 +46,41 @@ pub trait ParquetSink<'scope> {
 impl<'scope> ParquetSink<'scope> for StreamVec<'scope, u64, Written> {
     fn parquet_sink(self, mut writer: EpochWriter, failure: Failure) -> StreamVec<'scope, u64, Sealed> {
         self.unary_frontier(Pipeline, "ParquetSink", move |_cap, _info| {
-            let mut stash: HashMap<u64, (Capability<u64>, Vec<Written>)> = HashMap::new();
+            // Per open epoch: its capability and what the committer will need to mark.
+            let mut open: HashMap<u64, (Capability<u64>, Sealed)> = HashMap::new();
             let mut failed = false;
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     let Some(c) = cap.retain_least(0) else { return };
-                    let entry = stash.entry(*c.time()).or_insert_with(|| (c, Vec::new()));
-                    entry.1.extend(data.flat_map(|d| d.drain(..)));
-                });
-                if failed {
-                    return;
-                }
-                let mut ready: Vec<u64> = stash.keys().copied().filter(|t| !frontier.less_equal(t)).collect();
-                ready.sort_unstable();
-                for t in ready {
-                    let Some((cap, records)) = stash.remove(&t) else { continue };
-                    match write_epoch(&mut writer, t, records) {
-                        Ok(sealed) => output.session(&cap).give(sealed),
-                        Err(e) => {
+                    let t = *c.time();
+                    let entry = open.entry(t).or_insert_with(|| (c, Sealed::empty(t)));
+                    for record in data.flat_map(|d| d.drain(..)) {
+                        if failed {
+                            continue;
+                        }
+                        if let Err(e) = push(&mut writer, &mut entry.1, record) {
                             *failure.lock() = Some(e);
                             failed = true;
-                            // Keep the capability: this epoch must never be committed.
-                            stash.insert(t, (cap, Vec::new()));
+                        }
+                    }
+                });
+                if failed {
+                    // Keep every capability: nothing from here on may be committed.
+                    return;
+                }
+                let mut ready: Vec<u64> = open.keys().copied().filter(|t| !frontier.less_equal(t)).collect();
+                ready.sort_unstable();
+                for t in ready {
+                    let Some((cap, mut sealed)) = open.remove(&t) else { continue };
+                    match writer.seal(t) {
+                        Ok(files) => {
+                            sealed.files = files;
+                            output.session(&cap).give(sealed);
+                        }
+                        Err(e) => {
+                            *failure.lock() = Some(e.to_string());
+                            failed = true;
+                            open.insert(t, (cap, sealed));
                             return;
                         }
                     }
@@ -77,21 +90,23 @@ impl<'scope> ParquetSink<'scope> for StreamVec<'scope, u64, Written> {
     }
 }
 
-fn write_epoch(writer: &mut EpochWriter, epoch: u64, records: Vec<Written>) -> Result<Sealed, String> {
-    let mut sealed = Sealed { epoch, files: Vec::new(), embedded: Vec::new(), rejected: Vec::new(), tokens: 0 };
-    for r in records {
-        match r {
-            Written::Row(row) => {
-                writer.push_row(epoch, &row).map_err(|e| e.to_string())?;
-                sealed.tokens += row.tokens as u64;
-                sealed.embedded.push(row.doc.id);
-            }
-            Written::Reject(rej) => {
-                writer.push_reject(epoch, &rej).map_err(|e| e.to_string())?;
-                sealed.rejected.push((rej.doc.id, rej.reason));
-            }
+impl Sealed {
+    fn empty(epoch: u64) -> Sealed {
+        Sealed { epoch, files: Vec::new(), embedded: Vec::new(), rejected: Vec::new(), tokens: 0 }
+    }
+}
+
+fn push(writer: &mut EpochWriter, sealed: &mut Sealed, record: Written) -> Result<(), String> {
+    match record {
+        Written::Row(row) => {
+            writer.push_row(sealed.epoch, &row).map_err(|e| e.to_string())?;
+            sealed.tokens += row.tokens as u64;
+            sealed.embedded.push(row.doc.id);
+        }
+        Written::Reject(rej) => {
+            writer.push_reject(sealed.epoch, &rej).map_err(|e| e.to_string())?;
+            sealed.rejected.push((rej.doc.id, rej.reason));
         }
     }
-    sealed.files = writer.seal(epoch).map_err(|e| e.to_string())?;
-    Ok(sealed)
+    Ok(())
 }
