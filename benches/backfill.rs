@@ -94,9 +94,7 @@ fn main() {
         for _ in 0..reps {
             let eligible = seed(&mongo, docs);
             rt.block_on(tweet_embed::indexes::create(&tweet_embed::indexes::IndexesArgs {
-                mongo_uri: mongo.uri(),
-                db: "twitter_data".into(),
-                collection: "tweets".into(),
+                mongo: tweet_embed::config::MongoTarget::tweets_at(mongo.uri()),
                 mark_field: "gemma_embedded_768".into(),
             }))
             .expect("indexes");

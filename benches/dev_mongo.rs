@@ -6,8 +6,8 @@
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Document};
-use mongodb::options::{Hint, IndexOptions};
-use mongodb::{Client, Collection, IndexModel};
+use mongodb::options::Hint;
+use mongodb::{Client, Collection};
 use std::time::Instant;
 use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
 
@@ -78,19 +78,7 @@ async fn main() {
 
     // The full collection streamed through find/getMore (driver default batch sizes).
     let c = client.database("bench").collection::<Document>("bulk");
-    c.create_index(
-        IndexModel::builder()
-            .keys(doc! {"lang": 1, "classified": 1, "_id": 1})
-            .options(
-                IndexOptions::builder()
-                    .name("embedding_work_queue".to_string())
-                    .partial_filter_expression(doc! {"retweeted": null, "gemma_embedded_768": null})
-                    .build(),
-            )
-            .build(),
-    )
-    .await
-    .expect("index");
+    c.create_index(tweet_embed_operators::work_queue::work_queue_index("gemma_embedded_768")).await.expect("index");
     let mut rates = Vec::new();
     for _ in 0..RUNS {
         let start = Instant::now();

@@ -23,9 +23,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Flags of `tweet-embed backfill`.
+/// Which collection of which MongoDB: the flags every command that reads tweets shares.
 #[derive(Debug, Clone, clap::Args)]
-pub struct PipelineArgs {
+pub struct MongoTarget {
     /// MongoDB connection string (a replica set for continuous mode).
     #[arg(
         long,
@@ -40,6 +40,21 @@ pub struct PipelineArgs {
     /// Collection of tweets.
     #[arg(long, default_value = "tweets")]
     pub collection: String,
+}
+
+impl MongoTarget {
+    /// `twitter_data.tweets` at `uri`.
+    pub fn tweets_at(uri: impl Into<String>) -> MongoTarget {
+        MongoTarget { mongo_uri: uri.into(), db: "twitter_data".into(), collection: "tweets".into() }
+    }
+}
+
+/// Flags of `tweet-embed backfill`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PipelineArgs {
+    /// The tweets.
+    #[command(flatten)]
+    pub mongo: MongoTarget,
     /// TEI endpoints, comma-separated, one per GPU (`/embed` suffix accepted).
     #[arg(long, value_delimiter = ',', required = true)]
     pub tei_urls: Vec<String>,
@@ -88,6 +103,29 @@ pub struct PipelineArgs {
 }
 
 impl PipelineArgs {
+    /// The defaults of every flag, for `mongo`, `tei_urls` and a working directory `dir`
+    /// (`dir/out`, `dir/state`); what the demo and tests start from.
+    pub fn with_defaults(mongo: MongoTarget, tei_urls: Vec<String>, dir: &std::path::Path) -> PipelineArgs {
+        PipelineArgs {
+            mongo,
+            tei_urls,
+            out: dir.join("out"),
+            state_dir: dir.join("state"),
+            tmp_dir: None,
+            workers: 2,
+            text_field: "text".into(),
+            mark_field: "gemma_embedded_768".into(),
+            lang: None,
+            classified: None,
+            batch_size: None,
+            concurrency: None,
+            tokenizer: None,
+            checkpoint_interval: Duration::from_secs(5),
+            target_file_bytes: 512 * 1024 * 1024,
+            api_key: None,
+        }
+    }
+
     /// Checks what can be checked before connecting anywhere.
     pub fn validate(&self) -> Result<()> {
         if self.workers == 0 {

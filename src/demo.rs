@@ -55,12 +55,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
         ..SimConfig::default()
     };
     let tei = runtime.block_on(DevTei::start(sim))?;
-    let index_args = crate::indexes::IndexesArgs {
-        mongo_uri: mongo.uri(),
-        db: "twitter_data".into(),
-        collection: "tweets".into(),
-        mark_field: "gemma_embedded_768".into(),
-    };
+    let target = crate::config::MongoTarget::tweets_at(mongo.uri());
+    let index_args = crate::indexes::IndexesArgs { mongo: target.clone(), mark_field: "gemma_embedded_768".into() };
     runtime.block_on(crate::indexes::create(&index_args))?;
     println!(
         "tweet-embed demo: {} synthetic tweets in dev-mongo ({}), {} simulated TEI GPUs",
@@ -69,26 +65,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
         args.gpus
     );
     println!("(simulated: dev-mongo is a dev server, the GPUs are a model of TEI's queue, vectors carry no meaning)");
-    let pipeline = PipelineArgs {
-        mongo_uri: mongo.uri(),
-        db: "twitter_data".into(),
-        collection: "tweets".into(),
-        tei_urls: tei.urls(),
-        out: args.dir.join("out"),
-        state_dir: args.dir.join("state"),
-        tmp_dir: None,
-        workers: args.workers,
-        text_field: "text".into(),
-        mark_field: "gemma_embedded_768".into(),
-        lang: None,
-        classified: None,
-        batch_size: None,
-        concurrency: None,
-        tokenizer: None,
-        checkpoint_interval: Duration::from_secs(1),
-        target_file_bytes: 512 * 1024 * 1024,
-        api_key: None,
-    };
+    let mut pipeline = PipelineArgs::with_defaults(target, tei.urls(), &args.dir);
+    pipeline.workers = args.workers;
+    pipeline.checkpoint_interval = Duration::from_secs(1);
     let summary = crate::pipeline::backfill(&pipeline)?;
     crate::pipeline::print_summary(&summary, &pipeline);
     let out = pipeline.out.display();

@@ -8,20 +8,9 @@ use tweet_embed_operators::work_queue::{monitor_index, work_queue_index};
 /// Flags of `tweet-embed indexes`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct IndexesArgs {
-    /// MongoDB connection string.
-    #[arg(
-        long,
-        env = "MONGODB_URI",
-        default_value = "mongodb://127.0.0.1:27017/?directConnection=true",
-        hide_env_values = true
-    )]
-    pub mongo_uri: String,
-    /// Database.
-    #[arg(long, default_value = "twitter_data")]
-    pub db: String,
-    /// Collection.
-    #[arg(long, default_value = "tweets")]
-    pub collection: String,
+    /// The tweets.
+    #[command(flatten)]
+    pub mongo: crate::config::MongoTarget,
     /// The mark field the work queue's partial filter uses.
     #[arg(long, default_value = "gemma_embedded_768")]
     pub mark_field: String,
@@ -29,12 +18,13 @@ pub struct IndexesArgs {
 
 /// Creates both indexes; returns their names.
 pub async fn create(args: &IndexesArgs) -> Result<Vec<String>> {
-    let client = mongodb::Client::with_uri_str(&args.mongo_uri).await.map_err(|e| anyhow!("bad --mongo-uri: {e}"))?;
-    let coll = client.database(&args.db).collection::<Document>(&args.collection);
+    let client =
+        mongodb::Client::with_uri_str(&args.mongo.mongo_uri).await.map_err(|e| anyhow!("bad --mongo-uri: {e}"))?;
+    let coll = client.database(&args.mongo.db).collection::<Document>(&args.mongo.collection);
     let r = coll
         .create_indexes(vec![work_queue_index(&args.mark_field), monitor_index(&args.mark_field)])
         .await
-        .map_err(|e| anyhow!("creating the indexes on {}.{}: {e}", args.db, args.collection))?;
+        .map_err(|e| anyhow!("creating the indexes on {}.{}: {e}", args.mongo.db, args.mongo.collection))?;
     Ok(r.index_names)
 }
 
@@ -42,6 +32,6 @@ pub async fn create(args: &IndexesArgs) -> Result<Vec<String>> {
 pub fn run(args: IndexesArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let names = rt.block_on(create(&args))?;
-    println!("indexes on {}.{}: {}", args.db, args.collection, names.join(", "));
+    println!("indexes on {}.{}: {}", args.mongo.db, args.mongo.collection, names.join(", "));
     Ok(())
 }

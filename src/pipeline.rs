@@ -108,14 +108,14 @@ fn connect(args: &PipelineArgs) -> Result<Run> {
         .build()
         .context("starting the async runtime")?;
     let (queue, pool) = runtime.block_on(async {
-        let client = Client::with_uri_str(&args.mongo_uri).await.map_err(|e| anyhow!("bad --mongo-uri: {e}"))?;
-        let db = client.database(&args.db);
+        let client = Client::with_uri_str(&args.mongo.mongo_uri).await.map_err(|e| anyhow!("bad --mongo-uri: {e}"))?;
+        let db = client.database(&args.mongo.db);
         tokio::time::timeout(Duration::from_secs(30), db.run_command(doc! {"ping": 1}))
             .await
             .map_err(|_| anyhow!("MongoDB is not reachable at --mongo-uri (no answer in 30 s)"))?
             .map_err(|e| anyhow!("MongoDB is not reachable at --mongo-uri: {e}"))?;
         let queue = WorkQueue {
-            coll: db.collection::<Document>(&args.collection),
+            coll: db.collection::<Document>(&args.mongo.collection),
             text_field: args.text_field.clone(),
             mark_field: args.mark_field.clone(),
             langs: args.lang.clone(),

@@ -27,7 +27,7 @@ impl Drop for Proc {
 fn backfill_cmd(args: &tweet_embed::config::PipelineArgs) -> Command {
     let mut c = Command::new(BIN);
     c.arg("backfill")
-        .args(["--mongo-uri", &args.mongo_uri, "--db", &args.db, "--collection", &args.collection])
+        .args(["--mongo-uri", &args.mongo.mongo_uri, "--db", &args.mongo.db, "--collection", &args.mongo.collection])
         .args(["--tei-urls", &args.tei_urls.join(",")])
         .arg("--out")
         .arg(&args.out)
@@ -70,7 +70,7 @@ fn kill_9_at_random_instants_then_restart_is_exactly_once() {
         }
     });
     let mut args = stack.args(dir.path(), 2);
-    args.mongo_uri = uri.clone();
+    args.mongo.mongo_uri = uri.clone();
     let st = Command::new(BIN).args(["indexes", "--mongo-uri", &uri]).status().expect("indexes");
     assert!(st.success());
 

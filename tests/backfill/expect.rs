@@ -7,7 +7,7 @@ use mongodb::bson::{doc, Bson, Document};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use tweet_embed::config::PipelineArgs;
+use tweet_embed::config::{MongoTarget, PipelineArgs};
 use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
 use tweet_embed::devtei::{embedding_for, DevTei, FaultConfig, SimConfig};
 use tweet_embed::synth::{kind_of, tweet, Kind};
@@ -30,26 +30,15 @@ impl Stack {
     }
 
     pub fn args(&self, dir: &Path, workers: usize) -> PipelineArgs {
-        PipelineArgs {
-            mongo_uri: self.mongo.uri(),
-            db: "twitter_data".into(),
-            collection: "tweets".into(),
-            tei_urls: self.tei.as_ref().map(|t| t.urls()).unwrap_or_default(),
-            out: dir.join("out"),
-            state_dir: dir.join("state"),
-            tmp_dir: Some(dir.join("tmp")),
-            workers,
-            text_field: "text".into(),
-            mark_field: "gemma_embedded_768".into(),
-            lang: None,
-            classified: None,
-            batch_size: None,
-            concurrency: None,
-            tokenizer: None,
-            checkpoint_interval: std::time::Duration::from_millis(300),
-            target_file_bytes: 512 * 1024 * 1024,
-            api_key: None,
-        }
+        let mut args = PipelineArgs::with_defaults(
+            MongoTarget::tweets_at(self.mongo.uri()),
+            self.tei.as_ref().map(|t| t.urls()).unwrap_or_default(),
+            dir,
+        );
+        args.tmp_dir = Some(dir.join("tmp"));
+        args.workers = workers;
+        args.checkpoint_interval = std::time::Duration::from_millis(300);
+        args
     }
 
     pub fn gpu_inputs(&self) -> u64 {
@@ -89,9 +78,7 @@ pub fn seed(mongo: &DevMongo, n: u64, seed: u64) -> Seeded {
         }
     });
     let args = tweet_embed::indexes::IndexesArgs {
-        mongo_uri: mongo.uri(),
-        db: "twitter_data".into(),
-        collection: "tweets".into(),
+        mongo: MongoTarget::tweets_at(mongo.uri()),
         mark_field: "gemma_embedded_768".into(),
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
