@@ -5,10 +5,11 @@
 //! Matching never consults indexes: the planner narrows candidates, this module decides.
 
 use super::error::{CmdResult, CommandError};
-use super::keystring::{bracket_of, compare, equal};
+use super::keystring::{bracket_of, compare, encode, equal};
 use super::path::reach;
 use mongodb::bson::{Bson, Document};
 use std::cmp::Ordering;
+use std::collections::HashSet;
 
 /// A parsed filter.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,9 +47,9 @@ pub enum Pred {
     /// `$gt $gte $lt $lte`
     Cmp(CmpOp, Bson),
     /// `$in`
-    In(Vec<Bson>),
+    In(ValueSet),
     /// `$nin`
-    Nin(Vec<Bson>),
+    Nin(ValueSet),
     /// `$exists`
     Exists(bool),
     /// `$not`: none of the inner predicates' conjunction.
@@ -57,6 +58,41 @@ pub enum Pred {
     Type(Vec<String>),
     /// Conjunction of several operators on one path (`{f: {$gt: 1, $lt: 5}}`).
     All(Vec<Pred>),
+}
+
+/// The values of `$in`/`$nin`, with their key strings hashed: the marker sends `$in` lists of
+/// thousands of ids, and testing each document against each value would be quadratic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValueSet {
+    values: Vec<Bson>,
+    keys: HashSet<Vec<u8>>,
+    has_null: bool,
+}
+
+impl ValueSet {
+    /// A set of values (equal under MongoDB's rules when their key strings are equal).
+    pub fn new(values: Vec<Bson>) -> ValueSet {
+        let keys = values.iter().map(encode).collect();
+        let has_null = values.iter().any(|v| matches!(v, Bson::Null));
+        ValueSet { values, keys, has_null }
+    }
+
+    /// Whether some reached value, or an element of a reached array, is in the set (or the field
+    /// is missing and the set holds null).
+    fn matches(&self, values: &[&Bson], missing: bool) -> bool {
+        (self.has_null && missing)
+            || values.iter().any(|v| {
+                self.keys.contains(&encode(v))
+                    || matches!(v, Bson::Array(items) if items.iter().any(|i| self.keys.contains(&encode(i))))
+            })
+    }
+}
+
+impl std::ops::Deref for ValueSet {
+    type Target = [Bson];
+    fn deref(&self) -> &[Bson] {
+        &self.values
+    }
 }
 
 impl Filter {
@@ -169,8 +205,8 @@ fn parse_operator(op: &str, arg: &Bson) -> CmdResult<Pred> {
         "$gte" => Pred::Cmp(CmpOp::Gte, arg.clone()),
         "$lt" => Pred::Cmp(CmpOp::Lt, arg.clone()),
         "$lte" => Pred::Cmp(CmpOp::Lte, arg.clone()),
-        "$in" => Pred::In(list(arg)?),
-        "$nin" => Pred::Nin(list(arg)?),
+        "$in" => Pred::In(ValueSet::new(list(arg)?)),
+        "$nin" => Pred::Nin(ValueSet::new(list(arg)?)),
         "$exists" => Pred::Exists(truthy(arg)),
         "$not" => match arg {
             Bson::Document(d) if d.keys().all(|k| k.starts_with('$')) && !d.is_empty() => {
@@ -233,12 +269,12 @@ fn pred_matches(pred: &Pred, doc: &Document, path: &str) -> bool {
     let reached = reach(doc, path);
     match pred {
         Pred::Ne(v) => !eq_matches(&reached.values, reached.missing, v),
-        Pred::Nin(vs) => !vs.iter().any(|v| eq_matches(&reached.values, reached.missing, v)),
+        Pred::Nin(vs) => !vs.matches(&reached.values, reached.missing),
         Pred::Not(preds) => !preds.iter().all(|p| pred_matches(p, doc, path)),
         Pred::All(preds) => preds.iter().all(|p| pred_matches(p, doc, path)),
         Pred::Exists(want) => reached.values.is_empty() != *want,
         Pred::Eq(v) => eq_matches(&reached.values, reached.missing, v),
-        Pred::In(vs) => vs.iter().any(|v| eq_matches(&reached.values, reached.missing, v)),
+        Pred::In(vs) => vs.matches(&reached.values, reached.missing),
         Pred::Cmp(op, v) => {
             // $gte/$lte null also match missing fields, like equality to null.
             if matches!(v, Bson::Null) && matches!(op, CmpOp::Gte | CmpOp::Lte) && reached.missing {
