@@ -30,6 +30,11 @@ use tweet_embed_operators::token_batch::TokenBatch;
 use tweet_embed_operators::work_queue::WorkQueue;
 use tweet_embed_operators::work_queue_source::{SourcePacing, WorkQueueSource};
 
+/// Documents per worker after which an epoch closes even before the checkpoint interval: every
+/// open epoch holds its rows in the writer until it is sealed, so this bounds memory (about 30 MiB
+/// of 768-float rows per epoch per worker) at the price of smaller files.
+const EPOCH_DOCS: usize = 10_000;
+
 /// What a backfill did.
 #[derive(Debug, Clone, Default)]
 pub struct BackfillSummary {
@@ -264,7 +269,7 @@ fn run_pass(
         let pacing = SourcePacing {
             start_epoch,
             epoch_interval: interval,
-            epoch_docs: 50_000,
+            epoch_docs: EPOCH_DOCS,
             max_epochs_ahead: 3,
             probe: probe.clone(),
         };
