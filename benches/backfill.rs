@@ -5,7 +5,8 @@
 //!
 //! Rows: docs/s, pipeline CPU-µs per document, peak RSS, for 1 and 2 workers at 100k documents,
 //! and at 1M documents (RSS must not grow with the collection). `BENCH_DOCS_LARGE` overrides
-//! the large size; `BENCH_RUNS` the repetitions (median reported).
+//! the large size, `BENCH_LARGE_WORKERS` its workers; `BENCH_RUNS` the repetitions (median
+//! reported).
 
 use std::path::Path;
 use std::process::Command;
@@ -83,13 +84,14 @@ fn median(mut v: Vec<Measured>) -> Measured {
 fn main() {
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let large: u64 = std::env::var("BENCH_DOCS_LARGE").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let large_workers: usize = std::env::var("BENCH_LARGE_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let tei =
         rt.block_on(DevTei::start(SimConfig { gpus: 4, instant: true, ..SimConfig::default() })).expect("dev-tei");
     let mongo = DevMongo::start(DevMongoConfig::default()).expect("dev-mongo");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut rows = Vec::new();
-    for (docs, workers, reps) in [(100_000u64, 1usize, runs), (100_000, 2, runs), (large, 2, 1)] {
+    for (docs, workers, reps) in [(100_000u64, 1usize, runs), (100_000, 2, runs), (large, large_workers, 1)] {
         let mut ms = Vec::new();
         for _ in 0..reps {
             let eligible = seed(&mongo, docs);
