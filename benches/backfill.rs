@@ -1,7 +1,9 @@
 //! End-to-end backfill benchmark (`cargo bench --bench backfill`): the `tweet-embed backfill`
 //! binary against in-process dev-mongo and 4 simulated GPUs in `--instant` mode (zero service
 //! time, dim 768), so the pipeline itself is what is measured. The pipeline runs as a child
-//! process, so its CPU time and peak RSS (from `wait4`) exclude the dev servers.
+//! process, so its CPU time (from `wait4`) and peak RSS exclude the dev servers. Peak RSS is the
+//! child's `VmHWM`, sampled every 50 ms: `ru_maxrss` would also count the parent's pages the
+//! child shares between fork and exec, i.e. the dev servers' whole database.
 //!
 //! Rows: docs/s, pipeline CPU-µs per document, peak RSS, for 1 and 2 workers at 100k documents,
 //! and at 1M documents (RSS must not grow with the collection). `BENCH_DOCS_LARGE` overrides
@@ -29,11 +31,31 @@ fn run_child(cmd: &mut Command) -> Measured {
     let started = Instant::now();
     let child = cmd.spawn().expect("spawn backfill");
     let pid = child.id() as libc::pid_t;
+    let hwm = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let sampler = {
+        let hwm = hwm.clone();
+        std::thread::spawn(move || {
+            // VmHWM belongs to the address space exec created, so it is the pipeline's own peak.
+            while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                let kib = status
+                    .lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<i64>().ok());
+                match kib {
+                    Some(k) => hwm.fetch_max(k, std::sync::atomic::Ordering::Relaxed),
+                    None => break, // exited (a zombie has no address space)
+                };
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: wait4 on our own child with valid pointers.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(r, pid, "wait4");
+    let _ = sampler.join();
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "backfill failed: {status}");
     let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
     Measured {
