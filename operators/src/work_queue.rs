@@ -246,22 +246,23 @@ pub fn id_from_string(s: &str) -> Option<Bson> {
     Bson::try_from(v).ok()
 }
 
-/// Reads a document into a candidate: its text, or the reason it has none usable.
-pub fn to_candidate(doc: &Document, text_field: &str, origin: Origin) -> Candidate {
+/// Reads a document into a candidate: its text, or the reason it has none usable. Takes the
+/// document by value so the text moves instead of being copied (this runs for every document).
+pub fn to_candidate(mut doc: Document, text_field: &str, origin: Origin) -> Candidate {
     let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
-    let lang = match doc.get("lang") {
-        Some(Bson::String(s)) => Some(s.clone()),
+    let lang = match doc.remove("lang") {
+        Some(Bson::String(s)) => Some(s),
         _ => None,
     };
     let created_at_ms = created_at(doc.get("created_at")).or(match &id {
         Bson::ObjectId(o) => Some(o.timestamp().timestamp_millis()),
         _ => None,
     });
-    let text = match doc.get(text_field) {
+    let text = match doc.remove(text_field) {
         None => Err(format!("no {text_field} field")),
         Some(Bson::String(s)) if s.is_empty() => Err("empty text".to_string()),
         Some(Bson::String(s)) if s.trim().is_empty() => Err("whitespace-only text".to_string()),
-        Some(Bson::String(s)) => Ok(s.clone()),
+        Some(Bson::String(s)) => Ok(s),
         Some(Bson::Null) => Err(format!("{text_field} is null")),
         Some(other) => Err(format!("{text_field} is not a string ({:?})", other.element_type())),
     };
@@ -328,14 +329,14 @@ mod tests {
 
     #[test]
     fn bad_texts_become_reasons() {
-        let c = |d: Document| to_candidate(&d, "text", Origin::Backfill).text;
+        let c = |d: Document| to_candidate(d, "text", Origin::Backfill).text;
         assert_eq!(c(doc! {"_id": 1}), Err("no text field".into()));
         assert_eq!(c(doc! {"_id": 1, "text": 5}), Err("text is not a string (Int32)".into()));
         assert_eq!(c(doc! {"_id": 1, "text": " \n\t"}), Err("whitespace-only text".into()));
         assert_eq!(c(doc! {"_id": 1, "text": ""}), Err("empty text".into()));
         assert_eq!(c(doc! {"_id": 1, "text": "héllo 👋"}), Ok("héllo 👋".into()));
         let d = to_candidate(
-            &doc! {"_id": 1, "text": "x", "created_at": "Wed Oct 10 20:19:24 +0000 2018"},
+            doc! {"_id": 1, "text": "x", "created_at": "Wed Oct 10 20:19:24 +0000 2018"},
             "text",
             Origin::Backfill,
         );

@@ -175,7 +175,7 @@ async fn scan(queue: WorkQueue, ranges: Vec<ScanRange>, tx: Sender<Msg>, wake: S
                 while cursor.advance().await? {
                     let d = cursor.deserialize_current()?;
                     let id = d.get("_id").cloned().unwrap_or(Bson::Null);
-                    let cand = to_candidate(&d, &queue.text_field, Origin::Backfill);
+                    let cand = to_candidate(d, &queue.text_field, Origin::Backfill);
                     // A blocking send keeps the channel bounded; this task runs on the runtime's
                     // own threads, never on a timely worker.
                     if tokio::task::block_in_place(|| send(&tx, Msg::Doc(cand), &wake)).is_err() {
