@@ -1,6 +1,8 @@
 //! The TEI simulator over real HTTP on loopback: routes and shapes, limits and errors, tokenizers,
 //! faults, and the GPU queue model. Every vector returned is checked against `embedding_for`.
 
+#[path = "support/word_tokenizer.rs"]
+mod word_tokenizer;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -309,29 +311,8 @@ async fn api_key_guards_model_routes_but_not_health_or_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_tokenizer_json_counts_truncates_and_tokenizes() {
-    use tokenizers::models::wordlevel::WordLevel;
-    use tokenizers::pre_tokenizers::whitespace::Whitespace;
-    use tokenizers::processors::template::TemplateProcessing;
-    use tokenizers::Tokenizer;
-
-    let vocab = ["[UNK]", "[CLS]", "[SEP]", "the", "cat", "sat", "on", "mat"];
-    let model = WordLevel::builder()
-        .vocab(vocab.iter().enumerate().map(|(i, w)| (w.to_string(), i as u32)).collect())
-        .unk_token("[UNK]".into())
-        .build()
-        .unwrap();
-    let template = TemplateProcessing::builder()
-        .try_single("[CLS] $A [SEP]")
-        .unwrap()
-        .special_tokens(vec![("[CLS]", 1), ("[SEP]", 2)])
-        .build()
-        .unwrap();
-    let mut tokenizer = Tokenizer::new(model);
-    tokenizer.with_pre_tokenizer(Some(Whitespace {}));
-    tokenizer.with_post_processor(Some(template));
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokenizer.json");
-    tokenizer.save(&path, false).unwrap();
+    let path = word_tokenizer::word_tokenizer(dir.path());
 
     let config = SimConfig { tokenizer: Some(path), max_input_length: 5, ..instant() };
     let (_tei, url) = start(config).await;

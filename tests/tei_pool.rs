@@ -2,7 +2,10 @@
 //! against `embedding_for`, order kept, faults survived, refusals split or isolated, start-up
 //! misconfiguration reported, and the token budget counting like the server.
 
+#[path = "support/word_tokenizer.rs"]
+mod word_tokenizer;
 use std::time::{Duration, Instant};
+use word_tokenizer::word_tokenizer;
 
 use tweet_embed::devtei::{self, embedding_for, estimate_truncate, DevTei, FaultConfig, SimConfig};
 use tweet_embed_operators::tei::{
@@ -366,33 +369,6 @@ fn pack_respects_items_tokens_and_payload() {
     assert_eq!((pack.max_items, pack.max_tokens), (8, 16_384));
     assert!(pack.max_bytes < 2_000_000 && pack.max_bytes > 1_900_000);
     assert_eq!(PackLimits::for_server(&limits, Some(100)).max_items, 32);
-}
-
-/// A word-level `tokenizer.json` (`[CLS] words [SEP]`, unknown words one `[UNK]` each).
-fn word_tokenizer(dir: &std::path::Path) -> std::path::PathBuf {
-    use tokenizers::models::wordlevel::WordLevel;
-    use tokenizers::pre_tokenizers::whitespace::Whitespace;
-    use tokenizers::processors::template::TemplateProcessing;
-    use tokenizers::Tokenizer;
-
-    let vocab = ["[UNK]", "[CLS]", "[SEP]", "the", "cat", "sat", "on", "mat"];
-    let model = WordLevel::builder()
-        .vocab(vocab.iter().enumerate().map(|(i, w)| (w.to_string(), i as u32)).collect())
-        .unk_token("[UNK]".into())
-        .build()
-        .unwrap();
-    let template = TemplateProcessing::builder()
-        .try_single("[CLS] $A [SEP]")
-        .unwrap()
-        .special_tokens(vec![("[CLS]", 1), ("[SEP]", 2)])
-        .build()
-        .unwrap();
-    let mut tokenizer = Tokenizer::new(model);
-    tokenizer.with_pre_tokenizer(Some(Whitespace {}));
-    tokenizer.with_post_processor(Some(template));
-    let path = dir.join("tokenizer.json");
-    tokenizer.save(&path, false).unwrap();
-    path
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
