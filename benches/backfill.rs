@@ -61,7 +61,7 @@ fn run_child(cmd: &mut Command) -> Measured {
     Measured {
         wall: started.elapsed(),
         cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
-        max_rss_kib: usage.ru_maxrss,
+        max_rss_kib: hwm.load(std::sync::atomic::Ordering::Relaxed),
         docs: 0,
     }
 }
