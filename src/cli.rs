@@ -18,6 +18,8 @@ pub struct Cli {
 pub enum Command {
     /// Embeds every document of the work queue once, then exits (the one-shot backfill).
     Backfill(Box<crate::config::PipelineArgs>),
+    /// Embeds the backfill and then new tweets as they arrive, until SIGINT/SIGTERM.
+    Run(Box<crate::run::RunArgs>),
     /// Creates the work-queue and monitoring indexes (idempotent).
     Indexes(crate::indexes::IndexesArgs),
     /// Runs the embedded default: dev-mongo with synthetic tweets and simulated TEI GPUs.

@@ -69,7 +69,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     pipeline.workers = args.workers;
     pipeline.checkpoint_interval = Duration::from_secs(1);
     let summary = crate::pipeline::backfill(&pipeline)?;
-    crate::pipeline::print_summary(&summary, &pipeline);
+    crate::pipeline::print_summary("backfill", &summary, &pipeline);
     let out = pipeline.out.display();
     println!("\nRead the output with DuckDB:");
     println!("  duckdb -c \"SELECT id, lang, source, len(embedding) FROM '{out}/*.parquet' LIMIT 5\"");

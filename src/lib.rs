@@ -14,5 +14,6 @@ pub mod devtei;
 pub mod indexes;
 pub mod pipeline;
 pub mod progress;
+pub mod run;
 pub mod synth;
 pub mod tei;

@@ -11,8 +11,11 @@ fn main() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let result = match cli.command {
         Command::Backfill(args) => {
-            tweet_embed::pipeline::backfill(&args).map(|s| tweet_embed::pipeline::print_summary(&s, &args))
+            tweet_embed::pipeline::backfill(&args).map(|s| tweet_embed::pipeline::print_summary("backfill", &s, &args))
         }
+        Command::Run(args) => tweet_embed::run::stop_on_signals()
+            .and_then(|stop| tweet_embed::run::run(&args, stop))
+            .map(|s| tweet_embed::pipeline::print_summary("run", &s, &args.pipeline)),
         Command::Indexes(args) => tweet_embed::indexes::run(args),
         Command::Demo(args) => tweet_embed::demo::run(args),
         Command::DevMongo(args) => tweet_embed::devmongo::run(args),

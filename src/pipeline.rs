@@ -13,11 +13,14 @@ use parking_lot::Mutex;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::{Concat, Probe};
 use timely::dataflow::ProbeHandle;
+use tweet_embed_operators::change_stream_source::{ChangeStreamSource, StreamFeed};
 use tweet_embed_operators::commit::{Commit, CommitTotals, Committer};
 use tweet_embed_operators::dedup::{Dedup, TokenCounter};
 use tweet_embed_operators::embed_sink::{EmbedSink, Embedder};
+use tweet_embed_operators::epoch_clock::{EpochClock, StopSignal};
+use tweet_embed_operators::id_gate::IdGate;
 use tweet_embed_operators::marker::Marker;
 use tweet_embed_operators::output::{
     list_files, read_rejects, read_row_ids, remove_stale, Checkpoint, CheckpointStore, EpochWriter, FileKind,
@@ -56,17 +59,28 @@ pub struct BackfillSummary {
     pub elapsed: Duration,
 }
 
+/// What one pass of the dataflow reads.
+pub(crate) struct PassPlan {
+    /// Scan the work queue: `Some(whole_partitions)` (one worker per partition after the first
+    /// pass, when the queue is small), or no scan.
+    pub scan: Option<bool>,
+    /// Follow this change stream, already opened.
+    pub stream: Option<StreamFeed>,
+    /// Stops the pass's sources (a signal, or a stream that lost its history).
+    pub stop: StopSignal,
+}
+
 /// Connections and shared components of one run.
-struct Run {
-    runtime: tokio::runtime::Runtime,
-    queue: WorkQueue,
-    marker: Marker,
-    embedder: Arc<dyn Embedder>,
-    counter: TokenCounter,
-    limits: PackLimits,
-    in_flight: usize,
-    dim: usize,
-    model_id: String,
+pub(crate) struct Run {
+    pub(crate) runtime: tokio::runtime::Runtime,
+    pub(crate) queue: WorkQueue,
+    pub(crate) marker: Marker,
+    pub(crate) embedder: Arc<dyn Embedder>,
+    pub(crate) counter: TokenCounter,
+    pub(crate) limits: PackLimits,
+    pub(crate) in_flight: usize,
+    pub(crate) dim: usize,
+    pub(crate) model_id: String,
 }
 
 /// Runs the one-shot backfill until the work queue is drained and everything is committed and
@@ -86,7 +100,8 @@ pub fn backfill(args: &PipelineArgs) -> Result<BackfillSummary> {
             break;
         }
         summary.passes += 1;
-        run_pass(args, &run, &store, &totals, summary.passes > 1)?;
+        let plan = PassPlan { scan: Some(summary.passes > 1), stream: None, stop: StopSignal::default() };
+        run_pass(args, &run, &store, &totals, plan)?;
         let done = totals.embedded.load(Ordering::Relaxed) + totals.rejected.load(Ordering::Relaxed);
         let remaining = run.runtime.block_on(run.queue.remaining()).context("counting the work queue")?;
         if remaining == 0 {
@@ -105,7 +120,7 @@ pub fn backfill(args: &PipelineArgs) -> Result<BackfillSummary> {
     Ok(summary)
 }
 
-fn connect(args: &PipelineArgs) -> Result<Run> {
+pub(crate) fn connect(args: &PipelineArgs) -> Result<Run> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("tweet-embed-io")
@@ -147,7 +162,7 @@ fn connect(args: &PipelineArgs) -> Result<Run> {
 
 /// The checkpoint, or a fresh one when none exists yet — but never over an output directory that
 /// already holds our files: without a checkpoint they cannot be told committed from stale.
-fn load_or_new(args: &PipelineArgs, store: &CheckpointStore) -> Result<Checkpoint> {
+pub(crate) fn load_or_new(args: &PipelineArgs, store: &CheckpointStore) -> Result<Checkpoint> {
     if let Some(cp) = store.load()? {
         return Ok(cp);
     }
@@ -164,7 +179,12 @@ fn load_or_new(args: &PipelineArgs, store: &CheckpointStore) -> Result<Checkpoin
 }
 
 /// Start-up recovery: remove files written after the last commit, re-mark `(marked, committed]`.
-fn recover(args: &PipelineArgs, run: &Run, store: &CheckpointStore, summary: &mut BackfillSummary) -> Result<()> {
+pub(crate) fn recover(
+    args: &PipelineArgs,
+    run: &Run,
+    store: &CheckpointStore,
+    summary: &mut BackfillSummary,
+) -> Result<()> {
     let mut cp = load_or_new(args, store)?;
     let removed = remove_stale(&args.out, cp.committed)?;
     summary.stale_removed = removed.len();
@@ -203,15 +223,20 @@ fn recover(args: &PipelineArgs, run: &Run, store: &CheckpointStore, summary: &mu
     Ok(())
 }
 
-fn run_pass(
+/// Runs the dataflow once: until the scan is done and (with a stream) a stop is asked for.
+pub(crate) fn run_pass(
     args: &PipelineArgs,
     run: &Run,
     store: &CheckpointStore,
     totals: &Arc<CommitTotals>,
-    whole_partitions: bool,
+    plan: PassPlan,
 ) -> Result<()> {
     let checkpoint = load_or_new(args, store)?;
     let start_epoch = checkpoint.committed + 1;
+    let streaming = plan.stream.is_some();
+    let positions = plan.stream.as_ref().map(|f| f.positions.clone());
+    let feed = Arc::new(Mutex::new(plan.stream));
+    let (scan, stop, clock) = (plan.scan, plan.stop, EpochClock::new(start_epoch));
     let failure: Failure = Arc::new(Mutex::new(None));
     let committer = Arc::new(Mutex::new(Some(Committer {
         store: store.clone(),
@@ -222,6 +247,7 @@ fn run_pass(
         failure: failure.clone(),
         crash_after_commit: std::env::var("TWEET_EMBED_CRASH_AFTER_COMMIT").ok().and_then(|v| v.parse().ok()),
         commits: 0,
+        positions,
     })));
     let shared = Arc::new((
         run.queue.clone(),
@@ -239,11 +265,13 @@ fn run_pass(
     ));
     let (limits, in_flight, interval) = (run.limits, run.in_flight, args.checkpoint_interval);
     let fail = failure.clone();
+    let gate_totals = totals.clone();
     let config = timely::Config::process(args.workers);
     let guards = timely::execute(config, move |worker| {
         let (queue, embedder, counter, rt, out) = &*shared;
         let (index, peers) = (worker.index(), worker.peers());
         let ranges = match rt.block_on(async {
+            let Some(whole_partitions) = scan else { return Ok(Vec::new()) };
             let parts = queue.partitions().await?;
             queue.ranges_for(&parts, index, peers, whole_partitions).await
         }) {
@@ -264,18 +292,23 @@ fn run_pass(
                 return;
             }
         };
-        let committer = if index == 0 { committer.lock().take() } else { None };
+        // The committer and the change stream live on worker 0: the stream's positions reach
+        // the checkpoint through memory, not through the graph.
+        let (committer, feed) = if index == 0 { (committer.lock().take(), feed.lock().take()) } else { (None, None) };
         let probe = ProbeHandle::new();
-        let pacing = SourcePacing {
-            start_epoch,
-            epoch_interval: interval,
-            epoch_docs: EPOCH_DOCS,
-            max_epochs_ahead: 3,
-            probe: probe.clone(),
-        };
+        let mut pacing = SourcePacing::new(start_epoch, interval, EPOCH_DOCS, probe.clone());
+        pacing.clock = clock.clone();
+        pacing.stop = stop.clone();
         worker.dataflow::<u64, _, _>(|scope| {
-            scope
-                .work_queue_source(queue.clone(), ranges, rt.clone(), pacing)
+            let scanned = scope.work_queue_source(queue.clone(), ranges, rt.clone(), pacing.clone());
+            let candidates = if streaming {
+                let streamed = scope.change_stream_source(feed, rt.clone(), pacing);
+                // Two sources can read one document: the gate lets it through once.
+                scanned.concat(streamed).id_gate(queue.clone(), rt.clone(), gate_totals.clone())
+            } else {
+                scanned
+            };
+            candidates
                 .dedup(counter.clone())
                 .token_batch(limits)
                 .embed_sink(embedder.clone(), rt.clone(), in_flight)
@@ -306,10 +339,10 @@ fn run_pass(
     Ok(())
 }
 
-/// Prints the one-screen summary of a backfill.
-pub fn print_summary(s: &BackfillSummary, args: &PipelineArgs) {
+/// Prints the one-screen summary of a backfill or run (`what`).
+pub fn print_summary(what: &str, s: &BackfillSummary, args: &PipelineArgs) {
     let secs = s.elapsed.as_secs_f64().max(1e-9);
-    println!("backfill done in {:.1} s ({} pass{})", secs, s.passes, if s.passes == 1 { "" } else { "es" });
+    println!("{what} done in {:.1} s ({} pass{})", secs, s.passes, if s.passes == 1 { "" } else { "es" });
     println!("  documents embedded : {}", s.embedded);
     println!("  documents rejected : {} (see {}/_rejects)", s.rejected, args.out.display());
     println!(

@@ -1,5 +1,6 @@
 //! Progress of a run as the committer sees it: documents embedded and rejected, docs/s and
-//! tok/s, the committed epoch. A bar on a terminal (indicatif), structured `tracing` lines
+//! tok/s, the committed (frontier) epoch and its age, and in continuous mode the stream's lag
+//! (now − cluster time of the last event committed). A bar on a terminal (indicatif), structured `tracing` lines
 //! otherwise. It only reads counters; it never slows the pipeline down.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -72,8 +73,14 @@ fn report(totals: Arc<CommitTotals>, stop: Arc<AtomicBool>) {
             tok_rate += a * ((tokens - last_tokens) as f64 / dt - tok_rate);
             (last_docs, last_tokens, last_t) = (embedded + rejected, tokens, Instant::now());
         }
+        let now_ms = tweet_embed_operators::output::now_ms().max(0) as u64;
+        let committed_at = totals.committed_at_ms.load(Ordering::Relaxed);
+        let epoch_age_s = if committed_at > 0 { now_ms.saturating_sub(committed_at) as f64 / 1e3 } else { 0.0 };
+        let stream_s = totals.stream_time_s.load(Ordering::Relaxed);
+        let lag_s = (stream_s > 0).then(|| (now_ms / 1000).saturating_sub(stream_s));
+        let lag = lag_s.map(|l| format!(" · stream lag {l} s")).unwrap_or_default();
         let msg = format!(
-            "{embedded} embedded, {rejected} rejected · {docs_rate:.0} docs/s · {tok_rate:.0} tok/s · epoch {epoch}"
+            "{embedded} embedded, {rejected} rejected · {docs_rate:.0} docs/s · {tok_rate:.0} tok/s · epoch {epoch} ({epoch_age_s:.1} s ago){lag}"
         );
         if tty {
             bar.set_message(msg);
@@ -85,6 +92,8 @@ fn report(totals: Arc<CommitTotals>, stop: Arc<AtomicBool>) {
                 docs_per_s = docs_rate as u64,
                 tok_per_s = tok_rate as u64,
                 epoch,
+                epoch_age_s,
+                stream_lag_s = lag_s,
                 elapsed_s = started.elapsed().as_secs(),
                 "progress"
             );

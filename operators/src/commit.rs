@@ -8,6 +8,7 @@
 //! It never marks before the commit is durable, and never commits an epoch the frontier has not
 //! passed. A failure stops commits (the failure slot says why); the checkpoint stays valid.
 
+use crate::change_stream::{token_to_json, StreamPositions};
 use crate::marker::Marker;
 use crate::output::{now_ms, Checkpoint, CheckpointStore};
 use crate::parquet_sink::{Failure, Sealed};
@@ -21,8 +22,12 @@ use timely::dataflow::StreamVec;
 /// Running totals of committed work, for progress and the summary.
 #[derive(Debug, Default)]
 pub struct CommitTotals {
-    /// Last committed epoch.
+    /// Last epoch committed and marked.
     pub committed_epoch: AtomicU64,
+    /// When it was committed, ms since the Unix epoch.
+    pub committed_at_ms: AtomicU64,
+    /// Cluster time (seconds) of the change-stream position committed last; 0 without a stream.
+    pub stream_time_s: AtomicU64,
     /// Documents written and marked embedded.
     pub embedded: AtomicU64,
     /// Documents written and marked rejected.
@@ -52,6 +57,8 @@ pub struct Committer {
     pub crash_after_commit: Option<u64>,
     /// Commits recorded in this run.
     pub commits: u64,
+    /// The change stream's positions per epoch, saved with each commit (continuous mode).
+    pub positions: Option<StreamPositions>,
 }
 
 /// Extension trait: the committer.
@@ -82,6 +89,11 @@ impl<'scope> Commit<'scope> for StreamVec<'scope, u64, Sealed> {
                     return;
                 }
             }
+            // Epochs with no output still carry the stream's position forward (an idle stream).
+            let complete = frontier.frontier().first().map_or(u64::MAX, |f| f.saturating_sub(1));
+            if let Err(e) = commit_position(c, complete) {
+                *c.failure.lock() = Some(e);
+            }
         });
     }
 }
@@ -98,7 +110,8 @@ fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<()
         rejected.extend(s.rejected);
         tokens += s.tokens;
     }
-    // 1. The files are durable: record the commit.
+    // 1. The files are durable: record the commit, and where the stream had got to.
+    let position = take_position(c, epoch)?;
     c.checkpoint.committed = epoch;
     c.checkpoint.updated_at_ms = now_ms();
     c.store.save(&c.checkpoint).map_err(|e| format!("saving the checkpoint: {e}"))?;
@@ -116,17 +129,54 @@ fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<()
     c.checkpoint.files.retain(|f| f.epoch_hi > epoch);
     c.store.save(&c.checkpoint).map_err(|e| format!("saving the checkpoint: {e}"))?;
     let t = &c.totals;
-    t.committed_epoch.store(epoch, Ordering::Relaxed);
+    note_commit(t, epoch, position);
     t.embedded.fetch_add(embedded.len() as u64, Ordering::Relaxed);
     t.rejected.fetch_add(rejected.len() as u64, Ordering::Relaxed);
     t.tokens.fetch_add(tokens, Ordering::Relaxed);
     t.files.fetch_add(files, Ordering::Relaxed);
     tracing::debug!(
         epoch,
+        stream_time_s = t.stream_time_s.load(Ordering::Relaxed),
         embedded = embedded.len(),
         rejected = rejected.len(),
         marked = marked.embedded,
         "epoch committed and marked"
     );
     Ok(())
+}
+
+/// Moves the stream's latest position up to `epoch` into the checkpoint (not yet saved); returns
+/// its cluster time.
+fn take_position(c: &mut Committer, epoch: u64) -> Result<Option<u64>, String> {
+    let Some((_, pos)) = c.positions.as_ref().and_then(|p| p.take_upto(epoch)) else { return Ok(None) };
+    c.checkpoint.sources.resume_token = Some(token_to_json(&pos.token)?);
+    c.checkpoint.sources.cluster_time = pos.cluster_time;
+    Ok(Some(pos.cluster_time.map_or(0, |(s, _)| s as u64)))
+}
+
+/// Commits the stream position of an epoch ≤ `complete` that had no output: there is nothing
+/// to write or mark, so committed and marked move together.
+fn commit_position(c: &mut Committer, complete: u64) -> Result<(), String> {
+    let Some(positions) = c.positions.as_ref() else { return Ok(()) };
+    if complete <= c.checkpoint.committed {
+        return Ok(());
+    }
+    let Some((epoch, pos)) = positions.take_upto(complete) else { return Ok(()) };
+    let epoch = epoch.max(c.checkpoint.committed);
+    c.checkpoint.sources.resume_token = Some(token_to_json(&pos.token)?);
+    c.checkpoint.sources.cluster_time = pos.cluster_time;
+    c.checkpoint.committed = epoch;
+    c.checkpoint.marked = epoch;
+    c.checkpoint.updated_at_ms = now_ms();
+    c.store.save(&c.checkpoint).map_err(|e| format!("saving the checkpoint: {e}"))?;
+    note_commit(&c.totals, epoch, Some(pos.cluster_time.map_or(0, |(s, _)| s as u64)));
+    Ok(())
+}
+
+fn note_commit(t: &CommitTotals, epoch: u64, stream_time_s: Option<u64>) {
+    t.committed_epoch.store(epoch, Ordering::SeqCst);
+    t.committed_at_ms.store(now_ms().max(0) as u64, Ordering::Relaxed);
+    if let Some(s) = stream_time_s.filter(|s| *s > 0) {
+        t.stream_time_s.store(s, Ordering::Relaxed);
+    }
 }

@@ -4,9 +4,13 @@
 
 #![forbid(missing_docs)]
 
+pub mod change_stream;
+pub mod change_stream_source;
 pub mod commit;
 pub mod dedup;
 pub mod embed_sink;
+pub mod epoch_clock;
+pub mod id_gate;
 pub mod marker;
 pub mod output;
 pub mod parquet_sink;

@@ -7,6 +7,7 @@
 //! It never marks anything and never skips a document: a failed read is retried from the last
 //! `_id` it emitted.
 
+use crate::epoch_clock::{EpochClock, StopSignal};
 use crate::record::{Candidate, Origin};
 use crate::work_queue::{to_candidate, ScanRange, WorkQueue, WORK_QUEUE_INDEX};
 use crossbeam_channel::{Sender, TrySendError};
@@ -30,6 +31,46 @@ pub struct SourcePacing {
     pub max_epochs_ahead: u64,
     /// Probe at the end of the graph.
     pub probe: ProbeHandle<u64>,
+    /// The epoch shared with the process's other sources.
+    pub clock: EpochClock,
+    /// Asks the source to stop reading and close.
+    pub stop: StopSignal,
+}
+
+impl SourcePacing {
+    /// Pacing with its own clock and stop signal, starting at `start_epoch`.
+    pub fn new(start_epoch: u64, epoch_interval: Duration, epoch_docs: usize, probe: ProbeHandle<u64>) -> Self {
+        SourcePacing {
+            start_epoch,
+            epoch_interval,
+            epoch_docs,
+            max_epochs_ahead: 3,
+            probe,
+            clock: EpochClock::new(start_epoch),
+            stop: StopSignal::default(),
+        }
+    }
+
+    /// Moves `cap` to the clock's epoch if another source has moved it on; true if it moved.
+    pub(crate) fn follow_clock(&self, cap: &mut timely::dataflow::operators::Capability<u64>) -> bool {
+        let now = self.clock.now();
+        if now > *cap.time() {
+            cap.downgrade(&now);
+            return true;
+        }
+        false
+    }
+
+    /// Closes the epoch of `cap`: the clock and `cap` move to the next epoch.
+    pub(crate) fn close_epoch(&self, cap: &mut timely::dataflow::operators::Capability<u64>) {
+        let next = self.clock.advance_to(*cap.time() + 1);
+        cap.downgrade(&next);
+    }
+
+    /// Whether the end of the graph is too far behind `epoch` for a source to emit more.
+    pub(crate) fn too_far_ahead(&self, epoch: u64) -> bool {
+        self.probe.less_than(&epoch.saturating_sub(self.max_epochs_ahead))
+    }
 }
 
 enum Msg {
@@ -47,8 +88,7 @@ pub trait WorkQueueSource<'scope> {
     /// use timely::dataflow::ProbeHandle;
     /// use tweet_embed_operators::work_queue_source::{SourcePacing, WorkQueueSource};
     /// # fn build<'s>(scope: timely::dataflow::Scope<'s, u64>, queue: tweet_embed_operators::work_queue::WorkQueue, rt: tokio::runtime::Handle) {
-    /// let probe = ProbeHandle::new();
-    /// let pacing = SourcePacing { start_epoch: 1, epoch_interval: std::time::Duration::from_secs(1), epoch_docs: 10_000, max_epochs_ahead: 3, probe };
+    /// let pacing = SourcePacing::new(1, std::time::Duration::from_secs(1), 10_000, ProbeHandle::new());
     /// let candidates = scope.work_queue_source(queue, vec![], rt, pacing);
     /// # }
     /// ```
@@ -77,20 +117,30 @@ impl<'scope> WorkQueueSource<'scope> for Scope<'scope, u64> {
             runtime.spawn(scan(queue, ranges, tx, wake));
             let mut cap = Some(cap);
             if let Some(c) = cap.as_mut() {
-                c.downgrade(&pacing.start_epoch);
+                c.downgrade(&pacing.clock.advance_to(pacing.start_epoch));
             }
+            // Dropping the receiver on stop ends the scan task at its next send.
+            let mut rx = Some(rx);
             let mut epoch_start = Instant::now();
             let mut in_epoch = 0usize;
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
-                let epoch = *c.time();
-                if in_epoch > 0 && (epoch_start.elapsed() >= pacing.epoch_interval || in_epoch >= pacing.epoch_docs) {
-                    c.downgrade(&(epoch + 1));
+                if pacing.stop.is_stopped() {
+                    cap = None;
+                    rx = None;
+                    return;
+                }
+                let Some(rx) = rx.as_ref() else { return };
+                if pacing.follow_clock(c) {
                     epoch_start = Instant::now();
                     in_epoch = 0;
                 }
-                let epoch = *c.time();
-                if pacing.probe.less_than(&epoch.saturating_sub(pacing.max_epochs_ahead)) {
+                if in_epoch > 0 && (epoch_start.elapsed() >= pacing.epoch_interval || in_epoch >= pacing.epoch_docs) {
+                    pacing.close_epoch(c);
+                    epoch_start = Instant::now();
+                    in_epoch = 0;
+                }
+                if pacing.too_far_ahead(*c.time()) {
                     me.activate_after(Duration::from_millis(5));
                     return;
                 }

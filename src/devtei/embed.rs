@@ -138,6 +138,13 @@ pub(crate) async fn run(
 
     let timing = state.queue.run(&counts).await.map_err(|_| fail("backend", ApiError::backend()))?;
     drop(permits);
+    if let Some(seen) = state.texts.lock().as_mut() {
+        for item in &items {
+            if let Input::Text(t) = item {
+                *seen.entry(t.clone()).or_insert(0) += 1;
+            }
+        }
+    }
     for _ in 0..n {
         metrics.embed_count.inc();
     }

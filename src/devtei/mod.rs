@@ -113,6 +113,7 @@ impl DevTei {
                 metrics,
                 faults: Faults::new(config.faults.clone(), config.seed.wrapping_add(index as u64)),
                 info: info.clone(),
+                texts: parking_lot::Mutex::new(None),
             });
             let port = match config.base_port {
                 0 => 0,
@@ -140,6 +141,24 @@ impl DevTei {
     /// Counters of every GPU.
     pub fn stats(&self) -> Vec<GpuStats> {
         self.gpus.iter().map(SimGpu::stats).collect()
+    }
+
+    /// Starts counting how often each text is embedded (off by default: it keeps every text).
+    pub fn record_texts(&self) {
+        for gpu in &self.gpus {
+            gpu.endpoint.state.texts.lock().get_or_insert_with(Default::default);
+        }
+    }
+
+    /// How often each text was embedded, over every GPU, since [`DevTei::record_texts`].
+    pub fn texts_seen(&self) -> std::collections::HashMap<String, u32> {
+        let mut all = std::collections::HashMap::new();
+        for gpu in &self.gpus {
+            for (t, n) in gpu.endpoint.state.texts.lock().iter().flatten() {
+                *all.entry(t.clone()).or_insert(0) += n;
+            }
+        }
+        all
     }
 
     /// Stops every endpoint and waits for the listeners to close.

@@ -1,0 +1,120 @@
+//! Continuous-mode latency (`cargo bench --bench stream_latency`): `tweet-embed run` in its own
+//! process with a 1 s checkpoint interval on an empty work queue, while a writer inserts new
+//! tweets at a steady rate into in-process dev-mongo, 4 simulated GPUs (default service model,
+//! not `--instant`). Latency is insert → durable row: from just before the insert is sent to
+//! when the row's Parquet file is first seen in the output directory (files arrive there only
+//! after they are fsynced). `BENCH_RATE` (inserts/s, default 1000) and `BENCH_SECS` (default 30)
+//! set the load.
+
+use hdrhistogram::Histogram;
+use mongodb::bson::{doc, Document};
+use std::collections::{HashMap, HashSet};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
+use tweet_embed::devtei::{DevTei, SimConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    let rate: u64 = env_or("BENCH_RATE", 1_000);
+    let secs: u64 = env_or("BENCH_SECS", 30);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let tei = rt.block_on(DevTei::start(SimConfig { gpus: 4, ..SimConfig::default() })).expect("dev-tei");
+    let mongo = DevMongo::start(DevMongoConfig::default()).expect("dev-mongo");
+    let target = tweet_embed::config::MongoTarget::tweets_at(mongo.uri());
+    let indexes = tweet_embed::indexes::IndexesArgs { mongo: target.clone(), mark_field: "gemma_embedded_768".into() };
+    rt.block_on(tweet_embed::indexes::create(&indexes)).expect("indexes");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .args(["--mongo-uri", &mongo.uri(), "--tei-urls", &tei.urls().join(",")])
+        .arg("--out")
+        .arg(&out)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(["--checkpoint-interval", "1s", "--log", "warn"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn run");
+    let coll = rt.block_on(async {
+        mongodb::Client::with_uri_str(mongo.uri())
+            .await
+            .expect("client")
+            .database("twitter_data")
+            .collection::<Document>("tweets")
+    });
+    // Let the run open its stream and settle before the clock starts.
+    std::thread::sleep(Duration::from_secs(3));
+
+    let tick = Duration::from_millis(50);
+    let per_tick = (rate * tick.as_millis() as u64 / 1000).max(1);
+    let mut sent: HashMap<String, Instant> = HashMap::new();
+    let mut seen_files: HashSet<std::path::PathBuf> = HashSet::new();
+    let mut lat = Histogram::<u64>::new_with_bounds(1, 600_000, 3).expect("histogram");
+    let started = Instant::now();
+    let mut next = started;
+    let mut i = 0u64;
+    let mut poll = |sent: &mut HashMap<String, Instant>, lat: &mut Histogram<u64>| {
+        let Ok(entries) = std::fs::read_dir(&out) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().and_then(|x| x.to_str()) != Some("parquet") || !seen_files.insert(p.clone()) {
+                continue;
+            }
+            let now = Instant::now();
+            for (id, _) in tweet_embed_operators::output::read_row_ids(&p).expect("read ids") {
+                if let Some(t) = sent.remove(&id) {
+                    lat.record(now.duration_since(t).as_millis().max(1) as u64).expect("record");
+                }
+            }
+        }
+    };
+    while started.elapsed() < Duration::from_secs(secs) {
+        let docs: Vec<Document> = (0..per_tick)
+            .map(|_| {
+                i += 1;
+                doc! {"_id": format!("live-{i}"), "lang": "en", "text": format!("live tweet number {i}: the match is on 🔥")}
+            })
+            .collect();
+        let t = Instant::now();
+        for d in &docs {
+            // The output's id of a string `_id` is its JSON form, quotes included.
+            sent.insert(format!("\"{}\"", d.get_str("_id").expect("id")), t);
+        }
+        rt.block_on(async { coll.insert_many(docs).await }).expect("insert");
+        poll(&mut sent, &mut lat);
+        next += tick;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let inserted = i;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sent.is_empty() && Instant::now() < deadline {
+        poll(&mut sent, &mut lat);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = child.wait().expect("wait");
+    let q = |p: f64| lat.value_at_quantile(p) as f64 / 1000.0;
+    println!("\ncontinuous mode, insert → durable row, 4 simulated GPUs, checkpoint interval 1 s");
+    println!("| inserts/s | seconds | inserted | rows seen | p50 (s) | p95 (s) | p99 (s) | max (s) |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {rate} | {secs} | {inserted} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+        lat.len(),
+        q(0.5),
+        q(0.95),
+        q(0.99),
+        lat.max() as f64 / 1000.0
+    );
+    assert!(sent.is_empty(), "{} inserted documents never reached the output", sent.len());
+    assert!(status.success(), "run did not stop cleanly on SIGTERM: {status:?}");
+}

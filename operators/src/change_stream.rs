@@ -1,0 +1,177 @@
+//! The change stream of continuous mode: which events it watches, where it starts, how its
+//! position is written into the checkpoint, and which errors mean the server's history is gone.
+//!
+//! The stream watches inserts, updates and replaces with `fullDocument: updateLookup` and a
+//! `$match` mirroring the work-queue filter on the full document, so the marker's own updates
+//! (which set the mark) never come back as work. It owns no task and no operator: the source
+//! operator (`change_stream_source`) drives it, the committer records its [`StreamPosition`]s.
+
+use crate::work_queue::WorkQueue;
+use mongodb::bson::{doc, Bson, Document, Timestamp};
+use mongodb::change_stream::event::{ChangeStreamEvent, ResumeToken};
+use mongodb::change_stream::ChangeStream;
+use mongodb::options::FullDocumentType;
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Server codes that mean the stream cannot resume from where it was: ChangeStreamHistoryLost
+/// (286), ChangeStreamFatalError (280) and InvalidResumeToken (260).
+pub const HISTORY_LOST_CODES: [i32; 3] = [286, 280, 260];
+
+/// The open stream as the driver gives it.
+pub type EventStream = ChangeStream<ChangeStreamEvent<Document>>;
+
+/// Where to open the stream.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamStart {
+    /// Now: the first run, or after the history was lost.
+    Now,
+    /// Just after this token (from the checkpoint).
+    After(ResumeToken),
+}
+
+/// A point in the stream: everything up to it has been emitted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamPosition {
+    /// The resume token.
+    pub token: ResumeToken,
+    /// The cluster time of the token, when known (`(seconds, increment)`).
+    pub cluster_time: Option<(u32, u32)>,
+}
+
+impl StreamPosition {
+    /// A position at `token`, its cluster time from `event_time` or else decoded from the token.
+    pub fn new(token: ResumeToken, event_time: Option<Timestamp>) -> StreamPosition {
+        let cluster_time = event_time.map(|t| (t.time, t.increment)).or_else(|| token_cluster_time(&token));
+        StreamPosition { token, cluster_time }
+    }
+}
+
+/// Positions of the stream at the end of each epoch, written by the source when it closes an
+/// epoch and taken by the committer when it commits one.
+#[derive(Clone, Debug, Default)]
+pub struct StreamPositions(Arc<Mutex<BTreeMap<u64, StreamPosition>>>);
+
+impl StreamPositions {
+    /// Records that everything up to `pos` was emitted at epochs ≤ `epoch`.
+    pub fn record(&self, epoch: u64, pos: StreamPosition) {
+        self.0.lock().insert(epoch, pos);
+    }
+
+    /// The latest position recorded for an epoch ≤ `epoch`, with that epoch, forgetting those
+    /// up to it.
+    pub fn take_upto(&self, epoch: u64) -> Option<(u64, StreamPosition)> {
+        let mut map = self.0.lock();
+        let later = match epoch.checked_add(1) {
+            Some(next) => map.split_off(&next),
+            None => BTreeMap::new(),
+        };
+        let upto = std::mem::replace(&mut *map, later);
+        upto.into_iter().next_back()
+    }
+
+    /// The epochs with a recorded position.
+    pub fn epochs(&self) -> Vec<u64> {
+        self.0.lock().keys().copied().collect()
+    }
+}
+
+/// The stream's definition over a work queue.
+#[derive(Clone, Debug)]
+pub struct ChangeFeed {
+    /// The work queue whose filter the stream mirrors.
+    pub queue: WorkQueue,
+    /// How long a `getMore` waits for events; also how often an idle stream reports its
+    /// post-batch resume token.
+    pub max_await: Duration,
+}
+
+impl ChangeFeed {
+    /// The aggregation pipeline: eligible documents after inserts, updates and replaces.
+    pub fn pipeline(&self) -> Vec<Document> {
+        let mut m = doc! {
+            "operationType": {"$in": ["insert", "update", "replace"]},
+            "fullDocument._id": {"$exists": true},
+        };
+        for (k, v) in self.queue.filter(None) {
+            m.insert(format!("fullDocument.{k}"), v);
+        }
+        vec![doc! {"$match": m}]
+    }
+
+    /// Opens the stream at `start`.
+    pub async fn open(&self, start: &StreamStart) -> Result<EventStream, mongodb::error::Error> {
+        let watch = self
+            .queue
+            .coll
+            .watch()
+            .pipeline(self.pipeline())
+            .full_document(FullDocumentType::UpdateLookup)
+            .max_await_time(self.max_await);
+        match start {
+            StreamStart::Now => watch.await,
+            StreamStart::After(token) => watch.resume_after(token.clone()).await,
+        }
+    }
+}
+
+/// Whether `e` says the stream's resume point is no longer in the server's history.
+pub fn is_history_lost(e: &mongodb::error::Error) -> bool {
+    matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if HISTORY_LOST_CODES.contains(&c.code))
+}
+
+/// A token as relaxed extended JSON, for the checkpoint.
+pub fn token_to_json(token: &ResumeToken) -> Result<String, String> {
+    let b = mongodb::bson::to_bson(token).map_err(|e| format!("resume token: {e}"))?;
+    Ok(b.into_relaxed_extjson().to_string())
+}
+
+/// The inverse of [`token_to_json`].
+pub fn token_from_json(s: &str) -> Result<ResumeToken, String> {
+    let v: serde_json::Value = serde_json::from_str(s).map_err(|e| format!("resume token is not JSON: {e}"))?;
+    let b = Bson::try_from(v).map_err(|e| format!("resume token is not extended JSON: {e}"))?;
+    mongodb::bson::from_bson(b).map_err(|e| format!("not a resume token: {e}"))
+}
+
+/// The cluster time inside a token: mongod's `_data` starts with `82` and the 8-byte timestamp.
+pub fn token_cluster_time(token: &ResumeToken) -> Option<(u32, u32)> {
+    let b = mongodb::bson::to_bson(token).ok()?;
+    let data = b.as_document()?.get_str("_data").ok()?;
+    let hex = data.get(2..18).filter(|_| data.starts_with("82"))?;
+    let time = u32::from_str_radix(&hex[..8], 16).ok()?;
+    let inc = u32::from_str_radix(&hex[8..], 16).ok()?;
+    Some((time, inc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(data: &str) -> ResumeToken {
+        mongodb::bson::from_bson(Bson::Document(doc! {"_data": data})).expect("token")
+    }
+
+    #[test]
+    fn tokens_round_trip_and_carry_their_time() {
+        let t = token("8265A1B2C3000000042B0229296E04");
+        let json = token_to_json(&t).expect("json");
+        assert_eq!(token_from_json(&json).expect("back"), t);
+        assert_eq!(token_cluster_time(&t), Some((0x65A1_B2C3, 4)));
+        assert_eq!(token_cluster_time(&token("zz")), None);
+        assert!(token_from_json("{").is_err());
+    }
+
+    #[test]
+    fn positions_are_taken_up_to_an_epoch() {
+        let p = StreamPositions::default();
+        let at = |s: &str| StreamPosition::new(token(s), None);
+        p.record(3, at("8200000001"));
+        p.record(5, at("8200000002"));
+        p.record(8, at("8200000003"));
+        assert_eq!(p.take_upto(6), Some((5, at("8200000002"))));
+        assert_eq!(p.epochs(), vec![8]);
+        assert_eq!(p.take_upto(7), None);
+    }
+}

@@ -1,0 +1,264 @@
+//! `ChangeStreamSource`: continuous mode's source. A tokio task follows the change stream and
+//! sends each eligible document with the stream position after it over a bounded channel; the
+//! operator emits documents at the shared epoch, and when it closes an epoch it records the
+//! position reached in [`StreamPositions`], which the committer saves with that epoch. An idle
+//! stream still closes epochs when its post-batch resume token moves, so the checkpoint's token
+//! stays inside the server's history however quiet the collection is.
+//!
+//! It runs on one worker (the committer's); the others get an empty stream. It never marks and
+//! never skips: a dropped connection reopens the stream after the last position sent, and a lost
+//! history is reported ([`StreamOutcome::HistoryLost`]) for the run to rescan the work queue.
+
+use crate::change_stream::{is_history_lost, ChangeFeed, EventStream, StreamPosition, StreamPositions, StreamStart};
+use crate::record::{Candidate, Origin};
+use crate::work_queue::to_candidate;
+use crate::work_queue_source::SourcePacing;
+use crossbeam_channel::{Sender, TrySendError};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{Scope, StreamVec};
+use timely::scheduling::SyncActivator;
+
+/// How the stream ended, for the run to act on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StreamOutcome {
+    /// Still running, or stopped on request.
+    #[default]
+    Running,
+    /// The server no longer has the history to resume from: the run must rescan the work queue.
+    HistoryLost,
+}
+
+/// What the source needs: the feed, the stream already opened on it (opened before the backfill
+/// scan starts, so nothing falls between the two), and where to report how it ended.
+pub struct StreamFeed {
+    /// The stream's definition, for reopening after a dropped connection.
+    pub feed: ChangeFeed,
+    /// The open stream.
+    pub stream: EventStream,
+    /// Positions per epoch, for the committer.
+    pub positions: StreamPositions,
+    /// Set when the stream cannot go on.
+    pub outcome: Arc<Mutex<StreamOutcome>>,
+}
+
+enum Msg {
+    Event(Option<Candidate>, StreamPosition),
+    Position(StreamPosition),
+    HistoryLost,
+}
+
+/// Extension trait: the change-stream source on a scope.
+pub trait ChangeStreamSource<'scope> {
+    /// Follows `feed` (on this worker; `None` elsewhere) and emits every eligible document once.
+    ///
+    /// ```no_run
+    /// # // Needs a MongoDB replica set; see tests/run.rs for a runnable use.
+    /// use timely::dataflow::ProbeHandle;
+    /// use tweet_embed_operators::change_stream_source::ChangeStreamSource;
+    /// use tweet_embed_operators::work_queue_source::SourcePacing;
+    /// # fn build<'s>(scope: timely::dataflow::Scope<'s, u64>, feed: tweet_embed_operators::change_stream_source::StreamFeed, rt: tokio::runtime::Handle) {
+    /// let pacing = SourcePacing::new(1, std::time::Duration::from_secs(1), 10_000, ProbeHandle::new());
+    /// let events = scope.change_stream_source(Some(feed), rt, pacing);
+    /// # }
+    /// ```
+    fn change_stream_source(
+        self,
+        feed: Option<StreamFeed>,
+        runtime: tokio::runtime::Handle,
+        pacing: SourcePacing,
+    ) -> StreamVec<'scope, u64, Candidate>;
+}
+
+impl<'scope> ChangeStreamSource<'scope> for Scope<'scope, u64> {
+    fn change_stream_source(
+        self,
+        feed: Option<StreamFeed>,
+        runtime: tokio::runtime::Handle,
+        pacing: SourcePacing,
+    ) -> StreamVec<'scope, u64, Candidate> {
+        let scope = self;
+        source(scope, "ChangeStreamSource", move |cap, info| {
+            let wake = scope.worker().sync_activator_for(info.address.to_vec());
+            let me = scope.activator_for(info.address.clone());
+            // Workers without the stream hold nothing.
+            let (mut rx, positions, outcome) = match feed {
+                Some(StreamFeed { feed, stream, positions, outcome }) => {
+                    let (tx, rx) = crossbeam_channel::bounded::<Msg>(8_192);
+                    let text_field = feed.queue.text_field.clone();
+                    runtime.spawn(follow(feed, stream, tx, wake, text_field));
+                    (Some(rx), positions, outcome)
+                }
+                None => (None, StreamPositions::default(), Arc::default()),
+            };
+            let mut cap = rx.is_some().then_some(cap);
+            if let Some(c) = cap.as_mut() {
+                c.downgrade(&pacing.clock.advance_to(pacing.start_epoch));
+            }
+            let mut epoch_start = Instant::now();
+            let mut in_epoch = 0usize;
+            let mut latest: Option<StreamPosition> = None;
+            let mut recorded: Option<StreamPosition> = None;
+            move |output| {
+                let Some(c) = cap.as_mut() else { return };
+                if pacing.stop.is_stopped() {
+                    record(&positions, &mut recorded, *c.time(), &latest);
+                    cap = None;
+                    rx = None;
+                    return;
+                }
+                let Some(rx) = rx.as_ref() else { return };
+                let before = *c.time();
+                if pacing.follow_clock(c) {
+                    record(&positions, &mut recorded, before, &latest);
+                    epoch_start = Instant::now();
+                    in_epoch = 0;
+                }
+                let moved = latest.is_some() && latest != recorded;
+                if epoch_start.elapsed() >= pacing.epoch_interval && (in_epoch > 0 || moved)
+                    || in_epoch >= pacing.epoch_docs
+                {
+                    record(&positions, &mut recorded, *c.time(), &latest);
+                    pacing.close_epoch(c);
+                    epoch_start = Instant::now();
+                    in_epoch = 0;
+                }
+                if pacing.too_far_ahead(*c.time()) {
+                    me.activate_after(Duration::from_millis(5));
+                    return;
+                }
+                let mut lost = false;
+                {
+                    let mut session = output.session(c);
+                    for _ in 0..4_096 {
+                        match rx.try_recv() {
+                            Ok(Msg::Event(cand, pos)) => {
+                                if let Some(cand) = cand {
+                                    session.give(cand);
+                                    in_epoch += 1;
+                                }
+                                latest = Some(pos);
+                                if in_epoch >= pacing.epoch_docs {
+                                    break;
+                                }
+                            }
+                            Ok(Msg::Position(pos)) => latest = Some(pos),
+                            Ok(Msg::HistoryLost) => {
+                                lost = true;
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                if lost {
+                    // Everything before the loss is emitted; the run rescans for the rest.
+                    *outcome.lock() = StreamOutcome::HistoryLost;
+                    pacing.stop.stop();
+                    me.activate();
+                    return;
+                }
+                let until_close = pacing.epoch_interval.saturating_sub(epoch_start.elapsed());
+                me.activate_after(if rx.is_empty() {
+                    until_close.min(Duration::from_millis(20))
+                } else {
+                    Duration::ZERO
+                });
+            }
+        })
+    }
+}
+
+/// Records `latest` as the position at the end of `epoch`, unless it was recorded already.
+fn record(
+    positions: &StreamPositions,
+    recorded: &mut Option<StreamPosition>,
+    epoch: u64,
+    latest: &Option<StreamPosition>,
+) {
+    if let Some(p) = latest.as_ref().filter(|p| recorded.as_ref() != Some(*p)) {
+        positions.record(epoch, p.clone());
+        *recorded = Some(p.clone());
+    }
+}
+
+fn send(tx: &Sender<Msg>, mut msg: Msg, wake: &SyncActivator) -> Result<(), ()> {
+    loop {
+        match tx.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(m)) => {
+                let _ = wake.activate();
+                msg = m;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(()),
+        }
+    }
+}
+
+/// Follows the stream until the operator drops its receiver or the history is lost. A failed
+/// `getMore` the driver could not resume itself reopens the stream after the last position sent.
+async fn follow(feed: ChangeFeed, mut stream: EventStream, tx: Sender<Msg>, wake: SyncActivator, text_field: String) {
+    // The start point: recorded with the first epoch, and where a reopen starts before any event.
+    let mut last_sent = stream.resume_token().map(|t| StreamPosition::new(t, None));
+    if let Some(p) = last_sent.clone() {
+        if tokio::task::block_in_place(|| send(&tx, Msg::Position(p), &wake)).is_err() {
+            return;
+        }
+    }
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let msg = match stream.next_if_any().await {
+            Ok(Some(event)) => {
+                backoff = Duration::from_millis(100);
+                let pos = StreamPosition::new(event.id.clone(), event.cluster_time);
+                let cand = event.full_document.map(|d| to_candidate(d, &text_field, Origin::ChangeStream));
+                last_sent = Some(pos.clone());
+                Msg::Event(cand, pos)
+            }
+            Ok(None) => {
+                backoff = Duration::from_millis(100);
+                match stream.resume_token() {
+                    Some(token) if last_sent.as_ref().map(|p| &p.token) != Some(&token) => {
+                        let pos = StreamPosition::new(token, None);
+                        last_sent = Some(pos.clone());
+                        Msg::Position(pos)
+                    }
+                    _ => continue,
+                }
+            }
+            Err(e) if is_history_lost(&e) => Msg::HistoryLost,
+            Err(e) => {
+                tracing::warn!(error = %e, "change stream failed; reopening after the last position");
+                loop {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    let start = last_sent.as_ref().map_or(StreamStart::Now, |p| StreamStart::After(p.token.clone()));
+                    match feed.open(&start).await {
+                        Ok(s) => {
+                            stream = s;
+                            break;
+                        }
+                        Err(e) if is_history_lost(&e) => {
+                            let _ = tokio::task::block_in_place(|| send(&tx, Msg::HistoryLost, &wake));
+                            let _ = wake.activate();
+                            return;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "reopening the change stream failed; retrying"),
+                    }
+                }
+                continue;
+            }
+        };
+        let lost = matches!(msg, Msg::HistoryLost);
+        if tokio::task::block_in_place(|| send(&tx, msg, &wake)).is_err() {
+            return;
+        }
+        let _ = wake.activate();
+        if lost {
+            return;
+        }
+    }
+}
