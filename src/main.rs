@@ -14,6 +14,9 @@ fn main() {
             tweet_embed::pipeline::backfill(&args).map(|s| tweet_embed::pipeline::print_summary(&s, &args))
         }
         Command::Indexes(args) => tweet_embed::indexes::run(args),
+        Command::Consolidate(args) => {
+            tweet_embed::consolidate::run(&args).map(|s| println!("{}", tweet_embed::consolidate::summary_line(&s)))
+        }
         Command::Demo(args) => tweet_embed::demo::run(args),
         Command::DevMongo(args) => tweet_embed::devmongo::run(args),
         Command::DevTei(args) => tweet_embed::devtei::run(args),
