@@ -23,6 +23,8 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 /// Runs merged at once: bounds the merge's memory at `FAN_IN` row groups of a run.
 pub const FAN_IN: usize = 32;
+/// Most rows of a batch the merge hands on.
+const MERGE_BATCH_ROWS: usize = 1024;
 /// The spilled column holding a row's position in the input.
 const SEQ: &str = "__consolidate_seq";
 /// Target bytes of a run's row group, which is what the merge holds per run.
@@ -242,7 +244,9 @@ fn merge(
         cursors.extend(Cursor::open(r, rows)?);
     }
     let mut pending: Vec<RecordBatch> = Vec::new();
-    let mut picks: Vec<(usize, usize)> = Vec::with_capacity(rows);
+    // Output batches are smaller than a run's row group so the writer can roll files finely.
+    let out_rows = rows.min(MERGE_BATCH_ROWS);
+    let mut picks: Vec<(usize, usize)> = Vec::with_capacity(out_rows);
     let (mut last_id, mut any) = (String::new(), false);
     let mut result = Merged::default();
     // A linear scan for the smallest cursor: at most FAN_IN string comparisons per row, with
@@ -274,7 +278,7 @@ fn merge(
         if c.row == c.batch.num_rows() && !c.load()? {
             cursors.swap_remove(best);
         }
-        if picks.len() >= rows {
+        if picks.len() >= out_rows {
             flush(&mut pending, &mut picks, &mut cursors, &mut sink)?;
             merged.store(result.rows + result.duplicates, Ordering::Relaxed);
         }
