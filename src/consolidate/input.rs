@@ -316,3 +316,47 @@ fn list_values<O: arrow::array::OffsetSizeTrait>(
     };
     Ok(values.slice(start, end - start))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, ListArray};
+    use arrow::buffer::OffsetBuffer;
+
+    #[test]
+    fn accepted_embedding_and_id_types() {
+        let f32_item = Arc::new(Field::new("item", DataType::Float32, true));
+        let f64_item = Arc::new(Field::new("item", DataType::Float64, true));
+        assert_eq!(embedding_dim(&DataType::FixedSizeList(f32_item.clone(), 768)), Ok(Some(768)));
+        assert_eq!(embedding_dim(&DataType::List(f64_item.clone())), Ok(None));
+        assert_eq!(embedding_dim(&DataType::LargeList(f32_item)), Ok(None));
+        assert!(embedding_dim(&DataType::Utf8).is_err());
+        assert!(embedding_dim(&DataType::List(Arc::new(Field::new("item", DataType::Int32, true)))).is_err());
+        assert!(id_type_ok(&DataType::Utf8) && id_type_ok(&DataType::Int64) && id_type_ok(&DataType::UInt32));
+        assert!(!id_type_ok(&DataType::Float64) && !id_type_ok(&DataType::Binary));
+    }
+
+    #[test]
+    fn carried_columns_need_our_type() {
+        let dict = rows_schema(1).field_with_name("lang").map(|f| f.data_type().clone()).unwrap();
+        assert!(carries(&DataType::Utf8, &dict));
+        assert!(carries(&DataType::UInt64, &DataType::UInt64));
+        assert!(!carries(&DataType::Int64, &DataType::UInt64));
+        let ts = rows_schema(1).field_with_name("created_at").map(|f| f.data_type().clone()).unwrap();
+        assert!(carries(&DataType::Timestamp(arrow::datatypes::TimeUnit::Second, Some("UTC".into())), &ts));
+        assert!(!carries(&DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None), &ts));
+    }
+
+    #[test]
+    fn vectors_are_rounded_to_f32_and_checked_for_length() {
+        let item = Arc::new(Field::new("item", DataType::Float64, true));
+        let values = Arc::new(Float64Array::from(vec![0.1, 0.2, 0.3, 0.4, 0.5]));
+        let ok = ListArray::new(item.clone(), OffsetBuffer::from_lengths([2, 2]), values.clone(), None);
+        let v = to_vectors(&ok, 2).unwrap();
+        assert_eq!(v.value_length(), 2);
+        assert_eq!(v.values().as_primitive::<arrow::datatypes::Float32Type>().values(), &[0.1f32, 0.2, 0.3, 0.4]);
+        let ragged = ListArray::new(item, OffsetBuffer::from_lengths([2, 3]), values, None);
+        let (row, what) = to_vectors(&ragged, 2).unwrap_err();
+        assert_eq!((row, what.as_str()), (1, "the vector has 3 values, expected 2"));
+    }
+}

@@ -171,7 +171,7 @@ pub fn run(args: &ConsolidateArgs) -> Result<Summary> {
 
 /// Reads every footer: the files, and the layout (`None` when no file has a row).
 fn scan(paths: &[PathBuf], figures: &Figures) -> Result<(Vec<InputFile>, Option<Layout>)> {
-    figures.phase("scanning", paths.len() as u64);
+    figures.phase("scanning files", paths.len() as u64);
     let mut files = Vec::with_capacity(paths.len());
     let mut dim: Option<(usize, PathBuf)> = None;
     let mut dropped: BTreeMap<String, usize> = BTreeMap::new();
@@ -229,7 +229,7 @@ fn write(
         args.target_size,
         meta,
     );
-    figures.phase("reading", summary.rows_in);
+    figures.phase("reading rows", summary.rows_in);
     let mut sorter = sorted.then(|| {
         let budget = usize::try_from(args.sort_buffer).unwrap_or(usize::MAX);
         sort::Sorter::new(layout.schema.clone(), scratch.path(), budget, row_bytes)
@@ -243,7 +243,7 @@ fn write(
         })
     })?;
     if let Some(sorter) = sorter {
-        figures.phase("merging", summary.rows_in);
+        figures.phase("merging rows", summary.rows_in);
         let merged = sorter.finish(args.dedup_by.is_some(), &figures.rows, |b| writer.write(b))?;
         summary.duplicates = merged.duplicates;
         if merged.rows + merged.duplicates != summary.rows_in {

@@ -68,7 +68,7 @@ fn report(figures: &Figures, stop: &AtomicBool) {
     let bar =
         if tty { ProgressBar::new(0) } else { ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden()) };
     bar.set_style(
-        ProgressStyle::with_template("{msg:10} {bar:40} {pos}/{len} rows · {per_sec} · ETA {eta} · {prefix}")
+        ProgressStyle::with_template("{msg:14} {bar:40} {pos}/{len} · {per_sec} · ETA {eta} · {prefix}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
