@@ -22,6 +22,8 @@ pub enum Command {
     Run(Box<crate::run::RunArgs>),
     /// Creates the work-queue and monitoring indexes (idempotent).
     Indexes(crate::indexes::IndexesArgs),
+    /// Merges small Parquet files of vectors (ours or the old scripts') into large ones.
+    Consolidate(crate::consolidate::ConsolidateArgs),
     /// Runs the embedded default: dev-mongo with synthetic tweets and simulated TEI GPUs.
     Demo(crate::demo::DemoArgs),
     /// Runs the MongoDB wire-protocol dev server on loopback (a dev server, not a database).

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod consolidate;
 pub mod demo;
 pub mod devmongo;
 pub mod devtei;

@@ -17,6 +17,9 @@ fn main() {
             .and_then(|stop| tweet_embed::run::run(&args, stop))
             .map(|s| tweet_embed::pipeline::print_summary("run", &s, &args.pipeline)),
         Command::Indexes(args) => tweet_embed::indexes::run(args),
+        Command::Consolidate(args) => {
+            tweet_embed::consolidate::run(&args).map(|s| println!("{}", tweet_embed::consolidate::summary_line(&s)))
+        }
         Command::Demo(args) => tweet_embed::demo::run(args),
         Command::DevMongo(args) => tweet_embed::devmongo::run(args),
         Command::DevTei(args) => tweet_embed::devtei::run(args),

@@ -9,7 +9,7 @@ use std::path::Path;
 use super::error::OutputError;
 
 /// fsyncs a directory, making the names created, renamed or removed in it durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), OutputError> {
+pub fn sync_dir(dir: &Path) -> Result<(), OutputError> {
     let handle = File::open(dir).map_err(|e| OutputError::io("open directory", dir, e))?;
     handle.sync_all().map_err(|e| OutputError::io("fsync directory", dir, e))
 }

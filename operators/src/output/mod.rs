@@ -29,6 +29,7 @@ mod writer;
 
 pub use checkpoint::{now_ms, Checkpoint, CheckpointStore, SourcePositions, CHECKPOINT_VERSION};
 pub use error::OutputError;
+pub use fsio::sync_dir;
 pub use naming::{FileKind, PartName, REJECTS_DIR};
 pub use read::{read_rejects, read_row_ids, read_rows};
 pub use stale::{list_files, remove_stale, FoundFile};

@@ -1,0 +1,283 @@
+//! `tweet-embed consolidate` end to end, through the binary: 5,000 small Parquet files — our
+//! schema, and two shapes of the old Python scripts' shards (`_id` + `vector` list<double> +
+//! an extra `text` column; `tweet_id` int64 + `embedding` list<float>), in nested directories,
+//! with a `_rejects/` directory to skip and duplicate ids across and within files — merged into
+//! a few large files. pyarrow (`tests/py/check_consolidate.py`) then reads inputs and outputs on
+//! its own and checks the row multiset (plain, `--sort-by id`), and one row per id, the last one
+//! read, in id order (`--dedup-by id`). Bad inputs (a corrupt file, a mismatched dimension in a
+//! footer and in a later row) fail with the path, leave nothing in `--output` and the inputs as
+//! they were; `--delete-inputs` deletes only after success.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{
+    ArrayRef, DictionaryArray, FixedSizeListArray, Float32Array, Float64Array, Int64Array, ListArray, RecordBatch,
+    StringArray, TimestampMillisecondArray, UInt32Array, UInt64Array,
+};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field, Int32Type, Schema};
+use parquet::arrow::ArrowWriter;
+use tweet_embed_operators::output::schema::{embedding_item, rows_schema, UTC};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
+const DIM: usize = 16;
+const FILES: usize = 5_000;
+
+fn python() -> String {
+    std::env::var("TWEET_EMBED_PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
+/// A vector no float rounding reproduces by accident; distinct per (file, row).
+fn vector(file: usize, row: usize) -> Vec<f64> {
+    (0..DIM).map(|d| ((file * 31 + row * 7 + d * 13) % 1000) as f64 / 997.0 - 0.5).collect()
+}
+
+fn write(path: &Path, batch: &RecordBatch) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut w = ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
+/// Our own file: design.md's schema, ids from a pool of 24-hex ids that the old `_id` shards share.
+fn ours(file: usize, rows: usize) -> RecordBatch {
+    let ids: Vec<String> = (0..rows).map(|r| format!("{:024x}", (file * 5 + r * 3) % 9000)).collect();
+    let values: Vec<f32> = (0..rows).flat_map(|r| vector(file, r)).map(|v| v as f32).collect();
+    let emb = FixedSizeListArray::try_new(embedding_item(), DIM as i32, Arc::new(Float32Array::from(values)), None);
+    let dict = |v: Vec<Option<&str>>| -> ArrayRef { Arc::new(v.into_iter().collect::<DictionaryArray<Int32Type>>()) };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(ids)),
+        Arc::new(emb.unwrap()),
+        dict(vec![Some("google/embeddinggemma-300m"); rows]),
+        Arc::new(UInt64Array::from_iter_values((0..rows).map(|r| (file * 1000 + r) as u64 * 0x9e37_79b9))),
+        Arc::new(UInt32Array::from_iter_values((0..rows).map(|r| r as u32 + 1))),
+        dict((0..rows).map(|r| [None, Some("en"), Some("ja")][r % 3]).collect()),
+        Arc::new(TimestampMillisecondArray::from(vec![Some(1_600_000_000_000); rows]).with_timezone(UTC)),
+        dict(vec![Some("backfill"); rows]),
+        Arc::new(UInt64Array::from(vec![file as u64; rows])),
+    ];
+    RecordBatch::try_new(rows_schema(DIM as i32), columns).unwrap()
+}
+
+fn list<T: arrow::array::Array + 'static>(values: T, rows: usize, lens: impl Fn(usize) -> usize) -> ListArray {
+    let item = Arc::new(Field::new("item", values.data_type().clone(), true));
+    let offsets = OffsetBuffer::from_lengths((0..rows).map(lens));
+    ListArray::new(item, offsets, Arc::new(values), None)
+}
+
+/// An old-script shard: `_id` string, `vector` list<double>, `lang` and `text` strings.
+fn old_hex(file: usize, rows: usize, lens: impl Fn(usize) -> usize) -> RecordBatch {
+    let ids: Vec<String> = (0..rows).map(|r| format!("{:024x}", (file * 7 + r) % 9000)).collect();
+    let values: Vec<f64> = (0..rows).flat_map(|r| vector(file, r).into_iter().take(lens(r))).collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(ids)),
+        Arc::new(list(Float64Array::from(values), rows, lens)),
+        Arc::new(StringArray::from((0..rows).map(|r| ["es", "en"][r % 2]).collect::<Vec<_>>())),
+        Arc::new(StringArray::from((0..rows).map(|r| format!("tweet {file} {r}")).collect::<Vec<_>>())),
+    ];
+    let schema = Schema::new(vec![
+        Field::new("_id", DataType::Utf8, false),
+        Field::new("vector", columns[1].data_type().clone(), true),
+        Field::new("lang", DataType::Utf8, true),
+        Field::new("text", DataType::Utf8, true),
+    ]);
+    RecordBatch::try_new(Arc::new(schema), columns).unwrap()
+}
+
+/// Another old shard: `tweet_id` int64 (ids 0..2500, so duplicates), `embedding` list<float>.
+fn old_int(file: usize, rows: usize) -> RecordBatch {
+    let values: Vec<f32> = (0..rows).flat_map(|r| vector(file, r)).map(|v| v as f32).collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values((0..rows).map(|r| ((file * 3 + r) % 2500) as i64))),
+        Arc::new(list(Float32Array::from(values), rows, |_| DIM)),
+    ];
+    let schema = Schema::new(vec![
+        Field::new("tweet_id", DataType::Int64, true),
+        Field::new("embedding", columns[1].data_type().clone(), true),
+    ]);
+    RecordBatch::try_new(Arc::new(schema), columns).unwrap()
+}
+
+/// Writes `files` small files under `dir` (half ours, the rest old shards in subdirectories),
+/// plus a `_rejects/` file that must be skipped; returns the number of rows.
+fn generate(dir: &Path, files: usize) -> usize {
+    let mut rows = 0;
+    for f in 0..files {
+        let n = f % 7; // 0..6 rows, so some files are empty
+        rows += n;
+        let (path, batch) = match f % 4 {
+            0 | 1 => (dir.join(format!("part-{f:05}.parquet")), ours(f, n)),
+            2 => (dir.join(format!("old/shard_{:03}/emb_{f:05}.parquet", f / 400)), old_hex(f, n, |_| DIM)),
+            _ => (dir.join(format!("old-int/emb_{f:05}.parquet")), old_int(f, n)),
+        };
+        write(&path, &batch);
+    }
+    let rejects = RecordBatch::try_from_iter([("id", Arc::new(StringArray::from(vec!["x"])) as ArrayRef)]).unwrap();
+    write(&dir.join("_rejects/part-0.parquet"), &rejects);
+    rows
+}
+
+/// The shared input of the 5,000-file tests (read-only: no test deletes from it).
+fn shared_input() -> &'static Path {
+    static INPUT: OnceLock<(tempfile::TempDir, usize)> = OnceLock::new();
+    let (dir, _) = INPUT.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = generate(dir.path(), FILES);
+        (dir, rows)
+    });
+    dir.path()
+}
+
+fn consolidate(input: &Path, output: &Path, extra: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["consolidate", "--log", "warn", "--input"])
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .args(extra)
+        .output()
+        .expect("run tweet-embed")
+}
+
+fn succeed(out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "consolidate failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.lines().count(), 1, "one summary line: {stdout}");
+    stdout
+}
+
+/// Runs check_consolidate.py; fails with install instructions when pyarrow is missing.
+fn pyarrow_check(input: &Path, output: &Path, mode: &str, files: (usize, usize)) {
+    let py = python();
+    match Command::new(&py).args(["-c", "import pyarrow"]).output() {
+        Ok(o) if o.status.success() => {}
+        _ => panic!("{py} cannot import pyarrow: run `scripts/test` (it installs it) or `pip install pyarrow`"),
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/check_consolidate.py");
+    let out = Command::new(&py)
+        .arg(script)
+        .arg(input)
+        .arg(output)
+        .args(["--mode", mode, "--dim", &DIM.to_string()])
+        .args(["--min-files", &files.0.to_string(), "--max-files", &files.1.to_string()])
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "pyarrow check failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("ok"), "{stdout}");
+    println!("{stdout}");
+}
+
+#[test]
+fn five_thousand_files_become_a_few_with_the_same_rows() {
+    let input = shared_input();
+    let out = tempfile::tempdir().unwrap();
+    let summary = succeed(consolidate(input, out.path(), &["--target-size", "256KiB", "--row-group-rows", "2000"]));
+    assert!(summary.starts_with(&format!("consolidated {FILES} files")), "{summary}");
+    pyarrow_check(input, out.path(), "plain", (2, 12));
+}
+
+#[test]
+fn sort_orders_ids_and_dedup_keeps_the_last_row_of_each() {
+    let input = shared_input();
+    // A 64 KiB sort buffer makes over a hundred runs: more than one merge pass.
+    let sorted = tempfile::tempdir().unwrap();
+    succeed(consolidate(input, sorted.path(), &["--sort-by", "id", "--sort-buffer", "64KiB"]));
+    pyarrow_check(input, sorted.path(), "sort", (1, 1));
+    let dedup = tempfile::tempdir().unwrap();
+    let args = ["--dedup-by", "id", "--sort-buffer", "64KiB", "--target-size", "32KiB", "--row-group-rows", "1000"];
+    let summary = succeed(consolidate(input, dedup.path(), &args));
+    assert!(summary.contains("duplicate rows dropped"), "{summary}");
+    pyarrow_check(input, dedup.path(), "dedup", (2, 20));
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Runs consolidate on `input` (expecting failure), and checks the error names `culprit` and
+/// says `what`, and that `--output` holds nothing and the inputs are byte for byte as before.
+fn fails_cleanly(input: &Path, culprit: &Path, what: &str) {
+    let before = snapshot(input);
+    let out = tempfile::tempdir().unwrap();
+    let output = out.path().join("merged");
+    let result = consolidate(input, &output, &["--target-size", "1KiB", "--delete-inputs"]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success(), "consolidate should fail: {stderr}");
+    let line = stderr.lines().last().unwrap_or_default();
+    assert!(line.starts_with("tweet-embed: ") && line.contains(&culprit.display().to_string()), "{stderr}");
+    assert!(line.contains(what), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&output).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "left in --output: {left:?}");
+    assert!(snapshot(input) == before, "inputs changed");
+}
+
+#[test]
+fn bad_inputs_fail_with_the_path_and_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path();
+    generate(input, 200);
+
+    let corrupt = input.join("part-00100.parquet");
+    let mut bytes = std::fs::read(&corrupt).unwrap();
+    bytes.truncate(bytes.len() - 9); // no footer
+    std::fs::write(&corrupt, &bytes).unwrap();
+    fails_cleanly(input, &corrupt, "not a readable Parquet file");
+    std::fs::write(&corrupt, b"not parquet at all").unwrap();
+    fails_cleanly(input, &corrupt, "not a readable Parquet file");
+    write(&corrupt, &ours(100, 3));
+
+    // Another dimension in a footer: caught before anything is written.
+    let wide = input.join("part-00999.parquet");
+    let schema = Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("embedding", DataType::FixedSizeList(embedding_item(), 8), false),
+    ]);
+    let emb = FixedSizeListArray::try_new(embedding_item(), 8, Arc::new(Float32Array::from(vec![0.5f32; 8])), None);
+    let cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from(vec!["a"])), Arc::new(emb.unwrap())];
+    write(&wide, &RecordBatch::try_new(Arc::new(schema), cols).unwrap());
+    fails_cleanly(input, &wide, "vectors have 8 dimensions");
+    std::fs::remove_file(&wide).unwrap();
+
+    // A short vector in a later row of the last file: caught while streaming, after parts were
+    // written (1 KiB target), which must all go.
+    let ragged = input.join("zz-last.parquet");
+    write(&ragged, &old_hex(7, 5, |r| if r == 3 { DIM - 1 } else { DIM }));
+    fails_cleanly(input, &ragged, "row 3: the vector has 15 values, expected 16");
+}
+
+#[test]
+fn delete_inputs_deletes_only_after_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, reference) = (dir.path().join("in"), dir.path().join("reference"));
+    generate(&input, 120);
+    generate(&reference, 120);
+    let bad = input.join("part-00048.parquet");
+    std::fs::write(&bad, b"PAR1 broken").unwrap();
+    fails_cleanly(&input, &bad, "not a readable Parquet file");
+    write(&bad, &ours(48, 48 % 7));
+
+    let out = dir.path().join("out");
+    let summary = succeed(consolidate(&input, &out, &["--delete-inputs"]));
+    assert!(summary.contains("120 input files deleted"), "{summary}");
+    let left: Vec<_> = snapshot(&input).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(left, [input.join("_rejects/part-0.parquet")], "only the skipped _rejects file stays");
+    pyarrow_check(&reference, &out, "plain", (1, 1));
+}
