@@ -9,8 +9,23 @@ pub struct Cli {
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `tweet_embed=debug`.
     #[arg(long, global = true, env = "TWEET_EMBED_LOG", default_value = "info")]
     pub log: String,
+    /// Log lines as text for people or JSON for machines.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// A TOML file of flag values (`batch_size = 32`); flags and environment variables win.
+    #[arg(long, global = true, env = "TWEET_EMBED_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event.
+    Text,
+    /// One JSON object per event.
+    Json,
 }
 
 /// What to run.
@@ -20,6 +35,8 @@ pub enum Command {
     Backfill(Box<crate::config::PipelineArgs>),
     /// Embeds the backfill and then new tweets as they arrive, until SIGINT/SIGTERM.
     Run(Box<crate::run::RunArgs>),
+    /// Shows the effective settings of a command (`config print run …`), secrets redacted.
+    Config(crate::config_file::ConfigArgs),
     /// Creates the work-queue and monitoring indexes (idempotent).
     Indexes(crate::indexes::IndexesArgs),
     /// Merges small Parquet files of vectors (ours or the old scripts') into large ones.

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod consolidate;
 pub mod demo;
 pub mod devmongo;

@@ -1,14 +1,28 @@
 //! The `tweet-embed` binary: parse flags, set up logging, run the library, and turn errors into
 //! one line and a non-zero exit.
 
-use clap::Parser;
-use tweet_embed::cli::{Cli, Command};
+use clap::FromArgMatches;
+use tweet_embed::cli::{Cli, Command, LogFormat};
 
 fn main() {
-    let cli = Cli::parse();
+    // The config file first: its values become environment variables under flags and env.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let from_file = match tweet_embed::config_file::apply(&argv) {
+        Ok(f) => f,
+        Err(err) => {
+            eprintln!("tweet-embed: {err:#}");
+            std::process::exit(2);
+        }
+    };
+    let matches = tweet_embed::config_file::command().get_matches_from(argv);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let filter =
         tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let result = match cli.command {
         Command::Backfill(args) => {
             tweet_embed::pipeline::backfill(&args).map(|s| tweet_embed::pipeline::print_summary("backfill", &s, &args))
@@ -16,6 +30,7 @@ fn main() {
         Command::Run(args) => tweet_embed::run::stop_on_signals()
             .and_then(|stop| tweet_embed::run::run(&args, stop))
             .map(|s| tweet_embed::pipeline::print_summary("run", &s, &args.pipeline)),
+        Command::Config(args) => tweet_embed::config_file::run(args, &from_file),
         Command::Indexes(args) => tweet_embed::indexes::run(args),
         Command::Consolidate(args) => {
             tweet_embed::consolidate::run(&args).map(|s| println!("{}", tweet_embed::consolidate::summary_line(&s)))

@@ -1,0 +1,99 @@
+//! Where settings come from — flag > environment > `--config` file > default — as the binary
+//! reports them with `config print`, and that secrets never reach its output or a run's logs.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
+
+fn tweet_embed(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut c = Command::new(BIN);
+    c.args(args);
+    // Start from an environment without our variables, whatever the caller's shell has.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TWEET_EMBED_") || k == "MONGODB_URI" || k == "TEI_API_KEY" {
+            c.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().expect("run tweet-embed");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn line<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines().find(|l| l.starts_with(&format!("{key} = "))).unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+}
+
+#[test]
+fn flags_beat_env_beat_file_beat_defaults() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("te.toml");
+    std::fs::write(
+        &file,
+        "batch_size = 16\nworkers = 3\nconcurrency = 7\ntei_urls = [\"http://127.0.0.1:18080/embed\", \"http://127.0.0.1:18081\"]\n",
+    )
+    .expect("write");
+    let f = file.to_str().expect("utf-8 path");
+    let (ok, out, err) = tweet_embed(
+        &["--config", f, "config", "print", "run", "--out", "o", "--state-dir", "s", "--batch-size", "8"],
+        &[("TWEET_EMBED_WORKERS", "5")],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(line(&out, "batch_size"), "batch_size = 8  # flag", "flag over env and file");
+    assert_eq!(line(&out, "workers"), "workers = 5  # env", "env over file");
+    assert!(line(&out, "tei_urls").ends_with("# file"), "file over default");
+    assert_eq!(line(&out, "checkpoint_interval"), "checkpoint_interval = \"5s\"  # default");
+    // The same file through TWEET_EMBED_CONFIG.
+    let (ok, out, err) =
+        tweet_embed(&["config", "print", "backfill", "--out", "o", "--state-dir", "s"], &[("TWEET_EMBED_CONFIG", f)]);
+    assert!(ok, "{err}");
+    assert_eq!(line(&out, "workers"), "workers = 3  # file");
+    assert_eq!(line(&out, "concurrency"), "concurrency = 7  # file");
+}
+
+#[test]
+fn a_misspelt_key_is_an_error_and_a_bad_file_says_where() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("te.toml");
+    std::fs::write(&file, "batch_szie = 16\n").expect("write");
+    let f = file.to_str().expect("utf-8 path");
+    let (ok, _, err) = tweet_embed(&["--config", f, "config", "print", "run"], &[]);
+    assert!(!ok);
+    assert!(err.contains("unknown key `batch_szie`") && err.contains("te.toml"), "{err}");
+    std::fs::write(&file, "workers = \n").expect("write");
+    let (ok, _, err) = tweet_embed(&["--config", f, "config", "print", "run"], &[]);
+    assert!(!ok && err.contains("not valid TOML"), "{err}");
+    let (ok, _, err) = tweet_embed(&["--config", "/nonexistent/te.toml", "indexes"], &[]);
+    assert!(!ok && err.contains("cannot read --config /nonexistent/te.toml"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn secrets_are_never_printed() {
+    let (ok, out, err) = tweet_embed(
+        &["config", "print", "run", "--tei-urls", "http://127.0.0.1:1", "--out", "o", "--state-dir", "s"],
+        &[("MONGODB_URI", "mongodb://alice:hunter2@127.0.0.1:1/?directConnection=true"), ("TEI_API_KEY", "sk-abc123")],
+    );
+    assert!(ok, "{err}");
+    assert!(!out.contains("hunter2") && !out.contains("sk-abc123"), "{out}");
+    assert!(out.contains("mongodb://alice:****@127.0.0.1:1/"), "{out}");
+    // A run whose MongoDB cannot be reached: its logs and error must not carry the password.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("out");
+    let (ok, _, err) = tweet_embed(
+        &["--log", "debug", "backfill", "--tei-urls", "http://127.0.0.1:1", "--out", out_dir.to_str().expect("path")],
+        &[
+            ("MONGODB_URI", "mongodb://alice:hunter2@127.0.0.1:1/?directConnection=true&serverSelectionTimeoutMS=500"),
+            ("TEI_API_KEY", "sk-abc123"),
+            ("TWEET_EMBED_STATE_DIR", dir.path().join("state").to_str().expect("path")),
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("MongoDB is not reachable"), "the run got as far as connecting: {err}");
+    assert!(!err.contains("hunter2") && !err.contains("sk-abc123"), "{err}");
+}
