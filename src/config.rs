@@ -97,6 +97,9 @@ pub struct PipelineArgs {
     /// Target size of output files.
     #[arg(long, default_value_t = 512 * 1024 * 1024)]
     pub target_file_bytes: u64,
+    /// Serve Prometheus metrics on this address (`127.0.0.1:9898`), path `/metrics`.
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Bearer token for TEI (`--api-key` on the servers).
     #[arg(long, env = "TEI_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -123,6 +126,7 @@ impl PipelineArgs {
             checkpoint_interval: Duration::from_secs(5),
             target_file_bytes: 512 * 1024 * 1024,
             api_key: None,
+            metrics_addr: None,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod devmongo;
 pub mod devtei;
 pub mod indexes;
+pub mod metrics;
 pub mod pipeline;
 pub mod progress;
 pub mod run;

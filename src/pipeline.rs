@@ -81,6 +81,8 @@ pub(crate) struct Run {
     pub(crate) in_flight: usize,
     pub(crate) dim: usize,
     pub(crate) model_id: String,
+    pub(crate) pool: Arc<tweet_embed_operators::tei::EndpointPool>,
+    pub(crate) output_stats: Arc<OutputStats>,
 }
 
 /// Runs the one-shot backfill until the work queue is drained and everything is committed and
@@ -93,6 +95,7 @@ pub fn backfill(args: &PipelineArgs) -> Result<BackfillSummary> {
     let mut summary = BackfillSummary::default();
     recover(args, &run, &store, &mut summary)?;
     let totals = Arc::new(CommitTotals::default());
+    let _metrics = serve_metrics(args, &run, &totals)?;
     let mut last_done = 0;
     loop {
         let parts = run.runtime.block_on(run.queue.partitions()).context("reading the work queue's partitions")?;
@@ -118,6 +121,21 @@ pub fn backfill(args: &PipelineArgs) -> Result<BackfillSummary> {
     summary.files = totals.files.load(Ordering::Relaxed);
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// The Prometheus exporter, when `--metrics-addr` asks for one.
+pub(crate) fn serve_metrics(
+    args: &PipelineArgs,
+    run: &Run,
+    totals: &Arc<CommitTotals>,
+) -> Result<Option<crate::metrics::MetricsServer>> {
+    let Some(addr) = args.metrics_addr else { return Ok(None) };
+    let sources = crate::metrics::MetricSources {
+        totals: totals.clone(),
+        output: run.output_stats.clone(),
+        pool: run.pool.clone(),
+    };
+    crate::metrics::serve(run.runtime.handle(), addr, sources).map(Some)
 }
 
 pub(crate) fn connect(args: &PipelineArgs) -> Result<Run> {
@@ -146,7 +164,7 @@ pub(crate) fn connect(args: &PipelineArgs) -> Result<Run> {
         Ok::<_, anyhow::Error>((queue, pool))
     })?;
     let marker = Marker { coll: queue.coll.clone(), mark_field: args.mark_field.clone() };
-    let p = crate::tei::graph_parts(args, pool);
+    let p = crate::tei::graph_parts(args, pool.clone());
     Ok(Run {
         runtime,
         queue,
@@ -157,6 +175,8 @@ pub(crate) fn connect(args: &PipelineArgs) -> Result<Run> {
         in_flight: p.in_flight,
         dim: p.dim,
         model_id: p.model_id,
+        pool,
+        output_stats: Arc::new(OutputStats::default()),
     })
 }
 
@@ -260,7 +280,7 @@ pub(crate) fn run_pass(
             run.dim,
             run.model_id.clone(),
             args.target_file_bytes,
-            Arc::new(OutputStats::default()),
+            run.output_stats.clone(),
         ),
     ));
     let (limits, in_flight, interval) = (run.limits, run.in_flight, args.checkpoint_interval);

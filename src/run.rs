@@ -46,6 +46,7 @@ pub fn run(args: &RunArgs, stop: StopSignal) -> Result<BackfillSummary> {
     let mut summary = BackfillSummary::default();
     recover(p, &run, &store, &mut summary)?;
     let totals = Arc::new(CommitTotals::default());
+    let _metrics = crate::pipeline::serve_metrics(p, &run, &totals)?;
     let mut scan = !args.no_backfill;
     let mut lost_once = false;
     while !stop.is_stopped() {

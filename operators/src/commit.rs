@@ -36,6 +36,27 @@ pub struct CommitTotals {
     pub tokens: AtomicU64,
     /// Files committed.
     pub files: AtomicU64,
+    /// Rejections committed per kind of reason ([`reason_kind`]).
+    pub rejects_by_kind: parking_lot::Mutex<BTreeMap<String, u64>>,
+}
+
+impl CommitTotals {
+    /// Rejections committed per kind of reason.
+    pub fn rejects_by_reason(&self) -> BTreeMap<String, u64> {
+        self.rejects_by_kind.lock().clone()
+    }
+}
+
+/// The kind of a rejection reason, for a metric label of bounded cardinality: the reason up to
+/// its first `:` or `(` (details such as a server's message or a BSON type are dropped).
+pub fn reason_kind(reason: &str) -> String {
+    let cut = reason.find([':', '(']).unwrap_or(reason.len());
+    let kind: String = reason[..cut].trim().chars().take(60).collect();
+    if kind.is_empty() {
+        "other".into()
+    } else {
+        kind
+    }
 }
 
 /// Everything the committer needs.
@@ -132,6 +153,12 @@ fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<()
     note_commit(t, epoch, position);
     t.embedded.fetch_add(embedded.len() as u64, Ordering::Relaxed);
     t.rejected.fetch_add(rejected.len() as u64, Ordering::Relaxed);
+    {
+        let mut kinds = t.rejects_by_kind.lock();
+        for (_, reason) in &rejected {
+            *kinds.entry(reason_kind(reason)).or_insert(0) += 1;
+        }
+    }
     t.tokens.fetch_add(tokens, Ordering::Relaxed);
     t.files.fetch_add(files, Ordering::Relaxed);
     tracing::debug!(

@@ -1,0 +1,202 @@
+//! `--metrics-addr`: Prometheus text on `GET /metrics`, encoded by `prometheus-client` from the
+//! run's own counters at each scrape — documents and tokens committed, rejections by reason,
+//! requests, retries and failures per endpoint, in-flight and limit per endpoint, latency
+//! quantiles, the frontier epoch, checkpoint age, stream lag, Parquet bytes written.
+//!
+//! It only reads counters the pipeline keeps anyway; it never slows or blocks the pipeline, and
+//! it never exports a URL's credentials (endpoint labels are redacted).
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tweet_embed_operators::commit::CommitTotals;
+use tweet_embed_operators::output::{now_ms, OutputStats};
+use tweet_embed_operators::tei::{redact, EndpointPool};
+
+/// What the exporter reads at each scrape.
+#[derive(Clone)]
+pub struct MetricSources {
+    /// Committed totals (the run's summary comes from the same counters).
+    pub totals: Arc<CommitTotals>,
+    /// Parquet writer counters.
+    pub output: Arc<OutputStats>,
+    /// The TEI endpoint pool.
+    pub pool: Arc<EndpointPool>,
+}
+
+impl std::fmt::Debug for MetricSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricSources")
+    }
+}
+
+type Labels = Vec<(String, String)>;
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, rows: &[(Labels, u64)]) -> std::fmt::Result {
+    let mut fam = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        ConstCounter::new(*v).encode(fam.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, rows: &[(Labels, f64)]) -> std::fmt::Result {
+    let mut fam = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in rows {
+        ConstGauge::new(*v).encode(fam.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn l(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+impl Collector for MetricSources {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let t = &self.totals;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        counter(
+            &mut e,
+            "tweet_embed_documents",
+            "Documents committed and marked, by outcome.",
+            &[(l(&[("outcome", "embedded")]), load(&t.embedded)), (l(&[("outcome", "rejected")]), load(&t.rejected))],
+        )?;
+        counter(&mut e, "tweet_embed_tokens", "Tokens of the embedded documents.", &[(vec![], load(&t.tokens))])?;
+        let reasons: Vec<(Labels, u64)> =
+            t.rejects_by_reason().into_iter().map(|(r, n)| (l(&[("reason", r.as_str())]), n)).collect();
+        counter(&mut e, "tweet_embed_rejects", "Documents rejected, by kind of reason.", &reasons)?;
+        counter(&mut e, "tweet_embed_files", "Parquet files committed.", &[(vec![], load(&t.files))])?;
+        let out = self.output.snapshot();
+        counter(
+            &mut e,
+            "tweet_embed_parquet_bytes",
+            "Bytes of Parquet files sealed into the output directory.",
+            &[(vec![], out.bytes_sealed)],
+        )?;
+        let now = now_ms().max(0) as u64;
+        let committed_at = load(&t.committed_at_ms);
+        gauge(
+            &mut e,
+            "tweet_embed_frontier_epoch",
+            "The last epoch committed and marked.",
+            &[(vec![], load(&t.committed_epoch) as f64)],
+        )?;
+        let age = if committed_at > 0 { now.saturating_sub(committed_at) as f64 / 1e3 } else { 0.0 };
+        gauge(&mut e, "tweet_embed_checkpoint_age_seconds", "Seconds since the last commit.", &[(vec![], age)])?;
+        let stream = load(&t.stream_time_s);
+        let lag = if stream > 0 { (now / 1000).saturating_sub(stream) as f64 } else { 0.0 };
+        gauge(
+            &mut e,
+            "tweet_embed_stream_lag_seconds",
+            "Now minus the cluster time of the last change-stream position committed (0 without a stream).",
+            &[(vec![], lag)],
+        )?;
+        let pool = self.pool.stats();
+        let retries: Vec<(Labels, u64)> =
+            pool.retries_by_cause.iter().map(|(c, n)| (l(&[("cause", c.as_str())]), *n)).collect();
+        counter(&mut e, "tweet_embed_tei_retries", "TEI requests retried, by cause.", &retries)?;
+        let eps: Vec<(String, &tweet_embed_operators::tei::EndpointStats)> =
+            pool.endpoints.iter().map(|s| (redact(&s.url), s)).collect();
+        let per = |f: &dyn Fn(&tweet_embed_operators::tei::EndpointStats) -> u64| -> Vec<(Labels, u64)> {
+            eps.iter().map(|(u, s)| (l(&[("endpoint", u.as_str())]), f(s))).collect()
+        };
+        let per_f = |f: &dyn Fn(&tweet_embed_operators::tei::EndpointStats) -> f64| -> Vec<(Labels, f64)> {
+            eps.iter().map(|(u, s)| (l(&[("endpoint", u.as_str())]), f(s))).collect()
+        };
+        counter(&mut e, "tweet_embed_tei_requests", "Requests sent, per endpoint.", &per(&|s| s.requests))?;
+        counter(&mut e, "tweet_embed_tei_failures", "Requests that failed, per endpoint.", &per(&|s| s.failures))?;
+        counter(&mut e, "tweet_embed_tei_inputs", "Inputs embedded, per endpoint.", &per(&|s| s.embedded_inputs))?;
+        gauge(
+            &mut e,
+            "tweet_embed_tei_in_flight",
+            "Requests in flight, per endpoint.",
+            &per_f(&|s| s.in_flight as f64),
+        )?;
+        gauge(
+            &mut e,
+            "tweet_embed_tei_concurrency_limit",
+            "Concurrency limit, per endpoint.",
+            &per_f(&|s| s.concurrency_limit as f64),
+        )?;
+        gauge(
+            &mut e,
+            "tweet_embed_tei_request_latency_seconds",
+            "Request latency quantiles over the whole pool.",
+            &[
+                (l(&[("quantile", "0.5")]), pool.latency_p50_ms as f64 / 1e3),
+                (l(&[("quantile", "0.95")]), pool.latency_p95_ms as f64 / 1e3),
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+/// The exporter's listener; it stops when dropped.
+pub struct MetricsServer {
+    /// Where it listens (the port is real even when 0 was asked for).
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves `sources` on `addr` from `runtime`.
+pub fn serve(runtime: &tokio::runtime::Handle, addr: SocketAddr, sources: MetricSources) -> Result<MetricsServer> {
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
+    let addr = listener.local_addr().context("reading the metrics listener's address")?;
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(sources));
+    let registry = Arc::new(registry);
+    let task = runtime.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let registry = registry.clone();
+                    async move { Ok::<_, std::convert::Infallible>(respond(&req, &registry)) }
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    tracing::info!(%addr, "serving Prometheus metrics on /metrics");
+    Ok(MetricsServer { addr, task })
+}
+
+fn respond(req: &Request<hyper::body::Incoming>, registry: &Registry) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, ctype: &'static str, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(ctype));
+        r
+    };
+    if req.uri().path() != "/metrics" {
+        return reply(StatusCode::NOT_FOUND, "text/plain", "see /metrics\n".into());
+    }
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, registry) {
+        Ok(()) => reply(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", body),
+        Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "encoding failed\n".into()),
+    }
+}

@@ -1,0 +1,134 @@
+//! `--metrics-addr` during a run: `/metrics` scraped over HTTP parses as OpenMetrics text with
+//! the Prometheus project's own parser, and its counters equal the run's summary.
+
+#[allow(dead_code)]
+#[path = "backfill/expect.rs"]
+mod expect;
+
+use expect::{seed, Stack};
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+use tweet_embed::devtei::FaultConfig;
+use tweet_embed::run::RunArgs;
+use tweet_embed_operators::epoch_clock::StopSignal;
+
+/// Samples of a scrape: `name{k=v,...}` → value, parsed by Python's prometheus_client.
+fn scrape(addr: std::net::SocketAddr) -> HashMap<String, f64> {
+    let body = reqwest::blocking_get(addr);
+    let py = std::env::var("TWEET_EMBED_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/check_metrics.py");
+    let mut child = std::process::Command::new(&py)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    child.stdin.take().expect("stdin").write_all(body.as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("parser");
+    assert!(
+        out.status.success(),
+        "prometheus_client could not parse /metrics (run scripts/test to install it):\n{}\n{body}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut samples = HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let mut labels: Vec<String> = v["labels"]
+            .as_object()
+            .expect("labels")
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect();
+        labels.sort();
+        let key = format!("{}{{{}}}", v["name"].as_str().expect("name"), labels.join(","));
+        samples.insert(key, v["value"].as_f64().expect("value"));
+    }
+    samples
+}
+
+mod reqwest {
+    /// A plain HTTP/1.1 GET of /metrics (the test's own client, not the exporter's code).
+    pub fn blocking_get(addr: std::net::SocketAddr) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("request");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).expect("response");
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap_or_default();
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            dechunk(body)
+        } else {
+            body.to_string()
+        }
+    }
+
+    fn dechunk(body: &str) -> String {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let Ok(n) = usize::from_str_radix(size.trim(), 16) else { return body.to_string() };
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    }
+}
+
+#[test]
+fn metrics_during_a_run_match_its_summary() {
+    let stack = Stack::start(2, FaultConfig { error_rate: 0.05, ..FaultConfig::default() });
+    let seeded = seed(&stack.mongo, 5_000, 61);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut pipeline = stack.args(dir.path(), 2);
+    pipeline.metrics_addr = Some(addr);
+    let args = RunArgs { pipeline, no_backfill: false, no_stream: false };
+    let stop = StopSignal::default();
+    let handle = {
+        let (args, stop) = (args.clone(), stop.clone());
+        std::thread::spawn(move || tweet_embed::run::run(&args, stop))
+    };
+    // Scrape while it works, then once everything is committed.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let eligible = seeded.eligible() as f64;
+    let last = loop {
+        assert!(Instant::now() < deadline, "the run did not finish");
+        assert!(!handle.is_finished(), "run exited early");
+        std::thread::sleep(Duration::from_millis(200));
+        // The exporter starts after the run has connected; until then the connection is refused.
+        if std::net::TcpStream::connect(addr).is_err() {
+            continue;
+        }
+        let samples = scrape(addr);
+        let done = samples.get("tweet_embed_documents_total{outcome=embedded}").copied().unwrap_or(0.0)
+            + samples.get("tweet_embed_documents_total{outcome=rejected}").copied().unwrap_or(0.0);
+        if done >= eligible {
+            break samples;
+        }
+    };
+    stop.stop();
+    let summary = handle.join().expect("thread").expect("run");
+    assert_eq!(last["tweet_embed_documents_total{outcome=embedded}"], summary.embedded as f64);
+    assert_eq!(last["tweet_embed_documents_total{outcome=rejected}"], summary.rejected as f64);
+    assert_eq!(last["tweet_embed_tokens_total{}"], summary.tokens as f64);
+    assert_eq!(last["tweet_embed_files_total{}"], summary.files as f64);
+    let by_reason: f64 = last.iter().filter(|(k, _)| k.starts_with("tweet_embed_rejects_total{")).map(|(_, v)| v).sum();
+    assert_eq!(by_reason, summary.rejected as f64, "rejections by reason add up");
+    assert!(last["tweet_embed_parquet_bytes_total{}"] > 0.0);
+    assert!(last["tweet_embed_frontier_epoch{}"] >= 1.0);
+    // Both endpoints served, and the simulator's injected errors show up as retries.
+    for url in stack.tei.as_ref().expect("tei").urls() {
+        let key = format!("tweet_embed_tei_requests_total{{endpoint={url}}}");
+        assert!(last.get(&key).copied().unwrap_or(0.0) > 0.0, "{key} in {last:?}");
+    }
+    let retries: f64 =
+        last.iter().filter(|(k, _)| k.starts_with("tweet_embed_tei_retries_total")).map(|(_, v)| v).sum();
+    assert!(retries > 0.0, "5% injected errors must be retried: {last:?}");
+}
