@@ -18,6 +18,8 @@ pub struct Cli {
 pub enum Command {
     /// Embeds every document of the work queue once, then exits (the one-shot backfill).
     Backfill(Box<crate::config::PipelineArgs>),
+    /// Sweeps batch size × concurrency on a sample and recommends a setting meeting a p95 SLO.
+    Autotune(Box<crate::autotune::AutotuneArgs>),
     /// Creates the work-queue and monitoring indexes (idempotent).
     Indexes(crate::indexes::IndexesArgs),
     /// Runs the embedded default: dev-mongo with synthetic tweets and simulated TEI GPUs.

@@ -13,6 +13,7 @@ fn main() {
         Command::Backfill(args) => {
             tweet_embed::pipeline::backfill(&args).map(|s| tweet_embed::pipeline::print_summary(&s, &args))
         }
+        Command::Autotune(args) => tweet_embed::autotune::run(*args),
         Command::Indexes(args) => tweet_embed::indexes::run(args),
         Command::Demo(args) => tweet_embed::demo::run(args),
         Command::DevMongo(args) => tweet_embed::devmongo::run(args),
