@@ -51,6 +51,11 @@ impl Slot {
         }
     }
 
+    /// Adds its successful calls' latencies (µs) to `into`.
+    pub fn add_latencies(&self, into: &mut hdrhistogram::Histogram<u64>) {
+        self.metrics.add_latencies(into);
+    }
+
     pub fn stats(&self) -> EndpointStats {
         let now = Instant::now();
         let (breaker_opened, breaker_closed) = self.breaker.counts();

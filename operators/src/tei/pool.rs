@@ -279,6 +279,16 @@ impl EndpointPool {
         self.shared.dispatcher.slots.iter().map(|s| s.limit.max()).sum()
     }
 
+    /// The latencies of every successful call since connect, from dispatch to answer, in
+    /// microseconds, all endpoints together. Two snapshots subtracted give a window's.
+    pub fn request_latencies(&self) -> hdrhistogram::Histogram<u64> {
+        let mut all = super::stats::latency_histogram();
+        for slot in &self.shared.dispatcher.slots {
+            slot.add_latencies(&mut all);
+        }
+        all
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> PoolStats {
         let mut stats = self.shared.counters.snapshot();

@@ -132,6 +132,12 @@ impl EndpointMetrics {
         slot.1 += tokens;
     }
 
+    /// Adds this endpoint's latencies (µs) to `into`.
+    pub fn add_latencies(&self, into: &mut Histogram<u64>) {
+        // Same bounds on both sides: adding cannot fail.
+        let _ = into.add(&*self.latency_us.lock());
+    }
+
     pub fn error(&self, cause: &str) {
         *self.errors.lock().entry(cause.to_string()).or_default() += 1;
     }
@@ -167,7 +173,7 @@ impl RateWindow {
 }
 
 /// Microseconds from 1 µs to an hour, 3 significant figures.
-fn latency_histogram() -> Histogram<u64> {
+pub(crate) fn latency_histogram() -> Histogram<u64> {
     // Constant, valid bounds: this cannot fail.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant histogram bounds are valid")
 }
