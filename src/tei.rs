@@ -72,3 +72,26 @@ pub fn graph_parts(args: &PipelineArgs, pool: Arc<EndpointPool>) -> GraphParts {
         embedder: Arc::new(PoolEmbedder(pool)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MongoTarget;
+    use std::time::Duration;
+    use tweet_embed_operators::tei::Api;
+
+    #[test]
+    fn concurrency_adapts_unless_pinned_and_the_slo_and_api_pass_through() {
+        let dir = std::path::Path::new("/nonexistent");
+        let mut args = PipelineArgs::with_defaults(MongoTarget::tweets_at("mongodb://x"), vec!["http://a".into()], dir);
+        let config = pool_config(&args);
+        assert_eq!((config.concurrency, config.p95_slo, config.api), (Concurrency::Adaptive, None, Api::Auto));
+        args.concurrency = Some(3);
+        args.p95_slo = Some(Duration::from_secs(10));
+        args.api = Api::OpenAi;
+        args.api_key = Some("k".into());
+        let config = pool_config(&args);
+        assert_eq!((config.concurrency, config.p95_slo), (Concurrency::Fixed(3), Some(Duration::from_secs(10))));
+        assert_eq!((config.api, config.api_key.as_deref()), (Api::OpenAi, Some("k")));
+    }
+}
