@@ -37,6 +37,8 @@ pub enum Command {
     Run(Box<crate::run::RunArgs>),
     /// Shows the effective settings of a command (`config print run …`), secrets redacted.
     Config(crate::config_file::ConfigArgs),
+    /// Sweeps batch size × concurrency on a sample and recommends a setting meeting a p95 SLO.
+    Autotune(Box<crate::autotune::AutotuneArgs>),
     /// Creates the work-queue and monitoring indexes (idempotent).
     Indexes(crate::indexes::IndexesArgs),
     /// Merges small Parquet files of vectors (ours or the old scripts') into large ones.

@@ -4,6 +4,7 @@
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::time::Duration;
+use tweet_embed_operators::tei::Api;
 
 /// Parses `500ms`, `5s`, `2m`, `1h` (a bare number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -21,6 +22,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("`{s}` is not a duration"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses `--api`: `auto`, `tei` or `openai`.
+pub fn parse_api(s: &str) -> Result<Api, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(Api::Auto),
+        "tei" | "native" => Ok(Api::Tei),
+        "openai" => Ok(Api::OpenAi),
+        other => Err(format!("`{other}` is not a TEI API: use auto, tei or openai")),
+    }
 }
 
 /// Which collection of which MongoDB: the flags every command that reads tweets shares.
@@ -85,9 +96,16 @@ pub struct PipelineArgs {
     /// At most this many texts per request (the server's max_client_batch_size otherwise).
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Concurrent requests per TEI endpoint.
+    /// Pins the requests in flight per TEI endpoint; adaptive per endpoint when not given.
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Bounds the adaptive concurrency so request latency stays under this (e.g. 10s).
+    #[arg(long, value_parser = parse_duration)]
+    pub p95_slo: Option<Duration>,
+    /// TEI route: `auto` (base64 vectors from /v1/embeddings where the servers allow), `tei`
+    /// (/embed, JSON floats) or `openai` (/v1/embeddings, base64).
+    #[arg(long, default_value = "auto", value_parser = parse_api)]
+    pub api: Api,
     /// The model's tokenizer.json, for exact token counts (an estimate otherwise).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -100,8 +118,8 @@ pub struct PipelineArgs {
     /// Serve Prometheus metrics on this address (`127.0.0.1:9898`), path `/metrics`.
     #[arg(long)]
     pub metrics_addr: Option<std::net::SocketAddr>,
-    /// Bearer token for TEI (`--api-key` on the servers).
-    #[arg(long, env = "TEI_API_KEY", hide_env_values = true)]
+    /// Bearer token for TEI (`--api-key` on the servers); `TEI_API_KEY` is read too.
+    #[arg(long, env = "TWEET_EMBED_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 }
 
@@ -122,6 +140,8 @@ impl PipelineArgs {
             classified: None,
             batch_size: None,
             concurrency: None,
+            p95_slo: None,
+            api: Api::Auto,
             tokenizer: None,
             checkpoint_interval: Duration::from_secs(5),
             target_file_bytes: 512 * 1024 * 1024,
@@ -140,6 +160,9 @@ impl PipelineArgs {
         }
         if self.batch_size == Some(0) || self.concurrency == Some(0) {
             bail!("--batch-size and --concurrency must be at least 1");
+        }
+        if self.p95_slo.is_some_and(|slo| slo.is_zero()) {
+            bail!("--p95-slo must be positive, e.g. 10s");
         }
         std::fs::create_dir_all(&self.out).with_context(|| format!("cannot create --out {}", self.out.display()))?;
         std::fs::create_dir_all(&self.state_dir)

@@ -6,6 +6,7 @@
 //! also holds the two dev servers every test runs against: [`devmongo`], a MongoDB wire-protocol
 //! server, and [`devtei`], a TEI GPU simulator.
 
+pub mod autotune;
 pub mod cli;
 pub mod config;
 pub mod config_file;

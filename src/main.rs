@@ -31,6 +31,7 @@ fn main() {
             .and_then(|stop| tweet_embed::run::run(&args, stop))
             .map(|s| tweet_embed::pipeline::print_summary("run", &s, &args.pipeline)),
         Command::Config(args) => tweet_embed::config_file::run(args, &from_file),
+        Command::Autotune(args) => tweet_embed::autotune::run(*args),
         Command::Indexes(args) => tweet_embed::indexes::run(args),
         Command::Consolidate(args) => {
             tweet_embed::consolidate::run(&args).map(|s| println!("{}", tweet_embed::consolidate::summary_line(&s)))

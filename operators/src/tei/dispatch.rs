@@ -1,11 +1,11 @@
-//! Which endpoint serves the next request: the healthy one with the least outstanding tokens
-//! that has a free concurrency slot; and each endpoint's health.
+//! Which endpoint serves the next request: among those whose breaker lets them and whose
+//! concurrency limit has a free slot, the one with the least outstanding tokens, weighted by its
+//! measured speed, so a GPU half as fast gets half the work.
 //!
-//! This module owns the endpoint slots (endpoint, concurrency limit, outstanding tokens, health)
-//! and the wait for a free slot. An endpoint that fails repeatedly (or refuses connections) is
-//! skipped for a backoff period, then probed with one request at a time until one succeeds.
-//! It never gives up: when every endpoint is failing it waits and says so every few seconds.
-//! It never decides what a failure means for the request (see `request`).
+//! This module owns the endpoint slots (endpoint, concurrency limit, circuit breaker, outstanding
+//! tokens, counters) and the wait for a free slot. It never gives up: when every endpoint's
+//! breaker is open it waits and says so every [`ALL_DOWN_WARN_EVERY`]. It never decides what a
+//! failure means for the request (see `request`) and never moves a limit itself (see `limiter`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,20 +14,14 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::breaker::{Breaker, Transition};
 use super::endpoint::Endpoint;
 use super::error::{CallError, FailureKind};
-use super::limiter::ConcurrencyLimit;
-use super::stats::EndpointStats;
+use super::limiter::{ConcurrencyLimit, Sample, Signal};
+use super::stats::{EndpointMetrics, EndpointStats};
 
-/// Consecutive transient failures after which an endpoint is skipped (a connection refused or a
-/// refused client skips it at once). A few, so one 503 in a 5% error rate does not idle a GPU.
-const SKIP_AFTER: u32 = 3;
-/// First and longest skip period: short enough that a GPU back from a restart is used again
-/// within seconds, long enough that a dead one costs a connection attempt per period.
-const SKIP_MIN: Duration = Duration::from_millis(100);
-const SKIP_MAX: Duration = Duration::from_secs(2);
 /// At most one "every endpoint is failing" warning per this period.
-const ALL_DOWN_WARN_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const ALL_DOWN_WARN_EVERY: Duration = Duration::from_secs(10);
 /// Longest a waiting request sleeps between checks, in case a wake-up is missed.
 const RECHECK: Duration = Duration::from_millis(250);
 
@@ -35,59 +29,54 @@ const RECHECK: Duration = Duration::from_millis(250);
 pub(crate) struct Slot {
     pub endpoint: Endpoint,
     pub limit: ConcurrencyLimit,
+    breaker: Breaker,
+    metrics: EndpointMetrics,
     outstanding_tokens: AtomicU64,
     requests: AtomicU64,
     failures: AtomicU64,
     embedded: AtomicU64,
-    health: Mutex<Health>,
-}
-
-#[derive(Default)]
-struct Health {
-    consecutive_failures: u32,
-    skip_until: Option<Instant>,
-    last_error: String,
 }
 
 impl Slot {
-    pub fn new(endpoint: Endpoint, concurrency: usize) -> Self {
+    pub fn new(endpoint: Endpoint, limit: ConcurrencyLimit) -> Self {
         Self {
             endpoint,
-            limit: ConcurrencyLimit::new(concurrency),
+            limit,
+            breaker: Breaker::default(),
+            metrics: EndpointMetrics::new(),
             outstanding_tokens: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             embedded: AtomicU64::new(0),
-            health: Mutex::new(Health::default()),
         }
     }
 
-    /// None while skipped; else how many requests it may have in flight (1 while recovering).
-    fn cap(&self, now: Instant) -> Option<usize> {
-        let health = self.health.lock();
-        match health.skip_until {
-            Some(until) if until > now => None,
-            // Skipped before and not yet answering again: probe with one request at a time.
-            Some(_) => Some(1),
-            _ => Some(usize::MAX),
-        }
-    }
-
-    fn skipped(&self, now: Instant) -> bool {
-        self.cap(now).is_none()
+    /// Adds its successful calls' latencies (µs) to `into`.
+    pub fn add_latencies(&self, into: &mut hdrhistogram::Histogram<u64>) {
+        self.metrics.add_latencies(into);
     }
 
     pub fn stats(&self) -> EndpointStats {
-        EndpointStats {
+        let now = Instant::now();
+        let (breaker_opened, breaker_closed) = self.breaker.counts();
+        let mut stats = EndpointStats {
             url: self.endpoint.url().to_string(),
             in_flight: self.limit.in_flight(),
             concurrency_limit: self.limit.limit(),
+            concurrency_max: self.limit.max(),
+            adaptive: self.limit.is_adaptive(),
             outstanding_tokens: self.outstanding_tokens.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
             embedded_inputs: self.embedded.load(Ordering::Relaxed),
-            skipped: self.skipped(Instant::now()),
-        }
+            breaker: self.breaker.state(now),
+            breaker_opened,
+            breaker_closed,
+            skipped: self.breaker.cap(now).is_none(),
+            ..EndpointStats::default()
+        };
+        self.metrics.fill(&mut stats);
+        stats
     }
 }
 
@@ -104,6 +93,7 @@ pub(crate) struct Lease<'a> {
     dispatcher: &'a Dispatcher,
     index: usize,
     tokens: u64,
+    in_flight_at_start: usize,
     started: Instant,
     done: bool,
 }
@@ -122,11 +112,12 @@ impl Dispatcher {
             tokio::pin!(freed);
             freed.as_mut().enable();
             let now = Instant::now();
-            if let Some(index) = self.try_take(now, tokens) {
-                return Lease { dispatcher: self, index, tokens, started: Instant::now(), done: false };
+            if let Some((index, in_flight_at_start)) = self.try_take(now, tokens) {
+                let started = Instant::now();
+                return Lease { dispatcher: self, index, tokens, in_flight_at_start, started, done: false };
             }
-            let wait = self.next_unskip(now).map_or(RECHECK, |at| at.saturating_duration_since(now).min(RECHECK));
-            if self.slots.iter().all(|slot| slot.skipped(now)) {
+            let wait = self.next_reopen(now).map_or(RECHECK, |at| at.saturating_duration_since(now).min(RECHECK));
+            if self.slots.iter().all(|slot| slot.breaker.cap(now).is_none()) {
                 self.warn_all_down(now);
             }
             tokio::select! {
@@ -136,31 +127,37 @@ impl Dispatcher {
         }
     }
 
-    fn try_take(&self, now: Instant, tokens: u64) -> Option<usize> {
-        let mut order: Vec<(u64, usize, usize)> = self
-            .slots
+    /// Takes a slot on the best usable endpoint: its index and its in-flight count with this one.
+    fn try_take(&self, now: Instant, tokens: u64) -> Option<(usize, usize)> {
+        let usable: Vec<(usize, usize)> =
+            self.slots.iter().enumerate().filter_map(|(i, slot)| Some((i, slot.breaker.cap(now)?))).collect();
+        // Outstanding tokens in seconds of each endpoint's own unloaded speed, once every usable
+        // one is measured; plain tokens until then.
+        let speeds: Option<Vec<f64>> = usable.iter().map(|&(i, _)| self.slots[i].limit.seconds_per_token()).collect();
+        let mut order: Vec<(f64, usize, usize, usize)> = usable
             .iter()
             .enumerate()
-            .filter_map(|(i, slot)| {
-                slot.cap(now)?;
-                Some((slot.outstanding_tokens.load(Ordering::SeqCst), slot.limit.in_flight(), i))
+            .map(|(k, &(i, cap))| {
+                let slot = &self.slots[i];
+                let outstanding = (slot.outstanding_tokens.load(Ordering::SeqCst) + tokens) as f64;
+                let key = speeds.as_ref().map_or(outstanding, |s| outstanding * s[k]);
+                (key, slot.limit.in_flight(), i, cap)
             })
             .collect();
-        order.sort_unstable();
-        for (_, _, i) in order {
+        order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        for (_, _, i, cap) in order {
             let slot = &self.slots[i];
-            let Some(cap) = slot.cap(now) else { continue };
-            if slot.limit.try_acquire(cap) {
+            if let Some(in_flight) = slot.limit.try_acquire(cap) {
                 slot.outstanding_tokens.fetch_add(tokens, Ordering::SeqCst);
                 slot.requests.fetch_add(1, Ordering::Relaxed);
-                return Some(i);
+                return Some((i, in_flight));
             }
         }
         None
     }
 
-    fn next_unskip(&self, now: Instant) -> Option<Instant> {
-        self.slots.iter().filter_map(|slot| slot.health.lock().skip_until.filter(|&at| at > now)).min()
+    fn next_reopen(&self, now: Instant) -> Option<Instant> {
+        self.slots.iter().filter_map(|slot| slot.breaker.reopens_at(now)).min()
     }
 
     fn warn_all_down(&self, now: Instant) {
@@ -169,11 +166,8 @@ impl Dispatcher {
             return;
         }
         *last = Some(now);
-        let errors: Vec<String> = self
-            .slots
-            .iter()
-            .map(|slot| format!("{} ({})", slot.endpoint.url(), slot.health.lock().last_error))
-            .collect();
+        let errors: Vec<String> =
+            self.slots.iter().map(|slot| format!("{} ({})", slot.endpoint.url(), slot.breaker.last_error())).collect();
         tracing::warn!(
             endpoints = %errors.join("; "),
             "every TEI endpoint is failing; requests wait for one to come back, nothing is dropped"
@@ -187,46 +181,63 @@ impl Lease<'_> {
         &self.dispatcher.slots[self.index].endpoint
     }
 
-    /// Gives the slot back with the call's outcome: `Ok(inputs embedded)`, or the error. Refusals
-    /// of the request or an input mean the server is healthy; anything else counts against it.
-    pub fn finish(mut self, outcome: Result<usize, &CallError>) {
+    /// Gives the slot back with the call's outcome: `Ok((inputs, tokens))` embedded, or the
+    /// error. Refusals of the request or an input mean the server is healthy; anything else
+    /// counts against it.
+    pub fn finish(mut self, outcome: Result<(usize, u64), &CallError>) {
         self.done = true;
         let slot = &self.dispatcher.slots[self.index];
-        let healthy = match outcome {
-            Ok(embedded) => {
-                slot.embedded.fetch_add(embedded as u64, Ordering::Relaxed);
-                true
+        let latency = self.started.elapsed();
+        let (signal, transition) = match outcome {
+            Ok((inputs, tokens)) => {
+                slot.embedded.fetch_add(inputs as u64, Ordering::Relaxed);
+                slot.metrics.success(latency, tokens);
+                (Signal::Ok, slot.breaker.on_success())
             }
-            Err(err) => matches!(err.kind, FailureKind::TooLarge | FailureKind::InputRefused),
+            Err(err) if matches!(err.kind, FailureKind::TooLarge | FailureKind::InputRefused) => {
+                (Signal::Neutral, slot.breaker.on_success())
+            }
+            Err(err) => {
+                slot.failures.fetch_add(1, Ordering::Relaxed);
+                slot.metrics.error(&err.cause);
+                let at_once = err.is_connect() || err.kind == FailureKind::Rejected;
+                (overload_signal(err), slot.breaker.on_failure(err.to_string(), at_once, Instant::now()))
+            }
         };
-        let mut health = slot.health.lock();
-        if healthy {
-            if health.consecutive_failures >= SKIP_AFTER || health.skip_until.is_some() {
-                tracing::info!(endpoint = slot.endpoint.url(), "TEI endpoint answers again");
+        match (transition, outcome) {
+            (Transition::Opened, Err(err)) => tracing::warn!(
+                endpoint = slot.endpoint.url(),
+                error = %err,
+                "TEI endpoint failing; out of rotation, its work goes to the others, probing it with backoff"
+            ),
+            (Transition::Closed, _) => {
+                tracing::info!(endpoint = slot.endpoint.url(), "TEI endpoint answers again; back in rotation")
             }
-            *health = Health::default();
-        } else if let Err(err) = outcome {
-            slot.failures.fetch_add(1, Ordering::Relaxed);
-            health.consecutive_failures += 1;
-            health.last_error = err.to_string();
-            let now_failing = err.is_connect() || err.kind == FailureKind::Rejected;
-            if now_failing || health.consecutive_failures >= SKIP_AFTER {
-                let doublings = health.consecutive_failures.saturating_sub(1).min(16);
-                let skip = SKIP_MIN.saturating_mul(1 << doublings).min(SKIP_MAX);
-                if health.skip_until.is_none() {
-                    tracing::warn!(endpoint = slot.endpoint.url(), error = %err, "TEI endpoint failing; skipping it for now");
-                }
-                health.skip_until = Some(Instant::now() + skip);
-            }
+            _ => {}
         }
-        drop(health);
-        self.release(slot, healthy);
+        self.release(slot, latency, signal);
     }
 
-    fn release(&self, slot: &Slot, ok: bool) {
+    fn release(&self, slot: &Slot, latency: Duration, signal: Signal) {
         slot.outstanding_tokens.fetch_sub(self.tokens, Ordering::SeqCst);
-        slot.limit.on_done(self.started.elapsed(), ok);
-        self.dispatcher.freed.notify_one();
+        let sample = Sample { latency, tokens: self.tokens, in_flight_at_start: self.in_flight_at_start, signal };
+        let grown = slot.limit.on_done(sample, std::time::Instant::now());
+        // One waiter per slot that opened: the one given back and any the limit grew by.
+        for _ in 0..=grown {
+            self.dispatcher.freed.notify_one();
+        }
+    }
+}
+
+/// Whether a failure says the server is overloaded: the limit's cue to back off. A connection
+/// refused or a refused client says the endpoint is down or misconfigured (the breaker's job).
+fn overload_signal(err: &CallError) -> Signal {
+    let overloaded =
+        err.cause == "timeout" || err.cause.parse::<u16>().is_ok_and(|status| status == 429 || status >= 500);
+    if overloaded {
+        Signal::Overload
+    } else {
+        Signal::Neutral
     }
 }
 
@@ -234,7 +245,7 @@ impl Drop for Lease<'_> {
     fn drop(&mut self) {
         if !self.done {
             let slot = &self.dispatcher.slots[self.index];
-            self.release(slot, true);
+            self.release(slot, self.started.elapsed(), Signal::Neutral);
         }
     }
 }

@@ -16,8 +16,12 @@ use super::limits::{base_url, redact, ServerLimits, DEFAULT_PAYLOAD_LIMIT};
 /// Which of TEI's embedding routes to call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Api {
-    /// `POST /embed {inputs, truncate: true}`, vectors as JSON float arrays.
+    /// Chosen by the pool at connect: [`Api::OpenAi`] (base64) when every server truncates on
+    /// its own and answers that route, else [`Api::Tei`]. An [`Endpoint`] on its own calls the
+    /// native route.
     #[default]
+    Auto,
+    /// `POST /embed {inputs, truncate: true}`, vectors as JSON float arrays.
     Tei,
     /// `POST /v1/embeddings {input, encoding_format: "base64"}`, vectors as little-endian f32.
     /// It cannot ask for truncation: the server's `--auto-truncate` decides.
@@ -131,7 +135,7 @@ impl Endpoint {
     pub async fn embed(&self, texts: &[String]) -> Result<EmbedReply, CallError> {
         let body = self.body(texts)?;
         let path = match self.api {
-            Api::Tei => "/embed",
+            Api::Tei | Api::Auto => "/embed",
             Api::OpenAi => "/v1/embeddings",
         };
         let resp = self
@@ -157,7 +161,7 @@ impl Endpoint {
             CallError { cause: if err.cause == "timeout" { err.cause } else { "body".into() }, ..err }
         })?;
         let (vectors, usage_tokens) = match self.api {
-            Api::Tei => (serde_json::from_slice::<Vec<Vec<f32>>>(&bytes).map_err(decode)?, None),
+            Api::Tei | Api::Auto => (serde_json::from_slice::<Vec<Vec<f32>>>(&bytes).map_err(decode)?, None),
             Api::OpenAi => decode_openai(&bytes)?,
         };
         if vectors.len() != texts.len() {
@@ -183,7 +187,7 @@ impl Endpoint {
             encoding_format: &'static str,
         }
         let body = match self.api {
-            Api::Tei => serde_json::to_vec(&Native { inputs: texts, truncate: true }),
+            Api::Tei | Api::Auto => serde_json::to_vec(&Native { inputs: texts, truncate: true }),
             Api::OpenAi => serde_json::to_vec(&OpenAi { input: texts, encoding_format: "base64" }),
         }
         .map_err(|e| CallError::transport(FailureKind::InputRefused, "encode", e.to_string()))?;

@@ -1,30 +1,143 @@
-//! How many requests one endpoint may have in flight.
+//! How many requests one endpoint may have in flight: pinned ([`Concurrency::Fixed`]), or found
+//! by a delay-based adaptive limit ([`Concurrency::Adaptive`], the default).
 //!
-//! This module owns the per-endpoint concurrency limit behind a small type, [`ConcurrencyLimit`],
-//! so the fixed limit of today can be swapped for an adaptive one (AIMD or gradient, driven by
-//! [`ConcurrencyLimit::on_done`]) without touching dispatch. It never waits: the dispatcher asks
-//! with `try_acquire` and waits itself.
+//! This module owns the per-endpoint limit, the in-flight count, the endpoint's unloaded latency
+//! (its *baseline*) and the rule that moves the limit. It never waits (the dispatcher asks with
+//! `try_acquire` and waits itself), never chooses an endpoint and never sees a request's inputs.
+//!
+//! ## The rule: a Vegas-style gradient, not AIMD
+//! TEI runs one batch per GPU, cut from one FIFO of every request's inputs (`notes/tei.md`). Once
+//! the GPU is busy, every extra request in flight adds its whole service time to everyone's
+//! latency, and nothing to throughput. So the latency of a request dispatched with `n` in flight,
+//! over the endpoint's unloaded latency, says how many requests were queued ahead of it:
+//! `queued = n × (1 − baseline / latency)` (latencies per token, so requests of different sizes
+//! compare). The limit grows by one per round trip while `queued` stays under [`GROW_BELOW`]
+//! (latency near its unloaded level: the GPU may have room), holds while about one request waits
+//! (which covers the client's round trip, so the GPU never idles), and shrinks by one per round
+//! trip over [`SHRINK_ABOVE`] (queueing latency). A 429, 503, 424 or timeout cuts it by a quarter
+//! at once. AIMD would need a loss or a latency threshold to back off from: TEI answers 429 only
+//! when its 512 permits are gone, thousands of documents past the knee, and a threshold is the
+//! hand tuning this replaces. The gradient finds the knee from latency alone, whatever the GPU,
+//! model or text length.
+//!
+//! The baseline is the least per-token latency over the last one or two [`BASELINE_WINDOW`]s. At
+//! a steady backlog every request waits behind another, so no sample is unloaded; when no
+//! request has been dispatched alone for [`PROBE_EVERY`], the limit is held at 1 until one has
+//! (a probe costs about one round trip of GPU time), so a GPU that gets slower or faster is
+//! re-measured. `--p95-slo` bounds the limit: it does not grow when one more request would push a
+//! latency past the SLO, and shrinks while the p95 of the last [`RECENT`] requests is over it.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// A fixed limit on requests in flight: a few concurrent requests of up to
-/// `max_client_batch_size` items keep a TEI GPU's queue full (one running batch plus one
-/// prefetched) without the queueing latency of hundreds.
+use parking_lot::Mutex;
+
+/// How an endpoint's concurrency limit is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Concurrency {
+    /// Found per endpoint from latency, between 1 and what the server's permits allow.
+    #[default]
+    Adaptive,
+    /// Pinned at this many requests in flight per endpoint (`--concurrency N`), still capped so
+    /// the inputs in flight fit the server's permits.
+    Fixed(usize),
+}
+
+/// Grow while fewer requests than this are estimated queued ahead.
+pub(crate) const GROW_BELOW: f64 = 0.5;
+/// Shrink while more than this are estimated queued ahead.
+pub(crate) const SHRINK_ABOVE: f64 = 1.5;
+/// Factor applied to the limit on an overload answer (429, 503, 424, timeout).
+const OVERLOAD_CUT: f64 = 0.75;
+/// The baseline is the least per-token latency seen in the current and the previous window.
+pub(crate) const BASELINE_WINDOW: Duration = Duration::from_secs(30);
+/// Longest time without a request dispatched alone before the limit is held at 1 to re-measure.
+pub(crate) const PROBE_EVERY: Duration = Duration::from_secs(30);
+/// Latencies kept for the p95 check of `--p95-slo`.
+pub(crate) const RECENT: usize = 40;
+
+/// How a call went, as far as the limit cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// Vectors came back: a latency sample.
+    Ok,
+    /// The server is overloaded or failing under load (429, 503, 424, 5xx, timeout).
+    Overload,
+    /// Says nothing about load (refused input, connection refused, cancelled).
+    Neutral,
+}
+
+/// One finished call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sample {
+    /// From dispatch to answer.
+    pub latency: Duration,
+    /// Budget tokens of the request.
+    pub tokens: u64,
+    /// Requests in flight on the endpoint right after this one was dispatched (itself included).
+    pub in_flight_at_start: usize,
+    /// How it went.
+    pub signal: Signal,
+}
+
+/// The limit of one endpoint and its in-flight count.
 #[derive(Debug)]
 pub(crate) struct ConcurrencyLimit {
-    limit: usize,
+    mode: Concurrency,
+    max: usize,
+    /// The limit in force now (1 while probing), read by `try_acquire` without the lock.
+    current: AtomicUsize,
     in_flight: AtomicUsize,
+    state: Mutex<Gradient>,
+}
+
+#[derive(Debug)]
+struct Gradient {
+    limit: f64,
+    baseline: WindowedMin,
+    last_alone: Option<Instant>,
+    probing: bool,
+    recent: VecDeque<Duration>,
+    slo: Option<Duration>,
+    last_cut: Option<Instant>,
 }
 
 impl ConcurrencyLimit {
-    pub fn new(limit: usize) -> Self {
-        Self { limit: limit.max(1), in_flight: AtomicUsize::new(0) }
+    /// A limit in `mode`, never above `max` (what the server's permits allow), bounded by `slo`
+    /// when adaptive.
+    pub fn new(mode: Concurrency, max: usize, slo: Option<Duration>) -> Self {
+        let max = max.max(1);
+        let start = match mode {
+            Concurrency::Fixed(n) => n.clamp(1, max),
+            // One at first: its latency is the endpoint's unloaded level.
+            Concurrency::Adaptive => 1,
+        };
+        let state = Gradient {
+            limit: start as f64,
+            baseline: WindowedMin::default(),
+            last_alone: None,
+            probing: false,
+            recent: VecDeque::with_capacity(RECENT),
+            slo,
+            last_cut: None,
+        };
+        Self { mode, max, current: AtomicUsize::new(start), in_flight: AtomicUsize::new(0), state: Mutex::new(state) }
     }
 
-    /// The current limit.
+    /// The limit in force now.
     pub fn limit(&self) -> usize {
-        self.limit
+        self.current.load(Ordering::SeqCst)
+    }
+
+    /// The most it may ever be.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Whether it adapts.
+    pub fn is_adaptive(&self) -> bool {
+        self.mode == Concurrency::Adaptive
     }
 
     /// Requests in flight now.
@@ -32,15 +145,233 @@ impl ConcurrencyLimit {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    /// Takes a slot if fewer than `min(limit, cap)` are in flight (`cap` lets a recovering
-    /// endpoint be probed with one request at a time).
-    pub fn try_acquire(&self, cap: usize) -> bool {
-        let max = self.limit.min(cap.max(1));
-        self.in_flight.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).is_ok()
+    /// The endpoint's unloaded latency per budget token, once measured: its speed, for dispatch.
+    pub fn seconds_per_token(&self) -> Option<f64> {
+        self.state.lock().baseline.get()
     }
 
-    /// Gives a slot back, with how its request went: the hook of an adaptive limit.
-    pub fn on_done(&self, _latency: Duration, _ok: bool) {
+    /// Takes a slot if fewer than `min(limit, cap)` are in flight (`cap` lets a recovering
+    /// endpoint be probed with one request at a time). Returns the in-flight count with this one.
+    pub fn try_acquire(&self, cap: usize) -> Option<usize> {
+        let max = self.limit().min(cap.max(1));
+        self.in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|before| before + 1)
+    }
+
+    /// Gives a slot back with how its call went, and moves the limit. Returns how many more
+    /// requests the endpoint takes now than before (so the dispatcher wakes that many waiters).
+    pub fn on_done(&self, sample: Sample, now: Instant) -> usize {
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let before = self.limit();
+        let mut state = self.state.lock();
+        state.observe(&sample, now, self.mode == Concurrency::Adaptive, self.max);
+        let after = match self.mode {
+            Concurrency::Fixed(_) => before,
+            Concurrency::Adaptive if state.probing => 1,
+            Concurrency::Adaptive => (state.limit.floor() as usize).clamp(1, self.max),
+        };
+        self.current.store(after, Ordering::SeqCst);
+        after.saturating_sub(before)
+    }
+}
+
+impl Gradient {
+    fn observe(&mut self, sample: &Sample, now: Instant, adaptive: bool, max: usize) {
+        match sample.signal {
+            Signal::Neutral => return,
+            Signal::Overload => {
+                // One cut per round trip: a burst of 429s from one moment is one signal.
+                let round = self.recent.back().copied().unwrap_or(Duration::from_millis(100));
+                if adaptive && self.last_cut.is_none_or(|at| now.saturating_duration_since(at) >= round) {
+                    self.limit = (self.limit * OVERLOAD_CUT).max(1.0);
+                    self.last_cut = Some(now);
+                }
+                return;
+            }
+            Signal::Ok => {}
+        }
+        let per_token = sample.latency.as_secs_f64() / sample.tokens.max(1) as f64;
+        self.baseline.update(per_token, now);
+        if sample.in_flight_at_start <= 1 {
+            self.last_alone = Some(now);
+            self.probing = false;
+        }
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(sample.latency);
+        if !adaptive {
+            return;
+        }
+        let baseline = self.baseline.get().unwrap_or(per_token);
+        let n = sample.in_flight_at_start.max(1) as f64;
+        let queued = n * (1.0 - baseline / per_token.max(f64::MIN_POSITIVE));
+        let step = 1.0 / self.limit;
+        let over_slo = self.slo.is_some_and(|slo| sample.latency > slo && self.p95() > slo);
+        // One more in flight adds about one request's service time to each latency.
+        let room_under_slo = self.slo.is_none_or(|slo| sample.latency.mul_f64((n + 1.0) / n) <= slo);
+        // Grow only a limit in use: an endpoint with spare slots has no latency to learn from.
+        let in_use = n >= self.limit.floor();
+        if queued > SHRINK_ABOVE || over_slo {
+            self.limit = (self.limit - step).max(1.0);
+        } else if queued < GROW_BELOW && in_use && room_under_slo {
+            self.limit = (self.limit + step).min(max as f64);
+        }
+        if self.last_alone.is_none_or(|at| now.saturating_duration_since(at) >= PROBE_EVERY) {
+            self.probing = true;
+        }
+    }
+
+    /// The 95th percentile of the recent latencies.
+    fn p95(&self) -> Duration {
+        let mut sorted: Vec<Duration> = self.recent.iter().copied().collect();
+        sorted.sort_unstable();
+        let rank = (sorted.len() * 95).div_ceil(100).saturating_sub(1);
+        sorted.get(rank).copied().unwrap_or_default()
+    }
+}
+
+/// The least value over the current and the previous window: old minima expire, so the baseline
+/// follows an endpoint that got slower, without forgetting it within one window.
+#[derive(Debug, Default)]
+struct WindowedMin {
+    current: Option<(Instant, f64)>,
+    previous: Option<f64>,
+}
+
+impl WindowedMin {
+    fn update(&mut self, value: f64, now: Instant) {
+        match &mut self.current {
+            Some((start, min)) if now.saturating_duration_since(*start) < BASELINE_WINDOW => *min = min.min(value),
+            current => {
+                self.previous = current.map(|(_, min)| min);
+                *current = Some((now, value));
+            }
+        }
+    }
+
+    fn get(&self) -> Option<f64> {
+        let current = self.current.map(|(_, min)| min);
+        match (current, self.previous) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TEI GPU as the limiter sees it at a steady backlog: each request takes `service`, and
+    /// one dispatched with `n` in flight waits for the `n - 1` ahead of it.
+    fn drive(limit: &ConcurrencyLimit, service: Duration, rounds: usize, start: Instant) -> Instant {
+        let mut now = start;
+        for _ in 0..rounds {
+            let n = limit.limit();
+            let mut slots = Vec::new();
+            while let Some(at_start) = limit.try_acquire(usize::MAX) {
+                slots.push(at_start);
+            }
+            assert_eq!(slots.len(), n);
+            for at_start in slots {
+                now += service;
+                let latency = service * at_start as u32;
+                limit
+                    .on_done(Sample { latency, tokens: 13_376, in_flight_at_start: at_start, signal: Signal::Ok }, now);
+            }
+        }
+        now
+    }
+
+    #[test]
+    fn grows_to_about_one_request_queued_and_holds() {
+        let limit = ConcurrencyLimit::new(Concurrency::Adaptive, 16, None);
+        assert_eq!(limit.limit(), 1);
+        let now = drive(&limit, Duration::from_millis(690), 20, Instant::now());
+        assert_eq!(limit.limit(), 2, "one running, one waiting: the GPU never idles, nothing more queues");
+        // A GPU whose latency does not grow with load (room to batch) lets it grow to the cap.
+        let flat = ConcurrencyLimit::new(Concurrency::Adaptive, 16, None);
+        let mut t = now;
+        for _ in 0..300 {
+            let mut slots = Vec::new();
+            while let Some(at_start) = flat.try_acquire(usize::MAX) {
+                slots.push(at_start);
+            }
+            for at_start in slots {
+                t += Duration::from_millis(10);
+                let latency = Duration::from_millis(100);
+                flat.on_done(Sample { latency, tokens: 100, in_flight_at_start: at_start, signal: Signal::Ok }, t);
+            }
+        }
+        assert_eq!(flat.limit(), 16);
+    }
+
+    #[test]
+    fn shrinks_on_queueing_and_on_overload() {
+        let limit = ConcurrencyLimit::new(Concurrency::Adaptive, 16, None);
+        let now = drive(&limit, Duration::from_millis(100), 5, Instant::now());
+        let before = limit.state.lock().limit;
+        // Four times the unloaded latency at two in flight: three queued ahead.
+        let queued =
+            Sample { latency: Duration::from_millis(800), tokens: 13_376, in_flight_at_start: 2, signal: Signal::Ok };
+        limit.try_acquire(usize::MAX);
+        limit.on_done(queued, now);
+        assert!(limit.state.lock().limit < before);
+        let state_before = limit.state.lock().limit;
+        limit.try_acquire(usize::MAX);
+        let overload = Sample { signal: Signal::Overload, ..queued };
+        limit.on_done(overload, now + Duration::from_secs(1));
+        assert!((limit.state.lock().limit - (state_before * OVERLOAD_CUT).max(1.0)).abs() < 1e-9);
+        assert_eq!(limit.in_flight(), 0);
+    }
+
+    #[test]
+    fn the_slo_bounds_growth() {
+        let slo = Some(Duration::from_millis(1000));
+        let limit = ConcurrencyLimit::new(Concurrency::Adaptive, 16, slo);
+        // Flat latency of 400 ms: without an SLO it would grow to 16; 3 × 400 ms > 1 s stops it.
+        let mut t = Instant::now();
+        for _ in 0..300 {
+            let Some(at_start) = limit.try_acquire(usize::MAX) else { break };
+            t += Duration::from_millis(10);
+            let latency = Duration::from_millis(400) * at_start as u32;
+            limit.on_done(Sample { latency, tokens: 100, in_flight_at_start: at_start, signal: Signal::Ok }, t);
+        }
+        assert!(limit.limit() <= 2, "{}", limit.limit());
+    }
+
+    #[test]
+    fn probes_alone_when_the_baseline_is_old() {
+        let limit = ConcurrencyLimit::new(Concurrency::Adaptive, 16, None);
+        let t = drive(&limit, Duration::from_millis(100), 10, Instant::now());
+        assert_eq!(limit.limit(), 2);
+        // Past PROBE_EVERY with every request queued behind another: held at 1 until one alone.
+        let later = t + PROBE_EVERY + Duration::from_secs(1);
+        limit.try_acquire(usize::MAX);
+        let s =
+            Sample { latency: Duration::from_millis(200), tokens: 13_376, in_flight_at_start: 2, signal: Signal::Ok };
+        limit.on_done(s, later);
+        assert_eq!(limit.limit(), 1);
+        limit.try_acquire(usize::MAX);
+        limit.on_done(Sample { in_flight_at_start: 1, latency: Duration::from_millis(100), ..s }, later);
+        assert_eq!(limit.limit(), 2);
+    }
+
+    #[test]
+    fn fixed_stays_put_within_the_permits() {
+        let limit = ConcurrencyLimit::new(Concurrency::Fixed(32), 16, None);
+        assert_eq!((limit.limit(), limit.is_adaptive()), (16, false));
+        drive(&limit, Duration::from_millis(100), 3, Instant::now());
+        assert_eq!(limit.limit(), 16);
+        let mut window = WindowedMin::default();
+        let t = Instant::now();
+        window.update(1.0, t);
+        window.update(2.0, t + BASELINE_WINDOW);
+        assert_eq!(window.get(), Some(1.0), "the previous window still counts");
+        window.update(3.0, t + BASELINE_WINDOW * 2);
+        assert_eq!(window.get(), Some(2.0), "two windows old: forgotten");
     }
 }

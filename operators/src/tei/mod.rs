@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod breaker;
 mod budget;
 mod dispatch;
 mod endpoint;
@@ -30,9 +31,11 @@ mod pool;
 mod request;
 mod stats;
 
+pub use breaker::BreakerState;
 pub use budget::{estimate_tokens, json_string_len, PackLimits, TokenBudget};
 pub use endpoint::{http_client, Api, EmbedReply, Endpoint};
 pub use error::{CallError, FailureKind, TeiError};
+pub use limiter::Concurrency;
 pub use limits::{base_url, redact, ServerLimits, DEFAULT_PAYLOAD_LIMIT};
 pub use pool::{EndpointPool, InputOutcome, PoolConfig};
-pub use stats::{EndpointStats, PoolStats};
+pub use stats::{EndpointStats, PoolStats, RATE_WINDOW};

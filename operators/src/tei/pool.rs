@@ -20,6 +20,7 @@ use super::budget::{json_string_len, PackLimits, TokenBudget};
 use super::dispatch::{Dispatcher, Slot};
 use super::endpoint::{http_client, Api, Endpoint};
 use super::error::{FailureKind, TeiError};
+use super::limiter::{Concurrency, ConcurrencyLimit};
 use super::limits::{redact, ServerLimits, DEFAULT_PAYLOAD_LIMIT};
 use super::request::{self, Batch, Shared, Step};
 use super::stats::{Counters, PoolStats};
@@ -47,8 +48,12 @@ pub struct PoolConfig {
     /// At most this many texts per request (`--batch-size`); the servers'
     /// `max_client_batch_size` always applies.
     pub batch_size: Option<usize>,
-    /// Requests in flight per endpoint (capped so their inputs fit the server's permits).
-    pub concurrency_per_endpoint: usize,
+    /// Requests in flight per endpoint: adaptive (the default) or pinned; either way capped so
+    /// their inputs fit the server's permits.
+    pub concurrency: Concurrency,
+    /// Bounds the adaptive limit: it does not grow past what keeps request latency under this.
+    /// Ignored when the concurrency is pinned.
+    pub p95_slo: Option<Duration>,
     /// Time limit of one call, answer included.
     pub request_timeout: Duration,
     /// The model's `tokenizer.json`, to count tokens exactly; else a calibrated estimate.
@@ -60,16 +65,18 @@ pub struct PoolConfig {
 }
 
 impl PoolConfig {
-    /// TEI's defaults for `urls`: native API, no key, 2,000,000-byte payloads, 4 requests in
-    /// flight per endpoint, 60 s per call, retries from 50 ms doubling to 5 s.
+    /// TEI's defaults for `urls`: the API chosen at connect (base64 vectors where the server
+    /// can), no key, 2,000,000-byte payloads, adaptive concurrency without an SLO, 60 s per call,
+    /// retries from 50 ms doubling to 5 s.
     pub fn new<S: Into<String>>(urls: impl IntoIterator<Item = S>) -> Self {
         Self {
             urls: urls.into_iter().map(Into::into).collect(),
-            api: Api::Tei,
+            api: Api::Auto,
             api_key: None,
             payload_limit: DEFAULT_PAYLOAD_LIMIT,
             batch_size: None,
-            concurrency_per_endpoint: 4,
+            concurrency: Concurrency::Adaptive,
+            p95_slo: None,
             request_timeout: Duration::from_secs(60),
             tokenizer: None,
             retry_initial: Duration::from_millis(50),
@@ -82,13 +89,16 @@ impl PoolConfig {
         if self.urls.is_empty() {
             return fail("no TEI URL given: pass at least one endpoint");
         }
-        if self.payload_limit == 0 || self.concurrency_per_endpoint == 0 || self.batch_size == Some(0) {
+        if self.payload_limit == 0 || self.concurrency == Concurrency::Fixed(0) || self.batch_size == Some(0) {
             return fail("the TEI payload limit, batch size and concurrency must be at least 1");
         }
         if self.request_timeout.is_zero() || self.retry_initial.is_zero() || self.retry_max < self.retry_initial {
             return fail(
                 "the TEI request timeout and retry delays must be positive, the longest retry at least the first",
             );
+        }
+        if self.p95_slo.is_some_and(|slo| slo.is_zero()) {
+            return fail("the p95 latency SLO must be positive");
         }
         Ok(())
     }
@@ -110,7 +120,8 @@ impl fmt::Debug for PoolConfig {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("payload_limit", &self.payload_limit)
             .field("batch_size", &self.batch_size)
-            .field("concurrency_per_endpoint", &self.concurrency_per_endpoint)
+            .field("concurrency", &self.concurrency)
+            .field("p95_slo", &self.p95_slo)
             .field("request_timeout", &self.request_timeout)
             .field("tokenizer", &self.tokenizer)
             .field("retry_initial", &self.retry_initial)
@@ -156,7 +167,7 @@ impl EndpointPool {
                 other.model_id
             )));
         }
-        let dims = on_each(&endpoints, |e| async move { probe_dim(&e).await }).await?;
+        let (api, dims) = choose_api(config.api, &infos, &mut endpoints).await?;
         if let Some(i) = dims.iter().position(|&d| d != dims[0]) {
             return Err(TeiError::Config(format!(
                 "TEI endpoints return vectors of different dimensions: {} gives {}, {} gives {}",
@@ -172,11 +183,16 @@ impl EndpointPool {
             Some(path) => TokenBudget::from_tokenizer_file(path, limits.max_input_length)?,
             None => TokenBudget::estimated(limits.max_input_length),
         };
-        if config.api == Api::OpenAi && !limits.auto_truncate {
+        if api == Api::OpenAi && !limits.auto_truncate {
             tracing::warn!(
                 "TEI runs with --auto-truncate false and the OpenAI route cannot ask to truncate: \
                  texts over {} tokens will be rejected; use the native API to embed their beginning",
                 limits.max_input_length
+            );
+        }
+        if let (Concurrency::Fixed(_), Some(_)) = (config.concurrency, config.p95_slo) {
+            tracing::warn!(
+                "--p95-slo bounds the adaptive concurrency; --concurrency pins it, so the SLO is not enforced"
             );
         }
         let slots = endpoints
@@ -185,7 +201,17 @@ impl EndpointPool {
             .map(|(endpoint, info)| {
                 // Inputs in flight must fit the server's permits, or it answers 429 at once.
                 let fits = (info.max_concurrent_requests / pack.max_items).max(1);
-                Slot::new(endpoint, config.concurrency_per_endpoint.min(fits))
+                if let Concurrency::Fixed(n) = config.concurrency {
+                    if n > fits {
+                        tracing::warn!(
+                            endpoint = endpoint.url(),
+                            concurrency = n,
+                            used = fits,
+                            "--concurrency is over what the server's permits hold; using the most that fits"
+                        );
+                    }
+                }
+                Slot::new(endpoint, ConcurrencyLimit::new(config.concurrency, fits, config.p95_slo))
             })
             .collect::<Vec<_>>();
         tracing::info!(
@@ -193,6 +219,8 @@ impl EndpointPool {
             model = %limits.model_id,
             version = %limits.version,
             dim = dims[0],
+            api = ?api,
+            concurrency = ?config.concurrency,
             max_items = pack.max_items,
             max_batch_tokens = pack.max_tokens,
             max_input_length = limits.max_input_length,
@@ -238,6 +266,27 @@ impl EndpointPool {
     /// The endpoints' base URLs, credentials removed.
     pub fn urls(&self) -> Vec<String> {
         self.shared.dispatcher.slots.iter().map(|s| s.endpoint.url().to_string()).collect()
+    }
+
+    /// The API the endpoints are called with (resolved from [`Api::Auto`] at connect).
+    pub fn api(&self) -> Api {
+        self.shared.dispatcher.slots.first().map_or(Api::Tei, |s| s.endpoint.api())
+    }
+
+    /// Requests in flight the endpoints' limits may ever allow together: what callers need
+    /// outstanding so an adaptive limit can grow to its most.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.dispatcher.slots.iter().map(|s| s.limit.max()).sum()
+    }
+
+    /// The latencies of every successful call since connect, from dispatch to answer, in
+    /// microseconds, all endpoints together. Two snapshots subtracted give a window's.
+    pub fn request_latencies(&self) -> hdrhistogram::Histogram<u64> {
+        let mut all = super::stats::latency_histogram();
+        for slot in &self.shared.dispatcher.slots {
+            slot.add_latencies(&mut all);
+        }
+        all
     }
 
     /// A snapshot of the counters.
@@ -296,6 +345,45 @@ impl EndpointPool {
         }
         outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err("internal error: no outcome".to_string()))).collect()
     }
+}
+
+/// The API to call and the dimension every endpoint gives with it. [`Api::Auto`] takes the
+/// OpenAI route's base64 vectors (4 bytes a value instead of about 10 of JSON, and no float
+/// parsing) when every server truncates on its own (that route cannot ask to) and answers it;
+/// the native route otherwise.
+async fn choose_api(
+    api: Api,
+    infos: &[ServerLimits],
+    endpoints: &mut [Endpoint],
+) -> Result<(Api, Vec<usize>), TeiError> {
+    let probe = |endpoints: &[Endpoint], api: Api| {
+        let endpoints: Vec<Endpoint> = endpoints.iter().map(|e| e.clone().with_api(api)).collect();
+        async move {
+            let dims = on_each(&endpoints, |e| async move { probe_dim(&e).await }).await;
+            (endpoints, dims)
+        }
+    };
+    let (chosen, dims) = match api {
+        Api::Auto if infos.iter().all(|i| i.auto_truncate) => match probe(endpoints, Api::OpenAi).await {
+            (chosen, Ok(dims)) => (chosen, dims),
+            (_, Err(err)) => {
+                tracing::info!(error = %err, "TEI's /v1/embeddings with base64 is not usable; using /embed");
+                let (chosen, dims) = probe(endpoints, Api::Tei).await;
+                (chosen, dims?)
+            }
+        },
+        Api::Auto => {
+            let (chosen, dims) = probe(endpoints, Api::Tei).await;
+            (chosen, dims?)
+        }
+        api => {
+            let (chosen, dims) = probe(endpoints, api).await;
+            (chosen, dims?)
+        }
+    };
+    let api = chosen.first().map_or(Api::Tei, Endpoint::api);
+    endpoints.clone_from_slice(&chosen);
+    Ok((api, dims))
 }
 
 /// Runs `call` on every endpoint concurrently; the first error in endpoint order wins.

@@ -63,7 +63,7 @@ pub(crate) async fn run(shared: Arc<Shared>, batch: Arc<Batch>, range: Range<usi
         });
         let err = match result {
             Ok(reply) => {
-                lease.finish(Ok(texts.len()));
+                lease.finish(Ok((texts.len(), reply.compute_tokens.unwrap_or(budget_tokens))));
                 counters.latency(started.elapsed());
                 Counters::add(&counters.succeeded, 1);
                 Counters::add(&counters.embedded, texts.len() as u64);

@@ -6,10 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
+
+use super::breaker::BreakerState;
 
 /// A snapshot of a pool's counters since it connected.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -46,24 +48,134 @@ pub struct PoolStats {
 }
 
 /// One endpoint's share of a [`PoolStats`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct EndpointStats {
     /// Its base URL, credentials removed.
     pub url: String,
     /// Calls in flight now.
     pub in_flight: usize,
-    /// Its concurrency limit now.
+    /// Its concurrency limit now (1 while the adaptive limit re-measures the unloaded latency).
     pub concurrency_limit: usize,
+    /// The most the limit may be (what the server's permits allow, or the pinned value).
+    pub concurrency_max: usize,
+    /// Whether the limit adapts (false: pinned by `--concurrency`).
+    pub adaptive: bool,
     /// Budget tokens of the calls in flight now.
     pub outstanding_tokens: u64,
     /// Calls made to it.
     pub requests: u64,
     /// Calls to it that failed (transient or refused client), not counting refusals of inputs.
     pub failures: u64,
+    /// Failed calls by cause: the HTTP status (`"429"`, `"503"`) or `connect`, `timeout`, ...
+    pub errors_by_cause: BTreeMap<String, u64>,
     /// Inputs it embedded.
     pub embedded_inputs: u64,
-    /// Whether dispatch is skipping it now after repeated failures.
+    /// Tokens it embedded (the server's count when it reports one, else the budget's).
+    pub tokens: u64,
+    /// Tokens it embedded per second over the last [`RATE_WINDOW`].
+    pub tokens_per_second: f64,
+    /// Latency of its successful calls, from dispatch to answer: median.
+    pub latency_p50: Duration,
+    /// 95th percentile.
+    pub latency_p95: Duration,
+    /// 99th percentile.
+    pub latency_p99: Duration,
+    /// Its circuit breaker now.
+    pub breaker: BreakerState,
+    /// Times its breaker opened (taken out of rotation) and closed (re-admitted) since start.
+    pub breaker_opened: u64,
+    /// Times its breaker closed again.
+    pub breaker_closed: u64,
+    /// Whether dispatch is skipping it now (its breaker is open).
     pub skipped: bool,
+}
+
+/// The window of [`EndpointStats::tokens_per_second`].
+pub const RATE_WINDOW: Duration = Duration::from_secs(10);
+/// Buckets of that window.
+const RATE_BUCKETS: usize = 10;
+
+/// One endpoint's latency histogram, errors by cause and token rate.
+pub(crate) struct EndpointMetrics {
+    latency_us: Mutex<Histogram<u64>>,
+    errors: Mutex<BTreeMap<String, u64>>,
+    tokens: AtomicU64,
+    rate: Mutex<RateWindow>,
+}
+
+/// Tokens per bucket of `RATE_WINDOW / RATE_BUCKETS`, the oldest overwritten.
+struct RateWindow {
+    start: Instant,
+    buckets: [(u64, u64); RATE_BUCKETS],
+}
+
+impl EndpointMetrics {
+    pub fn new() -> Self {
+        Self {
+            latency_us: Mutex::new(latency_histogram()),
+            errors: Mutex::new(BTreeMap::new()),
+            tokens: AtomicU64::new(0),
+            rate: Mutex::new(RateWindow { start: Instant::now(), buckets: [(u64::MAX, 0); RATE_BUCKETS] }),
+        }
+    }
+
+    pub fn success(&self, latency: Duration, tokens: u64) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+        self.latency_us.lock().saturating_record(us);
+        self.tokens.fetch_add(tokens, Ordering::Relaxed);
+        let mut rate = self.rate.lock();
+        let index = rate.bucket(Instant::now());
+        let slot = &mut rate.buckets[(index % RATE_BUCKETS as u64) as usize];
+        if slot.0 != index {
+            *slot = (index, 0);
+        }
+        slot.1 += tokens;
+    }
+
+    /// Adds this endpoint's latencies (µs) to `into`.
+    pub fn add_latencies(&self, into: &mut Histogram<u64>) {
+        // Same bounds on both sides: adding cannot fail.
+        let _ = into.add(&*self.latency_us.lock());
+    }
+
+    pub fn error(&self, cause: &str) {
+        *self.errors.lock().entry(cause.to_string()).or_default() += 1;
+    }
+
+    /// Fills the metric fields of `stats`.
+    pub fn fill(&self, stats: &mut EndpointStats) {
+        let latency = self.latency_us.lock();
+        let quantile =
+            |q: f64| Duration::from_micros(if latency.is_empty() { 0 } else { latency.value_at_quantile(q) });
+        (stats.latency_p50, stats.latency_p95, stats.latency_p99) = (quantile(0.5), quantile(0.95), quantile(0.99));
+        stats.errors_by_cause = self.errors.lock().clone();
+        stats.tokens = self.tokens.load(Ordering::Relaxed);
+        let rate = self.rate.lock();
+        let current = rate.bucket(Instant::now());
+        // The current bucket is partial: the rate is over the full buckets before it.
+        let full_buckets = current.min(RATE_BUCKETS as u64 - 1);
+        let full: u64 = rate
+            .buckets
+            .iter()
+            .filter(|(index, _)| *index < current && current - index <= full_buckets)
+            .map(|(_, tokens)| tokens)
+            .sum();
+        let span = (RATE_WINDOW / RATE_BUCKETS as u32).as_secs_f64() * full_buckets as f64;
+        stats.tokens_per_second = if span > 0.0 { full as f64 / span } else { 0.0 };
+    }
+}
+
+impl RateWindow {
+    fn bucket(&self, now: Instant) -> u64 {
+        let width = RATE_WINDOW.as_nanos() / RATE_BUCKETS as u128;
+        u64::try_from(now.saturating_duration_since(self.start).as_nanos() / width).unwrap_or(u64::MAX)
+    }
+}
+
+/// Microseconds from 1 µs to an hour, 3 significant figures.
+pub(crate) fn latency_histogram() -> Histogram<u64> {
+    // Constant, valid bounds: this cannot fail.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant histogram bounds are valid")
 }
 
 /// The pool-wide counters.
