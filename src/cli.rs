@@ -20,6 +20,8 @@ pub enum Command {
     Backfill(Box<crate::config::PipelineArgs>),
     /// Embeds the backfill and then new tweets as they arrive, until SIGINT/SIGTERM.
     Run(Box<crate::run::RunArgs>),
+    /// Progress from the two indexes and the checkpoint: done, remaining, rate, ETA, cost.
+    Status(crate::status::StatusArgs),
     /// Creates the work-queue and monitoring indexes (idempotent).
     Indexes(crate::indexes::IndexesArgs),
     /// Merges small Parquet files of vectors (ours or the old scripts') into large ones.

@@ -16,5 +16,6 @@ pub mod indexes;
 pub mod pipeline;
 pub mod progress;
 pub mod run;
+pub mod status;
 pub mod synth;
 pub mod tei;

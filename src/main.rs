@@ -16,6 +16,7 @@ fn main() {
         Command::Run(args) => tweet_embed::run::stop_on_signals()
             .and_then(|stop| tweet_embed::run::run(&args, stop))
             .map(|s| tweet_embed::pipeline::print_summary("run", &s, &args.pipeline)),
+        Command::Status(args) => tweet_embed::status::run(args),
         Command::Indexes(args) => tweet_embed::indexes::run(args),
         Command::Consolidate(args) => {
             tweet_embed::consolidate::run(&args).map(|s| println!("{}", tweet_embed::consolidate::summary_line(&s)))
