@@ -79,7 +79,8 @@ impl History {
         let Some(path) = &self.path else { return Ok(()) };
         let text = match fs::read_to_string(path) {
             Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            // Nothing saved (yet, or any more): what this process has is all there is.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e).with_context(|| format!("cannot read the rate history {}", path.display())),
         };
         let mut bad = 0usize;
@@ -99,12 +100,15 @@ impl History {
     /// Adds a sample and, with a file, saves the history. The file is read again first, so two
     /// `status --watch` sharing a state directory add to one history instead of overwriting each
     /// other's (a lost sample between the read and the rename is harmless).
+    /// On an error the sample is still kept in memory, so the rate of a `--watch` survives a
+    /// full or read-only state directory.
     pub fn record(&mut self, sample: Sample) -> Result<()> {
-        self.reload()?;
+        let reloaded = self.reload();
         self.samples.push(sample);
         self.samples.sort_by_key(|s| s.at_ms);
         let excess = self.samples.len().saturating_sub(MAX_SAMPLES);
         self.samples.drain(..excess);
+        reloaded?;
         self.save()
     }
 
@@ -176,6 +180,16 @@ mod tests {
         assert_eq!(h.rate("other:m", window), None, "another collection's samples never mix in");
         h.record(s(1700, 10)).unwrap();
         assert_eq!(h.rate("db.c:m", window), None, "marks cleared: no rate rather than a negative one");
+    }
+
+    #[test]
+    fn a_lost_state_directory_keeps_the_samples_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = History::open(dir.path()).unwrap();
+        h.record(s(0, 0)).unwrap();
+        drop(dir);
+        assert!(h.record(s(10, 100)).is_err(), "saving into a removed directory fails");
+        assert_eq!(h.rate("db.c:m", Duration::from_secs(600)).map(|r| r.docs_per_s), Some(10.0));
     }
 
     #[test]

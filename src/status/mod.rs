@@ -146,6 +146,7 @@ pub struct Monitor {
     coll: Collection<Document>,
     history: History,
     checkpoints: Option<CheckpointStore>,
+    history_warned: bool,
 }
 
 impl Monitor {
@@ -176,7 +177,7 @@ impl Monitor {
             .await
             .map_err(|e| anyhow!("bad --mongo-uri {}: {}", redact(uri), scrub(&e.to_string(), uri)))?;
         let coll = client.database(&args.mongo.db).collection::<Document>(&args.mongo.collection);
-        Ok(Monitor { args: args.clone(), coll, history, checkpoints })
+        Ok(Monitor { args: args.clone(), coll, history, checkpoints, history_warned: false })
     }
 
     /// Measures now.
@@ -194,7 +195,15 @@ impl Monitor {
         let a = &self.args;
         let ns = format!("{}.{}:{}", a.mongo.db, a.mongo.collection, a.mark_field);
         let processed = counts.embedded + counts.rejected;
-        self.history.record(Sample { at_ms, ns: ns.clone(), processed, remaining: counts.remaining })?;
+        let sample = Sample { at_ms, ns: ns.clone(), processed, remaining: counts.remaining };
+        if let Err(e) = self.history.record(sample) {
+            // The history is a convenience: a full or read-only state directory must not take the
+            // counts away. Said once, not at every refresh.
+            if !self.history_warned {
+                self.history_warned = true;
+                tracing::warn!(error = %format!("{e:#}"), "the rate history is not saved: the rate covers this process's samples only");
+            }
+        }
         let rate = self.history.rate(&ns, a.rate_window).filter(|r| r.docs_per_s.is_finite());
         let checkpoint = match &self.checkpoints {
             Some(store) => store.load().map_err(|e| anyhow!("reading the checkpoint: {e}"))?,
