@@ -39,6 +39,8 @@ pub enum Command {
     Config(crate::config_file::ConfigArgs),
     /// Sweeps batch size × concurrency on a sample and recommends a setting meeting a p95 SLO.
     Autotune(Box<crate::autotune::AutotuneArgs>),
+    /// Progress from the two indexes and the checkpoint: done, remaining, rate, ETA, cost.
+    Status(crate::status::StatusArgs),
     /// Creates the work-queue and monitoring indexes (idempotent).
     Indexes(crate::indexes::IndexesArgs),
     /// Merges small Parquet files of vectors (ours or the old scripts') into large ones.

@@ -19,5 +19,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod progress;
 pub mod run;
+pub mod status;
 pub mod synth;
 pub mod tei;

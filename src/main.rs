@@ -32,6 +32,7 @@ fn main() {
             .map(|s| tweet_embed::pipeline::print_summary("run", &s, &args.pipeline)),
         Command::Config(args) => tweet_embed::config_file::run(args, &from_file),
         Command::Autotune(args) => tweet_embed::autotune::run(*args),
+        Command::Status(args) => tweet_embed::status::run(args),
         Command::Indexes(args) => tweet_embed::indexes::run(args),
         Command::Consolidate(args) => {
             tweet_embed::consolidate::run(&args).map(|s| println!("{}", tweet_embed::consolidate::summary_line(&s)))

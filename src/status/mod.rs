@@ -1,0 +1,400 @@
+//! `tweet-embed status`: how far the embedding of a collection is, from MongoDB's two indexes
+//! and the run's checkpoint: embedded (`<mark>: true`), rejected (`<mark>: false`), remaining
+//! (the work queue), percent done, rate, ETA and GPU cost so far and to go.
+//!
+//! It owns the counting and its rate history ([`history`], `status-history.jsonl` in the state
+//! directory). It must never scan the collection: every count is hinted to an index
+//! (`processed_monitor_idx` for the marks, `embedding_work_queue` for the queue), and a missing or
+//! different index is an error saying to run `tweet-embed indexes`, because on billions of tweets
+//! an unhinted count would run for hours on the production database. It only reads MongoDB and
+//! the checkpoint; it never writes either.
+//!
+//! `--json` prints one object per measurement with these fields (stable; `null` when unknown):
+//!
+//! | field | meaning |
+//! | --- | --- |
+//! | `db`, `collection`, `mark_field` | what was measured |
+//! | `measured_at_ms` | when, ms since the Unix epoch |
+//! | `embedded`, `rejected` | documents with `<mark>: true` / `<mark>: false` |
+//! | `processed` | `embedded + rejected` |
+//! | `remaining` | documents in the work queue |
+//! | `total` | `processed + remaining` (retweets are in neither) |
+//! | `percent_done` | `100 × processed / total` (100 when both are 0) |
+//! | `rate_docs_per_s` | processed documents per second; `null` while measuring (fewer than two samples) |
+//! | `rate_span_s`, `rate_samples` | the span of the samples the rate is over, and how many |
+//! | `eta_s` | `remaining / rate`; 0 when nothing remains; `null` without a rate or when it is 0 |
+//! | `gpu_hour_cost`, `gpus` | the flags, `null` without them |
+//! | `cost_so_far` | `processed / rate` hours × `gpus` × `gpu_hour_cost` |
+//! | `cost_to_go` | `eta_s` hours × `gpus` × `gpu_hour_cost` |
+//! | `checkpoint_committed`, `checkpoint_marked` | the checkpoint's epochs (with `--state-dir`) |
+//! | `checkpoint_age_s` | seconds since the checkpoint was written |
+//!
+//! The rate is the processed count's change over the samples of the last `--rate-window` (10 min):
+//! the GPUs' throughput. In continuous mode new tweets join the queue meanwhile, so the ETA is
+//! when today's queue would be done. `cost_so_far` prices the processed documents at that rate,
+//! because status cannot see when the run began (and documents marked by earlier tools count as
+//! processed): a projection, not a bill.
+
+pub mod history;
+mod render;
+
+use crate::config::{parse_duration, MongoTarget};
+use anyhow::{anyhow, bail, Context, Result};
+use history::{History, Rate, Sample};
+use mongodb::bson::{doc, Document};
+use mongodb::options::Hint;
+use mongodb::Collection;
+use serde::Serialize;
+use std::future::IntoFuture;
+use std::path::PathBuf;
+use std::time::Duration;
+use tweet_embed_operators::output::{now_ms, CheckpointStore};
+use tweet_embed_operators::tei::redact;
+use tweet_embed_operators::work_queue::{monitor_index, work_queue_index, WorkQueue, MONITOR_INDEX, WORK_QUEUE_INDEX};
+
+pub use render::{line, text};
+
+/// Flags of `tweet-embed status`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// The tweets.
+    #[command(flatten)]
+    pub mongo: MongoTarget,
+    /// Field set when a document is done (`true` embedded, `false` rejected).
+    #[arg(long, default_value = "gemma_embedded_768")]
+    pub mark_field: String,
+    /// The run's state directory: its checkpoint is shown, and the rate history is kept there.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Price of one GPU hour, for the cost so far and to go.
+    #[arg(long, requires = "gpus")]
+    pub gpu_hour_cost: Option<f64>,
+    /// GPUs the run uses.
+    #[arg(long)]
+    pub gpus: Option<u32>,
+    /// One JSON object per measurement (fields in the README).
+    #[arg(long)]
+    pub json: bool,
+    /// Measures again every INTERVAL (default 5s) until Ctrl-C.
+    #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "5s", value_parser = parse_duration)]
+    pub watch: Option<Duration>,
+    /// Stops `--watch` after N measurements (for tests and scripts).
+    #[arg(long, hide = true, requires = "watch")]
+    pub watch_count: Option<u64>,
+    /// The rate is over the samples of this last span.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub rate_window: Duration,
+}
+
+impl StatusArgs {
+    /// The defaults of every flag, for `mongo`.
+    pub fn with_defaults(mongo: MongoTarget) -> StatusArgs {
+        StatusArgs {
+            mongo,
+            mark_field: "gemma_embedded_768".into(),
+            state_dir: None,
+            gpu_hour_cost: None,
+            gpus: None,
+            json: false,
+            watch: None,
+            watch_count: None,
+            rate_window: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What the collection's indexes say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counts {
+    /// `<mark>: true`.
+    pub embedded: u64,
+    /// `<mark>: false`.
+    pub rejected: u64,
+    /// In the work queue.
+    pub remaining: u64,
+}
+
+/// One measurement; serialized as the `--json` object (field table in the module doc).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Status {
+    pub db: String,
+    pub collection: String,
+    pub mark_field: String,
+    pub measured_at_ms: i64,
+    pub embedded: u64,
+    pub rejected: u64,
+    pub processed: u64,
+    pub remaining: u64,
+    pub total: u64,
+    pub percent_done: f64,
+    pub rate_docs_per_s: Option<f64>,
+    pub rate_span_s: Option<f64>,
+    pub rate_samples: Option<usize>,
+    pub eta_s: Option<f64>,
+    pub gpu_hour_cost: Option<f64>,
+    pub gpus: Option<u32>,
+    pub cost_so_far: Option<f64>,
+    pub cost_to_go: Option<f64>,
+    pub checkpoint_committed: Option<u64>,
+    pub checkpoint_marked: Option<u64>,
+    pub checkpoint_age_s: Option<f64>,
+}
+
+/// A connection to one collection plus its rate history: what `--watch` measures with.
+pub struct Monitor {
+    args: StatusArgs,
+    coll: Collection<Document>,
+    history: History,
+    checkpoints: Option<CheckpointStore>,
+    history_warned: bool,
+}
+
+impl Monitor {
+    /// Connects (lazily: the first count reaches the server) and opens the state directory.
+    pub async fn open(args: &StatusArgs) -> Result<Monitor> {
+        if let Some(cost) = args.gpu_hour_cost {
+            if !(cost.is_finite() && cost >= 0.0) {
+                bail!("--gpu-hour-cost must be a price of 0 or more, not {cost}");
+            }
+        }
+        if args.gpus == Some(0) {
+            bail!("--gpus must be at least 1");
+        }
+        let (history, checkpoints) = match &args.state_dir {
+            None => (History::in_memory(), None),
+            Some(dir) => {
+                // Never create it: a mistyped --state-dir would otherwise show "no checkpoint".
+                if !dir.is_dir() {
+                    bail!("--state-dir {} is not a directory: give the --state-dir of the run", dir.display());
+                }
+                let store = CheckpointStore::open(dir)
+                    .map_err(|e| anyhow!("--state-dir {}: {e} (status keeps its rate history there)", dir.display()))?;
+                (History::open(dir)?, Some(store))
+            }
+        };
+        let uri = &args.mongo.mongo_uri;
+        let client = mongodb::Client::with_uri_str(uri)
+            .await
+            .map_err(|e| anyhow!("bad --mongo-uri {}: {}", redact(uri), scrub(&e.to_string(), uri)))?;
+        let coll = client.database(&args.mongo.db).collection::<Document>(&args.mongo.collection);
+        Ok(Monitor { args: args.clone(), coll, history, checkpoints, history_warned: false })
+    }
+
+    /// Measures now.
+    pub async fn measure(&mut self) -> Result<Status> {
+        let counts = count(&self.coll, &self.args.mark_field).await.map_err(|e| {
+            let uri = &self.args.mongo.mongo_uri;
+            anyhow!("{} (MongoDB at {})", scrub(&format!("{e:#}"), uri), redact(uri))
+        })?;
+        self.record(counts, now_ms())
+    }
+
+    /// Turns counts taken at `at_ms` into a status: records them in the history, then reads the
+    /// rate and the checkpoint. Public so tests can place samples in time without sleeping.
+    pub fn record(&mut self, counts: Counts, at_ms: i64) -> Result<Status> {
+        let a = &self.args;
+        let ns = format!("{}.{}:{}", a.mongo.db, a.mongo.collection, a.mark_field);
+        let processed = counts.embedded + counts.rejected;
+        let sample = Sample { at_ms, ns: ns.clone(), processed, remaining: counts.remaining };
+        if let Err(e) = self.history.record(sample) {
+            // The history is a convenience: a full or read-only state directory must not take the
+            // counts away. Said once, not at every refresh.
+            if !self.history_warned {
+                self.history_warned = true;
+                tracing::warn!(error = %format!("{e:#}"), "the rate history is not saved: the rate covers this process's samples only");
+            }
+        }
+        let rate = self.history.rate(&ns, a.rate_window).filter(|r| r.docs_per_s.is_finite());
+        let checkpoint = match &self.checkpoints {
+            Some(store) => store.load().map_err(|e| anyhow!("reading the checkpoint: {e}"))?,
+            None => None,
+        };
+        Ok(compose(a, counts, at_ms, rate, checkpoint.as_ref()))
+    }
+}
+
+fn compose(
+    a: &StatusArgs,
+    c: Counts,
+    at_ms: i64,
+    rate: Option<Rate>,
+    checkpoint: Option<&tweet_embed_operators::output::Checkpoint>,
+) -> Status {
+    let processed = c.embedded + c.rejected;
+    let total = processed + c.remaining;
+    let percent_done = if total == 0 { 100.0 } else { 100.0 * processed as f64 / total as f64 };
+    let per_s = rate.as_ref().map(|r| r.docs_per_s);
+    let eta_s = match per_s {
+        _ if c.remaining == 0 => Some(0.0),
+        Some(r) if r > 0.0 => Some(c.remaining as f64 / r),
+        _ => None,
+    };
+    let pricing = a.gpu_hour_cost.zip(a.gpus);
+    let cost_of = |secs: f64| pricing.map(|(price, gpus)| secs / 3600.0 * f64::from(gpus) * price);
+    let so_far_s = match per_s {
+        _ if processed == 0 => Some(0.0),
+        Some(r) if r > 0.0 => Some(processed as f64 / r),
+        _ => None,
+    };
+    Status {
+        db: a.mongo.db.clone(),
+        collection: a.mongo.collection.clone(),
+        mark_field: a.mark_field.clone(),
+        measured_at_ms: at_ms,
+        embedded: c.embedded,
+        rejected: c.rejected,
+        processed,
+        remaining: c.remaining,
+        total,
+        percent_done,
+        rate_docs_per_s: per_s,
+        rate_span_s: rate.as_ref().map(|r| r.span_s),
+        rate_samples: rate.as_ref().map(|r| r.samples),
+        eta_s,
+        gpu_hour_cost: pricing.map(|p| p.0),
+        gpus: pricing.map(|p| p.1),
+        cost_so_far: so_far_s.and_then(cost_of),
+        cost_to_go: eta_s.and_then(cost_of),
+        checkpoint_committed: checkpoint.map(|c| c.committed),
+        checkpoint_marked: checkpoint.map(|c| c.marked),
+        checkpoint_age_s: checkpoint.map(|c| (at_ms - c.updated_at_ms).max(0) as f64 / 1000.0),
+    }
+}
+
+/// Measures once: the library's entry point without the CLI. With `--state-dir`, the sample is
+/// added to the rate history there.
+pub async fn measure(args: &StatusArgs) -> Result<Status> {
+    Monitor::open(args).await?.measure().await
+}
+
+/// Checks that both indexes exist as `tweet-embed indexes` makes them for `mark_field`.
+pub async fn check_indexes(coll: &Collection<Document>, mark_field: &str) -> Result<()> {
+    let ns = coll.namespace();
+    let fix = format!("run `tweet-embed indexes --db {} --collection {} --mark-field {mark_field}`", ns.db, ns.coll);
+    let mut cursor = match coll.list_indexes().await {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 26) => {
+            bail!("{ns} does not exist (no collection, so no indexes to count with): check --db and --collection")
+        }
+        Err(e) => return Err(anyhow!("cannot list the indexes of {ns}: {e}")),
+    };
+    let (mut queue, mut monitor) = (None, None);
+    while cursor.advance().await.with_context(|| format!("listing the indexes of {ns}"))? {
+        let model = cursor.deserialize_current().with_context(|| format!("reading an index of {ns}"))?;
+        match model.options.as_ref().and_then(|o| o.name.as_deref()) {
+            Some(WORK_QUEUE_INDEX) => queue = Some(model),
+            Some(MONITOR_INDEX) => monitor = Some(model),
+            _ => {}
+        }
+    }
+    let (want_queue, want_monitor) = (work_queue_index(mark_field), monitor_index(mark_field));
+    let partial = |m: &mongodb::IndexModel| {
+        m.options.as_ref().and_then(|o| o.partial_filter_expression.as_ref()).map_or("none".into(), |f| f.to_string())
+    };
+    let sparse = |m: &mongodb::IndexModel| m.options.as_ref().and_then(|o| o.sparse) == Some(true);
+    let mut problems = Vec::new();
+    match &queue {
+        None => problems.push(format!("no `{WORK_QUEUE_INDEX}` index")),
+        Some(q) if q.keys != want_queue.keys || partial(q) != partial(&want_queue) => problems.push(format!(
+            "`{WORK_QUEUE_INDEX}` is on {} with partial filter {}, not on {} with {} (made for another --mark-field?)",
+            q.keys,
+            partial(q),
+            want_queue.keys,
+            partial(&want_queue)
+        )),
+        Some(_) => {}
+    }
+    match &monitor {
+        None => problems.push(format!("no `{MONITOR_INDEX}` index")),
+        Some(m) if m.keys != want_monitor.keys || !sparse(m) => problems.push(format!(
+            "`{MONITOR_INDEX}` is {}on {}, not sparse on {} (made for another --mark-field?)",
+            if sparse(m) { "sparse " } else { "" },
+            m.keys,
+            want_monitor.keys
+        )),
+        Some(_) => {}
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let problems = problems.join("; ");
+    bail!("{ns}: {problems}. status counts only through these two indexes, never by scanning the collection: {fix}")
+}
+
+/// The three hinted counts, after [`check_indexes`]. None of them reads a document: each is
+/// answered from the index's keys.
+pub async fn count(coll: &Collection<Document>, mark_field: &str) -> Result<Counts> {
+    check_indexes(coll, mark_field).await?;
+    let ns = coll.namespace();
+    let marked = |value: bool| {
+        coll.count_documents(doc! {mark_field: value}).hint(Hint::Name(MONITOR_INDEX.into())).into_future()
+    };
+    let queue = WorkQueue {
+        coll: coll.clone(),
+        text_field: String::new(),
+        mark_field: mark_field.to_string(),
+        langs: None,
+        classified: None,
+    };
+    let (embedded, rejected, remaining) = tokio::try_join!(marked(true), marked(false), queue.remaining())
+        .map_err(|e| anyhow!("counting {ns} through its indexes: {e}"))?;
+    Ok(Counts { embedded, rejected, remaining })
+}
+
+/// Removes the URI's password from a message, should a driver error ever quote it.
+fn scrub(message: &str, uri: &str) -> String {
+    let password = uri
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split(['/', '?']).next())
+        .and_then(|authority| authority.rsplit_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, password)| password)
+        .filter(|p| !p.is_empty());
+    match password {
+        Some(p) => message.replace(p, "***"),
+        None => message.to_string(),
+    }
+}
+
+/// Runs `tweet-embed status`.
+pub fn run(args: StatusArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: StatusArgs) -> Result<()> {
+    use std::io::IsTerminal;
+    let mut monitor = Monitor::open(&args).await?;
+    let Some(interval) = args.watch else {
+        let status = monitor.measure().await?;
+        println!("{}", if args.json { json(&status)? } else { text(&status) });
+        return Ok(());
+    };
+    let redraw = !args.json && std::io::stdout().is_terminal();
+    let mut taken = 0u64;
+    loop {
+        match monitor.measure().await {
+            Ok(s) if args.json => println!("{}", json(&s)?),
+            // Clear the screen and home the cursor, then draw the block again.
+            Ok(s) if redraw => print!("\x1b[2J\x1b[H{}\n(every {:?}; Ctrl-C stops)\n", text(&s), interval),
+            Ok(s) => println!("{}", line(&s)),
+            // The first failure is a setup problem (no index, bad URI): stop with it.
+            Err(e) if taken == 0 => return Err(e),
+            // Later ones are a network blip in a multi-day watch: say so and try again.
+            Err(e) => eprintln!("tweet-embed status: {e:#} (trying again in {interval:?})"),
+        }
+        taken += 1;
+        if args.watch_count.is_some_and(|n| taken >= n) {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// The `--json` object of a status, on one line.
+pub fn json(status: &Status) -> Result<String> {
+    serde_json::to_string(status).context("encoding the status as JSON")
+}
