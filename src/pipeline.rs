@@ -256,7 +256,13 @@ pub(crate) fn run_pass(
     let streaming = plan.stream.is_some();
     let positions = plan.stream.as_ref().map(|f| f.positions.clone());
     let feed = Arc::new(Mutex::new(plan.stream));
-    let (scan, stop, clock) = (plan.scan, plan.stop, EpochClock::new(start_epoch));
+    let (stop, clock) = (plan.stop, EpochClock::new(start_epoch));
+    // One scan plan for all workers, taken after the stream was opened (the caller opened it).
+    let plan = match plan.scan {
+        Some(whole) => Some(run.runtime.block_on(run.queue.plan(whole)).context("planning the work-queue scan")?),
+        None => None,
+    };
+    let plan = Arc::new(plan);
     let failure: Failure = Arc::new(Mutex::new(None));
     let committer = Arc::new(Mutex::new(Some(Committer {
         store: store.clone(),
@@ -290,17 +296,7 @@ pub(crate) fn run_pass(
     let guards = timely::execute(config, move |worker| {
         let (queue, embedder, counter, rt, out) = &*shared;
         let (index, peers) = (worker.index(), worker.peers());
-        let ranges = match rt.block_on(async {
-            let Some(whole_partitions) = scan else { return Ok(Vec::new()) };
-            let parts = queue.partitions().await?;
-            queue.ranges_for(&parts, index, peers, whole_partitions).await
-        }) {
-            Ok(r) => r,
-            Err(e) => {
-                *fail.lock() = Some(format!("planning the work-queue scan: {e}"));
-                return;
-            }
-        };
+        let ranges = (*plan).as_ref().map(|p| p.ranges_for(index, peers)).unwrap_or_default();
         let (out_dir, tmp_dir, dim, model_id, target, stats) = out;
         let mut cfg = OutputConfig::new(out_dir.clone(), tmp_dir.clone(), index, *dim, model_id);
         cfg.target_file_bytes = *target;
@@ -347,7 +343,11 @@ pub(crate) fn run_pass(
         }
     })
     .map_err(|e| anyhow!("starting the workers: {e}"))?;
-    let progress = crate::progress::Reporter::start(totals.clone());
+    let progress = crate::progress::Reporter::start(crate::progress::ProgressSources {
+        totals: totals.clone(),
+        pool: Some(run.pool.clone()),
+        queue: Some((run.queue.clone(), run.runtime.handle().clone())),
+    });
     let joined = guards.join();
     progress.stop();
     for r in joined {

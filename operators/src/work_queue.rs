@@ -158,26 +158,47 @@ impl WorkQueue {
         Ok(d.and_then(|d| d.get("_id").cloned()))
     }
 
+    /// One snapshot of the queue's partitions and their `_id` edges, for every worker of a pass
+    /// to split the same way: were each worker to read the edges itself, a writer inserting in
+    /// between would move them, leaving gaps (missed documents) or overlaps (read twice) between
+    /// the workers' ranges.
+    pub async fn plan(&self, whole: bool) -> Result<ScanPlan, mongodb::error::Error> {
+        let mut parts = Vec::new();
+        for p in self.partitions().await? {
+            let edges = if whole { (None, None) } else { (self.edge_id(&p, 1).await?, self.edge_id(&p, -1).await?) };
+            parts.push((p, edges.0, edges.1));
+        }
+        Ok(ScanPlan { parts, whole })
+    }
+}
+
+/// The work queue's partitions and their first and last `_id`, as one pass plans its scan.
+#[derive(Clone, Debug)]
+pub struct ScanPlan {
+    parts: Vec<(Partition, Option<Bson>, Option<Bson>)>,
+    whole: bool,
+}
+
+impl ScanPlan {
+    /// Whether the queue had nothing to scan when planned.
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
     /// Splits every partition into `workers` `_id` ranges (by ObjectId time when the ids are
-    /// ObjectIds and `whole` is false; otherwise whole partitions are dealt out), and returns
-    /// worker `index`'s share. Whole partitions catch ids of other types a split would miss.
-    pub async fn ranges_for(
-        &self,
-        parts: &[Partition],
-        index: usize,
-        workers: usize,
-        whole: bool,
-    ) -> Result<Vec<ScanRange>, mongodb::error::Error> {
+    /// ObjectIds and the plan is not `whole`; otherwise whole partitions are dealt out), and
+    /// returns worker `index`'s share. Whole partitions catch ids of other types a split would
+    /// miss. The same plan gives every worker disjoint ranges that cover the queue.
+    pub fn ranges_for(&self, index: usize, workers: usize) -> Vec<ScanRange> {
+        let workers = workers.max(1);
         let mut mine = Vec::new();
-        for (pi, p) in parts.iter().enumerate() {
-            if whole {
+        for (pi, (p, lo, hi)) in self.parts.iter().enumerate() {
+            if self.whole {
                 if pi % workers == index {
                     mine.push(ScanRange { partition: p.clone(), after: None, upto: None });
                 }
                 continue;
             }
-            let (lo, hi) = (self.edge_id(p, 1).await?, self.edge_id(p, -1).await?);
-            // Partitions ending up empty are still dealt out, so nothing is skipped.
             match (lo, hi) {
                 (Some(Bson::ObjectId(lo)), Some(Bson::ObjectId(hi))) if workers > 1 => {
                     let (a, b) =
@@ -186,7 +207,8 @@ impl WorkQueue {
                     let bound = |k: usize| -> Option<Bson> {
                         (k < workers).then(|| Bson::ObjectId(oid_floor(a + (step * k as f64) as i64)))
                     };
-                    // Range k is (floor(k), floor(k+1)] in ObjectId order; the first starts below all.
+                    // Range k is (floor(k), floor(k+1)] in ObjectId order; the first starts below
+                    // all, the last has no end (documents inserted after planning included).
                     let after = if index == 0 { None } else { bound(index) };
                     let upto = bound(index + 1).map(|b| Bson::ObjectId(prev_oid(&b)));
                     mine.push(ScanRange {
@@ -195,13 +217,14 @@ impl WorkQueue {
                         upto,
                     });
                 }
+                // Partitions ending up empty are still dealt out, so nothing is skipped.
                 (Some(_), Some(_)) if pi % workers == index => {
                     mine.push(ScanRange { partition: p.clone(), after: None, upto: None });
                 }
                 _ => {}
             }
         }
-        Ok(mine)
+        mine
     }
 }
 
@@ -317,6 +340,37 @@ mod futures_like {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_plan_gives_disjoint_ranges_that_cover_every_id() {
+        let oid = |secs: u32, n: u32| {
+            let mut b = [0u8; 12];
+            b[..4].copy_from_slice(&secs.to_be_bytes());
+            b[8..].copy_from_slice(&n.to_be_bytes());
+            ObjectId::from_bytes(b)
+        };
+        let part = Partition { lang: Bson::String("en".into()), classified: Bson::Boolean(true) };
+        let plan = ScanPlan {
+            parts: vec![(part, Some(Bson::ObjectId(oid(1_000, 0))), Some(Bson::ObjectId(oid(1_997, 5))))],
+            whole: false,
+        };
+        let contains = |r: &ScanRange, o: &ObjectId| {
+            let gt = |b: &Option<Bson>| b.as_ref().is_none_or(|b| matches!(b, Bson::ObjectId(x) if o > x));
+            let le = r.upto.as_ref().is_none_or(|b| matches!(b, Bson::ObjectId(x) if o <= x));
+            gt(&r.after) && le
+        };
+        for workers in [1, 2, 3, 4, 7] {
+            let ranges: Vec<ScanRange> = (0..workers).flat_map(|w| plan.ranges_for(w, workers)).collect();
+            // Below, inside and above the planned edges (inserts after planning land above).
+            for secs in (900..2_200).step_by(7) {
+                for n in [0, 1, u32::MAX] {
+                    let o = oid(secs, n);
+                    let owners = ranges.iter().filter(|r| contains(r, &o)).count();
+                    assert_eq!(owners, 1, "{workers} workers: {o} in {owners} ranges");
+                }
+            }
+        }
+    }
 
     #[test]
     fn ids_round_trip() {

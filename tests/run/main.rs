@@ -23,6 +23,8 @@ fn run_args(stack: &Stack, dir: &std::path::Path) -> RunArgs {
 /// Runs `tweet-embed run` in a thread while `during` works, then until the work queue is empty,
 /// then stops it as SIGTERM would.
 fn run_while(stack: &Stack, args: &RunArgs, during: impl FnOnce()) -> tweet_embed::pipeline::BackfillSummary {
+    // Warnings (retries, reopened streams) go to the test's output, shown when it fails.
+    let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
     let stop = StopSignal::default();
     let handle = {
         let (args, stop) = (args.clone(), stop.clone());
@@ -36,7 +38,18 @@ fn run_while(stack: &Stack, args: &RunArgs, during: impl FnOnce()) -> tweet_embe
         if left == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "the work queue did not drain: {left} left");
+        if Instant::now() > deadline {
+            let stuck: Vec<String> = stack.rt.block_on(async {
+                let filter = mongodb::bson::doc! {"retweeted": null, "gemma_embedded_768": null};
+                let mut c = coll.find(filter).limit(10).await.expect("find");
+                let mut v = Vec::new();
+                while c.advance().await.expect("advance") {
+                    v.push(format!("{:?}", c.deserialize_current().expect("doc").get("_id")));
+                }
+                v
+            });
+            panic!("the work queue did not drain: {left} left, e.g. {stuck:?}");
+        }
         assert!(
             !handle.is_finished(),
             "run exited early: {:?}",
