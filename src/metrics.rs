@@ -131,14 +131,36 @@ impl Collector for MetricSources {
             "Concurrency limit, per endpoint.",
             &per_f(&|s| s.concurrency_limit as f64),
         )?;
+        let errors: Vec<(Labels, u64)> = eps
+            .iter()
+            .flat_map(|(u, s)| {
+                s.errors_by_cause.iter().map(move |(c, n)| (l(&[("endpoint", u.as_str()), ("cause", c.as_str())]), *n))
+            })
+            .collect();
+        counter(&mut e, "tweet_embed_tei_errors", "Failed requests per endpoint, by status or cause.", &errors)?;
+        gauge(
+            &mut e,
+            "tweet_embed_tei_tokens_per_second",
+            "Tokens embedded per second over the last 10 s, per endpoint.",
+            &per_f(&|s| s.tokens_per_second),
+        )?;
+        gauge(
+            &mut e,
+            "tweet_embed_tei_breaker_open",
+            "1 while an endpoint's circuit breaker keeps it out of rotation.",
+            &per_f(&|s| f64::from(u8::from(s.breaker != tweet_embed_operators::tei::BreakerState::Closed))),
+        )?;
+        let mut latency: Vec<(Labels, f64)> = Vec::new();
+        for (u, s) in &eps {
+            for (q, d) in [("0.5", s.latency_p50), ("0.95", s.latency_p95), ("0.99", s.latency_p99)] {
+                latency.push((l(&[("endpoint", u.as_str()), ("quantile", q)]), d.as_secs_f64()));
+            }
+        }
         gauge(
             &mut e,
             "tweet_embed_tei_request_latency_seconds",
-            "Request latency quantiles over the whole pool.",
-            &[
-                (l(&[("quantile", "0.5")]), pool.latency_p50_ms as f64 / 1e3),
-                (l(&[("quantile", "0.95")]), pool.latency_p95_ms as f64 / 1e3),
-            ],
+            "Request latency quantiles per endpoint (hdrhistogram).",
+            &latency,
         )?;
         Ok(())
     }

@@ -1,7 +1,11 @@
-//! Progress of a run as the committer sees it: documents embedded and rejected, docs/s and
-//! tok/s, the committed (frontier) epoch and its age, and in continuous mode the stream's lag
-//! (now − cluster time of the last event committed). A bar on a terminal (indicatif), structured `tracing` lines
-//! otherwise. It only reads counters; it never slows the pipeline down.
+//! Progress of a run: done / total (total = done + the work queue's hinted count, recounted every
+//! 30 s), docs/s and tok/s (EWMA), ETA, rejects, retries, per-endpoint in-flight/limit, the
+//! committed (frontier) epoch and its age, and in continuous mode the stream's lag (now − cluster
+//! time of the last position committed). A bar on a terminal (indicatif), structured `tracing`
+//! lines every 10 s otherwise.
+//!
+//! It only reads counters and counts the queue through its index from its own thread; it never
+//! slows the pipeline down.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -9,6 +13,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tweet_embed_operators::commit::CommitTotals;
+use tweet_embed_operators::tei::EndpointPool;
+use tweet_embed_operators::work_queue::WorkQueue;
+
+/// What the reporter reads.
+#[derive(Clone)]
+pub struct ProgressSources {
+    /// Committed totals.
+    pub totals: Arc<CommitTotals>,
+    /// The TEI pool, for retries and per-endpoint figures.
+    pub pool: Option<Arc<EndpointPool>>,
+    /// The work queue and a runtime to count it on, for the total and ETA.
+    pub queue: Option<(WorkQueue, tokio::runtime::Handle)>,
+}
 
 /// A background reporter; stops when dropped or on [`Reporter::stop`].
 pub struct Reporter {
@@ -17,11 +34,11 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// Starts reporting `totals` (to a bar when stderr is a terminal).
-    pub fn start(totals: Arc<CommitTotals>) -> Reporter {
+    /// Starts reporting (to a bar when stderr is a terminal).
+    pub fn start(sources: ProgressSources) -> Reporter {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
-        let thread = std::thread::Builder::new().name("progress".into()).spawn(move || report(totals, s)).ok();
+        let thread = std::thread::Builder::new().name("progress".into()).spawn(move || report(sources, s)).ok();
         Reporter { stop, thread }
     }
 
@@ -44,53 +61,106 @@ impl Drop for Reporter {
     }
 }
 
-fn report(totals: Arc<CommitTotals>, stop: Arc<AtomicBool>) {
+/// The work queue's size as of the last count, and the documents done then.
+struct QueueCount {
+    remaining: u64,
+    done_then: u64,
+    at: Instant,
+}
+
+fn count(sources: &ProgressSources, done: u64) -> Option<QueueCount> {
+    let (queue, rt) = sources.queue.as_ref()?;
+    let remaining = rt.block_on(queue.remaining()).ok()?;
+    Some(QueueCount { remaining, done_then: done, at: Instant::now() })
+}
+
+fn eta(seconds: f64) -> String {
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return "–".into();
+    }
+    let s = seconds as u64;
+    match s {
+        0..=99 => format!("{s}s"),
+        100..=5_999 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+    }
+}
+
+fn report(sources: ProgressSources, stop: Arc<AtomicBool>) {
+    let totals = &sources.totals;
     let tty = std::io::stderr().is_terminal();
-    let bar = if tty {
-        ProgressBar::new_spinner()
-    } else {
-        ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
-    };
+    let bar = if tty { ProgressBar::new(0) } else { ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden()) };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} · {msg}")
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
-    let (mut last_docs, mut last_tokens, mut last_t) = (0u64, 0u64, Instant::now());
+    let done_now = || totals.embedded.load(Ordering::Relaxed) + totals.rejected.load(Ordering::Relaxed);
+    let mut queue = count(&sources, done_now());
+    let (mut last_docs, mut last_tokens, mut last_t) =
+        (done_now(), totals.tokens.load(Ordering::Relaxed), Instant::now());
     let (mut docs_rate, mut tok_rate) = (0.0f64, 0.0f64);
     let mut last_log = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(250));
         let embedded = totals.embedded.load(Ordering::Relaxed);
         let rejected = totals.rejected.load(Ordering::Relaxed);
+        let done = embedded + rejected;
         let tokens = totals.tokens.load(Ordering::Relaxed);
         let epoch = totals.committed_epoch.load(Ordering::Relaxed);
         let dt = last_t.elapsed().as_secs_f64();
         if dt >= 1.0 {
             // EWMA over about five seconds.
             let a = (dt / 5.0).min(1.0);
-            docs_rate += a * ((embedded + rejected - last_docs) as f64 / dt - docs_rate);
-            tok_rate += a * ((tokens - last_tokens) as f64 / dt - tok_rate);
-            (last_docs, last_tokens, last_t) = (embedded + rejected, tokens, Instant::now());
+            docs_rate += a * (done.saturating_sub(last_docs) as f64 / dt - docs_rate);
+            tok_rate += a * (tokens.saturating_sub(last_tokens) as f64 / dt - tok_rate);
+            (last_docs, last_tokens, last_t) = (done, tokens, Instant::now());
         }
+        if queue.as_ref().is_some_and(|q| q.at.elapsed() >= Duration::from_secs(30)) {
+            queue = count(&sources, done).or(queue);
+        }
+        let remaining = queue.as_ref().map(|q| q.remaining.saturating_sub(done - q.done_then.min(done)));
+        let total = remaining.map(|r| done + r);
+        let eta_s = remaining.map(|r| r as f64 / docs_rate.max(1e-9));
         let now_ms = tweet_embed_operators::output::now_ms().max(0) as u64;
         let committed_at = totals.committed_at_ms.load(Ordering::Relaxed);
         let epoch_age_s = if committed_at > 0 { now_ms.saturating_sub(committed_at) as f64 / 1e3 } else { 0.0 };
         let stream_s = totals.stream_time_s.load(Ordering::Relaxed);
         let lag_s = (stream_s > 0).then(|| (now_ms / 1000).saturating_sub(stream_s));
-        let lag = lag_s.map(|l| format!(" · stream lag {l} s")).unwrap_or_default();
+        let pool = sources.pool.as_ref().map(|p| p.stats());
+        let retries = pool.as_ref().map_or(0, |p| p.retries);
+        let endpoints = pool
+            .as_ref()
+            .map(|p| {
+                p.endpoints
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| format!("{i}:{}/{}", e.in_flight, e.concurrency_limit))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let lag = lag_s.map(|l| format!(" · stream lag {l}s")).unwrap_or_default();
         let msg = format!(
-            "{embedded} embedded, {rejected} rejected · {docs_rate:.0} docs/s · {tok_rate:.0} tok/s · epoch {epoch} ({epoch_age_s:.1} s ago){lag}"
+            "{docs_rate:.0} docs/s · {tok_rate:.0} tok/s · ETA {} · {rejected} rejected · {retries} retries · in-flight/limit {endpoints} · epoch {epoch} ({epoch_age_s:.1}s ago){lag}",
+            eta_s.map_or("–".into(), eta)
         );
         if tty {
+            bar.set_length(total.unwrap_or(done));
+            bar.set_position(done);
             bar.set_message(msg);
-            bar.tick();
         } else if last_log.elapsed() >= Duration::from_secs(10) {
             tracing::info!(
+                done,
+                total,
                 embedded,
                 rejected,
                 docs_per_s = docs_rate as u64,
                 tok_per_s = tok_rate as u64,
+                eta_s = eta_s.map(|s| s as u64),
+                retries,
+                endpoints = %endpoints,
                 epoch,
                 epoch_age_s,
                 stream_lag_s = lag_s,
