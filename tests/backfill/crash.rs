@@ -24,7 +24,7 @@ impl Drop for Proc {
     }
 }
 
-fn backfill_cmd(args: &tweet_embed::config::PipelineArgs) -> Command {
+pub fn backfill_cmd(args: &tweet_embed::config::PipelineArgs) -> Command {
     let mut c = Command::new(BIN);
     c.arg("backfill")
         .args(["--mongo-uri", &args.mongo.mongo_uri, "--db", &args.mongo.db, "--collection", &args.mongo.collection])

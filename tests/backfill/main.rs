@@ -4,6 +4,7 @@
 //! else is marked.
 
 mod crash;
+mod disk_full;
 mod expect;
 
 use expect::{check_run, pyarrow_check, seed, Stack};
