@@ -97,3 +97,15 @@ fn secrets_are_never_printed() {
     assert!(err.contains("MongoDB is not reachable"), "the run got as far as connecting: {err}");
     assert!(!err.contains("hunter2") && !err.contains("sk-abc123"), "{err}");
 }
+
+#[test]
+fn the_example_deployment_file_is_valid() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tweet-embed.toml");
+    for command in ["run", "backfill", "status"] {
+        let (ok, out, err) = tweet_embed(&["--config", file, "config", "print", command], &[]);
+        assert!(ok, "{command}: {err}");
+        assert!(line(&out, "collection").ends_with("# file"), "{out}");
+    }
+    let (_, out, _) = tweet_embed(&["--config", file, "config", "print", "run"], &[]);
+    assert!(line(&out, "tei_urls").contains("http://127.0.0.1:18083"), "{out}");
+}
