@@ -70,6 +70,17 @@ pub(crate) struct PassPlan {
     pub stop: StopSignal,
 }
 
+impl BackfillSummary {
+    /// Copies the committed totals into the summary, with the time since `started`.
+    pub(crate) fn take_totals(&mut self, totals: &CommitTotals, started: Instant) {
+        self.embedded = totals.embedded.load(Ordering::Relaxed);
+        self.rejected = totals.rejected.load(Ordering::Relaxed);
+        self.tokens = totals.tokens.load(Ordering::Relaxed);
+        self.files = totals.files.load(Ordering::Relaxed);
+        self.elapsed = started.elapsed();
+    }
+}
+
 /// Connections and shared components of one run.
 pub(crate) struct Run {
     pub(crate) runtime: tokio::runtime::Runtime,
@@ -115,11 +126,7 @@ pub fn backfill(args: &PipelineArgs) -> Result<BackfillSummary> {
         }
         last_done = done;
     }
-    summary.embedded = totals.embedded.load(Ordering::Relaxed);
-    summary.rejected = totals.rejected.load(Ordering::Relaxed);
-    summary.tokens = totals.tokens.load(Ordering::Relaxed);
-    summary.files = totals.files.load(Ordering::Relaxed);
-    summary.elapsed = started.elapsed();
+    summary.take_totals(&totals, started);
     Ok(summary)
 }
 

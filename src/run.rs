@@ -11,7 +11,6 @@ use crate::config::PipelineArgs;
 use crate::pipeline::{connect, load_or_new, recover, run_pass, BackfillSummary, PassPlan, Run};
 use anyhow::{Context, Result};
 use parking_lot::Mutex;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tweet_embed_operators::change_stream::{
@@ -79,11 +78,7 @@ pub fn run(args: &RunArgs, stop: StopSignal) -> Result<BackfillSummary> {
             scan = true;
         }
     }
-    summary.embedded = totals.embedded.load(Ordering::Relaxed);
-    summary.rejected = totals.rejected.load(Ordering::Relaxed);
-    summary.tokens = totals.tokens.load(Ordering::Relaxed);
-    summary.files = totals.files.load(Ordering::Relaxed);
-    summary.elapsed = started.elapsed();
+    summary.take_totals(&totals, started);
     Ok(summary)
 }
 

@@ -12,8 +12,8 @@
 use crate::change_stream::{is_history_lost, ChangeFeed, EventStream, StreamPosition, StreamPositions, StreamStart};
 use crate::record::{Candidate, Origin};
 use crate::work_queue::to_candidate;
-use crate::work_queue_source::SourcePacing;
-use crossbeam_channel::{Sender, TrySendError};
+use crate::work_queue_source::{send_blocking as send, SourcePacing};
+use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -181,20 +181,6 @@ fn record(
     if let Some(p) = latest.as_ref().filter(|p| recorded.as_ref() != Some(*p)) {
         positions.record(epoch, p.clone());
         *recorded = Some(p.clone());
-    }
-}
-
-fn send(tx: &Sender<Msg>, mut msg: Msg, wake: &SyncActivator) -> Result<(), ()> {
-    loop {
-        match tx.try_send(msg) {
-            Ok(()) => return Ok(()),
-            Err(TrySendError::Full(m)) => {
-                let _ = wake.activate();
-                msg = m;
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(TrySendError::Disconnected(_)) => return Err(()),
-        }
     }
 }
 

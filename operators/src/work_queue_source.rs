@@ -180,7 +180,10 @@ impl<'scope> WorkQueueSource<'scope> for Scope<'scope, u64> {
     }
 }
 
-fn send(tx: &Sender<Msg>, mut msg: Msg, wake: &SyncActivator) -> Result<(), ()> {
+/// Sends `msg` from a source's tokio task, waiting while the channel is full (the operator is
+/// woken to drain it); `Err` once the operator has dropped its receiver. Blocking keeps the
+/// channel bounded; callers run it under `block_in_place`, never on a timely worker.
+pub(crate) fn send_blocking<M>(tx: &Sender<M>, mut msg: M, wake: &SyncActivator) -> Result<(), ()> {
     loop {
         match tx.try_send(msg) {
             Ok(()) => return Ok(()),
@@ -228,7 +231,7 @@ async fn scan(queue: WorkQueue, ranges: Vec<ScanRange>, tx: Sender<Msg>, wake: S
                     let cand = to_candidate(d, &queue.text_field, Origin::Backfill);
                     // A blocking send keeps the channel bounded; this task runs on the runtime's
                     // own threads, never on a timely worker.
-                    if tokio::task::block_in_place(|| send(&tx, Msg::Doc(cand), &wake)).is_err() {
+                    if tokio::task::block_in_place(|| send_blocking(&tx, Msg::Doc(cand), &wake)).is_err() {
                         return Ok(());
                     }
                     after = Some(id);
@@ -251,6 +254,6 @@ async fn scan(queue: WorkQueue, ranges: Vec<ScanRange>, tx: Sender<Msg>, wake: S
         }
         let _ = wake.activate();
     }
-    let _ = tokio::task::block_in_place(|| send(&tx, Msg::Done, &wake));
+    let _ = tokio::task::block_in_place(|| send_blocking(&tx, Msg::Done, &wake));
     let _ = wake.activate();
 }

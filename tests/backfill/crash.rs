@@ -24,19 +24,9 @@ impl Drop for Proc {
     }
 }
 
+/// `tweet-embed backfill` with `args`.
 pub fn backfill_cmd(args: &tweet_embed::config::PipelineArgs) -> Command {
-    let mut c = Command::new(BIN);
-    c.arg("backfill")
-        .args(["--mongo-uri", &args.mongo.mongo_uri, "--db", &args.mongo.db, "--collection", &args.mongo.collection])
-        .args(["--tei-urls", &args.tei_urls.join(",")])
-        .arg("--out")
-        .arg(&args.out)
-        .arg("--state-dir")
-        .arg(&args.state_dir)
-        .args(["--workers", "2", "--checkpoint-interval", "200ms"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    c
+    super::expect::pipeline_cmd("backfill", args)
 }
 
 #[test]

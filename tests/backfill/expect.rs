@@ -211,3 +211,20 @@ pub fn pyarrow_check(out: &Path, rows: u64, rejects: u64) {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "pyarrow check failed:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// `tweet-embed <command>` (`backfill` or `run`) with `args`' connection and paths, 2 workers,
+/// a 200 ms checkpoint interval, output discarded.
+pub fn pipeline_cmd(command: &str, args: &PipelineArgs) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_tweet-embed"));
+    c.arg(command)
+        .args(["--mongo-uri", &args.mongo.mongo_uri, "--db", &args.mongo.db, "--collection", &args.mongo.collection])
+        .args(["--tei-urls", &args.tei_urls.join(",")])
+        .arg("--out")
+        .arg(&args.out)
+        .arg("--state-dir")
+        .arg(&args.state_dir)
+        .args(["--workers", "2", "--checkpoint-interval", "200ms"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    c
+}

@@ -4,26 +4,15 @@
 
 use super::expect::{seed, Stack};
 use super::workload::{check, remaining, Workload};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use tweet_embed::devtei::FaultConfig;
 use tweet_embed_operators::output::CheckpointStore;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
-
-/// `tweet-embed run` with `args`' flags.
+/// `tweet-embed run` with `args`' flags, logging at info.
 pub fn run_cmd(args: &tweet_embed::config::PipelineArgs) -> Command {
-    let mut c = Command::new(BIN);
-    c.arg("run")
-        .args(["--mongo-uri", &args.mongo.mongo_uri, "--db", &args.mongo.db, "--collection", &args.mongo.collection])
-        .args(["--tei-urls", &args.tei_urls.join(",")])
-        .arg("--out")
-        .arg(&args.out)
-        .arg("--state-dir")
-        .arg(&args.state_dir)
-        .args(["--workers", "2", "--checkpoint-interval", "200ms", "--log", "info"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let mut c = super::expect::pipeline_cmd("run", args);
+    c.args(["--log", "info"]);
     c
 }
 

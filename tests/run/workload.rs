@@ -106,53 +106,11 @@ pub fn rows_by_source(out: &Path) -> HashMap<String, usize> {
     by
 }
 
-/// Occurrences per id, vectors of rows, ids of rejections.
-type Output = (HashMap<String, usize>, HashMap<String, Vec<f32>>, HashSet<String>);
-
-/// Every output row and rejection.
-fn read_output(out: &Path) -> Output {
-    let mut counts = HashMap::new();
-    let mut vectors = HashMap::new();
-    let mut rejects = HashSet::new();
-    for (dir, is_rejects) in [(out.to_path_buf(), false), (out.join(tweet_embed_operators::output::REJECTS_DIR), true)]
-    {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.extension().and_then(|x| x.to_str()) != Some("parquet") {
-                continue;
-            }
-            let file = std::fs::File::open(&p).expect("open");
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                .expect("parquet")
-                .build()
-                .expect("reader");
-            for batch in reader {
-                let batch = batch.expect("batch");
-                let ids = batch.column_by_name("id").expect("id").as_string::<i32>().clone();
-                for i in 0..batch.num_rows() {
-                    let id = ids.value(i).to_string();
-                    *counts.entry(id.clone()).or_insert(0) += 1;
-                    if is_rejects {
-                        rejects.insert(id);
-                    } else {
-                        let emb = batch.column_by_name("embedding").expect("embedding").as_fixed_size_list();
-                        let v = emb.value(i);
-                        let v = v.as_primitive::<arrow::datatypes::Float32Type>().values().to_vec();
-                        vectors.insert(id, v);
-                    }
-                }
-            }
-        }
-    }
-    (counts, vectors, rejects)
-}
-
 /// Every eligible document (seeded, inserted, or made eligible) exactly once in the output with
 /// its own text's vector, and marked; nothing else written or marked; and, when `texts_seen` is
 /// given, no text of a single document embedded twice (so no document went through both sources).
 pub async fn check(out: &Path, coll: &Collection<Document>, w: &Workload, texts_seen: Option<HashMap<String, u32>>) {
-    let (counts, vectors, rejects) = read_output(out);
+    let super::expect::Output { vectors, counts, rejects } = super::expect::read_rows(out);
     let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(repeated.is_empty(), "ids written more than once: {repeated:?}");
     let updated: HashSet<u64> = w.updated().into_iter().collect();
@@ -177,7 +135,7 @@ pub async fn check(out: &Path, coll: &Collection<Document>, w: &Workload, texts_
         }
         if kind == Kind::Bad {
             rejected += 1;
-            assert!(rejects.contains(&id), "no rejection for {id}");
+            assert!(rejects.contains_key(&id), "no rejection for {id}");
             assert_eq!(mark, Some(&Bson::Boolean(false)), "mark of rejected {id}");
         } else {
             rows += 1;
