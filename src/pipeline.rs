@@ -38,6 +38,10 @@ use tweet_embed_operators::work_queue_source::{SourcePacing, WorkQueueSource};
 /// of 768-float rows per epoch per worker) at the price of smaller files.
 const EPOCH_DOCS: usize = 10_000;
 
+/// Vectors of recent texts each worker keeps, so recurring texts are embedded once: about
+/// 12 MiB of 768-float vectors per worker.
+const VECTOR_CACHE: usize = 4_096;
+
 /// What a backfill did.
 #[derive(Debug, Clone, Default)]
 pub struct BackfillSummary {
@@ -334,7 +338,7 @@ pub(crate) fn run_pass(
             candidates
                 .dedup(counter.clone())
                 .token_batch(limits)
-                .embed_sink(embedder.clone(), rt.clone(), in_flight)
+                .embed_sink(embedder.clone(), rt.clone(), in_flight, VECTOR_CACHE)
                 .parquet_sink(writer, fail.clone())
                 .probe_with(&probe)
                 .commit(committer);

@@ -6,8 +6,13 @@
 //!
 //! Capabilities never enter the async task (they are not `Send`); the task answers over a
 //! channel and wakes the operator. At most `max_in_flight` batches per worker are outstanding.
+//!
+//! A text embedded recently is answered from the worker's [`VectorCache`], and a text already
+//! in flight in an earlier batch waits for that answer (holding its own epoch's capability)
+//! instead of being sent again: a text recurring across epochs goes to the GPUs once.
 
 use crate::record::{EmbedBatch, EmbeddedRow, Rejection, TextJob, Written};
+use crate::vector_cache::VectorCache;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -29,7 +34,8 @@ pub trait Embedder: Send + Sync + 'static {
 
 /// Extension trait: the TEI sink.
 pub trait EmbedSink<'scope> {
-    /// Embeds every batch with `embedder` on `runtime`, at most `max_in_flight` at a time.
+    /// Embeds every batch with `embedder` on `runtime`, at most `max_in_flight` at a time,
+    /// keeping the vectors of about `cache_vectors` recent texts.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -50,7 +56,7 @@ pub trait EmbedSink<'scope> {
     /// let out = timely::example(move |scope| {
     ///     vec![EmbedBatch { jobs: vec![job], rejects: vec![] }]
     ///         .to_stream(scope)
-    ///         .embed_sink(Arc::new(Lengths), handle, 4)
+    ///         .embed_sink(Arc::new(Lengths), handle, 4, 1_024)
     ///         .capture()
     /// });
     /// let rows: Vec<Written> = out.try_iter().flat_map(|e| match e { Event::Messages(_, d) => d, _ => vec![] }).collect();
@@ -61,6 +67,7 @@ pub trait EmbedSink<'scope> {
         embedder: Arc<dyn Embedder>,
         runtime: tokio::runtime::Handle,
         max_in_flight: usize,
+        cache_vectors: usize,
     ) -> StreamVec<'scope, u64, Written>;
 }
 
@@ -70,6 +77,7 @@ impl<'scope> EmbedSink<'scope> for StreamVec<'scope, u64, EmbedBatch> {
         embedder: Arc<dyn Embedder>,
         runtime: tokio::runtime::Handle,
         max_in_flight: usize,
+        cache_vectors: usize,
     ) -> StreamVec<'scope, u64, Written> {
         let scope = self.scope();
         self.unary_frontier(Pipeline, "EmbedSink", move |_cap, info| {
@@ -78,6 +86,10 @@ impl<'scope> EmbedSink<'scope> for StreamVec<'scope, u64, EmbedBatch> {
             let mut in_flight: HashMap<u64, (Capability<u64>, Vec<TextJob>)> = HashMap::new();
             let mut queued: VecDeque<(Capability<u64>, Vec<TextJob>)> = VecDeque::new();
             let mut next_id = 0u64;
+            let mut cache = VectorCache::new(cache_vectors);
+            // Texts in flight (by hash, with the text) and the jobs of later batches waiting on them.
+            type Waiting = Vec<(Capability<u64>, TextJob)>;
+            let mut pending: HashMap<u64, (String, Waiting)> = HashMap::new();
             move |(input, _frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     let Some(c) = cap.retain_least(0) else { return };
@@ -92,14 +104,47 @@ impl<'scope> EmbedSink<'scope> for StreamVec<'scope, u64, EmbedBatch> {
                 });
                 while let Ok((id, outcomes)) = rx.try_recv() {
                     let Some((cap, jobs)) = in_flight.remove(&id) else { continue };
-                    let mut session = output.session(&cap);
                     let mut outcomes = outcomes.into_iter();
                     for job in jobs {
-                        emit(job, outcomes.next(), |w| session.give(w));
+                        let outcome = outcomes.next();
+                        let waiting = match pending.get(&job.text_hash) {
+                            Some((t, _)) if *t == job.text => pending.remove(&job.text_hash).map(|(_, w)| w),
+                            _ => None,
+                        };
+                        if let Some(Ok(v)) = &outcome {
+                            let copies = job.docs.len() + waiting.as_ref().map_or(0, Vec::len);
+                            cache.offer(job.text_hash, &job.text, v, copies);
+                        }
+                        for (wcap, wjob) in waiting.unwrap_or_default() {
+                            let mut session = output.session(&wcap);
+                            emit(wjob, outcome.clone(), |w| session.give(w));
+                        }
+                        let mut session = output.session(&cap);
+                        emit(job, outcome, |w| session.give(w));
                     }
                 }
                 while in_flight.len() < max_in_flight.max(1) {
                     let Some((cap, jobs)) = queued.pop_front() else { break };
+                    let mut send = Vec::with_capacity(jobs.len());
+                    for job in jobs {
+                        if let Some(v) = cache.get(job.text_hash, &job.text) {
+                            let mut session = output.session(&cap);
+                            emit(job, Some(Ok(v.to_vec())), |w| session.give(w));
+                            continue;
+                        }
+                        match pending.get_mut(&job.text_hash) {
+                            Some((t, waiting)) if *t == job.text => waiting.push((cap.clone(), job)),
+                            Some(_) => send.push(job), // a hash collision: sent on its own
+                            None => {
+                                pending.insert(job.text_hash, (job.text.clone(), Vec::new()));
+                                send.push(job);
+                            }
+                        }
+                    }
+                    if send.is_empty() {
+                        continue;
+                    }
+                    let jobs = send;
                     let texts: Vec<String> = jobs.iter().map(|j| j.text.clone()).collect();
                     let id = next_id;
                     next_id += 1;

@@ -17,6 +17,7 @@ pub mod parquet_sink;
 pub mod record;
 pub mod tei;
 pub mod token_batch;
+pub mod vector_cache;
 pub mod work_queue;
 pub mod work_queue_source;
 
