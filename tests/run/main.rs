@@ -162,3 +162,26 @@ fn lost_history_is_logged_and_rescanned_exactly_once() {
     assert_eq!(log.matches("no longer in the server's history").count(), 1, "{log}");
     stack.rt.block_on(check(&args.pipeline.out, &coll, &w, None));
 }
+
+#[test]
+fn without_a_stream_the_run_polls_the_work_queue() {
+    let stack = Stack::start(2, FaultConfig::default());
+    let w = Workload { seeded: 2_000, inserted: 600, updates: 40, seed: 59 };
+    seed(&stack.mongo, w.seeded, w.seed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args = run_args(&stack, dir.path());
+    args.no_stream = true;
+    let coll = stack.coll();
+    // New and newly eligible documents after the first scan are found by the next poll.
+    run_while(&stack, &args, || {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while stack.rt.block_on(remaining(&coll)) > 0 {
+            assert!(Instant::now() < deadline, "the first scan did not finish");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stack.rt.block_on(w.write(&coll, Duration::from_millis(5)));
+    });
+    stack.rt.block_on(check(&args.pipeline.out, &coll, &w, None));
+    let by = rows_by_source(&args.pipeline.out);
+    assert_eq!(by.get("change_stream"), None, "no stream in polling mode: {by:?}");
+}
