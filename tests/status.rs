@@ -271,3 +271,26 @@ async fn the_binary_prints_json_and_watches() {
     assert!(!stderr.contains("s3cr3t-pw"), "{stderr}");
     assert!(stderr.starts_with("tweet-embed: "), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_running_pipelines_recent_commits_give_the_rate_at_the_first_look() {
+    let s = stack(true).await;
+    let state = tempfile::tempdir().expect("tempdir");
+    let args = args_for(&s.mongo, Some(state.path()));
+    // The committer's record: 1,200 documents marked over the last two minutes.
+    let now = tweet_embed_operators::output::now_ms();
+    let mut cp = Checkpoint::new(9, 9, Vec::new(), SourcePositions::default());
+    cp.documents_marked = 5_000;
+    cp.recent = vec![(now - 120_000, 3_800), (now - 60_000, 4_400), (now - 1_000, 5_000)];
+    CheckpointStore::open(state.path()).expect("store").save(&cp).expect("save");
+    let first = tweet_embed::status::measure(&args).await.expect("status");
+    let r = first.rate_docs_per_s.expect("a rate at the first look");
+    assert!((r - 1_200.0 / 119.0).abs() < 1e-6, "{r}");
+    assert_eq!(first.rate_samples, Some(3));
+    // A pipeline that stopped long ago says nothing about the rate now.
+    cp.recent = vec![(now - 7_200_000, 3_800), (now - 7_100_000, 5_000)];
+    CheckpointStore::open(state.path()).expect("store").save(&cp).expect("save");
+    let mut stale = Monitor::open(&args_for(&s.mongo, Some(state.path()))).await.expect("monitor");
+    let later = stale.record(count(&s.coll, MARK).await.expect("count"), now).expect("status");
+    assert_ne!(later.rate_docs_per_s, Some(12.0), "a stale pipeline rate was used");
+}

@@ -147,6 +147,7 @@ fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<()
         .map_err(|e| format!("marking epoch {epoch} in MongoDB: {e}"))?;
     // 3. Record the marks; files of marked epochs need no re-marking after a crash.
     c.checkpoint.marked = epoch;
+    c.checkpoint.note_marked((embedded.len() + rejected.len()) as u64);
     c.checkpoint.files.retain(|f| f.epoch_hi > epoch);
     c.store.save(&c.checkpoint).map_err(|e| format!("saving the checkpoint: {e}"))?;
     let t = &c.totals;

@@ -139,19 +139,26 @@ impl History {
     /// the newest earlier one, over its longer span. `None` with fewer than two samples, or when
     /// the count went down (marks were cleared), which makes no rate at all.
     pub fn rate(&self, ns: &str, window: Duration) -> Option<Rate> {
-        let mine: Vec<&Sample> = self.samples.iter().filter(|s| s.ns == ns).collect();
-        let (last, earlier) = mine.split_last()?;
-        let earlier: Vec<&&Sample> = earlier.iter().filter(|s| s.at_ms < last.at_ms).collect();
-        let since = last.at_ms.saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
-        let in_window = earlier.iter().position(|s| s.at_ms >= since);
-        let (base, samples) = match in_window {
-            Some(i) => (earlier[i], earlier.len() - i + 1),
-            None => (*earlier.last()?, 2),
-        };
-        let span_s = (last.at_ms - base.at_ms) as f64 / 1000.0;
-        let done = last.processed.checked_sub(base.processed)?;
-        Some(Rate { docs_per_s: done as f64 / span_s, span_s, samples })
+        let mine: Vec<(i64, u64)> =
+            self.samples.iter().filter(|s| s.ns == ns).map(|s| (s.at_ms, s.processed)).collect();
+        rate_over(&mine, window)
     }
+}
+
+/// The rate over `(ms, count)` points in time order: from the earliest point within `window`
+/// before the last (or the last earlier point when none is), to the last.
+pub fn rate_over(points: &[(i64, u64)], window: Duration) -> Option<Rate> {
+    let (last, earlier) = points.split_last()?;
+    let earlier: Vec<&(i64, u64)> = earlier.iter().filter(|s| s.0 < last.0).collect();
+    let since = last.0.saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+    let in_window = earlier.iter().position(|s| s.0 >= since);
+    let (base, samples) = match in_window {
+        Some(i) => (earlier[i], earlier.len() - i + 1),
+        None => (*earlier.last()?, 2),
+    };
+    let span_s = (last.0 - base.0) as f64 / 1000.0;
+    let done = last.1.checked_sub(base.1)?;
+    Some(Rate { docs_per_s: done as f64 / span_s, span_s, samples })
 }
 
 #[cfg(test)]

@@ -29,7 +29,9 @@
 //! | `checkpoint_committed`, `checkpoint_marked` | the checkpoint's epochs (with `--state-dir`) |
 //! | `checkpoint_age_s` | seconds since the checkpoint was written |
 //!
-//! The rate is the processed count's change over the samples of the last `--rate-window` (10 min):
+//! While a pipeline commits into `--state-dir`, the rate is over its own recent commits (kept in
+//! the checkpoint), so the first look already has one. Otherwise
+//! the rate is the processed count's change over the samples of the last `--rate-window` (10 min):
 //! the GPUs' throughput. In continuous mode new tweets join the queue meanwhile, so the ETA is
 //! when today's queue would be done. `cost_so_far` prices the processed documents at that rate,
 //! because status cannot see when the run began (and documents marked by earlier tools count as
@@ -204,11 +206,18 @@ impl Monitor {
                 tracing::warn!(error = %format!("{e:#}"), "the rate history is not saved: the rate covers this process's samples only");
             }
         }
-        let rate = self.history.rate(&ns, a.rate_window).filter(|r| r.docs_per_s.is_finite());
         let checkpoint = match &self.checkpoints {
             Some(store) => store.load().map_err(|e| anyhow!("reading the checkpoint: {e}"))?,
             None => None,
         };
+        // The pipeline's own recent commits give the rate at once while it runs; when its last
+        // commit is older than the window (stopped), status's own samples tell the truth.
+        let window_ms = i64::try_from(a.rate_window.as_millis()).unwrap_or(i64::MAX);
+        let from_commits = checkpoint
+            .as_ref()
+            .filter(|cp| cp.recent.last().is_some_and(|(t, _)| at_ms.saturating_sub(*t) <= window_ms))
+            .and_then(|cp| history::rate_over(&cp.recent, a.rate_window));
+        let rate = from_commits.or_else(|| self.history.rate(&ns, a.rate_window)).filter(|r| r.docs_per_s.is_finite());
         Ok(compose(a, counts, at_ms, rate, checkpoint.as_ref()))
     }
 }

@@ -47,12 +47,39 @@ pub struct Checkpoint {
     pub sources: SourcePositions,
     /// When it was written, ms since the Unix epoch.
     pub updated_at_ms: i64,
+    /// Documents marked through this state directory, all runs together.
+    #[serde(default)]
+    pub documents_marked: u64,
+    /// `(ms since the Unix epoch, documents_marked)` at the last [`RECENT_COMMITS`] commits, for
+    /// `status` to tell the rate without watching.
+    #[serde(default)]
+    pub recent: Vec<(i64, u64)>,
 }
+
+/// Commits kept in [`Checkpoint::recent`].
+pub const RECENT_COMMITS: usize = 64;
 
 impl Checkpoint {
     /// A checkpoint of the current format, stamped now.
     pub fn new(committed: u64, marked: u64, files: Vec<FileMeta>, sources: SourcePositions) -> Self {
-        Checkpoint { version: CHECKPOINT_VERSION, committed, marked, files, sources, updated_at_ms: now_ms() }
+        Checkpoint {
+            version: CHECKPOINT_VERSION,
+            committed,
+            marked,
+            files,
+            sources,
+            updated_at_ms: now_ms(),
+            documents_marked: 0,
+            recent: Vec::new(),
+        }
+    }
+
+    /// Counts `n` more documents marked, now.
+    pub fn note_marked(&mut self, n: u64) {
+        self.documents_marked += n;
+        self.recent.push((now_ms(), self.documents_marked));
+        let excess = self.recent.len().saturating_sub(RECENT_COMMITS);
+        self.recent.drain(..excess);
     }
 }
 

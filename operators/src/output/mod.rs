@@ -27,7 +27,7 @@ mod stats;
 mod tests;
 mod writer;
 
-pub use checkpoint::{now_ms, Checkpoint, CheckpointStore, SourcePositions, CHECKPOINT_VERSION};
+pub use checkpoint::{now_ms, Checkpoint, CheckpointStore, SourcePositions, CHECKPOINT_VERSION, RECENT_COMMITS};
 pub use error::OutputError;
 pub use fsio::sync_dir;
 pub use naming::{FileKind, PartName, REJECTS_DIR};
