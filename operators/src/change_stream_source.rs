@@ -12,11 +12,11 @@
 use crate::change_stream::{is_history_lost, ChangeFeed, EventStream, StreamPosition, StreamPositions, StreamStart};
 use crate::record::{Candidate, Origin};
 use crate::work_queue::to_candidate;
-use crate::work_queue_source::{send_blocking as send, SourcePacing};
+use crate::work_queue_source::{send_blocking as send, OpenEpoch, SourcePacing};
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 use timely::scheduling::SyncActivator;
@@ -97,8 +97,7 @@ impl<'scope> ChangeStreamSource<'scope> for Scope<'scope, u64> {
             if let Some(c) = cap.as_mut() {
                 c.downgrade(&pacing.clock.advance_to(pacing.start_epoch));
             }
-            let mut epoch_start = Instant::now();
-            let mut in_epoch = 0usize;
+            let mut open = OpenEpoch::new();
             let mut latest: Option<StreamPosition> = None;
             let mut recorded: Option<StreamPosition> = None;
             move |output| {
@@ -111,19 +110,15 @@ impl<'scope> ChangeStreamSource<'scope> for Scope<'scope, u64> {
                 }
                 let Some(rx) = rx.as_ref() else { return };
                 let before = *c.time();
-                if pacing.follow_clock(c) {
+                if open.follow(&pacing, c) {
                     record(&positions, &mut recorded, before, &latest);
-                    epoch_start = Instant::now();
-                    in_epoch = 0;
                 }
+                // An idle stream still closes epochs while its position moves, so the position
+                // reaches the checkpoint.
                 let moved = latest.is_some() && latest != recorded;
-                if epoch_start.elapsed() >= pacing.epoch_interval && (in_epoch > 0 || moved)
-                    || in_epoch >= pacing.epoch_docs
-                {
+                if open.due(&pacing) && (open.docs() > 0 || moved) || open.full(&pacing) {
                     record(&positions, &mut recorded, *c.time(), &latest);
-                    pacing.close_epoch(c);
-                    epoch_start = Instant::now();
-                    in_epoch = 0;
+                    open.close(&pacing, c);
                 }
                 if pacing.too_far_ahead(*c.time()) {
                     me.activate_after(Duration::from_millis(5));
@@ -137,10 +132,10 @@ impl<'scope> ChangeStreamSource<'scope> for Scope<'scope, u64> {
                             Ok(Msg::Event(cand, pos)) => {
                                 if let Some(cand) = cand {
                                     session.give(cand);
-                                    in_epoch += 1;
+                                    open.add();
                                 }
                                 latest = Some(pos);
-                                if in_epoch >= pacing.epoch_docs {
+                                if open.full(&pacing) {
                                     break;
                                 }
                             }
@@ -160,12 +155,7 @@ impl<'scope> ChangeStreamSource<'scope> for Scope<'scope, u64> {
                     me.activate();
                     return;
                 }
-                let until_close = pacing.epoch_interval.saturating_sub(epoch_start.elapsed());
-                me.activate_after(if rx.is_empty() {
-                    until_close.min(Duration::from_millis(20))
-                } else {
-                    Duration::ZERO
-                });
+                me.activate_after(open.next_wake(&pacing, !rx.is_empty()));
             }
         })
     }

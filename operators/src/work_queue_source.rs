@@ -15,6 +15,7 @@ use mongodb::bson::{doc, Bson};
 use mongodb::options::Hint;
 use std::time::{Duration, Instant};
 use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 use timely::scheduling::SyncActivator;
 
@@ -52,7 +53,7 @@ impl SourcePacing {
     }
 
     /// Moves `cap` to the clock's epoch if another source has moved it on; true if it moved.
-    pub(crate) fn follow_clock(&self, cap: &mut timely::dataflow::operators::Capability<u64>) -> bool {
+    pub(crate) fn follow_clock(&self, cap: &mut Capability<u64>) -> bool {
         let now = self.clock.now();
         if now > *cap.time() {
             cap.downgrade(&now);
@@ -62,14 +63,71 @@ impl SourcePacing {
     }
 
     /// Closes the epoch of `cap`: the clock and `cap` move to the next epoch.
-    pub(crate) fn close_epoch(&self, cap: &mut timely::dataflow::operators::Capability<u64>) {
+    pub(crate) fn close_epoch(&self, cap: &mut Capability<u64>) {
         let next = self.clock.advance_to(*cap.time() + 1);
         cap.downgrade(&next);
     }
 
     /// Whether the end of the graph is too far behind `epoch` for a source to emit more.
+    /// (Sources check it before reading their channel.)
     pub(crate) fn too_far_ahead(&self, epoch: u64) -> bool {
         self.probe.less_than(&epoch.saturating_sub(self.max_epochs_ahead))
+    }
+}
+
+/// The epoch a source is filling: when it opened and how many documents it holds.
+pub(crate) struct OpenEpoch {
+    started: Instant,
+    docs: usize,
+}
+
+impl OpenEpoch {
+    pub(crate) fn new() -> OpenEpoch {
+        OpenEpoch { started: Instant::now(), docs: 0 }
+    }
+
+    /// Follows the shared clock; true if `cap` moved on to a later (fresh) epoch.
+    pub(crate) fn follow(&mut self, pacing: &SourcePacing, cap: &mut Capability<u64>) -> bool {
+        let moved = pacing.follow_clock(cap);
+        if moved {
+            *self = OpenEpoch::new();
+        }
+        moved
+    }
+
+    /// Whether the checkpoint interval has passed since the epoch opened.
+    pub(crate) fn due(&self, pacing: &SourcePacing) -> bool {
+        self.started.elapsed() >= pacing.epoch_interval
+    }
+
+    /// Whether the epoch holds its maximum of documents.
+    pub(crate) fn full(&self, pacing: &SourcePacing) -> bool {
+        self.docs >= pacing.epoch_docs
+    }
+
+    /// Documents emitted in it.
+    pub(crate) fn docs(&self) -> usize {
+        self.docs
+    }
+
+    /// Counts one more document.
+    pub(crate) fn add(&mut self) {
+        self.docs += 1;
+    }
+
+    /// Closes it: `cap` and the clock move to the next epoch.
+    pub(crate) fn close(&mut self, pacing: &SourcePacing, cap: &mut Capability<u64>) {
+        pacing.close_epoch(cap);
+        *self = OpenEpoch::new();
+    }
+
+    /// When the source should run again: at once with input waiting, else in time to close
+    /// the epoch (polling at least every 20 ms).
+    pub(crate) fn next_wake(&self, pacing: &SourcePacing, input_waiting: bool) -> Duration {
+        if input_waiting {
+            return Duration::ZERO;
+        }
+        pacing.epoch_interval.saturating_sub(self.started.elapsed()).min(Duration::from_millis(20))
     }
 }
 
@@ -121,8 +179,7 @@ impl<'scope> WorkQueueSource<'scope> for Scope<'scope, u64> {
             }
             // Dropping the receiver on stop ends the scan task at its next send.
             let mut rx = Some(rx);
-            let mut epoch_start = Instant::now();
-            let mut in_epoch = 0usize;
+            let mut open = OpenEpoch::new();
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
                 if pacing.stop.is_stopped() {
@@ -131,14 +188,9 @@ impl<'scope> WorkQueueSource<'scope> for Scope<'scope, u64> {
                     return;
                 }
                 let Some(rx) = rx.as_ref() else { return };
-                if pacing.follow_clock(c) {
-                    epoch_start = Instant::now();
-                    in_epoch = 0;
-                }
-                if in_epoch > 0 && (epoch_start.elapsed() >= pacing.epoch_interval || in_epoch >= pacing.epoch_docs) {
-                    pacing.close_epoch(c);
-                    epoch_start = Instant::now();
-                    in_epoch = 0;
+                open.follow(&pacing, c);
+                if open.docs() > 0 && (open.due(&pacing) || open.full(&pacing)) {
+                    open.close(&pacing, c);
                 }
                 if pacing.too_far_ahead(*c.time()) {
                     me.activate_after(Duration::from_millis(5));
@@ -151,8 +203,8 @@ impl<'scope> WorkQueueSource<'scope> for Scope<'scope, u64> {
                         match rx.try_recv() {
                             Ok(Msg::Doc(d)) => {
                                 session.give(d);
-                                in_epoch += 1;
-                                if in_epoch >= pacing.epoch_docs {
+                                open.add();
+                                if open.full(&pacing) {
                                     break;
                                 }
                             }
@@ -169,12 +221,7 @@ impl<'scope> WorkQueueSource<'scope> for Scope<'scope, u64> {
                     return;
                 }
                 // Come back for more input, and to close the epoch on time even if idle.
-                let until_close = pacing.epoch_interval.saturating_sub(epoch_start.elapsed());
-                me.activate_after(if rx.is_empty() {
-                    until_close.min(Duration::from_millis(20))
-                } else {
-                    Duration::ZERO
-                });
+                me.activate_after(open.next_wake(&pacing, !rx.is_empty()));
             }
         })
     }
