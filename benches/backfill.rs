@@ -10,6 +10,10 @@
 //! the large size, `BENCH_LARGE_WORKERS` its workers; `BENCH_RUNS` the repetitions (median
 //! reported).
 
+#[path = "support/peak_rss.rs"]
+mod peak_rss;
+
+use peak_rss::PeakRss;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -31,39 +35,16 @@ fn run_child(cmd: &mut Command) -> Measured {
     let started = Instant::now();
     let child = cmd.spawn().expect("spawn backfill");
     let pid = child.id() as libc::pid_t;
-    let hwm = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let sampler = {
-        let hwm = hwm.clone();
-        std::thread::spawn(move || {
-            // VmHWM belongs to the address space exec created, so it is the pipeline's own peak.
-            while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                let kib = status
-                    .lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse::<i64>().ok());
-                match kib {
-                    Some(k) => hwm.fetch_max(k, std::sync::atomic::Ordering::Relaxed),
-                    None => break, // exited (a zombie has no address space)
-                };
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let peak = PeakRss::watch(child.id());
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: wait4 on our own child with valid pointers.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(r, pid, "wait4");
-    let _ = sampler.join();
+    let max_rss_kib = peak.finish();
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "backfill failed: {status}");
     let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
-    Measured {
-        wall: started.elapsed(),
-        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
-        max_rss_kib: hwm.load(std::sync::atomic::Ordering::Relaxed),
-        docs: 0,
-    }
+    Measured { wall: started.elapsed(), cpu: tv(usage.ru_utime) + tv(usage.ru_stime), max_rss_kib, docs: 0 }
 }
 
 fn seed(mongo: &DevMongo, n: u64) -> u64 {

@@ -7,11 +7,16 @@
 //! benches/backfill.rs does) for its peak RSS, which must stay ≤ 1 GiB. Prints a markdown table.
 //! Everything generated is deleted at the end.
 
+#[path = "support/peak_rss.rs"]
+mod peak_rss;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use peak_rss::PeakRss;
 
 use arrow::array::{
     Array, ArrayRef, DictionaryArray, FixedSizeListArray, Float32Array, ListArray, RecordBatch, StringArray,
@@ -121,32 +126,13 @@ fn run(input: &Path, output: &Path, extra: &[&str]) -> Measured {
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn consolidate");
-    let pid = child.id();
-    let hwm = Arc::new(AtomicI64::new(0));
-    let sampler = {
-        let hwm = hwm.clone();
-        std::thread::spawn(move || {
-            // VmHWM belongs to the address space exec created: the child's own peak.
-            while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                let kib = status
-                    .lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse::<i64>().ok());
-                match kib {
-                    Some(k) => hwm.fetch_max(k, Ordering::Relaxed),
-                    None => break, // exited (a zombie has no address space)
-                };
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let peak = PeakRss::watch(child.id());
     let out = child.wait_with_output().expect("wait for consolidate");
     let wall = started.elapsed();
-    let _ = sampler.join();
+    let peak_rss_kib = peak.finish();
     assert!(out.status.success(), "consolidate failed: {:?}", out.status);
     let summary = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    Measured { wall, peak_rss_kib: hwm.load(Ordering::Relaxed), summary }
+    Measured { wall, peak_rss_kib, summary }
 }
 
 fn main() {

@@ -62,14 +62,10 @@ pub fn run(args: &RunArgs, stop: StopSignal) -> Result<BackfillSummary> {
             scan = true;
         }
         let outcome = feed.outcome.clone();
-        // A stop of this pass alone (history lost) must not stop the run: the pass gets its own
-        // signal, which the run's signal also trips.
-        let pass_stop = StopSignal::default();
-        let watcher = forward_stop(&run, stop.clone(), pass_stop.clone());
-        let plan = PassPlan { scan: scan.then_some(summary.passes > 1), stream: Some(feed), stop: pass_stop };
-        let result = run_pass(p, &run, &store, &totals, plan);
-        watcher.abort();
-        result?;
+        // A stop of this pass alone (history lost) must not stop the run: the pass gets a child
+        // of the run's signal.
+        let plan = PassPlan { scan: scan.then_some(summary.passes > 1), stream: Some(feed), stop: stop.child() };
+        run_pass(p, &run, &store, &totals, plan)?;
         scan = false;
         if *outcome.lock() == StreamOutcome::HistoryLost {
             log_history_lost(&mut lost_once);
@@ -128,15 +124,6 @@ fn clear_token(p: &PipelineArgs, store: &CheckpointStore) -> Result<()> {
     cp.sources.resume_token = None;
     cp.sources.cluster_time = None;
     store.save(&cp).context("saving the checkpoint")
-}
-
-fn forward_stop(run: &Run, from: StopSignal, to: StopSignal) -> tokio::task::JoinHandle<()> {
-    run.runtime.spawn(async move {
-        while !from.is_stopped() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        to.stop();
-    })
 }
 
 fn sleep_unless_stopped(stop: &StopSignal, d: Duration) {

@@ -87,9 +87,10 @@ impl<'scope> EmbedSink<'scope> for StreamVec<'scope, u64, EmbedBatch> {
             let mut queued: VecDeque<(Capability<u64>, Vec<TextJob>)> = VecDeque::new();
             let mut next_id = 0u64;
             let mut cache = VectorCache::new(cache_vectors);
-            // Texts in flight (by hash, with the text) and the jobs of later batches waiting on them.
+            // Texts in flight, by hash: where the job that carries it sits (batch, index), and the
+            // jobs of later batches waiting on its answer.
             type Waiting = Vec<(Capability<u64>, TextJob)>;
-            let mut pending: HashMap<u64, (String, Waiting)> = HashMap::new();
+            let mut pending: HashMap<u64, ((u64, usize), Waiting)> = HashMap::new();
             move |(input, _frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     let Some(c) = cap.retain_least(0) else { return };
@@ -105,10 +106,12 @@ impl<'scope> EmbedSink<'scope> for StreamVec<'scope, u64, EmbedBatch> {
                 while let Ok((id, outcomes)) = rx.try_recv() {
                     let Some((cap, jobs)) = in_flight.remove(&id) else { continue };
                     let mut outcomes = outcomes.into_iter();
-                    for job in jobs {
+                    for (index, job) in jobs.into_iter().enumerate() {
                         let outcome = outcomes.next();
                         let waiting = match pending.get(&job.text_hash) {
-                            Some((t, _)) if *t == job.text => pending.remove(&job.text_hash).map(|(_, w)| w),
+                            Some((leader, _)) if *leader == (id, index) => {
+                                pending.remove(&job.text_hash).map(|(_, w)| w)
+                            }
                             _ => None,
                         };
                         if let Some(Ok(v)) = &outcome {
@@ -132,11 +135,21 @@ impl<'scope> EmbedSink<'scope> for StreamVec<'scope, u64, EmbedBatch> {
                             emit(job, Some(Ok(v.to_vec())), |w| session.give(w));
                             continue;
                         }
-                        match pending.get_mut(&job.text_hash) {
-                            Some((t, waiting)) if *t == job.text => waiting.push((cap.clone(), job)),
-                            Some(_) => send.push(job), // a hash collision: sent on its own
-                            None => {
-                                pending.insert(job.text_hash, (job.text.clone(), Vec::new()));
+                        // The same text in flight? (Same hash and the leader's text, read where the
+                        // leader sits, so no text is copied to remember it.)
+                        let same = pending.get(&job.text_hash).map(|((batch, index), _)| {
+                            let leader = if *batch == next_id {
+                                send.get(*index)
+                            } else {
+                                in_flight.get(batch).and_then(|(_, jobs)| jobs.get(*index))
+                            };
+                            leader.is_some_and(|l: &TextJob| l.text == job.text)
+                        });
+                        match (same, pending.get_mut(&job.text_hash)) {
+                            (Some(true), Some((_, waiting))) => waiting.push((cap.clone(), job)),
+                            (Some(_), _) => send.push(job), // a hash collision: sent on its own
+                            (None, _) => {
+                                pending.insert(job.text_hash, ((next_id, send.len()), Vec::new()));
                                 send.push(job);
                             }
                         }

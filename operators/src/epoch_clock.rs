@@ -34,19 +34,30 @@ impl EpochClock {
 
 /// Asks the sources to stop reading: they emit what they have, drop their capabilities, and the
 /// graph then drains, commits and marks what is in flight (graceful shutdown on SIGINT/SIGTERM,
-/// or a change stream that lost its history).
+/// or a change stream that lost its history). A [`StopSignal::child`] stops with its parent, but
+/// stopping it leaves the parent running: one pass of a run can end while the run goes on.
 #[derive(Clone, Debug, Default)]
-pub struct StopSignal(Arc<AtomicBool>);
+pub struct StopSignal {
+    own: Arc<AtomicBool>,
+    ancestors: Vec<Arc<AtomicBool>>,
+}
 
 impl StopSignal {
-    /// Asks every source holding this signal to stop.
+    /// Asks every source holding this signal (or a child of it) to stop.
     pub fn stop(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.own.store(true, Ordering::SeqCst);
     }
 
-    /// Whether a stop was asked for.
+    /// Whether a stop was asked for, here or on an ancestor.
     pub fn is_stopped(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.own.load(Ordering::SeqCst) || self.ancestors.iter().any(|a| a.load(Ordering::SeqCst))
+    }
+
+    /// A signal that is stopped when this one is, and can also be stopped on its own.
+    pub fn child(&self) -> StopSignal {
+        let mut ancestors = self.ancestors.clone();
+        ancestors.push(self.own.clone());
+        StopSignal { own: Arc::new(AtomicBool::new(false)), ancestors }
     }
 }
 
@@ -62,7 +73,11 @@ mod tests {
         assert_eq!(c.clone().now(), 5);
         let s = StopSignal::default();
         assert!(!s.is_stopped());
+        let pass = s.child();
+        pass.stop();
+        assert!(pass.is_stopped() && !s.is_stopped(), "a child's stop leaves the parent running");
+        let pass = s.child();
         s.clone().stop();
-        assert!(s.is_stopped());
+        assert!(s.is_stopped() && pass.is_stopped(), "a parent's stop reaches its children");
     }
 }
