@@ -78,9 +78,12 @@ pub struct PipelineArgs {
     /// Directory for files being written (hot storage); default `<state-dir>/tmp`.
     #[arg(long)]
     pub tmp_dir: Option<PathBuf>,
-    /// Worker threads.
+    /// Worker threads (per process in a cluster).
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Running as one process of a cluster.
+    #[command(flatten)]
+    pub cluster: crate::cluster::ClusterArgs,
     /// Field holding the tweet's text.
     #[arg(long, default_value = "text")]
     pub text_field: String,
@@ -134,6 +137,7 @@ impl PipelineArgs {
             state_dir: dir.join("state"),
             tmp_dir: None,
             workers: 2,
+            cluster: crate::cluster::ClusterArgs::default(),
             text_field: "text".into(),
             mark_field: "gemma_embedded_768".into(),
             lang: None,
@@ -155,6 +159,7 @@ impl PipelineArgs {
         if self.workers == 0 {
             bail!("--workers must be at least 1");
         }
+        self.cluster.addresses()?;
         if self.tei_urls.iter().all(|u| u.trim().is_empty()) {
             bail!("--tei-urls needs at least one URL");
         }

@@ -8,6 +8,7 @@
 
 pub mod autotune;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub mod consolidate;
@@ -16,6 +17,7 @@ pub mod devmongo;
 pub mod devtei;
 pub mod indexes;
 pub mod metrics;
+pub mod pass;
 pub mod pipeline;
 pub mod progress;
 pub mod run;

@@ -23,6 +23,7 @@ fn main() {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
+    tweet_embed::cluster::quiet_peer_loss_panics();
     let result = match cli.command {
         Command::Backfill(args) => {
             tweet_embed::pipeline::backfill(&args).map(|s| tweet_embed::pipeline::print_summary("backfill", &s, &args))

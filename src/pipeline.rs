@@ -1,46 +1,29 @@
-//! Graph assembly and the backfill run: connects to MongoDB and the TEI endpoints, recovers from
-//! the checkpoint (stale files removed, `(marked, committed]` re-marked), then runs passes of the
-//! dataflow — work-queue source → dedup → token batcher → TEI sink → Parquet sink → committer —
-//! until the work queue is empty.
+//! The backfill run: connects to MongoDB and the TEI endpoints, recovers from the checkpoint
+//! (stale files removed, `(marked, committed]` re-marked), then runs passes of the dataflow
+//! ([`crate::pass`]) until the work queue is empty.
 //!
-//! It owns the order of start-up and recovery; the protocol itself lives in the operators.
+//! It owns the order of start-up and recovery; the graph is the pass's, the protocol the
+//! operators'.
 
 use crate::config::PipelineArgs;
+use crate::pass::{finish_followers, follow, run_pass, PassPlan};
 use anyhow::{anyhow, bail, Context, Result};
 use mongodb::bson::{doc, Document};
 use mongodb::Client;
-use parking_lot::Mutex;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use timely::dataflow::operators::{Concat, Probe};
-use timely::dataflow::ProbeHandle;
-use tweet_embed_operators::change_stream_source::{ChangeStreamSource, StreamFeed};
-use tweet_embed_operators::commit::{Commit, CommitTotals, Committer};
-use tweet_embed_operators::dedup::{Dedup, TokenCounter};
-use tweet_embed_operators::embed_sink::{EmbedSink, Embedder};
-use tweet_embed_operators::epoch_clock::{EpochClock, StopSignal};
-use tweet_embed_operators::id_gate::IdGate;
+use tweet_embed_operators::commit::CommitTotals;
+use tweet_embed_operators::dedup::TokenCounter;
+use tweet_embed_operators::embed_sink::Embedder;
+use tweet_embed_operators::epoch_clock::StopSignal;
 use tweet_embed_operators::marker::Marker;
 use tweet_embed_operators::output::{
-    list_files, read_rejects, read_row_ids, remove_stale, Checkpoint, CheckpointStore, EpochWriter, FileKind,
-    OutputConfig, OutputStats, SourcePositions,
+    list_files, read_rejects, read_row_ids, remove_stale, Checkpoint, CheckpointStore, FileKind, OutputStats,
+    SourcePositions,
 };
-use tweet_embed_operators::parquet_sink::{Failure, ParquetSink};
 use tweet_embed_operators::tei::PackLimits;
-use tweet_embed_operators::timely;
-use tweet_embed_operators::token_batch::TokenBatch;
 use tweet_embed_operators::work_queue::WorkQueue;
-use tweet_embed_operators::work_queue_source::{SourcePacing, WorkQueueSource};
-
-/// Documents per worker after which an epoch closes even before the checkpoint interval: every
-/// open epoch holds its rows in the writer until it is sealed, so this bounds memory (about 30 MiB
-/// of 768-float rows per epoch per worker) at the price of smaller files.
-const EPOCH_DOCS: usize = 10_000;
-
-/// Vectors of recent texts each worker keeps, so recurring texts are embedded once: about
-/// 12 MiB of 768-float vectors per worker.
-const VECTOR_CACHE: usize = 4_096;
 
 /// What a backfill did.
 #[derive(Debug, Clone, Default)]
@@ -61,17 +44,6 @@ pub struct BackfillSummary {
     pub remarked: u64,
     /// Wall time.
     pub elapsed: Duration,
-}
-
-/// What one pass of the dataflow reads.
-pub(crate) struct PassPlan {
-    /// Scan the work queue: `Some(whole_partitions)` (one worker per partition after the first
-    /// pass, when the queue is small), or no scan.
-    pub scan: Option<bool>,
-    /// Follow this change stream, already opened.
-    pub stream: Option<StreamFeed>,
-    /// Stops the pass's sources (a signal, or a stream that lost its history).
-    pub stop: StopSignal,
 }
 
 impl BackfillSummary {
@@ -105,6 +77,10 @@ pub(crate) struct Run {
 pub fn backfill(args: &PipelineArgs) -> Result<BackfillSummary> {
     let started = Instant::now();
     args.validate()?;
+    if !args.cluster.leads() {
+        let passes = follow(args)?;
+        return Ok(BackfillSummary { passes, elapsed: started.elapsed(), ..BackfillSummary::default() });
+    }
     let run = connect(args)?;
     let store = CheckpointStore::open(&args.state_dir)?;
     let mut summary = BackfillSummary::default();
@@ -130,6 +106,7 @@ pub fn backfill(args: &PipelineArgs) -> Result<BackfillSummary> {
         }
         last_done = done;
     }
+    finish_followers(args, &run, &totals)?;
     summary.take_totals(&totals, started);
     Ok(summary)
 }
@@ -254,125 +231,19 @@ pub(crate) fn recover(
     Ok(())
 }
 
-/// Runs the dataflow once: until the scan is done and (with a stream) a stop is asked for.
-pub(crate) fn run_pass(
-    args: &PipelineArgs,
-    run: &Run,
-    store: &CheckpointStore,
-    totals: &Arc<CommitTotals>,
-    plan: PassPlan,
-) -> Result<()> {
-    let checkpoint = load_or_new(args, store)?;
-    let start_epoch = checkpoint.committed + 1;
-    let streaming = plan.stream.is_some();
-    let positions = plan.stream.as_ref().map(|f| f.positions.clone());
-    let feed = Arc::new(Mutex::new(plan.stream));
-    let (stop, clock) = (plan.stop, EpochClock::new(start_epoch));
-    // One scan plan for all workers, taken after the stream was opened (the caller opened it).
-    let plan = match plan.scan {
-        Some(whole) => Some(run.runtime.block_on(run.queue.plan(whole)).context("planning the work-queue scan")?),
-        None => None,
-    };
-    let plan = Arc::new(plan);
-    let failure: Failure = Arc::new(Mutex::new(None));
-    let committer = Arc::new(Mutex::new(Some(Committer {
-        store: store.clone(),
-        checkpoint,
-        marker: run.marker.clone(),
-        runtime: run.runtime.handle().clone(),
-        totals: totals.clone(),
-        failure: failure.clone(),
-        crash_after_commit: std::env::var("TWEET_EMBED_CRASH_AFTER_COMMIT").ok().and_then(|v| v.parse().ok()),
-        commits: 0,
-        positions,
-    })));
-    let shared = Arc::new((
-        run.queue.clone(),
-        run.embedder.clone(),
-        run.counter.clone(),
-        run.runtime.handle().clone(),
-        (
-            args.out.clone(),
-            args.tmp_dir(),
-            run.dim,
-            run.model_id.clone(),
-            args.target_file_bytes,
-            run.output_stats.clone(),
-        ),
-    ));
-    let (limits, in_flight, interval) = (run.limits, run.in_flight, args.checkpoint_interval);
-    let fail = failure.clone();
-    let gate_totals = totals.clone();
-    let config = timely::Config::process(args.workers);
-    let guards = timely::execute(config, move |worker| {
-        let (queue, embedder, counter, rt, out) = &*shared;
-        let (index, peers) = (worker.index(), worker.peers());
-        let ranges = (*plan).as_ref().map(|p| p.ranges_for(index, peers)).unwrap_or_default();
-        let (out_dir, tmp_dir, dim, model_id, target, stats) = out;
-        let mut cfg = OutputConfig::new(out_dir.clone(), tmp_dir.clone(), index, *dim, model_id);
-        cfg.target_file_bytes = *target;
-        cfg.stats = stats.clone();
-        let writer = match EpochWriter::new(cfg) {
-            Ok(w) => w,
-            Err(e) => {
-                *fail.lock() = Some(e.to_string());
-                return;
-            }
-        };
-        // The committer and the change stream live on worker 0: the stream's positions reach
-        // the checkpoint through memory, not through the graph.
-        let (committer, feed) = if index == 0 { (committer.lock().take(), feed.lock().take()) } else { (None, None) };
-        let probe = ProbeHandle::new();
-        let mut pacing = SourcePacing::new(start_epoch, interval, EPOCH_DOCS, probe.clone());
-        pacing.clock = clock.clone();
-        pacing.stop = stop.clone();
-        worker.dataflow::<u64, _, _>(|scope| {
-            let scanned = scope.work_queue_source(queue.clone(), ranges, rt.clone(), pacing.clone());
-            let candidates = if streaming {
-                let streamed = scope.change_stream_source(feed, rt.clone(), pacing);
-                // Two sources can read one document: the gate lets it through once.
-                scanned.concat(streamed).id_gate(queue.clone(), rt.clone(), gate_totals.clone())
-            } else {
-                scanned
-            };
-            candidates
-                .dedup(counter.clone())
-                .token_batch(limits)
-                .embed_sink(embedder.clone(), rt.clone(), in_flight, VECTOR_CACHE)
-                .parquet_sink(writer, fail.clone())
-                .probe_with(&probe)
-                .commit(committer);
-        });
-        while worker.step_or_park(Some(Duration::from_millis(20))) {
-            if fail.lock().is_some() {
-                // The run stops with the failure; the checkpoint is as the last commit left it.
-                for id in worker.installed_dataflows() {
-                    worker.drop_dataflow(id);
-                }
-                return;
-            }
-        }
-    })
-    .map_err(|e| anyhow!("starting the workers: {e}"))?;
-    let progress = crate::progress::Reporter::start(crate::progress::ProgressSources {
-        totals: totals.clone(),
-        pool: Some(run.pool.clone()),
-        queue: Some((run.queue.clone(), run.runtime.handle().clone())),
-    });
-    let joined = guards.join();
-    progress.stop();
-    for r in joined {
-        r.map_err(|e| anyhow!("a worker failed: {e}"))?;
-    }
-    if let Some(e) = failure.lock().take() {
-        bail!(e);
-    }
-    Ok(())
-}
-
 /// Prints the one-screen summary of a backfill or run (`what`).
 pub fn print_summary(what: &str, s: &BackfillSummary, args: &PipelineArgs) {
     let secs = s.elapsed.as_secs_f64().max(1e-9);
+    if !args.cluster.leads() {
+        println!(
+            "{what}: process {} followed process 0 for {} pass{} in {:.1} s; its summary has the totals",
+            args.cluster.process,
+            s.passes,
+            if s.passes == 1 { "" } else { "es" },
+            secs
+        );
+        return;
+    }
     println!("{what} done in {:.1} s ({} pass{})", secs, s.passes, if s.passes == 1 { "" } else { "es" });
     println!("  documents embedded : {}", s.embedded);
     println!("  documents rejected : {} (see {}/_rejects)", s.rejected, args.out.display());

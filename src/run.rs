@@ -8,7 +8,8 @@
 //! history was lost), and signals. The graph and the protocol are the pipeline's.
 
 use crate::config::PipelineArgs;
-use crate::pipeline::{connect, load_or_new, recover, run_pass, BackfillSummary, PassPlan, Run};
+use crate::pass::{run_pass, PassPlan};
+use crate::pipeline::{connect, load_or_new, recover, BackfillSummary, Run};
 use anyhow::{Context, Result};
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -40,6 +41,11 @@ pub fn run(args: &RunArgs, stop: StopSignal) -> Result<BackfillSummary> {
     let started = Instant::now();
     let p = &args.pipeline;
     p.validate()?;
+    if !p.cluster.leads() {
+        // Stops come from process 0, through the dataflow.
+        let passes = crate::pass::follow(p)?;
+        return Ok(BackfillSummary { passes, elapsed: started.elapsed(), ..BackfillSummary::default() });
+    }
     let run = connect(p)?;
     let store = CheckpointStore::open(&p.state_dir)?;
     let mut summary = BackfillSummary::default();
@@ -74,6 +80,7 @@ pub fn run(args: &RunArgs, stop: StopSignal) -> Result<BackfillSummary> {
             scan = true;
         }
     }
+    crate::pass::finish_followers(p, &run, &totals)?;
     summary.take_totals(&totals, started);
     Ok(summary)
 }

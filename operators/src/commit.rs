@@ -6,7 +6,8 @@
 //! 3. records `marked = e`.
 //!
 //! It never marks before the commit is durable, and never commits an epoch the frontier has not
-//! passed. A failure stops commits (the failure slot says why); the checkpoint stays valid.
+//! passed. Its output's frontier is the committed frontier, which every worker of a cluster can
+//! probe (the `IdGate` does). A failure stops commits (the failure slot says why); the checkpoint stays valid.
 
 use crate::change_stream::{token_to_json, StreamPositions};
 use crate::marker::Marker;
@@ -15,6 +16,7 @@ use crate::parquet_sink::{Failure, Sealed};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::StreamVec;
@@ -84,38 +86,61 @@ pub struct Committer {
 
 /// Extension trait: the committer.
 pub trait Commit<'scope> {
-    /// Commits and marks epochs as the frontier passes them.
-    fn commit(self, committer: Option<Committer>);
+    /// Commits and marks epochs as the frontier passes them. The returned stream carries no data:
+    /// its frontier is the committed frontier — it passes an epoch only once that epoch is
+    /// committed and marked — which every worker of every process can probe.
+    fn commit(self, committer: Option<Committer>) -> StreamVec<'scope, u64, ()>;
 }
 
 impl<'scope> Commit<'scope> for StreamVec<'scope, u64, Sealed> {
-    fn commit(self, committer: Option<Committer>) {
+    fn commit(self, committer: Option<Committer>) -> StreamVec<'scope, u64, ()> {
         // Every worker builds the operator; only worker 0 receives data and holds the committer.
         let mut committer = committer;
         let mut pending: BTreeMap<u64, Vec<Sealed>> = BTreeMap::new();
-        self.sink(Exchange::new(|_| 0), "Commit", move |(input, frontier)| {
-            input.for_each_stamp(|cap, data| {
-                let Some(&t) = cap.least() else { return };
-                pending.entry(t).or_default().extend(data.flat_map(|d| d.drain(..)));
-            });
-            let Some(c) = committer.as_mut() else { return };
-            if c.failure.lock().is_some() {
-                return;
-            }
-            let ready: Vec<u64> = pending.keys().copied().filter(|t| !frontier.less_equal(t)).collect();
-            for t in ready {
-                let sealed = pending.remove(&t).unwrap_or_default();
-                if let Err(e) = commit_epoch(c, t, sealed) {
-                    *c.failure.lock() = Some(e);
-                    return;
+        self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            Exchange::new(|_| 0),
+            "Commit",
+            move |cap, _info| {
+                // Worker 0 holds back the committed frontier with this capability until it has
+                // committed and marked; the others have nothing to hold.
+                let mut held = committer.is_some().then_some(cap);
+                move |(input, frontier), _output| {
+                    input.for_each_stamp(|cap, data| {
+                        let Some(&t) = cap.least() else { return };
+                        pending.entry(t).or_default().extend(data.flat_map(|d| d.drain(..)));
+                    });
+                    let Some(c) = committer.as_mut() else { return };
+                    if c.failure.lock().is_some() {
+                        return;
+                    }
+                    let ready: Vec<u64> = pending.keys().copied().filter(|t| !frontier.less_equal(t)).collect();
+                    for t in ready {
+                        let sealed = pending.remove(&t).unwrap_or_default();
+                        if let Err(e) = commit_epoch(c, t, sealed) {
+                            *c.failure.lock() = Some(e);
+                            return;
+                        }
+                    }
+                    // Epochs with no output still carry the stream's position forward (an idle stream).
+                    let complete = frontier.frontier().first().map_or(u64::MAX, |f| f.saturating_sub(1));
+                    if let Err(e) = commit_position(c, complete) {
+                        *c.failure.lock() = Some(e);
+                        return;
+                    }
+                    // Not yet committed: what is pending, and whatever the input may still bring.
+                    let uncommitted =
+                        pending.keys().next().copied().into_iter().chain(frontier.frontier().first().copied()).min();
+                    match uncommitted {
+                        Some(t) => {
+                            if let Some(h) = held.as_mut().filter(|h| *h.time() < t) {
+                                h.downgrade(&t);
+                            }
+                        }
+                        None => held = None,
+                    }
                 }
-            }
-            // Epochs with no output still carry the stream's position forward (an idle stream).
-            let complete = frontier.frontier().first().map_or(u64::MAX, |f| f.saturating_sub(1));
-            if let Err(e) = commit_position(c, complete) {
-                *c.failure.lock() = Some(e);
-            }
-        });
+            },
+        )
     }
 }
 

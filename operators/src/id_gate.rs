@@ -14,37 +14,38 @@
 //! It holds the ids of unmarked epochs (bounded by the sources' pacing). It never lets a copy
 //! through on a failed query: it retries, holding the worker, as marking does.
 
-use crate::commit::CommitTotals;
 use crate::record::{text_hash, Candidate};
 use crate::work_queue::{id_from_string, WorkQueue};
 use mongodb::bson::{doc, Bson, Document};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::StreamVec;
+use timely::dataflow::{ProbeHandle, StreamVec};
 
 /// Ids per query: one `$in` well under the 16 MiB command limit.
 const CHUNK: usize = 2_000;
 
 /// Extension trait: the gate between the sources and dedup.
 pub trait IdGate<'scope> {
-    /// Lets each `_id` through once; `marked` says up to which epoch marks have landed.
+    /// Lets each `_id` through once; `committed` probes the committer's output
+    /// ([`crate::commit::Commit`]), whose frontier passes an epoch once its marks have landed —
+    /// on every worker of every process.
     ///
     /// ```no_run
     /// # // Needs a MongoDB; see tests/run.rs for a runnable use.
     /// use tweet_embed_operators::id_gate::IdGate;
-    /// # fn build<'s>(s: timely::dataflow::StreamVec<'s, u64, tweet_embed_operators::record::Candidate>, q: tweet_embed_operators::work_queue::WorkQueue, rt: tokio::runtime::Handle, totals: std::sync::Arc<tweet_embed_operators::commit::CommitTotals>) {
-    /// let once = s.id_gate(q, rt, totals);
+    /// # fn build<'s>(s: timely::dataflow::StreamVec<'s, u64, tweet_embed_operators::record::Candidate>, q: tweet_embed_operators::work_queue::WorkQueue, rt: tokio::runtime::Handle) {
+    /// // Attach it to the committer's output with `.probe_with(&committed)`.
+    /// let committed = timely::dataflow::ProbeHandle::new();
+    /// let once = s.id_gate(q, rt, committed);
     /// # }
     /// ```
     fn id_gate(
         self,
         queue: WorkQueue,
         runtime: tokio::runtime::Handle,
-        marked: Arc<CommitTotals>,
+        committed: ProbeHandle<u64>,
     ) -> StreamVec<'scope, u64, Candidate>;
 }
 
@@ -53,16 +54,17 @@ impl<'scope> IdGate<'scope> for StreamVec<'scope, u64, Candidate> {
         self,
         queue: WorkQueue,
         runtime: tokio::runtime::Handle,
-        marked: Arc<CommitTotals>,
+        committed: ProbeHandle<u64>,
     ) -> StreamVec<'scope, u64, Candidate> {
         self.unary(Exchange::new(|c: &Candidate| text_hash(&c.doc.id)), "IdGate", move |_cap, _info| {
             let mut in_flight: HashMap<String, u64> = HashMap::new();
-            let mut pruned_upto = 0u64;
+            let mut pruned_below = 0u64;
             move |input, output| {
-                let upto = marked.committed_epoch.load(Ordering::SeqCst);
-                if upto > pruned_upto {
-                    in_flight.retain(|_, epoch| *epoch > upto);
-                    pruned_upto = upto;
+                // Epochs below the committed frontier are marked (an empty frontier: all are).
+                let below = committed.with_frontier(|f| f.first().copied()).unwrap_or(u64::MAX);
+                if below > pruned_below {
+                    in_flight.retain(|_, epoch| *epoch >= below);
+                    pruned_below = below;
                 }
                 input.for_each_stamp(|cap, data| {
                     let Some(cap) = cap.retain_least(0) else { return };

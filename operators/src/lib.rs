@@ -14,6 +14,7 @@ pub mod id_gate;
 pub mod marker;
 pub mod output;
 pub mod parquet_sink;
+pub mod pass_control;
 pub mod record;
 pub mod tei;
 pub mod token_batch;

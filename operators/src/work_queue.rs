@@ -173,13 +173,54 @@ impl WorkQueue {
 }
 
 /// The work queue's partitions and their first and last `_id`, as one pass plans its scan.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ScanPlan {
     parts: Vec<(Partition, Option<Bson>, Option<Bson>)>,
     whole: bool,
 }
 
 impl ScanPlan {
+    /// The plan as BSON bytes, for worker 0 to hand to every worker of a cluster: `_id` bounds
+    /// are BSON values, which only BSON carries faithfully (see `notes/timely.md` on serde).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        let parts: Vec<Bson> = self
+            .parts
+            .iter()
+            .map(|(p, lo, hi)| {
+                let mut d = doc! {"lang": p.lang.clone(), "classified": p.classified.clone()};
+                if let Some(lo) = lo {
+                    d.insert("lo", lo.clone());
+                }
+                if let Some(hi) = hi {
+                    d.insert("hi", hi.clone());
+                }
+                Bson::Document(d)
+            })
+            .collect();
+        let d = doc! {"whole": self.whole, "parts": parts};
+        let mut out = Vec::new();
+        d.to_writer(&mut out).map_err(|e| format!("encoding the scan plan: {e}"))?;
+        Ok(out)
+    }
+
+    /// The inverse of [`ScanPlan::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<ScanPlan, String> {
+        let bad = |e: &dyn std::fmt::Display| format!("a scan plan from worker 0 is unreadable: {e}");
+        let d = Document::from_reader(bytes).map_err(|e| bad(&e))?;
+        let whole = d.get_bool("whole").map_err(|e| bad(&e))?;
+        let mut parts = Vec::new();
+        for p in d.get_array("parts").map_err(|e| bad(&e))? {
+            let Bson::Document(p) = p else { return Err(bad(&"a partition is not a document")) };
+            let field = |k: &str| p.get(k).cloned();
+            let partition = Partition {
+                lang: field("lang").unwrap_or(Bson::Null),
+                classified: field("classified").unwrap_or(Bson::Null),
+            };
+            parts.push((partition, field("lo"), field("hi")));
+        }
+        Ok(ScanPlan { parts, whole })
+    }
+
     /// Whether the queue had nothing to scan when planned.
     pub fn is_empty(&self) -> bool {
         self.parts.is_empty()
@@ -359,6 +400,9 @@ mod tests {
             let le = r.upto.as_ref().is_none_or(|b| matches!(b, Bson::ObjectId(x) if o <= x));
             gt(&r.after) && le
         };
+        // What worker 0 sends the cluster is the plan itself.
+        let sent = ScanPlan::from_bytes(&plan.to_bytes().expect("encode")).expect("decode");
+        assert_eq!(sent, plan);
         for workers in [1, 2, 3, 4, 7] {
             let ranges: Vec<ScanRange> = (0..workers).flat_map(|w| plan.ranges_for(w, workers)).collect();
             // Below, inside and above the planned edges (inserts after planning land above).

@@ -1,0 +1,213 @@
+//! Running as a timely cluster: one `tweet-embed` process per machine, each with `--workers`
+//! threads and its own TEI endpoints, joined over TCP by timely's own runtime.
+//!
+//! Process 0 leads: it owns the checkpoint, recovery, the change stream and every decision about
+//! passes, and hands each pass's start to the others through the dataflow
+//! (`tweet_embed_operators::pass_control`). The other processes follow until it says the run is
+//! over. This module owns the flags, the hostfile and the timely configuration; it never decides
+//! anything about the work.
+
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use tweet_embed_operators::timely;
+
+/// Flags for running as one process of a cluster.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// Processes in the cluster (each with `--workers` threads); 1 runs alone.
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
+    /// This process's index in the hostfile; process 0 leads (checkpoint, stream, decisions).
+    #[arg(long, default_value_t = 0)]
+    pub process: usize,
+    /// One `host:port` per line, a line per process, in process order (timely's hostfile).
+    #[arg(long)]
+    pub hostfile: Option<PathBuf>,
+}
+
+impl Default for ClusterArgs {
+    fn default() -> ClusterArgs {
+        ClusterArgs { processes: 1, process: 0, hostfile: None }
+    }
+}
+
+impl ClusterArgs {
+    /// Whether this process decides (the only process when running alone).
+    pub fn leads(&self) -> bool {
+        self.process == 0
+    }
+
+    /// Whether this runs as one process of several.
+    pub fn is_cluster(&self) -> bool {
+        self.processes > 1
+    }
+
+    /// Checks the flags and reads the hostfile: the addresses of every process.
+    pub fn addresses(&self) -> Result<Vec<String>> {
+        if self.processes == 0 {
+            bail!("--processes must be at least 1");
+        }
+        if self.process >= self.processes {
+            bail!(
+                "--process {} is out of range: --processes {} numbers them 0..{}",
+                self.process,
+                self.processes,
+                self.processes
+            );
+        }
+        if !self.is_cluster() {
+            return Ok(Vec::new());
+        }
+        let Some(path) = &self.hostfile else {
+            bail!("--processes {} needs --hostfile: one host:port per line, a line per process", self.processes)
+        };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read --hostfile {}", path.display()))?;
+        let addresses: Vec<String> =
+            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
+        if addresses.len() != self.processes {
+            bail!(
+                "--hostfile {} lists {} addresses but --processes is {}: a line per process, in process order",
+                path.display(),
+                addresses.len(),
+                self.processes
+            );
+        }
+        for (i, a) in addresses.iter().enumerate() {
+            if a.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
+                bail!("--hostfile {} line {}: `{a}` is not host:port", path.display(), i + 1);
+            }
+        }
+        Ok(addresses)
+    }
+
+    /// timely's configuration: `workers` threads here, and the cluster's processes if any.
+    pub fn timely_config(&self, workers: usize) -> Result<timely::Config> {
+        let addresses = self.addresses()?;
+        if addresses.is_empty() {
+            return Ok(timely::Config::process(workers));
+        }
+        Ok(timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads: workers,
+                process: self.process,
+                addresses,
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
+        })
+    }
+}
+
+/// A file process 0 places in `--out` for a pass, which every process must find in its own
+/// `--out`: the cluster's output directory has to be one shared directory, because recovery
+/// (removing uncommitted files, re-marking committed ones) runs on process 0 alone.
+pub struct OutMarker {
+    /// The file's name in the output directory.
+    pub name: String,
+    path: PathBuf,
+}
+
+impl OutMarker {
+    /// How long a follower looks for the marker: shared file systems may cache a missing name.
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+
+    /// Places the marker for a pass when running as a cluster (none otherwise).
+    pub fn place(args: &crate::config::PipelineArgs, epoch: u64) -> Result<Option<OutMarker>> {
+        if !args.cluster.is_cluster() {
+            return Ok(None);
+        }
+        let name = format!(".tweet-embed-pass-{epoch}-{}-{}", std::process::id(), fastrand::u64(..));
+        let path = args.out.join(&name);
+        std::fs::write(&path, b"tweet-embed: every process of the cluster must see this file in its --out\n")
+            .with_context(|| format!("cannot write to --out {}", args.out.display()))?;
+        Ok(Some(OutMarker { name, path }))
+    }
+
+    /// Waits for process 0's marker in `out`; an error a user can act on if it never shows.
+    pub fn expect(out: &std::path::Path, name: &str) -> std::result::Result<(), String> {
+        let deadline = std::time::Instant::now() + Self::PATIENCE;
+        while !out.join(name).exists() {
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "--out {} is not the directory process 0 writes to (its file {name} is not there after {} s): \
+                     every process of a cluster must use one shared --out",
+                    out.display(),
+                    Self::PATIENCE.as_secs()
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for OutMarker {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether a worker's failure is timely losing a peer process (its transport panics, every worker
+/// of this process then finds its queues poisoned, and joining the transport panics again).
+pub fn is_peer_loss(message: &str) -> bool {
+    ["timely communication error", "MergeQueue poisoned", "Send thread panic", "Recv thread panic"]
+        .iter()
+        .any(|m| message.contains(m))
+}
+
+/// The error a run ends with when another process of the cluster went away.
+pub fn peer_lost() -> anyhow::Error {
+    anyhow::anyhow!(
+        "lost the connection to another process of the cluster, so this one stops too: start every process again \
+         (each resumes from process 0's checkpoint; nothing committed is lost or repeated)"
+    )
+}
+
+/// Replaces the panic report of a lost peer — timely's transport panics on it, on several threads
+/// — with one log line; other panics report as before. For the binary: a library should not
+/// own the process's panic hook.
+pub fn quiet_peer_loss_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        if message.contains("timely communication error") {
+            tracing::error!(cause = %message, "lost the connection to another process of the cluster");
+        } else if !is_peer_loss(&message) {
+            previous(info);
+        }
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(processes: usize, process: usize, hosts: &str) -> (ClusterArgs, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hosts");
+        std::fs::write(&path, hosts).expect("write");
+        (ClusterArgs { processes, process, hostfile: Some(path) }, dir)
+    }
+
+    #[test]
+    fn hostfile_is_read_and_checked() {
+        let (c, _d) = cluster(2, 1, "127.0.0.1:4000\n# comment\n\n127.0.0.1:4001\n");
+        assert_eq!(c.addresses().expect("ok"), vec!["127.0.0.1:4000", "127.0.0.1:4001"]);
+        let (c, _d) = cluster(3, 0, "127.0.0.1:4000\n127.0.0.1:4001\n");
+        assert!(c.addresses().unwrap_err().to_string().contains("lists 2 addresses but --processes is 3"));
+        let (c, _d) = cluster(2, 2, "a:1\nb:2\n");
+        assert!(c.addresses().unwrap_err().to_string().contains("out of range"));
+        let (c, _d) = cluster(2, 0, "a:1\nb\n");
+        assert!(c.addresses().unwrap_err().to_string().contains("line 2"));
+        let alone = ClusterArgs { processes: 2, process: 0, hostfile: None };
+        assert!(alone.addresses().unwrap_err().to_string().contains("needs --hostfile"));
+        assert!(ClusterArgs { processes: 1, ..ClusterArgs::default() }.addresses().expect("alone").is_empty());
+    }
+}

@@ -1,0 +1,245 @@
+//! tweet-embed as a timely cluster: two `tweet-embed` processes on loopback, each with its own
+//! worker threads, its own TEI endpoints and its own state directory, writing one output
+//! directory (shared storage). Process 0 leads; every message between them crosses timely's TCP
+//! transport, serialized. The outcome must be the single process's: every eligible document
+//! exactly once, all marked — for a backfill, for a continuous run stopped by a signal to process
+//! 0, and after either process is killed mid-run and both are restarted.
+
+#[allow(dead_code)]
+#[path = "backfill/expect.rs"]
+mod expect;
+
+use expect::{check_run, pipeline_cmd, seed, Seeded, Stack};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tweet_embed::config::PipelineArgs;
+use tweet_embed::devtei::FaultConfig;
+use tweet_embed::synth::Kind;
+use tweet_embed_operators::output::CheckpointStore;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// Waits for the exit, at most `limit`.
+    fn wait_for(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process {} did not exit in {limit:?}", self.0.id());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Two processes' commands: process `i` gets GPUs `2i` and `2i + 1` and its own state directory;
+/// both write `args.out`.
+fn cluster_cmds(command: &str, args: &PipelineArgs, dir: &Path, gpus: &[String]) -> Vec<Command> {
+    cluster_cmds_with(command, args, dir, gpus, None)
+}
+
+/// As [`cluster_cmds`], with process 1 writing to `follower_out` when given.
+fn cluster_cmds_with(
+    command: &str,
+    args: &PipelineArgs,
+    dir: &Path,
+    gpus: &[String],
+    follower_out: Option<std::path::PathBuf>,
+) -> Vec<Command> {
+    let hostfile = dir.join("hosts");
+    if !hostfile.exists() {
+        std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).expect("hostfile");
+    }
+    (0..2)
+        .map(|i| {
+            let mut a = args.clone();
+            a.state_dir = dir.join(format!("state-{i}"));
+            a.tmp_dir = Some(dir.join(format!("tmp-{i}")));
+            a.tei_urls = gpus[2 * i..2 * i + 2].to_vec();
+            if let Some(out) = follower_out.as_ref().filter(|_| i == 1) {
+                a.out = out.clone();
+            }
+            let mut c = pipeline_cmd(command, &a);
+            c.args(["--processes", "2", "--process", &i.to_string()]).arg("--hostfile").arg(&hostfile);
+            c.arg("--tmp-dir").arg(a.tmp_dir.as_ref().expect("tmp"));
+            c.stderr(Stdio::piped());
+            c
+        })
+        .collect()
+}
+
+fn spawn_all(cmds: Vec<Command>) -> Vec<Proc> {
+    cmds.into_iter().map(|mut c| Proc(c.spawn().expect("spawn"))).collect()
+}
+
+/// The workers (global indexes) that wrote output files.
+fn writers(out: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(out)
+        .expect("out")
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.ends_with(".parquet").then(|| name.split('-').find(|p| p.starts_with('w')).map(String::from))?
+        })
+        .collect()
+}
+
+fn stderr_of(p: &mut Proc) -> String {
+    let mut s = String::new();
+    if let Some(mut e) = p.0.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut s);
+    }
+    s
+}
+
+fn assert_success(p: &mut Proc, status: ExitStatus, who: &str) {
+    assert!(status.success(), "{who} failed ({status:?}):\n{}", stderr_of(p));
+}
+
+#[test]
+fn two_processes_backfill_every_document_once() {
+    let stack = Stack::start(4, FaultConfig::default());
+    let seeded = seed(&stack.mongo, 12_000, 61);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = stack.args(dir.path(), 2);
+    let gpus = stack.tei.as_ref().expect("tei").urls();
+    let mut procs = spawn_all(cluster_cmds("backfill", &args, dir.path(), &gpus));
+    for (i, p) in procs.iter_mut().enumerate() {
+        let status = p.wait_for(Duration::from_secs(300));
+        assert_success(p, status, &format!("process {i}"));
+    }
+    check_run(&stack, &seeded, &args);
+    // Four workers in two processes wrote, and every process fed its own GPUs.
+    let w = writers(&args.out);
+    assert!(w.contains("w000") && w.contains("w003"), "writers: {w:?}");
+    let per_gpu: Vec<u64> = stack.tei.as_ref().expect("tei").stats().iter().map(|s| s.inputs).collect();
+    assert!(per_gpu.iter().all(|n| *n > 0), "inputs per GPU: {per_gpu:?}");
+    // Only the leader keeps a checkpoint.
+    assert!(dir.path().join("state-0").join("checkpoint.json").exists());
+    assert!(!dir.path().join("state-1").join("checkpoint.json").exists());
+}
+
+#[test]
+fn two_processes_run_stream_and_stop_on_a_signal_to_process_0() {
+    let stack = Stack::start(4, FaultConfig::default());
+    let base = 6_000;
+    seed(&stack.mongo, base, 67);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = stack.args(dir.path(), 2);
+    let gpus = stack.tei.as_ref().expect("tei").urls();
+    let mut procs = spawn_all(cluster_cmds("run", &args, dir.path(), &gpus));
+    // New tweets while the backfill runs and after: the stream on process 0 reads them.
+    let coll = stack.coll();
+    let inserted = 1_500;
+    stack.rt.block_on(async {
+        for chunk in (base..base + inserted).collect::<Vec<_>>().chunks(100) {
+            coll.insert_many(chunk.iter().map(|i| tweet_embed::synth::tweet(*i, 67))).await.expect("insert");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let filter = mongodb::bson::doc! {"retweeted": null, "gemma_embedded_768": null};
+        let left = stack.rt.block_on(async { coll.count_documents(filter).await });
+        if left.expect("count") == 0 {
+            break;
+        }
+        for p in procs.iter_mut() {
+            assert!(p.0.try_wait().expect("try_wait").is_none(), "a process exited early:\n{}", stderr_of(p));
+        }
+        assert!(Instant::now() < deadline, "the work queue did not drain");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SIGTERM to the leader alone: it stops every worker, drains, commits, and releases process 1.
+    let st = Command::new("kill").args(["-TERM", &procs[0].0.id().to_string()]).status().expect("kill");
+    assert!(st.success());
+    for (i, p) in procs.iter_mut().enumerate() {
+        let status = p.wait_for(Duration::from_secs(60));
+        assert_success(p, status, &format!("process {i}"));
+    }
+    check_run(&stack, &Seeded { n: base + inserted, seed: 67 }, &args);
+}
+
+/// The leader's last committed epoch, 0 before its first commit.
+fn committed(dir: &Path) -> u64 {
+    let store = CheckpointStore::open(dir.join("state-0")).expect("store");
+    store.load().ok().flatten().map_or(0, |cp| cp.committed)
+}
+
+/// Waits until the leader commits past `epoch`, while it runs.
+fn await_commit_past(dir: &Path, epoch: u64, leader: &mut Proc) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed(dir) <= epoch {
+        assert!(Instant::now() < deadline, "no commit past {epoch} in time");
+        assert!(leader.0.try_wait().expect("try_wait").is_none(), "finished before the kill");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_killed_process_fails_the_cluster_and_a_restart_finishes_it_exactly_once() {
+    let stack = Stack::start(4, FaultConfig::default());
+    let seeded = seed(&stack.mongo, 40_000, 71);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = stack.args(dir.path(), 2);
+    let gpus = stack.tei.as_ref().expect("tei").urls();
+    // Round 1 kills the follower, round 2 the leader, each once the leader has committed.
+    for (round, victim) in [(1, 1), (2, 0)] {
+        let mut procs = spawn_all(cluster_cmds("backfill", &args, dir.path(), &gpus));
+        let before = committed(dir.path());
+        await_commit_past(dir.path(), before, &mut procs[0]);
+        procs[victim].0.kill().expect("SIGKILL");
+        let _ = procs[victim].0.wait();
+        // The survivor loses its peer and fails: it must not hang or report success.
+        let survivor = &mut procs[1 - victim];
+        let status = survivor.wait_for(Duration::from_secs(60));
+        assert!(!status.success(), "round {round}: process {} succeeded alone", 1 - victim);
+        // One clear error, not a panic trace per thread.
+        let err = stderr_of(survivor);
+        assert!(err.contains("lost the connection to another process of the cluster"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let mut procs = spawn_all(cluster_cmds("backfill", &args, dir.path(), &gpus));
+    for (i, p) in procs.iter_mut().enumerate() {
+        let status = p.wait_for(Duration::from_secs(300));
+        assert_success(p, status, &format!("restarted process {i}"));
+    }
+    check_run(&stack, &seeded, &args);
+}
+
+#[test]
+fn a_follower_with_its_own_out_directory_is_refused_before_anything_is_committed() {
+    let stack = Stack::start(4, FaultConfig::default());
+    seed(&stack.mongo, 2_000, 73);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = stack.args(dir.path(), 2);
+    let gpus = stack.tei.as_ref().expect("tei").urls();
+    // Process 1 writes elsewhere: recovery on process 0 could never see its files.
+    let mut procs =
+        spawn_all(cluster_cmds_with("backfill", &args, dir.path(), &gpus, Some(dir.path().join("elsewhere"))));
+    let follower = procs[1].wait_for(Duration::from_secs(120));
+    assert!(!follower.success());
+    let err = stderr_of(&mut procs[1]);
+    assert!(err.contains("is not the directory process 0 writes to"), "{err}");
+    assert!(!procs[0].wait_for(Duration::from_secs(60)).success(), "the leader went on alone");
+    let coll = stack.coll();
+    let marked = stack
+        .rt
+        .block_on(async { coll.count_documents(mongodb::bson::doc! {"gemma_embedded_768": {"$exists": true}}).await });
+    let marked_by_seed = (0..2_000).filter(|i| tweet_embed::synth::kind_of(*i, 73) == Kind::Marked).count() as u64;
+    assert_eq!(marked.expect("count"), marked_by_seed, "a pass committed without its follower");
+}
