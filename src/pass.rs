@@ -23,7 +23,7 @@ use tweet_embed_operators::epoch_clock::{EpochClock, StopSignal};
 use tweet_embed_operators::id_gate::IdGate;
 use tweet_embed_operators::output::{CheckpointStore, EpochWriter, OutputConfig};
 use tweet_embed_operators::parquet_sink::{Failure, ParquetSink};
-use tweet_embed_operators::pass_control::{agree, PassStart, StopRelay};
+use tweet_embed_operators::pass_control::{agree, PassRelay, PassStart};
 use tweet_embed_operators::timely;
 use tweet_embed_operators::timely::worker::Worker;
 use tweet_embed_operators::token_batch::TokenBatch;
@@ -159,10 +159,12 @@ fn execute_pass(
     let (limits, in_flight, interval) = (run.limits, run.in_flight, args.checkpoint_interval);
     let (fail, ran_here) = (failure.clone(), ran.clone());
     let config = args.cluster.timely_config(args.workers)?;
-    let cluster = args.cluster.is_cluster();
+    let (cluster, threads) = (args.cluster.is_cluster(), args.workers.max(1));
     let guards = timely::execute(config, move |worker| {
         let (queue, embedder, counter, rt, out) = &*shared;
         let (index, peers) = (worker.index(), worker.peers());
+        // One worker per process tells the others where the process's epoch clock is.
+        let speaks = index % threads == 0;
         let Some(start) = agree(worker, offer.clone()) else {
             *fail.lock() = Some("process 0 started no pass".into());
             return abandon(worker, &fail, cluster);
@@ -186,7 +188,7 @@ fn execute_pass(
             }
         };
         clock.advance_to(start.start_epoch);
-        let mut relay = StopRelay::new(worker, stop.clone());
+        let mut relay = PassRelay::new(worker, stop.clone(), clock.clone());
         let mut cfg = OutputConfig::new(out_dir.clone(), tmp_dir.clone(), index, *dim, model_id);
         cfg.target_file_bytes = *target;
         cfg.stats = stats.clone();
@@ -227,7 +229,7 @@ fn execute_pass(
                 // The run stops with the failure; the checkpoint is as the last commit left it.
                 return abandon(worker, &fail, cluster);
             }
-            relay.poll(index, &stop);
+            relay.poll(index, speaks, &stop, &clock);
             if probe.done() {
                 relay.close();
             }

@@ -1,14 +1,14 @@
 //! `PassControl`: what worker 0 tells every other worker about a pass of the dataflow, in one
 //! process or across a cluster of them — how the pass starts ([`PassStart`]: its first epoch, the
-//! scan plan, whether a change stream runs, or that the run is over), and when its sources must
-//! stop ([`StopRelay`]).
+//! scan plan, whether a change stream runs, or that the run is over), and, while it runs, when its
+//! sources must stop and which epoch they are at ([`PassRelay`]).
 //!
 //! Worker 0 (process 0) owns the checkpoint and decides; the others only learn what it decided,
 //! through timely's own channels, so a cluster needs no shared state directory and no second
 //! connection between processes. It never carries the pass's data: each message is tiny and
 //! travels in its own small dataflow, which holds back no frontier of the main one.
 
-use crate::epoch_clock::StopSignal;
+use crate::epoch_clock::{EpochClock, StopSignal};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -83,56 +83,88 @@ pub fn agree<T: ExchangeData + Clone>(worker: &mut Worker, offer: Option<T>) -> 
     got.take()
 }
 
-/// Relays a stop from worker 0 to every worker: a signal to the run (SIGINT) reaches one process,
-/// but every worker's sources must stop for the pass to drain.
-pub struct StopRelay {
-    input: Option<InputHandle<u64, CapacityContainerBuilder<Vec<()>>>>,
-    sent: bool,
+/// What a [`PassRelay`] carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Signal {
+    /// Stop reading (from worker 0).
+    Stop,
+    /// A process's sources reached this epoch.
+    Epoch(u64),
 }
 
-impl StopRelay {
+/// Relays what every worker must hear during a pass: a stop from worker 0 (a signal to the run,
+/// SIGINT, reaches one process, but every worker's sources must stop for the pass to drain), and
+/// each process's epoch, so the processes' epoch clocks move together. A process whose sources
+/// sat at an older epoch would hold the frontier back there and throttle every other process's
+/// sources to that epoch plus their lead; with the relay the newest epoch anywhere is every
+/// process's epoch, as the shared clock makes it among one process's workers.
+pub struct PassRelay {
+    input: Option<InputHandle<u64, CapacityContainerBuilder<Vec<Signal>>>>,
+    stop_sent: bool,
+    epoch_sent: u64,
+}
+
+impl PassRelay {
     /// Builds the relay's dataflow; a stop that arrives trips `local`, the signal this worker's
-    /// sources watch. Every worker must build it at the same point.
+    /// sources watch, and an epoch moves `clock` on. Every worker must build it at the same point.
     ///
     /// ```
-    /// use tweet_embed_operators::epoch_clock::StopSignal;
-    /// use tweet_embed_operators::pass_control::StopRelay;
-    /// let stopped = timely::execute(timely::Config::process(2), |worker| {
-    ///     let local = StopSignal::default();
-    ///     let mut relay = StopRelay::new(worker, local.clone());
+    /// use tweet_embed_operators::epoch_clock::{EpochClock, StopSignal};
+    /// use tweet_embed_operators::pass_control::PassRelay;
+    /// let heard = timely::execute(timely::Config::process(2), |worker| {
+    ///     // Each worker has its own clock and stop here, as processes of a cluster do.
+    ///     let (local, clock) = (StopSignal::default(), EpochClock::new(1));
+    ///     let mut relay = PassRelay::new(worker, local.clone(), clock.clone());
     ///     let leader = StopSignal::default();
     ///     leader.stop();
-    ///     while !local.is_stopped() {
-    ///         relay.poll(worker.index(), &leader);
+    ///     if worker.index() == 1 {
+    ///         clock.advance_to(7);
+    ///     }
+    ///     while !local.is_stopped() || clock.now() < 7 {
+    ///         relay.poll(worker.index(), true, &leader, &clock);
     ///         worker.step();
     ///     }
     ///     relay.close();
     ///     while worker.step() {}
-    ///     local.is_stopped()
+    ///     (local.is_stopped(), clock.now())
     /// })
     /// .unwrap()
     /// .join();
-    /// assert!(stopped.into_iter().all(|r| r.unwrap()));
+    /// assert!(heard.into_iter().all(|r| r.unwrap() == (true, 7)));
     /// ```
-    pub fn new(worker: &mut Worker, local: StopSignal) -> StopRelay {
+    pub fn new(worker: &mut Worker, local: StopSignal, clock: EpochClock) -> PassRelay {
         let input = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, stream) = scope.new_input::<Vec<()>>();
-            stream.broadcast().inspect(move |_| local.stop());
+            let (input, stream) = scope.new_input::<Vec<Signal>>();
+            stream.broadcast().inspect(move |signal| match signal {
+                Signal::Stop => local.stop(),
+                Signal::Epoch(e) => {
+                    clock.advance_to(*e);
+                }
+            });
             input
         });
-        StopRelay { input: Some(input), sent: false }
+        PassRelay { input: Some(input), stop_sent: false, epoch_sent: 0 }
     }
 
-    /// On worker 0: sends the stop once `stop` is tripped. Elsewhere a no-op.
-    pub fn poll(&mut self, worker_index: usize, stop: &StopSignal) {
-        if worker_index != 0 || self.sent || !stop.is_stopped() {
-            return;
+    /// Sends what is new: on worker 0, the stop once `stop` is tripped; on a worker that speaks
+    /// for its process (`speaks`: one per process), the clock's epoch when it moved on.
+    pub fn poll(&mut self, worker_index: usize, speaks: bool, stop: &StopSignal, clock: &EpochClock) {
+        let Some(input) = self.input.as_mut() else { return };
+        let mut sent = false;
+        if worker_index == 0 && !self.stop_sent && stop.is_stopped() {
+            input.send(Signal::Stop);
+            self.stop_sent = true;
+            sent = true;
         }
-        if let Some(input) = self.input.as_mut() {
-            input.send(());
-            input.advance_to(1);
+        let now = clock.now();
+        if speaks && now > self.epoch_sent {
+            input.send(Signal::Epoch(now));
+            self.epoch_sent = now;
+            sent = true;
         }
-        self.sent = true;
+        if sent {
+            input.flush();
+        }
     }
 
     /// Closes this worker's side, so the relay's dataflow can complete with the pass.
