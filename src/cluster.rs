@@ -165,9 +165,11 @@ pub fn peer_lost() -> anyhow::Error {
     )
 }
 
-/// Replaces the panic report of a lost peer — timely's transport panics on it, on several threads
-/// — with one log line; other panics report as before. For the binary: a library should not
-/// own the process's panic hook.
+/// Turns a lost peer into one line and exit status 1. timely's transport panics when another
+/// process goes away, and its worker threads then panic too — sometimes again while unwinding,
+/// which aborts — so the first sign of it ends the process, before any of that: nothing here needs
+/// an orderly shutdown, the checkpoint protocol makes any stop safe. Other panics report as
+/// before. For the binary: a library should not own the process's panic hook.
 pub fn quiet_peer_loss_panics() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -177,11 +179,12 @@ pub fn quiet_peer_loss_panics() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        if message.contains("timely communication error") {
+        if is_peer_loss(&message) {
             tracing::error!(cause = %message, "lost the connection to another process of the cluster");
-        } else if !is_peer_loss(&message) {
-            previous(info);
+            eprintln!("tweet-embed: {:#}", peer_lost());
+            std::process::exit(1);
         }
+        previous(info);
     }));
 }
 

@@ -1,16 +1,17 @@
-//! One pass of the dataflow: the graph — work-queue source (+ change-stream source and `IdGate`
-//! when streaming) → dedup → token batcher → TEI sink → Parquet sink → committer — built on every
-//! worker of this process (and of the cluster's other processes), run until it completes.
+//! The passes of a run: the graph — work-queue source (+ change-stream source and `IdGate` when
+//! streaming) → dedup → token batcher → TEI sink → Parquet sink → committer — built on every
+//! worker of this process (and of the cluster's other processes) once per pass, in one timely
+//! computation for the whole run.
 //!
-//! It owns the worker side of a pass: taking the pass's start from worker 0, building the graph,
-//! stepping it, and stopping on a failure. What a pass reads and when passes happen is decided by
-//! the callers (`pipeline::backfill`, `run::run`); the protocol lives in the operators.
+//! It owns the worker side: asking the planner for the next pass (worker 0 of process 0), handing
+//! its start to every worker, building and stepping the graph, and stopping on a failure. What a
+//! pass reads and when the run ends is the planner's (`pipeline::backfill`, `run::run`); the
+//! protocol lives in the operators.
 
 use crate::config::PipelineArgs;
 use crate::pipeline::{connect, load_or_new, serve_metrics, Run};
 use anyhow::{anyhow, bail, Context, Result};
 use parking_lot::Mutex;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use timely::dataflow::operators::{Concat, Probe};
@@ -50,18 +51,49 @@ pub(crate) struct PassPlan {
     pub stop: StopSignal,
 }
 
-/// Runs the dataflow once: until the scan is done and (with a stream) a stop is asked for. On the
-/// leading process; in a cluster the others take the pass from it ([`follow`]).
-pub(crate) fn run_pass(
+/// Decides the passes of a run, on worker 0 of process 0: called before each pass (and so after
+/// the one before it has committed everything), it returns what the next pass reads, or `None`
+/// when the run is over.
+pub(crate) type Planner = Box<dyn FnMut() -> Result<Option<PassPlan>> + Send>;
+
+/// What the leading process brings to a run: the checkpoint and the planner.
+pub(crate) struct Leading {
+    pub store: CheckpointStore,
+    pub planner: Planner,
+}
+
+/// A follower of a cluster: connects, then runs each pass the leading process starts until it
+/// says the run is over. Returns the passes it ran.
+pub fn follow(args: &PipelineArgs) -> Result<usize> {
+    args.validate()?;
+    let run = Arc::new(connect(args)?);
+    let totals = Arc::new(CommitTotals::default());
+    let _metrics = serve_metrics(args, &run, &totals)?;
+    execute_run(args, &run, &totals, None)
+}
+
+/// What worker 0 of the leading process holds for one pass.
+struct Lead {
+    start: PassStart,
+    committer: Option<Committer>,
+    feed: Option<StreamFeed>,
+    stop: StopSignal,
+    /// Removed when the pass ends.
+    _out_marker: Option<crate::cluster::OutMarker>,
+}
+
+/// Prepares a pass on the leading process: its first epoch, the scan plan, the committer.
+fn lead_pass(
     args: &PipelineArgs,
     run: &Run,
     store: &CheckpointStore,
     totals: &Arc<CommitTotals>,
+    failure: &Failure,
     plan: PassPlan,
-) -> Result<()> {
+) -> Result<Lead> {
     let checkpoint = load_or_new(args, store)?;
     let start_epoch = checkpoint.committed + 1;
-    // One scan plan for all workers, taken after the stream was opened (the caller opened it).
+    // One scan plan for all workers, taken after the stream was opened (the planner opened it).
     let scan = match plan.scan {
         Some(whole) => {
             let p = run.runtime.block_on(run.queue.plan(whole)).context("planning the work-queue scan")?;
@@ -69,15 +101,15 @@ pub(crate) fn run_pass(
         }
         None => None,
     };
-    let marker = crate::cluster::OutMarker::place(args, start_epoch)?;
+    let out_marker = crate::cluster::OutMarker::place(args, start_epoch)?;
     let start = PassStart {
         start_epoch,
         scan,
         streaming: plan.stream.is_some(),
         finish: false,
-        out_marker: marker.as_ref().map(|m| m.name.clone()),
+        failed: None,
+        out_marker: out_marker.as_ref().map(|m| m.name.clone()),
     };
-    let failure: Failure = Arc::new(Mutex::new(None));
     let committer = Committer {
         store: store.clone(),
         checkpoint,
@@ -89,59 +121,33 @@ pub(crate) fn run_pass(
         commits: 0,
         positions: plan.stream.as_ref().map(|f| f.positions.clone()),
     };
-    let lead = Lead { start, committer: Some(committer), feed: plan.stream, stop: plan.stop };
-    execute_pass(args, run, totals, Some(lead), failure).map(|_| ())
+    Ok(Lead { start, committer: Some(committer), feed: plan.stream, stop: plan.stop, _out_marker: out_marker })
 }
 
-/// A follower of a cluster: connects, then runs each pass the leading process starts until it
-/// says the run is over. Returns the passes it ran.
-pub fn follow(args: &PipelineArgs) -> Result<usize> {
-    args.validate()?;
-    let run = connect(args)?;
-    let totals = Arc::new(CommitTotals::default());
-    let _metrics = serve_metrics(args, &run, &totals)?;
-    let mut passes = 0;
-    while execute_pass(args, &run, &totals, None, Arc::new(Mutex::new(None)))? {
-        passes += 1;
-        tracing::info!(passes, process = args.cluster.process, "pass done; waiting for the next from process 0");
-    }
-    Ok(passes)
-}
-
-/// Tells the followers of a cluster that the run is over, so they exit.
-pub(crate) fn finish_followers(args: &PipelineArgs, run: &Run, totals: &Arc<CommitTotals>) -> Result<()> {
-    if !args.cluster.is_cluster() {
-        return Ok(());
-    }
-    let lead = Lead { start: PassStart::finish(), committer: None, feed: None, stop: StopSignal::default() };
-    execute_pass(args, run, totals, Some(lead), Arc::new(Mutex::new(None))).map(|_| ())
-}
-
-/// What only the leading process brings to a pass.
-struct Lead {
-    start: PassStart,
-    committer: Option<Committer>,
-    feed: Option<StreamFeed>,
-    stop: StopSignal,
-}
-
-/// Runs one pass on this process's workers: worker 0 hands every worker the pass's start, then
-/// all build the graph and run it to completion. False when the start said the run is over.
-fn execute_pass(
+/// Runs every pass of a run on this process's workers, in one timely computation (one set of
+/// connections in a cluster): before each pass worker 0 asks the planner (leading process) and
+/// hands every worker the pass's start; all build the graph and run it to completion; a start
+/// that says the run is over ends it. Returns the passes run.
+pub(crate) fn execute_run(
     args: &PipelineArgs,
-    run: &Run,
+    run: &Arc<Run>,
     totals: &Arc<CommitTotals>,
-    lead: Option<Lead>,
-    failure: Failure,
-) -> Result<bool> {
-    let leads = lead.is_some();
-    let (offer, committer, feed, stop) = match lead {
-        Some(l) => (Some(l.start), l.committer, l.feed, l.stop),
-        None => (None, None, None, StopSignal::default()),
-    };
-    let (committer, feed) = (Arc::new(Mutex::new(committer)), Arc::new(Mutex::new(feed)));
+    leading: Option<Leading>,
+) -> Result<usize> {
+    let leads = leading.is_some();
+    let failure: Failure = Arc::new(Mutex::new(None));
+    // Worker 0's source of passes: the planner's plans, prepared into leads.
+    let next_lead = leading.map(|Leading { store, mut planner }| {
+        let (args, run, totals, failure) = (args.clone(), run.clone(), totals.clone(), failure.clone());
+        move || -> Result<Option<Lead>> {
+            match planner()? {
+                Some(plan) => lead_pass(&args, &run, &store, &totals, &failure, plan).map(Some),
+                None => Ok(None),
+            }
+        }
+    });
+    let next_lead = Arc::new(Mutex::new(next_lead));
     let clock = EpochClock::new(0);
-    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let shared = Arc::new((
         run.queue.clone(),
         run.embedder.clone(),
@@ -157,81 +163,112 @@ fn execute_pass(
         ),
     ));
     let (limits, in_flight, interval) = (run.limits, run.in_flight, args.checkpoint_interval);
-    let (fail, ran_here) = (failure.clone(), ran.clone());
+    // Why process 0 ended the run, when it ended it with an error.
+    let ended_with: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let (fail, ended) = (failure.clone(), ended_with.clone());
     let config = args.cluster.timely_config(args.workers)?;
     let (cluster, threads) = (args.cluster.is_cluster(), args.workers.max(1));
     let guards = timely::execute(config, move |worker| {
         let (queue, embedder, counter, rt, out) = &*shared;
+        let ended_with = &ended;
+        let (out_dir, tmp_dir, dim, model_id, target, stats) = out;
         let (index, peers) = (worker.index(), worker.peers());
         // One worker per process tells the others where the process's epoch clock is.
         let speaks = index % threads == 0;
-        let Some(start) = agree(worker, offer.clone()) else {
-            *fail.lock() = Some("process 0 started no pass".into());
-            return abandon(worker, &fail, cluster);
-        };
-        if start.finish {
-            return;
-        }
-        ran_here.store(true, Ordering::Relaxed);
-        let (out_dir, tmp_dir, dim, model_id, target, stats) = out;
-        if let Some(name) = &start.out_marker {
-            if let Err(e) = crate::cluster::OutMarker::expect(out_dir, name) {
-                *fail.lock() = Some(e);
-                return abandon(worker, &fail, cluster);
-            }
-        }
-        let ranges = match start.scan.as_deref().map(ScanPlan::from_bytes).transpose() {
-            Ok(plan) => plan.map(|p| p.ranges_for(index, peers)).unwrap_or_default(),
-            Err(e) => {
-                *fail.lock() = Some(e);
-                return abandon(worker, &fail, cluster);
-            }
-        };
-        clock.advance_to(start.start_epoch);
-        let mut relay = PassRelay::new(worker, stop.clone(), clock.clone());
-        let mut cfg = OutputConfig::new(out_dir.clone(), tmp_dir.clone(), index, *dim, model_id);
-        cfg.target_file_bytes = *target;
-        cfg.stats = stats.clone();
-        let writer = match EpochWriter::new(cfg) {
-            Ok(w) => w,
-            Err(e) => {
-                *fail.lock() = Some(e.to_string());
-                return abandon(worker, &fail, cluster);
-            }
-        };
-        // The committer and the change stream live on worker 0: the stream's positions reach
-        // the checkpoint through memory, not through the graph.
-        let (committer, feed) = if index == 0 { (committer.lock().take(), feed.lock().take()) } else { (None, None) };
-        let (probe, committed) = (ProbeHandle::new(), ProbeHandle::new());
-        let mut pacing = SourcePacing::new(start.start_epoch, interval, EPOCH_DOCS, probe.clone());
-        pacing.clock = clock.clone();
-        pacing.stop = stop.clone();
-        worker.dataflow::<u64, _, _>(|scope| {
-            let scanned = scope.work_queue_source(queue.clone(), ranges, rt.clone(), pacing.clone());
-            let candidates = if start.streaming {
-                let streamed = scope.change_stream_source(feed, rt.clone(), pacing);
-                // Two sources can read one document: the gate lets it through once.
-                scanned.concat(streamed).id_gate(queue.clone(), rt.clone(), committed.clone())
-            } else {
-                scanned
+        let mut next_lead = if index == 0 { next_lead.lock().take() } else { None };
+        let failed = || fail.lock().is_some();
+        let mut passes = 0;
+        loop {
+            let mut lead = None;
+            let offer = next_lead.as_mut().map(|next| match next() {
+                Ok(Some(l)) => {
+                    let start = l.start.clone();
+                    lead = Some(l);
+                    start
+                }
+                Ok(None) => PassStart::finish(None),
+                // Everyone is told the run is over, and why; the run returns the error.
+                Err(e) => PassStart::finish(Some(format!("{e:#}"))),
+            });
+            let Some(start) = agree(worker, offer, &failed) else {
+                abandon(worker, &fail, cluster);
+                return passes;
             };
-            candidates
-                .dedup(counter.clone())
-                .token_batch(limits)
-                .embed_sink(embedder.clone(), rt.clone(), in_flight, VECTOR_CACHE)
-                .parquet_sink(writer, fail.clone())
-                .probe_with(&probe)
-                .commit(committer)
-                .probe_with(&committed);
-        });
-        while worker.step_or_park(Some(Duration::from_millis(20))) {
-            if fail.lock().is_some() {
-                // The run stops with the failure; the checkpoint is as the last commit left it.
-                return abandon(worker, &fail, cluster);
+            if start.finish {
+                if let Some(e) = start.failed {
+                    // Not `fail`: a failure there makes workers still in `agree` stop waiting.
+                    let e = if index < threads { e } else { format!("process 0 stopped the run: {e}") };
+                    ended_with.lock().get_or_insert(e);
+                }
+                return passes;
             }
-            relay.poll(index, speaks, &stop, &clock);
-            if probe.done() {
-                relay.close();
+            passes += 1;
+            if let Some(name) = &start.out_marker {
+                if let Err(e) = crate::cluster::OutMarker::expect(out_dir, name) {
+                    *fail.lock() = Some(e);
+                    abandon(worker, &fail, cluster);
+                    return passes;
+                }
+            }
+            let ranges = match start.scan.as_deref().map(ScanPlan::from_bytes).transpose() {
+                Ok(plan) => plan.map(|p| p.ranges_for(index, peers)).unwrap_or_default(),
+                Err(e) => {
+                    *fail.lock() = Some(e);
+                    abandon(worker, &fail, cluster);
+                    return passes;
+                }
+            };
+            clock.advance_to(start.start_epoch);
+            // Worker 0's sources watch the planner's stop (a signal, or a stream that lost its
+            // history) and relay it; every other worker's sources hear it from the relay.
+            let stop = lead.as_ref().map_or_else(StopSignal::default, |l| l.stop.clone());
+            let mut relay = PassRelay::new(worker, stop.clone(), clock.clone());
+            let mut cfg = OutputConfig::new(out_dir.clone(), tmp_dir.clone(), index, *dim, model_id);
+            cfg.target_file_bytes = *target;
+            cfg.stats = stats.clone();
+            let writer = match EpochWriter::new(cfg) {
+                Ok(w) => w,
+                Err(e) => {
+                    *fail.lock() = Some(e.to_string());
+                    abandon(worker, &fail, cluster);
+                    return passes;
+                }
+            };
+            // The committer and the change stream live on worker 0: the stream's positions reach
+            // the checkpoint through memory, not through the graph.
+            let (committer, feed) = lead.as_mut().map_or((None, None), |l| (l.committer.take(), l.feed.take()));
+            let (probe, committed) = (ProbeHandle::new(), ProbeHandle::new());
+            let mut pacing = SourcePacing::new(start.start_epoch, interval, EPOCH_DOCS, probe.clone());
+            pacing.clock = clock.clone();
+            pacing.stop = stop.clone();
+            worker.dataflow::<u64, _, _>(|scope| {
+                let scanned = scope.work_queue_source(queue.clone(), ranges, rt.clone(), pacing.clone());
+                let candidates = if start.streaming {
+                    let streamed = scope.change_stream_source(feed, rt.clone(), pacing);
+                    // Two sources can read one document: the gate lets it through once.
+                    scanned.concat(streamed).id_gate(queue.clone(), rt.clone(), committed.clone())
+                } else {
+                    scanned
+                };
+                candidates
+                    .dedup(counter.clone())
+                    .token_batch(limits)
+                    .embed_sink(embedder.clone(), rt.clone(), in_flight, VECTOR_CACHE)
+                    .parquet_sink(writer, fail.clone())
+                    .probe_with(&probe)
+                    .commit(committer)
+                    .probe_with(&committed);
+            });
+            while worker.step_or_park(Some(Duration::from_millis(20))) {
+                if failed() {
+                    // The run stops with the failure; the checkpoint is as the last commit left it.
+                    abandon(worker, &fail, cluster);
+                    return passes;
+                }
+                relay.poll(index, speaks, &stop, &clock);
+                if probe.done() {
+                    relay.close();
+                }
             }
         }
     })
@@ -254,18 +291,19 @@ fn execute_pass(
         Err(_) if args.cluster.is_cluster() => return Err(crate::cluster::peer_lost()),
         Err(panic) => std::panic::resume_unwind(panic),
     };
+    let mut passes = 0;
     for r in joined {
         match r {
             Err(e) if args.cluster.is_cluster() && crate::cluster::is_peer_loss(&e) => {
                 return Err(crate::cluster::peer_lost())
             }
-            r => r.map_err(|e| anyhow!("a worker failed: {e}"))?,
+            r => passes = passes.max(r.map_err(|e| anyhow!("a worker failed: {e}"))?),
         }
     }
-    if let Some(e) = failure.lock().take() {
+    if let Some(e) = failure.lock().take().or_else(|| ended_with.lock().take()) {
         bail!(e);
     }
-    Ok(ran.load(Ordering::Relaxed))
+    Ok(passes)
 }
 
 /// Ends this worker after a failure (in `fail`). Alone, it drops its dataflows and the run

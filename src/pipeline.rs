@@ -6,7 +6,7 @@
 //! operators'.
 
 use crate::config::PipelineArgs;
-use crate::pass::{finish_followers, follow, run_pass, PassPlan};
+use crate::pass::{execute_run, follow, Leading, PassPlan, Planner};
 use anyhow::{anyhow, bail, Context, Result};
 use mongodb::bson::{doc, Document};
 use mongodb::Client;
@@ -81,34 +81,41 @@ pub fn backfill(args: &PipelineArgs) -> Result<BackfillSummary> {
         let passes = follow(args)?;
         return Ok(BackfillSummary { passes, elapsed: started.elapsed(), ..BackfillSummary::default() });
     }
-    let run = connect(args)?;
+    let run = Arc::new(connect(args)?);
     let store = CheckpointStore::open(&args.state_dir)?;
     let mut summary = BackfillSummary::default();
     recover(args, &run, &store, &mut summary)?;
     let totals = Arc::new(CommitTotals::default());
     let _metrics = serve_metrics(args, &run, &totals)?;
-    let mut last_done = 0;
-    loop {
-        let parts = run.runtime.block_on(run.queue.partitions()).context("reading the work queue's partitions")?;
-        if parts.is_empty() {
-            break;
-        }
-        summary.passes += 1;
-        let plan = PassPlan { scan: Some(summary.passes > 1), stream: None, stop: StopSignal::default() };
-        run_pass(args, &run, &store, &totals, plan)?;
-        let done = totals.embedded.load(Ordering::Relaxed) + totals.rejected.load(Ordering::Relaxed);
-        let remaining = run.runtime.block_on(run.queue.remaining()).context("counting the work queue")?;
-        if remaining == 0 {
-            break;
-        }
-        if done == last_done {
-            bail!("{remaining} documents remain in the work queue but this pass read none of them");
-        }
-        last_done = done;
-    }
-    finish_followers(args, &run, &totals)?;
+    let planner = backfill_planner(run.clone(), totals.clone());
+    summary.passes = execute_run(args, &run, &totals, Some(Leading { store, planner }))?;
     summary.take_totals(&totals, started);
     Ok(summary)
+}
+
+/// The backfill's passes: another while the work queue has documents, each after the first over
+/// whole partitions; an error if a pass read none of what remains.
+fn backfill_planner(run: Arc<Run>, totals: Arc<CommitTotals>) -> Planner {
+    let (mut passes, mut last_done) = (0usize, 0u64);
+    Box::new(move || {
+        if passes > 0 {
+            let done = totals.embedded.load(Ordering::Relaxed) + totals.rejected.load(Ordering::Relaxed);
+            let remaining = run.runtime.block_on(run.queue.remaining()).context("counting the work queue")?;
+            if remaining == 0 {
+                return Ok(None);
+            }
+            if done == last_done {
+                bail!("{remaining} documents remain in the work queue but this pass read none of them");
+            }
+            last_done = done;
+        }
+        let parts = run.runtime.block_on(run.queue.partitions()).context("reading the work queue's partitions")?;
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        passes += 1;
+        Ok(Some(PassPlan { scan: Some(passes > 1), stream: None, stop: StopSignal::default() }))
+    })
 }
 
 /// The Prometheus exporter, when `--metrics-addr` asks for one.

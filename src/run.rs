@@ -8,7 +8,7 @@
 //! history was lost), and signals. The graph and the protocol are the pipeline's.
 
 use crate::config::PipelineArgs;
-use crate::pass::{run_pass, PassPlan};
+use crate::pass::{execute_run, Leading, PassPlan, Planner};
 use crate::pipeline::{connect, load_or_new, recover, BackfillSummary, Run};
 use anyhow::{Context, Result};
 use parking_lot::Mutex;
@@ -46,43 +46,58 @@ pub fn run(args: &RunArgs, stop: StopSignal) -> Result<BackfillSummary> {
         let passes = crate::pass::follow(p)?;
         return Ok(BackfillSummary { passes, elapsed: started.elapsed(), ..BackfillSummary::default() });
     }
-    let run = connect(p)?;
+    let run = Arc::new(connect(p)?);
     let store = CheckpointStore::open(&p.state_dir)?;
     let mut summary = BackfillSummary::default();
     recover(p, &run, &store, &mut summary)?;
     let totals = Arc::new(CommitTotals::default());
     let _metrics = crate::pipeline::serve_metrics(p, &run, &totals)?;
+    let planner = run_planner(args.clone(), run.clone(), store.clone(), stop);
+    summary.passes = execute_run(p, &run, &totals, Some(Leading { store, planner }))?;
+    summary.take_totals(&totals, started);
+    Ok(summary)
+}
+
+/// The run's passes, until `stop`: one that follows the stream (and scans the work queue at the
+/// start unless `--no-backfill`, and again whenever the stream's history was lost), or with
+/// `--no-stream` a scan every checkpoint interval.
+fn run_planner(args: RunArgs, run: Arc<Run>, store: CheckpointStore, stop: StopSignal) -> Planner {
     let mut scan = !args.no_backfill;
     let mut lost_once = false;
-    while !stop.is_stopped() {
-        summary.passes += 1;
-        if args.no_stream {
-            let plan = PassPlan { scan: Some(summary.passes > 1), stream: None, stop: stop.clone() };
-            run_pass(p, &run, &store, &totals, plan)?;
+    let mut passes = 0usize;
+    let mut last_outcome: Option<Arc<Mutex<StreamOutcome>>> = None;
+    Box::new(move || {
+        let p = &args.pipeline;
+        if let Some(outcome) = last_outcome.take() {
+            if *outcome.lock() == StreamOutcome::HistoryLost {
+                log_history_lost(&mut lost_once);
+                // Reopen at now and rescan: the scan finds everything unmarked by construction.
+                clear_token(p, &store)?;
+                scan = true;
+            }
+        }
+        if args.no_stream && passes > 0 {
             sleep_unless_stopped(&stop, p.checkpoint_interval);
-            continue;
+        }
+        if stop.is_stopped() {
+            return Ok(None);
+        }
+        passes += 1;
+        if args.no_stream {
+            return Ok(Some(PassPlan { scan: Some(passes > 1), stream: None, stop: stop.clone() }));
         }
         let (feed, history_lost) = open_stream(p, &run, &store)?;
         if history_lost {
             log_history_lost(&mut lost_once);
             scan = true;
         }
-        let outcome = feed.outcome.clone();
+        last_outcome = Some(feed.outcome.clone());
         // A stop of this pass alone (history lost) must not stop the run: the pass gets a child
         // of the run's signal.
-        let plan = PassPlan { scan: scan.then_some(summary.passes > 1), stream: Some(feed), stop: stop.child() };
-        run_pass(p, &run, &store, &totals, plan)?;
+        let plan = PassPlan { scan: scan.then_some(passes > 1), stream: Some(feed), stop: stop.child() };
         scan = false;
-        if *outcome.lock() == StreamOutcome::HistoryLost {
-            log_history_lost(&mut lost_once);
-            // Reopen at now and rescan: the scan finds everything unmarked by construction.
-            clear_token(p, &store)?;
-            scan = true;
-        }
-    }
-    crate::pass::finish_followers(p, &run, &totals)?;
-    summary.take_totals(&totals, started);
-    Ok(summary)
+        Ok(Some(plan))
+    })
 }
 
 /// Opens the stream at the checkpoint's token, or now; says whether the token's history is gone

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tweet_embed::config::PipelineArgs;
 use tweet_embed::devtei::FaultConfig;
 use tweet_embed::synth::Kind;
-use tweet_embed_operators::output::CheckpointStore;
+use tweet_embed_operators::output::{Checkpoint, CheckpointStore, SourcePositions};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
@@ -242,4 +242,26 @@ fn a_follower_with_its_own_out_directory_is_refused_before_anything_is_committed
         .block_on(async { coll.count_documents(mongodb::bson::doc! {"gemma_embedded_768": {"$exists": true}}).await });
     let marked_by_seed = (0..2_000).filter(|i| tweet_embed::synth::kind_of(*i, 73) == Kind::Marked).count() as u64;
     assert_eq!(marked.expect("count"), marked_by_seed, "a pass committed without its follower");
+}
+
+#[test]
+fn an_error_on_process_0_between_passes_ends_every_process_with_it() {
+    let stack = Stack::start(4, FaultConfig::default());
+    seed(&stack.mongo, 1_000, 79);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = stack.args(dir.path(), 2);
+    let gpus = stack.tei.as_ref().expect("tei").urls();
+    // A checkpoint whose resume token cannot be read: process 0 fails as it opens the stream,
+    // after both processes joined.
+    let sources = SourcePositions { resume_token: Some("not a token".into()), ..SourcePositions::default() };
+    let store = CheckpointStore::open(dir.path().join("state-0")).expect("store");
+    store.save(&Checkpoint::new(0, 0, Vec::new(), sources)).expect("save");
+    let mut procs = spawn_all(cluster_cmds("run", &args, dir.path(), &gpus));
+    for (i, p) in procs.iter_mut().enumerate() {
+        let status = p.wait_for(Duration::from_secs(60));
+        assert!(!status.success(), "process {i} succeeded");
+        let err = stderr_of(p);
+        assert!(err.contains("resume token is unreadable"), "process {i}: {err}");
+        assert!(!err.contains("panicked"), "process {i}: {err}");
+    }
 }

@@ -32,32 +32,35 @@ pub struct PassStart {
     pub streaming: bool,
     /// The run is over: no pass follows.
     pub finish: bool,
+    /// Why, when it ended with an error on process 0.
+    pub failed: Option<String>,
     /// In a cluster, a file worker 0 placed in the output directory: every process must see it
     /// there, since recovery reads and removes every process's files from worker 0's view.
     pub out_marker: Option<String>,
 }
 
 impl PassStart {
-    /// The message that ends a run.
-    pub fn finish() -> PassStart {
-        PassStart { start_epoch: 0, scan: None, streaming: false, finish: true, out_marker: None }
+    /// The message that ends a run; `failed` says why when it ends with an error.
+    pub fn finish(failed: Option<String>) -> PassStart {
+        PassStart { start_epoch: 0, scan: None, streaming: false, finish: true, failed, out_marker: None }
     }
 }
 
 /// Gives every worker worker 0's `offer` (the others pass `None`), stepping the worker until it
-/// arrived. Every worker must call it at the same point, as with any dataflow.
+/// arrived, or `None` once `abort` says to stop waiting (worker 0 failed and will send nothing).
+/// Every worker must call it at the same point, as with any dataflow.
 ///
 /// ```
 /// use tweet_embed_operators::pass_control::agree;
 /// let got = timely::execute(timely::Config::process(2), |worker| {
 ///     let offer = (worker.index() == 0).then_some(42u64);
-///     agree(worker, offer)
+///     agree(worker, offer, &|| false)
 /// })
 /// .unwrap()
 /// .join();
 /// assert!(got.into_iter().all(|r| r.unwrap() == Some(42)));
 /// ```
-pub fn agree<T: ExchangeData + Clone>(worker: &mut Worker, offer: Option<T>) -> Option<T> {
+pub fn agree<T: ExchangeData + Clone>(worker: &mut Worker, offer: Option<T>, abort: &dyn Fn() -> bool) -> Option<T> {
     let got = Rc::new(RefCell::new(None));
     let sink = got.clone();
     let (mut input, probe): (InputHandle<u64, CapacityContainerBuilder<Vec<T>>>, ProbeHandle<u64>) = worker
@@ -78,6 +81,9 @@ pub fn agree<T: ExchangeData + Clone>(worker: &mut Worker, offer: Option<T>) -> 
     }
     input.close();
     while !probe.done() {
+        if abort() {
+            return None;
+        }
         worker.step_or_park(Some(Duration::from_millis(10)));
     }
     got.take()
