@@ -28,7 +28,7 @@ fn main() {
         Command::Backfill(args) => {
             tweet_embed::pipeline::backfill(&args).map(|s| tweet_embed::pipeline::print_summary("backfill", &s, &args))
         }
-        Command::Run(args) => tweet_embed::run::stop_on_signals()
+        Command::Run(args) => tweet_embed::run::stop_on_signals(args.pipeline.cluster.leads())
             .and_then(|stop| tweet_embed::run::run(&args, stop))
             .map(|s| tweet_embed::pipeline::print_summary("run", &s, &args.pipeline)),
         Command::Config(args) => tweet_embed::config_file::run(args, &from_file),

@@ -156,7 +156,9 @@ fn sleep_unless_stopped(stop: &StopSignal, d: Duration) {
 }
 
 /// A stop signal tripped by the first SIGINT or SIGTERM; the second exits the process at once.
-pub fn stop_on_signals() -> Result<StopSignal> {
+/// A follower of a cluster (`leads` false) only says where to send the signal: the cluster stops
+/// from process 0.
+pub fn stop_on_signals(leads: bool) -> Result<StopSignal> {
     let stop = StopSignal::default();
     let s = stop.clone();
     std::thread::Builder::new()
@@ -177,8 +179,15 @@ pub fn stop_on_signals() -> Result<StopSignal> {
                     return;
                 };
                 tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-                tracing::info!("stopping: finishing the epochs in flight (signal again to exit at once)");
-                s.stop();
+                if leads {
+                    tracing::info!("stopping: finishing the epochs in flight (signal again to exit at once)");
+                    s.stop();
+                } else {
+                    tracing::warn!(
+                        "this process follows process 0: signal process 0 to stop the cluster gracefully; signal this \
+                         one again to exit at once (the whole cluster then stops, and resumes from the checkpoint)"
+                    );
+                }
                 tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
                 tracing::warn!("exiting at once; the next start recovers from the checkpoint");
                 std::process::exit(130);

@@ -164,13 +164,24 @@ fn two_processes_run_stream_and_stop_on_a_signal_to_process_0() {
         assert!(Instant::now() < deadline, "the work queue did not drain");
         std::thread::sleep(Duration::from_millis(100));
     }
-    // SIGTERM to the leader alone: it stops every worker, drains, commits, and releases process 1.
-    let st = Command::new("kill").args(["-TERM", &procs[0].0.id().to_string()]).status().expect("kill");
-    assert!(st.success());
+    // One SIGTERM to the follower only says where to send it: the cluster goes on.
+    let term = |p: &Proc| {
+        let st = Command::new("kill").args(["-TERM", &p.0.id().to_string()]).status().expect("kill");
+        assert!(st.success());
+    };
+    term(&procs[1]);
+    std::thread::sleep(Duration::from_secs(1));
+    for p in procs.iter_mut() {
+        assert!(p.0.try_wait().expect("try_wait").is_none(), "a SIGTERM to process 1 stopped:\n{}", stderr_of(p));
+    }
+    // SIGTERM to the leader: it stops every worker, drains, commits, and releases process 1.
+    term(&procs[0]);
     for (i, p) in procs.iter_mut().enumerate() {
         let status = p.wait_for(Duration::from_secs(60));
         assert_success(p, status, &format!("process {i}"));
     }
+    let follower = stderr_of(&mut procs[1]);
+    assert!(follower.contains("signal process 0 to stop the cluster"), "{follower}");
     check_run(&stack, &Seeded { n: base + inserted, seed: 67 }, &args);
 }
 
