@@ -161,7 +161,8 @@ pub fn is_peer_loss(message: &str) -> bool {
 pub fn peer_lost() -> anyhow::Error {
     anyhow::anyhow!(
         "lost the connection to another process of the cluster, so this one stops too: start every process again \
-         (each resumes from process 0's checkpoint; nothing committed is lost or repeated)"
+         (each resumes from process 0's checkpoint; nothing committed is lost or repeated); if it happens at start, \
+         every process needs the same --workers, --processes and hostfile"
     )
 }
 
@@ -179,7 +180,11 @@ pub fn quiet_peer_loss_panics() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        if is_peer_loss(&message) {
+        // Any panic on timely's transport threads is the cluster failing, e.g. processes started
+        // with different --workers (the transport then indexes past its peers).
+        let transport =
+            std::thread::current().name().is_some_and(|n| n.starts_with("timely:recv") || n.starts_with("timely:send"));
+        if is_peer_loss(&message) || transport {
             tracing::error!(cause = %message, "lost the connection to another process of the cluster");
             eprintln!("tweet-embed: {:#}", peer_lost());
             std::process::exit(1);

@@ -276,3 +276,34 @@ fn an_error_on_process_0_between_passes_ends_every_process_with_it() {
         assert!(!err.contains("panicked"), "process {i}: {err}");
     }
 }
+
+#[test]
+fn processes_with_different_workers_fail_with_a_hint_not_a_panic() {
+    let stack = Stack::start(4, FaultConfig::default());
+    seed(&stack.mongo, 1_000, 83);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = stack.args(dir.path(), 2);
+    let gpus = stack.tei.as_ref().expect("tei").urls();
+    let mut cmds = cluster_cmds("backfill", &args, dir.path(), &gpus);
+    // Every process got `--workers 2`; process 1 is rebuilt with `--workers 1` instead.
+    let argv: Vec<std::ffi::OsString> = cmds[1].get_args().map(|a| a.to_os_string()).collect();
+    let mut one = Command::new(cmds[1].get_program());
+    let mut it = argv.iter();
+    while let Some(a) = it.next() {
+        one.arg(a);
+        if a == "--workers" {
+            it.next();
+            one.arg("1");
+        }
+    }
+    one.stdout(Stdio::null()).stderr(Stdio::piped());
+    cmds[1] = one;
+    let mut procs = spawn_all(cmds);
+    for (i, p) in procs.iter_mut().enumerate() {
+        let status = p.wait_for(Duration::from_secs(60));
+        assert!(!status.success(), "process {i} succeeded");
+        let err = stderr_of(p);
+        assert!(err.contains("every process needs the same --workers"), "process {i}: {err}");
+        assert!(!err.contains("panicked"), "process {i}: {err}");
+    }
+}
