@@ -12,8 +12,11 @@
 
 #[path = "support/peak_rss.rs"]
 mod peak_rss;
+#[path = "support/seed.rs"]
+mod seed;
 
 use peak_rss::PeakRss;
+use seed::fresh_work_queue;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -45,24 +48,6 @@ fn run_child(cmd: &mut Command) -> Measured {
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "backfill failed: {status}");
     let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
     Measured { wall: started.elapsed(), cpu: tv(usage.ru_utime) + tv(usage.ru_stime), max_rss_kib, docs: 0 }
-}
-
-fn seed(mongo: &DevMongo, n: u64) -> u64 {
-    let mut eligible = 0;
-    mongo.with_store(|s| {
-        s.dbs.clear();
-        for i in 0..n {
-            let d = tweet_embed::synth::tweet(i, 3);
-            if matches!(
-                tweet_embed::synth::kind_of(i, 3),
-                tweet_embed::synth::Kind::Good | tweet_embed::synth::Kind::Bad
-            ) {
-                eligible += 1;
-            }
-            s.insert("twitter_data", "tweets", d).expect("seed");
-        }
-    });
-    eligible
 }
 
 fn backfill(mongo: &DevMongo, tei: &DevTei, dir: &Path, workers: usize) -> Measured {
@@ -97,12 +82,7 @@ fn main() {
     for (docs, workers, reps) in [(100_000u64, 1usize, runs), (100_000, 2, runs), (large, large_workers, 1)] {
         let mut ms = Vec::new();
         for _ in 0..reps {
-            let eligible = seed(&mongo, docs);
-            rt.block_on(tweet_embed::indexes::create(&tweet_embed::indexes::IndexesArgs {
-                mongo: tweet_embed::config::MongoTarget::tweets_at(mongo.uri()),
-                mark_field: "gemma_embedded_768".into(),
-            }))
-            .expect("indexes");
+            let eligible = fresh_work_queue(&rt, &mongo, docs, 3);
             let mut m = backfill(&mongo, &tei, dir.path(), workers);
             m.docs = eligible;
             ms.push(m);

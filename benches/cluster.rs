@@ -7,6 +7,10 @@
 //! machines. CPU time is summed over the pipeline processes (from `wait4`), excluding the dev
 //! servers. `BENCH_DOCS` overrides the size, `BENCH_RUNS` the repetitions (median reported).
 
+#[path = "support/seed.rs"]
+mod seed;
+
+use seed::fresh_work_queue;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,23 +26,6 @@ struct Measured {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
-}
-
-fn seed(mongo: &DevMongo, n: u64) -> u64 {
-    let mut eligible = 0;
-    mongo.with_store(|s| {
-        s.dbs.clear();
-        for i in 0..n {
-            if matches!(
-                tweet_embed::synth::kind_of(i, 5),
-                tweet_embed::synth::Kind::Good | tweet_embed::synth::Kind::Bad
-            ) {
-                eligible += 1;
-            }
-            s.insert("twitter_data", "tweets", tweet_embed::synth::tweet(i, 5)).expect("seed");
-        }
-    });
-    eligible
 }
 
 /// Runs `processes` pipeline processes of `workers` threads each to completion.
@@ -101,12 +88,7 @@ fn main() {
     // Interleaved, so drift on a shared machine hits every shape alike.
     for _ in 0..runs {
         for (i, (processes, workers)) in shapes.iter().enumerate() {
-            eligible = seed(&mongo, docs);
-            rt.block_on(tweet_embed::indexes::create(&tweet_embed::indexes::IndexesArgs {
-                mongo: tweet_embed::config::MongoTarget::tweets_at(mongo.uri()),
-                mark_field: "gemma_embedded_768".into(),
-            }))
-            .expect("indexes");
+            eligible = fresh_work_queue(&rt, &mongo, docs, 5);
             results[i].push(backfill(&mongo, &tei, &dir.path().join("run"), *processes, *workers));
         }
     }

@@ -171,7 +171,7 @@ pub fn peer_lost() -> anyhow::Error {
 /// which aborts — so the first sign of it ends the process, before any of that: nothing here needs
 /// an orderly shutdown, the checkpoint protocol makes any stop safe. Other panics report as
 /// before. For the binary: a library should not own the process's panic hook.
-pub fn quiet_peer_loss_panics() {
+pub fn exit_on_lost_peer() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let message = info

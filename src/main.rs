@@ -23,7 +23,7 @@ fn main() {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
-    tweet_embed::cluster::quiet_peer_loss_panics();
+    tweet_embed::cluster::exit_on_lost_peer();
     let result = match cli.command {
         Command::Backfill(args) => {
             tweet_embed::pipeline::backfill(&args).map(|s| tweet_embed::pipeline::print_summary("backfill", &s, &args))

@@ -8,78 +8,72 @@
 #[allow(dead_code)]
 #[path = "backfill/expect.rs"]
 mod expect;
+#[path = "support/proc.rs"]
+mod procs;
 
 use expect::{check_run, pipeline_cmd, seed, Seeded, Stack};
+use procs::{free_port, terminate, Proc};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tweet_embed::config::PipelineArgs;
 use tweet_embed::devtei::FaultConfig;
 use tweet_embed::synth::Kind;
 use tweet_embed_operators::output::{Checkpoint, CheckpointStore, SourcePositions};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+/// The dev stack with 4 simulated GPUs and `docs` seeded tweets, and a directory for a cluster.
+struct Setup {
+    stack: Stack,
+    seeded: Seeded,
+    dir: tempfile::TempDir,
+    args: PipelineArgs,
 }
 
-/// A child process killed when the test ends, however it ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+impl Setup {
+    fn new(docs: u64, seed_with: u64) -> Setup {
+        let stack = Stack::start(4, FaultConfig::default());
+        let seeded = seed(&stack.mongo, docs, seed_with);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args = stack.args(dir.path(), 2);
+        Setup { stack, seeded, dir, args }
     }
-}
 
-impl Proc {
-    /// Waits for the exit, at most `limit`.
-    fn wait_for(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.0.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "process {} did not exit in {limit:?}", self.0.id());
-            std::thread::sleep(Duration::from_millis(50));
+    /// Two processes' commands: process `i` gets GPUs `2i` and `2i + 1` and its own state
+    /// directory; both write `args.out`.
+    fn cmds(&self, command: &str) -> Vec<Command> {
+        self.cmds_with(command, |_| {})
+    }
+
+    /// As [`Setup::cmds`], with process 1's flags changed by `follower`.
+    fn cmds_with(&self, command: &str, follower: impl Fn(&mut PipelineArgs)) -> Vec<Command> {
+        let dir = self.dir.path();
+        let hostfile = dir.join("hosts");
+        if !hostfile.exists() {
+            std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()))
+                .expect("hostfile");
         }
+        let gpus = self.stack.tei.as_ref().expect("tei").urls();
+        (0..2)
+            .map(|i| {
+                let mut a = self.args.clone();
+                a.state_dir = dir.join(format!("state-{i}"));
+                a.tmp_dir = Some(dir.join(format!("tmp-{i}")));
+                a.tei_urls = gpus[2 * i..2 * i + 2].to_vec();
+                if i == 1 {
+                    follower(&mut a);
+                }
+                let mut c = pipeline_cmd(command, &a);
+                c.args(["--processes", "2", "--process", &i.to_string()]).arg("--hostfile").arg(&hostfile);
+                c.arg("--tmp-dir").arg(a.tmp_dir.as_ref().expect("tmp"));
+                c.stderr(Stdio::piped());
+                c
+            })
+            .collect()
     }
-}
 
-/// Two processes' commands: process `i` gets GPUs `2i` and `2i + 1` and its own state directory;
-/// both write `args.out`.
-fn cluster_cmds(command: &str, args: &PipelineArgs, dir: &Path, gpus: &[String]) -> Vec<Command> {
-    cluster_cmds_with(command, args, dir, gpus, None)
-}
-
-/// As [`cluster_cmds`], with process 1 writing to `follower_out` when given.
-fn cluster_cmds_with(
-    command: &str,
-    args: &PipelineArgs,
-    dir: &Path,
-    gpus: &[String],
-    follower_out: Option<std::path::PathBuf>,
-) -> Vec<Command> {
-    let hostfile = dir.join("hosts");
-    if !hostfile.exists() {
-        std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).expect("hostfile");
+    fn spawn(&self, command: &str) -> Vec<Proc> {
+        spawn_all(self.cmds(command))
     }
-    (0..2)
-        .map(|i| {
-            let mut a = args.clone();
-            a.state_dir = dir.join(format!("state-{i}"));
-            a.tmp_dir = Some(dir.join(format!("tmp-{i}")));
-            a.tei_urls = gpus[2 * i..2 * i + 2].to_vec();
-            if let Some(out) = follower_out.as_ref().filter(|_| i == 1) {
-                a.out = out.clone();
-            }
-            let mut c = pipeline_cmd(command, &a);
-            c.args(["--processes", "2", "--process", &i.to_string()]).arg("--hostfile").arg(&hostfile);
-            c.arg("--tmp-dir").arg(a.tmp_dir.as_ref().expect("tmp"));
-            c.stderr(Stdio::piped());
-            c
-        })
-        .collect()
 }
 
 fn spawn_all(cmds: Vec<Command>) -> Vec<Proc> {
@@ -106,23 +100,32 @@ fn stderr_of(p: &mut Proc) -> String {
     s
 }
 
-fn assert_success(p: &mut Proc, status: ExitStatus, who: &str) {
-    assert!(status.success(), "{who} failed ({status:?}):\n{}", stderr_of(p));
+/// Waits for every process to exit 0, at most `limit` each.
+fn all_succeed(procs: &mut [Proc], limit: Duration, who: &str) {
+    for (i, p) in procs.iter_mut().enumerate() {
+        let status = p.wait_for(limit);
+        assert!(status.success(), "{who} {i} failed ({status:?}):\n{}", stderr_of(p));
+    }
+}
+
+/// Waits for every process to fail, at most 60 s each, with one line that says `why` and no
+/// panic trace.
+fn all_fail_saying(procs: &mut [Proc], why: &str) {
+    for (i, p) in procs.iter_mut().enumerate() {
+        let status = p.wait_for(Duration::from_secs(60));
+        assert!(!status.success(), "process {i} succeeded");
+        let err = stderr_of(p);
+        assert!(err.contains(why), "process {i}: {err}");
+        assert!(!err.contains("panicked"), "process {i}: {err}");
+    }
 }
 
 #[test]
 fn two_processes_backfill_every_document_once() {
-    let stack = Stack::start(4, FaultConfig::default());
-    let seeded = seed(&stack.mongo, 12_000, 61);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
-    let gpus = stack.tei.as_ref().expect("tei").urls();
-    let mut procs = spawn_all(cluster_cmds("backfill", &args, dir.path(), &gpus));
-    for (i, p) in procs.iter_mut().enumerate() {
-        let status = p.wait_for(Duration::from_secs(300));
-        assert_success(p, status, &format!("process {i}"));
-    }
-    check_run(&stack, &seeded, &args);
+    let setup = Setup::new(12_000, 61);
+    all_succeed(&mut setup.spawn("backfill"), Duration::from_secs(300), "process");
+    let Setup { stack, seeded, dir, args } = &setup;
+    check_run(stack, seeded, args);
     // Four workers in two processes wrote, and every process fed its own GPUs.
     let w = writers(&args.out);
     assert!(w.contains("w000") && w.contains("w003"), "writers: {w:?}");
@@ -135,13 +138,10 @@ fn two_processes_backfill_every_document_once() {
 
 #[test]
 fn two_processes_run_stream_and_stop_on_a_signal_to_process_0() {
-    let stack = Stack::start(4, FaultConfig::default());
     let base = 6_000;
-    seed(&stack.mongo, base, 67);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
-    let gpus = stack.tei.as_ref().expect("tei").urls();
-    let mut procs = spawn_all(cluster_cmds("run", &args, dir.path(), &gpus));
+    let setup = Setup::new(base, 67);
+    let mut procs = setup.spawn("run");
+    let (stack, args) = (&setup.stack, &setup.args);
     // New tweets while the backfill runs and after: the stream on process 0 reads them.
     let coll = stack.coll();
     let inserted = 1_500;
@@ -165,24 +165,17 @@ fn two_processes_run_stream_and_stop_on_a_signal_to_process_0() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // One SIGTERM to the follower only says where to send it: the cluster goes on.
-    let term = |p: &Proc| {
-        let st = Command::new("kill").args(["-TERM", &p.0.id().to_string()]).status().expect("kill");
-        assert!(st.success());
-    };
-    term(&procs[1]);
+    terminate(&procs[1].0);
     std::thread::sleep(Duration::from_secs(1));
     for p in procs.iter_mut() {
         assert!(p.0.try_wait().expect("try_wait").is_none(), "a SIGTERM to process 1 stopped:\n{}", stderr_of(p));
     }
     // SIGTERM to the leader: it stops every worker, drains, commits, and releases process 1.
-    term(&procs[0]);
-    for (i, p) in procs.iter_mut().enumerate() {
-        let status = p.wait_for(Duration::from_secs(60));
-        assert_success(p, status, &format!("process {i}"));
-    }
+    terminate(&procs[0].0);
+    all_succeed(&mut procs, Duration::from_secs(60), "process");
     let follower = stderr_of(&mut procs[1]);
     assert!(follower.contains("signal process 0 to stop the cluster"), "{follower}");
-    check_run(&stack, &Seeded { n: base + inserted, seed: 67 }, &args);
+    check_run(stack, &Seeded { n: base + inserted, seed: 67 }, args);
 }
 
 /// The leader's last committed epoch, 0 before its first commit.
@@ -203,16 +196,13 @@ fn await_commit_past(dir: &Path, epoch: u64, leader: &mut Proc) {
 
 #[test]
 fn a_killed_process_fails_the_cluster_and_a_restart_finishes_it_exactly_once() {
-    let stack = Stack::start(4, FaultConfig::default());
-    let seeded = seed(&stack.mongo, 40_000, 71);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
-    let gpus = stack.tei.as_ref().expect("tei").urls();
+    let setup = Setup::new(40_000, 71);
+    let dir = setup.dir.path();
     // Round 1 kills the follower, round 2 the leader, each once the leader has committed.
     for (round, victim) in [(1, 1), (2, 0)] {
-        let mut procs = spawn_all(cluster_cmds("backfill", &args, dir.path(), &gpus));
-        let before = committed(dir.path());
-        await_commit_past(dir.path(), before, &mut procs[0]);
+        let mut procs = setup.spawn("backfill");
+        let before = committed(dir);
+        await_commit_past(dir, before, &mut procs[0]);
         procs[victim].0.kill().expect("SIGKILL");
         let _ = procs[victim].0.wait();
         // The survivor loses its peer and fails: it must not hang or report success.
@@ -224,24 +214,17 @@ fn a_killed_process_fails_the_cluster_and_a_restart_finishes_it_exactly_once() {
         assert!(err.contains("lost the connection to another process of the cluster"), "{err}");
         assert!(!err.contains("panicked"), "{err}");
     }
-    let mut procs = spawn_all(cluster_cmds("backfill", &args, dir.path(), &gpus));
-    for (i, p) in procs.iter_mut().enumerate() {
-        let status = p.wait_for(Duration::from_secs(300));
-        assert_success(p, status, &format!("restarted process {i}"));
-    }
-    check_run(&stack, &seeded, &args);
+    all_succeed(&mut setup.spawn("backfill"), Duration::from_secs(300), "restarted process");
+    check_run(&setup.stack, &setup.seeded, &setup.args);
 }
 
 #[test]
 fn a_follower_with_its_own_out_directory_is_refused_before_anything_is_committed() {
-    let stack = Stack::start(4, FaultConfig::default());
-    seed(&stack.mongo, 2_000, 73);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
-    let gpus = stack.tei.as_ref().expect("tei").urls();
+    let setup = Setup::new(2_000, 73);
+    let stack = &setup.stack;
     // Process 1 writes elsewhere: recovery on process 0 could never see its files.
-    let mut procs =
-        spawn_all(cluster_cmds_with("backfill", &args, dir.path(), &gpus, Some(dir.path().join("elsewhere"))));
+    let elsewhere = setup.dir.path().join("elsewhere");
+    let mut procs = spawn_all(setup.cmds_with("backfill", |a| a.out = elsewhere.clone()));
     let follower = procs[1].wait_for(Duration::from_secs(120));
     assert!(!follower.success());
     let err = stderr_of(&mut procs[1]);
@@ -257,53 +240,19 @@ fn a_follower_with_its_own_out_directory_is_refused_before_anything_is_committed
 
 #[test]
 fn an_error_on_process_0_between_passes_ends_every_process_with_it() {
-    let stack = Stack::start(4, FaultConfig::default());
-    seed(&stack.mongo, 1_000, 79);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
-    let gpus = stack.tei.as_ref().expect("tei").urls();
+    let setup = Setup::new(1_000, 79);
     // A checkpoint whose resume token cannot be read: process 0 fails as it opens the stream,
     // after both processes joined.
     let sources = SourcePositions { resume_token: Some("not a token".into()), ..SourcePositions::default() };
-    let store = CheckpointStore::open(dir.path().join("state-0")).expect("store");
+    let store = CheckpointStore::open(setup.dir.path().join("state-0")).expect("store");
     store.save(&Checkpoint::new(0, 0, Vec::new(), sources)).expect("save");
-    let mut procs = spawn_all(cluster_cmds("run", &args, dir.path(), &gpus));
-    for (i, p) in procs.iter_mut().enumerate() {
-        let status = p.wait_for(Duration::from_secs(60));
-        assert!(!status.success(), "process {i} succeeded");
-        let err = stderr_of(p);
-        assert!(err.contains("resume token is unreadable"), "process {i}: {err}");
-        assert!(!err.contains("panicked"), "process {i}: {err}");
-    }
+    all_fail_saying(&mut setup.spawn("run"), "resume token is unreadable");
 }
 
 #[test]
 fn processes_with_different_workers_fail_with_a_hint_not_a_panic() {
-    let stack = Stack::start(4, FaultConfig::default());
-    seed(&stack.mongo, 1_000, 83);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
-    let gpus = stack.tei.as_ref().expect("tei").urls();
-    let mut cmds = cluster_cmds("backfill", &args, dir.path(), &gpus);
-    // Every process got `--workers 2`; process 1 is rebuilt with `--workers 1` instead.
-    let argv: Vec<std::ffi::OsString> = cmds[1].get_args().map(|a| a.to_os_string()).collect();
-    let mut one = Command::new(cmds[1].get_program());
-    let mut it = argv.iter();
-    while let Some(a) = it.next() {
-        one.arg(a);
-        if a == "--workers" {
-            it.next();
-            one.arg("1");
-        }
-    }
-    one.stdout(Stdio::null()).stderr(Stdio::piped());
-    cmds[1] = one;
-    let mut procs = spawn_all(cmds);
-    for (i, p) in procs.iter_mut().enumerate() {
-        let status = p.wait_for(Duration::from_secs(60));
-        assert!(!status.success(), "process {i} succeeded");
-        let err = stderr_of(p);
-        assert!(err.contains("every process needs the same --workers"), "process {i}: {err}");
-        assert!(!err.contains("panicked"), "process {i}: {err}");
-    }
+    let setup = Setup::new(1_000, 83);
+    // Process 0 runs 2 workers, process 1 one.
+    let mut procs = spawn_all(setup.cmds_with("backfill", |a| a.workers = 1));
+    all_fail_saying(&mut procs, "every process needs the same --workers");
 }

@@ -178,14 +178,12 @@ impl<'scope> EmbedSink<'scope> for StreamVec<'scope, u64, EmbedBatch> {
 /// Fans a job's outcome out to one record per document.
 fn emit(job: TextJob, outcome: Option<Outcome>, mut give: impl FnMut(Written)) {
     match outcome {
-        Some(Ok(vector)) => {
-            for doc in job.docs {
-                give(Written::Row(EmbeddedRow {
-                    doc,
-                    embedding: vector.clone(),
-                    text_hash: job.text_hash,
-                    tokens: job.tokens,
-                }));
+        Some(Ok(mut vector)) => {
+            let mut docs = job.docs.into_iter().peekable();
+            while let Some(doc) = docs.next() {
+                // The last row takes the vector; only the others copy it.
+                let embedding = if docs.peek().is_some() { vector.clone() } else { std::mem::take(&mut vector) };
+                give(Written::Row(EmbeddedRow { doc, embedding, text_hash: job.text_hash, tokens: job.tokens }));
             }
         }
         Some(Err(reason)) => {

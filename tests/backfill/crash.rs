@@ -3,26 +3,14 @@
 //! in its own process; dev-mongo runs in another with `--data`, so only the pipeline dies.
 
 use super::expect::{check_run_in, Seeded, Stack};
+use super::procs::{free_port, Proc};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tweet_embed::devtei::FaultConfig;
 use tweet_embed_operators::output::CheckpointStore;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `tweet-embed backfill` with `args`.
 pub fn backfill_cmd(args: &tweet_embed::config::PipelineArgs) -> Command {

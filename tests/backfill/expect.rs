@@ -212,8 +212,8 @@ pub fn pyarrow_check(out: &Path, rows: u64, rejects: u64) {
     assert!(o.status.success(), "pyarrow check failed:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// `tweet-embed <command>` (`backfill` or `run`) with `args`' connection and paths, 2 workers,
-/// a 200 ms checkpoint interval, output discarded.
+/// `tweet-embed <command>` (`backfill` or `run`) with `args`' connection, paths and workers, a
+/// 200 ms checkpoint interval, output discarded.
 pub fn pipeline_cmd(command: &str, args: &PipelineArgs) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_tweet-embed"));
     c.arg(command)
@@ -223,7 +223,7 @@ pub fn pipeline_cmd(command: &str, args: &PipelineArgs) -> std::process::Command
         .arg(&args.out)
         .arg("--state-dir")
         .arg(&args.state_dir)
-        .args(["--workers", "2", "--checkpoint-interval", "200ms"])
+        .args(["--workers", &args.workers.to_string(), "--checkpoint-interval", "200ms"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     c

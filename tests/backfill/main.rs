@@ -6,6 +6,9 @@
 mod crash;
 mod disk_full;
 mod expect;
+#[allow(dead_code)]
+#[path = "../support/proc.rs"]
+mod procs;
 
 use expect::{check_run, pyarrow_check, seed, Stack};
 use tweet_embed::devtei::FaultConfig;

@@ -3,8 +3,9 @@
 //! end result is every eligible document exactly once, all marked.
 
 use super::expect::{seed, Stack};
+use super::procs::terminate;
 use super::workload::{check, remaining, Workload};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tweet_embed::devtei::FaultConfig;
 use tweet_embed_operators::output::CheckpointStore;
@@ -14,13 +15,6 @@ pub fn run_cmd(args: &tweet_embed::config::PipelineArgs) -> Command {
     let mut c = super::expect::pipeline_cmd("run", args);
     c.args(["--log", "info"]);
     c
-}
-
-/// SIGTERM, as systemd stops the service.
-pub fn terminate(child: &mut Child) {
-    // SAFETY: kill(2) on our own child's pid.
-    let r = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(r, 0, "SIGTERM");
 }
 
 #[test]
@@ -56,7 +50,7 @@ fn kill_9_during_inserts_and_updates_then_restart_is_exactly_once() {
         assert!(child.try_wait().expect("try_wait").is_none(), "the final run exited early");
         std::thread::sleep(Duration::from_millis(100));
     }
-    terminate(&mut child);
+    terminate(&child);
     let status = child.wait().expect("wait");
     assert!(status.success(), "run after SIGTERM: {status:?}");
     let cp = CheckpointStore::open(&args.state_dir).unwrap().load().unwrap().expect("checkpoint");

@@ -6,6 +6,9 @@ mod crash;
 #[allow(dead_code)]
 #[path = "../backfill/expect.rs"]
 mod expect;
+#[allow(dead_code)]
+#[path = "../support/proc.rs"]
+mod procs;
 mod workload;
 
 use expect::{seed, Stack};
@@ -149,13 +152,13 @@ fn lost_history_is_logged_and_rescanned_exactly_once() {
     stack.rt.block_on(w.write(&coll, Duration::ZERO));
     stack.mongo.truncate_history();
     // The restart, as its own process so its log can be read.
-    let mut child = crash::run_cmd(&args.pipeline).stderr(std::process::Stdio::piped()).spawn().expect("spawn run");
+    let child = crash::run_cmd(&args.pipeline).stderr(std::process::Stdio::piped()).spawn().expect("spawn run");
     let deadline = Instant::now() + Duration::from_secs(600);
     while stack.rt.block_on(remaining(&coll)) > 0 {
         assert!(Instant::now() < deadline, "the work queue did not drain after the restart");
         std::thread::sleep(Duration::from_millis(100));
     }
-    crash::terminate(&mut child);
+    procs::terminate(&child);
     let out = child.wait_with_output().expect("wait");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "run after SIGTERM: {:?}\n{log}", out.status);
