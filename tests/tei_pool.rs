@@ -9,7 +9,8 @@ use word_tokenizer::word_tokenizer;
 
 use tweet_embed::devtei::{self, embedding_for, estimate_truncate, DevTei, FaultConfig, SimConfig};
 use tweet_embed_operators::tei::{
-    self, json_string_len, Api, Endpoint, EndpointPool, FailureKind, PackLimits, PoolConfig, TokenBudget,
+    self, json_string_len, Api, Endpoint, EndpointPool, FailureKind, PackLimits, PoolConfig, RequestBatcher,
+    TokenBudget,
 };
 
 /// A simulated GPU fast enough for tests, slow enough that requests overlap.
@@ -335,10 +336,12 @@ fn the_estimate_is_the_simulators() {
 
 #[test]
 fn pack_respects_items_tokens_and_payload() {
-    let budget = TokenBudget::estimated(512);
+    let budget = std::sync::Arc::new(TokenBudget::estimated(512));
     let texts = texts(3000);
     let limits = PackLimits { max_items: 32, max_tokens: 2000, max_bytes: 40_000 };
-    let requests = budget.pack(&texts, &limits);
+    let batcher = RequestBatcher::new(limits, budget.clone());
+    let requests = batcher.cut(texts.iter().map(String::as_str)).requests;
+    assert_eq!(budget.texts_counted(), 3000, "each text counted once");
     let mut next = 0;
     for range in &requests {
         assert_eq!(range.start, next, "in order, nothing skipped");

@@ -1,21 +1,18 @@
 //! `Dedup`: identical texts within an epoch are embedded once. Candidates are exchanged by text
 //! hash, so every copy of a text meets on one worker; when the epoch is complete there, each
-//! distinct text leaves as one [`TextJob`] listing every document that carries it, with its
-//! token count. Candidates without a usable text leave as rejections.
+//! distinct text leaves as one [`TextJob`] listing every document that carries it. Candidates
+//! without a usable text leave as rejections. It counts no tokens: the request batcher does, once
+//! per distinct text.
 //!
 //! It holds one epoch's candidates at a time per worker (bounded by the source's pacing) and
 //! never drops a document: every input id leaves in a job or a rejection.
 
 use crate::record::{text_hash, Candidate, Rejection, TextJob, Work};
 use std::collections::HashMap;
-use std::sync::Arc;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
-
-/// Counts a text's tokens after truncation.
-pub type TokenCounter = Arc<dyn Fn(&str) -> u32 + Send + Sync>;
 
 /// Extension trait: dedup of identical texts per epoch.
 pub trait Dedup<'scope> {
@@ -33,13 +30,13 @@ pub trait Dedup<'scope> {
     /// let out = timely::example(move |scope| {
     ///     vec![doc("a", "same"), doc("b", "same"), doc("c", "other")]
     ///         .to_stream(scope)
-    ///         .dedup(std::sync::Arc::new(|t: &str| t.len() as u32))
+    ///         .dedup()
     ///         .capture()
     /// });
     /// let jobs: Vec<Work> = out.try_iter().flat_map(|e| match e { Event::Messages(_, d) => d, _ => vec![] }).collect();
     /// assert_eq!(jobs.len(), 2);
     /// ```
-    fn dedup(self, count: TokenCounter) -> StreamVec<'scope, u64, Work>;
+    fn dedup(self) -> StreamVec<'scope, u64, Work>;
 }
 
 struct EpochStash {
@@ -49,7 +46,7 @@ struct EpochStash {
 }
 
 impl<'scope> Dedup<'scope> for StreamVec<'scope, u64, Candidate> {
-    fn dedup(self, count: TokenCounter) -> StreamVec<'scope, u64, Work> {
+    fn dedup(self) -> StreamVec<'scope, u64, Work> {
         let route = |c: &Candidate| match &c.text {
             Ok(t) => text_hash(t),
             Err(_) => text_hash(&c.doc.id),
@@ -73,17 +70,11 @@ impl<'scope> Dedup<'scope> for StreamVec<'scope, u64, Candidate> {
                                     // collision with a different text keeps its own job.
                                     Some(job) if job.text == text => job.docs.push(cand.doc),
                                     Some(_) => {
-                                        let tokens = count(&text);
                                         let h2 = h ^ text_hash(&cand.doc.id).rotate_left(17);
-                                        entry
-                                            .jobs
-                                            .insert(h2, TextJob { text_hash: h, text, tokens, docs: vec![cand.doc] });
+                                        entry.jobs.insert(h2, TextJob { text_hash: h, text, docs: vec![cand.doc] });
                                     }
                                     None => {
-                                        let tokens = count(&text);
-                                        entry
-                                            .jobs
-                                            .insert(h, TextJob { text_hash: h, text, tokens, docs: vec![cand.doc] });
+                                        entry.jobs.insert(h, TextJob { text_hash: h, text, docs: vec![cand.doc] });
                                     }
                                 }
                             }

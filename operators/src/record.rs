@@ -52,8 +52,6 @@ pub struct TextJob {
     pub text_hash: u64,
     /// The text.
     pub text: String,
-    /// Tokens counted for the text, after truncation.
-    pub tokens: u32,
     /// The documents with this text.
     pub docs: Vec<DocMeta>,
 }
@@ -94,16 +92,7 @@ pub enum Work {
     Reject(Rejection),
 }
 
-/// One request's worth of work for a TEI endpoint (plus rejections travelling with it).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EmbedBatch {
-    /// Distinct texts, within the server's limits together.
-    pub jobs: Vec<TextJob>,
-    /// Rejections to pass through.
-    pub rejects: Vec<Rejection>,
-}
-
-/// What the TEI sinks hand to the writer.
+/// What the Parquet writer takes: rows from the embed operator, rejections from anywhere.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Written {
     /// An embedded document.

@@ -17,16 +17,25 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+/// A cached text's vector and its token count (the row's `tokens`, so a hit counts nothing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cached {
+    /// The vector.
+    pub vector: Arc<Vec<f32>>,
+    /// Tokens counted for the text, after truncation.
+    pub tokens: u32,
+}
+
 /// The cache of one worker.
 #[derive(Debug)]
 pub struct VectorCache {
     half: usize,
-    current: HashMap<u64, (String, Arc<Vec<f32>>)>,
-    previous: HashMap<u64, (String, Arc<Vec<f32>>)>,
+    current: HashMap<u64, (String, Cached)>,
+    previous: HashMap<u64, (String, Cached)>,
     /// Hashes of texts seen once, cleared when it reaches `16 × capacity`.
     seen: HashSet<u64>,
     /// Texts seen once, newest last, at most `window_cap` of them.
-    window: HashMap<u64, (String, Arc<Vec<f32>>)>,
+    window: HashMap<u64, (String, Cached)>,
     window_order: VecDeque<u64>,
     window_cap: usize,
     hits: u64,
@@ -48,7 +57,7 @@ impl VectorCache {
     }
 
     /// The vector of `text` (hash `h`), if cached; a hit keeps it in the current generation.
-    pub fn get(&mut self, h: u64, text: &str) -> Option<Arc<Vec<f32>>> {
+    pub fn get(&mut self, h: u64, text: &str) -> Option<Cached> {
         if self.half == 0 {
             return None;
         }
@@ -77,16 +86,17 @@ impl VectorCache {
         Some(out)
     }
 
-    /// Offers the vector of `text` (hash `h`), which `copies` documents of one epoch carried: it
-    /// is cached if the text repeated or was seen before, else it waits in the window and its
-    /// hash is remembered.
-    pub fn offer(&mut self, h: u64, text: &str, vector: &[f32], copies: usize) {
+    /// Offers the vector of `text` (hash `h`, `tokens` counted), which `copies` documents of one
+    /// epoch carried: it is cached if the text repeated or was seen before, else it waits in the
+    /// window and its hash is remembered.
+    pub fn offer(&mut self, h: u64, text: &str, vector: &[f32], tokens: u32, copies: usize) {
+        let cached = || Cached { vector: Arc::new(vector.to_vec()), tokens };
         if self.half == 0 {
             return;
         }
         if copies > 1 || self.seen.remove(&h) {
             self.window.remove(&h);
-            self.put_entry(h, text.to_string(), Arc::new(vector.to_vec()));
+            self.put_entry(h, text.to_string(), cached());
             return;
         }
         if self.seen.len() >= self.half * 32 {
@@ -97,7 +107,7 @@ impl VectorCache {
             let Some(old) = self.window_order.pop_front() else { break };
             self.window.remove(&old);
         }
-        self.window.insert(h, (text.to_string(), Arc::new(vector.to_vec())));
+        self.window.insert(h, (text.to_string(), cached()));
         self.window_order.push_back(h);
         if self.window_order.len() > self.window_cap * 4 {
             // Promoted texts leave their hash behind in the order; drop those.
@@ -106,7 +116,7 @@ impl VectorCache {
         }
     }
 
-    fn put_entry(&mut self, h: u64, text: String, vector: Arc<Vec<f32>>) {
+    fn put_entry(&mut self, h: u64, text: String, vector: Cached) {
         if self.current.len() >= self.half {
             self.previous = std::mem::take(&mut self.current);
         }
@@ -136,14 +146,14 @@ mod tests {
     #[test]
     fn recurring_texts_stay_and_the_size_is_bounded() {
         let mut c = VectorCache::new(8);
-        c.offer(1, "gm", &[1.0], 5);
+        c.offer(1, "gm", &[1.0], 3, 5);
         for i in 0..100u64 {
             // Unique texts are seen twice each (so admitted) and churn the cache.
-            c.offer(1_000 + i, &format!("t{i}"), &[i as f32], 1);
-            c.offer(1_000 + i, &format!("t{i}"), &[i as f32], 1);
+            c.offer(1_000 + i, &format!("t{i}"), &[i as f32], 3, 1);
+            c.offer(1_000 + i, &format!("t{i}"), &[i as f32], 3, 1);
             // "gm" recurs every few texts, so it is never evicted.
             if i % 3 == 0 {
-                assert_eq!(c.get(1, "gm").as_deref(), Some(&vec![1.0]), "at {i}");
+                assert_eq!(c.get(1, "gm").map(|c| c.vector.to_vec()), Some(vec![1.0]), "at {i}");
             }
             assert!(c.len() <= 8 + 1, "the capacity and its window");
         }
@@ -152,28 +162,28 @@ mod tests {
         assert!(VectorCache::new(0).get(1, "gm").is_none());
         // A text met once waits in the window: met again soon, it is a hit, and then cached.
         let mut c = VectorCache::new(16);
-        c.offer(7, "once", &[7.0], 1);
+        c.offer(7, "once", &[7.0], 3, 1);
         assert_eq!(c.get(7, "not once"), None, "a hash match with another text is a miss");
-        assert_eq!(c.get(7, "once").as_deref(), Some(&vec![7.0]));
+        assert_eq!(c.get(7, "once").map(|c| c.vector.to_vec()), Some(vec![7.0]));
         for i in 0..10u64 {
-            c.offer(100 + i, &format!("u{i}"), &[0.0], 1);
+            c.offer(100 + i, &format!("u{i}"), &[0.0], 3, 1);
         }
-        assert_eq!(c.get(7, "once").as_deref(), Some(&vec![7.0]), "promoted out of the window");
+        assert_eq!(c.get(7, "once").map(|c| c.vector.to_vec()), Some(vec![7.0]), "promoted out of the window");
         // Unique texts only pass through the window: it holds an eighth of the capacity.
         assert_eq!(c.get(100, "u0"), None, "evicted from the window by newer texts");
         assert!(c.len() <= 1 + 2);
         // Texts that always recur at once leave the window before it fills: the order stays bounded.
         for i in 0..1_000u64 {
-            c.offer(10_000 + i, &format!("p{i}"), &[0.0], 1);
+            c.offer(10_000 + i, &format!("p{i}"), &[0.0], 3, 1);
             assert!(c.get(10_000 + i, &format!("p{i}")).is_some());
         }
         assert!(c.window_order.len() <= 2 * 4 + 1);
         // Pushed out of the window before it recurred, a text is admitted when offered again.
         let mut c = VectorCache::new(8);
-        c.offer(7, "late", &[7.0], 1);
-        c.offer(8, "other", &[8.0], 1);
+        c.offer(7, "late", &[7.0], 3, 1);
+        c.offer(8, "other", &[8.0], 3, 1);
         assert_eq!(c.get(7, "late"), None);
-        c.offer(7, "late", &[7.0], 1);
-        assert_eq!(c.get(7, "late").as_deref(), Some(&vec![7.0]));
+        c.offer(7, "late", &[7.0], 3, 1);
+        assert_eq!(c.get(7, "late").map(|c| c.vector.to_vec()), Some(vec![7.0]));
     }
 }

@@ -28,7 +28,7 @@ fn run(config: timely::Config) -> BTreeMap<String, Vec<String>> {
                     text: if i % 50 == 0 { Err("empty text".into()) } else { Ok(format!("text {}", i % 7)) },
                 })
                 .to_stream(scope)
-                .dedup(Arc::new(|t: &str| t.len() as u32))
+                .dedup()
                 .inspect(move |w| {
                     let mut m = s.lock().unwrap();
                     match w {

@@ -42,7 +42,7 @@ fn identical_texts_from_both_workers_meet_once() {
             let send = send.lock().expect("lock").clone();
             let mut input = worker.dataflow::<u64, _, _>(|scope| {
                 let (input, stream) = scope.new_input::<Vec<Candidate>>();
-                stream.dedup(Arc::new(|t: &str| t.chars().count() as u32)).capture_into(send);
+                stream.dedup().capture_into(send);
                 input
             });
             // Both workers send "gm" (and a reject); each sends a text of its own.

@@ -1,10 +1,8 @@
-//! The token budget: how many tokens a text costs a TEI server after truncation, and how a list
-//! of texts is packed into requests that the server accepts.
+//! The token budget: how many tokens a text costs a TEI server after truncation.
 //!
-//! This module owns token counting (the model's `tokenizer.json` when given, else an estimate
-//! calibrated online from TEI's `x-compute-tokens`) and packing ([`PackLimits`], like TEI's own
-//! `queue.rs`: greedy, in order, cut when a limit would be passed). It never talks to a server
-//! and never reorders texts.
+//! This module owns token counting: the model's `tokenizer.json` when given, else an estimate
+//! calibrated online from TEI's `x-compute-tokens`. It never talks to a server and never cuts
+//! requests (that is `batcher`'s alone); it counts what it is asked to, and counts how often.
 //!
 //! ## The estimate ([`estimate_tokens`])
 //! The same documented estimate as the simulator's (`tweet_embed::devtei::estimate_tokens`; a
@@ -12,14 +10,14 @@
 //! whitespace is skipped; a run of alphanumeric chars is cut greedily into chunks of at most
 //! 4 UTF-8 bytes (a char is never split), one piece each; any other char is one piece.
 
-use std::ops::Range;
 use std::path::Path;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use super::error::TeiError;
-use super::limits::ServerLimits;
 
 /// Estimated tokens of `text`, special tokens included, before truncation (see the module docs).
 pub fn estimate_tokens(text: &str) -> usize {
@@ -61,6 +59,8 @@ pub struct TokenBudget {
     max_input_length: usize,
     /// Calibration factor of the estimate (1.0 with a tokenizer).
     scale: Mutex<f64>,
+    /// Texts counted so far (tokenizer or estimate runs).
+    counted: AtomicU64,
 }
 
 enum Counter {
@@ -71,7 +71,7 @@ enum Counter {
 impl TokenBudget {
     /// A budget counting with the estimate, calibrated by [`TokenBudget::observe`].
     pub fn estimated(max_input_length: usize) -> Self {
-        Self { counter: Counter::Estimate, max_input_length, scale: Mutex::new(1.0) }
+        Self { counter: Counter::Estimate, max_input_length, scale: Mutex::new(1.0), counted: AtomicU64::new(0) }
     }
 
     /// A budget counting with the model's `tokenizer.json`: special tokens included, truncated to
@@ -89,7 +89,12 @@ impl TokenBudget {
                 stride: 0,
             }))
             .map_err(|e| fail(&e))?;
-        Ok(Self { counter: Counter::Tokenizer(Box::new(tokenizer)), max_input_length, scale: Mutex::new(1.0) })
+        Ok(Self {
+            counter: Counter::Tokenizer(Box::new(tokenizer)),
+            max_input_length,
+            scale: Mutex::new(1.0),
+            counted: AtomicU64::new(0),
+        })
     }
 
     /// The truncation length it counts to.
@@ -100,6 +105,12 @@ impl TokenBudget {
     /// Whether counts come from the model's tokenizer (else from the calibrated estimate).
     pub fn is_exact(&self) -> bool {
         matches!(self.counter, Counter::Tokenizer(_))
+    }
+
+    /// Texts counted since the budget was made: each is one run of the tokenizer (or of the
+    /// estimate). The batcher counts each distinct text once, so this stays at the texts sent.
+    pub fn texts_counted(&self) -> u64 {
+        self.counted.load(Ordering::Relaxed)
     }
 
     /// The calibration factor applied to the estimate (1.0 until observed, and with a tokenizer).
@@ -116,6 +127,7 @@ impl TokenBudget {
     /// otherwise the estimate before truncation. Keep it to pass to [`TokenBudget::calibrated`]
     /// and [`TokenBudget::observe`] without counting the text again.
     pub fn raw_count(&self, text: &str) -> u32 {
+        self.counted.fetch_add(1, Ordering::Relaxed);
         let estimate = || u32::try_from(estimate_tokens(text)).unwrap_or(u32::MAX);
         match &self.counter {
             Counter::Estimate => estimate(),
@@ -158,77 +170,6 @@ impl TokenBudget {
         let ratio = (compute_tokens as f64 / expected).clamp(0.25, 4.0);
         *scale = (*scale * ratio.powf(CALIBRATION_ALPHA)).clamp(SCALE_RANGE.0, SCALE_RANGE.1);
     }
-
-    /// Packs `texts` into requests within `limits`, in order: contiguous index ranges.
-    pub fn pack<S: AsRef<str>>(&self, texts: &[S], limits: &PackLimits) -> Vec<Range<usize>> {
-        limits.pack(texts.iter().map(|t| (self.count(t.as_ref()), json_string_len(t.as_ref()))))
-    }
-}
-
-/// Bytes a request's envelope takes besides its texts (`{"inputs":[…],"truncate":true}`, or
-/// OpenAI's with `"encoding_format":"base64"`), rounded up generously.
-const ENVELOPE_BYTES: usize = 256;
-
-/// The bounds of one request. Built from the server's limits; every field is at least 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PackLimits {
-    /// Most texts per request.
-    pub max_items: usize,
-    /// Most tokens (after truncation) per request.
-    pub max_tokens: usize,
-    /// Most bytes of JSON-escaped texts per request (the payload limit less the envelope).
-    pub max_bytes: usize,
-}
-
-impl PackLimits {
-    /// The bounds for `limits`, with at most `batch_size` texts per request when given.
-    pub fn for_server(limits: &ServerLimits, batch_size: Option<usize>) -> Self {
-        let items = batch_size.map_or(limits.max_client_batch_size, |b| b.min(limits.max_client_batch_size));
-        // 1% under the limit besides the envelope: the byte count is exact for serde_json, the
-        // margin covers a proxy or a server counting differently.
-        let bytes = limits.payload_limit.saturating_sub(ENVELOPE_BYTES) / 100 * 99;
-        Self { max_items: items.max(1), max_tokens: limits.max_batch_tokens.max(1), max_bytes: bytes.max(1) }
-    }
-
-    /// Packs items given as `(tokens, bytes)` greedily in order: a request is cut before the item
-    /// that would take it past a limit. An item over a limit on its own still gets a request of
-    /// its own (the server decides; the pool isolates a refusal).
-    pub fn pack(&self, items: impl IntoIterator<Item = (u32, usize)>) -> Vec<Range<usize>> {
-        let mut out = Vec::new();
-        let (mut start, mut tokens, mut bytes) = (0, 0usize, 0usize);
-        let mut end = 0;
-        for (i, (item_tokens, item_bytes)) in items.into_iter().enumerate() {
-            let item_tokens = item_tokens as usize;
-            let full = i - start >= self.max_items
-                || tokens + item_tokens > self.max_tokens
-                || bytes + item_bytes > self.max_bytes;
-            if i > start && full {
-                out.push(start..i);
-                (start, tokens, bytes) = (i, 0, 0);
-            }
-            tokens += item_tokens;
-            bytes += item_bytes;
-            end = i + 1;
-        }
-        if end > start {
-            out.push(start..end);
-        }
-        out
-    }
-}
-
-/// Bytes `text` takes as a JSON string in a list, as serde_json writes it: quotes, escapes
-/// (`\"`, `\\`, `\n`-style, `\u00XX` for other control chars) and the separating comma.
-pub fn json_string_len(text: &str) -> usize {
-    let escapes: usize = text
-        .bytes()
-        .map(|b| match b {
-            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
-            0..=0x1f => 5,
-            _ => 0,
-        })
-        .sum();
-    text.len() + escapes + 3
 }
 
 #[cfg(test)]
@@ -244,23 +185,6 @@ mod tests {
         assert_eq!(estimate_tokens("日本語"), 5);
         assert_eq!(estimate_tokens("привет"), 5);
         assert_eq!(estimate_tokens("👍🏽"), 4);
-    }
-
-    #[test]
-    fn json_length_is_what_serde_writes() {
-        for text in ["plain", "quo\"te \\ back", "tab\tnew\nline\u{7}bell", "日本 👍🏽", "\u{0}\u{1f}\u{7f}"] {
-            let written = serde_json::to_string(text).unwrap().len();
-            assert_eq!(json_string_len(text), written + 1, "{text:?}");
-        }
-    }
-
-    #[test]
-    fn pack_cuts_at_each_limit_and_keeps_oversized_items_alone() {
-        let limits = PackLimits { max_items: 3, max_tokens: 100, max_bytes: 1000 };
-        assert_eq!(limits.pack(vec![(10, 10); 7]), vec![0..3, 3..6, 6..7]);
-        assert_eq!(limits.pack(vec![(60, 10), (50, 10), (40, 10), (200, 10), (1, 10)]), vec![0..1, 1..3, 3..4, 4..5]);
-        assert_eq!(limits.pack(vec![(1, 600), (1, 400), (1, 1)]), vec![0..2, 2..3]);
-        assert!(limits.pack(Vec::new()).is_empty());
     }
 
     #[test]

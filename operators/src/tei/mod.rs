@@ -1,9 +1,9 @@
 //! The TEI client: text-embeddings-inference servers, one per GPU, used as one embedding service.
 //!
 //! It owns everything between a list of texts and their vectors: reading each server's limits
-//! (`GET /info`), counting tokens and packing requests within those limits ([`TokenBudget`],
-//! [`PackLimits`]), calling one server ([`Endpoint`]) and spreading requests across all of them
-//! with retries, splitting and isolation of refused inputs ([`EndpointPool`]). It is built to
+//! (`GET /info`), counting tokens ([`TokenBudget`]), cutting texts into requests within those
+//! limits ([`RequestBatcher`], the only place that does), calling one server ([`Endpoint`]) and
+//! spreading requests across all of them with retries, splitting and isolation of refused inputs ([`EndpointPool`]). It is built to
 //! TEI 1.9's API and codes, older 1.x codes included (`shared/notes/tei.md`).
 //!
 //! It must never lose an input (each ends with a vector or a reason), never stop a run because an
@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod batcher;
 mod breaker;
 mod budget;
 mod dispatch;
@@ -31,8 +32,9 @@ mod pool;
 mod request;
 mod stats;
 
+pub use batcher::{json_string_len, Cut, PackLimits, Request, RequestBatcher};
 pub use breaker::BreakerState;
-pub use budget::{estimate_tokens, json_string_len, PackLimits, TokenBudget};
+pub use budget::{estimate_tokens, TokenBudget};
 pub use endpoint::{http_client, Api, EmbedReply, Endpoint};
 pub use error::{CallError, FailureKind, TeiError};
 pub use limiter::Concurrency;

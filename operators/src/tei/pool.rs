@@ -16,13 +16,14 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::budget::{json_string_len, PackLimits, TokenBudget};
+use super::batcher::{PackLimits, Request, RequestBatcher};
+use super::budget::TokenBudget;
 use super::dispatch::{Dispatcher, Slot};
 use super::endpoint::{http_client, Api, Endpoint};
 use super::error::{FailureKind, TeiError};
 use super::limiter::{Concurrency, ConcurrencyLimit};
 use super::limits::{redact, ServerLimits, DEFAULT_PAYLOAD_LIMIT};
-use super::request::{self, Batch, Shared, Step};
+use super::request::{self, Shared, Step};
 use super::stats::{Counters, PoolStats};
 
 /// The outcome of one input: its vector, or why it has none (e.g.
@@ -135,7 +136,7 @@ impl fmt::Debug for PoolConfig {
 pub struct EndpointPool {
     shared: Arc<Shared>,
     limits: Arc<ServerLimits>,
-    pack: PackLimits,
+    batcher: RequestBatcher,
 }
 
 impl EndpointPool {
@@ -227,15 +228,17 @@ impl EndpointPool {
             exact_tokens = budget.is_exact(),
             "TEI endpoints ready"
         );
+        let budget = Arc::new(budget);
+        let batcher = RequestBatcher::new(pack, budget.clone());
         let shared = Shared {
             dispatcher: Dispatcher::new(slots),
-            budget: Arc::new(budget),
+            budget,
             counters: Counters::new(),
             dim: dims[0],
             retry_initial: config.retry_initial,
             retry_max: config.retry_max,
         };
-        Ok(Self { shared: Arc::new(shared), limits: Arc::new(limits), pack })
+        Ok(Self { shared: Arc::new(shared), limits: Arc::new(limits), batcher })
     }
 
     /// The tightest limits across the endpoints (with the configured payload limit).
@@ -243,9 +246,15 @@ impl EndpointPool {
         &self.limits
     }
 
-    /// The bounds [`EndpointPool::embed`] packs requests to, for a batcher upstream.
+    /// The bounds of one request to these servers.
     pub fn pack_limits(&self) -> PackLimits {
-        self.pack
+        self.batcher.limits()
+    }
+
+    /// The batcher that cuts texts into requests for these servers, counting with
+    /// [`EndpointPool::budget`].
+    pub fn batcher(&self) -> &RequestBatcher {
+        &self.batcher
     }
 
     /// The vector dimension every endpoint returns.
@@ -297,21 +306,30 @@ impl EndpointPool {
         stats
     }
 
-    /// Embeds `texts`: one outcome per text, in order. Never fails as a whole: transient
-    /// failures are retried until an endpoint answers, so this waits while every endpoint is
-    /// down; a text the servers refuse gets `Err(reason)` and the others still get vectors.
-    /// Dropping the future cancels its requests.
+    /// Embeds `texts`: one outcome per text, in order. The batcher cuts them into requests, which
+    /// run concurrently. Never fails as a whole: transient failures are retried until an endpoint
+    /// answers, so this waits while every endpoint is down; a text the servers refuse gets
+    /// `Err(reason)` and the others still get vectors. Dropping the future cancels its requests.
     pub async fn embed(&self, texts: Vec<String>) -> Vec<InputOutcome> {
-        let budget = &self.shared.budget;
-        let raw_tokens: Vec<u32> = texts.iter().map(|t| budget.raw_count(t)).collect();
-        let sizes = texts.iter().map(|t| json_string_len(t));
-        let requests = self.pack.pack(raw_tokens.iter().map(|&r| budget.calibrated(r)).zip(sizes));
-        let mut outcomes: Vec<Option<InputOutcome>> = (0..texts.len()).map(|_| None).collect();
-        let batch = Arc::new(Batch { texts, raw_tokens });
+        let cut = self.batcher.cut(texts.iter().map(String::as_str));
+        self.run(Request { texts, raw_tokens: cut.raw_tokens }, cut.requests).await
+    }
+
+    /// Embeds one request as the batcher cut it ([`RequestBatcher::cut`]): sent whole, split only
+    /// if a server refuses it for size or for one input. Outcomes as for [`EndpointPool::embed`].
+    pub async fn embed_request(&self, request: Request) -> Vec<InputOutcome> {
+        let all = 0..request.texts.len();
+        self.run(request, if all.is_empty() { Vec::new() } else { vec![all] }).await
+    }
+
+    /// Runs `requests` (ranges of `request`'s texts) and the smaller ones they split into.
+    async fn run(&self, request: Request, requests: Vec<Range<usize>>) -> Vec<InputOutcome> {
+        let mut outcomes: Vec<Option<InputOutcome>> = (0..request.texts.len()).map(|_| None).collect();
+        let request = Arc::new(request);
         let mut tasks = JoinSet::new();
         let mut running: HashMap<tokio::task::Id, Range<usize>> = HashMap::new();
         let spawn = |tasks: &mut JoinSet<Step>, running: &mut HashMap<_, _>, range: Range<usize>| {
-            let handle = tasks.spawn(request::run(self.shared.clone(), batch.clone(), range.clone()));
+            let handle = tasks.spawn(request::run(self.shared.clone(), request.clone(), range.clone()));
             running.insert(handle.id(), range);
         };
         for range in requests {

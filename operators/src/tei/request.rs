@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::batcher::Request;
 use super::budget::TokenBudget;
 use super::dispatch::Dispatcher;
 use super::error::{CallError, FailureKind};
@@ -28,12 +29,6 @@ pub(crate) struct Shared {
     pub retry_max: Duration,
 }
 
-/// The texts of one `embed` call and their raw token counts, shared by its requests.
-pub(crate) struct Batch {
-    pub texts: Vec<String>,
-    pub raw_tokens: Vec<u32>,
-}
-
 /// How a request ended.
 pub(crate) enum Step {
     /// Outcomes for the inputs of `range`, in order.
@@ -42,10 +37,10 @@ pub(crate) enum Step {
     Split(Vec<Range<usize>>),
 }
 
-/// Runs the request for `batch.texts[range]` until it ends in outcomes or a split.
-pub(crate) async fn run(shared: Arc<Shared>, batch: Arc<Batch>, range: Range<usize>) -> Step {
-    let texts = &batch.texts[range.clone()];
-    let raw = &batch.raw_tokens[range.clone()];
+/// Runs the request for `request.texts[range]` until it ends in outcomes or a split.
+pub(crate) async fn run(shared: Arc<Shared>, request: Arc<Request>, range: Range<usize>) -> Step {
+    let texts = &request.texts[range.clone()];
+    let raw = &request.raw_tokens[range.clone()];
     let budget_tokens: u64 = raw.iter().map(|&r| u64::from(shared.budget.calibrated(r))).sum();
     let counters = &shared.counters;
     let mut attempt: u32 = 0;

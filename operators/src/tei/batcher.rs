@@ -1,0 +1,185 @@
+//! Request batching: the one place where texts are cut into TEI requests.
+//!
+//! Like TEI's own router (`core/src/queue.rs`), one small component owns the cut: greedy, in
+//! order, a request closed before the text that would take it past a limit. The limits
+//! ([`PackLimits`]) come from the servers' `GET /info` (`max_client_batch_size`,
+//! `max_batch_tokens`) and the payload limit (`--payload-limit`, 2,000,000 bytes by default).
+//!
+//! [`RequestBatcher::cut`] counts each text once with the pool's [`TokenBudget`] and keeps the
+//! counts with the cut ([`Cut`]): the counts travel with the request (for calibration, for the
+//! `tokens` column, for splitting a refused request) and no text is ever counted again. The
+//! embed operator and [`EndpointPool::embed`](super::EndpointPool::embed) both cut through it;
+//! nothing else packs requests. It never talks to a server and never reorders texts.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use super::budget::TokenBudget;
+use super::limits::ServerLimits;
+
+/// Bytes a request's envelope takes besides its texts (`{"inputs":[…],"truncate":true}`, or
+/// OpenAI's with `"encoding_format":"base64"`), rounded up generously.
+const ENVELOPE_BYTES: usize = 256;
+
+/// The bounds of one request. Built from the server's limits; every field is at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackLimits {
+    /// Most texts per request.
+    pub max_items: usize,
+    /// Most tokens (after truncation) per request.
+    pub max_tokens: usize,
+    /// Most bytes of JSON-escaped texts per request (the payload limit less the envelope).
+    pub max_bytes: usize,
+}
+
+impl PackLimits {
+    /// The bounds for `limits`, with at most `batch_size` texts per request when given.
+    pub fn for_server(limits: &ServerLimits, batch_size: Option<usize>) -> Self {
+        let items = batch_size.map_or(limits.max_client_batch_size, |b| b.min(limits.max_client_batch_size));
+        // 1% under the limit besides the envelope: the byte count is exact for serde_json, the
+        // margin covers a proxy or a server counting differently.
+        let bytes = limits.payload_limit.saturating_sub(ENVELOPE_BYTES) / 100 * 99;
+        Self { max_items: items.max(1), max_tokens: limits.max_batch_tokens.max(1), max_bytes: bytes.max(1) }
+    }
+
+    /// Packs items given as `(tokens, bytes)` greedily in order: a request is cut before the item
+    /// that would take it past a limit. An item over a limit on its own still gets a request of
+    /// its own (the server decides; the pool isolates a refusal).
+    pub fn pack(&self, items: impl IntoIterator<Item = (u32, usize)>) -> Vec<Range<usize>> {
+        let mut out = Vec::new();
+        let (mut start, mut tokens, mut bytes) = (0, 0usize, 0usize);
+        let mut end = 0;
+        for (i, (item_tokens, item_bytes)) in items.into_iter().enumerate() {
+            let item_tokens = item_tokens as usize;
+            let full = i - start >= self.max_items
+                || tokens + item_tokens > self.max_tokens
+                || bytes + item_bytes > self.max_bytes;
+            if i > start && full {
+                out.push(start..i);
+                (start, tokens, bytes) = (i, 0, 0);
+            }
+            tokens += item_tokens;
+            bytes += item_bytes;
+            end = i + 1;
+        }
+        if end > start {
+            out.push(start..end);
+        }
+        out
+    }
+}
+
+/// Bytes `text` takes as a JSON string in a list, as serde_json writes it: quotes, escapes
+/// (`\"`, `\\`, `\n`-style, `\u00XX` for other control chars) and the separating comma.
+pub fn json_string_len(text: &str) -> usize {
+    let escapes: usize = text
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
+            0..=0x1f => 5,
+            _ => 0,
+        })
+        .sum();
+    text.len() + escapes + 3
+}
+
+/// The texts of one TEI request, in order, with their uncalibrated token counts
+/// ([`TokenBudget::raw_count`]), so that nothing downstream counts them again.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Request {
+    /// The inputs.
+    pub texts: Vec<String>,
+    /// `raw_tokens[i]` is the raw count of `texts[i]`.
+    pub raw_tokens: Vec<u32>,
+}
+
+/// How a list of texts was cut: the requests as index ranges into it, and every text's counts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Cut {
+    /// Contiguous ranges covering every text once, in order; each is one request.
+    pub requests: Vec<Range<usize>>,
+    /// Raw count per text, for [`Request::raw_tokens`].
+    pub raw_tokens: Vec<u32>,
+    /// Tokens per text after truncation as the budget counts them now (the `tokens` column).
+    pub tokens: Vec<u32>,
+}
+
+/// Cuts texts into requests within [`PackLimits`], counting each text once. Cheap to clone.
+#[derive(Clone)]
+pub struct RequestBatcher {
+    limits: PackLimits,
+    budget: Arc<TokenBudget>,
+}
+
+impl RequestBatcher {
+    /// A batcher for `limits`, counting with `budget`.
+    pub fn new(limits: PackLimits, budget: Arc<TokenBudget>) -> Self {
+        Self { limits, budget }
+    }
+
+    /// The bounds of every request it cuts.
+    pub fn limits(&self) -> PackLimits {
+        self.limits
+    }
+
+    /// The budget it counts with.
+    pub fn budget(&self) -> &Arc<TokenBudget> {
+        &self.budget
+    }
+
+    /// Counts every text once and cuts them, in order, into requests within the limits.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tweet_embed_operators::tei::{PackLimits, RequestBatcher, TokenBudget};
+    /// let limits = PackLimits { max_items: 2, max_tokens: 1_000, max_bytes: 1_000_000 };
+    /// let batcher = RequestBatcher::new(limits, Arc::new(TokenBudget::estimated(512)));
+    /// let cut = batcher.cut(["a", "b", "c"]);
+    /// assert_eq!(cut.requests, vec![0..2, 2..3]);
+    /// assert_eq!(batcher.budget().texts_counted(), 3);
+    /// ```
+    pub fn cut<'t>(&self, texts: impl IntoIterator<Item = &'t str>) -> Cut {
+        let (mut raw_tokens, mut tokens, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
+        for text in texts {
+            let raw = self.budget.raw_count(text);
+            raw_tokens.push(raw);
+            tokens.push(self.budget.calibrated(raw));
+            bytes.push(json_string_len(text));
+        }
+        let requests = self.limits.pack(tokens.iter().copied().zip(bytes));
+        Cut { requests, raw_tokens, tokens }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_length_is_what_serde_writes() {
+        for text in ["plain", "quo\"te \\ back", "tab\tnew\nline\u{7}bell", "日本 👍🏽", "\u{0}\u{1f}\u{7f}"] {
+            let written = serde_json::to_string(text).unwrap().len();
+            assert_eq!(json_string_len(text), written + 1, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn pack_cuts_at_each_limit_and_keeps_oversized_items_alone() {
+        let limits = PackLimits { max_items: 3, max_tokens: 100, max_bytes: 1000 };
+        assert_eq!(limits.pack(vec![(10, 10); 7]), vec![0..3, 3..6, 6..7]);
+        assert_eq!(limits.pack(vec![(60, 10), (50, 10), (40, 10), (200, 10), (1, 10)]), vec![0..1, 1..3, 3..4, 4..5]);
+        assert_eq!(limits.pack(vec![(1, 600), (1, 400), (1, 1)]), vec![0..2, 2..3]);
+        assert!(limits.pack(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn a_cut_counts_each_text_once_and_keeps_the_counts() {
+        let budget = Arc::new(TokenBudget::estimated(100));
+        let batcher = RequestBatcher::new(PackLimits { max_items: 32, max_tokens: 10, max_bytes: 1000 }, budget);
+        let cut = batcher.cut(["alpha beta gamma", "hi", "words"]); // 7, 3, 4 tokens
+        assert_eq!(cut.tokens, vec![7, 3, 4]);
+        assert_eq!(cut.raw_tokens, cut.tokens);
+        assert_eq!(cut.requests, vec![0..2, 2..3]);
+        assert_eq!(batcher.budget().texts_counted(), 3);
+    }
+}

@@ -1,0 +1,87 @@
+//! One owner of request batching: dedup → embed against the simulator with a real
+//! `tokenizer.json`, over real HTTP. Each distinct text is tokenized once, whatever how many
+//! documents carry it and in how many epochs it recurs; every document still gets its row.
+
+#[path = "support/word_tokenizer.rs"]
+mod word_tokenizer;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use timely::dataflow::operators::{Capture, Concat, Input, OkErr, Probe};
+use tweet_embed::devtei::{DevTei, SimConfig};
+use tweet_embed_operators::dedup::Dedup;
+use tweet_embed_operators::embed::{Embed, Embedder};
+use tweet_embed_operators::record::{Candidate, DocMeta, Origin, TextJob, Work, Written};
+use tweet_embed_operators::tei::{EndpointPool, PoolConfig};
+use tweet_embed_operators::timely;
+
+#[test]
+fn each_distinct_text_is_tokenized_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokenizer = word_tokenizer::word_tokenizer(dir.path());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let sim = SimConfig { gpus: 2, instant: true, tokenizer: Some(tokenizer.clone()), ..SimConfig::default() };
+    let tei = rt.block_on(DevTei::start(sim)).unwrap();
+    let config = PoolConfig { tokenizer: Some(tokenizer), batch_size: Some(8), ..PoolConfig::new(tei.urls()) };
+    let pool = rt.block_on(EndpointPool::connect(config)).unwrap();
+    assert!(pool.budget().is_exact());
+    let counted_before = pool.budget().texts_counted();
+
+    // 150 distinct texts; every text carried by 3 documents in each of 3 epochs.
+    let (distinct, copies, epochs) = (150u64, 3u64, 3u64);
+    let text = |t: u64| format!("the cat sat on the mat number {t}");
+    let rows: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let (out, handle, embedder) = (rows.clone(), rt.handle().clone(), Arc::new(pool.clone()) as Arc<dyn Embedder>);
+    timely::execute(timely::Config::process(2), move |worker| {
+        let (mut input, probe, captured) = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, candidates) = scope.new_input::<Vec<Candidate>>();
+            let (jobs, rejects) = candidates.dedup().ok_err::<Vec<TextJob>, _, Vec<Written>, _, _>(|w| match w {
+                Work::Job(job) => Ok(job),
+                Work::Reject(r) => Err(Written::Reject(r)),
+            });
+            let written = jobs.embed(embedder.clone(), handle.clone(), 4, 4_096).concat(rejects);
+            let (probe, written) = written.probe();
+            (input, probe, written.capture())
+        });
+        if worker.index() == 0 {
+            for epoch in 0..epochs {
+                for t in 0..distinct {
+                    for c in 0..copies {
+                        let id = format!("{epoch}-{t}-{c}");
+                        let doc = DocMeta { id, lang: None, created_at_ms: None, origin: Origin::Backfill };
+                        input.send(Candidate { doc, text: Ok(text(t)) });
+                    }
+                }
+                input.advance_to(epoch + 1);
+                // Later epochs meet texts in flight and texts answered: both must be counted 0 times.
+                while probe.less_than(&(epoch / 2)) {
+                    worker.step_or_park(Some(Duration::from_millis(5)));
+                }
+            }
+        }
+        input.close();
+        while worker.step_or_park(Some(Duration::from_millis(5))) {}
+        let mut out = out.lock().unwrap();
+        for event in captured.try_iter() {
+            if let timely::dataflow::operators::capture::Event::Messages(_, data) = event {
+                for w in data {
+                    let (id, what) = match w {
+                        Written::Row(r) => (r.doc.id, format!("row of {} tokens", r.tokens)),
+                        Written::Reject(r) => (r.doc.id, format!("rejected: {}", r.reason)),
+                    };
+                    assert!(out.insert(id, what).is_none(), "one record per document");
+                }
+            }
+        }
+    })
+    .unwrap();
+
+    let rows = rows.lock().unwrap();
+    assert_eq!(rows.len() as u64, distinct * copies * epochs, "every document has its record");
+    // "the cat sat on the mat number N": 6 known words, 2 unknown, [CLS] and [SEP].
+    assert!(rows.values().all(|w| w == "row of 10 tokens"), "{:?}", rows.values().find(|w| *w != "row of 10 tokens"));
+    assert_eq!(pool.budget().texts_counted() - counted_before, distinct, "tokenizer runs per distinct text: one");
+    rt.block_on(tei.shutdown());
+}
