@@ -9,10 +9,10 @@
 //! never skips: a dropped connection reopens the stream after the last position sent, and a lost
 //! history is reported ([`StreamOutcome::HistoryLost`]) for the run to rescan the work queue.
 
+use crate::candidate::to_candidate;
 use crate::change_stream::{is_history_lost, ChangeFeed, EventStream, StreamPosition, StreamPositions, StreamStart};
 use crate::record::{Candidate, Origin};
-use crate::work_queue::to_candidate;
-use crate::work_queue_source::{send_blocking as send, OpenEpoch, SourcePacing};
+use crate::source_pacing::{send_blocking as send, OpenEpoch, SourcePacing};
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -55,10 +55,10 @@ pub trait ChangeStreamSource<'scope> {
     /// Follows `feed` (on this worker; `None` elsewhere) and emits every eligible document once.
     ///
     /// ```no_run
-    /// # // Needs a MongoDB replica set; see tests/run.rs for a runnable use.
+    /// # // Needs a MongoDB replica set; see tests/run/main.rs for a runnable use.
     /// use timely::dataflow::ProbeHandle;
     /// use tweet_embed_operators::change_stream_source::ChangeStreamSource;
-    /// use tweet_embed_operators::work_queue_source::SourcePacing;
+    /// use tweet_embed_operators::source_pacing::SourcePacing;
     /// # fn build<'s>(scope: timely::dataflow::Scope<'s, u64>, feed: tweet_embed_operators::change_stream_source::StreamFeed, rt: tokio::runtime::Handle) {
     /// let pacing = SourcePacing::new(1, std::time::Duration::from_secs(1), 10_000, ProbeHandle::new());
     /// let events = scope.change_stream_source(Some(feed), rt, pacing);

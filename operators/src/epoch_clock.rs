@@ -5,8 +5,9 @@
 //! pacing's lead.
 //!
 //! It only ever moves forward and owns nothing else; capabilities stay with the sources.
-//! Workers in other processes have their own clock: their sources still close epochs on the
-//! checkpoint interval, so they stay within one interval of each other.
+//! Processes of a cluster each have their own clock; `crate::pass_control::PassRelay` carries
+//! each process's epoch to the others, which move their clocks up to it, so one process's older
+//! epoch does not throttle the rest.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

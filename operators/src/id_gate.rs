@@ -29,11 +29,11 @@ const CHUNK: usize = 2_000;
 /// Extension trait: the gate between the sources and dedup.
 pub trait IdGate<'scope> {
     /// Lets each `_id` through once; `committed` probes the committer's output
-    /// ([`crate::commit::Commit`]), whose frontier passes an epoch once its marks have landed —
+    /// ([`crate::checkpoint::Commit`]), whose frontier passes an epoch once its marks have landed —
     /// on every worker of every process.
     ///
     /// ```no_run
-    /// # // Needs a MongoDB; see tests/run.rs for a runnable use.
+    /// # // Needs a MongoDB; see tests/run/main.rs for a runnable use.
     /// use tweet_embed_operators::id_gate::IdGate;
     /// # fn build<'s>(s: timely::dataflow::StreamVec<'s, u64, tweet_embed_operators::record::Candidate>, q: tweet_embed_operators::work_queue::WorkQueue, rt: tokio::runtime::Handle) {
     /// // Attach it to the committer's output with `.probe_with(&committed)`.

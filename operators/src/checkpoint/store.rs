@@ -12,9 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::error::OutputError;
-use super::fsio::{ensure_writable_dir, sync_dir};
-use super::writer::FileMeta;
+use crate::output::fsio::{ensure_writable_dir, sync_dir};
+use crate::output::{FileMeta, OutputError};
 
 /// The format version this build writes and reads.
 pub const CHECKPOINT_VERSION: u32 = 1;

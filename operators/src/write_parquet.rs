@@ -1,4 +1,4 @@
-//! `ParquetSink`: writes each worker's rows and rejections to Parquet as they arrive, each epoch
+//! `WriteParquet`: writes each worker's rows and rejections to Parquet as they arrive, each epoch
 //! into its own files on hot storage (the writer keeps one lane per open epoch, so a file never
 //! mixes epochs). When the frontier passes an epoch, its files are finished, fsynced and moved
 //! into the output directory, and a [`Sealed`] record tells the committer which files and ids the
@@ -8,12 +8,11 @@
 //! is kept, so nothing after it can be committed, and the failure is reported for the run to
 //! exit with it.
 
+use crate::failure::Failure;
 use crate::output::{EpochWriter, FileMeta};
 use crate::record::Written;
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::Arc;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Capability;
@@ -34,18 +33,15 @@ pub struct Sealed {
     pub tokens: u64,
 }
 
-/// Where a fatal failure of an operator is reported for the run to stop with it.
-pub type Failure = Arc<Mutex<Option<String>>>;
-
 /// Extension trait: the Parquet writer.
-pub trait ParquetSink<'scope> {
+pub trait WriteParquet<'scope> {
     /// Writes epochs as the frontier completes them; reports write failures in `failure`.
-    fn parquet_sink(self, writer: EpochWriter, failure: Failure) -> StreamVec<'scope, u64, Sealed>;
+    fn write_parquet(self, writer: EpochWriter, failure: Failure) -> StreamVec<'scope, u64, Sealed>;
 }
 
-impl<'scope> ParquetSink<'scope> for StreamVec<'scope, u64, Written> {
-    fn parquet_sink(self, mut writer: EpochWriter, failure: Failure) -> StreamVec<'scope, u64, Sealed> {
-        self.unary_frontier(Pipeline, "ParquetSink", move |_cap, _info| {
+impl<'scope> WriteParquet<'scope> for StreamVec<'scope, u64, Written> {
+    fn write_parquet(self, mut writer: EpochWriter, failure: Failure) -> StreamVec<'scope, u64, Sealed> {
+        self.unary_frontier(Pipeline, "WriteParquet", move |_cap, _info| {
             // Per open epoch: its capability and what the committer will need to mark.
             let mut open: HashMap<u64, (Capability<u64>, Sealed)> = HashMap::new();
             let mut failed = false;

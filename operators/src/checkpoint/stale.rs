@@ -8,9 +8,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::error::OutputError;
-use super::fsio::sync_dir;
-use super::naming::{is_partial, FileKind, PartName};
+use crate::output::fsio::sync_dir;
+use crate::output::naming::is_partial;
+use crate::output::{FileKind, OutputError, PartName};
 
 /// One of our final files found in the output directory.
 #[derive(Clone, Debug, PartialEq, Eq)]

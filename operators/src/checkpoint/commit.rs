@@ -1,4 +1,4 @@
-//! `Commit`: the checkpoint protocol of design.md, run by worker 0. For an epoch `e` that the
+//! `Commit`: the commit order of the checkpoint protocol (see the module above), run by worker 0. For an epoch `e` that the
 //! frontier has passed everywhere, the files holding epochs ≤ `e` are already durable (the
 //! Parquet sinks sealed them); the committer then
 //! 1. records `committed = e` with those files in the checkpoint,
@@ -9,10 +9,11 @@
 //! passed. Its output's frontier is the committed frontier, which every worker of a cluster can
 //! probe (the `IdGate` does). A failure stops commits (the failure slot says why); the checkpoint stays valid.
 
+use super::store::{now_ms, Checkpoint, CheckpointStore};
 use crate::change_stream::{token_to_json, StreamPositions};
+use crate::failure::Failure;
 use crate::marker::Marker;
-use crate::output::{now_ms, Checkpoint, CheckpointStore};
-use crate::parquet_sink::{Failure, Sealed};
+use crate::write_parquet::Sealed;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
