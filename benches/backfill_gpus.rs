@@ -9,11 +9,12 @@
 
 use mongodb::bson::doc;
 use std::time::{Duration, Instant};
-use tweet_embed::config::{MongoTarget, PipelineArgs};
+use tweet_embed::config::MongoTarget;
 use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
 use tweet_embed::devtei::{DevTei, GpuStats, SimConfig};
-use tweet_embed::run::RunArgs;
 use tweet_embed_operators::epoch_clock::StopSignal;
+use tweet_embed_operators::run::{Continuous, RunConfig};
+use tweet_embed_operators::tei::Concurrency;
 
 const DOC_TOKENS: usize = 418;
 const TOKENS_PER_SECOND: f64 = 19_600.0;
@@ -77,18 +78,17 @@ fn run_once(name: &'static str, docs: u64, batch: Option<usize>, concurrency: Op
     let idx = tweet_embed::indexes::IndexesArgs { mongo: target.clone(), mark_field: "gemma_embedded_768".into() };
     rt.block_on(tweet_embed::indexes::create(&idx)).expect("indexes");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut p = PipelineArgs::with_defaults(target, tei.urls(), dir.path());
-    p.batch_size = batch;
-    p.concurrency = concurrency;
+    let mut p = RunConfig::new(target.target(), tei.urls(), dir.path());
+    p.tei.batch_size = batch;
+    p.tei.concurrency = concurrency.map_or(Concurrency::Adaptive, Concurrency::Fixed);
     p.checkpoint_interval = Duration::from_secs(1);
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    p.metrics_addr = Some(addr);
-    let args = RunArgs { pipeline: p, no_backfill: false, no_stream: true };
+    let polling = Continuous { scan_at_start: true, stream: false };
     let stop = StopSignal::default();
     let handle = {
-        let (args, stop) = (args.clone(), stop.clone());
-        std::thread::spawn(move || tweet_embed::run::run(&args, stop))
+        let stop = stop.clone();
+        std::thread::spawn(move || tweet_embed::backfill::execute(p, Some(addr), |e| e.continuous(polling, stop)))
     };
     let coll = rt.block_on(async { mongodb::Client::with_uri_str(mongo.uri()).await }).expect("client");
     let coll = coll.database("twitter_data").collection::<mongodb::bson::Document>("tweets");

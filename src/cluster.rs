@@ -4,12 +4,12 @@
 //! Process 0 leads: it owns the checkpoint, recovery, the change stream and every decision about
 //! passes, and hands each pass's start to the others through the dataflow
 //! (`tweet_embed_operators::pass_control`). The other processes follow until it says the run is
-//! over. This module owns the flags, the hostfile and the timely configuration; it never decides
+//! over. This module owns the flags, the hostfile and the panic hook for a lost peer; it never decides
 //! anything about the work.
 
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
-use tweet_embed_operators::timely;
+use tweet_embed_operators::run::{is_peer_loss, peer_lost, ClusterConfig};
 
 /// Flags for running as one process of a cluster.
 #[derive(Debug, Clone, clap::Args)]
@@ -40,6 +40,11 @@ impl ClusterArgs {
     /// Whether this runs as one process of several.
     pub fn is_cluster(&self) -> bool {
         self.processes > 1
+    }
+
+    /// This process's place in the cluster, the hostfile read and checked.
+    pub fn resolve(&self) -> Result<ClusterConfig> {
+        Ok(ClusterConfig { process: self.process, addresses: self.addresses()? })
     }
 
     /// Checks the flags and reads the hostfile: the addresses of every process.
@@ -80,90 +85,6 @@ impl ClusterArgs {
         }
         Ok(addresses)
     }
-
-    /// timely's configuration: `workers` threads here, and the cluster's processes if any.
-    pub fn timely_config(&self, workers: usize) -> Result<timely::Config> {
-        let addresses = self.addresses()?;
-        if addresses.is_empty() {
-            return Ok(timely::Config::process(workers));
-        }
-        Ok(timely::Config {
-            communication: timely::CommunicationConfig::Cluster {
-                threads: workers,
-                process: self.process,
-                addresses,
-                report: false,
-                zerocopy: false,
-            },
-            worker: timely::WorkerConfig::default(),
-        })
-    }
-}
-
-/// A file process 0 places in `--out` for a pass, which every process must find in its own
-/// `--out`: the cluster's output directory has to be one shared directory, because recovery
-/// (removing uncommitted files, re-marking committed ones) runs on process 0 alone.
-pub struct OutMarker {
-    /// The file's name in the output directory.
-    pub name: String,
-    path: PathBuf,
-}
-
-impl OutMarker {
-    /// How long a follower looks for the marker: shared file systems may cache a missing name.
-    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
-
-    /// Places the marker for a pass when running as a cluster (none otherwise).
-    pub fn place(args: &crate::config::PipelineArgs, epoch: u64) -> Result<Option<OutMarker>> {
-        if !args.cluster.is_cluster() {
-            return Ok(None);
-        }
-        let name = format!(".tweet-embed-pass-{epoch}-{}-{}", std::process::id(), fastrand::u64(..));
-        let path = args.out.join(&name);
-        std::fs::write(&path, b"tweet-embed: every process of the cluster must see this file in its --out\n")
-            .with_context(|| format!("cannot write to --out {}", args.out.display()))?;
-        Ok(Some(OutMarker { name, path }))
-    }
-
-    /// Waits for process 0's marker in `out`; an error a user can act on if it never shows.
-    pub fn expect(out: &std::path::Path, name: &str) -> std::result::Result<(), String> {
-        let deadline = std::time::Instant::now() + Self::PATIENCE;
-        while !out.join(name).exists() {
-            if std::time::Instant::now() > deadline {
-                return Err(format!(
-                    "--out {} is not the directory process 0 writes to (its file {name} is not there after {} s): \
-                     every process of a cluster must use one shared --out",
-                    out.display(),
-                    Self::PATIENCE.as_secs()
-                ));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for OutMarker {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// Whether a worker's failure is timely losing a peer process (its transport panics, every worker
-/// of this process then finds its queues poisoned, and joining the transport panics again).
-pub fn is_peer_loss(message: &str) -> bool {
-    ["timely communication error", "MergeQueue poisoned", "Send thread panic", "Recv thread panic"]
-        .iter()
-        .any(|m| message.contains(m))
-}
-
-/// The error a run ends with when another process of the cluster went away.
-pub fn peer_lost() -> anyhow::Error {
-    anyhow::anyhow!(
-        "lost the connection to another process of the cluster, so this one stops too: start every process again \
-         (each resumes from process 0's checkpoint; nothing committed is lost or repeated); if it happens at start, \
-         every process needs the same --workers, --processes and hostfile"
-    )
 }
 
 /// Turns a lost peer into one line and exit status 1. timely's transport panics when another

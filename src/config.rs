@@ -1,10 +1,11 @@
-//! Flags shared by the commands that run the pipeline (`backfill`, later `run`), and their
-//! validation into a [`PipelineConfig`] the library runs without the CLI.
+//! Flags shared by the commands that run the pipeline (`backfill` and `run`), and their
+//! resolution into the engine's [`RunConfig`], which runs without the CLI.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::path::PathBuf;
 use std::time::Duration;
-use tweet_embed_operators::tei::Api;
+use tweet_embed_operators::run::{RunConfig, TestHooks};
+use tweet_embed_operators::tei::{Api, Concurrency, PoolConfig};
 
 /// Parses `500ms`, `5s`, `2m`, `1h` (a bare number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -57,6 +58,15 @@ impl MongoTarget {
     /// `twitter_data.tweets` at `uri`.
     pub fn tweets_at(uri: impl Into<String>) -> MongoTarget {
         MongoTarget { mongo_uri: uri.into(), db: "twitter_data".into(), collection: "tweets".into() }
+    }
+
+    /// The engine's target.
+    pub fn target(&self) -> tweet_embed_operators::run::MongoTarget {
+        tweet_embed_operators::run::MongoTarget {
+            uri: self.mongo_uri.clone(),
+            db: self.db.clone(),
+            collection: self.collection.clone(),
+        }
     }
 }
 
@@ -124,42 +134,20 @@ pub struct PipelineArgs {
     /// Bearer token for TEI (`--api-key` on the servers); `TEI_API_KEY` is read too.
     #[arg(long, env = "TWEET_EMBED_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Test hook: abort right after the n-th commit is saved, before marking, to prove that
+    /// recovery re-marks committed epochs.
+    #[arg(long, hide = true, env = "TWEET_EMBED_CRASH_AFTER_COMMIT")]
+    pub crash_after_commit: Option<u64>,
 }
 
 impl PipelineArgs {
-    /// The defaults of every flag, for `mongo`, `tei_urls` and a working directory `dir`
-    /// (`dir/out`, `dir/state`); what the demo and tests start from.
-    pub fn with_defaults(mongo: MongoTarget, tei_urls: Vec<String>, dir: &std::path::Path) -> PipelineArgs {
-        PipelineArgs {
-            mongo,
-            tei_urls,
-            out: dir.join("out"),
-            state_dir: dir.join("state"),
-            tmp_dir: None,
-            workers: 2,
-            cluster: crate::cluster::ClusterArgs::default(),
-            text_field: "text".into(),
-            mark_field: "gemma_embedded_768".into(),
-            lang: None,
-            classified: None,
-            batch_size: None,
-            concurrency: None,
-            p95_slo: None,
-            api: Api::Auto,
-            tokenizer: None,
-            checkpoint_interval: Duration::from_secs(5),
-            target_file_bytes: 512 * 1024 * 1024,
-            api_key: None,
-            metrics_addr: None,
-        }
-    }
-
-    /// Checks what can be checked before connecting anywhere.
-    pub fn validate(&self) -> Result<()> {
+    /// The run's settings: these flags (environment and config file already layered in by clap)
+    /// checked and resolved. The API key falls back to `TEI_API_KEY`; the hostfile is read.
+    /// Errors name the flag to fix.
+    pub fn resolve(&self) -> Result<RunConfig> {
         if self.workers == 0 {
             bail!("--workers must be at least 1");
         }
-        self.cluster.addresses()?;
         if self.tei_urls.iter().all(|u| u.trim().is_empty()) {
             bail!("--tei-urls needs at least one URL");
         }
@@ -169,21 +157,60 @@ impl PipelineArgs {
         if self.p95_slo.is_some_and(|slo| slo.is_zero()) {
             bail!("--p95-slo must be positive, e.g. 10s");
         }
-        std::fs::create_dir_all(&self.out).with_context(|| format!("cannot create --out {}", self.out.display()))?;
-        std::fs::create_dir_all(&self.state_dir)
-            .with_context(|| format!("cannot create --state-dir {}", self.state_dir.display()))?;
-        Ok(())
-    }
-
-    /// The hot directory for files being written.
-    pub fn tmp_dir(&self) -> PathBuf {
-        self.tmp_dir.clone().unwrap_or_else(|| self.state_dir.join("tmp"))
+        let mut tei = PoolConfig::new(self.tei_urls.iter().map(|u| u.trim()).filter(|u| !u.is_empty()));
+        tei.api = self.api;
+        tei.api_key =
+            self.api_key.clone().or_else(|| std::env::var("TEI_API_KEY").ok()).filter(|key| !key.trim().is_empty());
+        tei.batch_size = self.batch_size;
+        tei.tokenizer = self.tokenizer.clone();
+        tei.concurrency = self.concurrency.map_or(Concurrency::Adaptive, Concurrency::Fixed);
+        tei.p95_slo = self.p95_slo;
+        Ok(RunConfig {
+            mongo: self.mongo.target(),
+            tei,
+            out: self.out.clone(),
+            state_dir: self.state_dir.clone(),
+            tmp_dir: self.tmp_dir.clone().unwrap_or_else(|| self.state_dir.join("tmp")),
+            workers: self.workers,
+            cluster: self.cluster.resolve()?,
+            text_field: self.text_field.clone(),
+            mark_field: self.mark_field.clone(),
+            langs: self.lang.clone(),
+            classified: self.classified,
+            checkpoint_interval: self.checkpoint_interval,
+            target_file_bytes: self.target_file_bytes,
+            hooks: TestHooks { crash_after_commit: self.crash_after_commit },
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn args(extra: &[&str]) -> PipelineArgs {
+        #[derive(clap::Parser)]
+        struct Top {
+            #[command(flatten)]
+            args: PipelineArgs,
+        }
+        let base = ["x", "--tei-urls", "http://a", "--out", "/o", "--state-dir", "/s"];
+        <Top as clap::Parser>::parse_from(base.iter().chain(extra)).args
+    }
+
+    #[test]
+    fn concurrency_adapts_unless_pinned_and_the_slo_and_api_pass_through() {
+        let config = args(&[]).resolve().unwrap();
+        let tei = &config.tei;
+        assert_eq!((tei.concurrency, tei.p95_slo, tei.api), (Concurrency::Adaptive, None, Api::Auto));
+        assert_eq!(config.tmp_dir, PathBuf::from("/s/tmp"));
+        let config =
+            args(&["--concurrency", "3", "--p95-slo", "10s", "--api", "openai", "--api-key", "k"]).resolve().unwrap();
+        let tei = &config.tei;
+        assert_eq!((tei.concurrency, tei.p95_slo), (Concurrency::Fixed(3), Some(Duration::from_secs(10))));
+        assert_eq!((tei.api, tei.api_key.as_deref()), (Api::OpenAi, Some("k")));
+        assert!(args(&["--workers", "0"]).resolve().unwrap_err().to_string().contains("--workers"));
+    }
 
     #[test]
     fn durations() {

@@ -5,8 +5,9 @@
 //! Every flag of every command gets an environment variable, `TWEET_EMBED_<FLAG>` (`--batch-size`
 //! is `TWEET_EMBED_BATCH_SIZE`), unless it has a conventional one already (`MONGODB_URI`,
 //! `TEI_API_KEY`). The file is a flat table of the same names in snake case (`batch_size = 32`,
-//! `tei_urls = ["http://…", …]`); its values reach clap as those variables when the environment
-//! does not set them, which gives flag > env > file > default with clap's own parsing and errors.
+//! `tei_urls = ["http://…", …]`); its values become clap's default values for those flags, which
+//! gives flag > env > file > built-in default with clap's own parsing and errors, and changes no
+//! process state (no environment variable is set).
 //! A key no command knows is an error (a typo must not be silently ignored); a key only other
 //! commands know is skipped, so one file can serve `run`, `status` and `autotune`.
 //!
@@ -45,43 +46,63 @@ fn with_env(cmd: Command) -> Command {
     .mut_subcommands(with_env)
 }
 
-/// Variables this process took from the config file, for `config print` to tell them apart.
+/// The flags that took their value from the config file, for `config print` to tell them apart.
 #[derive(Debug, Default, Clone)]
 pub struct FromFile {
     /// The file, if one was read.
     pub path: Option<PathBuf>,
-    /// Environment variables set from it.
-    pub vars: BTreeSet<String>,
+    /// Ids of the flags it gave a default to.
+    pub keys: BTreeSet<String>,
 }
 
-/// Reads the config file named by `argv` or the environment, if any, and sets the environment
-/// variable of each of its keys that the environment does not set already. Call it before any
-/// thread starts (it changes the process environment).
-pub fn apply(argv: &[OsString]) -> Result<FromFile> {
+/// The CLI ([`command`]) with the config file named by `argv` or the environment, if any, layered
+/// in: each of its keys becomes the default value of that flag of the command `argv` runs (or of
+/// a global flag). Errors: an unreadable file, invalid TOML, a key no command knows.
+pub fn layered(argv: &[OsString]) -> Result<(Command, FromFile)> {
+    let cmd = command();
     let path = config_path(argv).or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from));
-    let Some(path) = path else { return Ok(FromFile::default()) };
+    let Some(path) = path else { return Ok((cmd, FromFile::default())) };
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read --config {}", path.display()))?;
     let pairs = parse(&text).with_context(|| format!("in --config {}", path.display()))?;
-    let cmd = command();
-    let sub = subcommand_of(&cmd, argv);
-    let mut out = FromFile { path: Some(path.clone()), vars: BTreeSet::new() };
+    let sub = subcommand_of(&cmd, argv).map(|s| s.get_name().to_string());
+    let mut from_file = FromFile { path: Some(path.clone()), keys: BTreeSet::new() };
+    let mut cmd = cmd;
     for (key, value) in pairs {
-        let Some(env) = env_for(&cmd, sub, &key) else {
-            if known_anywhere(&cmd, &key) {
-                continue;
-            }
+        let in_sub = sub.as_deref().and_then(|s| cmd.find_subcommand(s)).is_some_and(|s| takes(s, &key));
+        if in_sub {
+            let sub = sub.as_deref().unwrap_or_default().to_string();
+            cmd = cmd.mut_subcommand(sub, |s| s.mut_arg(&key, |a| with_default(a, &value)));
+        } else if takes(&cmd, &key) {
+            cmd = cmd.mut_arg(&key, |a| with_default(a, &value));
+        } else if known_anywhere(&cmd, &key) {
+            continue;
+        } else {
             bail!(
                 "--config {}: unknown key `{key}` (keys are flag names in snake case, e.g. batch_size)",
                 path.display()
             );
-        };
-        if std::env::var_os(&env).is_none() {
-            // Before any thread starts (the caller's contract), so no reader races the write.
-            std::env::set_var(&env, value);
-            out.vars.insert(env);
         }
+        from_file.keys.insert(key);
     }
-    Ok(out)
+    Ok((cmd, from_file))
+}
+
+/// Whether `cmd` has a flag `--…` with id `key`.
+fn takes(cmd: &Command, key: &str) -> bool {
+    cmd.get_arguments().any(|a| a.get_id().as_str() == key && a.get_long().is_some())
+}
+
+/// `arg` with `value` (lists joined by `,`) as its default; no longer required, since the file
+/// gives it.
+fn with_default(arg: clap::Arg, value: &str) -> clap::Arg {
+    let arg = arg.required(false);
+    match arg.get_value_delimiter() {
+        Some(d) => {
+            let values: Vec<clap::builder::OsStr> = value.split(d).map(|v| v.to_string().into()).collect();
+            arg.default_values(values)
+        }
+        None => arg.default_value(value.to_string()),
+    }
 }
 
 fn config_path(argv: &[OsString]) -> Option<PathBuf> {
@@ -108,15 +129,6 @@ fn subcommand_of<'c>(cmd: &'c Command, argv: &[OsString]) -> Option<&'c Command>
     }
     args.by_ref().find(|s| s == "print")?;
     args.find_map(|s| cmd.find_subcommand(s.as_ref()))
-}
-
-fn env_for(cmd: &Command, sub: Option<&Command>, key: &str) -> Option<String> {
-    let lookup = |c: &Command| {
-        c.get_arguments()
-            .find(|a| a.get_id().as_str() == key && a.get_long().is_some())
-            .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
-    };
-    sub.and_then(lookup).or_else(|| lookup(cmd))
 }
 
 fn known_anywhere(cmd: &Command, key: &str) -> bool {
@@ -169,14 +181,14 @@ pub enum ConfigAction {
     },
 }
 
-/// Runs `tweet-embed config`.
-pub fn run(args: ConfigArgs, from_file: &FromFile) -> Result<()> {
+/// Runs `tweet-embed config`: `cmd` is the CLI with the config file layered in ([`layered`]).
+pub fn run(args: ConfigArgs, cmd: &Command, from_file: &FromFile) -> Result<()> {
     let ConfigAction::Print { command: rest } = args.action;
     let mut argv = vec![OsString::from("tweet-embed")];
     argv.extend(rest);
-    let matches = command().try_get_matches_from(&argv).map_err(|e| anyhow!("{}", e.render().to_string().trim()))?;
+    let matches = cmd.clone().try_get_matches_from(&argv).map_err(|e| anyhow!("{}", e.render().to_string().trim()))?;
     let Some((name, sub)) = matches.subcommand() else { bail!("name a command: `config print run …`") };
-    print!("{}", render(name, sub, &command(), from_file));
+    print!("{}", render(name, sub, cmd, from_file));
     Ok(())
 }
 
@@ -197,15 +209,8 @@ pub fn render(name: &str, m: &ArgMatches, cmd: &Command, from_file: &FromFile) -
         let values: Vec<String> = values.iter().map(|v| redact_value(id, v)).collect();
         let source = match m.value_source(id) {
             Some(ValueSource::CommandLine) => "flag",
-            Some(ValueSource::EnvVariable) => {
-                let env = arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
-                if from_file.vars.contains(&env) {
-                    "file"
-                } else {
-                    "env"
-                }
-            }
-            Some(ValueSource::DefaultValue) => "default",
+            Some(ValueSource::EnvVariable) => "env",
+            Some(ValueSource::DefaultValue) if from_file.keys.contains(id) => "file",
             _ => "default",
         };
         let value = match values.len() {
@@ -281,7 +286,8 @@ mod tests {
         for a in run.get_arguments().filter(|a| a.get_long().is_some() && a.get_id() != "help") {
             assert!(a.get_env().is_some(), "--{} has no env", a.get_id());
         }
-        assert_eq!(env_for(&cmd, Some(run), "mongo_uri").as_deref(), Some("MONGODB_URI"));
-        assert_eq!(env_for(&cmd, Some(run), "batch_size").as_deref(), Some("TWEET_EMBED_BATCH_SIZE"));
+        let env = |id: &str| run.get_arguments().find(|a| a.get_id() == id).and_then(|a| a.get_env());
+        assert_eq!(env("mongo_uri"), Some(std::ffi::OsStr::new("MONGODB_URI")));
+        assert_eq!(env("batch_size"), Some(std::ffi::OsStr::new("TWEET_EMBED_BATCH_SIZE")));
     }
 }

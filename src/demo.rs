@@ -4,12 +4,12 @@
 //! indexes, runs the real backfill with its progress display, and prints the summary and how to
 //! read the output. Nothing here is a real GPU or a real MongoDB; the README says so.
 
-use crate::config::PipelineArgs;
 use crate::devmongo::{DevMongo, DevMongoConfig};
 use crate::devtei::{DevTei, SimConfig};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::time::Duration;
+use tweet_embed_operators::run::{Engine, RunConfig};
 
 /// Flags of `tweet-embed demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -65,12 +65,13 @@ pub fn run(args: DemoArgs) -> Result<()> {
         args.gpus
     );
     println!("(simulated: dev-mongo is a dev server, the GPUs are a model of TEI's queue, vectors carry no meaning)");
-    let mut pipeline = PipelineArgs::with_defaults(target, tei.urls(), &args.dir);
-    pipeline.workers = args.workers;
-    pipeline.checkpoint_interval = Duration::from_secs(1);
-    let summary = crate::pipeline::backfill(&pipeline)?;
-    crate::pipeline::print_summary("backfill", &summary, &pipeline);
-    let out = pipeline.out.display();
+    let mut config = RunConfig::new(target.target(), tei.urls(), &args.dir);
+    config.workers = args.workers;
+    config.checkpoint_interval = Duration::from_secs(1);
+    let out = config.out.clone();
+    let summary = crate::backfill::execute(config, None, Engine::backfill)?;
+    crate::backfill::print_summary("backfill", &summary, &out);
+    let out = out.display();
     println!("\nRead the output with DuckDB:");
     println!("  duckdb -c \"SELECT id, lang, source, len(embedding) FROM '{out}/*.parquet' LIMIT 5\"");
     println!("or pyarrow:");

@@ -1,12 +1,14 @@
 //! tweet-embed turns a MongoDB collection of tweets into embeddings with text-embeddings-inference
 //! (TEI) servers, one per GPU, and writes the vectors to Parquet with crash-safe checkpoints.
 //!
-//! The library is usable without the CLI: [`pipeline::backfill`] runs the backfill from a
-//! [`config::PipelineArgs`]; the timely operators live in the `tweet-embed-operators` crate. It
-//! also holds the two dev servers every test runs against: [`devmongo`], a MongoDB wire-protocol
-//! server, and [`devtei`], a TEI GPU simulator.
+//! This crate is the command line: one module per command, each resolving flags, environment and
+//! the config file into settings and calling a library. The run engine and its timely operators
+//! are the `tweet-embed-operators` crate (`tweet_embed_operators::run::Engine` runs a backfill
+//! from a `RunConfig` without any of this); the dev servers are the `dev-mongo` and `dev-tei`
+//! crates.
 
 pub mod autotune;
+pub mod backfill;
 pub mod cli;
 pub mod cluster;
 pub mod config;
@@ -17,10 +19,7 @@ pub mod devmongo;
 pub mod devtei;
 pub mod indexes;
 pub mod metrics;
-pub mod pass;
-pub mod pipeline;
 pub mod progress;
 pub mod run;
 pub mod status;
 pub mod synth;
-pub mod tei;

@@ -5,16 +5,16 @@ use clap::FromArgMatches;
 use tweet_embed::cli::{Cli, Command, LogFormat};
 
 fn main() {
-    // The config file first: its values become environment variables under flags and env.
+    // The config file's values become the flags' defaults, under flags and environment.
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let from_file = match tweet_embed::config_file::apply(&argv) {
-        Ok(f) => f,
+    let (command, from_file) = match tweet_embed::config_file::layered(&argv) {
+        Ok(layered) => layered,
         Err(err) => {
             eprintln!("tweet-embed: {err:#}");
             std::process::exit(2);
         }
     };
-    let matches = tweet_embed::config_file::command().get_matches_from(argv);
+    let matches = command.clone().get_matches_from(argv);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let filter =
         tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -25,13 +25,9 @@ fn main() {
     }
     tweet_embed::cluster::exit_on_lost_peer();
     let result = match cli.command {
-        Command::Backfill(args) => {
-            tweet_embed::pipeline::backfill(&args).map(|s| tweet_embed::pipeline::print_summary("backfill", &s, &args))
-        }
-        Command::Run(args) => tweet_embed::run::stop_on_signals(args.pipeline.cluster.leads())
-            .and_then(|stop| tweet_embed::run::run(&args, stop))
-            .map(|s| tweet_embed::pipeline::print_summary("run", &s, &args.pipeline)),
-        Command::Config(args) => tweet_embed::config_file::run(args, &from_file),
+        Command::Backfill(args) => tweet_embed::backfill::run(&args),
+        Command::Run(args) => tweet_embed::run::run(&args),
+        Command::Config(args) => tweet_embed::config_file::run(args, &command, &from_file),
         Command::Autotune(args) => tweet_embed::autotune::run(*args),
         Command::Status(args) => tweet_embed::status::run(args),
         Command::Indexes(args) => tweet_embed::indexes::run(args),

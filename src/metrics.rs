@@ -21,8 +21,9 @@ use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tweet_embed_operators::commit::CommitTotals;
-use tweet_embed_operators::output::{now_ms, OutputStats};
+use tweet_embed_operators::checkpoint::now_ms;
+use tweet_embed_operators::checkpoint::CommitTotals;
+use tweet_embed_operators::output::OutputStats;
 use tweet_embed_operators::tei::{redact, EndpointPool};
 
 /// What the exporter reads at each scrape.

@@ -12,7 +12,7 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tweet_embed_operators::commit::CommitTotals;
+use tweet_embed_operators::checkpoint::CommitTotals;
 use tweet_embed_operators::tei::EndpointPool;
 use tweet_embed_operators::work_queue::WorkQueue;
 
@@ -123,7 +123,7 @@ fn report(sources: ProgressSources, stop: Arc<AtomicBool>) {
         let remaining = queue.as_ref().map(|q| q.remaining.saturating_sub(done - q.done_then.min(done)));
         let total = remaining.map(|r| done + r);
         let eta_s = remaining.map(|r| r as f64 / docs_rate.max(1e-9));
-        let now_ms = tweet_embed_operators::output::now_ms().max(0) as u64;
+        let now_ms = tweet_embed_operators::checkpoint::now_ms().max(0) as u64;
         let committed_at = totals.committed_at_ms.load(Ordering::Relaxed);
         let epoch_age_s = if committed_at > 0 { now_ms.saturating_sub(committed_at) as f64 / 1e3 } else { 0.0 };
         let stream_s = totals.stream_time_s.load(Ordering::Relaxed);

@@ -16,17 +16,17 @@ use procs::{free_port, terminate, Proc};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tweet_embed::config::PipelineArgs;
 use tweet_embed::devtei::FaultConfig;
 use tweet_embed::synth::Kind;
-use tweet_embed_operators::output::{Checkpoint, CheckpointStore, SourcePositions};
+use tweet_embed_operators::checkpoint::{Checkpoint, CheckpointStore, SourcePositions};
+use tweet_embed_operators::run::RunConfig;
 
 /// The dev stack with 4 simulated GPUs and `docs` seeded tweets, and a directory for a cluster.
 struct Setup {
     stack: Stack,
     seeded: Seeded,
     dir: tempfile::TempDir,
-    args: PipelineArgs,
+    args: RunConfig,
 }
 
 impl Setup {
@@ -45,7 +45,7 @@ impl Setup {
     }
 
     /// As [`Setup::cmds`], with process 1's flags changed by `follower`.
-    fn cmds_with(&self, command: &str, follower: impl Fn(&mut PipelineArgs)) -> Vec<Command> {
+    fn cmds_with(&self, command: &str, follower: impl Fn(&mut RunConfig)) -> Vec<Command> {
         let dir = self.dir.path();
         let hostfile = dir.join("hosts");
         if !hostfile.exists() {
@@ -57,14 +57,14 @@ impl Setup {
             .map(|i| {
                 let mut a = self.args.clone();
                 a.state_dir = dir.join(format!("state-{i}"));
-                a.tmp_dir = Some(dir.join(format!("tmp-{i}")));
-                a.tei_urls = gpus[2 * i..2 * i + 2].to_vec();
+                a.tmp_dir = dir.join(format!("tmp-{i}"));
+                a.tei.urls = gpus[2 * i..2 * i + 2].to_vec();
                 if i == 1 {
                     follower(&mut a);
                 }
                 let mut c = pipeline_cmd(command, &a);
                 c.args(["--processes", "2", "--process", &i.to_string()]).arg("--hostfile").arg(&hostfile);
-                c.arg("--tmp-dir").arg(a.tmp_dir.as_ref().expect("tmp"));
+                c.arg("--tmp-dir").arg(&a.tmp_dir);
                 c.stderr(Stdio::piped());
                 c
             })

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 use tweet_embed::devtei::FaultConfig;
-use tweet_embed::run::RunArgs;
 use tweet_embed_operators::epoch_clock::StopSignal;
+use tweet_embed_operators::run::Continuous;
 
 /// Samples of a scrape: `name{k=v,...}` → value, parsed by Python's prometheus_client.
 fn scrape(addr: std::net::SocketAddr) -> HashMap<String, f64> {
@@ -87,13 +87,13 @@ fn metrics_during_a_run_match_its_summary() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let mut pipeline = stack.args(dir.path(), 2);
-    pipeline.metrics_addr = Some(addr);
-    let args = RunArgs { pipeline, no_backfill: false, no_stream: false };
+    let config = stack.args(dir.path(), 2);
     let stop = StopSignal::default();
     let handle = {
-        let (args, stop) = (args.clone(), stop.clone());
-        std::thread::spawn(move || tweet_embed::run::run(&args, stop))
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            tweet_embed::backfill::execute(config, Some(addr), |e| e.continuous(Continuous::default(), stop))
+        })
     };
     // Scrape while it works, then once everything is committed.
     let deadline = Instant::now() + Duration::from_secs(600);

@@ -10,9 +10,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
+use tweet_embed_operators::checkpoint::{remove_stale, Checkpoint, CheckpointStore, SourcePositions};
 use tweet_embed_operators::output::{
-    read_rejects, read_row_ids, read_rows, remove_stale, Checkpoint, CheckpointStore, EpochWriter, FileKind, FileMeta,
-    OutputConfig, SourcePositions,
+    read_rejects, read_row_ids, read_rows, EpochWriter, FileKind, FileMeta, OutputConfig,
 };
 use tweet_embed_operators::record::{DocMeta, EmbeddedRow, Origin, Rejection};
 

@@ -12,7 +12,7 @@ use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
 use tweet_embed::status::history::{History, Sample, FILE_NAME};
 use tweet_embed::status::{count, Counts, Monitor, StatusArgs};
 use tweet_embed::synth::{kind_of, tweet, Kind};
-use tweet_embed_operators::output::{Checkpoint, CheckpointStore, SourcePositions};
+use tweet_embed_operators::checkpoint::{Checkpoint, CheckpointStore, SourcePositions};
 
 const MARK: &str = "gemma_embedded_768";
 const SEED: u64 = 3;
@@ -173,7 +173,7 @@ async fn rate_eta_and_cost_follow_from_two_samples() {
 
     // Two samples a minute apart, 600 documents processed between them: 10 docs/s. They are
     // placed in time through the library rather than by sleeping.
-    let t0 = tweet_embed_operators::output::now_ms() - 120_000;
+    let t0 = tweet_embed_operators::checkpoint::now_ms() - 120_000;
     let mut monitor = Monitor::open(&args).await.expect("monitor");
     let earlier = Counts { embedded: now.embedded - 600, rejected: now.rejected, remaining: now.remaining + 600 };
     let first = monitor.record(earlier, t0).expect("first sample");
@@ -278,7 +278,7 @@ async fn a_running_pipelines_recent_commits_give_the_rate_at_the_first_look() {
     let state = tempfile::tempdir().expect("tempdir");
     let args = args_for(&s.mongo, Some(state.path()));
     // The committer's record: 1,200 documents marked over the last two minutes.
-    let now = tweet_embed_operators::output::now_ms();
+    let now = tweet_embed_operators::checkpoint::now_ms();
     let mut cp = Checkpoint::new(9, 9, Vec::new(), SourcePositions::default());
     cp.documents_marked = 5_000;
     cp.recent = vec![(now - 120_000, 3_800), (now - 60_000, 4_400), (now - 1_000, 5_000)];

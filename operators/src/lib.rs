@@ -4,22 +4,25 @@
 
 #![forbid(missing_docs)]
 
+pub mod candidate;
 pub mod change_stream;
 pub mod change_stream_source;
-pub mod commit;
+pub mod checkpoint;
 pub mod dedup;
-pub mod embed_sink;
+pub mod embed;
 pub mod epoch_clock;
+pub mod failure;
 pub mod id_gate;
 pub mod marker;
 pub mod output;
-pub mod parquet_sink;
 pub mod pass_control;
 pub mod record;
+pub mod run;
+pub mod source_pacing;
 pub mod tei;
-pub mod token_batch;
 pub mod vector_cache;
 pub mod work_queue;
 pub mod work_queue_source;
+pub mod write_parquet;
 
 pub use timely;

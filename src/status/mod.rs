@@ -50,7 +50,7 @@ use serde::Serialize;
 use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::time::Duration;
-use tweet_embed_operators::output::{now_ms, CheckpointStore};
+use tweet_embed_operators::checkpoint::{now_ms, CheckpointStore};
 use tweet_embed_operators::tei::redact;
 use tweet_embed_operators::work_queue::{monitor_index, work_queue_index, WorkQueue, MONITOR_INDEX, WORK_QUEUE_INDEX};
 
@@ -227,7 +227,7 @@ fn compose(
     c: Counts,
     at_ms: i64,
     rate: Option<Rate>,
-    checkpoint: Option<&tweet_embed_operators::output::Checkpoint>,
+    checkpoint: Option<&tweet_embed_operators::checkpoint::Checkpoint>,
 ) -> Status {
     let processed = c.embedded + c.rejected;
     let total = processed + c.remaining;

@@ -8,12 +8,12 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tweet_embed::devtei::FaultConfig;
-use tweet_embed_operators::output::CheckpointStore;
+use tweet_embed_operators::checkpoint::CheckpointStore;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 
 /// `tweet-embed backfill` with `args`.
-pub fn backfill_cmd(args: &tweet_embed::config::PipelineArgs) -> Command {
+pub fn backfill_cmd(args: &tweet_embed_operators::run::RunConfig) -> Command {
     super::expect::pipeline_cmd("backfill", args)
 }
 
@@ -48,7 +48,7 @@ fn kill_9_at_random_instants_then_restart_is_exactly_once() {
         }
     });
     let mut args = stack.args(dir.path(), 2);
-    args.mongo.mongo_uri = uri.clone();
+    args.mongo.uri = uri.clone();
     let st = Command::new(BIN).args(["indexes", "--mongo-uri", &uri]).status().expect("indexes");
     assert!(st.success());
 

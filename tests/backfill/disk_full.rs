@@ -6,7 +6,7 @@ use super::crash::backfill_cmd;
 use super::expect::{check_run, seed, Stack};
 use std::os::unix::process::CommandExt;
 use tweet_embed::devtei::FaultConfig;
-use tweet_embed_operators::output::CheckpointStore;
+use tweet_embed_operators::checkpoint::CheckpointStore;
 
 #[test]
 fn a_failed_write_stops_cleanly_and_a_restart_finishes_exactly_once() {

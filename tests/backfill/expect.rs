@@ -7,10 +7,11 @@ use mongodb::bson::{doc, Bson, Document};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use tweet_embed::config::{MongoTarget, PipelineArgs};
+use tweet_embed::config::MongoTarget;
 use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
 use tweet_embed::devtei::{embedding_for, DevTei, FaultConfig, SimConfig};
 use tweet_embed::synth::{kind_of, tweet, Kind};
+use tweet_embed_operators::run::RunConfig;
 
 /// dev-mongo plus simulated GPUs on their own runtime.
 pub struct Stack {
@@ -29,13 +30,13 @@ impl Stack {
         Stack { mongo, tei: Some(tei), rt }
     }
 
-    pub fn args(&self, dir: &Path, workers: usize) -> PipelineArgs {
-        let mut args = PipelineArgs::with_defaults(
-            MongoTarget::tweets_at(self.mongo.uri()),
+    pub fn args(&self, dir: &Path, workers: usize) -> RunConfig {
+        let mut args = RunConfig::new(
+            tweet_embed_operators::run::MongoTarget::tweets_at(self.mongo.uri()),
             self.tei.as_ref().map(|t| t.urls()).unwrap_or_default(),
             dir,
         );
-        args.tmp_dir = Some(dir.join("tmp"));
+        args.tmp_dir = dir.join("tmp");
         args.workers = workers;
         args.checkpoint_interval = std::time::Duration::from_millis(300);
         args
@@ -133,12 +134,12 @@ pub fn read_rows(out: &Path) -> Output {
 }
 
 /// The exactly-once check against the in-process dev-mongo.
-pub fn check_run(stack: &Stack, seeded: &Seeded, args: &PipelineArgs) {
+pub fn check_run(stack: &Stack, seeded: &Seeded, args: &RunConfig) {
     check_run_in(stack, stack.coll(), seeded, args)
 }
 
 /// The exactly-once check against the collection `coll`.
-pub fn check_run_in(stack: &Stack, coll: mongodb::Collection<Document>, seeded: &Seeded, args: &PipelineArgs) {
+pub fn check_run_in(stack: &Stack, coll: mongodb::Collection<Document>, seeded: &Seeded, args: &RunConfig) {
     let Output { vectors, counts, rejects } = read_rows(&args.out);
     let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(repeated.is_empty(), "ids written more than once: {repeated:?}");
@@ -214,11 +215,11 @@ pub fn pyarrow_check(out: &Path, rows: u64, rejects: u64) {
 
 /// `tweet-embed <command>` (`backfill` or `run`) with `args`' connection, paths and workers, a
 /// 200 ms checkpoint interval, output discarded.
-pub fn pipeline_cmd(command: &str, args: &PipelineArgs) -> std::process::Command {
+pub fn pipeline_cmd(command: &str, args: &RunConfig) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_tweet-embed"));
     c.arg(command)
-        .args(["--mongo-uri", &args.mongo.mongo_uri, "--db", &args.mongo.db, "--collection", &args.mongo.collection])
-        .args(["--tei-urls", &args.tei_urls.join(",")])
+        .args(["--mongo-uri", &args.mongo.uri, "--db", &args.mongo.db, "--collection", &args.mongo.collection])
+        .args(["--tei-urls", &args.tei.urls.join(",")])
         .arg("--out")
         .arg(&args.out)
         .arg("--state-dir")

@@ -12,6 +12,7 @@ mod procs;
 
 use expect::{check_run, pyarrow_check, seed, Stack};
 use tweet_embed::devtei::FaultConfig;
+use tweet_embed_operators::run::Engine;
 
 #[test]
 fn backfill_20k_with_faulty_gpus_is_exactly_once() {
@@ -30,7 +31,7 @@ fn backfill_20k_with_faulty_gpus_is_exactly_once() {
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let args = stack.args(dir.path(), 2);
-    let summary = tweet_embed::pipeline::backfill(&args).expect("backfill");
+    let summary = Engine::connect(args.clone()).and_then(Engine::backfill).expect("backfill");
     check_run(&stack, &seeded, &args);
     assert_eq!(summary.embedded as usize + summary.rejected as usize, seeded.eligible() + 1);
     pyarrow_check(&args.out, summary.embedded, summary.rejected);
@@ -47,7 +48,7 @@ fn backfill_20k_with_faulty_gpus_is_exactly_once() {
     let inputs: u64 = stack.gpu_inputs();
     assert!(inputs < summary.embedded + 200, "GPUs saw {inputs} inputs for {} rows", summary.embedded);
     // A second run finds an empty work queue and changes nothing.
-    let again = tweet_embed::pipeline::backfill(&args).expect("second backfill");
+    let again = Engine::connect(args.clone()).and_then(Engine::backfill).expect("second backfill");
     assert_eq!(again.embedded + again.rejected, 0);
     check_run(&stack, &seeded, &args);
 }
@@ -57,7 +58,7 @@ fn backfill_refuses_to_start_without_the_work_queue_index() {
     let stack = Stack::start(1, FaultConfig::default());
     let dir = tempfile::tempdir().expect("tempdir");
     let args = stack.args(dir.path(), 1);
-    let err = tweet_embed::pipeline::backfill(&args).expect_err("no index");
+    let err = Engine::connect(args.clone()).and_then(Engine::backfill).expect_err("no index");
     let msg = format!("{err:#}");
     assert!(msg.contains("embedding_work_queue") && msg.contains("tweet-embed indexes"), "{msg}");
 }

@@ -8,10 +8,10 @@ use super::workload::{check, remaining, Workload};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tweet_embed::devtei::FaultConfig;
-use tweet_embed_operators::output::CheckpointStore;
+use tweet_embed_operators::checkpoint::CheckpointStore;
 
 /// `tweet-embed run` with `args`' flags, logging at info.
-pub fn run_cmd(args: &tweet_embed::config::PipelineArgs) -> Command {
+pub fn run_cmd(args: &tweet_embed_operators::run::RunConfig) -> Command {
     let mut c = super::expect::pipeline_cmd("run", args);
     c.args(["--log", "info"]);
     c

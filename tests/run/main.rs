@@ -14,10 +14,18 @@ mod workload;
 use expect::{seed, Stack};
 use std::time::{Duration, Instant};
 use tweet_embed::devtei::FaultConfig;
-use tweet_embed::run::RunArgs;
+use tweet_embed_operators::checkpoint::CheckpointStore;
 use tweet_embed_operators::epoch_clock::StopSignal;
-use tweet_embed_operators::output::CheckpointStore;
+use tweet_embed_operators::run::{Continuous, Engine, RunConfig, Summary};
 use workload::{check, remaining, rows_by_source, Workload};
+
+/// A continuous run's settings and options.
+#[derive(Clone)]
+struct RunArgs {
+    pipeline: RunConfig,
+    no_backfill: bool,
+    no_stream: bool,
+}
 
 fn run_args(stack: &Stack, dir: &std::path::Path) -> RunArgs {
     RunArgs { pipeline: stack.args(dir, 2), no_backfill: false, no_stream: false }
@@ -25,13 +33,14 @@ fn run_args(stack: &Stack, dir: &std::path::Path) -> RunArgs {
 
 /// Runs `tweet-embed run` in a thread while `during` works, then until the work queue is empty,
 /// then stops it as SIGTERM would.
-fn run_while(stack: &Stack, args: &RunArgs, during: impl FnOnce()) -> tweet_embed::pipeline::BackfillSummary {
+fn run_while(stack: &Stack, args: &RunArgs, during: impl FnOnce()) -> Summary {
     // Warnings (retries, reopened streams) go to the test's output, shown when it fails.
     let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
     let stop = StopSignal::default();
     let handle = {
         let (args, stop) = (args.clone(), stop.clone());
-        std::thread::spawn(move || tweet_embed::run::run(&args, stop))
+        let options = Continuous { scan_at_start: !args.no_backfill, stream: !args.no_stream };
+        std::thread::spawn(move || Engine::connect(args.pipeline).and_then(|e| e.continuous(options, stop)))
     };
     during();
     let coll = stack.coll();

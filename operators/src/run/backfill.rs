@@ -1,0 +1,37 @@
+//! The backfill's passes: another while the work queue has documents, each after the first over
+//! whole partitions; an error if a pass read none of what remains (something keeps the scan from
+//! seeing them, and another pass would not either).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+
+use super::engine::Engine;
+use super::passes::{PassPlan, Planner};
+use crate::epoch_clock::StopSignal;
+
+pub(crate) fn backfill_planner(engine: Arc<Engine>) -> Planner {
+    let (mut passes, mut last_done) = (0usize, 0u64);
+    Box::new(move || {
+        if passes > 0 {
+            let t = &engine.totals;
+            let done = t.embedded.load(Ordering::Relaxed) + t.rejected.load(Ordering::Relaxed);
+            let remaining = engine.runtime.block_on(engine.queue.remaining()).context("counting the work queue")?;
+            if remaining == 0 {
+                return Ok(None);
+            }
+            if done == last_done {
+                bail!("{remaining} documents remain in the work queue but this pass read none of them");
+            }
+            last_done = done;
+        }
+        let parts =
+            engine.runtime.block_on(engine.queue.partitions()).context("reading the work queue's partitions")?;
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        passes += 1;
+        Ok(Some(PassPlan { scan: Some(passes > 1), stream: None, stop: StopSignal::default() }))
+    })
+}

@@ -1,0 +1,139 @@
+//! Continuous mode's passes. The change stream is opened (its start point recorded) before the
+//! work-queue scan begins, both feed one graph, and the pass goes on until the stop signal: then
+//! the sources stop and the epochs in flight are committed and marked.
+//!
+//! It owns where the stream starts (the checkpoint's token, or now), when the work queue is
+//! scanned (at start unless told not to, and whenever the stream's history was lost), and the
+//! polling variant without a stream. The graph is `passes`'s, the protocol `checkpoint`'s.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use parking_lot::Mutex;
+
+use super::engine::Engine;
+use super::passes::{PassPlan, Planner};
+use crate::change_stream::{is_history_lost, token_from_json, ChangeFeed, StreamPositions, StreamStart};
+use crate::change_stream_source::{StreamFeed, StreamOutcome};
+use crate::checkpoint::{load_or_new, CheckpointStore};
+use crate::epoch_clock::StopSignal;
+
+/// What continuous mode reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Continuous {
+    /// Scan the work queue at start (the backfill before following the stream).
+    pub scan_at_start: bool,
+    /// Follow the change stream; without it, scan the work queue again every checkpoint interval.
+    pub stream: bool,
+}
+
+impl Default for Continuous {
+    /// Backfill, then follow the stream.
+    fn default() -> Self {
+        Continuous { scan_at_start: true, stream: true }
+    }
+}
+
+/// The run's passes, until `stop`: one that follows the stream (and scans the work queue at the
+/// start unless told not to, and again whenever the stream's history was lost), or without a
+/// stream a scan every checkpoint interval.
+pub(crate) fn continuous_planner(
+    options: Continuous,
+    engine: Arc<Engine>,
+    store: CheckpointStore,
+    stop: StopSignal,
+) -> Planner {
+    let mut scan = options.scan_at_start;
+    let mut lost_once = false;
+    let mut passes = 0usize;
+    let mut last_outcome: Option<Arc<Mutex<StreamOutcome>>> = None;
+    let interval = engine.config.checkpoint_interval;
+    Box::new(move || {
+        if let Some(outcome) = last_outcome.take() {
+            if *outcome.lock() == StreamOutcome::HistoryLost {
+                log_history_lost(&mut lost_once);
+                // Reopen at now and rescan: the scan finds everything unmarked by construction.
+                clear_token(&engine, &store)?;
+                scan = true;
+            }
+        }
+        if !options.stream && passes > 0 {
+            sleep_unless_stopped(&stop, interval);
+        }
+        if stop.is_stopped() {
+            return Ok(None);
+        }
+        passes += 1;
+        if !options.stream {
+            return Ok(Some(PassPlan { scan: Some(passes > 1), stream: None, stop: stop.clone() }));
+        }
+        let (feed, history_lost) = open_stream(&engine, &store)?;
+        if history_lost {
+            log_history_lost(&mut lost_once);
+            scan = true;
+        }
+        last_outcome = Some(feed.outcome.clone());
+        // A stop of this pass alone (history lost) must not stop the run: the pass gets a child
+        // of the run's signal.
+        let plan = PassPlan { scan: scan.then_some(passes > 1), stream: Some(feed), stop: stop.child() };
+        scan = false;
+        Ok(Some(plan))
+    })
+}
+
+/// Opens the stream at the checkpoint's token, or now; says whether the token's history is gone
+/// (the stream is then opened at now instead).
+fn open_stream(engine: &Engine, store: &CheckpointStore) -> Result<(StreamFeed, bool)> {
+    let cp = load_or_new(store, &engine.config.out)?;
+    let start = match cp.sources.resume_token.as_deref() {
+        Some(json) => StreamStart::After(
+            token_from_json(json).map_err(|e| anyhow::anyhow!("the checkpoint's resume token is unreadable: {e}"))?,
+        ),
+        None => StreamStart::Now,
+    };
+    let max_await = engine.config.checkpoint_interval.min(Duration::from_secs(1));
+    let feed = ChangeFeed { queue: engine.queue.clone(), max_await };
+    let (stream, lost) = engine
+        .runtime
+        .block_on(async {
+            match feed.open(&start).await {
+                Ok(s) => Ok((s, false)),
+                Err(e) if is_history_lost(&e) => feed.open(&StreamStart::Now).await.map(|s| (s, true)),
+                Err(e) => Err(e),
+            }
+        })
+        .context("opening the change stream (continuous mode needs a replica set; `--no-stream` polls instead)")?;
+    let feed = StreamFeed {
+        feed,
+        stream,
+        positions: StreamPositions::default(),
+        outcome: Arc::new(Mutex::new(StreamOutcome::Running)),
+    };
+    Ok((feed, lost))
+}
+
+fn log_history_lost(once: &mut bool) {
+    if !*once {
+        tracing::warn!(
+            "the change stream's resume point is no longer in the server's history (the run was down longer than \
+             the oplog window): reopening at now and scanning the work queue, which holds everything not yet embedded"
+        );
+    }
+    *once = true;
+}
+
+/// Forgets the checkpoint's token after its history was lost, so the next pass opens at now.
+fn clear_token(engine: &Engine, store: &CheckpointStore) -> Result<()> {
+    let mut cp = load_or_new(store, &engine.config.out)?;
+    cp.sources.resume_token = None;
+    cp.sources.cluster_time = None;
+    store.save(&cp).context("saving the checkpoint")
+}
+
+fn sleep_unless_stopped(stop: &StopSignal, d: Duration) {
+    let until = Instant::now() + d;
+    while !stop.is_stopped() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

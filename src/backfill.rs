@@ -1,0 +1,85 @@
+//! `tweet-embed backfill`: resolves the flags into a run, connects, shows progress (and serves
+//! metrics when asked) while the engine embeds the work queue once, then prints the summary.
+//! `run` shares all of this but the engine call.
+
+use crate::config::PipelineArgs;
+use crate::metrics::{MetricSources, MetricsServer};
+use crate::progress::{ProgressSources, Reporter};
+use anyhow::Result;
+use std::net::SocketAddr;
+use tweet_embed_operators::run::{Engine, RunConfig, Summary};
+
+/// Runs the backfill of `args` and prints its summary.
+pub fn run(args: &PipelineArgs) -> Result<()> {
+    let config = args.resolve()?;
+    let summary = execute(config, args.metrics_addr, Engine::backfill)?;
+    if args.cluster.leads() {
+        print_summary("backfill", &summary, &args.out);
+    } else {
+        print_follower_summary("backfill", &summary, args.cluster.process);
+    }
+    Ok(())
+}
+
+/// Connects `config`'s run and hands it to `go` (the backfill, or continuous mode), with the
+/// progress display on the leading process and a Prometheus exporter on `metrics_addr`.
+pub fn execute(
+    config: RunConfig,
+    metrics_addr: Option<SocketAddr>,
+    go: impl FnOnce(Engine) -> Result<Summary>,
+) -> Result<Summary> {
+    let leads = config.cluster.leads();
+    let engine = Engine::connect(config)?;
+    let monitor = engine.monitor();
+    let _metrics: Option<MetricsServer> = match metrics_addr {
+        Some(addr) => {
+            let sources = MetricSources {
+                totals: monitor.totals.clone(),
+                output: monitor.output.clone(),
+                pool: monitor.pool.clone(),
+            };
+            Some(crate::metrics::serve(&monitor.runtime, addr, sources)?)
+        }
+        None => None,
+    };
+    // Progress counts commits, which only the leading process makes.
+    let progress = leads.then(|| {
+        Reporter::start(ProgressSources {
+            totals: monitor.totals.clone(),
+            pool: Some(monitor.pool.clone()),
+            queue: Some((monitor.queue.clone(), monitor.runtime.clone())),
+        })
+    });
+    let summary = go(engine);
+    if let Some(p) = progress {
+        p.stop();
+    }
+    summary
+}
+
+/// Prints what a follower of a cluster (process `process`) did in a backfill or run (`what`).
+pub fn print_follower_summary(what: &str, s: &Summary, process: usize) {
+    println!(
+        "{what}: process {process} followed process 0 for {} pass{} in {:.1} s; its summary has the totals",
+        s.passes,
+        if s.passes == 1 { "" } else { "es" },
+        s.elapsed.as_secs_f64()
+    );
+}
+
+/// Prints the one-screen summary of a backfill or run (`what`) that wrote to `out`.
+pub fn print_summary(what: &str, s: &Summary, out: &std::path::Path) {
+    let secs = s.elapsed.as_secs_f64().max(1e-9);
+    println!("{what} done in {:.1} s ({} pass{})", secs, s.passes, if s.passes == 1 { "" } else { "es" });
+    println!("  documents embedded : {}", s.embedded);
+    println!("  documents rejected : {} (see {}/_rejects)", s.rejected, out.display());
+    println!(
+        "  throughput         : {:.0} docs/s, {:.0} tok/s",
+        (s.embedded + s.rejected) as f64 / secs,
+        s.tokens as f64 / secs
+    );
+    println!("  files committed    : {} in {}", s.files, out.display());
+    if s.stale_removed > 0 || s.remarked > 0 {
+        println!("  recovery           : {} stale files removed, {} documents re-marked", s.stale_removed, s.remarked);
+    }
+}
