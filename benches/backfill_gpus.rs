@@ -7,10 +7,10 @@
 //! `WARM` seconds until 95% of the documents are done); request latency quantiles come from the
 //! pool through `/metrics`. `BENCH_DOCS` sets the collection size. Every number is simulated.
 
+use dev_mongo::{DevMongo, DevMongoConfig};
 use mongodb::bson::doc;
 use std::time::{Duration, Instant};
 use tweet_embed::config::{MongoTarget, PipelineArgs};
-use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
 use tweet_embed::devtei::{DevTei, GpuStats, SimConfig};
 use tweet_embed::run::RunArgs;
 use tweet_embed_operators::epoch_clock::StopSignal;

@@ -10,11 +10,11 @@
 #[path = "support/seed.rs"]
 mod seed;
 
+use dev_mongo::{DevMongo, DevMongoConfig};
 use seed::fresh_work_queue;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
 use tweet_embed::devtei::{DevTei, SimConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");

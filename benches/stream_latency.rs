@@ -6,12 +6,12 @@
 //! after they are fsynced). `BENCH_RATE` (inserts/s, default 1000) and `BENCH_SECS` (default 30)
 //! set the load.
 
+use dev_mongo::{DevMongo, DevMongoConfig};
 use hdrhistogram::Histogram;
 use mongodb::bson::{doc, Document};
 use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
 use tweet_embed::devtei::{DevTei, SimConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");

@@ -3,8 +3,9 @@
 //!
 //! The library is usable without the CLI: [`pipeline::backfill`] runs the backfill from a
 //! [`config::PipelineArgs`]; the timely operators live in the `tweet-embed-operators` crate. It
-//! also holds the two dev servers every test runs against: [`devmongo`], a MongoDB wire-protocol
-//! server, and [`devtei`], a TEI GPU simulator.
+//! also holds [`devtei`], the TEI GPU simulator every test runs against; the MongoDB
+//! wire-protocol dev server is the `dev-mongo` crate (`dev/dev-mongo`), which the binary serves as
+//! `tweet-embed dev-mongo`.
 
 pub mod autotune;
 pub mod cli;
@@ -13,7 +14,6 @@ pub mod config;
 pub mod config_file;
 pub mod consolidate;
 pub mod demo;
-pub mod devmongo;
 pub mod devtei;
 pub mod indexes;
 pub mod metrics;

@@ -3,12 +3,12 @@
 //! server's scan counters prove no document was read), it refuses to count without them, its
 //! rate, ETA and cost follow from samples placed in time, and the binary's `--json` agrees.
 
+use dev_mongo::{DevMongo, DevMongoConfig};
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use std::path::Path;
 use std::process::Command;
 use tweet_embed::config::MongoTarget;
-use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
 use tweet_embed::status::history::{History, Sample, FILE_NAME};
 use tweet_embed::status::{count, Counts, Monitor, StatusArgs};
 use tweet_embed::synth::{kind_of, tweet, Kind};

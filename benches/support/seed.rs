@@ -1,7 +1,7 @@
 //! A fresh work queue for a benchmark run: synthetic tweets in in-process dev-mongo, and the
 //! indexes the pipeline needs.
 
-use tweet_embed::devmongo::DevMongo;
+use dev_mongo::DevMongo;
 
 /// Replaces dev-mongo's contents with `n` synthetic tweets of `seed`, creates the indexes, and
 /// returns how many the pipeline will embed or reject.

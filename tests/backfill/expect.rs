@@ -3,12 +3,12 @@
 
 use arrow::array::AsArray;
 use arrow::datatypes::Float32Type;
+use dev_mongo::{DevMongo, DevMongoConfig};
 use mongodb::bson::{doc, Bson, Document};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use tweet_embed::config::{MongoTarget, PipelineArgs};
-use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
 use tweet_embed::devtei::{embedding_for, DevTei, FaultConfig, SimConfig};
 use tweet_embed::synth::{kind_of, tweet, Kind};
 
