@@ -16,12 +16,12 @@ mod peak_rss;
 mod seed;
 
 use dev_mongo::{DevMongo, DevMongoConfig};
+use dev_tei::{DevTei, SimConfig};
 use peak_rss::PeakRss;
 use seed::fresh_work_queue;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tweet_embed::devtei::{DevTei, SimConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 

@@ -8,10 +8,10 @@
 //! pool through `/metrics`. `BENCH_DOCS` sets the collection size. Every number is simulated.
 
 use dev_mongo::{DevMongo, DevMongoConfig};
+use dev_tei::{DevTei, GpuStats, SimConfig};
 use mongodb::bson::doc;
 use std::time::{Duration, Instant};
 use tweet_embed::config::{MongoTarget, PipelineArgs};
-use tweet_embed::devtei::{DevTei, GpuStats, SimConfig};
 use tweet_embed::run::RunArgs;
 use tweet_embed_operators::epoch_clock::StopSignal;
 

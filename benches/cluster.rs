@@ -11,11 +11,11 @@
 mod seed;
 
 use dev_mongo::{DevMongo, DevMongoConfig};
+use dev_tei::{DevTei, SimConfig};
 use seed::fresh_work_queue;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tweet_embed::devtei::{DevTei, SimConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 

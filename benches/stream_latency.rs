@@ -7,12 +7,12 @@
 //! set the load.
 
 use dev_mongo::{DevMongo, DevMongoConfig};
+use dev_tei::{DevTei, SimConfig};
 use hdrhistogram::Histogram;
 use mongodb::bson::{doc, Document};
 use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tweet_embed::devtei::{DevTei, SimConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 

@@ -50,5 +50,5 @@ pub enum Command {
     /// Runs the MongoDB wire-protocol dev server on loopback (a dev server, not a database).
     DevMongo(dev_mongo::DevMongoArgs),
     /// Runs simulated TEI GPUs, one HTTP endpoint per GPU, on loopback.
-    DevTei(crate::devtei::DevTeiArgs),
+    DevTei(dev_tei::DevTeiArgs),
 }

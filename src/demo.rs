@@ -5,9 +5,9 @@
 //! read the output. Nothing here is a real GPU or a real MongoDB; the README says so.
 
 use crate::config::PipelineArgs;
-use crate::devtei::{DevTei, SimConfig};
 use anyhow::{Context, Result};
 use dev_mongo::{DevMongo, DevMongoConfig};
+use dev_tei::{DevTei, SimConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 

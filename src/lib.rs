@@ -2,10 +2,10 @@
 //! (TEI) servers, one per GPU, and writes the vectors to Parquet with crash-safe checkpoints.
 //!
 //! The library is usable without the CLI: [`pipeline::backfill`] runs the backfill from a
-//! [`config::PipelineArgs`]; the timely operators live in the `tweet-embed-operators` crate. It
-//! also holds [`devtei`], the TEI GPU simulator every test runs against; the MongoDB
-//! wire-protocol dev server is the `dev-mongo` crate (`dev/dev-mongo`), which the binary serves as
-//! `tweet-embed dev-mongo`.
+//! [`config::PipelineArgs`]; the timely operators live in the `tweet-embed-operators` crate. The
+//! two dev servers every test runs against are crates of their own, which the binary serves:
+//! `dev-mongo` (`dev/dev-mongo`, `tweet-embed dev-mongo`), a MongoDB wire-protocol server, and
+//! `dev-tei` (`dev/dev-tei`, `tweet-embed dev-tei`), a TEI GPU simulator.
 
 pub mod autotune;
 pub mod cli;
@@ -14,7 +14,6 @@ pub mod config;
 pub mod config_file;
 pub mod consolidate;
 pub mod demo;
-pub mod devtei;
 pub mod indexes;
 pub mod metrics;
 pub mod pass;

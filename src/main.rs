@@ -40,7 +40,7 @@ fn main() {
         }
         Command::Demo(args) => tweet_embed::demo::run(args),
         Command::DevMongo(args) => dev_mongo::run(args),
-        Command::DevTei(args) => tweet_embed::devtei::run(args),
+        Command::DevTei(args) => dev_tei::run(args),
     };
     if let Err(err) = result {
         eprintln!("tweet-embed: {err:#}");

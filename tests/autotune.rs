@@ -5,8 +5,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use dev_tei::{DevTei, SimConfig};
 use tweet_embed::autotune::{recommend, sweep};
-use tweet_embed::devtei::{DevTei, SimConfig};
 use tweet_embed_operators::tei::PoolConfig;
 
 fn sim() -> SimConfig {

@@ -11,13 +11,13 @@ mod expect;
 #[path = "support/proc.rs"]
 mod procs;
 
+use dev_tei::FaultConfig;
 use expect::{check_run, pipeline_cmd, seed, Seeded, Stack};
 use procs::{free_port, terminate, Proc};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tweet_embed::config::PipelineArgs;
-use tweet_embed::devtei::FaultConfig;
 use tweet_embed::synth::Kind;
 use tweet_embed_operators::output::{Checkpoint, CheckpointStore, SourcePositions};
 

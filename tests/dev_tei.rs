@@ -6,13 +6,13 @@ mod word_tokenizer;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use dev_tei::{
+    embedding_for, embedding_for_ids, estimate_truncate, raw_embedding_for, DevTei, DevTeiError, FaultConfig, SimConfig,
+};
 use futures_util::future::join_all;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-use tweet_embed::devtei::{
-    embedding_for, embedding_for_ids, estimate_tokens, estimate_truncate, raw_embedding_for, DevTei, DevTeiError,
-    FaultConfig, SimConfig,
-};
+use tweet_embed_operators::tei::estimate_tokens;
 
 /// A fast simulator: no service time unless a test asks for it.
 fn instant() -> SimConfig {

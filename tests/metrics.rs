@@ -5,11 +5,11 @@
 #[path = "backfill/expect.rs"]
 mod expect;
 
+use dev_tei::FaultConfig;
 use expect::{seed, Stack};
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
-use tweet_embed::devtei::FaultConfig;
 use tweet_embed::run::RunArgs;
 use tweet_embed_operators::epoch_clock::StopSignal;
 

@@ -7,7 +7,7 @@ mod word_tokenizer;
 use std::time::{Duration, Instant};
 use word_tokenizer::word_tokenizer;
 
-use tweet_embed::devtei::{self, embedding_for, estimate_truncate, DevTei, FaultConfig, SimConfig};
+use dev_tei::{embedding_for, estimate_truncate, DevTei, FaultConfig, SimConfig};
 use tweet_embed_operators::tei::{
     self, json_string_len, Api, Endpoint, EndpointPool, FailureKind, PackLimits, PoolConfig, TokenBudget,
 };
@@ -323,14 +323,6 @@ async fn misconfiguration_is_a_clear_error_naming_the_endpoint() {
 async fn message(urls: Vec<&String>) -> String {
     let urls = urls.into_iter().cloned().collect();
     EndpointPool::connect(config(urls)).await.err().expect("refused").to_string()
-}
-
-#[test]
-fn the_estimate_is_the_simulators() {
-    for text in texts(200).iter().map(String::as_str).chain(["", "  ", "a", "ab1cd2ef", "日本語テキスト", "👍🏽👨‍👩‍👧"])
-    {
-        assert_eq!(tei::estimate_tokens(text), devtei::estimate_tokens(text), "{text:?}");
-    }
 }
 
 #[test]

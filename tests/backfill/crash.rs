@@ -4,10 +4,10 @@
 
 use super::expect::{check_run_in, Seeded, Stack};
 use super::procs::{free_port, Proc};
+use dev_tei::FaultConfig;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tweet_embed::devtei::FaultConfig;
 use tweet_embed_operators::output::CheckpointStore;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");

@@ -4,8 +4,8 @@
 
 use super::crash::backfill_cmd;
 use super::expect::{check_run, seed, Stack};
+use dev_tei::FaultConfig;
 use std::os::unix::process::CommandExt;
-use tweet_embed::devtei::FaultConfig;
 use tweet_embed_operators::output::CheckpointStore;
 
 #[test]

@@ -4,12 +4,12 @@
 use arrow::array::AsArray;
 use arrow::datatypes::Float32Type;
 use dev_mongo::{DevMongo, DevMongoConfig};
+use dev_tei::{embedding_for, DevTei, FaultConfig, SimConfig};
 use mongodb::bson::{doc, Bson, Document};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use tweet_embed::config::{MongoTarget, PipelineArgs};
-use tweet_embed::devtei::{embedding_for, DevTei, FaultConfig, SimConfig};
 use tweet_embed::synth::{kind_of, tweet, Kind};
 
 /// dev-mongo plus simulated GPUs on their own runtime.

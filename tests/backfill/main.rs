@@ -10,8 +10,8 @@ mod expect;
 #[path = "../support/proc.rs"]
 mod procs;
 
+use dev_tei::FaultConfig;
 use expect::{check_run, pyarrow_check, seed, Stack};
-use tweet_embed::devtei::FaultConfig;
 
 #[test]
 fn backfill_20k_with_faulty_gpus_is_exactly_once() {

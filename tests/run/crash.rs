@@ -5,9 +5,9 @@
 use super::expect::{seed, Stack};
 use super::procs::terminate;
 use super::workload::{check, remaining, Workload};
+use dev_tei::FaultConfig;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tweet_embed::devtei::FaultConfig;
 use tweet_embed_operators::output::CheckpointStore;
 
 /// `tweet-embed run` with `args`' flags, logging at info.

@@ -11,9 +11,9 @@ mod expect;
 mod procs;
 mod workload;
 
+use dev_tei::FaultConfig;
 use expect::{seed, Stack};
 use std::time::{Duration, Instant};
-use tweet_embed::devtei::FaultConfig;
 use tweet_embed::run::RunArgs;
 use tweet_embed_operators::epoch_clock::StopSignal;
 use tweet_embed_operators::output::CheckpointStore;

@@ -2,12 +2,12 @@
 //! while the pipeline runs — and the exactly-once check against the collection's final state.
 
 use arrow::array::AsArray;
+use dev_tei::embedding_for;
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use mongodb::Collection;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
-use tweet_embed::devtei::embedding_for;
 use tweet_embed::synth::{kind_of, tweet, tweet_id, Kind};
 
 /// Seeded documents, documents the writer inserts during the run, and updates that make
