@@ -12,16 +12,14 @@
 
 #[path = "support/peak_rss.rs"]
 mod peak_rss;
-#[path = "support/seed.rs"]
-mod seed;
 
 use dev_mongo::{DevMongo, DevMongoConfig};
 use dev_tei::{DevTei, SimConfig};
 use peak_rss::PeakRss;
-use seed::fresh_work_queue;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use test_support::fresh_work_queue;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 

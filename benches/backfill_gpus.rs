@@ -73,9 +73,8 @@ fn run_once(name: &'static str, docs: u64, batch: Option<usize>, concurrency: Op
             s.insert("twitter_data", "tweets", d).expect("seed");
         }
     });
+    rt.block_on(test_support::create_indexes(&mongo)).expect("indexes");
     let target = MongoTarget::tweets_at(mongo.uri());
-    let idx = tweet_embed::indexes::IndexesArgs { mongo: target.clone(), mark_field: "gemma_embedded_768".into() };
-    rt.block_on(tweet_embed::indexes::create(&idx)).expect("indexes");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut p = PipelineArgs::with_defaults(target, tei.urls(), dir.path());
     p.batch_size = batch;

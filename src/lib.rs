@@ -5,7 +5,9 @@
 //! [`config::PipelineArgs`]; the timely operators live in the `tweet-embed-operators` crate. The
 //! two dev servers every test runs against are crates of their own, which the binary serves:
 //! `dev-mongo` (`dev/dev-mongo`, `tweet-embed dev-mongo`), a MongoDB wire-protocol server, and
-//! `dev-tei` (`dev/dev-tei`, `tweet-embed dev-tei`), a TEI GPU simulator.
+//! `dev-tei` (`dev/dev-tei`, `tweet-embed dev-tei`), a TEI GPU simulator. Synthetic tweets and
+//! seeding, shared by the demo, the tests and the benches, are the `test-support` crate
+//! (`dev/test-support`).
 
 pub mod autotune;
 pub mod cli;
@@ -21,5 +23,4 @@ pub mod pipeline;
 pub mod progress;
 pub mod run;
 pub mod status;
-pub mod synth;
 pub mod tei;

@@ -6,19 +6,18 @@
 //! 0, and after either process is killed mid-run and both are restarted.
 
 #[allow(dead_code)]
-#[path = "backfill/expect.rs"]
-mod expect;
-#[path = "support/proc.rs"]
-mod procs;
+#[path = "support/stack.rs"]
+mod stack;
 
 use dev_tei::FaultConfig;
-use expect::{check_run, pipeline_cmd, seed, Seeded, Stack};
-use procs::{free_port, terminate, Proc};
+use stack::{check_run, pipeline_cmd, StackArgs};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use test_support::proc::{free_port, terminate, Proc};
+use test_support::synth::Kind;
+use test_support::{seed, Seeded, Stack};
 use tweet_embed::config::PipelineArgs;
-use tweet_embed::synth::Kind;
 use tweet_embed_operators::output::{Checkpoint, CheckpointStore, SourcePositions};
 
 /// The dev stack with 4 simulated GPUs and `docs` seeded tweets, and a directory for a cluster.
@@ -147,7 +146,7 @@ fn two_processes_run_stream_and_stop_on_a_signal_to_process_0() {
     let inserted = 1_500;
     stack.rt.block_on(async {
         for chunk in (base..base + inserted).collect::<Vec<_>>().chunks(100) {
-            coll.insert_many(chunk.iter().map(|i| tweet_embed::synth::tweet(*i, 67))).await.expect("insert");
+            coll.insert_many(chunk.iter().map(|i| test_support::synth::tweet(*i, 67))).await.expect("insert");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
@@ -234,7 +233,7 @@ fn a_follower_with_its_own_out_directory_is_refused_before_anything_is_committed
     let marked = stack
         .rt
         .block_on(async { coll.count_documents(mongodb::bson::doc! {"gemma_embedded_768": {"$exists": true}}).await });
-    let marked_by_seed = (0..2_000).filter(|i| tweet_embed::synth::kind_of(*i, 73) == Kind::Marked).count() as u64;
+    let marked_by_seed = (0..2_000).filter(|i| test_support::synth::kind_of(*i, 73) == Kind::Marked).count() as u64;
     assert_eq!(marked.expect("count"), marked_by_seed, "a pass committed without its follower");
 }
 

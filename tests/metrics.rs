@@ -2,14 +2,15 @@
 //! the Prometheus project's own parser, and its counters equal the run's summary.
 
 #[allow(dead_code)]
-#[path = "backfill/expect.rs"]
-mod expect;
+#[path = "support/stack.rs"]
+mod stack;
 
 use dev_tei::FaultConfig;
-use expect::{seed, Stack};
+use stack::StackArgs;
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
+use test_support::{seed, Stack};
 use tweet_embed::run::RunArgs;
 use tweet_embed_operators::epoch_clock::StopSignal;
 

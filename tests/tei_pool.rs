@@ -2,10 +2,8 @@
 //! against `embedding_for`, order kept, faults survived, refusals split or isolated, start-up
 //! misconfiguration reported, and the token budget counting like the server.
 
-#[path = "support/word_tokenizer.rs"]
-mod word_tokenizer;
 use std::time::{Duration, Instant};
-use word_tokenizer::word_tokenizer;
+use test_support::word_tokenizer;
 
 use dev_tei::{embedding_for, estimate_truncate, DevTei, FaultConfig, SimConfig};
 use tweet_embed_operators::tei::{

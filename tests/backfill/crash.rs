@@ -2,19 +2,20 @@
 //! and "marks written": each restart must end in the same exactly-once result. The pipeline runs
 //! in its own process; dev-mongo runs in another with `--data`, so only the pipeline dies.
 
-use super::expect::{check_run_in, Seeded, Stack};
-use super::procs::{free_port, Proc};
+use super::stack::{check_run_in, StackArgs};
 use dev_tei::FaultConfig;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use test_support::proc::{free_port, Proc};
+use test_support::{Seeded, Stack};
 use tweet_embed_operators::output::CheckpointStore;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 
 /// `tweet-embed backfill` with `args`.
 pub fn backfill_cmd(args: &tweet_embed::config::PipelineArgs) -> Command {
-    super::expect::pipeline_cmd("backfill", args)
+    super::stack::pipeline_cmd("backfill", args)
 }
 
 #[test]
@@ -44,7 +45,7 @@ fn kill_9_at_random_instants_then_restart_is_exactly_once() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         for chunk in (0..seeded.n).collect::<Vec<_>>().chunks(5_000) {
-            coll.insert_many(chunk.iter().map(|i| tweet_embed::synth::tweet(*i, seeded.seed))).await.expect("seed");
+            coll.insert_many(chunk.iter().map(|i| test_support::synth::tweet(*i, seeded.seed))).await.expect("seed");
         }
     });
     let mut args = stack.args(dir.path(), 2);

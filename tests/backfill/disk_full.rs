@@ -3,9 +3,10 @@
 //! next run, with room again, ends exactly once.
 
 use super::crash::backfill_cmd;
-use super::expect::{check_run, seed, Stack};
+use super::stack::{check_run, StackArgs};
 use dev_tei::FaultConfig;
 use std::os::unix::process::CommandExt;
+use test_support::{seed, Stack};
 use tweet_embed_operators::output::CheckpointStore;
 
 #[test]

@@ -5,13 +5,12 @@
 
 mod crash;
 mod disk_full;
-mod expect;
-#[allow(dead_code)]
-#[path = "../support/proc.rs"]
-mod procs;
+#[path = "../support/stack.rs"]
+mod stack;
 
 use dev_tei::FaultConfig;
-use expect::{check_run, pyarrow_check, seed, Stack};
+use stack::{check_run, pyarrow_check, StackArgs};
+use test_support::{seed, Stack};
 
 #[test]
 fn backfill_20k_with_faulty_gpus_is_exactly_once() {

@@ -2,17 +2,18 @@
 //! restart resumes the stream from the checkpoint's token and rescans the work queue, and the
 //! end result is every eligible document exactly once, all marked.
 
-use super::expect::{seed, Stack};
-use super::procs::terminate;
+use super::stack::StackArgs;
 use super::workload::{check, remaining, Workload};
 use dev_tei::FaultConfig;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use test_support::proc::terminate;
+use test_support::{seed, Stack};
 use tweet_embed_operators::output::CheckpointStore;
 
 /// `tweet-embed run` with `args`' flags, logging at info.
 pub fn run_cmd(args: &tweet_embed::config::PipelineArgs) -> Command {
-    let mut c = super::expect::pipeline_cmd("run", args);
+    let mut c = super::stack::pipeline_cmd("run", args);
     c.args(["--log", "info"]);
     c
 }

@@ -4,16 +4,14 @@
 
 mod crash;
 #[allow(dead_code)]
-#[path = "../backfill/expect.rs"]
-mod expect;
-#[allow(dead_code)]
-#[path = "../support/proc.rs"]
-mod procs;
+#[path = "../support/stack.rs"]
+mod stack;
 mod workload;
 
 use dev_tei::FaultConfig;
-use expect::{seed, Stack};
+use stack::StackArgs;
 use std::time::{Duration, Instant};
+use test_support::{seed, Stack};
 use tweet_embed::run::RunArgs;
 use tweet_embed_operators::epoch_clock::StopSignal;
 use tweet_embed_operators::output::CheckpointStore;
@@ -158,7 +156,7 @@ fn lost_history_is_logged_and_rescanned_exactly_once() {
         assert!(Instant::now() < deadline, "the work queue did not drain after the restart");
         std::thread::sleep(Duration::from_millis(100));
     }
-    procs::terminate(&child);
+    test_support::proc::terminate(&child);
     let out = child.wait_with_output().expect("wait");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "run after SIGTERM: {:?}\n{log}", out.status);

@@ -1,0 +1,124 @@
+//! The exactly-once check: output rows read back from Parquet against the seeded documents and
+//! their marks in Mongo. Every eligible document comes out exactly once, with its own text's
+//! vector and marked `true`, or as a reject with a reason and marked `false`; nothing else is
+//! written or marked.
+
+use arrow::array::AsArray;
+use arrow::datatypes::Float32Type;
+use dev_tei::embedding_for;
+use mongodb::bson::{doc, Bson, Document};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use crate::seed::Seeded;
+use crate::synth::{kind_of, Kind};
+use crate::Stack;
+
+/// Everything written: vectors by id, occurrences by id, reject reasons by id.
+pub struct Output {
+    pub vectors: HashMap<String, Vec<f32>>,
+    pub counts: BTreeMap<String, usize>,
+    pub rejects: HashMap<String, String>,
+}
+
+/// Reads every output file back.
+pub fn read_rows(out: &Path) -> Output {
+    let mut vectors = HashMap::new();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut rejects = HashMap::new();
+    for (dir, is_rejects) in [(out.to_path_buf(), false), (out.join(tweet_embed_operators::output::REJECTS_DIR), true)]
+    {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().and_then(|x| x.to_str()) != Some("parquet") {
+                continue;
+            }
+            let file = std::fs::File::open(&p).expect("open");
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader");
+            for batch in reader {
+                let batch = batch.expect("batch");
+                let ids = batch.column_by_name("id").expect("id").as_string::<i32>().clone();
+                if is_rejects {
+                    let reasons = batch.column_by_name("reason").expect("reason").as_string::<i32>().clone();
+                    for i in 0..batch.num_rows() {
+                        *counts.entry(ids.value(i).to_string()).or_default() += 1;
+                        rejects.insert(ids.value(i).to_string(), reasons.value(i).to_string());
+                    }
+                } else {
+                    let emb = batch.column_by_name("embedding").expect("embedding").as_fixed_size_list().clone();
+                    for i in 0..batch.num_rows() {
+                        let v = emb.value(i);
+                        let v: Vec<f32> = v.as_primitive::<Float32Type>().values().to_vec();
+                        *counts.entry(ids.value(i).to_string()).or_default() += 1;
+                        vectors.insert(ids.value(i).to_string(), v);
+                    }
+                }
+            }
+        }
+    }
+    Output { vectors, counts, rejects }
+}
+
+/// The exactly-once check of the output in `out` against the in-process dev-mongo.
+pub fn check_run(stack: &Stack, seeded: &Seeded, out: &Path) {
+    check_run_in(stack, stack.coll(), seeded, out)
+}
+
+/// The exactly-once check of the output in `out` against the collection `coll`.
+pub fn check_run_in(stack: &Stack, coll: mongodb::Collection<Document>, seeded: &Seeded, out: &Path) {
+    let Output { vectors, counts, rejects } = read_rows(out);
+    let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(repeated.is_empty(), "ids written more than once: {repeated:?}");
+    let docs: Vec<Document> = stack.rt.block_on(async {
+        let mut c = coll.find(doc! {}).await.expect("find");
+        let mut v = Vec::new();
+        while c.advance().await.expect("advance") {
+            v.push(c.deserialize_current().expect("doc"));
+        }
+        v
+    });
+    let mut expected_rows = 0;
+    let mut expected_rejects = 0;
+    let mut synthetic = 0;
+    for d in &docs {
+        // Documents a test added besides the synthetic ones are checked by that test.
+        let Ok(oid) = d.get_object_id("_id") else {
+            if rejects.contains_key(&tweet_embed_operators::work_queue::id_string(d.get("_id").expect("_id"))) {
+                expected_rejects += 1;
+            }
+            continue;
+        };
+        synthetic += 1;
+        let id = oid.to_hex();
+        let i = u32::from_be_bytes(oid.bytes()[8..12].try_into().expect("4 bytes")) as u64;
+        let mark = d.get("gemma_embedded_768");
+        match kind_of(i, seeded.seed) {
+            Kind::Good => {
+                expected_rows += 1;
+                let v = vectors.get(&id).unwrap_or_else(|| panic!("no row for {id}"));
+                let text = d.get_str("text").expect("text");
+                assert_eq!(v, &embedding_for(text, 768), "vector of {id}");
+                assert_eq!(mark, Some(&Bson::Boolean(true)), "mark of {id}");
+            }
+            Kind::Bad => {
+                expected_rejects += 1;
+                let reason = rejects.get(&id).unwrap_or_else(|| panic!("no reject for {id}"));
+                assert!(!reason.is_empty());
+                assert_eq!(mark, Some(&Bson::Boolean(false)), "mark of rejected {id}");
+                assert_eq!(d.get_str("gemma_embedded_768_error").ok(), Some(reason.as_str()));
+            }
+            Kind::Retweet => {
+                assert!(!counts.contains_key(&id), "retweet {id} written");
+                assert_eq!(mark, None, "retweet {id} marked");
+            }
+            Kind::Marked => {
+                assert!(!counts.contains_key(&id), "already-marked {id} written");
+            }
+        }
+    }
+    assert_eq!(synthetic, seeded.n);
+    assert_eq!(vectors.len(), expected_rows);
+    assert_eq!(rejects.len(), expected_rejects);
+}
