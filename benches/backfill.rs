@@ -10,18 +10,13 @@
 //! the large size, `BENCH_LARGE_WORKERS` its workers; `BENCH_RUNS` the repetitions (median
 //! reported).
 
-#[path = "support/peak_rss.rs"]
-mod peak_rss;
-#[path = "support/seed.rs"]
-mod seed;
-
-use peak_rss::PeakRss;
-use seed::fresh_work_queue;
+use dev_mongo::{DevMongo, DevMongoConfig};
+use dev_tei::{DevTei, SimConfig};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
-use tweet_embed::devtei::{DevTei, SimConfig};
+use test_support::fresh_work_queue;
+use test_support::peak_rss::PeakRss;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 

@@ -7,13 +7,12 @@
 //! `WARM` seconds until 95% of the documents are done); request latency quantiles come from the
 //! pool through `/metrics`. `BENCH_DOCS` sets the collection size. Every number is simulated.
 
+use dev_mongo::{DevMongo, DevMongoConfig};
+use dev_tei::{DevTei, GpuStats, SimConfig};
 use mongodb::bson::doc;
 use std::time::{Duration, Instant};
-use tweet_embed::config::MongoTarget;
-use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
-use tweet_embed::devtei::{DevTei, GpuStats, SimConfig};
 use tweet_embed_operators::epoch_clock::StopSignal;
-use tweet_embed_operators::run::{Continuous, RunConfig};
+use tweet_embed_operators::run::{Continuous, MongoTarget, RunConfig};
 use tweet_embed_operators::tei::Concurrency;
 
 const DOC_TOKENS: usize = 418;
@@ -74,11 +73,9 @@ fn run_once(name: &'static str, docs: u64, batch: Option<usize>, concurrency: Op
             s.insert("twitter_data", "tweets", d).expect("seed");
         }
     });
-    let target = MongoTarget::tweets_at(mongo.uri());
-    let idx = tweet_embed::indexes::IndexesArgs { mongo: target.clone(), mark_field: "gemma_embedded_768".into() };
-    rt.block_on(tweet_embed::indexes::create(&idx)).expect("indexes");
+    rt.block_on(test_support::create_indexes(&mongo)).expect("indexes");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut p = RunConfig::new(target.target(), tei.urls(), dir.path());
+    let mut p = RunConfig::new(MongoTarget::tweets_at(mongo.uri()), tei.urls(), dir.path());
     p.tei.batch_size = batch;
     p.tei.concurrency = concurrency.map_or(Concurrency::Adaptive, Concurrency::Fixed);
     p.checkpoint_interval = Duration::from_secs(1);

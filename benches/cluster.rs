@@ -7,15 +7,12 @@
 //! machines. CPU time is summed over the pipeline processes (from `wait4`), excluding the dev
 //! servers. `BENCH_DOCS` overrides the size, `BENCH_RUNS` the repetitions (median reported).
 
-#[path = "support/seed.rs"]
-mod seed;
-
-use seed::fresh_work_queue;
+use dev_mongo::{DevMongo, DevMongoConfig};
+use dev_tei::{DevTei, SimConfig};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
-use tweet_embed::devtei::{DevTei, SimConfig};
+use test_support::fresh_work_queue;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 

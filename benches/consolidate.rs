@@ -7,16 +7,13 @@
 //! benches/backfill.rs does) for its peak RSS, which must stay ≤ 1 GiB. Prints a markdown table.
 //! Everything generated is deleted at the end.
 
-#[path = "support/peak_rss.rs"]
-mod peak_rss;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use peak_rss::PeakRss;
+use test_support::peak_rss::PeakRss;
 
 use arrow::array::{
     Array, ArrayRef, DictionaryArray, FixedSizeListArray, Float32Array, ListArray, RecordBatch, StringArray,

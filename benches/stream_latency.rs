@@ -6,13 +6,13 @@
 //! after they are fsynced). `BENCH_RATE` (inserts/s, default 1000) and `BENCH_SECS` (default 30)
 //! set the load.
 
+use dev_mongo::{DevMongo, DevMongoConfig};
+use dev_tei::{DevTei, SimConfig};
 use hdrhistogram::Histogram;
 use mongodb::bson::{doc, Document};
 use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
-use tweet_embed::devtei::{DevTei, SimConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 
@@ -26,9 +26,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let tei = rt.block_on(DevTei::start(SimConfig { gpus: 4, ..SimConfig::default() })).expect("dev-tei");
     let mongo = DevMongo::start(DevMongoConfig::default()).expect("dev-mongo");
-    let target = tweet_embed::config::MongoTarget::tweets_at(mongo.uri());
-    let indexes = tweet_embed::indexes::IndexesArgs { mongo: target.clone(), mark_field: "gemma_embedded_768".into() };
-    rt.block_on(tweet_embed::indexes::create(&indexes)).expect("indexes");
+    rt.block_on(test_support::create_indexes(&mongo)).expect("indexes");
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
     let mut child = Command::new(BIN)

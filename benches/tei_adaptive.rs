@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dev_tei::{DevTei, GpuStats, SimConfig};
 use hdrhistogram::Histogram;
-use tweet_embed::devtei::{DevTei, GpuStats, SimConfig};
 use tweet_embed_operators::tei::{Concurrency, EndpointPool, PoolConfig};
 
 const DOC_TOKENS: usize = 418;

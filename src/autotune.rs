@@ -24,7 +24,7 @@ use mongodb::bson::{doc, Bson, Document};
 use parking_lot::Mutex;
 use tweet_embed_operators::tei::{Api, Concurrency, EndpointPool, PoolConfig};
 
-use crate::config::{parse_api, parse_duration, MongoTarget};
+use crate::config::{parse_api, parse_duration, MongoArgs};
 
 /// Flags of `tweet-embed autotune`.
 #[derive(Debug, Clone, clap::Args)]
@@ -34,7 +34,7 @@ pub struct AutotuneArgs {
     pub tei_urls: Vec<String>,
     /// Where the sample comes from unless `--texts-file` is given.
     #[command(flatten)]
-    pub mongo: MongoTarget,
+    pub mongo: MongoArgs,
     /// Texts in the sample (each setting embeds all of them).
     #[arg(long, default_value_t = 2000)]
     pub sample: usize,

@@ -48,7 +48,7 @@ pub enum Command {
     /// Runs the embedded default: dev-mongo with synthetic tweets and simulated TEI GPUs.
     Demo(crate::demo::DemoArgs),
     /// Runs the MongoDB wire-protocol dev server on loopback (a dev server, not a database).
-    DevMongo(crate::devmongo::DevMongoArgs),
+    DevMongo(dev_mongo::DevMongoArgs),
     /// Runs simulated TEI GPUs, one HTTP endpoint per GPU, on loopback.
-    DevTei(crate::devtei::DevTeiArgs),
+    DevTei(dev_tei::DevTeiArgs),
 }

@@ -37,7 +37,7 @@ pub fn parse_api(s: &str) -> Result<Api, String> {
 
 /// Which collection of which MongoDB: the flags every command that reads tweets shares.
 #[derive(Debug, Clone, clap::Args)]
-pub struct MongoTarget {
+pub struct MongoArgs {
     /// MongoDB connection string (a replica set for continuous mode).
     #[arg(
         long,
@@ -54,10 +54,10 @@ pub struct MongoTarget {
     pub collection: String,
 }
 
-impl MongoTarget {
+impl MongoArgs {
     /// `twitter_data.tweets` at `uri`.
-    pub fn tweets_at(uri: impl Into<String>) -> MongoTarget {
-        MongoTarget { mongo_uri: uri.into(), db: "twitter_data".into(), collection: "tweets".into() }
+    pub fn tweets_at(uri: impl Into<String>) -> MongoArgs {
+        MongoArgs { mongo_uri: uri.into(), db: "twitter_data".into(), collection: "tweets".into() }
     }
 
     /// The engine's target.
@@ -75,7 +75,7 @@ impl MongoTarget {
 pub struct PipelineArgs {
     /// The tweets.
     #[command(flatten)]
-    pub mongo: MongoTarget,
+    pub mongo: MongoArgs,
     /// TEI endpoints, comma-separated, one per GPU (`/embed` suffix accepted).
     #[arg(long, value_delimiter = ',', required = true)]
     pub tei_urls: Vec<String>,

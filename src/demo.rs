@@ -4,9 +4,9 @@
 //! indexes, runs the real backfill with its progress display, and prints the summary and how to
 //! read the output. Nothing here is a real GPU or a real MongoDB; the README says so.
 
-use crate::devmongo::{DevMongo, DevMongoConfig};
-use crate::devtei::{DevTei, SimConfig};
 use anyhow::{Context, Result};
+use dev_mongo::{DevMongo, DevMongoConfig};
+use dev_tei::{DevTei, SimConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 use tweet_embed_operators::run::{Engine, RunConfig};
@@ -37,17 +37,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
         std::fs::remove_dir_all(&args.dir).with_context(|| format!("clearing {}", args.dir.display()))?;
     }
     let mongo = DevMongo::start(DevMongoConfig::default())?;
-    mongo.with_store(|s| -> Result<()> {
-        for d in crate::synth::tweets(0, args.tweets, 1) {
-            s.insert("twitter_data", "tweets", d).map_err(|e| anyhow::anyhow!("seeding: {e}"))?;
-        }
-        Ok(())
-    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    runtime.block_on(test_support::seed_work_queue(&mongo, args.tweets, 1))?;
     let sim = SimConfig {
         gpus: args.gpus,
         tokens_per_second: args.gpu_tokens_per_second as f64,
@@ -55,9 +50,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         ..SimConfig::default()
     };
     let tei = runtime.block_on(DevTei::start(sim))?;
-    let target = crate::config::MongoTarget::tweets_at(mongo.uri());
-    let index_args = crate::indexes::IndexesArgs { mongo: target.clone(), mark_field: "gemma_embedded_768".into() };
-    runtime.block_on(crate::indexes::create(&index_args))?;
+    let target = crate::config::MongoArgs::tweets_at(mongo.uri());
     println!(
         "tweet-embed demo: {} synthetic tweets in dev-mongo ({}), {} simulated TEI GPUs",
         args.tweets,

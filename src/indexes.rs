@@ -3,14 +3,13 @@
 
 use anyhow::{anyhow, Result};
 use mongodb::bson::Document;
-use tweet_embed_operators::work_queue::{monitor_index, work_queue_index};
 
 /// Flags of `tweet-embed indexes`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct IndexesArgs {
     /// The tweets.
     #[command(flatten)]
-    pub mongo: crate::config::MongoTarget,
+    pub mongo: crate::config::MongoArgs,
     /// The mark field the work queue's partial filter uses.
     #[arg(long, default_value = "gemma_embedded_768")]
     pub mark_field: String,
@@ -21,11 +20,9 @@ pub async fn create(args: &IndexesArgs) -> Result<Vec<String>> {
     let client =
         mongodb::Client::with_uri_str(&args.mongo.mongo_uri).await.map_err(|e| anyhow!("bad --mongo-uri: {e}"))?;
     let coll = client.database(&args.mongo.db).collection::<Document>(&args.mongo.collection);
-    let r = coll
-        .create_indexes(vec![work_queue_index(&args.mark_field), monitor_index(&args.mark_field)])
+    tweet_embed_operators::work_queue::create_indexes(&coll, &args.mark_field)
         .await
-        .map_err(|e| anyhow!("creating the indexes on {}.{}: {e}", args.mongo.db, args.mongo.collection))?;
-    Ok(r.index_names)
+        .map_err(|e| anyhow!("creating the indexes on {}.{}: {e}", args.mongo.db, args.mongo.collection))
 }
 
 /// Runs `tweet-embed indexes`.

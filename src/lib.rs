@@ -4,8 +4,11 @@
 //! This crate is the command line: one module per command, each resolving flags, environment and
 //! the config file into settings and calling a library. The run engine and its timely operators
 //! are the `tweet-embed-operators` crate (`tweet_embed_operators::run::Engine` runs a backfill
-//! from a `RunConfig` without any of this); the dev servers are the `dev-mongo` and `dev-tei`
-//! crates.
+//! from a `RunConfig` without any of this). The two dev servers are crates of their own, which
+//! the binary serves: `dev-mongo` (`dev/dev-mongo`, `tweet-embed dev-mongo`), a MongoDB
+//! wire-protocol server, and `dev-tei` (`dev/dev-tei`, `tweet-embed dev-tei`), a TEI GPU
+//! simulator. Synthetic tweets and seeding, shared by the demo, the tests and the benches, are the
+//! `test-support` crate (`dev/test-support`).
 
 pub mod autotune;
 pub mod backfill;
@@ -15,11 +18,8 @@ pub mod config;
 pub mod config_file;
 pub mod consolidate;
 pub mod demo;
-pub mod devmongo;
-pub mod devtei;
 pub mod indexes;
 pub mod metrics;
 pub mod progress;
 pub mod run;
 pub mod status;
-pub mod synth;

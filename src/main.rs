@@ -35,8 +35,8 @@ fn main() {
             tweet_embed::consolidate::run(&args).map(|s| println!("{}", tweet_embed::consolidate::summary_line(&s)))
         }
         Command::Demo(args) => tweet_embed::demo::run(args),
-        Command::DevMongo(args) => tweet_embed::devmongo::run(args),
-        Command::DevTei(args) => tweet_embed::devtei::run(args),
+        Command::DevMongo(args) => dev_mongo::run(args),
+        Command::DevTei(args) => dev_tei::run(args),
     };
     if let Err(err) = result {
         eprintln!("tweet-embed: {err:#}");

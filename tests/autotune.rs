@@ -5,8 +5,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use dev_tei::{DevTei, SimConfig};
 use tweet_embed::autotune::{recommend, sweep};
-use tweet_embed::devtei::{DevTei, SimConfig};
 use tweet_embed_operators::tei::PoolConfig;
 
 fn sim() -> SimConfig {
@@ -45,26 +45,13 @@ async fn the_command_prints_the_table_and_writes_the_toml() {
     let (file, toml) = (dir.path().join("texts.txt"), dir.path().join("tune.toml"));
     std::fs::write(&file, texts(200).join("\n")).unwrap();
     let urls = tei.urls().join(",");
-    let args = [
-        "autotune",
-        "--tei-urls",
-        &urls,
-        "--texts-file",
-        file.to_str().unwrap(),
-        "--batch-sizes",
-        "8,32",
-        "--concurrency",
-        "1,2",
-        "--p95-slo",
-        "30s",
-        "--write",
-        toml.to_str().unwrap(),
-    ]
-    .map(str::to_string);
-    let out = tokio::task::spawn_blocking(move || Command::new(env!("CARGO_BIN_EXE_tweet-embed")).args(args).output())
-        .await
-        .unwrap()
-        .unwrap();
+    let autotune = |sweep: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tweet-embed"));
+        c.args(["autotune", "--tei-urls", &urls, "--texts-file"]).arg(&file).args(sweep);
+        tokio::task::spawn_blocking(move || c.output())
+    };
+    let sweep = ["--batch-sizes", "8,32", "--concurrency", "1,2", "--p95-slo", "30s", "--write"];
+    let out = autotune(&[&sweep[..], &[toml.to_str().unwrap()]].concat()).await.unwrap().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let header = "Batch Size Concurrency    Docs/s      Tok/s  p50 (s)  p95 (s)  Errors Total Time (s)";
@@ -82,25 +69,8 @@ async fn the_command_prints_the_table_and_writes_the_toml() {
     );
 
     // Nothing meets an impossible SLO: a clear error, no file.
-    let impossible = [
-        "autotune",
-        "--tei-urls",
-        &urls,
-        "--texts-file",
-        file.to_str().unwrap(),
-        "--batch-sizes",
-        "8",
-        "--concurrency",
-        "1",
-        "--p95-slo",
-        "1ms",
-    ]
-    .map(str::to_string);
-    let out =
-        tokio::task::spawn_blocking(move || Command::new(env!("CARGO_BIN_EXE_tweet-embed")).args(impossible).output())
-            .await
-            .unwrap()
-            .unwrap();
+    let impossible = ["--batch-sizes", "8", "--concurrency", "1", "--p95-slo", "1ms"];
+    let out = autotune(&impossible).await.unwrap().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("no setting met p95 <= 1ms"), "{stderr}");
 }

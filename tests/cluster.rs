@@ -6,18 +6,14 @@
 //! 0, and after either process is killed mid-run and both are restarted.
 
 #[allow(dead_code)]
-#[path = "backfill/expect.rs"]
-mod expect;
-#[path = "support/proc.rs"]
-mod procs;
-
-use expect::{check_run, pipeline_cmd, seed, Seeded, Stack};
-use procs::{free_port, terminate, Proc};
+use dev_tei::FaultConfig;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tweet_embed::devtei::FaultConfig;
-use tweet_embed::synth::Kind;
+use test_support::expect::check_run;
+use test_support::proc::{free_port, terminate, Proc};
+use test_support::synth::Kind;
+use test_support::{seed, Seeded, Stack};
 use tweet_embed_operators::checkpoint::{Checkpoint, CheckpointStore, SourcePositions};
 use tweet_embed_operators::run::RunConfig;
 
@@ -62,9 +58,8 @@ impl Setup {
                 if i == 1 {
                     follower(&mut a);
                 }
-                let mut c = pipeline_cmd(command, &a);
+                let mut c = test_support::proc::pipeline_cmd(env!("CARGO_BIN_EXE_tweet-embed"), command, &a);
                 c.args(["--processes", "2", "--process", &i.to_string()]).arg("--hostfile").arg(&hostfile);
-                c.arg("--tmp-dir").arg(&a.tmp_dir);
                 c.stderr(Stdio::piped());
                 c
             })
@@ -125,7 +120,7 @@ fn two_processes_backfill_every_document_once() {
     let setup = Setup::new(12_000, 61);
     all_succeed(&mut setup.spawn("backfill"), Duration::from_secs(300), "process");
     let Setup { stack, seeded, dir, args } = &setup;
-    check_run(stack, seeded, args);
+    check_run(stack, seeded, &args.out);
     // Four workers in two processes wrote, and every process fed its own GPUs.
     let w = writers(&args.out);
     assert!(w.contains("w000") && w.contains("w003"), "writers: {w:?}");
@@ -147,7 +142,7 @@ fn two_processes_run_stream_and_stop_on_a_signal_to_process_0() {
     let inserted = 1_500;
     stack.rt.block_on(async {
         for chunk in (base..base + inserted).collect::<Vec<_>>().chunks(100) {
-            coll.insert_many(chunk.iter().map(|i| tweet_embed::synth::tweet(*i, 67))).await.expect("insert");
+            coll.insert_many(chunk.iter().map(|i| test_support::synth::tweet(*i, 67))).await.expect("insert");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
@@ -175,7 +170,7 @@ fn two_processes_run_stream_and_stop_on_a_signal_to_process_0() {
     all_succeed(&mut procs, Duration::from_secs(60), "process");
     let follower = stderr_of(&mut procs[1]);
     assert!(follower.contains("signal process 0 to stop the cluster"), "{follower}");
-    check_run(stack, &Seeded { n: base + inserted, seed: 67 }, args);
+    check_run(stack, &Seeded { n: base + inserted, seed: 67 }, &args.out);
 }
 
 /// The leader's last committed epoch, 0 before its first commit.
@@ -215,7 +210,7 @@ fn a_killed_process_fails_the_cluster_and_a_restart_finishes_it_exactly_once() {
         assert!(!err.contains("panicked"), "{err}");
     }
     all_succeed(&mut setup.spawn("backfill"), Duration::from_secs(300), "restarted process");
-    check_run(&setup.stack, &setup.seeded, &setup.args);
+    check_run(&setup.stack, &setup.seeded, &setup.args.out);
 }
 
 #[test]
@@ -234,7 +229,7 @@ fn a_follower_with_its_own_out_directory_is_refused_before_anything_is_committed
     let marked = stack
         .rt
         .block_on(async { coll.count_documents(mongodb::bson::doc! {"gemma_embedded_768": {"$exists": true}}).await });
-    let marked_by_seed = (0..2_000).filter(|i| tweet_embed::synth::kind_of(*i, 73) == Kind::Marked).count() as u64;
+    let marked_by_seed = (0..2_000).filter(|i| test_support::synth::kind_of(*i, 73) == Kind::Marked).count() as u64;
     assert_eq!(marked.expect("count"), marked_by_seed, "a pass committed without its follower");
 }
 

@@ -25,10 +25,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 const DIM: usize = 16;
 const FILES: usize = 5_000;
 
-fn python() -> String {
-    std::env::var("TWEET_EMBED_PYTHON").unwrap_or_else(|_| "python3".to_string())
-}
-
 /// A vector no float rounding reproduces by accident; distinct per (file, row).
 fn vector(file: usize, row: usize) -> Vec<f64> {
     (0..DIM).map(|d| ((file * 31 + row * 7 + d * 13) % 1000) as f64 / 997.0 - 0.5).collect()
@@ -150,11 +146,7 @@ fn succeed(out: Output) -> String {
 
 /// Runs check_consolidate.py; fails with install instructions when pyarrow is missing.
 fn pyarrow_check(input: &Path, output: &Path, mode: &str, files: (usize, usize)) {
-    let py = python();
-    match Command::new(&py).args(["-c", "import pyarrow"]).output() {
-        Ok(o) if o.status.success() => {}
-        _ => panic!("{py} cannot import pyarrow: run `scripts/test` (it installs it) or `pip install pyarrow`"),
-    }
+    let py = test_support::expect::python_with("pyarrow");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/check_consolidate.py");
     let out = Command::new(&py)
         .arg(script)

@@ -2,14 +2,11 @@
 //! the Prometheus project's own parser, and its counters equal the run's summary.
 
 #[allow(dead_code)]
-#[path = "backfill/expect.rs"]
-mod expect;
-
-use expect::{seed, Stack};
+use dev_tei::FaultConfig;
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
-use tweet_embed::devtei::FaultConfig;
+use test_support::{seed, Stack};
 use tweet_embed_operators::epoch_clock::StopSignal;
 use tweet_embed_operators::run::Continuous;
 
@@ -29,7 +26,7 @@ fn scrape(addr: std::net::SocketAddr) -> HashMap<String, f64> {
     let out = child.wait_with_output().expect("parser");
     assert!(
         out.status.success(),
-        "prometheus_client could not parse /metrics (run scripts/test to install it):\n{}\n{body}",
+        "prometheus_client could not parse /metrics (run .ci/run to install it):\n{}\n{body}",
         String::from_utf8_lossy(&out.stderr)
     );
     let mut samples = HashMap::new();

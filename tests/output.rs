@@ -3,7 +3,7 @@
 //! seal, and the files are read back by our reader (ids, epochs and vectors exact) and checked by
 //! pyarrow (`tests/py/check_parquet.py`). Also the forced cross-device copy, and a crash between
 //! a seal and its checkpoint followed by a restart: every id still appears exactly once.
-//! The test command installs pyarrow (`scripts/test`); without it these tests fail and say how.
+//! The test command installs pyarrow (`.ci/run`); without it these tests fail and say how.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -46,17 +46,9 @@ fn reject(i: u64) -> Rejection {
     }
 }
 
-fn python() -> String {
-    std::env::var("TWEET_EMBED_PYTHON").unwrap_or_else(|_| "python3".to_string())
-}
-
 /// Runs check_parquet.py on `out_dir`; fails with install instructions when pyarrow is missing.
 fn pyarrow_check(out_dir: &Path, rows: usize, rejects: usize) {
-    let py = python();
-    match Command::new(&py).args(["-c", "import pyarrow"]).output() {
-        Ok(o) if o.status.success() => {}
-        _ => panic!("{py} cannot import pyarrow: run `scripts/test` (it installs it) or `pip install pyarrow`"),
-    }
+    let py = test_support::expect::python_with("pyarrow");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/check_parquet.py");
     let out = Command::new(&py)
         .arg(script)

@@ -2,15 +2,12 @@
 //! `tokenizer.json`, over real HTTP. Each distinct text is tokenized once, whatever how many
 //! documents carry it and in how many epochs it recurs; every document still gets its row.
 
-#[path = "support/word_tokenizer.rs"]
-mod word_tokenizer;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dev_tei::{DevTei, SimConfig};
 use timely::dataflow::operators::{Capture, Concat, Input, OkErr, Probe};
-use tweet_embed::devtei::{DevTei, SimConfig};
 use tweet_embed_operators::dedup::Dedup;
 use tweet_embed_operators::embed::{Embed, Embedder};
 use tweet_embed_operators::record::{Candidate, DocMeta, Origin, TextJob, Work, Written};
@@ -20,7 +17,7 @@ use tweet_embed_operators::timely;
 #[test]
 fn each_distinct_text_is_tokenized_once() {
     let dir = tempfile::tempdir().unwrap();
-    let tokenizer = word_tokenizer::word_tokenizer(dir.path());
+    let tokenizer = test_support::word_tokenizer(dir.path());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let sim = SimConfig { gpus: 2, instant: true, tokenizer: Some(tokenizer.clone()), ..SimConfig::default() };
     let tei = rt.block_on(DevTei::start(sim)).unwrap();

@@ -3,15 +3,15 @@
 //! server's scan counters prove no document was read), it refuses to count without them, its
 //! rate, ETA and cost follow from samples placed in time, and the binary's `--json` agrees.
 
+use dev_mongo::{DevMongo, DevMongoConfig};
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use std::path::Path;
 use std::process::Command;
-use tweet_embed::config::MongoTarget;
-use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
+use test_support::synth::{kind_of, tweet, Kind};
+use tweet_embed::config::MongoArgs;
 use tweet_embed::status::history::{History, Sample, FILE_NAME};
 use tweet_embed::status::{count, Counts, Monitor, StatusArgs};
-use tweet_embed::synth::{kind_of, tweet, Kind};
 use tweet_embed_operators::checkpoint::{Checkpoint, CheckpointStore, SourcePositions};
 
 const MARK: &str = "gemma_embedded_768";
@@ -27,17 +27,13 @@ struct Stack {
 /// driver as the pipeline's marker would, with or without the indexes.
 async fn stack(indexes: bool) -> Stack {
     let mongo = DevMongo::start(DevMongoConfig::default()).expect("dev-mongo");
-    mongo.with_store(|s| {
-        for i in 0..TWEETS {
-            s.insert("twitter_data", "tweets", tweet(i, SEED)).expect("seed");
-        }
-    });
+    if indexes {
+        test_support::seed_work_queue(&mongo, TWEETS, SEED).await.expect("seed");
+    } else {
+        test_support::insert_tweets(&mongo, TWEETS, SEED).expect("seed");
+    }
     let client = mongodb::Client::with_uri_str(mongo.uri()).await.expect("client");
     let coll = client.database("twitter_data").collection::<Document>("tweets");
-    if indexes {
-        let args = tweet_embed::indexes::IndexesArgs { mongo: target(&mongo), mark_field: MARK.into() };
-        tweet_embed::indexes::create(&args).await.expect("indexes");
-    }
     // Embedded: every 3rd good tweet; rejected: the bad ones with an even index, as the marker does.
     let ids = |keep: &dyn Fn(u64) -> bool| -> Vec<Bson> {
         (0..TWEETS).filter(|i| keep(*i)).map(|i| tweet(i, SEED).get("_id").cloned().expect("_id")).collect()
@@ -54,8 +50,8 @@ async fn stack(indexes: bool) -> Stack {
     Stack { mongo, coll }
 }
 
-fn target(mongo: &DevMongo) -> MongoTarget {
-    MongoTarget::tweets_at(mongo.uri())
+fn target(mongo: &DevMongo) -> MongoArgs {
+    MongoArgs::tweets_at(mongo.uri())
 }
 
 /// The true counts, from every document read through the driver (what status must never do).

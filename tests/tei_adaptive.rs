@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use tweet_embed::devtei::{embedding_for, DevTei, SimConfig};
+use dev_tei::{embedding_for, DevTei, SimConfig};
 use tweet_embed_operators::tei::{Api, BreakerState, Concurrency, EndpointPool, PoolConfig};
 
 /// GPUs slow enough that requests queue (a 32-text request of short texts takes ~5 ms).

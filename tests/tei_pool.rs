@@ -2,12 +2,10 @@
 //! against `embedding_for`, order kept, faults survived, refusals split or isolated, start-up
 //! misconfiguration reported, and the token budget counting like the server.
 
-#[path = "support/word_tokenizer.rs"]
-mod word_tokenizer;
 use std::time::{Duration, Instant};
-use word_tokenizer::word_tokenizer;
+use test_support::word_tokenizer;
 
-use tweet_embed::devtei::{self, embedding_for, estimate_truncate, DevTei, FaultConfig, SimConfig};
+use dev_tei::{embedding_for, estimate_truncate, DevTei, FaultConfig, SimConfig};
 use tweet_embed_operators::tei::{
     self, json_string_len, Api, Endpoint, EndpointPool, FailureKind, PackLimits, PoolConfig, RequestBatcher,
     TokenBudget,
@@ -324,14 +322,6 @@ async fn misconfiguration_is_a_clear_error_naming_the_endpoint() {
 async fn message(urls: Vec<&String>) -> String {
     let urls = urls.into_iter().cloned().collect();
     EndpointPool::connect(config(urls)).await.err().expect("refused").to_string()
-}
-
-#[test]
-fn the_estimate_is_the_simulators() {
-    for text in texts(200).iter().map(String::as_str).chain(["", "  ", "a", "ab1cd2ef", "日本語テキスト", "👍🏽👨‍👩‍👧"])
-    {
-        assert_eq!(tei::estimate_tokens(text), devtei::estimate_tokens(text), "{text:?}");
-    }
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! plan (the `_id` ranges workers scan) and counting what remains. The scan itself is the
 //! source operator's (`crate::work_queue_source`); reading a document is `crate::candidate`'s.
 //!
-//! It only reads (and creates indexes); marking is [`crate::marker`]'s job.
+//! It only reads, besides creating its two indexes ([`create_indexes`], for `tweet-embed indexes`
+//! and the dev stack); marking is [`crate::marker`]'s job.
 
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use mongodb::options::Hint;
@@ -76,6 +77,16 @@ pub fn monitor_index(mark_field: &str) -> mongodb::IndexModel {
         .keys(doc! {mark_field: 1})
         .options(mongodb::options::IndexOptions::builder().name(MONITOR_INDEX.to_string()).sparse(true).build())
         .build()
+}
+
+/// Creates the work-queue and monitoring indexes for `mark_field` on `coll`; returns their names.
+/// Idempotent: existing identical indexes are left as they are.
+pub async fn create_indexes(
+    coll: &Collection<Document>,
+    mark_field: &str,
+) -> Result<Vec<String>, mongodb::error::Error> {
+    let created = coll.create_indexes(vec![work_queue_index(mark_field), monitor_index(mark_field)]).await?;
+    Ok(created.index_names)
 }
 
 impl WorkQueue {

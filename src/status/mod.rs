@@ -40,7 +40,7 @@
 pub mod history;
 mod render;
 
-use crate::config::{parse_duration, MongoTarget};
+use crate::config::{parse_duration, MongoArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use history::{History, Rate, Sample};
 use mongodb::bson::{doc, Document};
@@ -61,7 +61,7 @@ pub use render::{line, text};
 pub struct StatusArgs {
     /// The tweets.
     #[command(flatten)]
-    pub mongo: MongoTarget,
+    pub mongo: MongoArgs,
     /// Field set when a document is done (`true` embedded, `false` rejected).
     #[arg(long, default_value = "gemma_embedded_768")]
     pub mark_field: String,
@@ -90,7 +90,7 @@ pub struct StatusArgs {
 
 impl StatusArgs {
     /// The defaults of every flag, for `mongo`.
-    pub fn with_defaults(mongo: MongoTarget) -> StatusArgs {
+    pub fn with_defaults(mongo: MongoArgs) -> StatusArgs {
         StatusArgs {
             mongo,
             mark_field: "gemma_embedded_768".into(),

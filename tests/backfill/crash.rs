@@ -2,19 +2,20 @@
 //! and "marks written": each restart must end in the same exactly-once result. The pipeline runs
 //! in its own process; dev-mongo runs in another with `--data`, so only the pipeline dies.
 
-use super::expect::{check_run_in, Seeded, Stack};
-use super::procs::{free_port, Proc};
+use dev_tei::FaultConfig;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tweet_embed::devtei::FaultConfig;
+use test_support::expect::check_run_in;
+use test_support::proc::{free_port, Proc};
+use test_support::{Seeded, Stack};
 use tweet_embed_operators::checkpoint::CheckpointStore;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 
 /// `tweet-embed backfill` with `args`.
 pub fn backfill_cmd(args: &tweet_embed_operators::run::RunConfig) -> Command {
-    super::expect::pipeline_cmd("backfill", args)
+    test_support::proc::pipeline_cmd(BIN, "backfill", args)
 }
 
 #[test]
@@ -44,7 +45,7 @@ fn kill_9_at_random_instants_then_restart_is_exactly_once() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         for chunk in (0..seeded.n).collect::<Vec<_>>().chunks(5_000) {
-            coll.insert_many(chunk.iter().map(|i| tweet_embed::synth::tweet(*i, seeded.seed))).await.expect("seed");
+            coll.insert_many(chunk.iter().map(|i| test_support::synth::tweet(*i, seeded.seed))).await.expect("seed");
         }
     });
     let mut args = stack.args(dir.path(), 2);
@@ -89,5 +90,5 @@ fn kill_9_at_random_instants_then_restart_is_exactly_once() {
     let cp = CheckpointStore::open(&args.state_dir).unwrap().load().unwrap().expect("checkpoint");
     assert_eq!(cp.committed, cp.marked);
     // Read back through the dev-mongo process.
-    check_run_in(&stack, stack.coll_at(&uri), &seeded, &args);
+    check_run_in(&stack, stack.coll_at(&uri), &seeded, &args.out);
 }

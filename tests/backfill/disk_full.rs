@@ -3,9 +3,10 @@
 //! next run, with room again, ends exactly once.
 
 use super::crash::backfill_cmd;
-use super::expect::{check_run, seed, Stack};
+use dev_tei::FaultConfig;
 use std::os::unix::process::CommandExt;
-use tweet_embed::devtei::FaultConfig;
+use test_support::expect::check_run;
+use test_support::{seed, Stack};
 use tweet_embed_operators::checkpoint::CheckpointStore;
 
 #[test]
@@ -38,5 +39,5 @@ fn a_failed_write_stops_cleanly_and_a_restart_finishes_exactly_once() {
     CheckpointStore::open(&args.state_dir).expect("state dir").load().expect("readable checkpoint");
     let st = backfill_cmd(&args).status().expect("restart");
     assert!(st.success());
-    check_run(&stack, &seeded, &args);
+    check_run(&stack, &seeded, &args.out);
 }

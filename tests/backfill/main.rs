@@ -5,13 +5,10 @@
 
 mod crash;
 mod disk_full;
-mod expect;
-#[allow(dead_code)]
-#[path = "../support/proc.rs"]
-mod procs;
 
-use expect::{check_run, pyarrow_check, seed, Stack};
-use tweet_embed::devtei::FaultConfig;
+use dev_tei::FaultConfig;
+use test_support::expect::{check_run, pyarrow_check};
+use test_support::{seed, Stack};
 use tweet_embed_operators::run::Engine;
 
 #[test]
@@ -32,7 +29,7 @@ fn backfill_20k_with_faulty_gpus_is_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let args = stack.args(dir.path(), 2);
     let summary = Engine::connect(args.clone()).and_then(Engine::backfill).expect("backfill");
-    check_run(&stack, &seeded, &args);
+    check_run(&stack, &seeded, &args.out);
     assert_eq!(summary.embedded as usize + summary.rejected as usize, seeded.eligible() + 1);
     pyarrow_check(&args.out, summary.embedded, summary.rejected);
     let coll = stack.coll();
@@ -50,7 +47,7 @@ fn backfill_20k_with_faulty_gpus_is_exactly_once() {
     // A second run finds an empty work queue and changes nothing.
     let again = Engine::connect(args.clone()).and_then(Engine::backfill).expect("second backfill");
     assert_eq!(again.embedded + again.rejected, 0);
-    check_run(&stack, &seeded, &args);
+    check_run(&stack, &seeded, &args.out);
 }
 
 #[test]

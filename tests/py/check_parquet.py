@@ -29,25 +29,29 @@ def rows_schema(dim):
             pa.field("model", dict_str, nullable=False),
             pa.field("text_hash", pa.uint64(), nullable=False),
             pa.field("tokens", pa.uint32(), nullable=False),
-            pa.field("lang", dict_str, nullable=True),
-            pa.field("created_at", pa.timestamp("ms", tz="UTC"), nullable=True),
-            pa.field("source", dict_str, nullable=False),
-            pa.field("epoch", pa.uint64(), nullable=False),
         ]
+        + provenance_fields()
     )
 
 
-def rejects_schema():
+def provenance_fields():
+    """The columns rows and rejections share: where a document came from and when."""
     dict_str = pa.dictionary(pa.int32(), pa.string())
+    return [
+        pa.field("lang", dict_str, nullable=True),
+        pa.field("created_at", pa.timestamp("ms", tz="UTC"), nullable=True),
+        pa.field("source", dict_str, nullable=False),
+        pa.field("epoch", pa.uint64(), nullable=False),
+    ]
+
+
+def rejects_schema():
     return pa.schema(
         [
             pa.field("id", pa.string(), nullable=False),
             pa.field("reason", pa.string(), nullable=False),
-            pa.field("lang", dict_str, nullable=True),
-            pa.field("created_at", pa.timestamp("ms", tz="UTC"), nullable=True),
-            pa.field("source", dict_str, nullable=False),
-            pa.field("epoch", pa.uint64(), nullable=False),
         ]
+        + provenance_fields()
     )
 
 

@@ -2,17 +2,17 @@
 //! restart resumes the stream from the checkpoint's token and rescans the work queue, and the
 //! end result is every eligible document exactly once, all marked.
 
-use super::expect::{seed, Stack};
-use super::procs::terminate;
 use super::workload::{check, remaining, Workload};
+use dev_tei::FaultConfig;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tweet_embed::devtei::FaultConfig;
+use test_support::proc::terminate;
+use test_support::{seed, Stack};
 use tweet_embed_operators::checkpoint::CheckpointStore;
 
 /// `tweet-embed run` with `args`' flags, logging at info.
 pub fn run_cmd(args: &tweet_embed_operators::run::RunConfig) -> Command {
-    let mut c = super::expect::pipeline_cmd("run", args);
+    let mut c = test_support::proc::pipeline_cmd(env!("CARGO_BIN_EXE_tweet-embed"), "run", args);
     c.args(["--log", "info"]);
     c
 }

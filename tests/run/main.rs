@@ -4,16 +4,11 @@
 
 mod crash;
 #[allow(dead_code)]
-#[path = "../backfill/expect.rs"]
-mod expect;
-#[allow(dead_code)]
-#[path = "../support/proc.rs"]
-mod procs;
 mod workload;
 
-use expect::{seed, Stack};
+use dev_tei::FaultConfig;
 use std::time::{Duration, Instant};
-use tweet_embed::devtei::FaultConfig;
+use test_support::{seed, Stack};
 use tweet_embed_operators::checkpoint::CheckpointStore;
 use tweet_embed_operators::epoch_clock::StopSignal;
 use tweet_embed_operators::run::{Continuous, Engine, RunConfig, Summary};
@@ -167,7 +162,7 @@ fn lost_history_is_logged_and_rescanned_exactly_once() {
         assert!(Instant::now() < deadline, "the work queue did not drain after the restart");
         std::thread::sleep(Duration::from_millis(100));
     }
-    procs::terminate(&child);
+    test_support::proc::terminate(&child);
     let out = child.wait_with_output().expect("wait");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "run after SIGTERM: {:?}\n{log}", out.status);

@@ -2,13 +2,13 @@
 //! while the pipeline runs — and the exactly-once check against the collection's final state.
 
 use arrow::array::AsArray;
+use dev_tei::embedding_for;
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use mongodb::Collection;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
-use tweet_embed::devtei::embedding_for;
-use tweet_embed::synth::{kind_of, tweet, tweet_id, Kind};
+use test_support::synth::{kind_of, tweet, tweet_id, Kind};
 
 /// Seeded documents, documents the writer inserts during the run, and updates that make
 /// retweets or already-marked documents eligible.
@@ -111,7 +111,7 @@ pub fn rows_by_source(out: &Path) -> HashMap<String, usize> {
 /// given, every distinct text embedded exactly once (no document went through both sources, and
 /// texts recurring across epochs came from the vector cache).
 pub async fn check(out: &Path, coll: &Collection<Document>, w: &Workload, texts_seen: Option<HashMap<String, u32>>) {
-    let super::expect::Output { vectors, counts, rejects } = super::expect::read_rows(out);
+    let test_support::expect::Output { vectors, counts, rejects } = test_support::expect::read_rows(out);
     let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(repeated.is_empty(), "ids written more than once: {repeated:?}");
     let updated: HashSet<u64> = w.updated().into_iter().collect();

@@ -4,11 +4,7 @@
 //! calibrated online from TEI's `x-compute-tokens`. It never talks to a server and never cuts
 //! requests (that is `batcher`'s alone); it counts what it is asked to, and counts how often.
 //!
-//! ## The estimate ([`estimate_tokens`])
-//! The same documented estimate as the simulator's (`tweet_embed::devtei::estimate_tokens`; a
-//! test keeps the two equal): `2` special tokens plus one per *piece*, scanning left to right:
-//! whitespace is skipped; a run of alphanumeric chars is cut greedily into chunks of at most
-//! 4 UTF-8 bytes (a char is never split), one piece each; any other char is one piece.
+//! The estimate itself is [`estimate_tokens`], the one the TEI simulator (`dev-tei`) counts with.
 
 use std::path::Path;
 
@@ -18,33 +14,7 @@ use parking_lot::Mutex;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use super::error::TeiError;
-
-/// Estimated tokens of `text`, special tokens included, before truncation (see the module docs).
-pub fn estimate_tokens(text: &str) -> usize {
-    2 + pieces(text)
-}
-
-fn pieces(text: &str) -> usize {
-    let mut count = 0;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_whitespace() {
-            continue;
-        }
-        count += 1;
-        if c.is_alphanumeric() {
-            let mut bytes = c.len_utf8();
-            while let Some(&next) = chars.peek() {
-                if !next.is_alphanumeric() || bytes + next.len_utf8() > 4 {
-                    break;
-                }
-                bytes += next.len_utf8();
-                chars.next();
-            }
-        }
-    }
-    count
-}
+use super::estimate::estimate_tokens;
 
 /// Weight of one request's observation in the calibration (an EWMA in log space).
 const CALIBRATION_ALPHA: f64 = 0.2;
@@ -175,17 +145,6 @@ impl TokenBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn estimate_matches_the_documented_rules() {
-        assert_eq!(estimate_tokens(""), 2);
-        assert_eq!(estimate_tokens("   "), 2);
-        assert_eq!(estimate_tokens("words"), 4);
-        assert_eq!(estimate_tokens("hi, there!"), 7);
-        assert_eq!(estimate_tokens("日本語"), 5);
-        assert_eq!(estimate_tokens("привет"), 5);
-        assert_eq!(estimate_tokens("👍🏽"), 4);
-    }
 
     #[test]
     fn calibration_moves_toward_observed_tokens_and_respects_truncation() {

@@ -6,20 +6,16 @@
 //! all use. It never decides limits or errors: callers compare counts with `max_input_length`.
 //!
 //! ## The estimate ([`estimate_tokens`])
-//! `2` special tokens (`<bos>` and `<eos>`, as Gemma adds) plus one token per *piece*, where the
-//! pieces of a text are, scanning left to right:
-//! - whitespace: nothing (it is folded into the next piece, as SentencePiece does);
-//! - a run of alphanumeric chars (`char::is_alphanumeric`, any script): split greedily into
-//!   chunks of at most 4 UTF-8 bytes (a char is never split), one piece each. That is `⌈n/4⌉` for
-//!   ASCII words, about 2 chars a piece for Cyrillic or Greek, and 1 per CJK char;
-//! - any other char (punctuation, symbols, emoji, joiners, variation selectors): one piece per
-//!   code point, so a ZWJ emoji sequence costs one token per code point.
+//! The pipeline's own estimate, from `tweet-embed-operators` (its docs define the pieces): `2`
+//! special tokens plus one token per piece of [`estimate_pieces`]. The simulator counts,
+//! truncates and tokenizes with those pieces, so the pipeline's estimate and the simulator's
+//! count agree by construction.
 //!
-//! The estimate is monotone in prefix length, and a prefix (or suffix) cut at a piece boundary
-//! re-counts to exactly its pieces. Truncation keeps whole pieces: to the right it keeps the text
-//! up to the end of the last kept piece, to the left from the start of the first kept piece. So a
-//! truncated input's vector is [`embedding_for`](super::embedding_for) of
-//! [`estimate_truncate`]`(text, max_input_length)` (right truncation, the default).
+//! A prefix (or suffix) cut at a piece boundary re-counts to exactly its pieces. Truncation keeps
+//! whole pieces: to the right it keeps the text up to the end of the last kept piece, to the left
+//! from the start of the first kept piece. So a truncated input's vector is
+//! [`embedding_for`](crate::embedding_for) of [`estimate_truncate`]`(text, max_input_length)`
+//! (right truncation, the default).
 //!
 //! ## The real tokenizer
 //! `tokenizers::Tokenizer::from_file`, padding off, encoding with special tokens, truncating to
@@ -31,6 +27,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tweet_embed_operators::tei::{estimate_pieces, estimate_tokens, ESTIMATE_SPECIAL_TOKENS};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Special tokens the estimate adds, with Gemma's ids.
@@ -39,22 +36,16 @@ const EOS: (u32, &str) = (1, "<eos>");
 /// Gemma 3's vocabulary size; estimated piece ids fall in `3..VOCAB`.
 const VOCAB: u64 = 262_144;
 
-/// Estimated token count of `text`, special tokens included (see the module docs). The pipeline
-/// uses the same estimate before it calibrates from `x-compute-tokens`.
-pub fn estimate_tokens(text: &str) -> usize {
-    2 + Pieces::new(text).count()
-}
-
 /// The part of `text` the simulator keeps when it truncates to `max_input_length` tokens from the
 /// right with the estimate: the whole text when it fits. `max_input_length` counts the 2 special
 /// tokens, as TEI's does.
 pub fn estimate_truncate(text: &str, max_input_length: usize) -> &str {
-    let keep = max_input_length.saturating_sub(2);
-    match Pieces::new(text).nth(keep) {
+    let keep = max_input_length.saturating_sub(ESTIMATE_SPECIAL_TOKENS);
+    match estimate_pieces(text).nth(keep) {
         // There is a piece beyond the budget: cut after the last kept one.
         Some(_) if keep == 0 => "",
         Some(_) => {
-            let end = Pieces::new(text).nth(keep - 1).map_or(0, |p| p.end);
+            let end = estimate_pieces(text).nth(keep - 1).map_or(0, |p| p.end);
             &text[..end]
         }
         None => text,
@@ -147,17 +138,17 @@ fn estimate_count(text: &str, truncate_to: Option<(usize, Direction)>) -> Counte
     let Some((max, direction)) = truncate_to else {
         return Counted { tokens: estimate_tokens(text), kept: all };
     };
-    let keep = max.saturating_sub(2);
-    let pieces: Vec<Range<usize>> = Pieces::new(text).collect();
+    let keep = max.saturating_sub(ESTIMATE_SPECIAL_TOKENS);
+    let pieces: Vec<Range<usize>> = estimate_pieces(text).collect();
     if pieces.len() <= keep {
-        return Counted { tokens: 2 + pieces.len(), kept: all };
+        return Counted { tokens: ESTIMATE_SPECIAL_TOKENS + pieces.len(), kept: all };
     }
     let kept = match (direction, keep) {
         (_, 0) => 0..0,
         (Direction::Right, _) => 0..pieces[keep - 1].end,
         (Direction::Left, _) => pieces[pieces.len() - keep].start..text.len(),
     };
-    Counted { tokens: 2 + keep, kept }
+    Counted { tokens: ESTIMATE_SPECIAL_TOKENS + keep, kept }
 }
 
 fn estimate_tokenize(text: &str, add_special: bool) -> Vec<SimpleToken> {
@@ -167,7 +158,7 @@ fn estimate_tokenize(text: &str, add_special: bool) -> Vec<SimpleToken> {
     if add_special {
         tokens.push(special(BOS));
     }
-    tokens.extend(Pieces::new(text).map(|range| {
+    tokens.extend(estimate_pieces(text).map(|range| {
         let piece = &text[range.clone()];
         SimpleToken {
             id: 3 + (xxh3_64(piece.as_bytes()) % (VOCAB - 3)) as u32,
@@ -246,42 +237,6 @@ impl RealTokenizer {
             })
             .collect();
         Ok(tokens)
-    }
-}
-
-/// The estimate's pieces of a text, as byte ranges, left to right.
-struct Pieces<'a> {
-    text: &'a str,
-    pos: usize,
-}
-
-impl<'a> Pieces<'a> {
-    fn new(text: &'a str) -> Self {
-        Self { text, pos: 0 }
-    }
-}
-
-impl Iterator for Pieces<'_> {
-    type Item = Range<usize>;
-
-    fn next(&mut self) -> Option<Range<usize>> {
-        let rest = &self.text[self.pos..];
-        let skip = rest.find(|c: char| !c.is_whitespace())?;
-        let start = self.pos + skip;
-        let mut chars = self.text[start..].chars();
-        let first = chars.next()?;
-        let mut end = start + first.len_utf8();
-        if first.is_alphanumeric() {
-            // Extend the chunk while the run continues and the chunk stays within 4 bytes.
-            for c in chars {
-                if !c.is_alphanumeric() || end - start + c.len_utf8() > 4 {
-                    break;
-                }
-                end += c.len_utf8();
-            }
-        }
-        self.pos = end;
-        Some(start..end)
     }
 }
 

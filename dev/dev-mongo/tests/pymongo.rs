@@ -1,9 +1,10 @@
-//! pymongo, a client nobody here wrote, against dev-mongo: the script in `tests/py/` inserts,
-//! finds, counts on a hinted partial index, watches and resumes. The test command installs
-//! pymongo (`scripts/test`); without it this test fails and says how to install it.
+//! pymongo, a client nobody here wrote, against dev-mongo: the script in this crate's `tests/py/`
+//! inserts, finds, counts on a hinted partial index, watches and resumes. The test command
+//! installs pymongo (`.ci/run`, from the workspace's `tests/py/requirements.txt`); without it
+//! this test fails and says how to install it.
 
+use dev_mongo::{DevMongo, DevMongoConfig};
 use std::process::Command;
-use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
 
 fn python() -> String {
     std::env::var("TWEET_EMBED_PYTHON").unwrap_or_else(|_| "python3".to_string())
@@ -16,7 +17,7 @@ fn pymongo_inserts_finds_watches_and_resumes() {
     let probe = Command::new(&py).args(["-c", "import pymongo"]).output();
     match probe {
         Ok(o) if o.status.success() => {}
-        _ => panic!("{py} cannot import pymongo: run `scripts/test` (it installs it) or `pip install pymongo`"),
+        _ => panic!("{py} cannot import pymongo: run `.ci/run` (it installs it) or `pip install pymongo`"),
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/pymongo_check.py");
     let out = Command::new(&py).arg(script).arg(server.uri()).output().expect("run python");

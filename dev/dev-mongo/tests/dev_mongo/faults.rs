@@ -2,12 +2,12 @@
 //! persistence across restarts, resume tokens included.
 
 use super::{code_of, Fixture};
+use dev_mongo::DevMongoConfig;
 use futures_util::StreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::{Hint, IndexOptions};
 use mongodb::IndexModel;
 use std::time::Duration;
-use tweet_embed::devmongo::DevMongoConfig;
 
 #[tokio::test]
 async fn fail_next_commands_with_codes_and_labels() {

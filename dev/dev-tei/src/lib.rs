@@ -1,21 +1,24 @@
 //! The TEI GPU simulator: one text-embeddings-inference 1.9–compatible HTTP endpoint per
 //! simulated GPU, on loopback, for tests, benchmarks, the demo and trying things by hand
-//! (`tweet-embed dev-tei`).
+//! (`tweet-embed dev-tei`, which serves this crate).
 //!
 //! It owns: TEI's HTTP API (`POST /embed`, `POST /v1/embeddings`, `POST /tokenize`, `GET /info`,
 //! `GET /health`, `GET /metrics`) with its limits, status codes and error bodies
 //! (`shared/notes/tei.md`); TEI's queue and batching with a service-time model of a GPU
 //! ([`GpuStats`] exposes its counters); deterministic vectors ([`embedding_for`]) so every row
-//! can be checked; token counting ([`estimate_tokens`], or a real `tokenizer.json`); and faults
-//! (error rate, dropped connections, slow answers, unhealthy, an endpoint that goes down and comes
-//! back on the same port).
+//! can be checked; token counting (the pipeline's own [`estimate_tokens`], or a real
+//! `tokenizer.json`); and faults (error rate, dropped connections, slow answers, unhealthy, an
+//! endpoint that goes down and comes back on the same port).
 //!
 //! It must never be mistaken for a model: vectors carry no meaning. It binds 127.0.0.1 only, and
-//! never reaches the network.
+//! never reaches the network. It depends on `tweet-embed-operators` for the estimate only; the
+//! pipeline's crates never depend on it.
+//!
+//! [`estimate_tokens`]: tweet_embed_operators::tei::estimate_tokens
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use tweet_embed::devtei::{DevTei, SimConfig};
+//! use dev_tei::{DevTei, SimConfig};
 //! let tei = DevTei::start(SimConfig { gpus: 2, ..SimConfig::default() }).await?;
 //! let urls = tei.urls(); // ["http://127.0.0.1:PORT", ...]
 //! tei.gpus()[1].set_down(true).await?; // connection refused
@@ -46,7 +49,7 @@ use tokio::sync::Semaphore;
 pub use config::{DevTeiArgs, DevTeiFlags, Outage, SimConfig};
 pub use faults::FaultConfig;
 pub use gpu::GpuStats;
-pub use tokens::{estimate_tokens, estimate_truncate};
+pub use tokens::estimate_truncate;
 pub use vectors::{embedding_for, embedding_for_ids, raw_embedding_for};
 
 use faults::Faults;

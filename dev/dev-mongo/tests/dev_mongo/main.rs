@@ -8,10 +8,10 @@ mod faults;
 mod indexes;
 mod wire;
 
+use dev_mongo::{DevMongo, DevMongoConfig};
 use mongodb::bson::{doc, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::{Client, Collection};
-use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
 
 /// A server and a connected client.
 pub struct Fixture {

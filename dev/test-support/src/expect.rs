@@ -1,91 +1,19 @@
-//! The dev stack for pipeline tests, seeding with synthetic tweets, and the exactly-once check:
-//! output rows read back from Parquet against the seeded documents and their marks in Mongo.
+//! The exactly-once check: output rows read back from Parquet against the seeded documents and
+//! their marks in Mongo. Every eligible document comes out exactly once, with its own text's
+//! vector and marked `true`, or as a reject with a reason and marked `false`; nothing else is
+//! written or marked.
 
 use arrow::array::AsArray;
 use arrow::datatypes::Float32Type;
+use dev_tei::embedding_for;
 use mongodb::bson::{doc, Bson, Document};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use tweet_embed::config::MongoTarget;
-use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
-use tweet_embed::devtei::{embedding_for, DevTei, FaultConfig, SimConfig};
-use tweet_embed::synth::{kind_of, tweet, Kind};
-use tweet_embed_operators::run::RunConfig;
 
-/// dev-mongo plus simulated GPUs on their own runtime.
-pub struct Stack {
-    pub mongo: DevMongo,
-    pub tei: Option<DevTei>,
-    pub rt: tokio::runtime::Runtime,
-}
-
-impl Stack {
-    pub fn start(gpus: usize, faults: FaultConfig) -> Stack {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        let mongo = DevMongo::start(DevMongoConfig::default()).expect("dev-mongo");
-        let tei = rt
-            .block_on(DevTei::start(SimConfig { gpus, instant: true, faults, seed: 7, ..SimConfig::default() }))
-            .expect("dev-tei");
-        Stack { mongo, tei: Some(tei), rt }
-    }
-
-    pub fn args(&self, dir: &Path, workers: usize) -> RunConfig {
-        let mut args = RunConfig::new(
-            tweet_embed_operators::run::MongoTarget::tweets_at(self.mongo.uri()),
-            self.tei.as_ref().map(|t| t.urls()).unwrap_or_default(),
-            dir,
-        );
-        args.tmp_dir = dir.join("tmp");
-        args.workers = workers;
-        args.checkpoint_interval = std::time::Duration::from_millis(300);
-        args
-    }
-
-    pub fn gpu_inputs(&self) -> u64 {
-        self.tei.as_ref().map(|t| t.stats().iter().map(|s| s.inputs).sum()).unwrap_or(0)
-    }
-
-    pub fn coll(&self) -> mongodb::Collection<Document> {
-        self.coll_at(&self.mongo.uri())
-    }
-
-    pub fn coll_at(&self, uri: &str) -> mongodb::Collection<Document> {
-        let uri = uri.to_string();
-        self.rt
-            .block_on(async move { mongodb::Client::with_uri_str(uri).await.expect("client") })
-            .database("twitter_data")
-            .collection("tweets")
-    }
-}
-
-/// What was seeded.
-pub struct Seeded {
-    pub n: u64,
-    pub seed: u64,
-}
-
-impl Seeded {
-    pub fn eligible(&self) -> usize {
-        (0..self.n).filter(|i| matches!(kind_of(*i, self.seed), Kind::Good | Kind::Bad)).count()
-    }
-}
-
-/// Seeds `n` synthetic tweets at memory speed and creates the indexes.
-pub fn seed(mongo: &DevMongo, n: u64, seed: u64) -> Seeded {
-    mongo.with_store(|s| {
-        for i in 0..n {
-            s.insert("twitter_data", "tweets", tweet(i, seed)).expect("insert");
-        }
-    });
-    let args = tweet_embed::indexes::IndexesArgs {
-        mongo: MongoTarget::tweets_at(mongo.uri()),
-        mark_field: "gemma_embedded_768".into(),
-    };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-    rt.block_on(tweet_embed::indexes::create(&args)).expect("indexes");
-    Seeded { n, seed }
-}
+use crate::seed::Seeded;
+use crate::synth::{kind_of, Kind};
+use crate::Stack;
 
 /// Everything written: vectors by id, occurrences by id, reject reasons by id.
 pub struct Output {
@@ -133,14 +61,14 @@ pub fn read_rows(out: &Path) -> Output {
     Output { vectors, counts, rejects }
 }
 
-/// The exactly-once check against the in-process dev-mongo.
-pub fn check_run(stack: &Stack, seeded: &Seeded, args: &RunConfig) {
-    check_run_in(stack, stack.coll(), seeded, args)
+/// The exactly-once check of the output in `out` against the in-process dev-mongo.
+pub fn check_run(stack: &Stack, seeded: &Seeded, out: &Path) {
+    check_run_in(stack, stack.coll(), seeded, out)
 }
 
-/// The exactly-once check against the collection `coll`.
-pub fn check_run_in(stack: &Stack, coll: mongodb::Collection<Document>, seeded: &Seeded, args: &RunConfig) {
-    let Output { vectors, counts, rejects } = read_rows(&args.out);
+/// The exactly-once check of the output in `out` against the collection `coll`.
+pub fn check_run_in(stack: &Stack, coll: mongodb::Collection<Document>, seeded: &Seeded, out: &Path) {
+    let Output { vectors, counts, rejects } = read_rows(out);
     let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(repeated.is_empty(), "ids written more than once: {repeated:?}");
     let docs: Vec<Document> = stack.rt.block_on(async {
@@ -195,14 +123,11 @@ pub fn check_run_in(stack: &Stack, coll: mongodb::Collection<Document>, seeded: 
     assert_eq!(rejects.len(), expected_rejects);
 }
 
-/// pyarrow, a reader nobody here wrote, checks the output: schema, row counts, unique ids.
+/// pyarrow, a reader nobody here wrote, checks the output in `out`: schema, row counts, unique
+/// ids (`tests/py/check_parquet.py`, run with `$TWEET_EMBED_PYTHON`, else `python3`).
 pub fn pyarrow_check(out: &Path, rows: u64, rejects: u64) {
-    let py = std::env::var("TWEET_EMBED_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    match std::process::Command::new(&py).args(["-c", "import pyarrow"]).output() {
-        Ok(o) if o.status.success() => {}
-        _ => panic!("{py} cannot import pyarrow: run `scripts/test` (it installs it) or `pip install pyarrow`"),
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/check_parquet.py");
+    let py = python_with("pyarrow");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/py/check_parquet.py");
     let o = std::process::Command::new(&py)
         .arg(script)
         .arg(out)
@@ -213,19 +138,12 @@ pub fn pyarrow_check(out: &Path, rows: u64, rejects: u64) {
     assert!(o.status.success(), "pyarrow check failed:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// `tweet-embed <command>` (`backfill` or `run`) with `args`' connection, paths and workers, a
-/// 200 ms checkpoint interval, output discarded.
-pub fn pipeline_cmd(command: &str, args: &RunConfig) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_tweet-embed"));
-    c.arg(command)
-        .args(["--mongo-uri", &args.mongo.uri, "--db", &args.mongo.db, "--collection", &args.mongo.collection])
-        .args(["--tei-urls", &args.tei.urls.join(",")])
-        .arg("--out")
-        .arg(&args.out)
-        .arg("--state-dir")
-        .arg(&args.state_dir)
-        .args(["--workers", &args.workers.to_string(), "--checkpoint-interval", "200ms"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    c
+/// The Python interpreter the tests use (`$TWEET_EMBED_PYTHON`, else `python3`), once it has shown
+/// it can import `module`; a panic saying how to install it otherwise.
+pub fn python_with(module: &str) -> String {
+    let py = std::env::var("TWEET_EMBED_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    match std::process::Command::new(&py).args(["-c", &format!("import {module}")]).output() {
+        Ok(o) if o.status.success() => py,
+        _ => panic!("{py} cannot import {module}: run `.ci/run` (it installs it) or `pip install {module}`"),
+    }
 }

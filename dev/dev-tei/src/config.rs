@@ -67,7 +67,8 @@ pub struct SimConfig {
     pub tokens_per_second: f64,
     /// No service time and no sleeping: the simulator's own CPU cost only.
     pub instant: bool,
-    /// A `tokenizer.json` to count with; None: the estimate of [`estimate_tokens`](super::estimate_tokens).
+    /// A `tokenizer.json` to count with; None: the pipeline's estimate
+    /// ([`estimate_tokens`](tweet_embed_operators::tei::estimate_tokens)).
     pub tokenizer: Option<PathBuf>,
     /// Required `Authorization: Bearer <key>` on model routes and `/info`.
     pub api_key: Option<String>,

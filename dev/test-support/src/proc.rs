@@ -39,3 +39,23 @@ pub fn terminate(child: &Child) {
     let r = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(r, 0, "SIGTERM");
 }
+
+/// `bin` (the `tweet-embed` binary: `env!("CARGO_BIN_EXE_tweet-embed")` in its tests) running
+/// `command` (`backfill` or `run`) with `args`' connection, paths and workers, a 200 ms
+/// checkpoint interval, output discarded.
+pub fn pipeline_cmd(bin: &str, command: &str, args: &tweet_embed_operators::run::RunConfig) -> std::process::Command {
+    let mut c = std::process::Command::new(bin);
+    c.arg(command)
+        .args(["--mongo-uri", &args.mongo.uri, "--db", &args.mongo.db, "--collection", &args.mongo.collection])
+        .args(["--tei-urls", &args.tei.urls.join(",")])
+        .arg("--out")
+        .arg(&args.out)
+        .arg("--state-dir")
+        .arg(&args.state_dir)
+        .arg("--tmp-dir")
+        .arg(&args.tmp_dir)
+        .args(["--workers", &args.workers.to_string(), "--checkpoint-interval", "200ms"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    c
+}

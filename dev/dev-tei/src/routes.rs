@@ -38,7 +38,7 @@ pub(crate) struct GpuState {
     pub faults: Faults,
     /// `/info`'s body, fixed for the GPU's life.
     pub info: Bytes,
-    /// Texts embedded and how often, while a test records them ([`crate::devtei::DevTei::record_texts`]).
+    /// Texts embedded and how often, while a test records them ([`crate::DevTei::record_texts`]).
     pub texts: parking_lot::Mutex<Option<std::collections::HashMap<String, u32>>>,
 }
 

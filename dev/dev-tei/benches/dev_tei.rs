@@ -1,4 +1,4 @@
-//! Benchmark of the TEI simulator (`cargo bench --bench dev_tei`).
+//! Benchmark of the TEI simulator (`cargo bench -p dev-tei --bench dev_tei`).
 //!
 //! Modelled rows: simulated GPUs (base 5 ms, 20,000 tokens/s, max_batch_tokens 16384) saturated by
 //! closed-loop clients sending 32 documents of 418 estimated tokens each, measured for 10 s after
@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dev_tei::{embedding_for, DevTei, GpuStats, SimConfig};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
-use tweet_embed::devtei::{embedding_for, estimate_tokens, DevTei, GpuStats, SimConfig};
+use tweet_embed_operators::tei::estimate_tokens;
 
 const DOC_TOKENS: usize = 418;
 const DOCS_PER_REQUEST: usize = 32;

@@ -1,18 +1,16 @@
 //! The TEI simulator over real HTTP on loopback: routes and shapes, limits and errors, tokenizers,
 //! faults, and the GPU queue model. Every vector returned is checked against `embedding_for`.
 
-#[path = "support/word_tokenizer.rs"]
-mod word_tokenizer;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use dev_tei::{
+    embedding_for, embedding_for_ids, estimate_truncate, raw_embedding_for, DevTei, DevTeiError, FaultConfig, SimConfig,
+};
 use futures_util::future::join_all;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-use tweet_embed::devtei::{
-    embedding_for, embedding_for_ids, estimate_tokens, estimate_truncate, raw_embedding_for, DevTei, DevTeiError,
-    FaultConfig, SimConfig,
-};
+use tweet_embed_operators::tei::estimate_tokens;
 
 /// A fast simulator: no service time unless a test asks for it.
 fn instant() -> SimConfig {
@@ -312,7 +310,7 @@ async fn api_key_guards_model_routes_but_not_health_or_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_tokenizer_json_counts_truncates_and_tokenizes() {
     let dir = tempfile::tempdir().unwrap();
-    let path = word_tokenizer::word_tokenizer(dir.path());
+    let path = test_support::word_tokenizer(dir.path());
 
     let config = SimConfig { tokenizer: Some(path), max_input_length: 5, ..instant() };
     let (_tei, url) = start(config).await;

@@ -226,7 +226,7 @@ pub fn parse_sort(sort: Option<&Document>) -> CmdResult<Vec<(String, bool)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devmongo::index::IndexSpec;
+    use crate::index::IndexSpec;
     use mongodb::bson::doc;
 
     fn coll() -> Collection {

@@ -5,10 +5,12 @@
 //! bounded history. It is a dev server, not a database: no auth, no TLS, no journaling beyond an
 //! optional snapshot file.
 //!
-//! It owns its data and the socket; it never reaches outside loopback.
+//! It owns its data and the socket; it never reaches outside loopback. It is a crate of its own
+//! so that the pipeline's crates never depend on it: the `tweet-embed` binary serves it, and the
+//! tests, benches and demo run against it.
 //!
 //! ```no_run
-//! use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
+//! use dev_mongo::{DevMongo, DevMongoConfig};
 //! let server = DevMongo::start(DevMongoConfig::default()).expect("start dev-mongo");
 //! println!("connect with {}", server.uri());
 //! ```

@@ -1,15 +1,16 @@
 //! Throughput of dev-mongo through the official Rust driver over loopback
-//! (`cargo bench --bench dev_mongo`): inserts (bulk `insert_many` and concurrent `insert_one`),
-//! streaming a collection with find/getMore, the pipeline's work-queue scan on its partial index,
-//! and hinted counts. Each figure is the median of 3 runs; the dev server must never be what the
-//! pipeline's own benchmarks measure, so the targets are ≥ 20k inserts/s and ≥ 100k docs/s found.
+//! (`cargo bench -p dev-mongo --bench dev_mongo`): inserts (bulk `insert_many` and concurrent
+//! `insert_one`), streaming a collection with find/getMore, the pipeline's work-queue scan on its
+//! partial index, and hinted counts. Each figure is the median of 3 runs; the dev server must never
+//! be what the pipeline's own benchmarks measure, so the targets are ≥ 20k inserts/s and ≥ 100k
+//! docs/s found.
 
+use dev_mongo::{DevMongo, DevMongoConfig};
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use mongodb::options::Hint;
 use mongodb::{Client, Collection};
 use std::time::Instant;
-use tweet_embed::devmongo::{DevMongo, DevMongoConfig};
 
 const DOCS: i64 = 200_000;
 const RUNS: usize = 3;

@@ -1,0 +1,27 @@
+//! What tweet-embed's tests, benches and demo share: synthetic tweets ([`synth`]), seeding a work
+//! queue in dev-mongo ([`seed`], [`seed_work_queue`], [`fresh_work_queue`]), the dev stack of
+//! dev-mongo plus simulated TEI GPUs ([`Stack`]), the exactly-once check of a run's output
+//! ([`expect`]), child processes ([`proc`]), a child's peak memory for benchmarks ([`peak_rss`])
+//! and a tiny `tokenizer.json` ([`word_tokenizer`]).
+//!
+//! It knows the engine (`tweet-embed-operators`) and the two dev servers, never the CLI: what
+//! needs the `tweet-embed` crate's flags stays with the tests that use them.
+//!
+//! ```no_run
+//! use test_support::{seed, Stack};
+//! let stack = Stack::start(2, dev_tei::FaultConfig::default());
+//! let seeded = seed(&stack.mongo, 1_000, 7);
+//! println!("{} to embed at {}, GPUs at {:?}", seeded.eligible(), stack.mongo.uri(), stack.tei_urls());
+//! ```
+
+pub mod expect;
+pub mod peak_rss;
+pub mod proc;
+pub mod seed;
+mod stack;
+pub mod synth;
+pub mod word_tokenizer;
+
+pub use seed::{create_indexes, fresh_work_queue, insert_tweets, seed, seed_work_queue, Seeded};
+pub use stack::Stack;
+pub use word_tokenizer::word_tokenizer;
