@@ -1,6 +1,8 @@
-//! The command line: one subcommand per user task. Parsing only; the work lives in the library.
+//! The command line: one subcommand per user task, and an environment variable for every flag
+//! (`TWEET_EMBED_<FLAG>` unless it has a conventional one). Parsing only; the work lives in the
+//! command modules and the libraries.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Embeds a MongoDB collection of tweets with TEI servers into Parquet.
 #[derive(Debug, Parser)]
@@ -51,4 +53,26 @@ pub enum Command {
     DevMongo(dev_mongo::DevMongoArgs),
     /// Runs simulated TEI GPUs, one HTTP endpoint per GPU, on loopback.
     DevTei(dev_tei::DevTeiArgs),
+}
+
+/// The environment variable of a flag without a conventional one.
+pub fn env_name(id: &str) -> String {
+    format!("TWEET_EMBED_{}", id.to_uppercase())
+}
+
+/// The CLI with an environment variable on every flag.
+pub fn command() -> clap::Command {
+    with_env(Cli::command())
+}
+
+fn with_env(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| {
+        if a.get_env().is_none() && a.get_long().is_some() && a.get_id() != "help" && a.get_id() != "version" {
+            let name = env_name(a.get_id().as_str());
+            a.env(name)
+        } else {
+            a
+        }
+    })
+    .mut_subcommands(with_env)
 }

@@ -16,35 +16,13 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Command, CommandFactory};
+use clap::{ArgMatches, Command};
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// The environment variable naming the config file.
 pub const CONFIG_ENV: &str = "TWEET_EMBED_CONFIG";
-
-/// The environment variable of a flag without a conventional one.
-pub fn env_name(id: &str) -> String {
-    format!("TWEET_EMBED_{}", id.to_uppercase())
-}
-
-/// The CLI with an environment variable on every flag.
-pub fn command() -> Command {
-    with_env(crate::cli::Cli::command())
-}
-
-fn with_env(cmd: Command) -> Command {
-    cmd.mut_args(|a| {
-        if a.get_env().is_none() && a.get_long().is_some() && a.get_id() != "help" && a.get_id() != "version" {
-            let name = env_name(a.get_id().as_str());
-            a.env(name)
-        } else {
-            a
-        }
-    })
-    .mut_subcommands(with_env)
-}
 
 /// The flags that took their value from the config file, for `config print` to tell them apart.
 #[derive(Debug, Default, Clone)]
@@ -55,11 +33,11 @@ pub struct FromFile {
     pub keys: BTreeSet<String>,
 }
 
-/// The CLI ([`command`]) with the config file named by `argv` or the environment, if any, layered
-/// in: each of its keys becomes the default value of that flag of the command `argv` runs (or of
-/// a global flag). Errors: an unreadable file, invalid TOML, a key no command knows.
-pub fn layered(argv: &[OsString]) -> Result<(Command, FromFile)> {
-    let cmd = command();
+/// The CLI `cmd` (`crate::cli::command`) with the config file named by `argv` or the environment,
+/// if any, layered in: each of its keys becomes the default value of that flag of the command
+/// `argv` runs (or of a global flag). Errors: an unreadable file, invalid TOML, a key no command
+/// knows.
+pub fn layered(cmd: Command, argv: &[OsString]) -> Result<(Command, FromFile)> {
     let path = config_path(argv).or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from));
     let Some(path) = path else { return Ok((cmd, FromFile::default())) };
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read --config {}", path.display()))?;
@@ -281,7 +259,7 @@ mod tests {
 
     #[test]
     fn every_flag_has_an_environment_variable() {
-        let cmd = command();
+        let cmd = crate::cli::command();
         let run = cmd.find_subcommand("run").expect("run");
         for a in run.get_arguments().filter(|a| a.get_long().is_some() && a.get_id() != "help") {
             assert!(a.get_env().is_some(), "--{} has no env", a.get_id());

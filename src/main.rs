@@ -7,7 +7,7 @@ use tweet_embed::cli::{Cli, Command, LogFormat};
 fn main() {
     // The config file's values become the flags' defaults, under flags and environment.
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let (command, from_file) = match tweet_embed::config_file::layered(&argv) {
+    let (command, from_file) = match tweet_embed::config_file::layered(tweet_embed::cli::command(), &argv) {
         Ok(layered) => layered,
         Err(err) => {
             eprintln!("tweet-embed: {err:#}");

@@ -12,8 +12,6 @@ use super::index::{push_component, Index, ID_INDEX};
 use super::matcher::{Filter, Pred};
 use mongodb::bson::{Bson, Document};
 
-pub use super::scan::{count_covered, scan, ScanPosition};
-
 /// Where a plan reads candidates from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -227,6 +225,7 @@ pub fn parse_sort(sort: Option<&Document>) -> CmdResult<Vec<(String, bool)>> {
 mod tests {
     use super::*;
     use crate::index::IndexSpec;
+    use crate::scan::{count_covered, scan, ScanPosition};
     use mongodb::bson::doc;
 
     fn coll() -> Collection {

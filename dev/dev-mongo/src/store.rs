@@ -24,13 +24,13 @@ pub struct ScanTotals {
 
 impl ScanTotals {
     /// Adds a scan's work.
-    pub fn add(&mut self, pos: &super::planner::ScanPosition) {
+    pub fn add(&mut self, pos: &super::scan::ScanPosition) {
         self.keys += pos.keys_examined;
         self.docs += pos.docs_examined;
     }
 
     /// Adds a long-lived scan's work since the last call, and resets its counters.
-    pub fn take_from(&mut self, pos: &mut super::planner::ScanPosition) {
+    pub fn take_from(&mut self, pos: &mut super::scan::ScanPosition) {
         self.add(pos);
         pos.keys_examined = 0;
         pos.docs_examined = 0;
@@ -225,10 +225,10 @@ impl Store {
             return Ok((Vec::new(), self.scanned));
         };
         let plan = super::planner::plan(c, filter, None, hint)?;
-        let mut pos = super::planner::ScanPosition::default();
+        let mut pos = super::scan::ScanPosition::default();
         let mut out = Vec::new();
         while !pos.is_done() {
-            super::planner::scan(c, &plan, filter, &mut pos, usize::MAX, |d| {
+            super::scan::scan(c, &plan, filter, &mut pos, usize::MAX, |d| {
                 out.push(id_key_of(d));
                 limit.is_none_or(|l| out.len() < l)
             })?;

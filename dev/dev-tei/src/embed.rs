@@ -13,7 +13,7 @@ use hyper::header::HeaderValue;
 use hyper::StatusCode;
 
 use super::api::{self, ApiError, EncodingFormat, ErrorType, Input, Inputs, Resp};
-use super::routes::GpuState;
+use super::state::GpuState;
 use super::tokens::Direction;
 use super::vectors;
 

@@ -35,6 +35,7 @@ mod gpu;
 mod metrics;
 mod routes;
 mod server;
+mod state;
 mod tokens;
 mod vectors;
 
@@ -54,8 +55,8 @@ pub use vectors::{embedding_for, embedding_for_ids, raw_embedding_for};
 
 use faults::Faults;
 use gpu::{GpuModel, GpuQueue};
-use routes::GpuState;
 use server::Endpoint;
+use state::GpuState;
 use tokens::TokenCounter;
 
 /// Why the simulator could not start.

@@ -1,11 +1,10 @@
 //! Routing of one simulated GPU's HTTP requests: method and path, API key, body limit, faults,
 //! then the route itself.
 //!
-//! This module owns what each route answers and [`GpuState`], the state every request of a GPU
+//! This module owns what each route answers; [`GpuState`] (in `state`) is the state every request of a GPU
 //! shares. It never owns sockets: a dropped connection is returned as [`Outcome::Drop`] for the
 //! server to act on.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -14,33 +13,17 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
 use serde::Serialize;
-use tokio::sync::Semaphore;
 
 use super::api::{self, ApiError, EmbedRequest, OpenAiRequest, Resp, TextInputs, TokenizeRequest};
 use super::config::SimConfig;
 use super::embed;
-use super::faults::{Faults, Verdict};
-use super::gpu::GpuQueue;
-use super::metrics::Metrics;
-use super::tokens::{Direction, TokenCounter};
+use super::faults::Verdict;
+use super::state::GpuState;
+use super::tokens::Direction;
 
 /// Past the payload limit, how much more of a body is read and discarded so the client gets its
 /// 413 instead of a reset connection.
 const DRAIN_LIMIT: usize = 64 << 20;
-
-/// Everything the requests of one GPU share.
-pub(crate) struct GpuState {
-    pub config: Arc<SimConfig>,
-    pub tokenizer: Arc<TokenCounter>,
-    pub permits: Semaphore,
-    pub queue: GpuQueue,
-    pub metrics: Arc<Metrics>,
-    pub faults: Faults,
-    /// `/info`'s body, fixed for the GPU's life.
-    pub info: Bytes,
-    /// Texts embedded and how often, while a test records them ([`crate::DevTei::record_texts`]).
-    pub texts: parking_lot::Mutex<Option<std::collections::HashMap<String, u32>>>,
-}
 
 /// What the server does with a request.
 pub(crate) enum Outcome {

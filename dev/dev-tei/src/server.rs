@@ -24,7 +24,8 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use super::api::Resp;
-use super::routes::{self, GpuState, Outcome};
+use super::routes::{self, Outcome};
+use super::state::GpuState;
 
 /// One GPU's endpoint.
 pub(crate) struct Endpoint {

@@ -1,47 +1,20 @@
-//! [`Engine`]: one run's connections and shared components, and its entry points. `connect`
-//! reaches MongoDB (and checks the work-queue index) and every TEI endpoint; `backfill` and
-//! `continuous` recover from the checkpoint (on the leading process) and run passes of the graph
-//! until the run is over. A process that follows a cluster's leader runs whatever passes it is
-//! handed.
+//! [`Engine`]: one run's connections and shared components. `connect` reaches MongoDB (and
+//! checks the work-queue index) and every TEI endpoint; what progress displays and exporters read
+//! is its [`Monitor`]. The entry points (`backfill`, `continuous`) are the parent module's.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use mongodb::bson::{doc, Document};
 use mongodb::Client;
 
 use super::config::RunConfig;
-use super::continuous::{continuous_planner, Continuous};
-use super::passes::{execute, Leading};
-use crate::checkpoint::{recover, CheckpointStore, CommitTotals};
-use crate::epoch_clock::StopSignal;
+use crate::checkpoint::CommitTotals;
 use crate::marker::Marker;
 use crate::output::OutputStats;
 use crate::tei::EndpointPool;
 use crate::work_queue::WorkQueue;
-
-/// What a run did.
-#[derive(Debug, Clone, Default)]
-pub struct Summary {
-    /// Documents embedded and marked.
-    pub embedded: u64,
-    /// Documents rejected and marked.
-    pub rejected: u64,
-    /// Tokens embedded.
-    pub tokens: u64,
-    /// Parquet files committed.
-    pub files: u64,
-    /// Passes of the graph.
-    pub passes: usize,
-    /// Stale files removed at start.
-    pub stale_removed: usize,
-    /// Documents re-marked at start.
-    pub remarked: u64,
-    /// Wall time.
-    pub elapsed: Duration,
-}
 
 /// What progress displays and metrics exporters read while a run goes on. Cheap to clone.
 #[derive(Clone)]
@@ -124,45 +97,5 @@ impl Engine {
             runtime: self.runtime.handle().clone(),
             output: self.output_stats.clone(),
         }
-    }
-
-    /// The one-shot backfill: runs until the work queue is drained and everything is committed
-    /// and marked. Errors: recovery failing, a pass that reads nothing of what remains, a write
-    /// or marking failure, a lost cluster peer.
-    pub fn backfill(self) -> Result<Summary> {
-        self.drive(|engine, _store| Ok(super::backfill::backfill_planner(engine)))
-    }
-
-    /// Continuous mode: the work queue (unless `options` skip it) and the change stream, until
-    /// `stop`; then the epochs in flight are committed and marked.
-    pub fn continuous(self, options: Continuous, stop: StopSignal) -> Result<Summary> {
-        self.drive(move |engine, store| Ok(continuous_planner(options, engine, store.clone(), stop)))
-    }
-
-    fn drive(
-        self,
-        planner: impl FnOnce(Arc<Engine>, &CheckpointStore) -> Result<super::passes::Planner>,
-    ) -> Result<Summary> {
-        let started = Instant::now();
-        let engine = Arc::new(self);
-        let mut summary = Summary::default();
-        let leading = if engine.config.cluster.leads() {
-            let store = CheckpointStore::open(&engine.config.state_dir)?;
-            let recovered = recover(&store, &engine.config.out, &engine.marker, engine.runtime.handle())?;
-            summary.stale_removed = recovered.stale_removed;
-            summary.remarked = recovered.remarked;
-            let planner = planner(engine.clone(), &store)?;
-            Some(Leading { store, planner })
-        } else {
-            None
-        };
-        summary.passes = execute(&engine, leading)?;
-        let t = &engine.totals;
-        summary.embedded = t.embedded.load(Ordering::Relaxed);
-        summary.rejected = t.rejected.load(Ordering::Relaxed);
-        summary.tokens = t.tokens.load(Ordering::Relaxed);
-        summary.files = t.files.load(Ordering::Relaxed);
-        summary.elapsed = started.elapsed();
-        Ok(summary)
     }
 }

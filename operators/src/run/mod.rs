@@ -24,7 +24,77 @@ mod continuous;
 mod engine;
 mod passes;
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
 pub use cluster::{is_peer_loss, peer_lost};
 pub use config::{ClusterConfig, MongoTarget, RunConfig, TestHooks};
 pub use continuous::Continuous;
-pub use engine::{Engine, Monitor, Summary};
+pub use engine::{Engine, Monitor};
+
+use crate::checkpoint::{recover, CheckpointStore};
+use crate::epoch_clock::StopSignal;
+use passes::{execute, Leading, Planner};
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Documents embedded and marked.
+    pub embedded: u64,
+    /// Documents rejected and marked.
+    pub rejected: u64,
+    /// Tokens embedded.
+    pub tokens: u64,
+    /// Parquet files committed.
+    pub files: u64,
+    /// Passes of the graph.
+    pub passes: usize,
+    /// Stale files removed at start.
+    pub stale_removed: usize,
+    /// Documents re-marked at start.
+    pub remarked: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl Engine {
+    /// The one-shot backfill: runs until the work queue is drained and everything is committed
+    /// and marked. Errors: recovery failing, a pass that reads nothing of what remains, a write
+    /// or marking failure, a lost cluster peer.
+    pub fn backfill(self) -> Result<Summary> {
+        self.drive(|engine, _store| Ok(backfill::backfill_planner(engine)))
+    }
+
+    /// Continuous mode: the work queue (unless `options` skip it) and the change stream, until
+    /// `stop`; then the epochs in flight are committed and marked.
+    pub fn continuous(self, options: Continuous, stop: StopSignal) -> Result<Summary> {
+        self.drive(move |engine, store| Ok(continuous::continuous_planner(options, engine, store.clone(), stop)))
+    }
+
+    fn drive(self, planner: impl FnOnce(Arc<Engine>, &CheckpointStore) -> Result<Planner>) -> Result<Summary> {
+        let started = Instant::now();
+        let engine = Arc::new(self);
+        let mut summary = Summary::default();
+        let leading = if engine.config.cluster.leads() {
+            let store = CheckpointStore::open(&engine.config.state_dir)?;
+            let recovered = recover(&store, &engine.config.out, &engine.marker, engine.runtime.handle())?;
+            summary.stale_removed = recovered.stale_removed;
+            summary.remarked = recovered.remarked;
+            let planner = planner(engine.clone(), &store)?;
+            Some(Leading { store, planner })
+        } else {
+            None
+        };
+        summary.passes = execute(&engine, leading)?;
+        let t = &engine.totals;
+        summary.embedded = t.embedded.load(Ordering::Relaxed);
+        summary.rejected = t.rejected.load(Ordering::Relaxed);
+        summary.tokens = t.tokens.load(Ordering::Relaxed);
+        summary.files = t.files.load(Ordering::Relaxed);
+        summary.elapsed = started.elapsed();
+        Ok(summary)
+    }
+}

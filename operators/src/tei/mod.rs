@@ -41,5 +41,6 @@ pub use error::{CallError, FailureKind, TeiError};
 pub use estimate::{estimate_pieces, estimate_tokens, EstimatePieces, ESTIMATE_SPECIAL_TOKENS};
 pub use limiter::Concurrency;
 pub use limits::{base_url, redact, ServerLimits, DEFAULT_PAYLOAD_LIMIT};
-pub use pool::{EndpointPool, InputOutcome, PoolConfig};
+pub use pool::{EndpointPool, PoolConfig};
+pub use request::InputOutcome;
 pub use stats::{EndpointStats, PoolStats, RATE_WINDOW};

@@ -23,12 +23,8 @@ use super::endpoint::{http_client, Api, Endpoint};
 use super::error::{FailureKind, TeiError};
 use super::limiter::{Concurrency, ConcurrencyLimit};
 use super::limits::{redact, ServerLimits, DEFAULT_PAYLOAD_LIMIT};
-use super::request::{self, Shared, Step};
+use super::request::{self, InputOutcome, Shared, Step};
 use super::stats::{Counters, PoolStats};
-
-/// The outcome of one input: its vector, or why it has none (e.g.
-/// `text the server refuses: Input validation error: ...`).
-pub type InputOutcome = Result<Vec<f32>, String>;
 
 /// The text embedded on every endpoint at start to learn the vector dimension.
 const PROBE_TEXT: &str = "tweet-embed dimension probe";

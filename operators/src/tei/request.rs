@@ -16,8 +16,11 @@ use super::batcher::Request;
 use super::budget::TokenBudget;
 use super::dispatch::Dispatcher;
 use super::error::{CallError, FailureKind};
-use super::pool::InputOutcome;
 use super::stats::Counters;
+
+/// The outcome of one input: its vector, or why it has none (e.g.
+/// `text the server refuses: Input validation error: ...`).
+pub type InputOutcome = Result<Vec<f32>, String>;
 
 /// What one request of an `embed` call needs from the pool.
 pub(crate) struct Shared {

@@ -1,0 +1,28 @@
+//! [`GpuState`]: everything the requests of one simulated GPU share — its configuration, token
+//! counter, permits, queue, metrics, faults and `/info` body. The routes and the embed handler
+//! read it; only `DevTei::start` builds it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+
+use super::config::SimConfig;
+use super::faults::Faults;
+use super::gpu::GpuQueue;
+use super::metrics::Metrics;
+use super::tokens::TokenCounter;
+
+/// Everything the requests of one GPU share.
+pub(crate) struct GpuState {
+    pub config: Arc<SimConfig>,
+    pub tokenizer: Arc<TokenCounter>,
+    pub permits: Semaphore,
+    pub queue: GpuQueue,
+    pub metrics: Arc<Metrics>,
+    pub faults: Faults,
+    /// `/info`'s body, fixed for the GPU's life.
+    pub info: Bytes,
+    /// Texts embedded and how often, while a test records them ([`crate::DevTei::record_texts`]).
+    pub texts: parking_lot::Mutex<Option<std::collections::HashMap<String, u32>>>,
+}
