@@ -8,7 +8,8 @@
 //! Rows: docs/s, pipeline CPU-µs per document, peak RSS, for 1 and 2 workers at 100k documents,
 //! and at 1M documents (RSS must not grow with the collection). `BENCH_DOCS_LARGE` overrides
 //! the large size, `BENCH_LARGE_WORKERS` its workers; `BENCH_RUNS` the repetitions (median
-//! reported).
+//! reported). `BENCH_BINS=old/tweet-embed,new/tweet-embed` runs those binaries instead, each
+//! repetition of each row interleaved across them, for an A/B of two builds on one machine.
 
 use dev_mongo::{DevMongo, DevMongoConfig};
 use dev_tei::{DevTei, SimConfig};
@@ -45,9 +46,9 @@ fn run_child(cmd: &mut Command) -> Measured {
     Measured { wall: started.elapsed(), cpu: tv(usage.ru_utime) + tv(usage.ru_stime), max_rss_kib, docs: 0 }
 }
 
-fn backfill(mongo: &DevMongo, tei: &DevTei, dir: &Path, workers: usize) -> Measured {
+fn backfill(bin: &str, mongo: &DevMongo, tei: &DevTei, dir: &Path, workers: usize) -> Measured {
     let _ = std::fs::remove_dir_all(dir);
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin);
     cmd.arg("backfill")
         .args(["--mongo-uri", &mongo.uri(), "--tei-urls", &tei.urls().join(",")])
         .arg("--out")
@@ -68,6 +69,9 @@ fn main() {
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let large: u64 = std::env::var("BENCH_DOCS_LARGE").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let large_workers: usize = std::env::var("BENCH_LARGE_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let bins: Vec<String> = std::env::var("BENCH_BINS")
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_else(|_| vec![BIN.to_string()]);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let tei =
         rt.block_on(DevTei::start(SimConfig { gpus: 4, instant: true, ..SimConfig::default() })).expect("dev-tei");
@@ -75,23 +79,27 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut rows = Vec::new();
     for (docs, workers, reps) in [(100_000u64, 1usize, runs), (100_000, 2, runs), (large, large_workers, 1)] {
-        let mut ms = Vec::new();
+        let mut ms: Vec<Vec<Measured>> = bins.iter().map(|_| Vec::new()).collect();
         for _ in 0..reps {
-            let eligible = fresh_work_queue(&rt, &mongo, docs, 3);
-            let mut m = backfill(&mongo, &tei, dir.path(), workers);
-            m.docs = eligible;
-            ms.push(m);
+            for (bin, m) in bins.iter().zip(&mut ms) {
+                let eligible = fresh_work_queue(&rt, &mongo, docs, 3);
+                let mut one = backfill(bin, &mongo, &tei, dir.path(), workers);
+                one.docs = eligible;
+                m.push(one);
+            }
         }
-        rows.push((docs, workers, median(ms)));
+        for (bin, m) in bins.iter().zip(ms) {
+            rows.push((bin.clone(), docs, workers, median(m)));
+        }
     }
     println!("\nbackfill, 4 simulated GPUs --instant, dim 768, pipeline in its own process (median of {runs}; 1 run at {large})");
     println!(
-        "| documents | workers | docs embedded+rejected | wall (s) | docs/s | pipeline CPU-µs/doc | peak RSS (MiB) |"
+        "| binary | documents | workers | docs embedded+rejected | wall (s) | docs/s | pipeline CPU-µs/doc | peak RSS (MiB) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for (docs, workers, m) in rows {
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (bin, docs, workers, m) in rows {
         println!(
-            "| {docs} | {workers} | {} | {:.1} | {:.0} | {:.1} | {:.0} |",
+            "| {bin} | {docs} | {workers} | {} | {:.1} | {:.0} | {:.1} | {:.0} |",
             m.docs,
             m.wall.as_secs_f64(),
             m.docs as f64 / m.wall.as_secs_f64(),

@@ -1,13 +1,14 @@
-//! `Commit`: the commit order of the checkpoint protocol (see the module above), run by worker 0. For an epoch `e` that the
-//! frontier has passed everywhere, the files holding epochs ≤ `e` are already durable (the
-//! Parquet sinks sealed them); the committer then
+//! `Commit`: the commit order of the checkpoint protocol (see the parent module), run by worker 0.
+//! For an epoch `e` that the frontier has passed everywhere, the files holding epochs ≤ `e` are
+//! already durable (the Parquet writers sealed them); the committer then
 //! 1. records `committed = e` with those files in the checkpoint,
 //! 2. marks the epoch's documents in Mongo,
 //! 3. records `marked = e`.
 //!
 //! It never marks before the commit is durable, and never commits an epoch the frontier has not
 //! passed. Its output's frontier is the committed frontier, which every worker of a cluster can
-//! probe (the `IdGate` does). A failure stops commits (the failure slot says why); the checkpoint stays valid.
+//! probe (the `IdGate` does). A failure stops commits (the failure slot says why); the checkpoint
+//! stays valid.
 
 use super::store::{now_ms, Checkpoint, CheckpointStore};
 use crate::change_stream::{token_to_json, StreamPositions};
