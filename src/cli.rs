@@ -45,6 +45,8 @@ pub enum Command {
     Status(crate::status::StatusArgs),
     /// Creates the work-queue and monitoring indexes (idempotent).
     Indexes(crate::indexes::IndexesArgs),
+    /// Clears the marks of rejections matching a reason, so the next run embeds them again.
+    Requeue(crate::requeue::RequeueArgs),
     /// Merges small Parquet files of vectors (ours or the old scripts') into large ones.
     Consolidate(crate::consolidate::ConsolidateArgs),
     /// Runs the embedded default: dev-mongo with synthetic tweets and simulated TEI GPUs.

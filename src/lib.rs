@@ -21,5 +21,6 @@ pub mod demo;
 pub mod indexes;
 pub mod metrics;
 pub mod progress;
+pub mod requeue;
 pub mod run;
 pub mod status;

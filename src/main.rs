@@ -31,6 +31,7 @@ fn main() {
         Command::Autotune(args) => tweet_embed::autotune::run(*args),
         Command::Status(args) => tweet_embed::status::run(args),
         Command::Indexes(args) => tweet_embed::indexes::run(args),
+        Command::Requeue(args) => tweet_embed::requeue::run(args),
         Command::Consolidate(args) => {
             tweet_embed::consolidate::run(&args).map(|s| println!("{}", tweet_embed::consolidate::summary_line(&s)))
         }

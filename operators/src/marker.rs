@@ -4,9 +4,13 @@
 //!
 //! Marking is idempotent, so re-marking an epoch after a crash is always safe. It never marks a
 //! document whose row or rejection is not durable: callers run it only after a commit.
+//!
+//! A rejection also records when it was marked (`<mark>_rejected_at`), so [`Marker::requeue`] can
+//! clear the marks of rejections that a setting caused (`tweet-embed requeue`), putting those
+//! documents back in the work queue.
 
 use crate::work_queue::id_from_string;
-use mongodb::bson::{doc, Bson, Document};
+use mongodb::bson::{doc, Bson, DateTime, Document};
 use mongodb::Collection;
 use std::collections::BTreeMap;
 
@@ -51,19 +55,102 @@ impl Marker {
                 by_reason.entry(reason.as_str()).or_default().push(b);
             }
         }
-        let error_field = format!("{}_error", self.mark_field);
+        let (error_field, at_field) = (self.error_field(), self.rejected_at_field());
+        let now = DateTime::now();
         for (reason, ids) in by_reason {
             for chunk in ids.chunks(CHUNK) {
                 let r = self
                     .coll
                     .update_many(
                         doc! {"_id": {"$in": chunk.to_vec()}},
-                        doc! {"$set": {&self.mark_field: false, &error_field: reason}},
+                        doc! {"$set": {&self.mark_field: false, &error_field: reason, &at_field: now}},
                     )
                     .await?;
                 out.rejected += r.matched_count;
             }
         }
         Ok(out)
+    }
+
+    /// `<mark>_error`: why a document was rejected.
+    pub fn error_field(&self) -> String {
+        format!("{}_error", self.mark_field)
+    }
+
+    /// `<mark>_rejected_at`: when a rejection was marked (rejections marked before this field
+    /// existed have none).
+    pub fn rejected_at_field(&self) -> String {
+        format!("{}_rejected_at", self.mark_field)
+    }
+
+    /// Finds the rejected documents (`<mark>: false`, read through the sparse monitor index)
+    /// whose reason `matches` and, with `since`, that were rejected at or after it; with `apply`,
+    /// clears their marks so the next run embeds them again. Each clear is conditional on the
+    /// document still being rejected for that reason, so a run marking at the same time is never
+    /// overwritten, and a second call finds nothing left to do. Returns the matches per reason.
+    pub async fn requeue(
+        &self,
+        matches: impl Fn(&str) -> bool,
+        since: Option<DateTime>,
+        apply: bool,
+    ) -> Result<Requeued, mongodb::error::Error> {
+        let (error_field, at_field) = (self.error_field(), self.rejected_at_field());
+        let mut filter = doc! {&self.mark_field: false};
+        if let Some(since) = since {
+            filter.insert(&at_field, doc! {"$gte": since});
+        }
+        let projection = doc! {"_id": 1, &error_field: 1};
+        let mut cursor = self
+            .coll
+            .find(filter.clone())
+            .projection(projection)
+            .hint(mongodb::options::Hint::Name(crate::work_queue::MONITOR_INDEX.to_string()))
+            .await?;
+        let mut by_reason: BTreeMap<String, Vec<Bson>> = BTreeMap::new();
+        while cursor.advance().await? {
+            let d = cursor.current();
+            let reason = d.get_str(&error_field).unwrap_or("").to_string();
+            if matches(&reason) {
+                if let Ok(Some(id)) = d.get("_id") {
+                    if let Ok(id) = Bson::try_from(id) {
+                        by_reason.entry(reason).or_default().push(id);
+                    }
+                }
+            }
+        }
+        let mut out = Requeued::default();
+        for (reason, ids) in by_reason {
+            let mut cleared = 0;
+            if apply {
+                for chunk in ids.chunks(CHUNK) {
+                    let mut f = filter.clone();
+                    f.insert("_id", doc! {"$in": chunk.to_vec()});
+                    f.insert(&error_field, &reason);
+                    let unset = doc! {"$unset": {&self.mark_field: "", &error_field: "", &at_field: ""}};
+                    cleared += self.coll.update_many(f, unset).await?.modified_count;
+                }
+            }
+            out.by_reason.insert(reason, (ids.len() as u64, cleared));
+        }
+        Ok(out)
+    }
+}
+
+/// What [`Marker::requeue`] found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Requeued {
+    /// Per reason: rejected documents matching, and marks cleared (0 on a dry run).
+    pub by_reason: BTreeMap<String, (u64, u64)>,
+}
+
+impl Requeued {
+    /// Matching documents, all reasons together.
+    pub fn matched(&self) -> u64 {
+        self.by_reason.values().map(|(m, _)| m).sum()
+    }
+
+    /// Marks cleared, all reasons together.
+    pub fn cleared(&self) -> u64 {
+        self.by_reason.values().map(|(_, c)| c).sum()
     }
 }
