@@ -10,7 +10,7 @@ use mongodb::bson::{doc, Document};
 use mongodb::Client;
 
 use super::config::RunConfig;
-use crate::checkpoint::CommitTotals;
+use crate::checkpoint::{CommitTotals, StateLock};
 use crate::marker::Marker;
 use crate::output::OutputStats;
 use crate::tei::EndpointPool;
@@ -40,13 +40,19 @@ pub struct Engine {
     pub(crate) pool: Arc<EndpointPool>,
     pub(crate) output_stats: Arc<OutputStats>,
     pub(crate) totals: Arc<CommitTotals>,
+    /// This run's hold on its state directory, released when the engine is dropped.
+    pub(crate) _lock: StateLock,
 }
 
 impl Engine {
-    /// Connects: MongoDB within 30 s with the work-queue index present, then every TEI endpoint
-    /// (one model, one dimension). Errors name what to fix; URIs are never in them.
+    /// Locks the state directory (a second run on it is refused, naming the holder: see
+    /// `crate::checkpoint::StateLock`), then connects: MongoDB within 30 s with the work-queue
+    /// index present, then every TEI endpoint (one model, one dimension). Errors name what to
+    /// fix; URIs are never in them.
     pub fn connect(config: RunConfig) -> Result<Engine> {
         config.validate()?;
+        // Before anything reads or removes a file of the run, and before any connection.
+        let lock = StateLock::acquire(&config.state_dir).map_err(|e| anyhow!(e))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("tweet-embed-io")
@@ -80,6 +86,7 @@ impl Engine {
             pool,
             output_stats: Arc::new(OutputStats::default()),
             totals: Arc::new(CommitTotals::default()),
+            _lock: lock,
         })
     }
 
