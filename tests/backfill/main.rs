@@ -5,6 +5,7 @@
 
 mod crash;
 mod disk_full;
+mod election;
 mod lock;
 
 use dev_tei::FaultConfig;
