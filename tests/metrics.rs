@@ -150,8 +150,12 @@ fn a_stalled_run_says_why_every_period_and_exports_the_stalled_time() {
     let mut cmd = pipeline_cmd(env!("CARGO_BIN_EXE_tweet-embed"), "backfill", &args);
     cmd.args(["--stall-warning", "1s", "--mongo-retry-max", "200ms", "--metrics-addr", &addr.to_string()]);
     let mut run = Logged::spawn(cmd);
-    let line = run.wait_for_line(&["WARN", "no progress for", "waits on MongoDB"], Duration::from_secs(300));
-    assert!(line.contains("marking documents embedded") && line.contains("NotWritablePrimary (10107)"), "{line}");
+    // The WARN names what waits (marking an epoch's embedded or rejected documents) and why.
+    let line = run.wait_for_line(
+        &["WARN", "no progress for", "marking documents", "waits on MongoDB", "NotWritablePrimary (10107)"],
+        Duration::from_secs(300),
+    );
+    assert!(line.contains("electing a primary"), "{line}");
     let stalled = scrape(addr)["tweet_embed_stalled_seconds{}"];
     assert!(stalled >= 1.0, "stalled {stalled} s after a stall warning");
     // The election ends: the same run goes on and finishes exactly once.

@@ -14,7 +14,8 @@ use crate::record::{Candidate, Origin};
 use crate::source_pacing::{send_blocking, OpenEpoch, SourcePacing};
 use crate::work_queue::{ScanRange, WorkQueue, WORK_QUEUE_INDEX};
 use crossbeam_channel::Sender;
-use mongodb::bson::{doc, Bson};
+use mongodb::bson::serde_helpers::Utf8LossyDeserialization as Utf8Lossy;
+use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::Hint;
 use std::time::Duration;
 use timely::dataflow::operators::generic::operator::source;
@@ -151,7 +152,12 @@ async fn scan(queue: WorkQueue, ranges: Vec<ScanRange>, tx: Sender<Msg>, wake: S
                     .batch_size(1_000)
                     .await?;
                 while cursor.advance().await? {
-                    let d = cursor.deserialize_current()?;
+                    let d = match cursor.deserialize_current() {
+                        Ok(d) => d,
+                        // A string that is not valid UTF-8 costs its bad bytes (U+FFFD), never
+                        // the scan: failing here would stop at the same document every time.
+                        Err(_) => mongodb::bson::from_slice::<Utf8Lossy<Document>>(cursor.current().as_bytes())?.0,
+                    };
                     let id = d.get("_id").cloned().unwrap_or(Bson::Null);
                     let cand = to_candidate(d, &queue.text_field, Origin::Backfill);
                     // A blocking send keeps the channel bounded; this task runs on the runtime's

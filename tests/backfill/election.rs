@@ -41,7 +41,11 @@ fn backfill_through_an_election(commands: &[&str], code: i32, name: &str, seed_n
 #[test]
 fn marking_rides_out_an_election() {
     let log = backfill_through_an_election(&["update"], 11602, "InterruptedDueToReplStateChange (11602)", 97);
-    assert!(log.contains("marking documents embedded waits for MongoDB"), "{log}");
+    assert!(
+        log.contains("marking documents embedded waits for MongoDB")
+            || log.contains("marking documents rejected waits for MongoDB"),
+        "{log}"
+    );
 }
 
 #[test]
