@@ -12,13 +12,20 @@ use test_support::expect::check_run;
 use test_support::proc::Logged;
 use test_support::{seed, Stack};
 
-/// Backfills 3,000 documents in one process while `commands` fail 40 times with `code`; returns
-/// the run's log after asserting it finished exactly once.
+/// Backfills 3,000 documents with 2 workers in one process while `commands` fail 40 times with `code`; returns
+/// the run's log and the failures it left unused, after asserting it finished exactly once.
 fn backfill_through_an_election(commands: &[&str], code: i32, name: &str, seed_no: u64) -> String {
+    let (log, left) = backfill_through(3_000, 2, commands, code, name, seed_no);
+    assert_eq!(left, 0, "the run met all 40 failures, more than the driver's own retry covers");
+    log
+}
+
+/// The same with `n` documents and `workers` workers.
+fn backfill_through(n: u64, workers: usize, commands: &[&str], code: i32, name: &str, seed_no: u64) -> (String, u32) {
     let stack = Stack::start(2, FaultConfig::default());
-    let seeded = seed(&stack.mongo, 3_000, seed_no);
+    let seeded = seed(&stack.mongo, n, seed_no);
     let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
+    let args = stack.args(dir.path(), workers);
     stack.mongo.set_fail_point(Some(FailPoint {
         times: 40,
         code: Some(code),
@@ -30,12 +37,15 @@ fn backfill_through_an_election(commands: &[&str], code: i32, name: &str, seed_n
     // Short waits between tries, so 40 failures take seconds, not minutes.
     cmd.args(["--mongo-retry-max", "50ms"]);
     let (status, log) = Logged::spawn(cmd).finish(Duration::from_secs(600));
+    // How many failures the run did not use up (a lost cursor's scan may finish early); they
+    // must not fail the check's own reads.
+    let left = stack.mongo.with_store(|s| s.fail.take()).map_or(0, |f| f.times);
     assert!(status.success(), "the run did not ride out the election: {status:?}\n{log}");
     let warned = log.lines().any(|l| l.contains("WARN") && l.contains("waits for MongoDB") && l.contains(name));
     assert!(warned, "no WARN naming what waits for {name}:\n{log}");
     assert!(!log.contains("RawDocumentBuf"), "a raw dump in the log:\n{log}");
     check_run(&stack, &seeded, &args.out);
-    log
+    (log, left)
 }
 
 #[test]
@@ -84,4 +94,12 @@ fn an_error_that_cannot_heal_ends_the_run_with_one_readable_line() {
     let (status, log) = Logged::spawn(backfill_cmd(&args)).finish(Duration::from_secs(600));
     assert!(status.success(), "{log}");
     check_run(&stack, &seeded, &args.out);
+}
+
+#[test]
+fn a_lost_cursor_is_resumed_and_said_in_words() {
+    // The server forgets the scan's cursor (a restart, a failover): CursorNotFound on getMore.
+    // One worker and enough documents that a partition spans more than one batch of 1,000.
+    let (log, _) = backfill_through(15_000, 1, &["getMore"], 43, "CursorNotFound (43)", 109);
+    assert!(log.contains("scanning the work queue"), "{log}");
 }
