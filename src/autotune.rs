@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tweet_embed_operators::mongo_error::describe;
 
 use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::Histogram;
@@ -273,8 +274,9 @@ pub fn texts_from_file(path: &Path, n: usize) -> Result<Vec<String>> {
 
 /// Up to `--sample` texts of the work queue (documents still to embed), read as they come.
 async fn texts_from_mongo(args: &AutotuneArgs) -> Result<Vec<String>> {
-    let client =
-        mongodb::Client::with_uri_str(&args.mongo.mongo_uri).await.map_err(|e| anyhow!("bad --mongo-uri: {e}"))?;
+    let client = mongodb::Client::with_uri_str(&args.mongo.mongo_uri)
+        .await
+        .map_err(|e| anyhow!("bad --mongo-uri: {}", describe(&e)))?;
     let coll = client.database(&args.mongo.db).collection::<Document>(&args.mongo.collection);
     let filter = doc! {"retweeted": null, &args.mark_field: null, &args.text_field: {"$type": "string"}};
     let cursor = tokio::time::timeout(
@@ -283,10 +285,13 @@ async fn texts_from_mongo(args: &AutotuneArgs) -> Result<Vec<String>> {
     )
     .await
     .map_err(|_| anyhow!("MongoDB is not reachable at --mongo-uri (no answer in 30 s)"))?
-    .map_err(|e| anyhow!("cannot read the sample from {}.{}: {e}", args.mongo.db, args.mongo.collection))?;
+    .map_err(|e| {
+        anyhow!("cannot read the sample from {}.{}: {}", args.mongo.db, args.mongo.collection, describe(&e))
+    })?;
     let mut cursor = cursor;
     let mut docs = Vec::new();
-    let read_err = |e: mongodb::error::Error| anyhow!("cannot read the sample from {}: {e}", args.mongo.collection);
+    let read_err =
+        |e: mongodb::error::Error| anyhow!("cannot read the sample from {}: {}", args.mongo.collection, describe(&e));
     while cursor.advance().await.map_err(read_err)? {
         docs.push(cursor.deserialize_current().map_err(read_err)?);
     }

@@ -37,6 +37,7 @@ pub fn execute(
                 totals: monitor.totals.clone(),
                 output: monitor.output.clone(),
                 pool: monitor.pool.clone(),
+                run: monitor.clone(),
             };
             Some(crate::metrics::serve(&monitor.runtime, addr, sources)?)
         }

@@ -4,6 +4,7 @@
 use anyhow::{bail, Result};
 use std::path::PathBuf;
 use std::time::Duration;
+use tweet_embed_operators::mongo_error::RetryPolicy;
 use tweet_embed_operators::run::{RunConfig, TestHooks};
 use tweet_embed_operators::tei::{Api, Concurrency, PoolConfig};
 
@@ -134,6 +135,19 @@ pub struct PipelineArgs {
     /// Bearer token for TEI (`--api-key` on the servers); `TEI_API_KEY` is read too.
     #[arg(long, env = "TWEET_EMBED_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// On SIGTERM/SIGINT, how long `run` waits for the epochs in flight to commit before it
+    /// exits non-zero saying what was still in flight (the next start resumes from the
+    /// checkpoint, so nothing is lost).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// A run that makes no progress while work remains warns this often, with its best guess
+    /// why (and `tweet_embed_stalled_seconds` on /metrics counts up).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub stall_warning: Duration,
+    /// The longest wait between tries of a MongoDB operation that failed with an error that
+    /// heals (an election, a dropped connection); tries go on for as long as it lasts.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, hide = true)]
+    pub mongo_retry_max: Duration,
     /// Test hook: abort right after the n-th commit is saved, before marking, to prove that
     /// recovery re-marks committed epochs.
     #[arg(long, hide = true, env = "TWEET_EMBED_CRASH_AFTER_COMMIT")]
@@ -153,6 +167,9 @@ impl PipelineArgs {
         }
         if self.batch_size == Some(0) || self.concurrency == Some(0) {
             bail!("--batch-size and --concurrency must be at least 1");
+        }
+        if self.stall_warning.is_zero() || self.mongo_retry_max.is_zero() {
+            bail!("--stall-warning and --mongo-retry-max must be positive, e.g. 60s");
         }
         if self.p95_slo.is_some_and(|slo| slo.is_zero()) {
             bail!("--p95-slo must be positive, e.g. 10s");
@@ -179,6 +196,12 @@ impl PipelineArgs {
             classified: self.classified,
             checkpoint_interval: self.checkpoint_interval,
             target_file_bytes: self.target_file_bytes,
+            mongo_retry: RetryPolicy {
+                first: Duration::from_millis(100).min(self.mongo_retry_max),
+                max: self.mongo_retry_max,
+            },
+            stall_warn_every: self.stall_warning,
+            drain_timeout: self.drain_timeout,
             hooks: TestHooks { crash_after_commit: self.crash_after_commit },
         })
     }
@@ -210,6 +233,10 @@ mod tests {
         assert_eq!((tei.concurrency, tei.p95_slo), (Concurrency::Fixed(3), Some(Duration::from_secs(10))));
         assert_eq!((tei.api, tei.api_key.as_deref()), (Api::OpenAi, Some("k")));
         assert!(args(&["--workers", "0"]).resolve().unwrap_err().to_string().contains("--workers"));
+        let config = args(&[]).resolve().unwrap();
+        assert_eq!((config.drain_timeout, config.stall_warn_every), (Duration::from_secs(60), Duration::from_secs(60)));
+        let config = args(&["--drain-timeout", "2s", "--stall-warning", "1s"]).resolve().unwrap();
+        assert_eq!((config.drain_timeout, config.stall_warn_every), (Duration::from_secs(2), Duration::from_secs(1)));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use anyhow::{anyhow, Result};
 use mongodb::bson::Document;
+use tweet_embed_operators::mongo_error::describe;
 
 /// Flags of `tweet-embed indexes`.
 #[derive(Debug, Clone, clap::Args)]
@@ -17,12 +18,13 @@ pub struct IndexesArgs {
 
 /// Creates both indexes; returns their names.
 pub async fn create(args: &IndexesArgs) -> Result<Vec<String>> {
-    let client =
-        mongodb::Client::with_uri_str(&args.mongo.mongo_uri).await.map_err(|e| anyhow!("bad --mongo-uri: {e}"))?;
+    let client = mongodb::Client::with_uri_str(&args.mongo.mongo_uri)
+        .await
+        .map_err(|e| anyhow!("bad --mongo-uri: {}", describe(&e)))?;
     let coll = client.database(&args.mongo.db).collection::<Document>(&args.mongo.collection);
     tweet_embed_operators::work_queue::create_indexes(&coll, &args.mark_field)
         .await
-        .map_err(|e| anyhow!("creating the indexes on {}.{}: {e}", args.mongo.db, args.mongo.collection))
+        .map_err(|e| anyhow!("creating the indexes on {}.{}: {}", args.mongo.db, args.mongo.collection, describe(&e)))
 }
 
 /// Runs `tweet-embed indexes`.

@@ -1,7 +1,8 @@
 //! `--metrics-addr`: Prometheus text on `GET /metrics`, encoded by `prometheus-client` from the
 //! run's own counters at each scrape — documents and tokens committed, rejections by reason,
 //! requests, retries and failures per endpoint, in-flight and limit per endpoint, latency
-//! quantiles, the frontier epoch, checkpoint age, stream lag, Parquet bytes written.
+//! quantiles, the frontier epoch, checkpoint age, stream lag, Parquet bytes written, and how long
+//! the run has been stalled.
 //!
 //! It only reads counters the pipeline keeps anyway; it never slows or blocks the pipeline, and
 //! it never exports a URL's credentials (endpoint labels are redacted).
@@ -35,6 +36,8 @@ pub struct MetricSources {
     pub output: Arc<OutputStats>,
     /// The TEI endpoint pool.
     pub pool: Arc<EndpointPool>,
+    /// The run, for how long it has been stalled.
+    pub run: tweet_embed_operators::run::Monitor,
 }
 
 impl std::fmt::Debug for MetricSources {
@@ -104,6 +107,12 @@ impl Collector for MetricSources {
             "tweet_embed_stream_lag_seconds",
             "Now minus the cluster time of the last change-stream position committed (0 without a stream).",
             &[(vec![], lag)],
+        )?;
+        gauge(
+            &mut e,
+            "tweet_embed_stalled_seconds",
+            "Seconds without progress while work remains (0 while the run moves); the log says why every stall period.",
+            &[(vec![], self.run.stalled_seconds())],
         )?;
         let pool = self.pool.stats();
         let retries: Vec<(Labels, u64)> =

@@ -74,9 +74,22 @@ fn count(sources: &ProgressSources, done: u64) -> Option<QueueCount> {
     Some(QueueCount { remaining, done_then: done, at: Instant::now() })
 }
 
+/// Seconds until `remaining` documents are done at `docs_per_s`; `None` (shown as unknown) while
+/// nothing moves, rather than a count of seconds longer than the universe is old.
+pub fn eta_seconds(remaining: u64, docs_per_s: f64) -> Option<f64> {
+    if remaining == 0 {
+        return Some(0.0);
+    }
+    // Under one document every 100 s is not a rate to extrapolate from.
+    if !docs_per_s.is_finite() || docs_per_s < 0.01 {
+        return None;
+    }
+    Some(remaining as f64 / docs_per_s)
+}
+
 fn eta(seconds: f64) -> String {
-    if !seconds.is_finite() || seconds <= 0.0 {
-        return "–".into();
+    if !seconds.is_finite() || seconds < 0.0 {
+        return "unknown".into();
     }
     let s = seconds as u64;
     match s {
@@ -122,7 +135,7 @@ fn report(sources: ProgressSources, stop: Arc<AtomicBool>) {
         }
         let remaining = queue.as_ref().map(|q| q.remaining.saturating_sub(done - q.done_then.min(done)));
         let total = remaining.map(|r| done + r);
-        let eta_s = remaining.map(|r| r as f64 / docs_rate.max(1e-9));
+        let eta_s = remaining.and_then(|r| eta_seconds(r, docs_rate));
         let now_ms = tweet_embed_operators::checkpoint::now_ms().max(0) as u64;
         let committed_at = totals.committed_at_ms.load(Ordering::Relaxed);
         let epoch_age_s = if committed_at > 0 { now_ms.saturating_sub(committed_at) as f64 / 1e3 } else { 0.0 };
@@ -144,7 +157,7 @@ fn report(sources: ProgressSources, stop: Arc<AtomicBool>) {
         let lag = lag_s.map(|l| format!(" · stream lag {l}s")).unwrap_or_default();
         let msg = format!(
             "{docs_rate:.0} docs/s · {tok_rate:.0} tok/s · ETA {} · {rejected} rejected · {retries} retries · in-flight/limit {endpoints} · epoch {epoch} ({epoch_age_s:.1}s ago){lag}",
-            eta_s.map_or("–".into(), eta)
+            eta_s.map_or("unknown".into(), eta)
         );
         if tty {
             bar.set_length(total.unwrap_or(done));
@@ -171,4 +184,20 @@ fn report(sources: ProgressSources, stop: Arc<AtomicBool>) {
         }
     }
     bar.finish_and_clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_rate_is_an_unknown_eta_not_a_huge_one() {
+        assert_eq!(eta_seconds(20_000, 0.0), None);
+        assert_eq!(eta_seconds(20_000, 1e-9), None);
+        assert_eq!(eta_seconds(20_000, f64::NAN), None);
+        assert_eq!(eta_seconds(0, 0.0), Some(0.0));
+        assert_eq!(eta_seconds(20_000, 100.0), Some(200.0));
+        assert_eq!(eta(200.0), "3m20s");
+        assert_eq!(eta(f64::INFINITY), "unknown");
+    }
 }

@@ -9,9 +9,10 @@
 //! rejection, and a cleared document is just work again, which the running `run` (through its
 //! change stream) or the next backfill embeds. Rows of the old rejection stay in `_rejects/`.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use mongodb::bson::{DateTime, Document};
 use tweet_embed_operators::marker::Marker;
+use tweet_embed_operators::mongo_error::describe;
 
 /// Flags of `tweet-embed requeue`.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,11 +55,14 @@ pub fn run(args: RequeueArgs) -> Result<()> {
         let client =
             mongodb::Client::with_uri_str(&args.mongo.mongo_uri).await.map_err(|e| anyhow!("bad --mongo-uri: {e}"))?;
         let coll = client.database(&args.mongo.db).collection::<Document>(&args.mongo.collection);
-        let marker = Marker { coll, mark_field: args.mark_field.clone() };
-        marker.requeue(|reason| pattern.is_match(reason), args.since, !args.dry_run).await.with_context(|| {
-            format!(
-                "requeueing rejections in {}.{} (is `{}` the monitor index `processed_monitor_idx` there? `tweet-embed indexes` creates it)",
-                args.mongo.db, args.mongo.collection, args.mark_field
+        let marker = Marker { coll, mark_field: args.mark_field.clone(), retry: Default::default() };
+        marker.requeue(|reason| pattern.is_match(reason), args.since, !args.dry_run).await.map_err(|e| {
+            anyhow!(
+                "requeueing rejections in {}.{}: {} (the monitor index `processed_monitor_idx` on `{}` is needed: `tweet-embed indexes` creates it)",
+                args.mongo.db,
+                args.mongo.collection,
+                describe(&e),
+                args.mark_field
             )
         })
     })?;

@@ -1,14 +1,18 @@
 //! `tweet-embed run`: continuous mode. The engine backfills, then follows the change stream
 //! (`tweet_embed_operators::run::Continuous`) until SIGINT or SIGTERM: then the sources stop, the
-//! epochs in flight are committed and marked, and it exits 0. A second signal exits at once; the
-//! checkpoint protocol keeps that safe.
+//! epochs in flight are committed and marked, and it exits 0. A second signal exits at once, and
+//! so does a drain that takes longer than `--drain-timeout` (exit 1, with a line saying what was
+//! still in flight: a hung TEI endpoint or a MongoDB outage must not keep a stopping service
+//! alive); the checkpoint protocol keeps both safe.
 //!
 //! This module owns the flags and the signals; the run's life cycle is the engine's.
 
 use crate::config::PipelineArgs;
 use anyhow::{Context, Result};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tweet_embed_operators::epoch_clock::StopSignal;
-use tweet_embed_operators::run::Continuous;
+use tweet_embed_operators::run::{Continuous, Monitor};
 
 /// Flags of `tweet-embed run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -27,10 +31,13 @@ pub struct RunArgs {
 /// Runs until SIGINT or SIGTERM, then drains, prints the summary and returns.
 pub fn run(args: &RunArgs) -> Result<()> {
     let config = args.pipeline.resolve()?;
-    let stop = stop_on_signals(config.cluster.leads())?;
+    let running: Arc<OnceLock<Monitor>> = Arc::default();
+    let stop = stop_on_signals(config.cluster.leads(), config.drain_timeout, running.clone())?;
     let options = Continuous { scan_at_start: !args.no_backfill, stream: !args.no_stream };
-    let summary =
-        crate::backfill::execute(config, args.pipeline.metrics_addr, |engine| engine.continuous(options, stop))?;
+    let summary = crate::backfill::execute(config, args.pipeline.metrics_addr, |engine| {
+        let _ = running.set(engine.monitor());
+        engine.continuous(options, stop)
+    })?;
     if args.pipeline.cluster.leads() {
         crate::backfill::print_summary("run", &summary, &args.pipeline.out);
     } else {
@@ -39,10 +46,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// A stop signal tripped by the first SIGINT or SIGTERM; the second exits the process at once.
-/// A follower of a cluster (`leads` false) only says where to send the signal: the cluster stops
-/// from process 0.
-pub fn stop_on_signals(leads: bool) -> Result<StopSignal> {
+/// A stop signal tripped by the first SIGINT or SIGTERM; the second exits the process at once,
+/// and so does a drain still going after `drain_timeout` (exit 1, naming what `running` still
+/// has in flight). A follower of a cluster (`leads` false) only says where to send the signal:
+/// the cluster stops from process 0; it too exits after `drain_timeout`.
+pub fn stop_on_signals(leads: bool, drain_timeout: Duration, running: Arc<OnceLock<Monitor>>) -> Result<StopSignal> {
     let stop = StopSignal::default();
     let s = stop.clone();
     std::thread::Builder::new()
@@ -64,7 +72,9 @@ pub fn stop_on_signals(leads: bool) -> Result<StopSignal> {
                 };
                 tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
                 if leads {
-                    tracing::info!("stopping: finishing the epochs in flight (signal again to exit at once)");
+                    tracing::info!(
+                        "stopping: finishing the epochs in flight, for at most --drain-timeout {drain_timeout:?} (signal again to exit at once)"
+                    );
                     s.stop();
                 } else {
                     tracing::warn!(
@@ -72,7 +82,20 @@ pub fn stop_on_signals(leads: bool) -> Result<StopSignal> {
                          one again to exit at once (the whole cluster then stops, and resumes from the checkpoint)"
                     );
                 }
-                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                    _ = tokio::time::sleep(drain_timeout) => {
+                        let what = running.get().map_or_else(|| "the run had not started yet".to_string(), Monitor::in_flight);
+                        let line = format!(
+                            "stopped after --drain-timeout {drain_timeout:?} with work still in flight: {what}; the \
+                             next start resumes from the checkpoint (nothing committed is lost or repeated)"
+                        );
+                        tracing::error!("{line}");
+                        eprintln!("tweet-embed: {line}");
+                        std::process::exit(1);
+                    }
+                }
                 tracing::warn!("exiting at once; the next start recovers from the checkpoint");
                 std::process::exit(130);
             });

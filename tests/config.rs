@@ -35,7 +35,7 @@ fn flags_beat_env_beat_file_beat_defaults() {
     let file = dir.path().join("te.toml");
     std::fs::write(
         &file,
-        "batch_size = 16\nworkers = 3\nconcurrency = 7\ntei_urls = [\"http://127.0.0.1:18080/embed\", \"http://127.0.0.1:18081\"]\n",
+        "batch_size = 16\nworkers = 3\nconcurrency = 7\ndrain_timeout = \"2s\"\ntei_urls = [\"http://127.0.0.1:18080/embed\", \"http://127.0.0.1:18081\"]\n",
     )
     .expect("write");
     let f = file.to_str().expect("utf-8 path");
@@ -48,6 +48,7 @@ fn flags_beat_env_beat_file_beat_defaults() {
     assert_eq!(line(&out, "workers"), "workers = 5  # env", "env over file");
     assert!(line(&out, "tei_urls").ends_with("# file"), "file over default");
     assert_eq!(line(&out, "checkpoint_interval"), "checkpoint_interval = \"5s\"  # default");
+    assert_eq!(line(&out, "drain_timeout"), "drain_timeout = \"2s\"  # file", "--drain-timeout like every flag");
     // The same file through TWEET_EMBED_CONFIG.
     let (ok, out, err) =
         tweet_embed(&["config", "print", "backfill", "--out", "o", "--state-dir", "s"], &[("TWEET_EMBED_CONFIG", f)]);

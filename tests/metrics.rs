@@ -129,3 +129,38 @@ fn metrics_during_a_run_match_its_summary() {
         last.iter().filter(|(k, _)| k.starts_with("tweet_embed_tei_retries_total")).map(|(_, v)| v).sum();
     assert!(retries > 0.0, "5% injected errors must be retried: {last:?}");
 }
+
+#[test]
+fn a_stalled_run_says_why_every_period_and_exports_the_stalled_time() {
+    use dev_mongo::faults::FailPoint;
+    use test_support::proc::{free_port, pipeline_cmd, Logged};
+    let stack = Stack::start(2, FaultConfig::default());
+    let seeded = seed(&stack.mongo, 2_000, 67);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = stack.args(dir.path(), 2);
+    // An election that does not end until the test says so: marking waits on it.
+    stack.mongo.set_fail_point(Some(FailPoint {
+        times: u32::MAX,
+        code: Some(10107),
+        labels: vec!["RetryableWriteError".into()],
+        commands: vec!["update".into()],
+        close_connection: false,
+    }));
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let mut cmd = pipeline_cmd(env!("CARGO_BIN_EXE_tweet-embed"), "backfill", &args);
+    cmd.args(["--stall-warning", "1s", "--mongo-retry-max", "200ms", "--metrics-addr", &addr.to_string()]);
+    let mut run = Logged::spawn(cmd);
+    // The WARN names what waits (marking an epoch's embedded or rejected documents) and why.
+    let line = run.wait_for_line(
+        &["WARN", "no progress for", "marking documents", "waits on MongoDB", "NotWritablePrimary (10107)"],
+        Duration::from_secs(300),
+    );
+    assert!(line.contains("electing a primary"), "{line}");
+    let stalled = scrape(addr)["tweet_embed_stalled_seconds{}"];
+    assert!(stalled >= 1.0, "stalled {stalled} s after a stall warning");
+    // The election ends: the same run goes on and finishes exactly once.
+    stack.mongo.set_fail_point(None);
+    let (status, log) = run.finish(Duration::from_secs(600));
+    assert!(status.success(), "{log}");
+    test_support::expect::check_run(&stack, &seeded, &args.out);
+}

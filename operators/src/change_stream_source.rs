@@ -11,6 +11,8 @@
 
 use crate::candidate::to_candidate;
 use crate::change_stream::{is_history_lost, ChangeFeed, EventStream, StreamPosition, StreamPositions, StreamStart};
+use crate::failure::Failure;
+use crate::mongo_error::{describe, Attempts};
 use crate::record::{Candidate, Origin};
 use crate::source_pacing::{send_blocking as send, OpenEpoch, SourcePacing};
 use crossbeam_channel::Sender;
@@ -88,7 +90,7 @@ impl<'scope> ChangeStreamSource<'scope> for Scope<'scope, u64> {
                 Some(StreamFeed { feed, stream, positions, outcome }) => {
                     let (tx, rx) = crossbeam_channel::bounded::<Msg>(8_192);
                     let text_field = feed.queue.text_field.clone();
-                    runtime.spawn(follow(feed, stream, tx, wake, text_field));
+                    runtime.spawn(follow(feed, stream, tx, wake, text_field, pacing.failure.clone()));
                     (Some(rx), positions, outcome)
                 }
                 None => (None, StreamPositions::default(), Arc::default()),
@@ -175,8 +177,17 @@ fn record(
 }
 
 /// Follows the stream until the operator drops its receiver or the history is lost. A failed
-/// `getMore` the driver could not resume itself reopens the stream after the last position sent.
-async fn follow(feed: ChangeFeed, mut stream: EventStream, tx: Sender<Msg>, wake: SyncActivator, text_field: String) {
+/// `getMore` the driver could not resume itself reopens the stream after the last position sent,
+/// with backoff, for as long as the error heals (an election, a dropped connection); an error that
+/// cannot heal stops the run through `failure`.
+async fn follow(
+    feed: ChangeFeed,
+    mut stream: EventStream,
+    tx: Sender<Msg>,
+    wake: SyncActivator,
+    text_field: String,
+    failure: Failure,
+) {
     // The start point: recorded with the first epoch, and where a reopen starts before any event.
     let mut last_sent = stream.resume_token().map(|t| StreamPosition::new(t, None));
     if let Some(p) = last_sent.clone() {
@@ -184,18 +195,22 @@ async fn follow(feed: ChangeFeed, mut stream: EventStream, tx: Sender<Msg>, wake
             return;
         }
     }
-    let mut backoff = Duration::from_millis(100);
+    let mut attempts = Attempts::new(&feed.queue.retry, "following the change stream");
+    let give_up = |e: &mongodb::error::Error| {
+        failure.lock().get_or_insert(format!("following the change stream: {}", describe(e)));
+        let _ = wake.activate();
+    };
     loop {
         let msg = match stream.next_if_any().await {
             Ok(Some(event)) => {
-                backoff = Duration::from_millis(100);
+                attempts.succeeded();
                 let pos = StreamPosition::new(event.id.clone(), event.cluster_time);
                 let cand = event.full_document.map(|d| to_candidate(d, &text_field, Origin::ChangeStream));
                 last_sent = Some(pos.clone());
                 Msg::Event(cand, pos)
             }
             Ok(None) => {
-                backoff = Duration::from_millis(100);
+                attempts.succeeded();
                 match stream.resume_token() {
                     Some(token) if last_sent.as_ref().map(|p| &p.token) != Some(&token) => {
                         let pos = StreamPosition::new(token, None);
@@ -207,10 +222,12 @@ async fn follow(feed: ChangeFeed, mut stream: EventStream, tx: Sender<Msg>, wake
             }
             Err(e) if is_history_lost(&e) => Msg::HistoryLost,
             Err(e) => {
-                tracing::warn!(error = %e, "change stream failed; reopening after the last position");
+                let mut failed = e;
                 loop {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    match attempts.failed(failed) {
+                        Ok(wait) => tokio::time::sleep(wait).await,
+                        Err(e) => return give_up(&e),
+                    }
                     let start = last_sent.as_ref().map_or(StreamStart::Now, |p| StreamStart::After(p.token.clone()));
                     match feed.open(&start).await {
                         Ok(s) => {
@@ -222,7 +239,7 @@ async fn follow(feed: ChangeFeed, mut stream: EventStream, tx: Sender<Msg>, wake
                             let _ = wake.activate();
                             return;
                         }
-                        Err(e) => tracing::warn!(error = %e, "reopening the change stream failed; retrying"),
+                        Err(e) => failed = e,
                     }
                 }
                 continue;

@@ -14,6 +14,7 @@
 //! It holds the ids of unmarked epochs (bounded by the sources' pacing). It never lets a copy
 //! through on a failed query: it retries, holding the worker, as marking does.
 
+use crate::mongo_error::{describe, Attempts};
 use crate::record::{text_hash, Candidate};
 use crate::work_queue::{id_from_string, WorkQueue};
 use mongodb::bson::{doc, Bson, Document};
@@ -93,18 +94,31 @@ async fn still_unmarked(queue: &WorkQueue, cands: &[Candidate]) -> HashSet<Strin
     for chunk in cands.chunks(CHUNK) {
         let ids: Vec<Bson> = chunk.iter().filter_map(|c| id_from_string(&c.doc.id)).collect();
         let filter = doc! {"_id": {"$in": ids}, &queue.mark_field: null};
-        let mut backoff = Duration::from_millis(100);
+        let mut attempts = Attempts::new(&queue.retry, "checking the marks of streamed documents");
         loop {
             match query(queue, filter.clone()).await {
                 Ok(found) => {
+                    attempts.succeeded();
                     out.extend(found);
                     break;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "checking marks of streamed documents failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
+                Err(e) => match attempts.failed(e) {
+                    Ok(wait) => tokio::time::sleep(wait).await,
+                    Err(e) => {
+                        // Letting the documents through unchecked could embed one twice; holding
+                        // them loses nothing (the stall report names this wait).
+                        tracing::error!(
+                            "checking the marks of streamed documents: {}; trying again in 10 s",
+                            describe(&e)
+                        );
+                        queue.retry.waits.waiting(
+                            "checking the marks of streamed documents",
+                            "an error that does not heal by itself",
+                            describe(&e),
+                        );
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                    }
+                },
             }
         }
     }

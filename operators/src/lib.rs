@@ -14,6 +14,7 @@ pub mod epoch_clock;
 pub mod failure;
 pub mod id_gate;
 pub mod marker;
+pub mod mongo_error;
 pub mod output;
 pub mod pass_control;
 pub mod record;

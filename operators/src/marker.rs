@@ -2,17 +2,22 @@
 //! documents and `<mark>: false, <mark>_error: <reason>` on its rejected ones, which takes them
 //! out of the work queue (the partial index requires the mark to be null).
 //!
-//! Marking is idempotent, so re-marking an epoch after a crash is always safe. It never marks a
-//! document whose row or rejection is not durable: callers run it only after a commit.
+//! Marking is idempotent, so re-marking an epoch after a crash is always safe, and so is trying
+//! again: an update that fails with an error that heals (an election, a dropped connection) is
+//! retried with backoff for as long as it lasts (`crate::mongo_error`); one that cannot heal is
+//! returned. It never marks a document whose row or rejection is not durable: callers run it only
+//! after a commit.
 //!
 //! A rejection also records when it was marked (`<mark>_rejected_at`), so [`Marker::requeue`] can
 //! clear the marks of rejections that a setting caused (`tweet-embed requeue`), putting those
 //! documents back in the work queue.
 
+use crate::mongo_error::{retry, MongoRetry};
 use crate::work_queue::id_from_string;
 use mongodb::bson::{doc, Bson, DateTime, Document};
 use mongodb::Collection;
 use std::collections::BTreeMap;
+use std::future::IntoFuture;
 
 /// Documents set per `update_many`: large enough to amortize round trips, small enough to keep
 /// one command well under the 16 MiB limit.
@@ -25,6 +30,8 @@ pub struct Marker {
     pub coll: Collection<Document>,
     /// The mark field.
     pub mark_field: String,
+    /// How failed updates are retried, and where their waits show.
+    pub retry: MongoRetry,
 }
 
 /// Counts of what a marking call changed.
@@ -46,7 +53,11 @@ impl Marker {
         let mut out = Marked::default();
         for chunk in embedded.chunks(CHUNK) {
             let ids: Vec<Bson> = chunk.iter().filter_map(|s| id_from_string(s)).collect();
-            let r = self.coll.update_many(doc! {"_id": {"$in": ids}}, doc! {"$set": {&self.mark_field: true}}).await?;
+            let (filter, set) = (doc! {"_id": {"$in": ids}}, doc! {"$set": {&self.mark_field: true}});
+            let r = retry(&self.retry, "marking documents embedded", || {
+                self.coll.update_many(filter.clone(), set.clone()).into_future()
+            })
+            .await?;
             out.embedded += r.matched_count;
         }
         let mut by_reason: BTreeMap<&str, Vec<Bson>> = BTreeMap::new();
@@ -59,13 +70,12 @@ impl Marker {
         let now = DateTime::now();
         for (reason, ids) in by_reason {
             for chunk in ids.chunks(CHUNK) {
-                let r = self
-                    .coll
-                    .update_many(
-                        doc! {"_id": {"$in": chunk.to_vec()}},
-                        doc! {"$set": {&self.mark_field: false, &error_field: reason, &at_field: now}},
-                    )
-                    .await?;
+                let filter = doc! {"_id": {"$in": chunk.to_vec()}};
+                let set = doc! {"$set": {&self.mark_field: false, &error_field: reason, &at_field: now}};
+                let r = retry(&self.retry, "marking documents rejected", || {
+                    self.coll.update_many(filter.clone(), set.clone()).into_future()
+                })
+                .await?;
                 out.rejected += r.matched_count;
             }
         }

@@ -28,6 +28,9 @@ pub struct SourcePacing {
     pub clock: EpochClock,
     /// Asks the source to stop reading and close.
     pub stop: StopSignal,
+    /// Where a source's task reports an error that cannot heal (a missing index, no
+    /// permission): the run stops with it.
+    pub failure: crate::failure::Failure,
 }
 
 impl SourcePacing {
@@ -41,6 +44,7 @@ impl SourcePacing {
             probe,
             clock: EpochClock::new(start_epoch),
             stop: StopSignal::default(),
+            failure: Default::default(),
         }
     }
 

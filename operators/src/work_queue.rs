@@ -29,6 +29,8 @@ pub struct WorkQueue {
     pub langs: Option<Vec<String>>,
     /// Only this `classified` value, if given.
     pub classified: Option<bool>,
+    /// How reads that fail with an error that heals are retried, and where their waits show.
+    pub retry: crate::mongo_error::MongoRetry,
 }
 
 /// One `(lang, classified)` pair of the queue.
@@ -117,7 +119,7 @@ impl WorkQueue {
         let names = match self.coll.list_index_names().await {
             Ok(n) => n,
             Err(e) if matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 26) => Vec::new(),
-            Err(e) => return Err(format!("cannot list the indexes of {ns}: {e}")),
+            Err(e) => return Err(format!("cannot list the indexes of {ns}: {}", crate::mongo_error::describe(&e))),
         };
         if names.iter().any(|n| n == WORK_QUEUE_INDEX) {
             Ok(())

@@ -4,15 +4,18 @@
 //! the graph is more than a few epochs behind, so memory is bounded by configuration, not by the
 //! collection's size.
 //!
-//! It never marks anything and never skips a document: a failed read is retried from the last
-//! `_id` it emitted.
+//! It never marks anything and never skips a document: a read that fails with an error that heals
+//! is retried from the last `_id` it emitted; one that cannot heal stops the run.
 
 use crate::candidate::to_candidate;
+use crate::failure::Failure;
+use crate::mongo_error::{describe, Attempts};
 use crate::record::{Candidate, Origin};
 use crate::source_pacing::{send_blocking, OpenEpoch, SourcePacing};
 use crate::work_queue::{ScanRange, WorkQueue, WORK_QUEUE_INDEX};
 use crossbeam_channel::Sender;
-use mongodb::bson::{doc, Bson};
+use mongodb::bson::serde_helpers::Utf8LossyDeserialization as Utf8Lossy;
+use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::Hint;
 use std::time::Duration;
 use timely::dataflow::operators::generic::operator::source;
@@ -61,7 +64,7 @@ impl<'scope> WorkQueueSource<'scope> for Scope<'scope, u64> {
             let wake = scope.worker().sync_activator_for(info.address.to_vec());
             let me = scope.activator_for(info.address.clone());
             let (tx, rx) = crossbeam_channel::bounded::<Msg>(8_192);
-            runtime.spawn(scan(queue, ranges, tx, wake));
+            runtime.spawn(scan(queue, ranges, tx, wake, pacing.failure.clone()));
             let mut cap = Some(cap);
             if let Some(c) = cap.as_mut() {
                 c.downgrade(&pacing.clock.advance_to(pacing.start_epoch));
@@ -116,11 +119,15 @@ impl<'scope> WorkQueueSource<'scope> for Scope<'scope, u64> {
     }
 }
 
-/// Scans every range in `_id` order; on a failed read, waits and resumes after the last `_id`.
-async fn scan(queue: WorkQueue, ranges: Vec<ScanRange>, tx: Sender<Msg>, wake: SyncActivator) {
+/// Scans every range in `_id` order. A read that fails with an error that heals (an election, a
+/// dropped connection, a lost cursor) waits with backoff and resumes after the last `_id` sent,
+/// for as long as it lasts; one that cannot heal (a missing index, no permission) stops the run
+/// through `failure` with one line.
+async fn scan(queue: WorkQueue, ranges: Vec<ScanRange>, tx: Sender<Msg>, wake: SyncActivator, failure: Failure) {
     for range in ranges {
         let mut after = range.after.clone();
-        let mut backoff = Duration::from_millis(100);
+        let what = format!("scanning the work queue ({})", range.partition.key());
+        let mut attempts = Attempts::new(&queue.retry, what.clone());
         loop {
             let mut filter = queue.filter(Some(&range.partition));
             let mut id = doc! {};
@@ -134,7 +141,8 @@ async fn scan(queue: WorkQueue, ranges: Vec<ScanRange>, tx: Sender<Msg>, wake: S
                 filter.insert("_id", id);
             }
             let projection = doc! {"_id": 1, &queue.text_field: 1, "lang": 1, "created_at": 1};
-            let result: Result<(), mongodb::error::Error> = async {
+            let mut sent = 0u64;
+            let result: Result<bool, mongodb::error::Error> = async {
                 let mut cursor = queue
                     .coll
                     .find(filter)
@@ -143,31 +151,49 @@ async fn scan(queue: WorkQueue, ranges: Vec<ScanRange>, tx: Sender<Msg>, wake: S
                     .projection(projection)
                     .batch_size(1_000)
                     .await?;
-                let mut n = 0u64;
                 while cursor.advance().await? {
-                    let d = cursor.deserialize_current()?;
+                    let d = match cursor.deserialize_current() {
+                        Ok(d) => d,
+                        // A string that is not valid UTF-8 costs its bad bytes (U+FFFD), never
+                        // the scan: failing here would stop at the same document every time.
+                        Err(_) => mongodb::bson::from_slice::<Utf8Lossy<Document>>(cursor.current().as_bytes())?.0,
+                    };
                     let id = d.get("_id").cloned().unwrap_or(Bson::Null);
                     let cand = to_candidate(d, &queue.text_field, Origin::Backfill);
                     // A blocking send keeps the channel bounded; this task runs on the runtime's
                     // own threads, never on a timely worker.
                     if tokio::task::block_in_place(|| send_blocking(&tx, Msg::Doc(cand), &wake)).is_err() {
-                        return Ok(());
+                        return Ok(false);
                     }
                     after = Some(id);
-                    n += 1;
-                    if n.is_multiple_of(256) {
+                    sent += 1;
+                    if sent.is_multiple_of(256) {
                         let _ = wake.activate();
                     }
                 }
-                Ok(())
+                Ok(true)
             }
             .await;
             match result {
-                Ok(()) => break,
+                Ok(true) => {
+                    attempts.succeeded();
+                    break;
+                }
+                // The operator stopped listening: the pass is over.
+                Ok(false) => return,
                 Err(e) => {
-                    tracing::warn!(partition = %range.partition.key(), error = %e, "work-queue scan failed; resuming after the last _id");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    if sent > 0 {
+                        // It got further: a new failure, not the same one again.
+                        attempts.succeeded();
+                    }
+                    match attempts.failed(e) {
+                        Ok(wait) => tokio::time::sleep(wait).await,
+                        Err(e) => {
+                            failure.lock().get_or_insert(format!("{what}: {}", describe(&e)));
+                            let _ = wake.activate();
+                            return;
+                        }
+                    }
                 }
             }
         }

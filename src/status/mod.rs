@@ -22,7 +22,7 @@
 //! | `percent_done` | `100 × processed / total` (100 when both are 0) |
 //! | `rate_docs_per_s` | processed documents per second; `null` while measuring (fewer than two samples) |
 //! | `rate_span_s`, `rate_samples` | the span of the samples the rate is over, and how many |
-//! | `eta_s` | `remaining / rate`; 0 when nothing remains; `null` without a rate or when it is 0 |
+//! | `eta_s` | `remaining / rate`; 0 when nothing remains; `null` without a rate or when it is under 0.01 docs/s |
 //! | `gpu_hour_cost`, `gpus` | the flags, `null` without them |
 //! | `cost_so_far` | `processed / rate` hours × `gpus` × `gpu_hour_cost` |
 //! | `cost_to_go` | `eta_s` hours × `gpus` × `gpu_hour_cost` |
@@ -51,6 +51,7 @@ use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::time::Duration;
 use tweet_embed_operators::checkpoint::{now_ms, CheckpointStore};
+use tweet_embed_operators::mongo_error::describe;
 use tweet_embed_operators::tei::redact;
 use tweet_embed_operators::work_queue::{monitor_index, work_queue_index, WorkQueue, MONITOR_INDEX, WORK_QUEUE_INDEX};
 
@@ -177,7 +178,7 @@ impl Monitor {
         let uri = &args.mongo.mongo_uri;
         let client = mongodb::Client::with_uri_str(uri)
             .await
-            .map_err(|e| anyhow!("bad --mongo-uri {}: {}", redact(uri), scrub(&e.to_string(), uri)))?;
+            .map_err(|e| anyhow!("bad --mongo-uri {}: {}", redact(uri), scrub(&describe(&e), uri)))?;
         let coll = client.database(&args.mongo.db).collection::<Document>(&args.mongo.collection);
         Ok(Monitor { args: args.clone(), coll, history, checkpoints, history_warned: false })
     }
@@ -233,10 +234,11 @@ fn compose(
     let total = processed + c.remaining;
     let percent_done = if total == 0 { 100.0 } else { 100.0 * processed as f64 / total as f64 };
     let per_s = rate.as_ref().map(|r| r.docs_per_s);
+    // A rate of (nearly) nothing is no ETA: unknown, not 20,000,000,000,000 s.
     let eta_s = match per_s {
-        _ if c.remaining == 0 => Some(0.0),
-        Some(r) if r > 0.0 => Some(c.remaining as f64 / r),
-        _ => None,
+        Some(r) => crate::progress::eta_seconds(c.remaining, r),
+        None if c.remaining == 0 => Some(0.0),
+        None => None,
     };
     let pricing = a.gpu_hour_cost.zip(a.gpus);
     let cost_of = |secs: f64| pricing.map(|(price, gpus)| secs / 3600.0 * f64::from(gpus) * price);
@@ -285,11 +287,11 @@ pub async fn check_indexes(coll: &Collection<Document>, mark_field: &str) -> Res
         Err(e) if matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 26) => {
             bail!("{ns} does not exist (no collection, so no indexes to count with): check --db and --collection")
         }
-        Err(e) => return Err(anyhow!("cannot list the indexes of {ns}: {e}")),
+        Err(e) => return Err(anyhow!("cannot list the indexes of {ns}: {}", describe(&e))),
     };
     let (mut queue, mut monitor) = (None, None);
-    while cursor.advance().await.with_context(|| format!("listing the indexes of {ns}"))? {
-        let model = cursor.deserialize_current().with_context(|| format!("reading an index of {ns}"))?;
+    while cursor.advance().await.map_err(|e| anyhow!("listing the indexes of {ns}: {}", describe(&e)))? {
+        let model = cursor.deserialize_current().map_err(|e| anyhow!("reading an index of {ns}: {}", describe(&e)))?;
         match model.options.as_ref().and_then(|o| o.name.as_deref()) {
             Some(WORK_QUEUE_INDEX) => queue = Some(model),
             Some(MONITOR_INDEX) => monitor = Some(model),
@@ -344,9 +346,10 @@ pub async fn count(coll: &Collection<Document>, mark_field: &str) -> Result<Coun
         mark_field: mark_field.to_string(),
         langs: None,
         classified: None,
+        retry: Default::default(),
     };
     let (embedded, rejected, remaining) = tokio::try_join!(marked(true), marked(false), queue.remaining())
-        .map_err(|e| anyhow!("counting {ns} through its indexes: {e}"))?;
+        .map_err(|e| anyhow!("counting {ns} through its indexes: {}", describe(&e)))?;
     Ok(Counts { embedded, rejected, remaining })
 }
 

@@ -5,6 +5,8 @@
 
 mod crash;
 mod disk_full;
+mod election;
+mod lock;
 
 use dev_tei::FaultConfig;
 use test_support::expect::{check_run, pyarrow_check};

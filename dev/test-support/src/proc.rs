@@ -59,3 +59,63 @@ pub fn pipeline_cmd(bin: &str, command: &str, args: &tweet_embed_operators::run:
         .stderr(std::process::Stdio::null());
     c
 }
+
+/// A child whose stderr (its log) is collected as it runs, for tests that wait for a line and
+/// assert on what a user reads.
+pub struct Logged {
+    /// The child.
+    pub proc: Proc,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Logged {
+    /// Spawns `cmd` with its stderr piped into the collected log.
+    pub fn spawn(mut cmd: std::process::Command) -> Logged {
+        use std::io::BufRead;
+        let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut l = sink.lock().expect("log");
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Logged { proc: Proc(child), log, reader: Some(reader) }
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log").clone()
+    }
+
+    /// Waits, at most `limit`, until the log has a line containing every one of `parts`; panics
+    /// with the log otherwise (or if the child exits first).
+    pub fn wait_for_line(&mut self, parts: &[&str], limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+                return line.to_string();
+            }
+            if let Some(status) = self.proc.0.try_wait().expect("try_wait") {
+                panic!("the process exited ({status:?}) before logging {parts:?}:\n{log}");
+            }
+            assert!(Instant::now() < deadline, "no line with {parts:?} in {limit:?}:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the exit, at most `limit`; returns its status and the whole log.
+    pub fn finish(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        let status = self.proc.wait_for(limit);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        (status, self.log())
+    }
+}

@@ -171,7 +171,7 @@ fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<()
     let marked = c
         .runtime
         .block_on(c.marker.mark(&embedded, &rejected))
-        .map_err(|e| format!("marking epoch {epoch} in MongoDB: {e}"))?;
+        .map_err(|e| format!("marking epoch {epoch} in MongoDB: {}", crate::mongo_error::describe(&e)))?;
     // 3. Record the marks; files of marked epochs need no re-marking after a crash.
     c.checkpoint.marked = epoch;
     c.checkpoint.note_marked((embedded.len() + rejected.len()) as u64);

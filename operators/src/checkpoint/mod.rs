@@ -23,6 +23,15 @@
 //! - between 2 and 3: the files are listed; their documents are marked again from them;
 //! - after 3: nothing to do. A crash during a file's move leaves a partial name, also removed.
 //!
+//! **One run per state directory** ([`StateLock`]). Recovery removes every file the checkpoint
+//! does not list, so a second run on the same `--state-dir` would delete the first run's files in
+//! flight, embed the same documents again, and, racing the first run's file moves, could delete
+//! committed rows whose documents then get marked. Every run (every process of a cluster, each
+//! with its own `--state-dir`) takes an exclusive OS lock on `<state-dir>/tweet-embed.lock` when
+//! it connects, before recovery or anything else touches a file, and holds it to its end; a
+//! second run refuses to start with one line naming the holder's pid and host. The OS drops the
+//! lock with the process, so a killed run never leaves a stale one.
+//!
 //! In a cluster only the leading process keeps the checkpoint, so every process must write into
 //! the one output directory it lists: [`OutMarker`] checks that before each pass.
 //!
@@ -30,12 +39,14 @@
 //! rows; it deletes only files whose names are ours.
 
 mod commit;
+mod lock;
 mod recovery;
 mod shared_out;
 mod stale;
 mod store;
 
 pub use commit::{reason_kind, Commit, CommitTotals, Committer};
+pub use lock::{StateLock, LOCK_FILE};
 pub use recovery::{load_or_new, recover, Recovered};
 pub use shared_out::OutMarker;
 pub use stale::{list_files, remove_stale, FoundFile};

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 
 use super::stale::{list_files, remove_stale};
 use super::store::{Checkpoint, CheckpointStore, SourcePositions};
@@ -19,6 +19,8 @@ pub struct Recovered {
     pub stale_removed: usize,
     /// Documents of committed epochs marked again.
     pub remarked: u64,
+    /// The last committed (and now marked) epoch.
+    pub committed: u64,
 }
 
 /// The checkpoint in `store`, or a fresh one when none exists yet — but never over an output
@@ -50,7 +52,7 @@ pub fn recover(
     runtime: &tokio::runtime::Handle,
 ) -> Result<Recovered> {
     let mut cp = load_or_new(store, out)?;
-    let mut recovered = Recovered::default();
+    let mut recovered = Recovered { committed: cp.committed, ..Recovered::default() };
     let removed = remove_stale(out, cp.committed)?;
     recovered.stale_removed = removed.len();
     if !removed.is_empty() {
@@ -72,7 +74,9 @@ pub fn recover(
                 ),
             }
         }
-        let marked = runtime.block_on(marker.mark(&embedded, &rejected)).context("re-marking committed epochs")?;
+        let marked = runtime
+            .block_on(marker.mark(&embedded, &rejected))
+            .map_err(|e| anyhow!("re-marking committed epochs: {}", crate::mongo_error::describe(&e)))?;
         recovered.remarked = marked.embedded + marked.rejected;
         tracing::info!(
             from = cp.marked + 1,

@@ -5,11 +5,12 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail};
 
 use super::engine::Engine;
 use super::passes::{PassPlan, Planner};
 use crate::epoch_clock::StopSignal;
+use crate::mongo_error::{describe, retry};
 
 pub(crate) fn backfill_planner(engine: Arc<Engine>) -> Planner {
     let (mut passes, mut last_done) = (0usize, 0u64);
@@ -17,7 +18,11 @@ pub(crate) fn backfill_planner(engine: Arc<Engine>) -> Planner {
         if passes > 0 {
             let t = &engine.totals;
             let done = t.embedded.load(Ordering::Relaxed) + t.rejected.load(Ordering::Relaxed);
-            let remaining = engine.runtime.block_on(engine.queue.remaining()).context("counting the work queue")?;
+            let q = &engine.queue;
+            let remaining = engine
+                .runtime
+                .block_on(retry(&q.retry, "counting the work queue", || q.remaining()))
+                .map_err(|e| anyhow!("counting the work queue: {}", describe(&e)))?;
             if remaining == 0 {
                 return Ok(None);
             }
@@ -26,8 +31,11 @@ pub(crate) fn backfill_planner(engine: Arc<Engine>) -> Planner {
             }
             last_done = done;
         }
-        let parts =
-            engine.runtime.block_on(engine.queue.partitions()).context("reading the work queue's partitions")?;
+        let q = &engine.queue;
+        let parts = engine
+            .runtime
+            .block_on(retry(&q.retry, "reading the work queue's partitions", || q.partitions()))
+            .map_err(|e| anyhow!("reading the work queue's partitions: {}", describe(&e)))?;
         if parts.is_empty() {
             return Ok(None);
         }

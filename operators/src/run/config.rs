@@ -109,6 +109,15 @@ pub struct RunConfig {
     pub checkpoint_interval: Duration,
     /// Target size of output files in bytes.
     pub target_file_bytes: u64,
+    /// How MongoDB operations that fail with an error that heals (an election, a dropped
+    /// connection) back off between tries; they retry for as long as it lasts.
+    pub mongo_retry: crate::mongo_error::RetryPolicy,
+    /// A run that makes no progress while work remains says so at WARN this often, with its
+    /// best guess why.
+    pub stall_warn_every: Duration,
+    /// After a stop is asked for, how long the epochs in flight get to commit before the
+    /// process gives up on them (`--drain-timeout`; the checkpoint keeps that safe).
+    pub drain_timeout: Duration,
     /// Test hooks.
     pub hooks: TestHooks,
 }
@@ -116,7 +125,8 @@ pub struct RunConfig {
 impl RunConfig {
     /// The defaults for `mongo`, `tei_urls` and a working directory `dir` (`dir/out`,
     /// `dir/state`, `dir/state/tmp`): 2 workers, text field `text`, mark field
-    /// `gemma_embedded_768`, checkpoints every 5 s, 512 MiB files.
+    /// `gemma_embedded_768`, checkpoints every 5 s, 512 MiB files, MongoDB retries from 100 ms
+    /// to 5 s apart, a stall warning every minute, 60 s to drain on a stop.
     pub fn new(mongo: MongoTarget, tei_urls: Vec<String>, dir: &std::path::Path) -> RunConfig {
         RunConfig {
             mongo,
@@ -132,6 +142,9 @@ impl RunConfig {
             classified: None,
             checkpoint_interval: Duration::from_secs(5),
             target_file_bytes: 512 * 1024 * 1024,
+            mongo_retry: crate::mongo_error::RetryPolicy::default(),
+            stall_warn_every: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(60),
             hooks: TestHooks::default(),
         }
     }

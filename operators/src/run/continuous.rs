@@ -18,6 +18,7 @@ use crate::change_stream::{is_history_lost, token_from_json, ChangeFeed, StreamP
 use crate::change_stream_source::{StreamFeed, StreamOutcome};
 use crate::checkpoint::{load_or_new, CheckpointStore};
 use crate::epoch_clock::StopSignal;
+use crate::mongo_error::{describe, retry};
 
 /// What continuous mode reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,16 +95,30 @@ fn open_stream(engine: &Engine, store: &CheckpointStore) -> Result<(StreamFeed, 
     };
     let max_await = engine.config.checkpoint_interval.min(Duration::from_secs(1));
     let feed = ChangeFeed { queue: engine.queue.clone(), max_await };
+    let (retrying, now) = (&engine.queue.retry, StreamStart::Now);
     let (stream, lost) = engine
         .runtime
         .block_on(async {
-            match feed.open(&start).await {
-                Ok(s) => Ok((s, false)),
-                Err(e) if is_history_lost(&e) => feed.open(&StreamStart::Now).await.map(|s| (s, true)),
-                Err(e) => Err(e),
+            // An election or a dropped connection is waited out; a lost history is answered.
+            let (feed, start) = (&feed, &start);
+            let opened = retry(retrying, "opening the change stream", || async move {
+                match feed.open(start).await {
+                    Err(e) if is_history_lost(&e) => Ok(None),
+                    other => other.map(Some),
+                }
+            })
+            .await?;
+            match opened {
+                Some(s) => Ok((s, false)),
+                None => retry(retrying, "opening the change stream", || feed.open(&now)).await.map(|s| (s, true)),
             }
         })
-        .context("opening the change stream (continuous mode needs a replica set; `--no-stream` polls instead)")?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "opening the change stream (continuous mode needs a replica set; `--no-stream` polls instead): {}",
+                describe(&e)
+            )
+        })?;
     let feed = StreamFeed {
         feed,
         stream,

@@ -10,8 +10,11 @@ use mongodb::bson::{doc, Document};
 use mongodb::Client;
 
 use super::config::RunConfig;
-use crate::checkpoint::CommitTotals;
+use super::stall::StalledMs;
+use crate::checkpoint::{CommitTotals, StateLock};
+use crate::epoch_clock::EpochClock;
 use crate::marker::Marker;
+use crate::mongo_error::{describe, MongoRetry, Waits};
 use crate::output::OutputStats;
 use crate::tei::EndpointPool;
 use crate::work_queue::WorkQueue;
@@ -29,6 +32,12 @@ pub struct Monitor {
     pub runtime: tokio::runtime::Handle,
     /// Parquet writer counters.
     pub output: Arc<OutputStats>,
+    /// The epoch the sources are at.
+    pub clock: EpochClock,
+    /// MongoDB operations waiting out an error that heals.
+    pub waits: Waits,
+    /// How long the run has made no progress while work remains ([`Monitor::stalled_seconds`]).
+    pub(crate) stalled_ms: StalledMs,
 }
 
 /// A connected run.
@@ -40,13 +49,21 @@ pub struct Engine {
     pub(crate) pool: Arc<EndpointPool>,
     pub(crate) output_stats: Arc<OutputStats>,
     pub(crate) totals: Arc<CommitTotals>,
+    pub(crate) clock: EpochClock,
+    pub(crate) stalled_ms: StalledMs,
+    /// This run's hold on its state directory, released when the engine is dropped.
+    pub(crate) _lock: StateLock,
 }
 
 impl Engine {
-    /// Connects: MongoDB within 30 s with the work-queue index present, then every TEI endpoint
-    /// (one model, one dimension). Errors name what to fix; URIs are never in them.
+    /// Locks the state directory (a second run on it is refused, naming the holder: see
+    /// `crate::checkpoint::StateLock`), then connects: MongoDB within 30 s with the work-queue
+    /// index present, then every TEI endpoint (one model, one dimension). Errors name what to
+    /// fix; URIs are never in them.
     pub fn connect(config: RunConfig) -> Result<Engine> {
         config.validate()?;
+        // Before anything reads or removes a file of the run, and before any connection.
+        let lock = StateLock::acquire(&config.state_dir).map_err(|e| anyhow!(e))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("tweet-embed-io")
@@ -54,24 +71,28 @@ impl Engine {
             .build()
             .context("starting the async runtime")?;
         let (queue, pool) = runtime.block_on(async {
-            let client = Client::with_uri_str(&config.mongo.uri).await.map_err(|e| anyhow!("bad --mongo-uri: {e}"))?;
+            let client = Client::with_uri_str(&config.mongo.uri)
+                .await
+                .map_err(|e| anyhow!("bad --mongo-uri: {}", describe(&e)))?;
             let db = client.database(&config.mongo.db);
             tokio::time::timeout(Duration::from_secs(30), db.run_command(doc! {"ping": 1}))
                 .await
                 .map_err(|_| anyhow!("MongoDB is not reachable at --mongo-uri (no answer in 30 s)"))?
-                .map_err(|e| anyhow!("MongoDB is not reachable at --mongo-uri: {e}"))?;
+                .map_err(|e| anyhow!("MongoDB is not reachable at --mongo-uri: {}", describe(&e)))?;
             let queue = WorkQueue {
                 coll: db.collection::<Document>(&config.mongo.collection),
                 text_field: config.text_field.clone(),
                 mark_field: config.mark_field.clone(),
                 langs: config.langs.clone(),
                 classified: config.classified,
+                retry: MongoRetry { waits: Waits::default(), policy: config.mongo_retry },
             };
             queue.check_index().await.map_err(|e| anyhow!(e))?;
             let pool = EndpointPool::connect(config.tei.clone()).await.map_err(|e| anyhow!("{e}"))?;
             Ok::<_, anyhow::Error>((queue, Arc::new(pool)))
         })?;
-        let marker = Marker { coll: queue.coll.clone(), mark_field: config.mark_field.clone() };
+        let marker =
+            Marker { coll: queue.coll.clone(), mark_field: config.mark_field.clone(), retry: queue.retry.clone() };
         Ok(Engine {
             config,
             runtime,
@@ -80,6 +101,9 @@ impl Engine {
             pool,
             output_stats: Arc::new(OutputStats::default()),
             totals: Arc::new(CommitTotals::default()),
+            clock: EpochClock::new(0),
+            stalled_ms: StalledMs::default(),
+            _lock: lock,
         })
     }
 
@@ -96,6 +120,9 @@ impl Engine {
             queue: self.queue.clone(),
             runtime: self.runtime.handle().clone(),
             output: self.output_stats.clone(),
+            clock: self.clock.clone(),
+            waits: self.queue.retry.waits.clone(),
+            stalled_ms: self.stalled_ms.clone(),
         }
     }
 }

@@ -23,6 +23,7 @@ mod config;
 mod continuous;
 mod engine;
 mod passes;
+mod stall;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use engine::{Engine, Monitor};
 use crate::checkpoint::{recover, CheckpointStore};
 use crate::epoch_clock::StopSignal;
 use passes::{execute, Leading, Planner};
+use stall::StallWatch;
 
 /// What a run did.
 #[derive(Debug, Clone, Default)]
@@ -78,11 +80,16 @@ impl Engine {
         let started = Instant::now();
         let engine = Arc::new(self);
         let mut summary = Summary::default();
+        let mut _watch = None;
         let leading = if engine.config.cluster.leads() {
             let store = CheckpointStore::open(&engine.config.state_dir)?;
             let recovered = recover(&store, &engine.config.out, &engine.marker, engine.runtime.handle())?;
             summary.stale_removed = recovered.stale_removed;
             summary.remarked = recovered.remarked;
+            // Everything up to the checkpoint is committed and marked now.
+            engine.totals.committed_epoch.fetch_max(recovered.committed, Ordering::SeqCst);
+            engine.clock.advance_to(recovered.committed);
+            _watch = Some(StallWatch::start(engine.monitor(), engine.config.stall_warn_every));
             let planner = planner(engine.clone(), &store)?;
             Some(Leading { store, planner })
         } else {

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use parking_lot::Mutex;
 use timely::dataflow::operators::{Concat, OkErr, Probe};
 use timely::dataflow::ProbeHandle;
@@ -23,9 +23,10 @@ use crate::change_stream_source::{ChangeStreamSource, StreamFeed};
 use crate::checkpoint::{load_or_new, CheckpointStore, Commit, Committer, OutMarker};
 use crate::dedup::Dedup;
 use crate::embed::{Embed, Embedder};
-use crate::epoch_clock::{EpochClock, StopSignal};
+use crate::epoch_clock::StopSignal;
 use crate::failure::Failure;
 use crate::id_gate::IdGate;
+use crate::mongo_error::{describe, retry};
 use crate::output::{EpochWriter, OutputConfig};
 use crate::pass_control::{agree, PassRelay, PassStart};
 use crate::record::{TextJob, Work, Written};
@@ -85,7 +86,11 @@ fn lead_pass(engine: &Engine, store: &CheckpointStore, failure: &Failure, plan: 
     // One scan plan for all workers, taken after the stream was opened (the planner opened it).
     let scan = match plan.scan {
         Some(whole) => {
-            let p = engine.runtime.block_on(engine.queue.plan(whole)).context("planning the work-queue scan")?;
+            let q = &engine.queue;
+            let p = engine
+                .runtime
+                .block_on(retry(&q.retry, "planning the work-queue scan", || q.plan(whole)))
+                .map_err(|e| anyhow!("planning the work-queue scan: {}", describe(&e)))?;
             Some(p.to_bytes().map_err(|e| anyhow!(e))?)
         }
         None => None,
@@ -130,7 +135,7 @@ pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>) -> Result<
         }
     });
     let next_lead = Arc::new(Mutex::new(next_lead));
-    let clock = EpochClock::new(0);
+    let clock = engine.clock.clone();
     // Enough outstanding requests per worker that every endpoint's limit can reach its most (a
     // pinned one, or an adaptive one's cap from the server's permits), plus one per endpoint so a
     // finished request's successor is ready. Requests beyond the limits wait in the pool, cheaply.
@@ -220,6 +225,7 @@ pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>) -> Result<
                 SourcePacing::new(start.start_epoch, config.checkpoint_interval, EPOCH_DOCS, probe.clone());
             pacing.clock = clock.clone();
             pacing.stop = stop.clone();
+            pacing.failure = fail.clone();
             worker.dataflow::<u64, _, _>(|scope| {
                 let scanned = scope.work_queue_source(engine.queue.clone(), ranges, rt.clone(), pacing.clone());
                 let candidates = if start.streaming {
