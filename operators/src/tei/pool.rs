@@ -175,7 +175,31 @@ impl EndpointPool {
             )));
         }
         let limits = infos.iter().skip(1).fold(first.clone(), |acc, l| acc.tightest(l));
-        let pack = PackLimits::for_server(&limits, config.batch_size);
+        let pinned = match config.concurrency {
+            Concurrency::Fixed(n) => Some(n),
+            Concurrency::Adaptive => None,
+        };
+        let pack = PackLimits::for_server_at(&limits, config.batch_size, pinned);
+        let wanted = config.batch_size.unwrap_or(limits.max_client_batch_size).min(limits.max_client_batch_size);
+        if pack.max_items < wanted {
+            let why = "TEI takes one permit per input and answers 429 to a request its free permits do not hold";
+            if config.batch_size.is_some_and(|b| b > limits.max_concurrent_requests) {
+                tracing::warn!(
+                    batch_size = wanted,
+                    permits = limits.max_concurrent_requests,
+                    used = pack.max_items,
+                    "--batch-size is over the server's permits (--max-concurrent-requests); {why}: requests carry at most {} inputs",
+                    pack.max_items
+                );
+            } else {
+                tracing::info!(
+                    max_client_batch_size = limits.max_client_batch_size,
+                    permits = limits.max_concurrent_requests,
+                    used = pack.max_items,
+                    "requests are cut smaller than the server's max_client_batch_size so that they fit its permits; {why}"
+                );
+            }
+        }
         let budget = match &config.tokenizer {
             Some(path) => TokenBudget::from_tokenizer_file(path, limits.max_input_length)?,
             None => TokenBudget::estimated(limits.max_input_length),
