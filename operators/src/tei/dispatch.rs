@@ -11,7 +11,8 @@
 //! permits are taken, by this pool's own requests or by other clients: it moves the concurrency
 //! limit (see `limiter`), never the breaker, so an endpoint is not taken out of rotation for being
 //! busy. When an endpoint answers nothing but 429 for a while, that is said once per
-//! [`OVERLOADED_WARN_EVERY`].
+//! [`OVERLOADED_WARN_EVERY`]. Vectors an endpoint returned that are not usable (see `vectors`)
+//! are counted per endpoint and reported at most once per [`INVALID_WARN_EVERY`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -32,6 +33,8 @@ pub(crate) const ALL_DOWN_WARN_EVERY: Duration = Duration::from_secs(10);
 pub(crate) const OVERLOADED_WARN_EVERY: Duration = Duration::from_secs(10);
 /// 429s in a row, with no answered request between them, before that warning.
 const OVERLOADED_WARN_AFTER: u64 = 20;
+/// At most one "returned vectors that are not numbers" warning per endpoint per this period.
+pub(crate) const INVALID_WARN_EVERY: Duration = Duration::from_secs(10);
 /// Longest a waiting request sleeps between checks, in case a wake-up is missed.
 const RECHECK: Duration = Duration::from_millis(250);
 
@@ -48,6 +51,8 @@ pub(crate) struct Slot {
     /// 429s since the last answered request.
     overloaded_streak: AtomicU64,
     last_overloaded_warn: Mutex<Option<Instant>>,
+    invalid_vectors: AtomicU64,
+    last_invalid_warn: Mutex<Option<Instant>>,
 }
 
 impl Slot {
@@ -63,6 +68,8 @@ impl Slot {
             embedded: AtomicU64::new(0),
             overloaded_streak: AtomicU64::new(0),
             last_overloaded_warn: Mutex::new(None),
+            invalid_vectors: AtomicU64::new(0),
+            last_invalid_warn: Mutex::new(None),
         }
     }
 
@@ -84,6 +91,7 @@ impl Slot {
             requests: self.requests.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
             embedded_inputs: self.embedded.load(Ordering::Relaxed),
+            invalid_vectors: self.invalid_vectors.load(Ordering::Relaxed),
             breaker: self.breaker.state(now),
             breaker_opened,
             breaker_closed,
@@ -194,6 +202,30 @@ impl Lease<'_> {
     /// The endpoint to call.
     pub fn endpoint(&self) -> &Endpoint {
         &self.dispatcher.slots[self.index].endpoint
+    }
+
+    /// Counts `count` vectors of this call's answer that were refused (`reason`: one of them),
+    /// and says so, at most once per [`INVALID_WARN_EVERY`] for the endpoint.
+    pub fn invalid_vectors(&self, count: usize, reason: &str) {
+        if count == 0 {
+            return;
+        }
+        let slot = &self.dispatcher.slots[self.index];
+        let total = slot.invalid_vectors.fetch_add(count as u64, Ordering::Relaxed) + count as u64;
+        let now = Instant::now();
+        let mut last = slot.last_invalid_warn.lock();
+        if last.is_some_and(|at| now.saturating_duration_since(at) < INVALID_WARN_EVERY) {
+            return;
+        }
+        *last = Some(now);
+        tracing::warn!(
+            endpoint = slot.endpoint.url(),
+            in_this_answer = count,
+            since_start = total,
+            example = reason,
+            "TEI endpoint returned vectors that are not usable; those inputs are rejected, never written \
+             (`tweet-embed requeue` takes them again once the server is fixed)"
+        );
     }
 
     /// Gives the slot back with the call's outcome: `Ok((inputs, tokens))` embedded, or the
