@@ -449,3 +449,29 @@ async fn requests_shrink_to_fit_the_permits_and_clients_sharing_them_converge() 
     let one = ServerLimits { max_concurrent_requests: 1, ..limits };
     assert_eq!(PackLimits::for_server(&one, None).max_items, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_permits_never_free_is_a_start_up_error_not_a_stall() {
+    // One permit, held by another client's request for 10 s: not even a one-input probe fits.
+    let tei =
+        DevTei::start(SimConfig { max_concurrent_requests: 1, base: Duration::from_secs(10), ..sim(1) }).await.unwrap();
+    let url = tei.urls()[0].clone();
+    let hog = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let client = reqwest::Client::new();
+            client.post(format!("{url}/embed")).json(&serde_json::json!({"inputs": "hog"})).send().await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let err = EndpointPool::connect(config(vec![url.clone()])).await.err().expect("no permit: refused");
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!("TEI at {url} answers a one-input probe with 429 (no free permit) 5 times")),
+        "{message}"
+    );
+    assert!(message.contains("no request can fit") && !message.contains('\n'), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(9), "said at start, within seconds");
+    hog.abort();
+}
