@@ -45,7 +45,7 @@ pub struct PoolConfig {
     /// The servers' `--payload-limit` in bytes (`/info` does not report it).
     pub payload_limit: usize,
     /// At most this many texts per request (`--batch-size`); the servers'
-    /// `max_client_batch_size` always applies.
+    /// `max_client_batch_size` and permits always apply (see [`PackLimits::for_server_at`]).
     pub batch_size: Option<usize>,
     /// Requests in flight per endpoint: adaptive (the default) or pinned; either way capped so
     /// their inputs fit the server's permits.
