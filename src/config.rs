@@ -107,10 +107,12 @@ pub struct PipelineArgs {
     /// Only documents with this `classified` value.
     #[arg(long)]
     pub classified: Option<bool>,
-    /// At most this many texts per request (the server's max_client_batch_size otherwise).
+    /// At most this many texts per request (the server's max_client_batch_size otherwise); never
+    /// more than the server's permits (--max-concurrent-requests: TEI takes one per input).
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Pins the requests in flight per TEI endpoint; adaptive per endpoint when not given.
+    /// Pins the requests in flight per TEI endpoint (capped so their inputs fit the server's
+    /// permits, and eased for a while after a 429); adaptive per endpoint when not given.
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// Bounds the adaptive concurrency so request latency stays under this (e.g. 10s).

@@ -129,6 +129,13 @@ impl Collector for MetricSources {
         counter(&mut e, "tweet_embed_tei_requests", "Requests sent, per endpoint.", &per(&|s| s.requests))?;
         counter(&mut e, "tweet_embed_tei_failures", "Requests that failed, per endpoint.", &per(&|s| s.failures))?;
         counter(&mut e, "tweet_embed_tei_inputs", "Inputs embedded, per endpoint.", &per(&|s| s.embedded_inputs))?;
+        counter(
+            &mut e,
+            "tweet_embed_tei_invalid_vectors",
+            "Vectors refused (NaN or infinite components, zero or non-unit norm, another dimension), per endpoint; \
+             each one's input is rejected, never written.",
+            &per(&|s| s.invalid_vectors),
+        )?;
         gauge(
             &mut e,
             "tweet_embed_tei_in_flight",

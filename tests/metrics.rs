@@ -79,7 +79,8 @@ mod reqwest {
 
 #[test]
 fn metrics_during_a_run_match_its_summary() {
-    let stack = Stack::start(2, FaultConfig { error_rate: 0.05, ..FaultConfig::default() });
+    // 5% errors, and 1% of texts get an all-NaN vector.
+    let stack = Stack::start(2, FaultConfig { error_rate: 0.05, nan_rate: 0.01, ..FaultConfig::default() });
     let seeded = seed(&stack.mongo, 5_000, 61);
     let dir = tempfile::tempdir().expect("tempdir");
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
@@ -128,6 +129,15 @@ fn metrics_during_a_run_match_its_summary() {
     let retries: f64 =
         last.iter().filter(|(k, _)| k.starts_with("tweet_embed_tei_retries_total")).map(|(_, v)| v).sum();
     assert!(retries > 0.0, "5% injected errors must be retried: {last:?}");
+    // Vectors that are not numbers: counted per endpoint, their documents rejected with the reason.
+    let invalid: f64 = last
+        .iter()
+        .filter(|(k, _)| k.starts_with("tweet_embed_tei_invalid_vectors_total{endpoint="))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(invalid > 0.0, "1% NaN texts: {last:?}");
+    let nan_rejects = "tweet_embed_rejects_total{reason=the server returned a vector with NaN components}";
+    assert!(last.get(nan_rejects).copied().unwrap_or(0.0) > 0.0, "{last:?}");
 }
 
 #[test]

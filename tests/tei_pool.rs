@@ -7,8 +7,8 @@ use test_support::word_tokenizer;
 
 use dev_tei::{embedding_for, estimate_truncate, DevTei, FaultConfig, SimConfig};
 use tweet_embed_operators::tei::{
-    self, json_string_len, Api, Endpoint, EndpointPool, FailureKind, PackLimits, PoolConfig, RequestBatcher,
-    TokenBudget,
+    self, json_string_len, Api, Concurrency, Endpoint, EndpointPool, FailureKind, PackLimits, PoolConfig,
+    RequestBatcher, ServerLimits, TokenBudget,
 };
 
 /// A simulated GPU fast enough for tests, slow enough that requests overlap.
@@ -400,4 +400,78 @@ async fn a_tokenizer_counts_like_the_server_and_the_estimate_calibrates_toward_i
         (f64::from(estimate_after) - actual).abs() < 0.5 * (f64::from(estimate_before) - actual).abs(),
         "before {estimate_before}, after {estimate_after}, server {actual}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_shrink_to_fit_the_permits_and_clients_sharing_them_converge() {
+    // 6 permits, 32 inputs a request: TEI answers 429 to any request of more than 6 inputs.
+    let sim = SimConfig { max_concurrent_requests: 6, base: Duration::from_millis(2), ..sim(1) };
+    let tei = DevTei::start(sim).await.unwrap();
+    let alone = EndpointPool::connect(config(tei.urls())).await.unwrap();
+    assert_eq!(alone.pack_limits().max_items, 3, "two requests of 3 fit 6 permits");
+    assert_eq!(alone.max_in_flight(), 2);
+    let texts = texts(400);
+    assert_all_embedded(&texts, &alone.embed(texts.clone()).await);
+    assert_eq!(alone.stats().retries, 0, "{:?}", alone.stats());
+
+    // Two clients (two processes of a cluster, or another user) pinned at what fits each alone:
+    // together they want twice the permits. Some requests get 429; both must still finish, and
+    // a busy server is never taken out of rotation as if it were failing.
+    for concurrency in [Concurrency::Fixed(2), Concurrency::Adaptive] {
+        let connect = || EndpointPool::connect(PoolConfig { concurrency, ..config(tei.urls()) });
+        let (a, b) = (connect().await.unwrap(), connect().await.unwrap());
+        let both = async { tokio::join!(a.embed(texts.clone()), b.embed(texts.clone())) };
+        let (from_a, from_b) = tokio::time::timeout(Duration::from_secs(60), both)
+            .await
+            .unwrap_or_else(|_| panic!("{concurrency:?}: clients sharing permits stalled"));
+        assert_all_embedded(&texts, &from_a);
+        assert_all_embedded(&texts, &from_b);
+        let refused: u64 = [&a, &b].iter().map(|p| p.stats().retries_by_cause.get("429").copied().unwrap_or(0)).sum();
+        if concurrency == Concurrency::Fixed(2) {
+            assert!(refused > 0, "the two clients never collided: the test proves nothing");
+        }
+        for pool in [&a, &b] {
+            let stats = pool.stats();
+            assert_eq!(stats.endpoints[0].breaker_opened, 0, "{concurrency:?}: {stats:?}");
+            assert_eq!(stats.rejected_inputs, 0);
+        }
+    }
+
+    // With a pinned concurrency and no --batch-size, requests shrink so that many fit; a
+    // --batch-size over the permits is cut to them.
+    let limits = ServerLimits { max_concurrent_requests: 6, ..ServerLimits::tei_defaults("m") };
+    assert_eq!(PackLimits::for_server_at(&limits, None, Some(3)).max_items, 2);
+    assert_eq!(PackLimits::for_server_at(&limits, None, Some(16)).max_items, 1);
+    assert_eq!(PackLimits::for_server_at(&limits, Some(4), Some(16)).max_items, 4);
+    assert_eq!(PackLimits::for_server(&limits, Some(32)).max_items, 6);
+    let few = ServerLimits { max_concurrent_requests: 2, max_client_batch_size: 4, ..limits.clone() };
+    assert_eq!(PackLimits::for_server(&few, None).max_items, 1);
+    let one = ServerLimits { max_concurrent_requests: 1, ..limits };
+    assert_eq!(PackLimits::for_server(&one, None).max_items, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_permits_never_free_is_a_start_up_error_not_a_stall() {
+    // One permit, held by another client's request for 10 s: not even a one-input probe fits.
+    let tei =
+        DevTei::start(SimConfig { max_concurrent_requests: 1, base: Duration::from_secs(10), ..sim(1) }).await.unwrap();
+    let url = tei.urls()[0].clone();
+    let hog = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let client = reqwest::Client::new();
+            client.post(format!("{url}/embed")).json(&serde_json::json!({"inputs": "hog"})).send().await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let err = EndpointPool::connect(config(vec![url.clone()])).await.err().expect("no permit: refused");
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!("TEI at {url} answers a one-input probe with 429 (no free permit) 5 times")),
+        "{message}"
+    );
+    assert!(message.contains("no request can fit") && !message.contains('\n'), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(9), "said at start, within seconds");
+    hog.abort();
 }

@@ -7,6 +7,7 @@ mod crash;
 mod disk_full;
 mod election;
 mod lock;
+mod tei_faults;
 
 use dev_tei::FaultConfig;
 use test_support::expect::{check_run, pyarrow_check};

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use super::faults::FaultConfig;
 
+/// `max_batch_requests` TEI's candle backend forces on CPU.
+pub const CPU_MAX_BATCH_REQUESTS: usize = 4;
+
 /// A scheduled outage of one GPU (`--outage GPU:START_S:DURATION_S`): its endpoint goes down
 /// `start` after startup and comes back `duration` later, on the same port.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,6 +48,12 @@ pub struct SimConfig {
     pub base_port: u16,
     /// `/info.model_id` and `/v1/embeddings`' `model`.
     pub model_id: String,
+    /// `/info.served_model_name` (TEI's `--served-model-name`); None: the model id, as TEI.
+    pub served_model_name: Option<String>,
+    /// Simulate a router on CPU: `/info` reports `model_dtype: float32` and, as TEI's candle CPU
+    /// backend forces it, `max_batch_requests: 4` (unless `max_batch_requests` says otherwise),
+    /// which the queue enforces.
+    pub cpu: bool,
     /// Embedding dimension.
     pub dim: usize,
     /// Permits per GPU, one per input.
@@ -86,6 +95,8 @@ impl Default for SimConfig {
             gpus: 1,
             base_port: 0,
             model_id: "google/embeddinggemma-300m".to_string(),
+            served_model_name: None,
+            cpu: false,
             dim: 768,
             max_concurrent_requests: 512,
             max_batch_tokens: 16_384,
@@ -107,6 +118,17 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
+    /// A TEI router on CPU: as [`SimConfig::default`], with [`SimConfig::cpu`] set.
+    pub fn cpu_router() -> Self {
+        Self { cpu: true, ..Self::default() }
+    }
+
+    /// Items per server batch in force: `max_batch_requests`, else 4 on a CPU router (TEI's
+    /// candle CPU backend), else unlimited.
+    pub fn batch_requests(&self) -> Option<usize> {
+        self.max_batch_requests.or(if self.cpu { Some(CPU_MAX_BATCH_REQUESTS) } else { None })
+    }
+
     /// Checks values that would make the simulator meaningless; the message names the flag.
     pub fn validate(&self) -> Result<(), String> {
         let rate = |name: &str, v: f64| {
@@ -119,6 +141,7 @@ impl SimConfig {
         rate("error-rate", self.faults.error_rate)?;
         rate("drop-rate", self.faults.drop_rate)?;
         rate("slow-rate", self.faults.slow_rate)?;
+        rate("nan-rate", self.faults.nan_rate)?;
         let positive = [
             ("gpus", self.gpus),
             ("dim", self.dim),
@@ -177,6 +200,12 @@ pub struct DevTeiFlags {
     /// Model id reported by /info.
     #[arg(long, default_value = "google/embeddinggemma-300m")]
     pub model_id: String,
+    /// served_model_name reported by /info (default: the model id).
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+    /// Act as a TEI router on CPU: max_batch_requests 4 (unless given) and model_dtype float32.
+    #[arg(long)]
+    pub cpu: bool,
     /// Embedding dimension.
     #[arg(long, default_value_t = 768)]
     pub dim: usize,
@@ -228,6 +257,9 @@ pub struct DevTeiFlags {
     /// Extra latency of a slow request, in milliseconds.
     #[arg(long, default_value_t = 2_000)]
     pub slow_ms: u64,
+    /// Fraction of texts whose vector is all NaN (JSON nulls, base64 NaN bytes), chosen by text.
+    #[arg(long, default_value_t = 0.0)]
+    pub nan_rate: f64,
     /// GPU:START_S:DURATION_S: take a GPU down (connection refused) and bring it back. Repeatable.
     #[arg(long)]
     pub outage: Vec<Outage>,
@@ -248,6 +280,8 @@ impl TryFrom<DevTeiArgs> for SimConfig {
             gpus: args.gpus,
             base_port: args.base_port,
             model_id: a.model_id,
+            served_model_name: a.served_model_name,
+            cpu: a.cpu,
             dim: a.dim,
             max_concurrent_requests: a.max_concurrent_requests,
             max_batch_tokens: a.max_batch_tokens,
@@ -266,6 +300,7 @@ impl TryFrom<DevTeiArgs> for SimConfig {
                 drop_rate: a.drop_rate,
                 slow_rate: a.slow_rate,
                 slow: Duration::from_millis(a.slow_ms),
+                nan_rate: a.nan_rate,
             },
             outages: a.outage,
             seed: a.seed,

@@ -13,6 +13,7 @@ use hyper::header::HeaderValue;
 use hyper::StatusCode;
 
 use super::api::{self, ApiError, EncodingFormat, ErrorType, Input, Inputs, Resp};
+use super::faults::returns_nan;
 use super::state::GpuState;
 use super::tokens::Direction;
 use super::vectors;
@@ -34,6 +35,8 @@ pub(crate) struct Done {
     tokenization: Duration,
     queue: Duration,
     inference: Duration,
+    /// The NaN fault's rate when the request came in.
+    nan_rate: f64,
 }
 
 /// How the vectors are wanted.
@@ -158,14 +161,17 @@ pub(crate) async fn run(
         tokenization,
         queue: timing.queue / n,
         inference: timing.inference / n,
+        nan_rate: state.faults.nan_rate(),
     })
 }
 
 impl Done {
-    /// The vector of input `i` into `buf` (already sized to the wanted dimension).
+    /// The vector of input `i` into `buf` (already sized to the wanted dimension); all NaN for
+    /// a text the NaN fault picks.
     fn fill(&self, i: usize, normalize: bool, buf: &mut [f32]) {
         let range = self.kept[i].clone();
         match &self.inputs[i] {
+            Input::Text(text) if returns_nan(text, self.nan_rate) => buf.fill(f32::NAN),
             // Ranges come from the counter and are valid; `get` keeps a bug from panicking.
             Input::Text(text) => vectors::fill_text(text.get(range).unwrap_or(text), normalize, buf),
             Input::Ids(ids) => vectors::fill_ids(ids.get(range).unwrap_or(ids), normalize, buf),

@@ -1,15 +1,21 @@
-//! Fault injection of one simulated GPU: error rate, dropped connections, slow answers and
-//! unhealthy state, settable at start (flags) and at run time (hooks on the handle).
+//! Fault injection of one simulated GPU: error rate, dropped connections, slow answers,
+//! unhealthy state and vectors that are not numbers, settable at start (flags) and at run time
+//! (hooks on the handle).
 //!
 //! This module owns the per-request verdict and its seeded RNG; it never touches sockets (the
 //! server acts on a verdict) and never decides the GPU's up/down state (the server's listener
 //! does). Every verdict draws the same four numbers whatever the rates are, so a run with a given
-//! `--seed` and request order is reproducible even when rates change mid-run.
+//! `--seed` and request order is reproducible even when rates change mid-run. Which texts get a
+//! NaN vector depends on the text alone ([`returns_nan`]), not on the RNG, so a test knows them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+/// Seed domain of the NaN fault's draw per text.
+const NAN_DOMAIN: u64 = 0x6e61_6e5f_6661_756c;
 
 /// Rates of the random faults, each a probability per model request (`/embed`,
 /// `/v1/embeddings`).
@@ -23,6 +29,20 @@ pub struct FaultConfig {
     pub slow_rate: f64,
     /// Extra latency of a slow request.
     pub slow: Duration,
+    /// Fraction of texts whose vector is all NaN, on both routes (JSON `null`s, as TEI writes
+    /// NaN, or base64 NaN bytes): a model overflowing in half precision. Which texts is
+    /// [`returns_nan`] of the text, the same on every GPU and every run.
+    pub nan_rate: f64,
+}
+
+/// Whether a GPU whose [`FaultConfig::nan_rate`] is `rate` returns an all-NaN vector for `text`
+/// (the whole input as sent, before truncation). Token-id inputs never do.
+pub fn returns_nan(text: &str, rate: f64) -> bool {
+    if rate <= 0.0 {
+        return false;
+    }
+    let draw = (xxh3_64_with_seed(text.as_bytes(), NAN_DOMAIN) >> 11) as f64 / (1u64 << 53) as f64;
+    draw < rate
 }
 
 /// What to do with one model request.
@@ -63,6 +83,11 @@ impl Faults {
 
     pub fn update(&self, change: impl FnOnce(&mut FaultConfig)) {
         change(&mut self.config.lock());
+    }
+
+    /// The NaN fault's rate now.
+    pub fn nan_rate(&self) -> f64 {
+        self.config.lock().nan_rate
     }
 
     /// The verdict for the next model request.
@@ -107,5 +132,15 @@ mod tests {
         let errors = a.iter().filter(|v| matches!(v, Verdict::Unhealthy | Verdict::Backend)).count();
         assert!((500..700).contains(&errors), "{errors}");
         assert!(a.contains(&Verdict::Backend) && a.contains(&Verdict::Unhealthy));
+    }
+
+    #[test]
+    fn nan_texts_are_a_fixed_fraction_chosen_by_the_text() {
+        let texts: Vec<String> = (0..10_000).map(|i| format!("text {i}")).collect();
+        let nan = texts.iter().filter(|t| returns_nan(t, 0.02)).count();
+        assert!((150..250).contains(&nan), "{nan}");
+        assert!(texts.iter().all(|t| !returns_nan(t, 0.0)));
+        assert!(texts.iter().all(|t| returns_nan(t, 1.0)));
+        assert!(texts.iter().filter(|t| returns_nan(t, 0.02)).all(|t| returns_nan(t, 0.05)), "nested by rate");
     }
 }

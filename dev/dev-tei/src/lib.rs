@@ -8,7 +8,7 @@
 //! ([`GpuStats`] exposes its counters); deterministic vectors ([`embedding_for`]) so every row
 //! can be checked; token counting (the pipeline's own [`estimate_tokens`], or a real
 //! `tokenizer.json`); and faults (error rate, dropped connections, slow answers, unhealthy, an
-//! endpoint that goes down and comes back on the same port).
+//! endpoint that goes down and comes back on the same port, all-NaN vectors for some texts).
 //!
 //! It must never be mistaken for a model: vectors carry no meaning. It binds 127.0.0.1 only, and
 //! never reaches the network. It depends on `tweet-embed-operators` for the estimate only; the
@@ -48,7 +48,7 @@ use anyhow::{Context, Result};
 use tokio::sync::Semaphore;
 
 pub use config::{DevTeiArgs, DevTeiFlags, Outage, SimConfig};
-pub use faults::FaultConfig;
+pub use faults::{returns_nan, FaultConfig};
 pub use gpu::GpuStats;
 pub use tokens::estimate_truncate;
 pub use vectors::{embedding_for, embedding_for_ids, raw_embedding_for};
@@ -103,7 +103,7 @@ impl DevTei {
             tokens_per_second: config.tokens_per_second,
             instant: config.instant,
             max_batch_tokens: config.max_batch_tokens,
-            max_batch_requests: config.max_batch_requests,
+            max_batch_requests: config.batch_requests(),
         };
         // Built up GPU by GPU so a bind failure drops (and stops) the ones already serving.
         let mut tei = DevTei { gpus: Vec::with_capacity(config.gpus) };
@@ -229,6 +229,11 @@ impl SimGpu {
             f.slow_rate = rate;
             f.slow = extra;
         });
+    }
+
+    /// Fraction of texts whose vector is all NaN from now on (see [`returns_nan`]).
+    pub fn set_nan_rate(&self, rate: f64) {
+        self.endpoint.state.faults.update(|f| f.nan_rate = rate);
     }
 
     /// Counters of this GPU's queue since start.

@@ -21,6 +21,9 @@ use super::faults::Verdict;
 use super::state::GpuState;
 use super::tokens::Direction;
 
+/// The TEI version `/info` reports: the one whose answers the simulator was compared with.
+pub(crate) const TEI_VERSION: &str = "1.9.3";
+
 /// Past the payload limit, how much more of a body is read and discarded so the client gets its
 /// 413 instead of a reset connection.
 const DRAIN_LIMIT: usize = 64 << 20;
@@ -186,9 +189,12 @@ fn tokenize(state: &GpuState, body: &[u8]) -> Result<Resp, ApiError> {
     let req: TokenizeRequest = ApiError::parse_json(body)?;
     let texts = match req.inputs {
         TextInputs::Single(text) => vec![text],
-        TextInputs::Batch(texts) if texts.is_empty() => return Err(ApiError::empty()),
         TextInputs::Batch(texts) => texts,
     };
+    // As TEI 1.9.3: an empty string (or list) is 400 `Empty`, not the special tokens alone.
+    if texts.is_empty() || texts.iter().any(String::is_empty) {
+        return Err(ApiError::empty());
+    }
     let max = state.config.max_client_batch_size;
     if texts.len() > max {
         let message = format!("batch size {} > maximum allowed batch size {max}", texts.len());
@@ -226,6 +232,7 @@ pub(crate) fn info_body(config: &SimConfig) -> Bytes {
     #[derive(Serialize)]
     struct Info<'a> {
         model_id: &'a str,
+        served_model_name: &'a str,
         model_sha: Option<&'a str>,
         model_dtype: &'a str,
         model_type: serde_json::Value,
@@ -242,17 +249,18 @@ pub(crate) fn info_body(config: &SimConfig) -> Bytes {
     }
     let info = Info {
         model_id: &config.model_id,
+        served_model_name: config.served_model_name.as_deref().unwrap_or(&config.model_id),
         model_sha: None,
-        model_dtype: "float16",
+        model_dtype: if config.cpu { "float32" } else { "float16" },
         model_type: serde_json::json!({"embedding": {"pooling": "mean"}}),
         max_concurrent_requests: config.max_concurrent_requests,
         max_input_length: config.max_input_length,
         max_batch_tokens: config.max_batch_tokens,
-        max_batch_requests: config.max_batch_requests,
+        max_batch_requests: config.batch_requests(),
         max_client_batch_size: config.max_client_batch_size,
         auto_truncate: config.auto_truncate,
         tokenization_workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        version: "1.9.0",
+        version: TEI_VERSION,
         sha: Some("tweet-embed-devtei"),
         docker_label: Some("devtei-simulator"),
     };

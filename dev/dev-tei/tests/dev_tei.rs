@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use dev_tei::{
-    embedding_for, embedding_for_ids, estimate_truncate, raw_embedding_for, DevTei, DevTeiError, FaultConfig, SimConfig,
+    embedding_for, embedding_for_ids, estimate_truncate, raw_embedding_for, returns_nan, DevTei, DevTeiError,
+    FaultConfig, SimConfig,
 };
 use futures_util::future::join_all;
 use reqwest::{Client, StatusCode};
@@ -144,7 +145,8 @@ async fn info_health_metrics_tokenize_and_unknown_routes() {
     assert_eq!(info["max_batch_requests"], 64);
     assert_eq!(info["max_client_batch_size"], 32);
     assert_eq!(info["auto_truncate"], true);
-    assert_eq!(info["version"], "1.9.0");
+    assert_eq!(info["version"], "1.9.3");
+    assert_eq!(info["served_model_name"], "google/embeddinggemma-300m", "the model id unless told otherwise");
     for key in ["model_sha", "tokenization_workers", "sha", "docker_label"] {
         assert!(info.get(key).is_some(), "{key}");
     }
@@ -486,4 +488,157 @@ async fn every_gpu_serves_and_a_taken_port_is_a_clear_error() {
     assert_eq!(err.to_string(), format!("port {taken} is in use: choose another --base-port"));
     let err = DevTei::start(SimConfig { max_input_length: 20_000, ..instant() }).await.err().unwrap();
     assert!(err.to_string().contains("--max-input-length"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_router_and_a_served_model_name_show_in_info() {
+    let config =
+        SimConfig { served_model_name: Some("gemma".into()), ..SimConfig { instant: true, ..SimConfig::cpu_router() } };
+    let (tei, url) = start(config).await;
+    let info: Value = client().get(format!("{url}/info")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(info["served_model_name"], "gemma");
+    assert_eq!(info["model_id"], "google/embeddinggemma-300m");
+    // As TEI 1.9.3 on CPU: its candle backend forces 4 inputs a server batch.
+    assert_eq!(info["max_batch_requests"], 4);
+    assert_eq!(info["model_dtype"], "float32");
+    let docs: Vec<String> = (0..10).map(|d| doc(10, d)).collect();
+    assert_eq!(post(&url, "/embed", json!({ "inputs": docs })).await.status(), 200);
+    let stats = tei.gpus()[0].stats();
+    assert_eq!((stats.batches, stats.max_batch_size_seen), (3, 4));
+    // An explicit --max-batch-requests wins.
+    let (_tei, url) = start(SimConfig { max_batch_requests: Some(8), ..SimConfig::cpu_router() }).await;
+    let info: Value = client().get(format!("{url}/info")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(info["max_batch_requests"], 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenize_refuses_empty_text_as_tei_does() {
+    let (_tei, url) = start(instant()).await;
+    let empty = json!({"error": "Input validation error: `inputs` cannot be empty", "error_type": "Empty"});
+    for inputs in [json!(""), json!([]), json!(["a", ""])] {
+        let resp = post(&url, "/tokenize", json!({ "inputs": inputs })).await;
+        assert_eq!(resp.status(), 400, "{inputs}");
+        assert_eq!(resp.json::<Value>().await.unwrap(), empty, "{inputs}");
+    }
+    assert_eq!(post(&url, "/tokenize", json!({"inputs": " "})).await.status(), 200, "whitespace is text");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_errors_name_the_field_as_tei_does() {
+    let (_tei, url) = start(instant()).await;
+    let c = client();
+    let raw = |path: &'static str, body: &'static str| {
+        c.post(format!("{url}{path}")).header("content-type", "application/json").body(body).send()
+    };
+    let resp = raw("/embed", r#"{"inputs": ["a""#).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "Failed to parse the request body as JSON: inputs: EOF while parsing a list at line 1 column 15"
+    );
+    let resp = raw("/v1/embeddings", r#"{"input": "x", "encoding_format": "hex"}"#).await.unwrap();
+    assert_eq!(resp.status(), 422);
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.starts_with(
+            "Failed to deserialize the JSON body into the target type: encoding_format: unknown variant `hex`, \
+             expected `float` or `base64`"
+        ),
+        "{text}"
+    );
+    let resp = raw("/embed", r#"{"inputs": "x", "truncate": "yes"}"#).await.unwrap();
+    assert_eq!(resp.status(), 422);
+    assert!(resp.text().await.unwrap().contains(": truncate: invalid type: string"));
+    // An error about the body as a whole names no field.
+    let resp = raw("/embed", r#"{"input": "x"}"#).await.unwrap();
+    assert_eq!(resp.status(), 422);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .starts_with("Failed to deserialize the JSON body into the target type: missing field `inputs`"));
+    let resp = raw("/embed", r#"{"inputs": "x"} x"#).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.unwrap().starts_with("Failed to parse the request body as JSON: trailing characters"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_bodies_are_pinned_to_tei_1_9_3s() {
+    // Compared against a real TEI 1.9.3 router with the same requests: statuses and bodies.
+    let (_tei, url) = start(SimConfig { max_input_length: 256, auto_truncate: false, ..instant() }).await;
+    let c = client();
+    let native = |error: &str, kind: &str| json!({"error": error, "error_type": kind});
+    let openai = |message: &str, code: u16, kind: &str| json!({"message": message, "code": code, "type": kind});
+    let empty = "Input validation error: `inputs` cannot be empty";
+    let batch = "batch size 33 > maximum allowed batch size 32";
+    let too_many: Vec<String> = (0..33).map(|i| format!("t{i}")).collect();
+    let long = "word ".repeat(300);
+    let tokens = estimate_tokens(&long);
+    let too_long = format!("Input validation error: `inputs` must have less than 256 tokens. Given: {tokens}");
+    // The character cap with truncation off: max_input_length × 250 = 64,000.
+    let chars = "a".repeat(64_001);
+    let too_many_chars = "Input validation error: `inputs` must have less than 64000 characters. Given: 64001";
+    let cases = [
+        ("/embed", json!({"inputs": []}), 400, native(empty, "Empty")),
+        ("/embed", json!({"inputs": ["ok", ""]}), 400, native(empty, "Empty")),
+        ("/embed", json!({ "inputs": too_many }), 422, native(batch, "Validation")),
+        ("/embed", json!({ "inputs": [long], "truncate": false }), 422, native(&too_long, "Validation")),
+        ("/embed", json!({ "inputs": [chars], "truncate": false }), 422, native(too_many_chars, "Validation")),
+        ("/v1/embeddings", json!({"input": []}), 400, openai(empty, 400, "Empty")),
+        ("/v1/embeddings", json!({ "input": too_many }), 422, openai(batch, 422, "Validation")),
+        ("/v1/embeddings", json!({ "input": [long] }), 422, openai(&too_long, 422, "Validation")),
+    ];
+    for (path, body, status, expected) in cases {
+        let resp = post(&url, path, body.clone()).await;
+        assert_eq!(resp.status(), status, "{path} {body}");
+        assert_eq!(resp.json::<Value>().await.unwrap(), expected, "{path} {body}");
+    }
+    // Plain-text rejections before the handler: payload limit and content type, both routes.
+    for path in ["/embed", "/v1/embeddings"] {
+        let big = "x".repeat(2_000_100);
+        let resp = post(&url, path, json!({ "inputs": big, "input": big })).await;
+        assert_eq!(resp.status(), 413);
+        assert_eq!(resp.text().await.unwrap(), "Failed to buffer the request body: length limit exceeded");
+        let resp = c.post(format!("{url}{path}")).body(r#"{"inputs": "x", "input": "x"}"#).send().await.unwrap();
+        assert_eq!(resp.status(), 415);
+        assert_eq!(resp.text().await.unwrap(), "Expected request with `Content-Type: application/json`");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nan_fault_returns_nan_vectors_for_its_texts_on_both_routes() {
+    let faults = FaultConfig { nan_rate: 0.3, ..FaultConfig::default() };
+    let (tei, url) = start(SimConfig { faults, ..instant() }).await;
+    let texts: Vec<String> = (0..40).map(|i| format!("text {i}")).collect();
+    let nan: Vec<bool> = texts.iter().map(|t| returns_nan(t, 0.3)).collect();
+    assert!(nan.iter().any(|n| *n) && nan.iter().any(|n| !n));
+    // JSON: NaN is written as null, as serde_json (and so TEI) writes it.
+    let resp = post(&url, "/embed", json!({ "inputs": texts[..32] })).await;
+    assert_eq!(resp.status(), 200);
+    let body: Vec<Value> = resp.json::<Value>().await.unwrap().as_array().unwrap().clone();
+    for (i, vector) in body.iter().enumerate() {
+        let vector = vector.as_array().unwrap();
+        assert_eq!(vector.len(), 768);
+        if nan[i] {
+            assert!(vector.iter().all(Value::is_null), "{i}");
+        } else {
+            let v: Vec<f32> = vector.iter().map(|x| x.as_f64().unwrap() as f32).collect();
+            assert_eq!(v, embedding_for(&texts[i], 768), "{i}");
+        }
+    }
+    // Base64: the little-endian bytes of NaN.
+    let resp = post(&url, "/v1/embeddings", json!({"input": texts[..32], "encoding_format": "base64"})).await;
+    let body: Value = resp.json().await.unwrap();
+    for (i, item) in body["data"].as_array().unwrap().iter().enumerate() {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(item["embedding"].as_str().unwrap()).unwrap();
+        let v: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(v.len(), 768);
+        assert_eq!(v.iter().all(|x| x.is_nan()), nan[i], "{i}");
+    }
+    // The hook turns it off; the same texts are numbers again.
+    tei.gpus()[0].set_nan_rate(0.0);
+    let vectors: Vec<Vec<f32>> = post(&url, "/embed", json!({ "inputs": texts[..8] })).await.json().await.unwrap();
+    for (text, v) in texts.iter().zip(&vectors) {
+        assert_eq!(v, &embedding_for(text, 768));
+    }
 }

@@ -19,11 +19,14 @@ pub struct Stack {
 impl Stack {
     /// dev-mongo on a free port and `gpus` instant simulated GPUs (seed 7) with `faults`.
     pub fn start(gpus: usize, faults: FaultConfig) -> Stack {
+        Self::start_with(SimConfig { gpus, instant: true, faults, seed: 7, ..SimConfig::default() })
+    }
+
+    /// dev-mongo on a free port and simulated GPUs as `sim` says (limits, faults, speed).
+    pub fn start_with(sim: SimConfig) -> Stack {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
         let mongo = DevMongo::start(DevMongoConfig::default()).expect("dev-mongo");
-        let tei = rt
-            .block_on(DevTei::start(SimConfig { gpus, instant: true, faults, seed: 7, ..SimConfig::default() }))
-            .expect("dev-tei");
+        let tei = rt.block_on(DevTei::start(sim)).expect("dev-tei");
         Stack { mongo, tei: Some(tei), rt }
     }
 

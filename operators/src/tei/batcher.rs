@@ -33,13 +33,45 @@ pub struct PackLimits {
 }
 
 impl PackLimits {
-    /// The bounds for `limits`, with at most `batch_size` texts per request when given.
+    /// The bounds for `limits`, with at most `batch_size` texts per request when given, for an
+    /// adaptive concurrency ([`PackLimits::for_server_at`] with no pinned concurrency).
     pub fn for_server(limits: &ServerLimits, batch_size: Option<usize>) -> Self {
-        let items = batch_size.map_or(limits.max_client_batch_size, |b| b.min(limits.max_client_batch_size));
+        Self::for_server_at(limits, batch_size, None)
+    }
+
+    /// The bounds for `limits` when `concurrency` requests are meant to be in flight per server
+    /// (a pinned `--concurrency`; None: adaptive, which needs room for at least two).
+    ///
+    /// TEI takes one permit per input, all at once and without waiting
+    /// (`--max-concurrent-requests`, `/info.max_concurrent_requests`): a request of more inputs
+    /// than the server has permits is answered 429 every time, whatever else is in flight. So a
+    /// request never carries more inputs than the permits. Without `--batch-size`, requests are
+    /// also made small enough that `concurrency` of them fit the permits together (two for an
+    /// adaptive limit, so the GPU has the next request while the client reads an answer); a
+    /// `--batch-size` the permits hold is kept as given.
+    ///
+    /// ```
+    /// # use tweet_embed_operators::tei::{PackLimits, ServerLimits};
+    /// let limits = ServerLimits { max_concurrent_requests: 6, ..ServerLimits::tei_defaults("m") };
+    /// assert_eq!(PackLimits::for_server(&limits, None).max_items, 3); // 2 requests of 3 fit 6 permits
+    /// assert_eq!(PackLimits::for_server(&limits, Some(32)).max_items, 6);
+    /// assert_eq!(PackLimits::for_server_at(&limits, None, Some(1)).max_items, 6);
+    /// ```
+    pub fn for_server_at(limits: &ServerLimits, batch_size: Option<usize>, concurrency: Option<usize>) -> Self {
+        let permits = limits.max_concurrent_requests.max(1);
+        let client = limits.max_client_batch_size.max(1);
+        let items = match batch_size {
+            Some(b) => b.min(client),
+            None => client.min(permits / concurrency.unwrap_or(2).max(1)),
+        };
         // 1% under the limit besides the envelope: the byte count is exact for serde_json, the
         // margin covers a proxy or a server counting differently.
         let bytes = limits.payload_limit.saturating_sub(ENVELOPE_BYTES) / 100 * 99;
-        Self { max_items: items.max(1), max_tokens: limits.max_batch_tokens.max(1), max_bytes: bytes.max(1) }
+        Self {
+            max_items: items.min(permits).max(1),
+            max_tokens: limits.max_batch_tokens.max(1),
+            max_bytes: bytes.max(1),
+        }
     }
 
     /// Packs items given as `(tokens, bytes)` greedily in order: a request is cut before the item

@@ -6,6 +6,13 @@
 //! tokens, counters) and the wait for a free slot. It never gives up: when every endpoint's
 //! breaker is open it waits and says so every [`ALL_DOWN_WARN_EVERY`]. It never decides what a
 //! failure means for the request (see `request`) and never moves a limit itself (see `limiter`).
+//!
+//! A 429 ("Model is overloaded": no free permits) is an answer from a healthy server whose
+//! permits are taken, by this pool's own requests or by other clients: it moves the concurrency
+//! limit (see `limiter`), never the breaker, so an endpoint is not taken out of rotation for being
+//! busy. When an endpoint answers nothing but 429 for a while, that is said once per
+//! [`OVERLOADED_WARN_EVERY`]. Vectors an endpoint returned that are not usable (see `vectors`)
+//! are counted per endpoint and reported at most once per [`INVALID_WARN_EVERY`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -22,6 +29,12 @@ use super::stats::{EndpointMetrics, EndpointStats};
 
 /// At most one "every endpoint is failing" warning per this period.
 pub(crate) const ALL_DOWN_WARN_EVERY: Duration = Duration::from_secs(10);
+/// At most one "answers only 429" warning per endpoint per this period.
+pub(crate) const OVERLOADED_WARN_EVERY: Duration = Duration::from_secs(10);
+/// 429s in a row, with no answered request between them, before that warning.
+const OVERLOADED_WARN_AFTER: u64 = 20;
+/// At most one "returned vectors that are not numbers" warning per endpoint per this period.
+pub(crate) const INVALID_WARN_EVERY: Duration = Duration::from_secs(10);
 /// Longest a waiting request sleeps between checks, in case a wake-up is missed.
 const RECHECK: Duration = Duration::from_millis(250);
 
@@ -35,6 +48,11 @@ pub(crate) struct Slot {
     requests: AtomicU64,
     failures: AtomicU64,
     embedded: AtomicU64,
+    /// 429s since the last answered request.
+    overloaded_streak: AtomicU64,
+    last_overloaded_warn: Mutex<Option<Instant>>,
+    invalid_vectors: AtomicU64,
+    last_invalid_warn: Mutex<Option<Instant>>,
 }
 
 impl Slot {
@@ -48,6 +66,10 @@ impl Slot {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             embedded: AtomicU64::new(0),
+            overloaded_streak: AtomicU64::new(0),
+            last_overloaded_warn: Mutex::new(None),
+            invalid_vectors: AtomicU64::new(0),
+            last_invalid_warn: Mutex::new(None),
         }
     }
 
@@ -69,6 +91,7 @@ impl Slot {
             requests: self.requests.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
             embedded_inputs: self.embedded.load(Ordering::Relaxed),
+            invalid_vectors: self.invalid_vectors.load(Ordering::Relaxed),
             breaker: self.breaker.state(now),
             breaker_opened,
             breaker_closed,
@@ -181,9 +204,34 @@ impl Lease<'_> {
         &self.dispatcher.slots[self.index].endpoint
     }
 
+    /// Counts `count` vectors of this call's answer that were refused (`reason`: one of them),
+    /// and says so, at most once per [`INVALID_WARN_EVERY`] for the endpoint.
+    pub fn invalid_vectors(&self, count: usize, reason: &str) {
+        if count == 0 {
+            return;
+        }
+        let slot = &self.dispatcher.slots[self.index];
+        let total = slot.invalid_vectors.fetch_add(count as u64, Ordering::Relaxed) + count as u64;
+        let now = Instant::now();
+        let mut last = slot.last_invalid_warn.lock();
+        if last.is_some_and(|at| now.saturating_duration_since(at) < INVALID_WARN_EVERY) {
+            return;
+        }
+        *last = Some(now);
+        tracing::warn!(
+            endpoint = slot.endpoint.url(),
+            in_this_answer = count,
+            since_start = total,
+            example = reason,
+            "TEI endpoint returned vectors that are not usable; those inputs are rejected, never written \
+             (`tweet-embed requeue` takes them again once the server is fixed)"
+        );
+    }
+
     /// Gives the slot back with the call's outcome: `Ok((inputs, tokens))` embedded, or the
-    /// error. Refusals of the request or an input mean the server is healthy; anything else
-    /// counts against it.
+    /// error. Refusals of the request or an input mean the server is healthy, and so does a 429
+    /// (its permits are taken: a cue for the limit, not the breaker); anything else counts
+    /// against it.
     pub fn finish(mut self, outcome: Result<(usize, u64), &CallError>) {
         self.done = true;
         let slot = &self.dispatcher.slots[self.index];
@@ -192,10 +240,21 @@ impl Lease<'_> {
             Ok((inputs, tokens)) => {
                 slot.embedded.fetch_add(inputs as u64, Ordering::Relaxed);
                 slot.metrics.success(latency, tokens);
+                slot.overloaded_streak.store(0, Ordering::Relaxed);
                 (Signal::Ok, slot.breaker.on_success())
             }
             Err(err) if matches!(err.kind, FailureKind::TooLarge | FailureKind::InputRefused) => {
+                slot.overloaded_streak.store(0, Ordering::Relaxed);
                 (Signal::Neutral, slot.breaker.on_success())
+            }
+            Err(err) if err.is_overloaded() => {
+                slot.failures.fetch_add(1, Ordering::Relaxed);
+                slot.metrics.error(&err.cause);
+                let streak = slot.overloaded_streak.fetch_add(1, Ordering::Relaxed) + 1;
+                if streak >= OVERLOADED_WARN_AFTER {
+                    slot.warn_overloaded(streak);
+                }
+                (Signal::NoPermit, Transition::None)
             }
             Err(err) => {
                 slot.failures.fetch_add(1, Ordering::Relaxed);
@@ -229,11 +288,29 @@ impl Lease<'_> {
     }
 }
 
-/// Whether a failure says the server is overloaded: the limit's cue to back off. A connection
-/// refused or a refused client says the endpoint is down or misconfigured (the breaker's job).
+impl Slot {
+    fn warn_overloaded(&self, streak: u64) {
+        let now = Instant::now();
+        let mut last = self.last_overloaded_warn.lock();
+        if last.is_some_and(|at| now.saturating_duration_since(at) < OVERLOADED_WARN_EVERY) {
+            return;
+        }
+        *last = Some(now);
+        tracing::warn!(
+            endpoint = self.endpoint.url(),
+            answers_429_in_a_row = streak,
+            concurrency_limit = self.limit.limit(),
+            "TEI endpoint answers every request 429 (Model is overloaded): its permits \
+             (--max-concurrent-requests) are taken by other clients or processes; requests back off \
+             and retry, nothing is dropped"
+        );
+    }
+}
+
+/// Whether a failure says the server is overloaded (5xx, timeout; a 429 is told apart before):
+/// the limit's cue to back off. A connection refused or a refused client says the endpoint is down or misconfigured (the breaker's job).
 fn overload_signal(err: &CallError) -> Signal {
-    let overloaded =
-        err.cause == "timeout" || err.cause.parse::<u16>().is_ok_and(|status| status == 429 || status >= 500);
+    let overloaded = err.cause == "timeout" || err.cause.parse::<u16>().is_ok_and(|status| status >= 500);
     if overloaded {
         Signal::Overload
     } else {

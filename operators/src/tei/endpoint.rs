@@ -4,6 +4,11 @@
 //! This module owns the wire format (request bodies, decoding vectors, `x-compute-tokens`) and
 //! turns every failure into a classified [`CallError`]. It never retries, never splits a request
 //! and never logs: one call, one answer. It never puts credentials in a message.
+//!
+//! Vectors are decoded leniently and checked elsewhere (`vectors`): TEI writes a NaN or infinite
+//! component as JSON `null` (serde_json's way), and some servers write bare `NaN`/`Infinity`;
+//! both decode to NaN here, and a `null` vector to an empty one, so that one bad vector costs its
+//! own input, never the whole answer.
 
 use std::time::Duration;
 
@@ -21,7 +26,7 @@ pub enum Api {
     /// native route.
     #[default]
     Auto,
-    /// `POST /embed {inputs, truncate: true}`, vectors as JSON float arrays.
+    /// `POST /embed {inputs, truncate: true, normalize: true}`, vectors as JSON float arrays.
     Tei,
     /// `POST /v1/embeddings {input, encoding_format: "base64"}`, vectors as little-endian f32.
     /// It cannot ask for truncation: the server's `--auto-truncate` decides.
@@ -31,7 +36,8 @@ pub enum Api {
 /// A successful embedding call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmbedReply {
-    /// One vector per input, in input order.
+    /// One vector per input, in input order, as the server sent it: not checked (a `null`
+    /// component is NaN, a `null` vector is empty). The pool checks each before using it.
     pub vectors: Vec<Vec<f32>>,
     /// Tokens the server computed for the request (`x-compute-tokens`, else the OpenAI
     /// `usage`), when it said.
@@ -161,15 +167,14 @@ impl Endpoint {
             CallError { cause: if err.cause == "timeout" { err.cause } else { "body".into() }, ..err }
         })?;
         let (vectors, usage_tokens) = match self.api {
-            Api::Tei | Api::Auto => (serde_json::from_slice::<Vec<Vec<f32>>>(&bytes).map_err(decode)?, None),
+            Api::Tei | Api::Auto => {
+                let vectors: Vec<LenientVector> = parse_lenient(&bytes)?;
+                (vectors.into_iter().map(|v| v.0).collect(), None)
+            }
             Api::OpenAi => decode_openai(&bytes)?,
         };
         if vectors.len() != texts.len() {
             return Err(malformed(format!("{} vectors for {} inputs", vectors.len(), texts.len())));
-        }
-        let dim = vectors.first().map_or(0, Vec::len);
-        if dim == 0 || vectors.iter().any(|v| v.len() != dim) {
-            return Err(malformed("vectors of different or zero dimensions".to_string()));
         }
         Ok(EmbedReply { vectors, compute_tokens: header_tokens.or(usage_tokens) })
     }
@@ -180,6 +185,7 @@ impl Endpoint {
         struct Native<'a> {
             inputs: &'a [String],
             truncate: bool,
+            normalize: bool,
         }
         #[derive(Serialize)]
         struct OpenAi<'a> {
@@ -187,7 +193,7 @@ impl Endpoint {
             encoding_format: &'static str,
         }
         let body = match self.api {
-            Api::Tei | Api::Auto => serde_json::to_vec(&Native { inputs: texts, truncate: true }),
+            Api::Tei | Api::Auto => serde_json::to_vec(&Native { inputs: texts, truncate: true, normalize: true }),
             Api::OpenAi => serde_json::to_vec(&OpenAi { input: texts, encoding_format: "base64" }),
         }
         .map_err(|e| CallError::transport(FailureKind::InputRefused, "encode", e.to_string()))?;
@@ -217,7 +223,84 @@ struct OpenAiItem {
 #[serde(untagged)]
 enum OpenAiVector {
     Base64(String),
-    Floats(Vec<f32>),
+    Floats(LenientVector),
+}
+
+/// One vector of a JSON answer: a `null` component (how TEI writes NaN and ±infinity) reads as
+/// NaN and a `null` vector as an empty one, for the check to refuse that input alone.
+struct LenientVector(Vec<f32>);
+
+impl<'de> Deserialize<'de> for LenientVector {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = LenientVector;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of numbers")
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<LenientVector, E> {
+                Ok(LenientVector(Vec::new()))
+            }
+
+            fn visit_none<E: serde::de::Error>(self) -> Result<LenientVector, E> {
+                Ok(LenientVector(Vec::new()))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<LenientVector, A::Error> {
+                let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+                while let Some(v) = seq.next_element::<Option<f32>>()? {
+                    values.push(v.unwrap_or(f32::NAN));
+                }
+                Ok(LenientVector(values))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// Parses a JSON answer; one with bare `NaN`, `Infinity` or `-Infinity` (not JSON, but what
+/// Python's `json` writes) is parsed again with those read as `null`.
+fn parse_lenient<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CallError> {
+    match serde_json::from_slice(bytes) {
+        Ok(value) => Ok(value),
+        Err(err) => match null_non_finite(bytes) {
+            Some(fixed) => serde_json::from_slice(&fixed).map_err(decode),
+            None => Err(decode(err)),
+        },
+    }
+}
+
+/// `bytes` with every bare `NaN`, `Infinity` and `-Infinity` outside a JSON string replaced by
+/// `null`; None when there is none.
+fn null_non_finite(bytes: &[u8]) -> Option<Vec<u8>> {
+    const TOKENS: [&[u8]; 3] = [b"-Infinity", b"Infinity", b"NaN"];
+    let mut out = Vec::with_capacity(bytes.len());
+    let (mut in_string, mut escaped, mut changed) = (false, false, false);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if let Some(token) = TOKENS.iter().find(|t| bytes[i..].starts_with(t)) {
+            out.extend_from_slice(b"null");
+            i += token.len();
+            changed = true;
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    changed.then_some(out)
 }
 
 #[derive(Deserialize)]
@@ -226,7 +309,7 @@ struct OpenAiUsage {
 }
 
 fn decode_openai(bytes: &[u8]) -> Result<(Vec<Vec<f32>>, Option<u64>), CallError> {
-    let mut reply: OpenAiReply = serde_json::from_slice(bytes).map_err(decode)?;
+    let mut reply: OpenAiReply = parse_lenient(bytes)?;
     // Items carry their index; order by it rather than trusting the list order.
     reply.data.sort_by_key(|item| item.index);
     if reply.data.iter().enumerate().any(|(i, item)| item.index != i) {
@@ -236,7 +319,7 @@ fn decode_openai(bytes: &[u8]) -> Result<(Vec<Vec<f32>>, Option<u64>), CallError
         .data
         .into_iter()
         .map(|item| match item.embedding {
-            OpenAiVector::Floats(v) => Ok(v),
+            OpenAiVector::Floats(v) => Ok(v.0),
             OpenAiVector::Base64(text) => {
                 let raw = base64::engine::general_purpose::STANDARD.decode(text).map_err(decode)?;
                 if raw.len() % 4 != 0 {
@@ -287,4 +370,28 @@ pub(crate) fn describe(err: &reqwest::Error) -> String {
         parts.push(if err.is_timeout() { "timed out".to_string() } else { "request failed".to_string() });
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_null_or_bare_nan_costs_one_vector_not_the_answer() {
+        let vectors: Vec<LenientVector> = parse_lenient(br#"[[0.6,0.8],[null,null],null,[1e0,-0.0]]"#).unwrap();
+        let vectors: Vec<Vec<f32>> = vectors.into_iter().map(|v| v.0).collect();
+        assert_eq!(vectors[0], vec![0.6, 0.8]);
+        assert!(vectors[1].len() == 2 && vectors[1].iter().all(|v| v.is_nan()));
+        assert!(vectors[2].is_empty());
+        assert_eq!(vectors[3], vec![1.0, 0.0]);
+        // Python's json writes bare NaN and Infinity; strings keep theirs.
+        let python = br#"{"data":[{"embedding":[NaN,Infinity,-Infinity,0.5],"index":0},
+            {"embedding":"AADAfw==","index":1}],"model":"NaN \" Infinity"}"#;
+        assert_eq!(null_non_finite(b"[[1.0]]"), None);
+        let fixed = String::from_utf8(null_non_finite(python).unwrap()).unwrap();
+        assert!(fixed.contains("[null,null,null,0.5]") && fixed.contains(r#""NaN \" Infinity""#), "{fixed}");
+        let (vectors, _) = decode_openai(python).unwrap();
+        assert!(vectors[0][..3].iter().all(|v| v.is_nan()) && vectors[0][3] == 0.5);
+        assert!(vectors[1].len() == 1 && vectors[1][0].is_nan(), "base64 NaN bytes decode to NaN");
+    }
 }

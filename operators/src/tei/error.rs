@@ -79,6 +79,12 @@ impl CallError {
     pub fn is_connect(&self) -> bool {
         self.cause == "connect"
     }
+
+    /// Whether the server had no free permits for the request's inputs (429 "Model is
+    /// overloaded"): it is up and busy, so this is a cue to send less, not a sign of failure.
+    pub fn is_overloaded(&self) -> bool {
+        self.cause == "429"
+    }
 }
 
 impl fmt::Display for CallError {

@@ -26,6 +26,14 @@
 //! (a probe costs about one round trip of GPU time), so a GPU that gets slower or faster is
 //! re-measured. `--p95-slo` bounds the limit: it does not grow when one more request would push a
 //! latency past the SLO, and shrinks while the p95 of the last [`RECENT`] requests is over it.
+//!
+//! ## Permits shared with others
+//! The cap (`max`) keeps this pool's own inputs in flight within the server's permits, but other
+//! clients, other processes of a cluster, or a request the client gave up on and the server still
+//! runs hold permits too: then some requests get 429. A 429 cuts the limit by a quarter (once per
+//! round trip), even a pinned one, which grows back by one per round trip of answered requests
+//! up to its pinned value: so clients sharing permits settle where their requests fit together,
+//! instead of all retrying into a full server forever. Latency never moves a pinned limit.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,7 +48,8 @@ pub enum Concurrency {
     #[default]
     Adaptive,
     /// Pinned at this many requests in flight per endpoint (`--concurrency N`), still capped so
-    /// the inputs in flight fit the server's permits.
+    /// the inputs in flight fit the server's permits, and lowered for a while when the server
+    /// answers 429 (its permits are shared with other clients).
     Fixed(usize),
 }
 
@@ -62,8 +71,10 @@ pub(crate) const RECENT: usize = 40;
 pub(crate) enum Signal {
     /// Vectors came back: a latency sample.
     Ok,
-    /// The server is overloaded or failing under load (429, 503, 424, 5xx, timeout).
+    /// The server is overloaded or failing under load (503, 424, 5xx, timeout).
     Overload,
+    /// The server had no permits for the request's inputs (429): they are shared with others.
+    NoPermit,
     /// Says nothing about load (refused input, connection refused, cancelled).
     Neutral,
 }
@@ -107,9 +118,12 @@ impl ConcurrencyLimit {
     /// A limit in `mode`, never above `max` (what the server's permits allow), bounded by `slo`
     /// when adaptive.
     pub fn new(mode: Concurrency, max: usize, slo: Option<Duration>) -> Self {
-        let max = max.max(1);
+        let mut max = max.max(1);
         let start = match mode {
-            Concurrency::Fixed(n) => n.clamp(1, max),
+            Concurrency::Fixed(n) => {
+                max = n.clamp(1, max);
+                max
+            }
             // One at first: its latency is the endpoint's unloaded level.
             Concurrency::Adaptive => 1,
         };
@@ -168,9 +182,8 @@ impl ConcurrencyLimit {
         let mut state = self.state.lock();
         state.observe(&sample, now, self.mode == Concurrency::Adaptive, self.max);
         let after = match self.mode {
-            Concurrency::Fixed(_) => before,
             Concurrency::Adaptive if state.probing => 1,
-            Concurrency::Adaptive => (state.limit.floor() as usize).clamp(1, self.max),
+            _ => (state.limit.floor() as usize).clamp(1, self.max),
         };
         self.current.store(after, Ordering::SeqCst);
         after.saturating_sub(before)
@@ -181,10 +194,12 @@ impl Gradient {
     fn observe(&mut self, sample: &Sample, now: Instant, adaptive: bool, max: usize) {
         match sample.signal {
             Signal::Neutral => return,
-            Signal::Overload => {
-                // One cut per round trip: a burst of 429s from one moment is one signal.
+            Signal::Overload | Signal::NoPermit => {
+                // One cut per round trip: a burst of 429s from one moment is one signal. A pinned
+                // limit gives way to a 429 only: the permits it was capped to are not all free.
                 let round = self.recent.back().copied().unwrap_or(Duration::from_millis(100));
-                if adaptive && self.last_cut.is_none_or(|at| now.saturating_duration_since(at) >= round) {
+                let cuts = adaptive || sample.signal == Signal::NoPermit;
+                if cuts && self.last_cut.is_none_or(|at| now.saturating_duration_since(at) >= round) {
                     self.limit = (self.limit * OVERLOAD_CUT).max(1.0);
                     self.last_cut = Some(now);
                 }
@@ -203,6 +218,8 @@ impl Gradient {
         }
         self.recent.push_back(sample.latency);
         if !adaptive {
+            // Back toward the pinned value after a 429 cut it: one per round trip.
+            self.limit = (self.limit + 1.0 / self.limit).min(max as f64);
             return;
         }
         let baseline = self.baseline.get().unwrap_or(per_token);
@@ -358,6 +375,28 @@ mod tests {
         limit.try_acquire(usize::MAX);
         limit.on_done(Sample { in_flight_at_start: 1, latency: Duration::from_millis(100), ..s }, later);
         assert_eq!(limit.limit(), 2);
+    }
+
+    #[test]
+    fn a_pinned_limit_gives_way_to_429_only_and_grows_back() {
+        let limit = ConcurrencyLimit::new(Concurrency::Fixed(8), 16, None);
+        assert_eq!((limit.limit(), limit.max()), (8, 8));
+        let t = Instant::now();
+        let s = Sample { latency: Duration::from_millis(100), tokens: 100, in_flight_at_start: 8, signal: Signal::Ok };
+        limit.try_acquire(usize::MAX);
+        limit.on_done(Sample { signal: Signal::Overload, ..s }, t);
+        assert_eq!(limit.limit(), 8, "a 503 or a timeout does not move a pinned limit");
+        limit.try_acquire(usize::MAX);
+        limit.on_done(Sample { signal: Signal::NoPermit, ..s }, t);
+        assert_eq!(limit.limit(), 6, "a 429: the permits are shared, give way");
+        // A burst of 429s from the same moment is one signal.
+        limit.try_acquire(usize::MAX);
+        limit.on_done(Sample { signal: Signal::NoPermit, ..s }, t);
+        assert_eq!(limit.limit(), 6);
+        let back = drive(&limit, Duration::from_millis(100), 10, t);
+        assert_eq!(limit.limit(), 8, "back to the pinned value, never past it");
+        drive(&limit, Duration::from_millis(100), 10, back);
+        assert_eq!(limit.limit(), 8);
     }
 
     #[test]

@@ -62,6 +62,21 @@ fn default_concurrent() -> usize {
 }
 
 impl ServerLimits {
+    /// A server started with TEI 1.9's defaults serving `model_id` (32 inputs a request, 16,384
+    /// tokens a batch, 512 tokens an input, 512 permits, 2,000,000-byte bodies, auto-truncate).
+    pub fn tei_defaults(model_id: &str) -> Self {
+        Self {
+            model_id: model_id.to_string(),
+            version: String::new(),
+            max_client_batch_size: default_client_batch(),
+            max_batch_tokens: default_batch_tokens(),
+            max_input_length: 512,
+            max_concurrent_requests: default_concurrent(),
+            payload_limit: DEFAULT_PAYLOAD_LIMIT,
+            auto_truncate: true,
+        }
+    }
+
     /// Parses `/info`'s body; `payload_limit` is the client's setting.
     pub fn from_info(body: &[u8], payload_limit: usize) -> Result<Self, String> {
         let info: Info = serde_json::from_slice(body).map_err(|e| format!("answered /info with no model: {e}"))?;
@@ -72,7 +87,9 @@ impl ServerLimits {
             ("max_concurrent_requests", info.max_concurrent_requests),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("reports {name} = 0 in /info"));
+            return Err(format!(
+                "reports {name} = 0 in /info: no request can ever fit; restart it with a positive value"
+            ));
         }
         Ok(Self {
             model_id: info.model_id,
@@ -171,5 +188,9 @@ mod tests {
         assert_eq!((t.payload_limit, t.auto_truncate, t.version.as_str()), (1000, false, "1.9.0"));
         assert!(ServerLimits::from_info(b"{}", 1).is_err());
         assert!(ServerLimits::from_info(br#"{"model_id":"m","max_input_length":0}"#, 1).is_err());
+        // No permits: every request is answered 429; that is a start-up error, not a stall.
+        let none = br#"{"model_id":"m","max_input_length":512,"max_concurrent_requests":0}"#;
+        let err = ServerLimits::from_info(none, 1).unwrap_err();
+        assert!(err.starts_with("reports max_concurrent_requests = 0 in /info: no request can ever fit"), "{err}");
     }
 }

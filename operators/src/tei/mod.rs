@@ -7,7 +7,9 @@
 //! TEI 1.9's API and codes, older 1.x codes included (`shared/notes/tei.md`).
 //!
 //! It must never lose an input (each ends with a vector or a reason), never stop a run because an
-//! endpoint died (it waits and retries), and never log an API key or URL credentials. It knows
+//! endpoint died (it waits and retries), never hand out a vector that is not usable (each is
+//! checked: dimension, finite, non-zero, unit norm; see `vectors`), and never log an API key or
+//! URL credentials. It knows
 //! nothing of Mongo, Parquet or the dataflow.
 //!
 //! ```no_run
@@ -32,6 +34,7 @@ mod limits;
 mod pool;
 mod request;
 mod stats;
+mod vectors;
 
 pub use batcher::{json_string_len, Cut, PackLimits, Request, RequestBatcher};
 pub use breaker::BreakerState;

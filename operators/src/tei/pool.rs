@@ -25,9 +25,11 @@ use super::limiter::{Concurrency, ConcurrencyLimit};
 use super::limits::{redact, ServerLimits, DEFAULT_PAYLOAD_LIMIT};
 use super::request::{self, InputOutcome, Shared, Step};
 use super::stats::{Counters, PoolStats};
+use super::vectors;
 
-/// The text embedded on every endpoint at start to learn the vector dimension.
-const PROBE_TEXT: &str = "tweet-embed dimension probe";
+/// The texts embedded on every endpoint at start to learn the vector dimension, one at a time:
+/// the next is tried when a server returns an unusable vector (NaN, say) for one.
+const PROBE_TEXTS: [&str; 3] = ["tweet-embed dimension probe", "hello world", "a third probe text, 42"];
 /// Attempts of the probe when the server answers with a transient error (warming up).
 const PROBE_ATTEMPTS: u32 = 5;
 
@@ -43,7 +45,7 @@ pub struct PoolConfig {
     /// The servers' `--payload-limit` in bytes (`/info` does not report it).
     pub payload_limit: usize,
     /// At most this many texts per request (`--batch-size`); the servers'
-    /// `max_client_batch_size` always applies.
+    /// `max_client_batch_size` and permits always apply (see [`PackLimits::for_server_at`]).
     pub batch_size: Option<usize>,
     /// Requests in flight per endpoint: adaptive (the default) or pinned; either way capped so
     /// their inputs fit the server's permits.
@@ -175,7 +177,31 @@ impl EndpointPool {
             )));
         }
         let limits = infos.iter().skip(1).fold(first.clone(), |acc, l| acc.tightest(l));
-        let pack = PackLimits::for_server(&limits, config.batch_size);
+        let pinned = match config.concurrency {
+            Concurrency::Fixed(n) => Some(n),
+            Concurrency::Adaptive => None,
+        };
+        let pack = PackLimits::for_server_at(&limits, config.batch_size, pinned);
+        let wanted = config.batch_size.unwrap_or(limits.max_client_batch_size).min(limits.max_client_batch_size);
+        if pack.max_items < wanted {
+            let why = "TEI takes one permit per input and answers 429 to a request its free permits do not hold";
+            if config.batch_size.is_some_and(|b| b > limits.max_concurrent_requests) {
+                tracing::warn!(
+                    batch_size = wanted,
+                    permits = limits.max_concurrent_requests,
+                    used = pack.max_items,
+                    "--batch-size is over the server's permits (--max-concurrent-requests); {why}: requests carry at most {} inputs",
+                    pack.max_items
+                );
+            } else {
+                tracing::info!(
+                    max_client_batch_size = limits.max_client_batch_size,
+                    permits = limits.max_concurrent_requests,
+                    used = pack.max_items,
+                    "requests are cut smaller than the server's max_client_batch_size so that they fit its permits; {why}"
+                );
+            }
+        }
         let budget = match &config.tokenizer {
             Some(path) => TokenBudget::from_tokenizer_file(path, limits.max_input_length)?,
             None => TokenBudget::estimated(limits.max_input_length),
@@ -423,24 +449,42 @@ where
         .collect()
 }
 
-/// The dimension of `endpoint`'s vectors, from one probe text (retried a few times while the
-/// server answers with a transient error, as it may while warming up).
+/// The dimension of `endpoint`'s vectors, from a probe text (retried a few times while the
+/// server answers with a transient error, as it may while warming up). The vector must pass the
+/// check every vector passes (finite, non-zero, of unit norm as normalization was asked for); the
+/// next probe text is tried when it does not, and a server that fails them all cannot be used.
 async fn probe_dim(endpoint: &Endpoint) -> Result<usize, TeiError> {
-    let texts = [PROBE_TEXT.to_string()];
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let err = match endpoint.embed(&texts).await {
-            Ok(reply) => return Ok(reply.vectors.first().map_or(0, Vec::len)),
-            Err(err) => err,
+    let url = endpoint.url().to_string();
+    let mut refused = String::new();
+    for text in PROBE_TEXTS {
+        let texts = [text.to_string()];
+        let mut attempt = 0;
+        let vector = loop {
+            attempt += 1;
+            let err = match endpoint.embed(&texts).await {
+                Ok(reply) => break reply.vectors.into_iter().next().unwrap_or_default(),
+                Err(err) => err,
+            };
+            if err.is_connect() {
+                return Err(TeiError::Unreachable { url, message: err.message });
+            }
+            if err.kind != FailureKind::Transient || attempt >= PROBE_ATTEMPTS {
+                let message = if err.is_overloaded() {
+                    format!(
+                        "answers a one-input probe with 429 (no free permit) {attempt} times: \
+                         its permits (--max-concurrent-requests) are all taken, so no request can fit"
+                    )
+                } else {
+                    format!("cannot embed a probe text: {err}")
+                };
+                return Err(TeiError::Protocol { url, message });
+            }
+            tokio::time::sleep(request::backoff(attempt, Duration::from_millis(200), Duration::from_secs(2))).await;
         };
-        let url = endpoint.url().to_string();
-        if err.is_connect() {
-            return Err(TeiError::Unreachable { url, message: err.message });
+        match vectors::check(&vector, vector.len(), true) {
+            Ok(()) => return Ok(vector.len()),
+            Err(reason) => refused = reason,
         }
-        if err.kind != FailureKind::Transient || attempt >= PROBE_ATTEMPTS {
-            return Err(TeiError::Protocol { url, message: format!("cannot embed a probe text: {err}") });
-        }
-        tokio::time::sleep(request::backoff(attempt, Duration::from_millis(200), Duration::from_secs(2))).await;
     }
+    Err(TeiError::Protocol { url, message: format!("returns no usable vector for its probe texts: {refused}") })
 }

@@ -1,7 +1,11 @@
 //! The life of one request of a pool: dispatch, call, and what a failure leads to. Transient
 //! failures are retried with exponential backoff and jitter, forever, on whichever endpoint is
 //! free; a request the server finds too large is split in halves; a request with an input the
-//! server refuses is bisected until that input stands alone and becomes a rejection.
+//! server refuses is bisected until that input stands alone and becomes a rejection. Every vector
+//! of an answer is checked (`vectors`): one that is not usable (NaN or infinite components, a zero
+//! or non-unit norm, another dimension) is a rejection of its input alone, never a row, and the
+//! others of the answer are kept. Only an answer whose vectors all have another dimension is the
+//! endpoint's fault (it serves another model now) and is retried elsewhere.
 //!
 //! This module owns those rules and the backoff. It never chooses an endpoint (see `dispatch`)
 //! and never drops an input: every input of a request ends with a vector or a reason.
@@ -17,6 +21,7 @@ use super::budget::TokenBudget;
 use super::dispatch::Dispatcher;
 use super::error::{CallError, FailureKind};
 use super::stats::Counters;
+use super::vectors;
 
 /// The outcome of one input: its vector, or why it has none (e.g.
 /// `text the server refuses: Input validation error: ...`).
@@ -51,26 +56,41 @@ pub(crate) async fn run(shared: Arc<Shared>, request: Arc<Request>, range: Range
         let lease = shared.dispatcher.acquire(budget_tokens).await;
         Counters::add(&counters.requests, 1);
         let started = Instant::now();
-        let result = lease.endpoint().embed(texts).await.and_then(|reply| match reply.vectors.first().map(Vec::len) {
-            Some(dim) if dim != shared.dim => Err(CallError::transport(
-                FailureKind::Rejected,
-                "dimension",
-                format!("returned vectors of dimension {dim}, not the pool's {}", shared.dim),
-            )),
-            _ => Ok(reply),
+        let result = lease.endpoint().embed(texts).await.and_then(|reply| {
+            let first = reply.vectors.first().map_or(0, Vec::len);
+            match first {
+                dim if dim != 0 && dim != shared.dim && reply.vectors.iter().all(|v| v.len() == dim) => {
+                    Err(CallError::transport(
+                        FailureKind::Rejected,
+                        "dimension",
+                        format!("returned vectors of dimension {dim}, not the pool's {}", shared.dim),
+                    ))
+                }
+                _ => Ok(reply),
+            }
         });
         let err = match result {
             Ok(reply) => {
-                lease.finish(Ok((texts.len(), reply.compute_tokens.unwrap_or(budget_tokens))));
+                let outcomes: Vec<InputOutcome> =
+                    reply.vectors.into_iter().map(|v| vectors::check(&v, shared.dim, true).map(|()| v)).collect();
+                let refused: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+                let invalid = refused.len();
+                if let Some(reason) = refused.first() {
+                    lease.invalid_vectors(invalid, reason);
+                }
+                let valid = texts.len() - invalid;
+                lease.finish(Ok((valid, reply.compute_tokens.unwrap_or(budget_tokens))));
                 counters.latency(started.elapsed());
                 Counters::add(&counters.succeeded, 1);
-                Counters::add(&counters.embedded, texts.len() as u64);
+                Counters::add(&counters.embedded, valid as u64);
+                Counters::add(&counters.rejected, invalid as u64);
+                Counters::add(&counters.invalid_vectors, invalid as u64);
                 Counters::add(&counters.budget_tokens, budget_tokens);
                 if let Some(tokens) = reply.compute_tokens {
                     Counters::add(&counters.compute_tokens, tokens);
                     shared.budget.observe(raw, tokens);
                 }
-                return Step::Done(range, reply.vectors.into_iter().map(Ok).collect());
+                return Step::Done(range, outcomes);
             }
             Err(err) => err,
         };

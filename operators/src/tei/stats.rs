@@ -31,8 +31,11 @@ pub struct PoolStats {
     pub bisections: u64,
     /// Inputs that got a vector.
     pub embedded_inputs: u64,
-    /// Inputs refused for good (each with a reason).
+    /// Inputs refused for good (each with a reason), the invalid vectors' inputs included.
     pub rejected_inputs: u64,
+    /// Vectors the servers returned that were refused (NaN or infinite components, a zero or
+    /// non-unit norm, another dimension): each one's input is a rejection, never a row.
+    pub invalid_vectors: u64,
     /// Tokens of the embedded inputs as the budget counted them before sending.
     pub budget_tokens: u64,
     /// Tokens the servers reported computing (`x-compute-tokens`) for successful calls.
@@ -70,6 +73,8 @@ pub struct EndpointStats {
     pub errors_by_cause: BTreeMap<String, u64>,
     /// Inputs it embedded.
     pub embedded_inputs: u64,
+    /// Vectors it returned that were refused (their inputs are rejections).
+    pub invalid_vectors: u64,
     /// Tokens it embedded (the server's count when it reports one, else the budget's).
     pub tokens: u64,
     /// Tokens it embedded per second over the last [`RATE_WINDOW`].
@@ -187,6 +192,7 @@ pub(crate) struct Counters {
     pub bisections: AtomicU64,
     pub embedded: AtomicU64,
     pub rejected: AtomicU64,
+    pub invalid_vectors: AtomicU64,
     pub budget_tokens: AtomicU64,
     pub compute_tokens: AtomicU64,
     by_cause: Mutex<BTreeMap<String, u64>>,
@@ -205,6 +211,7 @@ impl Counters {
             bisections: AtomicU64::new(0),
             embedded: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            invalid_vectors: AtomicU64::new(0),
             budget_tokens: AtomicU64::new(0),
             compute_tokens: AtomicU64::new(0),
             by_cause: Mutex::new(BTreeMap::new()),
@@ -241,6 +248,7 @@ impl Counters {
             bisections: get(&self.bisections),
             embedded_inputs: get(&self.embedded),
             rejected_inputs: get(&self.rejected),
+            invalid_vectors: get(&self.invalid_vectors),
             budget_tokens: get(&self.budget_tokens),
             compute_tokens: get(&self.compute_tokens),
             token_scale: 1.0,
