@@ -84,6 +84,10 @@ async fn raw_inserts_come_back_byte_for_byte_through_find_updates_and_change_eve
         let full = event.get_document("fullDocument").expect("fullDocument");
         assert_eq!(full.as_bytes(), want.as_slice());
     }
+    // A projection leaving the bad field out returns a document any client can read.
+    let ids = c.clone_with_type::<mongodb::bson::Document>();
+    let only_id = ids.find_one(doc! {"_id": 2}).projection(doc! {"_id": 1}).await.unwrap();
+    assert_eq!(only_id, Some(doc! {"_id": 2}));
     // Queries on other fields see it as any other document.
     let by_lang =
         c.clone_with_type::<mongodb::bson::Document>().count_documents(doc! {"lang": {"$ne": "en"}}).await.unwrap();
