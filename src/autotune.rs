@@ -288,7 +288,11 @@ async fn texts_from_mongo(args: &AutotuneArgs) -> Result<Vec<String>> {
     let mut docs = Vec::new();
     let read_err = |e: mongodb::error::Error| anyhow!("cannot read the sample from {}: {e}", args.mongo.collection);
     while cursor.advance().await.map_err(read_err)? {
-        docs.push(cursor.deserialize_current().map_err(read_err)?);
+        // A sample text that is not UTF-8 is left out, as a run would reject it (see
+        // `candidate`), instead of failing the sweep.
+        if let Ok(d) = mongodb::bson::Document::try_from(cursor.current()) {
+            docs.push(d);
+        }
     }
     Ok(docs
         .into_iter()

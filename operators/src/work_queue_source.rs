@@ -7,12 +7,12 @@
 //! It never marks anything and never skips a document: a failed read is retried from the last
 //! `_id` it emitted.
 
-use crate::candidate::to_candidate;
+use crate::candidate::from_raw;
 use crate::record::{Candidate, Origin};
 use crate::source_pacing::{send_blocking, OpenEpoch, SourcePacing};
 use crate::work_queue::{ScanRange, WorkQueue, WORK_QUEUE_INDEX};
 use crossbeam_channel::Sender;
-use mongodb::bson::{doc, Bson};
+use mongodb::bson::doc;
 use mongodb::options::Hint;
 use std::time::Duration;
 use timely::dataflow::operators::generic::operator::source;
@@ -145,9 +145,9 @@ async fn scan(queue: WorkQueue, ranges: Vec<ScanRange>, tx: Sender<Msg>, wake: S
                     .await?;
                 let mut n = 0u64;
                 while cursor.advance().await? {
-                    let d = cursor.deserialize_current()?;
-                    let id = d.get("_id").cloned().unwrap_or(Bson::Null);
-                    let cand = to_candidate(d, &queue.text_field, Origin::Backfill);
+                    // Raw: a typed read refuses a whole document for one string that is not
+                    // UTF-8, and resuming after the last `_id` would read it again for ever.
+                    let (id, cand) = from_raw(cursor.current(), &queue.text_field, Origin::Backfill);
                     // A blocking send keeps the channel bounded; this task runs on the runtime's
                     // own threads, never on a timely worker.
                     if tokio::task::block_in_place(|| send_blocking(&tx, Msg::Doc(cand), &wake)).is_err() {

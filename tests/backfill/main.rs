@@ -5,6 +5,7 @@
 
 mod crash;
 mod disk_full;
+mod invalid_utf8;
 
 use dev_tei::FaultConfig;
 use test_support::expect::{check_run, pyarrow_check};
