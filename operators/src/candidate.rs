@@ -1,6 +1,6 @@
 //! Reading a stored document into a [`Candidate`]: its `_id`, `lang` and `created_at`, and its
 //! text or the reason it has none usable. Both sources (the work-queue scan and the change
-//! stream) read documents through [`to_candidate`], so a document is judged the same whichever
+//! stream) read documents through [`from_raw`], so a document is judged the same whichever
 //! source reads it. It never fails: whatever a document holds becomes a text or a reason.
 //!
 //! Sources hand over the document as the server sent it ([`from_raw`]), because stored data
