@@ -293,7 +293,11 @@ async fn texts_from_mongo(args: &AutotuneArgs) -> Result<Vec<String>> {
     let read_err =
         |e: mongodb::error::Error| anyhow!("cannot read the sample from {}: {}", args.mongo.collection, describe(&e));
     while cursor.advance().await.map_err(read_err)? {
-        docs.push(cursor.deserialize_current().map_err(read_err)?);
+        // A sample text that is not UTF-8 is left out, as a run would reject it (see
+        // `candidate`), instead of failing the sweep.
+        if let Ok(d) = mongodb::bson::Document::try_from(cursor.current()) {
+            docs.push(d);
+        }
     }
     Ok(docs
         .into_iter()

@@ -7,8 +7,8 @@
 //! operator (`change_stream_source`) drives it, the committer records its [`StreamPosition`]s.
 
 use crate::work_queue::WorkQueue;
-use mongodb::bson::{doc, Bson, Document, Timestamp};
-use mongodb::change_stream::event::{ChangeStreamEvent, ResumeToken};
+use mongodb::bson::{doc, Bson, Document, RawBsonRef, RawDocument, RawDocumentBuf, Timestamp};
+use mongodb::change_stream::event::ResumeToken;
 use mongodb::change_stream::ChangeStream;
 use mongodb::options::FullDocumentType;
 use parking_lot::Mutex;
@@ -20,8 +20,40 @@ use std::time::Duration;
 /// (286), ChangeStreamFatalError (280) and InvalidResumeToken (260).
 pub const HISTORY_LOST_CODES: [i32; 3] = [286, 280, 260];
 
-/// The open stream as the driver gives it.
-pub type EventStream = ChangeStream<ChangeStreamEvent<Document>>;
+/// The open stream as the driver gives it: events as the server sent them, read by
+/// [`read_event`], since a typed event refuses a whole event for one string that is not UTF-8
+/// in its `fullDocument` or `updateDescription` (and reopening after the last position would
+/// read the same event again for ever).
+pub type EventStream = ChangeStream<RawDocumentBuf>;
+
+/// The parts of a raw change event the pipeline uses.
+#[derive(Debug)]
+pub struct Event {
+    /// The event's resume token (`_id`).
+    pub id: ResumeToken,
+    /// Its `clusterTime`.
+    pub cluster_time: Option<Timestamp>,
+    /// Its `fullDocument`, raw, for `candidate::from_raw`.
+    pub full_document: Option<RawDocumentBuf>,
+}
+
+/// Reads the parts of a raw event, never its strings (the driver has already required `_id`).
+pub fn read_event(raw: &RawDocument) -> Result<Event, String> {
+    let (mut id, mut cluster_time, mut full_document) = (None, None, None);
+    for el in raw.iter_elements().flatten() {
+        match (el.key(), el.value()) {
+            ("_id", Ok(v)) => {
+                let b = Bson::try_from(v.to_raw_bson()).map_err(|e| format!("resume token: {e}"))?;
+                id = Some(mongodb::bson::from_bson(b).map_err(|e| format!("resume token: {e}"))?);
+            }
+            ("clusterTime", Ok(RawBsonRef::Timestamp(t))) => cluster_time = Some(t),
+            ("fullDocument", Ok(RawBsonRef::Document(d))) => full_document = Some(d.to_owned()),
+            _ => {}
+        }
+    }
+    let id = id.ok_or("a change event without a readable _id (resume token)")?;
+    Ok(Event { id, cluster_time, full_document })
+}
 
 /// Where to open the stream.
 #[derive(Clone, Debug, PartialEq)]
@@ -103,9 +135,8 @@ impl ChangeFeed {
 
     /// Opens the stream at `start`.
     pub async fn open(&self, start: &StreamStart) -> Result<EventStream, mongodb::error::Error> {
-        let watch = self
-            .queue
-            .coll
+        let coll = self.queue.coll.clone_with_type::<RawDocumentBuf>();
+        let watch = coll
             .watch()
             .pipeline(self.pipeline())
             .full_document(FullDocumentType::UpdateLookup)
@@ -114,6 +145,7 @@ impl ChangeFeed {
             StreamStart::Now => watch.await,
             StreamStart::After(token) => watch.resume_after(token.clone()).await,
         }
+        .map(|s| s.with_type::<RawDocumentBuf>())
     }
 }
 

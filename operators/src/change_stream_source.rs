@@ -9,8 +9,10 @@
 //! never skips: a dropped connection reopens the stream after the last position sent, and a lost
 //! history is reported ([`StreamOutcome::HistoryLost`]) for the run to rescan the work queue.
 
-use crate::candidate::to_candidate;
-use crate::change_stream::{is_history_lost, ChangeFeed, EventStream, StreamPosition, StreamPositions, StreamStart};
+use crate::candidate::from_raw;
+use crate::change_stream::{
+    is_history_lost, read_event, ChangeFeed, EventStream, StreamPosition, StreamPositions, StreamStart,
+};
 use crate::failure::Failure;
 use crate::mongo_error::{describe, Attempts};
 use crate::record::{Candidate, Origin};
@@ -202,10 +204,19 @@ async fn follow(
     };
     loop {
         let msg = match stream.next_if_any().await {
-            Ok(Some(event)) => {
+            Ok(Some(raw)) => {
                 attempts.succeeded();
+                let event = match read_event(&raw) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        // The driver has checked `_id` already, so this cannot happen; never
+                        // stall on one event should it.
+                        tracing::warn!(error = %e, "skipping an unreadable change event");
+                        continue;
+                    }
+                };
                 let pos = StreamPosition::new(event.id.clone(), event.cluster_time);
-                let cand = event.full_document.map(|d| to_candidate(d, &text_field, Origin::ChangeStream));
+                let cand = event.full_document.map(|d| from_raw(&d, &text_field, Origin::ChangeStream).1);
                 last_sent = Some(pos.clone());
                 Msg::Event(cand, pos)
             }

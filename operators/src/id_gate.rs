@@ -129,9 +129,10 @@ async fn query(queue: &WorkQueue, filter: Document) -> Result<Vec<String>, mongo
     let mut cursor = queue.coll.find(filter).projection(doc! {"_id": 1}).await?;
     let mut found = Vec::new();
     while cursor.advance().await? {
-        let d = cursor.deserialize_current()?;
-        if let Some(id) = d.get("_id") {
-            found.push(crate::work_queue::id_string(id));
+        // Raw, so that an `_id` holding a string that is not UTF-8 costs nothing here.
+        let id = crate::candidate::raw_id(cursor.current());
+        if id != Bson::Null {
+            found.push(crate::work_queue::id_string(&id));
         }
     }
     Ok(found)

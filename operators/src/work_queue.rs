@@ -7,6 +7,7 @@
 //! It only reads, besides creating its two indexes ([`create_indexes`], for `tweet-embed indexes`
 //! and the dev stack); marking is [`crate::marker`]'s job.
 
+use mongodb::bson::serde_helpers::Utf8LossyDeserialization;
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use mongodb::options::Hint;
 use mongodb::Collection;
@@ -134,24 +135,41 @@ impl WorkQueue {
 
     /// The partitions present in the queue (or those the flags name).
     pub async fn partitions(&self) -> Result<Vec<Partition>, mongodb::error::Error> {
-        use futures_like::collect;
         let pipeline = vec![
             doc! {"$match": self.filter(None)},
             doc! {"$group": {"_id": {"lang": "$lang", "classified": "$classified"}}},
             doc! {"$sort": {"_id.lang": 1, "_id.classified": 1}},
         ];
-        let cursor = self.coll.aggregate(pipeline).hint(Hint::Name(WORK_QUEUE_INDEX.into())).await?;
-        let groups = collect(cursor).await?;
-        Ok(groups
-            .into_iter()
-            .filter_map(|g| {
-                let id = g.get_document("_id").ok()?;
-                Some(Partition {
-                    lang: id.get("lang").cloned().unwrap_or(Bson::Null),
-                    classified: id.get("classified").cloned().unwrap_or(Bson::Null),
-                })
-            })
-            .collect())
+        let mut cursor = self.coll.aggregate(pipeline).hint(Hint::Name(WORK_QUEUE_INDEX.into())).await?;
+        let (mut parts, mut unreadable) = (Vec::new(), Vec::new());
+        while cursor.advance().await? {
+            // Raw: a `lang` stored as a string that is not UTF-8 must not fail the whole plan.
+            let group = match Document::try_from(cursor.current()) {
+                Ok(g) => g,
+                Err(_) => {
+                    let lossy =
+                        mongodb::bson::from_slice::<Utf8LossyDeserialization<Document>>(cursor.current().as_bytes());
+                    let classified = lossy.ok().and_then(|g| g.0.get_document("_id").ok()?.get("classified").cloned());
+                    unreadable.push(classified.unwrap_or(Bson::Null));
+                    continue;
+                }
+            };
+            let Ok(id) = group.get_document("_id") else { continue };
+            parts.push(Partition {
+                lang: id.get("lang").cloned().unwrap_or(Bson::Null),
+                classified: id.get("classified").cloned().unwrap_or(Bson::Null),
+            });
+        }
+        // Such a `lang` cannot be sent back in a filter (the driver's filters are UTF-8), so
+        // those partitions are scanned as one per `classified`: every `lang` but the readable
+        // ones. It costs a wider index scan, only when the queue holds such documents.
+        let readable: Vec<Bson> = parts.iter().map(|p| p.lang.clone()).collect();
+        unreadable.sort_by_key(|c| c.to_string());
+        unreadable.dedup();
+        for classified in unreadable {
+            parts.push(Partition { lang: Bson::Document(doc! {"$nin": readable.clone()}), classified });
+        }
+        Ok(parts)
     }
 
     /// Documents left in the queue (a hinted count: index entries only).
@@ -320,20 +338,6 @@ pub fn id_from_string(s: &str) -> Option<Bson> {
     }
     let v: serde_json::Value = serde_json::from_str(s).ok()?;
     Bson::try_from(v).ok()
-}
-
-/// Collecting a driver cursor without pulling in a futures crate.
-mod futures_like {
-    use mongodb::bson::Document;
-
-    /// Drains a cursor into a vector.
-    pub async fn collect(mut cursor: mongodb::Cursor<Document>) -> Result<Vec<Document>, mongodb::error::Error> {
-        let mut out = Vec::new();
-        while cursor.advance().await? {
-            out.push(cursor.deserialize_current()?);
-        }
-        Ok(out)
-    }
 }
 
 #[cfg(test)]

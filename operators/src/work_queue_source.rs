@@ -7,15 +7,14 @@
 //! It never marks anything and never skips a document: a read that fails with an error that heals
 //! is retried from the last `_id` it emitted; one that cannot heal stops the run.
 
-use crate::candidate::to_candidate;
+use crate::candidate::from_raw;
 use crate::failure::Failure;
 use crate::mongo_error::{describe, Attempts};
 use crate::record::{Candidate, Origin};
 use crate::source_pacing::{send_blocking, OpenEpoch, SourcePacing};
 use crate::work_queue::{ScanRange, WorkQueue, WORK_QUEUE_INDEX};
 use crossbeam_channel::Sender;
-use mongodb::bson::serde_helpers::Utf8LossyDeserialization as Utf8Lossy;
-use mongodb::bson::{doc, Bson, Document};
+use mongodb::bson::doc;
 use mongodb::options::Hint;
 use std::time::Duration;
 use timely::dataflow::operators::generic::operator::source;
@@ -152,14 +151,9 @@ async fn scan(queue: WorkQueue, ranges: Vec<ScanRange>, tx: Sender<Msg>, wake: S
                     .batch_size(1_000)
                     .await?;
                 while cursor.advance().await? {
-                    let d = match cursor.deserialize_current() {
-                        Ok(d) => d,
-                        // A string that is not valid UTF-8 costs its bad bytes (U+FFFD), never
-                        // the scan: failing here would stop at the same document every time.
-                        Err(_) => mongodb::bson::from_slice::<Utf8Lossy<Document>>(cursor.current().as_bytes())?.0,
-                    };
-                    let id = d.get("_id").cloned().unwrap_or(Bson::Null);
-                    let cand = to_candidate(d, &queue.text_field, Origin::Backfill);
+                    // Raw: a typed read refuses a whole document for one string that is not
+                    // UTF-8, and resuming after the last `_id` would read it again for ever.
+                    let (id, cand) = from_raw(cursor.current(), &queue.text_field, Origin::Backfill);
                     // A blocking send keeps the channel bounded; this task runs on the runtime's
                     // own threads, never on a timely worker.
                     if tokio::task::block_in_place(|| send_blocking(&tx, Msg::Doc(cand), &wake)).is_err() {

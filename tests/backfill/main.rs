@@ -6,6 +6,7 @@
 mod crash;
 mod disk_full;
 mod election;
+mod invalid_utf8;
 mod lock;
 mod tei_faults;
 

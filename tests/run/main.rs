@@ -4,6 +4,7 @@
 
 mod crash;
 mod drain;
+mod invalid_utf8;
 #[allow(dead_code)]
 mod workload;
 

@@ -2,8 +2,9 @@
 //! official drivers (the Rust `mongodb` crate, pymongo) to run this project's pipeline and tests:
 //! a one-member replica set (`rs0`) on loopback with CRUD, indexes (partial, sparse, unique,
 //! compound, descending), counting aggregations, and change streams with resume tokens and
-//! bounded history. It is a dev server, not a database: no auth, no TLS, no journaling beyond an
-//! optional snapshot file.
+//! bounded history. Like mongod it stores strings that are not valid UTF-8 and returns them
+//! byte-for-byte ([`invalid_utf8`] says how). It is a dev server, not a database: no auth, no
+//! TLS, no journaling beyond an optional snapshot file.
 //!
 //! It owns its data and the socket; it never reaches outside loopback. It is a crate of its own
 //! so that the pipeline's crates never depend on it: the `tweet-embed` binary serves it, and the
@@ -23,6 +24,7 @@ pub mod cursor;
 pub mod error;
 pub mod faults;
 pub mod index;
+pub mod invalid_utf8;
 pub mod keystring;
 pub mod matcher;
 pub mod oplog;

@@ -10,7 +10,7 @@ use super::store::Store;
 use anyhow::{bail, Context, Result};
 use mongodb::bson::{doc, Bson, Document, Timestamp};
 use std::collections::BTreeMap;
-use std::io::{BufReader, BufWriter, Read};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -49,7 +49,13 @@ pub fn save(snap: &Snapshot, path: &Path) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
-    let mut write = |d: &Document| d.to_writer(&mut w).with_context(|| format!("writing {}", tmp.display()));
+    let mut bytes = Vec::new();
+    let mut write = |d: &Document| {
+        bytes.clear();
+        // Strings stored as not UTF-8 are written as their original bytes.
+        crate::invalid_utf8::encode(d, &mut bytes);
+        w.write_all(&bytes).with_context(|| format!("writing {}", tmp.display()))
+    };
     write(&snap.header)?;
     for (db, name, specs, docs) in &snap.collections {
         write(&doc! {"collection": {"db": db, "name": name, "indexes": specs.clone(), "count": docs.len() as i64}})?;
@@ -94,7 +100,8 @@ fn read_doc(r: &mut impl Read) -> Result<Option<Document>> {
     let mut buf = len.to_vec();
     buf.resize(n as usize, 0);
     r.read_exact(&mut buf[4..])?;
-    Ok(Some(Document::from_reader(&mut buf.as_slice())?))
+    // Strings that are not UTF-8 load as they were stored (see `invalid_utf8`).
+    crate::invalid_utf8::decode(&buf).map(Some).map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Loads a snapshot; `history` overrides the saved oplog size when given.
@@ -115,8 +122,10 @@ pub fn load(path: &Path, history: Option<usize>) -> Result<Store> {
         if let Ok(c) = d.get_document("collection") {
             let (db, name) = (c.get_str("db")?.to_string(), c.get_str("name")?.to_string());
             let coll = dbs.entry(db.clone()).or_default().entry(name.clone()).or_default();
-            for _ in 0..c.get_i64("count")? {
-                let doc = read_doc(&mut r)?.with_context(ctx)?;
+            for i in 0..c.get_i64("count")? {
+                let doc = read_doc(&mut r)
+                    .with_context(|| format!("{}: {db}.{name}, document #{i}", path.display()))?
+                    .with_context(ctx)?;
                 coll.insert(doc).map_err(|e| anyhow::anyhow!("{db}.{name}: {e}"))?;
             }
             for spec in c.get_array("indexes")? {

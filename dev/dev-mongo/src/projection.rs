@@ -45,7 +45,8 @@ impl Projection {
             }
             fields.push((k.clone(), source));
         }
-        Ok(Some(Projection { include: include.unwrap_or(false), fields, keep_id }))
+        // `{_id: 1}` alone is an inclusion (only `_id`), `{_id: 0}` alone an exclusion, as on mongod.
+        Ok(Some(Projection { include: include.unwrap_or(keep_id), fields, keep_id }))
     }
 
     /// Applies the projection.

@@ -79,6 +79,17 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, mut shutdown: watch:
         let request = match request {
             Ok(Some(r)) => r,
             Ok(None) => return,
+            Err(e @ super::wire::WireError::BadDocument { .. }) => {
+                tracing::warn!(connection_id, error = %e, "dev-mongo: refusing a request");
+                if let Some((request, reply)) = e.reply() {
+                    response_id = response_id.wrapping_add(1);
+                    encode_reply(&request, response_id, &reply, &mut buf);
+                    if wr.write_all(&buf).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
             Err(e) => {
                 tracing::debug!(connection_id, error = %e, "dev-mongo: closing connection");
                 return;

@@ -42,6 +42,33 @@ pub enum WireError {
     /// The bytes are not a message this server understands.
     #[error("malformed message: {0}")]
     Malformed(String),
+    /// The message is framed well but a document in it is not BSON: answered with an error
+    /// (InvalidBSON) naming the document; the connection stays open.
+    #[error("request {request_id}: {message}")]
+    BadDocument {
+        /// The request's id, echoed as `responseTo`.
+        request_id: i32,
+        /// Its opcode, to answer in kind.
+        op_code: i32,
+        /// What is wrong, naming the document.
+        message: String,
+    },
+}
+
+impl WireError {
+    /// For a [`WireError::BadDocument`]: the request to answer and the error reply.
+    pub fn reply(&self) -> Option<(Request, Document)> {
+        let WireError::BadDocument { request_id, op_code, message } = self else { return None };
+        let request = Request {
+            request_id: *request_id,
+            op_code: *op_code,
+            command: Document::new(),
+            query_namespace: None,
+            more_to_come: false,
+        };
+        let reply = mongodb::bson::doc! {"ok": 0.0, "code": 22, "codeName": "InvalidBSON", "errmsg": message.clone()};
+        Some((request, reply))
+    }
 }
 
 fn malformed(msg: impl Into<String>) -> WireError {
@@ -64,11 +91,15 @@ pub async fn read_request<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option
     }
     let mut body = vec![0u8; len as usize - 16];
     reader.read_exact(&mut body).await?;
-    match op_code {
-        OP_MSG => parse_op_msg(request_id, &body).map(Some),
-        OP_QUERY => parse_op_query(request_id, &body).map(Some),
+    let parsed = match op_code {
+        OP_MSG => parse_op_msg(request_id, &body),
+        OP_QUERY => parse_op_query(request_id, &body),
         OP_COMPRESSED => Err(malformed("OP_COMPRESSED was not negotiated")),
         other => Err(malformed(format!("unsupported opcode {other}"))),
+    };
+    match parsed {
+        Err(WireError::BadDocument { message, .. }) => Err(WireError::BadDocument { request_id, op_code, message }),
+        other => other.map(Some),
     }
 }
 
@@ -84,7 +115,13 @@ fn read_doc(bytes: &[u8]) -> Result<(Document, usize), WireError> {
     if len < 5 || len as usize > bytes.len() {
         return Err(malformed("document length out of range"));
     }
-    let doc = Document::from_reader(&mut &bytes[..len as usize]).map_err(|e| malformed(format!("bad BSON: {e}")))?;
+    // Strings that are not UTF-8 are kept (see `invalid_utf8`); anything else unreadable is
+    // answered with an error naming the document.
+    let doc = crate::invalid_utf8::decode(&bytes[..len as usize]).map_err(|message| WireError::BadDocument {
+        request_id: 0,
+        op_code: 0,
+        message,
+    })?;
     Ok((doc, len as usize))
 }
 
@@ -174,8 +211,8 @@ pub fn encode_reply(request: &Request, response_id: i32, reply: &Document, out: 
         out.extend_from_slice(&0u32.to_le_bytes()); // flagBits
         out.push(0); // kind-0 section
     }
-    // Writing into a Vec cannot fail.
-    let _ = reply.to_writer(&mut *out);
+    // Strings stored as not UTF-8 go back as their original bytes.
+    crate::invalid_utf8::encode(reply, out);
     let len = out.len() as i32;
     out[0..4].copy_from_slice(&len.to_le_bytes());
     out[4..8].copy_from_slice(&response_id.to_le_bytes());

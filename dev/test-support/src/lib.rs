@@ -15,6 +15,7 @@
 //! ```
 
 pub mod expect;
+pub mod invalid_utf8;
 pub mod peak_rss;
 pub mod proc;
 pub mod seed;

@@ -123,6 +123,29 @@ pub fn tweets(from: u64, to: u64, seed: u64) -> impl Iterator<Item = Document> {
     (from..to).map(move |i| tweet(i, seed))
 }
 
+/// A tweet in the work queue as an old driver or scraper may have stored it, built byte by
+/// byte so that its strings can be any bytes, not only UTF-8: `{_id: id, lang, classified:
+/// true, text}`. Insert it through a `Collection<RawDocumentBuf>` to send those bytes as they are.
+pub fn raw_tweet(id: &str, lang: &[u8], text: &[u8]) -> mongodb::bson::RawDocumentBuf {
+    let mut d = vec![0; 4];
+    let mut string = |key: &str, v: &[u8]| {
+        d.push(0x02);
+        d.extend_from_slice(key.as_bytes());
+        d.push(0);
+        d.extend_from_slice(&((v.len() + 1) as i32).to_le_bytes());
+        d.extend_from_slice(v);
+        d.push(0);
+    };
+    string("_id", id.as_bytes());
+    string("lang", lang);
+    string("text", text);
+    d.extend_from_slice(&[0x08, b'c', b'l', b'a', b's', b's', b'i', b'f', b'i', b'e', b'd', 0, 1]);
+    d.push(0);
+    let n = d.len() as i32;
+    d[..4].copy_from_slice(&n.to_le_bytes());
+    mongodb::bson::RawDocumentBuf::from_bytes(d).expect("a framed document")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ mod change_streams;
 mod crud;
 mod faults;
 mod indexes;
+mod invalid_utf8;
 mod wire;
 
 use dev_mongo::{DevMongo, DevMongoConfig};

@@ -60,7 +60,27 @@ def main(uri):
         check(False, "hint on a missing index must fail")
     except pymongo.errors.OperationFailure as e:
         check(e.code == 2, f"hint error code {e.code}")
-    print(f"pymongo {pymongo.version}: insert, find, count, update, watch, resume: ok")
+    invalid_utf8(client)
+    print(f"pymongo {pymongo.version}: insert, find, count, update, watch, resume, invalid UTF-8: ok")
+
+
+def invalid_utf8(client):
+    """A string that is not UTF-8, sent as raw BSON, comes back byte-for-byte, as from mongod."""
+    from bson.codec_options import CodecOptions
+    from bson.raw_bson import RawBSONDocument
+
+    bad = b"caf\xe9 \xff\xfe"
+    body = b"\x10_id\x00" + (7).to_bytes(4, "little")
+    body += b"\x02text\x00" + (len(bad) + 1).to_bytes(4, "little") + bad + b"\x00"
+    raw = (len(body) + 5).to_bytes(4, "little") + body + b"\x00"
+    coll = client.twitter_data.get_collection("raw", codec_options=CodecOptions(document_class=RawBSONDocument))
+    coll.insert_one(RawBSONDocument(raw))
+    back = coll.find_one({"_id": 7})
+    check(back.raw == raw, f"stored bytes {back.raw!r}")
+    escaped = client.twitter_data.get_collection(
+        "raw", codec_options=CodecOptions(unicode_decode_error_handler="surrogateescape")
+    )
+    check(escaped.find_one({"_id": 7})["text"].encode("utf-8", "surrogateescape") == bad, "decoded with surrogateescape")
 
 
 if __name__ == "__main__":
