@@ -35,11 +35,14 @@ pub struct Event {
     pub cluster_time: Option<Timestamp>,
     /// Its `fullDocument`, raw, for `candidate::from_raw`.
     pub full_document: Option<RawDocumentBuf>,
+    /// An `invalidate` event: the watched collection was dropped or renamed (or its database
+    /// dropped), and the server has closed the stream.
+    pub invalidate: bool,
 }
 
 /// Reads the parts of a raw event, never its strings (the driver has already required `_id`).
 pub fn read_event(raw: &RawDocument) -> Result<Event, String> {
-    let (mut id, mut cluster_time, mut full_document) = (None, None, None);
+    let (mut id, mut cluster_time, mut full_document, mut invalidate) = (None, None, None, false);
     for el in raw.iter_elements().flatten() {
         match (el.key(), el.value()) {
             ("_id", Ok(v)) => {
@@ -48,11 +51,12 @@ pub fn read_event(raw: &RawDocument) -> Result<Event, String> {
             }
             ("clusterTime", Ok(RawBsonRef::Timestamp(t))) => cluster_time = Some(t),
             ("fullDocument", Ok(RawBsonRef::Document(d))) => full_document = Some(d.to_owned()),
+            ("operationType", Ok(RawBsonRef::String("invalidate"))) => invalidate = true,
             _ => {}
         }
     }
     let id = id.ok_or("a change event without a readable _id (resume token)")?;
-    Ok(Event { id, cluster_time, full_document })
+    Ok(Event { id, cluster_time, full_document, invalidate })
 }
 
 /// Where to open the stream.
@@ -143,7 +147,9 @@ impl ChangeFeed {
             .max_await_time(self.max_await);
         match start {
             StreamStart::Now => watch.await,
-            StreamStart::After(token) => watch.resume_after(token.clone()).await,
+            // startAfter, not resumeAfter: it also opens after an `invalidate` event's token (the
+            // collection was dropped or renamed), where resumeAfter is refused.
+            StreamStart::After(token) => watch.start_after(token.clone()).await,
         }
         .map(|s| s.with_type::<RawDocumentBuf>())
     }

@@ -33,6 +33,10 @@ pub enum StreamOutcome {
     Running,
     /// The server no longer has the history to resume from: the run must rescan the work queue.
     HistoryLost,
+    /// The server ended the stream (an `invalidate` event: the collection was dropped or
+    /// renamed, or its database dropped). Everything before it is emitted and its position
+    /// recorded, so a restart opens after it.
+    Invalidated,
 }
 
 /// What the source needs: the feed, the stream already opened on it (opened before the backfill
@@ -52,6 +56,7 @@ enum Msg {
     Event(Option<Candidate>, StreamPosition),
     Position(StreamPosition),
     HistoryLost,
+    Invalidated,
 }
 
 /// Extension trait: the change-stream source on a scope.
@@ -128,7 +133,7 @@ impl<'scope> ChangeStreamSource<'scope> for Scope<'scope, u64> {
                     me.activate_after(Duration::from_millis(5));
                     return;
                 }
-                let mut lost = false;
+                let mut lost = None;
                 {
                     let mut session = output.session(c);
                     for _ in 0..4_096 {
@@ -145,16 +150,21 @@ impl<'scope> ChangeStreamSource<'scope> for Scope<'scope, u64> {
                             }
                             Ok(Msg::Position(pos)) => latest = Some(pos),
                             Ok(Msg::HistoryLost) => {
-                                lost = true;
+                                lost = Some(StreamOutcome::HistoryLost);
+                                break;
+                            }
+                            Ok(Msg::Invalidated) => {
+                                lost = Some(StreamOutcome::Invalidated);
                                 break;
                             }
                             Err(_) => break,
                         }
                     }
                 }
-                if lost {
-                    // Everything before the loss is emitted; the run rescans for the rest.
-                    *outcome.lock() = StreamOutcome::HistoryLost;
+                if let Some(ended) = lost {
+                    // Everything before the loss is emitted (and its position recorded); the run
+                    // decides what follows (a rescan, or an end with the reason).
+                    *outcome.lock() = ended;
                     pacing.stop.stop();
                     me.activate();
                     return;
@@ -216,9 +226,22 @@ async fn follow(
                     }
                 };
                 let pos = StreamPosition::new(event.id.clone(), event.cluster_time);
+                if event.invalidate {
+                    tracing::error!("the change stream was invalidated: the watched collection was dropped or renamed, or its database dropped");
+                    let _ = tokio::task::block_in_place(|| send(&tx, Msg::Event(None, pos), &wake));
+                    let _ = tokio::task::block_in_place(|| send(&tx, Msg::Invalidated, &wake));
+                    let _ = wake.activate();
+                    return;
+                }
                 let cand = event.full_document.map(|d| from_raw(&d, &text_field, Origin::ChangeStream).1);
                 last_sent = Some(pos.clone());
                 Msg::Event(cand, pos)
+            }
+            Ok(None) if !stream.is_alive() => {
+                // The server closed the stream without an event we saw (an `invalidate` a
+                // pipeline filtered): polling a dead stream would spin for ever.
+                tracing::error!("the server closed the change stream: the watched collection was dropped or renamed, or its database dropped");
+                Msg::Invalidated
             }
             Ok(None) => {
                 attempts.succeeded();
@@ -256,7 +279,7 @@ async fn follow(
                 continue;
             }
         };
-        let lost = matches!(msg, Msg::HistoryLost);
+        let lost = matches!(msg, Msg::HistoryLost | Msg::Invalidated);
         if tokio::task::block_in_place(|| send(&tx, msg, &wake)).is_err() {
             return;
         }

@@ -5,6 +5,7 @@
 mod crash;
 mod drain;
 mod invalid_utf8;
+mod invalidate;
 #[allow(dead_code)]
 mod workload;
 

@@ -126,14 +126,14 @@ impl ChangeCursor {
                 continue;
             }
             let event = self.event(entry, dbs);
-            if entry.kind == OpKind::Drop && self.coll.is_some() {
+            if matches!(entry.kind, OpKind::Drop | OpKind::Rename) && self.coll.is_some() {
                 invalidate_at = Some(entry.ts);
             }
             if let Some(event) = self.apply_stages(event) {
                 out.push(event);
             }
             if let Some(ts) = invalidate_at.take() {
-                // A dropped collection ends a collection stream with an invalidate event.
+                // A dropped or renamed collection ends a collection stream with an invalidate event.
                 out.push(doc! {
                     "_id": token_for(ts),
                     "operationType": "invalidate",
@@ -165,6 +165,12 @@ impl ChangeCursor {
         if e.kind == OpKind::Drop {
             return ev;
         }
+        if e.kind == OpKind::Rename {
+            if let Some(to) = &e.doc {
+                ev.insert("to", (**to).clone());
+            }
+            return ev;
+        }
         ev.insert("documentKey", doc! {"_id": e.id.clone()});
         match e.kind {
             OpKind::Insert | OpKind::Replace => {
@@ -187,7 +193,7 @@ impl ChangeCursor {
                     ev.insert("fullDocument", current);
                 }
             }
-            OpKind::Delete | OpKind::Drop => {}
+            OpKind::Delete | OpKind::Drop | OpKind::Rename => {}
         }
         ev
     }

@@ -21,6 +21,8 @@ pub enum OpKind {
     Delete,
     /// The collection was dropped.
     Drop,
+    /// The collection was renamed; the entry's `doc` is the new namespace `{db, coll}`.
+    Rename,
 }
 
 impl OpKind {
@@ -32,6 +34,7 @@ impl OpKind {
             OpKind::Replace => "replace",
             OpKind::Delete => "delete",
             OpKind::Drop => "drop",
+            OpKind::Rename => "rename",
         }
     }
 
@@ -43,6 +46,7 @@ impl OpKind {
             "replace" => OpKind::Replace,
             "delete" => OpKind::Delete,
             "drop" => OpKind::Drop,
+            "rename" => OpKind::Rename,
             _ => return None,
         })
     }

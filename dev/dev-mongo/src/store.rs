@@ -203,6 +203,16 @@ impl Store {
     }
 
     /// Drops a collection; returns whether it existed.
+    /// Moves collection `from` (db, coll) to `to`, replacing a collection there; logs a `rename`
+    /// entry for `from`, whose streams it ends as mongod does. False if `from` does not exist.
+    pub fn rename_collection(&mut self, from: (&str, &str), to: (&str, &str)) -> bool {
+        let Some(c) = self.dbs.get_mut(from.0).and_then(|d| d.remove(from.1)) else { return false };
+        self.dbs.entry(to.0.to_string()).or_default().insert(to.1.to_string(), c);
+        let target = Arc::new(mongodb::bson::doc! {"db": to.0, "coll": to.1});
+        self.log(from.0, from.1, OpKind::Rename, Bson::Null, Some(target), None);
+        true
+    }
+
     pub fn drop_collection(&mut self, db: &str, coll: &str) -> bool {
         let existed = self.dbs.get_mut(db).and_then(|d| d.remove(coll)).is_some();
         if existed {

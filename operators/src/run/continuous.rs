@@ -52,6 +52,18 @@ pub(crate) fn continuous_planner(
     let interval = engine.config.checkpoint_interval;
     Box::new(move || {
         if let Some(outcome) = last_outcome.take() {
+            if *outcome.lock() == StreamOutcome::Invalidated {
+                // The work queue went with the collection (its index too), and what the checkpoint
+                // and the output hold refers to the old one: a person decides what comes next.
+                anyhow::bail!(
+                    "the change stream of {}.{} was invalidated: the collection was dropped or renamed, or its \
+                     database dropped. Nothing committed is lost, and the checkpoint resumes after that point: \
+                     recreate the collection, run `tweet-embed indexes`, and start again (the work-queue scan then \
+                     finds its documents)",
+                    engine.config.mongo.db,
+                    engine.config.mongo.collection
+                );
+            }
             if *outcome.lock() == StreamOutcome::HistoryLost {
                 log_history_lost(&mut lost_once);
                 // Reopen at now and rescan: the scan finds everything unmarked by construction.

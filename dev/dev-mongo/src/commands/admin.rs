@@ -180,6 +180,30 @@ pub fn drop_database(store: &mut Store, ctx: &Ctx) -> CmdResult<Document> {
     Ok(doc! {"dropped": ctx.db.clone(), "ok": 1.0})
 }
 
+/// `renameCollection: "db.from", to: "db.to", dropTarget?` (run on `admin`): moves the
+/// collection with its indexes; a stream on the source ends with `rename` and `invalidate`.
+pub fn rename_collection(store: &mut Store, cmd: &Document) -> CmdResult<Document> {
+    let split = |key: &str| -> CmdResult<(String, String)> {
+        let ns = cmd.get_str(key).map_err(|_| CommandError::new(2, format!("{key} must be a namespace string")))?;
+        ns.split_once('.')
+            .filter(|(db, coll)| !db.is_empty() && !coll.is_empty())
+            .map(|(db, coll)| (db.to_string(), coll.to_string()))
+            .ok_or_else(|| CommandError::new(73, format!("Invalid namespace specified '{ns}'")))
+    };
+    let (from, to) = (split("renameCollection")?, split("to")?);
+    if store.coll(&from.0, &from.1).is_none() {
+        return Err(CommandError::new(code::NAMESPACE_NOT_FOUND, "Source collection does not exist"));
+    }
+    if store.coll(&to.0, &to.1).is_some() {
+        if !cmd.get_bool("dropTarget").unwrap_or(false) {
+            return Err(CommandError::new(48, "target namespace exists"));
+        }
+        store.drop_collection(&to.0, &to.1);
+    }
+    store.rename_collection((&from.0, &from.1), (&to.0, &to.1));
+    Ok(doc! {"ok": 1.0})
+}
+
 /// `configureFailPoint: "failCommand"`
 pub fn configure_fail_point(store: &mut Store, cmd: &Document) -> CmdResult<Document> {
     let previous = store.fail.as_ref().map_or(0, |f| f.times);

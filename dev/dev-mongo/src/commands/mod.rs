@@ -80,6 +80,7 @@ pub fn execute(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Outcom
         "create" => admin::create(store, ctx, cmd),
         "drop" => admin::drop(store, ctx, cmd),
         "dropDatabase" => admin::drop_database(store, ctx),
+        "renameCollection" => admin::rename_collection(store, cmd),
         "configureFailPoint" => admin::configure_fail_point(store, cmd),
         other => Err(CommandError::new(code::COMMAND_NOT_FOUND, format!("no such command: '{other}'"))),
     }?;

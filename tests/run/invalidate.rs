@@ -1,0 +1,104 @@
+//! Dropping or renaming the watched collection, or dropping its database, while `run` follows
+//! it: MongoDB ends the stream with an `invalidate` event. The run used to poll the dead stream for ever (a core busy,
+//! nothing logged, new tweets never embedded); it now ends with one line saying what happened and
+//! what to do, having committed everything before the drop. After the collection is recreated
+//! with its indexes, the same command starts again and embeds the new collection's tweets.
+
+use super::{run_args, workload::remaining};
+use dev_tei::FaultConfig;
+use mongodb::bson::doc;
+use std::time::{Duration, Instant};
+use test_support::{create_indexes, seed, Stack};
+use tweet_embed_operators::checkpoint::CheckpointStore;
+use tweet_embed_operators::epoch_clock::StopSignal;
+use tweet_embed_operators::run::{Continuous, Engine};
+
+/// How the collection goes away.
+enum Gone {
+    Dropped,
+    Renamed,
+    DatabaseDropped,
+}
+
+fn drop_then_restart(gone: Gone) {
+    let stack = Stack::start(2, FaultConfig::default());
+    seed(&stack.mongo, 500, 29);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = run_args(&stack, dir.path());
+    let coll = stack.coll();
+    let stop = StopSignal::default();
+    let run = {
+        let (config, stop) = (args.pipeline.clone(), stop.clone());
+        std::thread::spawn(move || Engine::connect(config).and_then(|e| e.continuous(Continuous::default(), stop)))
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while stack.rt.block_on(remaining(&coll)) > 0 {
+        assert!(Instant::now() < deadline, "the backfill did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stack
+        .rt
+        .block_on(async {
+            match gone {
+                Gone::Dropped => coll.drop().await,
+                Gone::DatabaseDropped => coll.client().database("twitter_data").drop().await,
+                Gone::Renamed => {
+                    let rename = doc! {"renameCollection": "twitter_data.tweets", "to": "twitter_data.tweets_old"};
+                    coll.client().database("admin").run_command(rename).await.map(|_| ())
+                }
+            }
+        })
+        .expect("the collection goes away");
+    // The run ends by itself, with the reason; a stuck run fails the test at the deadline.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !run.is_finished() {
+        assert!(Instant::now() < deadline, "run did not end after the collection was dropped");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let err = run.join().expect("run thread").expect_err("a dropped collection ends the run");
+    let line = format!("{err:#}");
+    assert!(line.contains("twitter_data.tweets was invalidated"), "{line}");
+    assert!(line.contains("recreate the collection, run `tweet-embed indexes`"), "{line}");
+    let cp = CheckpointStore::open(&args.pipeline.state_dir).unwrap().load().unwrap().expect("checkpoint");
+    assert!(cp.sources.resume_token.is_some(), "the stream's position is committed");
+    assert_eq!(cp.marked, cp.committed, "everything before the drop is committed and marked");
+
+    // Recreated, with its indexes and new tweets: the same run starts again and embeds them.
+    stack.mongo.with_store(|s| {
+        for i in 0..50i64 {
+            let d = doc! {"_id": i, "lang": "en", "classified": true, "text": format!("after the drop {i}")};
+            s.insert("twitter_data", "tweets", d).expect("insert");
+        }
+    });
+    stack.rt.block_on(create_indexes(&stack.mongo)).expect("indexes");
+    let stop = StopSignal::default();
+    let again = {
+        let (config, stop) = (args.pipeline.clone(), stop.clone());
+        std::thread::spawn(move || Engine::connect(config).and_then(|e| e.continuous(Continuous::default(), stop)))
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while stack.rt.block_on(remaining(&coll)) > 0 {
+        assert!(Instant::now() < deadline, "the new collection was not embedded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.stop();
+    let summary = again.join().expect("run thread").expect("the restarted run ends cleanly");
+    assert_eq!(summary.embedded, 50);
+    let marked = stack.rt.block_on(async { coll.count_documents(doc! {"gemma_embedded_768": true}).await });
+    assert_eq!(marked.expect("count"), 50);
+}
+
+#[test]
+fn dropping_the_watched_collection_ends_the_run_with_the_reason_and_a_restart_embeds_the_new_one() {
+    drop_then_restart(Gone::Dropped);
+}
+
+#[test]
+fn renaming_it_does_the_same() {
+    drop_then_restart(Gone::Renamed);
+}
+
+#[test]
+fn dropping_its_database_does_the_same() {
+    drop_then_restart(Gone::DatabaseDropped);
+}
