@@ -11,7 +11,17 @@ use std::time::{Duration, Instant};
 use test_support::{create_indexes, seed, Stack};
 use tweet_embed_operators::checkpoint::CheckpointStore;
 use tweet_embed_operators::epoch_clock::StopSignal;
-use tweet_embed_operators::run::{Continuous, Engine};
+use tweet_embed_operators::run::{Continuous, Engine, RunConfig, Summary};
+
+/// `run` in a thread: its stop signal and its end.
+fn follow(config: &RunConfig) -> (StopSignal, std::thread::JoinHandle<anyhow::Result<Summary>>) {
+    let (config, stop) = (config.clone(), StopSignal::default());
+    let signal = stop.clone();
+    (
+        signal,
+        std::thread::spawn(move || Engine::connect(config).and_then(|e| e.continuous(Continuous::default(), stop))),
+    )
+}
 
 /// How the collection goes away.
 enum Gone {
@@ -26,11 +36,7 @@ fn drop_then_restart(gone: Gone) {
     let dir = tempfile::tempdir().expect("tempdir");
     let args = run_args(&stack, dir.path());
     let coll = stack.coll();
-    let stop = StopSignal::default();
-    let run = {
-        let (config, stop) = (args.pipeline.clone(), stop.clone());
-        std::thread::spawn(move || Engine::connect(config).and_then(|e| e.continuous(Continuous::default(), stop)))
-    };
+    let (_stop, run) = follow(&args.pipeline);
     let deadline = Instant::now() + Duration::from_secs(300);
     while stack.rt.block_on(remaining(&coll)) > 0 {
         assert!(Instant::now() < deadline, "the backfill did not finish");
@@ -71,11 +77,7 @@ fn drop_then_restart(gone: Gone) {
         }
     });
     stack.rt.block_on(create_indexes(&stack.mongo)).expect("indexes");
-    let stop = StopSignal::default();
-    let again = {
-        let (config, stop) = (args.pipeline.clone(), stop.clone());
-        std::thread::spawn(move || Engine::connect(config).and_then(|e| e.continuous(Continuous::default(), stop)))
-    };
+    let (stop, again) = follow(&args.pipeline);
     let deadline = Instant::now() + Duration::from_secs(300);
     while stack.rt.block_on(remaining(&coll)) > 0 {
         assert!(Instant::now() < deadline, "the new collection was not embedded");
