@@ -38,6 +38,28 @@ pub(crate) const INVALID_WARN_EVERY: Duration = Duration::from_secs(10);
 /// Longest a waiting request sleeps between checks, in case a wake-up is missed.
 const RECHECK: Duration = Duration::from_millis(250);
 
+/// A warning said at most once per period, however often its cause recurs.
+struct WarnEvery {
+    every: Duration,
+    last: Mutex<Option<Instant>>,
+}
+
+impl WarnEvery {
+    fn new(every: Duration) -> Self {
+        Self { every, last: Mutex::new(None) }
+    }
+
+    /// Whether to warn at `now`; if so, the period starts again.
+    fn due(&self, now: Instant) -> bool {
+        let mut last = self.last.lock();
+        if last.is_some_and(|at| now.saturating_duration_since(at) < self.every) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}
+
 /// One endpoint and its dispatch state.
 pub(crate) struct Slot {
     pub endpoint: Endpoint,
@@ -50,9 +72,9 @@ pub(crate) struct Slot {
     embedded: AtomicU64,
     /// 429s since the last answered request.
     overloaded_streak: AtomicU64,
-    last_overloaded_warn: Mutex<Option<Instant>>,
+    overloaded_warn: WarnEvery,
     invalid_vectors: AtomicU64,
-    last_invalid_warn: Mutex<Option<Instant>>,
+    invalid_warn: WarnEvery,
 }
 
 impl Slot {
@@ -67,9 +89,9 @@ impl Slot {
             failures: AtomicU64::new(0),
             embedded: AtomicU64::new(0),
             overloaded_streak: AtomicU64::new(0),
-            last_overloaded_warn: Mutex::new(None),
+            overloaded_warn: WarnEvery::new(OVERLOADED_WARN_EVERY),
             invalid_vectors: AtomicU64::new(0),
-            last_invalid_warn: Mutex::new(None),
+            invalid_warn: WarnEvery::new(INVALID_WARN_EVERY),
         }
     }
 
@@ -107,7 +129,7 @@ impl Slot {
 pub(crate) struct Dispatcher {
     pub slots: Vec<Slot>,
     freed: Notify,
-    last_all_down_warn: Mutex<Option<Instant>>,
+    all_down_warn: WarnEvery,
 }
 
 /// A slot taken for one call. Dropping it without [`Lease::finish`] (the request was cancelled)
@@ -123,7 +145,7 @@ pub(crate) struct Lease<'a> {
 
 impl Dispatcher {
     pub fn new(slots: Vec<Slot>) -> Self {
-        Self { slots, freed: Notify::new(), last_all_down_warn: Mutex::new(None) }
+        Self { slots, freed: Notify::new(), all_down_warn: WarnEvery::new(ALL_DOWN_WARN_EVERY) }
     }
 
     /// Waits for a slot on the usable endpoint with the least outstanding tokens and takes it for
@@ -184,11 +206,9 @@ impl Dispatcher {
     }
 
     fn warn_all_down(&self, now: Instant) {
-        let mut last = self.last_all_down_warn.lock();
-        if last.is_some_and(|at| now.saturating_duration_since(at) < ALL_DOWN_WARN_EVERY) {
+        if !self.all_down_warn.due(now) {
             return;
         }
-        *last = Some(now);
         let errors: Vec<String> =
             self.slots.iter().map(|slot| format!("{} ({})", slot.endpoint.url(), slot.breaker.last_error())).collect();
         tracing::warn!(
@@ -212,12 +232,9 @@ impl Lease<'_> {
         }
         let slot = &self.dispatcher.slots[self.index];
         let total = slot.invalid_vectors.fetch_add(count as u64, Ordering::Relaxed) + count as u64;
-        let now = Instant::now();
-        let mut last = slot.last_invalid_warn.lock();
-        if last.is_some_and(|at| now.saturating_duration_since(at) < INVALID_WARN_EVERY) {
+        if !slot.invalid_warn.due(Instant::now()) {
             return;
         }
-        *last = Some(now);
         tracing::warn!(
             endpoint = slot.endpoint.url(),
             in_this_answer = count,
@@ -290,12 +307,9 @@ impl Lease<'_> {
 
 impl Slot {
     fn warn_overloaded(&self, streak: u64) {
-        let now = Instant::now();
-        let mut last = self.last_overloaded_warn.lock();
-        if last.is_some_and(|at| now.saturating_duration_since(at) < OVERLOADED_WARN_EVERY) {
+        if !self.overloaded_warn.due(Instant::now()) {
             return;
         }
-        *last = Some(now);
         tracing::warn!(
             endpoint = self.endpoint.url(),
             answers_429_in_a_row = streak,
