@@ -128,9 +128,24 @@ pub struct PipelineArgs {
     /// Time between checkpoints (epochs close at this interval).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
-    /// Target size of output files.
-    #[arg(long, default_value_t = 512 * 1024 * 1024)]
+    /// Size of the files compaction writes into --out, e.g. `512MiB`, `1GB` or bytes. Below it
+    /// only the tail: one file of each kind when a backfill ends, and in `run` files older than
+    /// --max-file-age.
+    #[arg(long, default_value = "512MiB", value_parser = crate::consolidate::parse_size)]
     pub target_file_bytes: u64,
+    /// Where committed epochs' small files wait for compaction (hot storage; readers of --out
+    /// never see them); default `<state-dir>/staging`, and `<out>/_staging` in a cluster, where
+    /// it must be shared by every process.
+    #[arg(long)]
+    pub staging_dir: Option<PathBuf>,
+    /// In `run`, staged rows are compacted into --out once the oldest has waited this long, even
+    /// below --target-file-bytes, so fresh rows become visible.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub max_file_age: Duration,
+    /// A tweet deleted in MongoDB (seen by the change stream, or found by `reconcile`) leaves the
+    /// files in --out within this time: files holding deleted rows are rewritten without them.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub delete_within: Duration,
     /// Serve Prometheus metrics on this address (`127.0.0.1:9898`), path `/metrics`.
     #[arg(long)]
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -154,6 +169,10 @@ pub struct PipelineArgs {
     /// recovery re-marks committed epochs.
     #[arg(long, hide = true, env = "TWEET_EMBED_CRASH_AFTER_COMMIT")]
     pub crash_after_commit: Option<u64>,
+    /// Test hook: pause compaction after writing a merged file and after recording its switch,
+    /// so a crash test can kill the process while a compaction is under way.
+    #[arg(long, hide = true, value_parser = parse_duration, env = "TWEET_EMBED_COMPACTION_PAUSE")]
+    pub compaction_pause: Option<Duration>,
 }
 
 impl PipelineArgs {
@@ -198,13 +217,16 @@ impl PipelineArgs {
             classified: self.classified,
             checkpoint_interval: self.checkpoint_interval,
             target_file_bytes: self.target_file_bytes,
+            staging_dir: self.staging_dir.clone(),
+            max_file_age: self.max_file_age,
+            delete_within: self.delete_within,
             mongo_retry: RetryPolicy {
                 first: Duration::from_millis(100).min(self.mongo_retry_max),
                 max: self.mongo_retry_max,
             },
             stall_warn_every: self.stall_warning,
             drain_timeout: self.drain_timeout,
-            hooks: TestHooks { crash_after_commit: self.crash_after_commit },
+            hooks: TestHooks { crash_after_commit: self.crash_after_commit, compaction_pause: self.compaction_pause },
         })
     }
 }

@@ -78,9 +78,12 @@ pub async fn remaining(coll: &Collection<Document>) -> u64 {
 }
 
 /// Output rows per `source` column value (`backfill`, `change_stream`).
+/// Committed rows by source: the output directory and the staging directory of the tests' layout.
 pub fn rows_by_source(out: &Path) -> HashMap<String, usize> {
     let mut by = HashMap::new();
-    for e in std::fs::read_dir(out).expect("out").flatten() {
+    let staging = out.parent().map(|p| p.join("state").join("staging"));
+    let dirs = [Some(out.to_path_buf()), staging].into_iter().flatten();
+    for e in dirs.filter_map(|d| std::fs::read_dir(d).ok()).flatten().flatten() {
         let p = e.path();
         if p.extension().and_then(|x| x.to_str()) != Some("parquet") {
             continue;

@@ -23,13 +23,29 @@ pub struct Output {
     pub rejects: HashMap<String, String>,
 }
 
-/// Reads every output file back.
+/// Reads every committed row back: the output directory `out` and the staging directories of
+/// the tests' layout (`<out>/_staging`, and `<out>/../state/staging` beside it), where committed
+/// epochs wait for compaction.
 pub fn read_rows(out: &Path) -> Output {
+    let mut dirs = vec![out.to_path_buf(), out.join(tweet_embed_operators::output::STAGING_DIR)];
+    if let Some(parent) = out.parent() {
+        dirs.push(parent.join("state").join("staging"));
+    }
+    read_dirs(&dirs)
+}
+
+/// Reads the rows a reader of the dataset sees: the files in `out` and `out/_rejects` only.
+pub fn read_visible(out: &Path) -> Output {
+    read_dirs(&[out.to_path_buf()])
+}
+
+fn read_dirs(roots: &[std::path::PathBuf]) -> Output {
     let mut vectors = HashMap::new();
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     let mut rejects = HashMap::new();
-    for (dir, is_rejects) in [(out.to_path_buf(), false), (out.join(tweet_embed_operators::output::REJECTS_DIR), true)]
-    {
+    let dirs =
+        roots.iter().flat_map(|r| [(r.clone(), false), (r.join(tweet_embed_operators::output::REJECTS_DIR), true)]);
+    for (dir, is_rejects) in dirs {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for e in entries.flatten() {
             let p = e.path();

@@ -55,8 +55,13 @@ pub fn pipeline_cmd(bin: &str, command: &str, args: &tweet_embed_operators::run:
         .arg("--tmp-dir")
         .arg(&args.tmp_dir)
         .args(["--workers", &args.workers.to_string(), "--checkpoint-interval", "200ms"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        .args(["--target-file-bytes", &args.target_file_bytes.to_string()])
+        .args(["--max-file-age", &format!("{}ms", args.max_file_age.as_millis())])
+        .args(["--delete-within", &format!("{}ms", args.delete_within.as_millis())]);
+    if let Some(dir) = &args.staging_dir {
+        c.arg("--staging-dir").arg(dir);
+    }
+    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     c
 }
 

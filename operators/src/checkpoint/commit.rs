@@ -1,7 +1,7 @@
 //! `Commit`: the commit order of the checkpoint protocol (see the parent module), run by worker 0.
 //! For an epoch `e` that the frontier has passed everywhere, the files holding epochs ≤ `e` are
-//! already durable (the Parquet writers sealed them); the committer then
-//! 1. records `committed = e` with those files in the checkpoint,
+//! already durable in the staging directory (the Parquet writers sealed them); the committer then
+//! 1. records `committed = e` with those files in the checkpoint (as staged, and as to re-mark),
 //! 2. marks the epoch's documents in Mongo,
 //! 3. records `marked = e`.
 //!
@@ -10,7 +10,8 @@
 //! probe (the `IdGate` does). A failure stops commits (the failure slot says why); the checkpoint
 //! stays valid.
 
-use super::store::{now_ms, Checkpoint, CheckpointStore};
+use super::ledger::Ledger;
+use super::store::now_ms;
 use crate::change_stream::{token_to_json, StreamPositions};
 use crate::failure::Failure;
 use crate::marker::Marker;
@@ -65,10 +66,8 @@ pub fn reason_kind(reason: &str) -> String {
 
 /// Everything the committer needs.
 pub struct Committer {
-    /// The checkpoint file.
-    pub store: CheckpointStore,
-    /// The checkpoint as of the start of the run (after recovery).
-    pub checkpoint: Checkpoint,
+    /// The checkpoint, shared with the compactor.
+    pub ledger: Ledger,
     /// Marks documents.
     pub marker: Marker,
     /// Runs the marker's async calls.
@@ -150,19 +149,27 @@ fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<()
     let mut embedded = Vec::new();
     let mut rejected = Vec::new();
     let mut tokens = 0;
-    let mut files = 0;
+    let mut staged = Vec::new();
     for s in sealed {
-        files += s.files.len() as u64;
-        c.checkpoint.files.extend(s.files);
+        staged.extend(s.files);
         embedded.extend(s.embedded);
         rejected.extend(s.rejected);
         tokens += s.tokens;
     }
-    // 1. The files are durable: record the commit, and where the stream had got to.
-    let position = take_position(c, epoch)?;
-    c.checkpoint.committed = epoch;
-    c.checkpoint.updated_at_ms = now_ms();
-    c.store.save(&c.checkpoint).map_err(|e| format!("saving the checkpoint: {e}"))?;
+    let files = staged.len() as u64;
+    // 1. The files are durable in staging: record the commit, and where the stream had got to.
+    let position = stream_position(c, epoch)?;
+    c.ledger
+        .update(|cp| {
+            cp.files.extend(staged.iter().cloned());
+            cp.staged.extend(staged);
+            cp.committed = epoch;
+            if let Some((token, cluster_time)) = &position {
+                cp.sources.resume_token = Some(token.clone());
+                cp.sources.cluster_time = *cluster_time;
+            }
+        })
+        .map_err(|e| format!("saving the checkpoint: {e}"))?;
     c.commits += 1;
     if c.crash_after_commit == Some(c.commits) {
         std::process::abort();
@@ -173,12 +180,15 @@ fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<()
         .block_on(c.marker.mark(&embedded, &rejected))
         .map_err(|e| format!("marking epoch {epoch} in MongoDB: {}", crate::mongo_error::describe(&e)))?;
     // 3. Record the marks; files of marked epochs need no re-marking after a crash.
-    c.checkpoint.marked = epoch;
-    c.checkpoint.note_marked((embedded.len() + rejected.len()) as u64);
-    c.checkpoint.files.retain(|f| f.epoch_hi > epoch);
-    c.store.save(&c.checkpoint).map_err(|e| format!("saving the checkpoint: {e}"))?;
+    c.ledger
+        .update(|cp| {
+            cp.marked = epoch;
+            cp.note_marked((embedded.len() + rejected.len()) as u64);
+            cp.files.retain(|f| f.epoch_hi > epoch);
+        })
+        .map_err(|e| format!("saving the checkpoint: {e}"))?;
     let t = &c.totals;
-    note_commit(t, epoch, position);
+    note_commit(t, epoch, position.map(|(_, time)| time.map_or(0, |(s, _)| s as u64)));
     t.embedded.fetch_add(embedded.len() as u64, Ordering::Relaxed);
     t.rejected.fetch_add(rejected.len() as u64, Ordering::Relaxed);
     {
@@ -200,30 +210,34 @@ fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<()
     Ok(())
 }
 
-/// Moves the stream's latest position up to `epoch` into the checkpoint (not yet saved); returns
-/// its cluster time.
-fn take_position(c: &mut Committer, epoch: u64) -> Result<Option<u64>, String> {
+/// The stream's latest position recorded for an epoch ≤ `epoch` (forgetting those up to it):
+/// the resume token as JSON and its cluster time.
+type Position = (String, Option<(u32, u32)>);
+
+fn stream_position(c: &Committer, epoch: u64) -> Result<Option<Position>, String> {
     let Some((_, pos)) = c.positions.as_ref().and_then(|p| p.take_upto(epoch)) else { return Ok(None) };
-    c.checkpoint.sources.resume_token = Some(token_to_json(&pos.token)?);
-    c.checkpoint.sources.cluster_time = pos.cluster_time;
-    Ok(Some(pos.cluster_time.map_or(0, |(s, _)| s as u64)))
+    Ok(Some((token_to_json(&pos.token)?, pos.cluster_time)))
 }
 
 /// Commits the stream position of an epoch ≤ `complete` that had no output: there is nothing
 /// to write or mark, so committed and marked move together.
 fn commit_position(c: &mut Committer, complete: u64) -> Result<(), String> {
     let Some(positions) = c.positions.as_ref() else { return Ok(()) };
-    if complete <= c.checkpoint.committed {
+    let committed = c.ledger.snapshot().committed;
+    if complete <= committed {
         return Ok(());
     }
     let Some((epoch, pos)) = positions.take_upto(complete) else { return Ok(()) };
-    let epoch = epoch.max(c.checkpoint.committed);
-    c.checkpoint.sources.resume_token = Some(token_to_json(&pos.token)?);
-    c.checkpoint.sources.cluster_time = pos.cluster_time;
-    c.checkpoint.committed = epoch;
-    c.checkpoint.marked = epoch;
-    c.checkpoint.updated_at_ms = now_ms();
-    c.store.save(&c.checkpoint).map_err(|e| format!("saving the checkpoint: {e}"))?;
+    let epoch = epoch.max(committed);
+    let token = token_to_json(&pos.token)?;
+    c.ledger
+        .update(|cp| {
+            cp.sources.resume_token = Some(token);
+            cp.sources.cluster_time = pos.cluster_time;
+            cp.committed = epoch;
+            cp.marked = epoch;
+        })
+        .map_err(|e| format!("saving the checkpoint: {e}"))?;
     note_commit(&c.totals, epoch, Some(pos.cluster_time.map_or(0, |(s, _)| s as u64)));
     Ok(())
 }

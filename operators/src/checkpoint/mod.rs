@@ -39,6 +39,7 @@
 //! rows; it deletes only files whose names are ours.
 
 mod commit;
+mod ledger;
 mod lock;
 mod recovery;
 mod shared_out;
@@ -46,8 +47,9 @@ mod stale;
 mod store;
 
 pub use commit::{reason_kind, Commit, CommitTotals, Committer};
+pub use ledger::Ledger;
 pub use lock::{StateLock, LOCK_FILE};
 pub use recovery::{load_or_new, recover, Recovered};
 pub use shared_out::OutMarker;
-pub use stale::{list_files, remove_stale, FoundFile};
-pub use store::{now_ms, Checkpoint, CheckpointStore, SourcePositions, CHECKPOINT_VERSION, RECENT_COMMITS};
+pub use stale::{list_files, remove_stale, remove_unlisted, FoundFile};
+pub use store::{now_ms, Checkpoint, CheckpointStore, SourcePositions, Switch, CHECKPOINT_VERSION, RECENT_COMMITS};

@@ -1,26 +1,32 @@
 //! Start-up recovery, run by the leading process before the first pass: the checkpoint is
-//! loaded (or a fresh one made, never over an output directory that holds our files), files of
-//! uncommitted epochs are removed, and the documents of epochs in `(marked, committed]` are
-//! marked again from the committed files, after which `marked = committed` is saved.
+//! loaded (or a fresh one made, never over an output directory that holds our files), a
+//! compaction's recorded switch is finished, files the checkpoint does not list are removed
+//! (staged files of uncommitted epochs or of a finished switch, files of uncommitted epochs and
+//! partial copies in the output directory), and the documents of epochs in `(marked, committed]`
+//! are marked again from their staged files, after which `marked = committed` is saved.
 
+use std::fs;
+use std::io;
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
-use super::stale::{list_files, remove_stale};
+use super::stale::{list_files, remove_stale, remove_unlisted};
 use super::store::{Checkpoint, CheckpointStore, SourcePositions};
 use crate::marker::Marker;
-use crate::output::{read_rejects, read_row_ids, FileKind};
+use crate::output::{read_rejects, read_row_ids, sync_dir, FileKind};
 
 /// What recovery did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Recovered {
-    /// Files of uncommitted epochs removed from the output directory.
+    /// Files of uncommitted epochs removed from the output and staging directories.
     pub stale_removed: usize,
     /// Documents of committed epochs marked again.
     pub remarked: u64,
     /// The last committed (and now marked) epoch.
     pub committed: u64,
+    /// A compaction's switch that a crash interrupted, finished.
+    pub switch_finished: bool,
 }
 
 /// The checkpoint in `store`, or a fresh one when none exists yet — but never over an output
@@ -42,26 +48,36 @@ pub fn load_or_new(store: &CheckpointStore, out: &Path) -> Result<Checkpoint> {
     Ok(Checkpoint::new(0, 0, Vec::new(), SourcePositions::default()))
 }
 
-/// Recovers `out` and Mongo to the checkpoint in `store`: removes files written after the last
-/// commit, re-marks `(marked, committed]` with `marker` on `runtime`, and records the marks.
-/// Errors: an unreadable checkpoint or committed file, or marking that fails.
+/// Recovers `out`, the staging directory `staging` and Mongo to the checkpoint in `store`:
+/// finishes a recorded compaction switch, removes what the checkpoint does not list, re-marks
+/// `(marked, committed]` with `marker` on `runtime`, and records the marks. Returns what it did
+/// and the checkpoint as saved. Errors: an unreadable checkpoint or committed file, a switch
+/// whose output is gone, or marking that fails.
 pub fn recover(
     store: &CheckpointStore,
     out: &Path,
+    staging: &Path,
     marker: &Marker,
     runtime: &tokio::runtime::Handle,
-) -> Result<Recovered> {
+) -> Result<(Recovered, Checkpoint)> {
     let mut cp = load_or_new(store, out)?;
     let mut recovered = Recovered { committed: cp.committed, ..Recovered::default() };
-    let removed = remove_stale(out, cp.committed)?;
+    if cp.compacting.is_some() {
+        finish_switch(&mut cp, out, staging)?;
+        store.save(&cp)?;
+        recovered.switch_finished = true;
+    }
+    let listed: Vec<_> = cp.staged.iter().map(|f| f.path.clone()).collect();
+    let mut removed = remove_unlisted(staging, &listed)?;
+    removed.extend(remove_stale(out, cp.committed)?);
     recovered.stale_removed = removed.len();
     if !removed.is_empty() {
-        tracing::info!(files = removed.len(), committed = cp.committed, "removed files of uncommitted epochs");
+        tracing::info!(files = removed.len(), committed = cp.committed, "removed files the checkpoint does not list");
     }
     if cp.marked < cp.committed {
         let (mut embedded, mut rejected) = (Vec::new(), Vec::new());
         for f in &cp.files {
-            let path = out.join(&f.path);
+            let path = staging.join(&f.path);
             match f.kind {
                 FileKind::Rows => {
                     embedded.extend(read_row_ids(&path)?.into_iter().filter(|(_, e)| *e > cp.marked).map(|(id, _)| id))
@@ -88,5 +104,35 @@ pub fn recover(
         cp.files.clear();
         store.save(&cp)?;
     }
-    Ok(recovered)
+    Ok((recovered, cp))
+}
+
+/// Finishes the switch a crash interrupted: the output is renamed into place if it is still
+/// under its partial name, and the inputs are removed. The checkpoint lists the output already.
+fn finish_switch(cp: &mut Checkpoint, out: &Path, staging: &Path) -> Result<()> {
+    let Some(switch) = cp.compacting.take() else { return Ok(()) };
+    let dest = out.join(&switch.output.path);
+    let dir = dest.parent().unwrap_or(out).to_path_buf();
+    if !dest.exists() {
+        let partial = dir.join(&switch.partial);
+        if !partial.exists() {
+            bail!(
+                "the checkpoint lists {} (a compaction's output) but neither it nor {} exists: was the output directory changed by hand?",
+                dest.display(),
+                partial.display()
+            );
+        }
+        fs::rename(&partial, &dest).with_context(|| format!("renaming {} into place", partial.display()))?;
+        sync_dir(&dir)?;
+    }
+    for input in &switch.inputs {
+        let path = staging.join(input);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing compacted input {}", path.display())),
+        }
+    }
+    tracing::info!(output = %dest.display(), inputs = switch.inputs.len(), "finished a compaction a crash interrupted");
+    Ok(())
 }

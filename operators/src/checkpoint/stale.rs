@@ -70,6 +70,29 @@ pub fn remove_stale(out_dir: &Path, committed: u64) -> Result<Vec<PathBuf>, Outp
     Ok(removed)
 }
 
+/// Deletes our files (and in-flight copies) in the staging directory `staging` and its rejects
+/// directory that `listed` (paths relative to `staging`) does not hold: sealed for an epoch that
+/// was never committed, or the inputs of a compaction whose switch was recorded. Returns what it
+/// deleted (absolute paths).
+pub fn remove_unlisted(staging: &Path, listed: &[PathBuf]) -> Result<Vec<PathBuf>, OutputError> {
+    let mut removed = Vec::new();
+    for kind in [FileKind::Rows, FileKind::Rejects] {
+        let dir = staging.join(kind.subdir());
+        let before = removed.len();
+        for (name, path) in entries(&dir)? {
+            let ours = PartName::parse(&name).is_some() || is_partial(&name);
+            if ours && !listed.iter().any(|l| l == &Path::new(kind.subdir()).join(&name)) {
+                fs::remove_file(&path).map_err(|e| OutputError::io("remove unlisted staged file", &path, e))?;
+                removed.push(path);
+            }
+        }
+        if removed.len() > before {
+            sync_dir(&dir)?;
+        }
+    }
+    Ok(removed)
+}
+
 /// `(file name, path)` of the regular files in `dir`; none if `dir` does not exist.
 fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, OutputError> {
     let listing = match fs::read_dir(dir) {

@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::output::fsio::{ensure_writable_dir, sync_dir};
 use crate::output::{FileMeta, OutputError};
 
-/// The format version this build writes and reads.
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// The format version this build writes. Version 1 (before staging and compaction) is read as
+/// a checkpoint with nothing staged: its files are all in the output directory already.
+pub const CHECKPOINT_VERSION: u32 = 2;
 const FILE_NAME: &str = "checkpoint.json";
 const TMP_NAME: &str = "checkpoint.json.tmp";
 
@@ -40,8 +41,24 @@ pub struct Checkpoint {
     pub committed: u64,
     /// Every epoch ≤ this is marked in Mongo; never above `committed`.
     pub marked: u64,
-    /// Files holding epochs > `marked`: what a restart must mark again.
+    /// Files holding epochs > `marked`: what a restart must mark again (paths relative to the
+    /// staging directory; every one is also in `staged`).
     pub files: Vec<FileMeta>,
+    /// Committed files in the staging directory, not yet compacted into the output directory
+    /// (paths relative to the staging directory). Recovery removes every staged file not listed.
+    #[serde(default)]
+    pub staged: Vec<FileMeta>,
+    /// A compaction's switch under way: its output is listed here from the moment its inputs
+    /// leave `staged`, so a crash leaves exactly one of the two listed (see `crate::compaction`).
+    #[serde(default)]
+    pub compacting: Option<Switch>,
+    /// Recorded deletions (`_deletions/`) of epochs ≤ this are applied to every file in the
+    /// output directory.
+    #[serde(default)]
+    pub deletions_applied: u64,
+    /// The next number for a compacted file's name, so names never repeat across runs.
+    #[serde(default)]
+    pub next_file_seq: u64,
     /// Where the sources resume.
     pub sources: SourcePositions,
     /// When it was written, ms since the Unix epoch.
@@ -55,6 +72,18 @@ pub struct Checkpoint {
     pub recent: Vec<(i64, u64)>,
 }
 
+/// A compaction's switch from staged files to one file in the output directory, recorded before
+/// the output is renamed into place.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Switch {
+    /// The output file (path relative to the output directory, its final name).
+    pub output: FileMeta,
+    /// The name it is written under until the rename (in the same directory).
+    pub partial: String,
+    /// The staged inputs (paths relative to the staging directory), removed after the rename.
+    pub inputs: Vec<PathBuf>,
+}
+
 /// Commits kept in [`Checkpoint::recent`].
 pub const RECENT_COMMITS: usize = 64;
 
@@ -66,6 +95,10 @@ impl Checkpoint {
             committed,
             marked,
             files,
+            staged: Vec::new(),
+            compacting: None,
+            deletions_applied: 0,
+            next_file_seq: 0,
             sources,
             updated_at_ms: now_ms(),
             documents_marked: 0,
@@ -117,8 +150,8 @@ impl CheckpointStore {
             Err(e) => return Err(OutputError::io("read checkpoint", &self.path, e)),
         };
         let corrupt = |reason: String| OutputError::CorruptCheckpoint { path: self.path.clone(), reason };
-        let checkpoint: Checkpoint = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
-        if checkpoint.version != CHECKPOINT_VERSION {
+        let mut checkpoint: Checkpoint = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+        if checkpoint.version != CHECKPOINT_VERSION && checkpoint.version != 1 {
             return Err(corrupt(format!(
                 "format version {} (this build reads {CHECKPOINT_VERSION})",
                 checkpoint.version
@@ -126,6 +159,17 @@ impl CheckpointStore {
         }
         if checkpoint.marked > checkpoint.committed {
             return Err(corrupt(format!("marked {} is above committed {}", checkpoint.marked, checkpoint.committed)));
+        }
+        if checkpoint.version == 1 {
+            // Version 1 wrote every file straight into the output directory and listed files to
+            // re-mark by their path there; nothing was staged.
+            if !checkpoint.files.is_empty() {
+                return Err(corrupt(
+                    "format version 1 with epochs still to mark: finish them with the previous release first".into(),
+                ));
+            }
+            checkpoint.version = CHECKPOINT_VERSION;
+            checkpoint.deletions_applied = checkpoint.committed;
         }
         Ok(Some(checkpoint))
     }
@@ -173,6 +217,7 @@ mod tests {
             rows: 10,
             bytes: 1000,
             worker: 0,
+            staged_at_ms: 0,
         };
         Checkpoint::new(7, 6, vec![file], sources)
     }
@@ -213,9 +258,9 @@ mod tests {
             assert!(err.to_string().contains("checkpoint.json"), "{err}");
         }
         let mut wrong_version = serde_json::to_value(sample()).unwrap();
-        wrong_version["version"] = 2.into();
+        wrong_version["version"] = 3.into();
         fs::write(store.path(), wrong_version.to_string()).unwrap();
-        assert!(store.load().unwrap_err().to_string().contains("format version 2"));
+        assert!(store.load().unwrap_err().to_string().contains("format version 3"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod error;
 mod file;
 pub(crate) mod fsio;
 mod lanes;
+mod merge;
 pub(crate) mod naming;
 mod read;
 pub mod schema;
@@ -21,7 +22,8 @@ mod writer;
 
 pub use error::OutputError;
 pub use fsio::sync_dir;
+pub use merge::{key_values, merge_files, Merged, RowFilter};
 pub use naming::{FileKind, PartName, REJECTS_DIR};
 pub use read::{read_rejects, read_row_ids, read_rows};
 pub use stats::{OutputStats, StatsSnapshot};
-pub use writer::{EpochWriter, FileMeta, OutputConfig, DEFAULT_TARGET_FILE_BYTES};
+pub use writer::{EpochWriter, FileMeta, OutputConfig, DEFAULT_TARGET_FILE_BYTES, STAGING_DIR};

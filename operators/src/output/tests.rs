@@ -35,8 +35,11 @@ fn dirs() -> Dirs {
     Dirs { out: tempfile::tempdir().unwrap(), tmp: tempfile::tempdir().unwrap() }
 }
 
+/// Seals straight into `out`, so these tests read what a seal made durable where they look.
 fn config(d: &Dirs, worker: usize) -> OutputConfig {
-    OutputConfig::new(d.out.path(), d.tmp.path(), worker, DIM, "test/model")
+    let mut c = OutputConfig::new(d.out.path(), d.tmp.path(), worker, DIM, "test/model");
+    c.staging_dir = d.out.path().to_path_buf();
+    c
 }
 
 fn names(dir: &Path) -> Vec<String> {

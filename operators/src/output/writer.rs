@@ -1,6 +1,7 @@
 //! `EpochWriter`, one per worker: takes rows and rejections tagged with their epoch, writes them
-//! to Parquet on hot storage, and on `seal` makes every epoch up to a bound durable in the output
-//! directory. It never decides when an epoch is complete (the caller's frontier does) and never
+//! to Parquet on hot storage, and on `seal` makes every epoch up to a bound durable in the staging
+//! directory, where readers of the output never look (`crate::compaction` merges staged files
+//! into target-size files in the output directory once they are committed). It never decides when an epoch is complete (the caller's frontier does) and never
 //! records a checkpoint: sealing is step 1 of design.md's commit order, the checkpoint step 2.
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,9 @@ use super::schema::{default_row_group_rows, writer_properties};
 use super::stats::OutputStats;
 use crate::record::{EmbeddedRow, Rejection};
 
+/// The staging directory's name inside the output directory when staging is shared there (a
+/// cluster): `_`-prefixed, so readers of the dataset skip it.
+pub const STAGING_DIR: &str = "_staging";
 /// Default size at which a file rolls: large enough that no consolidation is needed.
 pub const DEFAULT_TARGET_FILE_BYTES: u64 = 512 << 20;
 /// Memory one epoch stages before its rows go to a file.
@@ -27,8 +31,12 @@ const REJECT_BATCH_ROWS: usize = 4096;
 /// Where and how a worker writes.
 #[derive(Clone, Debug)]
 pub struct OutputConfig {
-    /// Cold storage: final files, and rejections under `_rejects/`.
+    /// Cold storage: final files, and rejections under `_rejects/`. The writer only proves it
+    /// writable; compaction fills it.
     pub out_dir: PathBuf,
+    /// Where sealed epochs' files go (rows, and rejections under `_rejects/`): hot storage on
+    /// one process, `<out>/_staging` in a cluster (the leader's compactor must see every file).
+    pub staging_dir: PathBuf,
     /// Hot storage: files being written. Shared by workers; each removes only its own leftovers.
     pub tmp_dir: PathBuf,
     /// The worker's index, unique across processes: it is part of every file name.
@@ -57,8 +65,10 @@ impl OutputConfig {
         dim: usize,
         model_id: &str,
     ) -> Self {
+        let out_dir = out_dir.into();
         OutputConfig {
-            out_dir: out_dir.into(),
+            staging_dir: out_dir.join(STAGING_DIR),
+            out_dir,
             tmp_dir: tmp_dir.into(),
             worker,
             dim,
@@ -88,11 +98,15 @@ pub struct FileMeta {
     pub bytes: u64,
     /// The worker that wrote it.
     pub worker: usize,
+    /// When it was sealed (staged), ms since the Unix epoch: compaction's `--max-file-age`
+    /// counts from here.
+    #[serde(default)]
+    pub staged_at_ms: i64,
 }
 
 /// The Parquet writer of one worker.
 pub struct EpochWriter {
-    out_dir: PathBuf,
+    staging_dir: PathBuf,
     force_copy: bool,
     stats: Arc<OutputStats>,
     ctx: FileCtx,
@@ -114,7 +128,13 @@ impl EpochWriter {
             return Err(OutputError::Config("target file size and row group rows must be positive".into()));
         }
         let probe = format!(".tweet-embed-probe-w{:03}", cfg.worker);
-        for dir in [cfg.tmp_dir.clone(), cfg.out_dir.clone(), cfg.out_dir.join(FileKind::Rejects.subdir())] {
+        for dir in [
+            cfg.tmp_dir.clone(),
+            cfg.out_dir.clone(),
+            cfg.out_dir.join(FileKind::Rejects.subdir()),
+            cfg.staging_dir.clone(),
+            cfg.staging_dir.join(FileKind::Rejects.subdir()),
+        ] {
             ensure_writable_dir(&dir, &probe)?;
         }
         remove_own_tmp(&cfg.tmp_dir, cfg.worker)?;
@@ -132,7 +152,7 @@ impl EpochWriter {
             ],
         };
         Ok(EpochWriter {
-            out_dir: cfg.out_dir,
+            staging_dir: cfg.staging_dir,
             force_copy: cfg.force_copy,
             stats: cfg.stats,
             ctx,
@@ -168,7 +188,7 @@ impl EpochWriter {
         self.settle(result, true)
     }
 
-    /// Makes every row and rejection of epochs ≤ `upto` durable in the output directory and
+    /// Makes every row and rejection of epochs ≤ `upto` durable in the staging directory and
     /// returns the files that now hold them, ordered by creation: each holds one epoch (more
     /// than one file per epoch when it rolled), none for epochs that had nothing. Afterwards no
     /// open file holds such epochs, and pushing an epoch ≤ `upto` is an error. On error the
@@ -183,8 +203,9 @@ impl EpochWriter {
         finished.sort_by_key(|f| f.name.seq);
         let mut metas = Vec::with_capacity(finished.len());
         let mut dirs: Vec<PathBuf> = Vec::new();
+        let now = crate::checkpoint::now_ms();
         for file in finished {
-            let dir = self.out_dir.join(file.kind.subdir());
+            let dir = self.staging_dir.join(file.kind.subdir());
             let final_name = file.name.file_name();
             durable_move(&file.tmp_path, &dir, &final_name, &file.name.partial_name(), self.force_copy)?;
             if !dirs.contains(&dir) {
@@ -199,6 +220,7 @@ impl EpochWriter {
                 rows: file.rows,
                 bytes: file.bytes,
                 worker: file.name.worker,
+                staged_at_ms: now,
             });
         }
         for dir in &dirs {

@@ -78,6 +78,9 @@ impl ClusterConfig {
 pub struct TestHooks {
     /// Abort the process right after the n-th commit is saved, before marking.
     pub crash_after_commit: Option<u64>,
+    /// Pause compaction this long after writing a merged file and after recording its switch,
+    /// so a crash test can kill the process while a compaction is under way.
+    pub compaction_pause: Option<Duration>,
 }
 
 /// Every setting of a run.
@@ -93,6 +96,15 @@ pub struct RunConfig {
     pub state_dir: PathBuf,
     /// The directory of files being written (hot storage).
     pub tmp_dir: PathBuf,
+    /// Where committed epochs' small files wait for compaction; `None`: `<state-dir>/staging`
+    /// on one process, `<out>/_staging` in a cluster (see [`RunConfig::staging_dir`]).
+    pub staging_dir: Option<PathBuf>,
+    /// In continuous mode, staged rows older than this are compacted into a file below the
+    /// target size, so they become visible (`--max-file-age`, 1 h).
+    pub max_file_age: Duration,
+    /// A row deleted in MongoDB leaves the files of the output directory within this time
+    /// (`--delete-within`, 24 h).
+    pub delete_within: Duration,
     /// Worker threads in this process.
     pub workers: usize,
     /// This process's place in a cluster.
@@ -134,6 +146,9 @@ impl RunConfig {
             out: dir.join("out"),
             state_dir: dir.join("state"),
             tmp_dir: dir.join("state").join("tmp"),
+            staging_dir: None,
+            max_file_age: Duration::from_secs(3600),
+            delete_within: Duration::from_secs(24 * 3600),
             workers: 2,
             cluster: ClusterConfig::default(),
             text_field: "text".into(),
@@ -146,6 +161,16 @@ impl RunConfig {
             stall_warn_every: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(60),
             hooks: TestHooks::default(),
+        }
+    }
+
+    /// The staging directory: as given, else `<state-dir>/staging` (hot storage) on one process,
+    /// `<out>/_staging` in a cluster, where the leader's compactor must see every process's files.
+    pub fn staging_dir(&self) -> PathBuf {
+        match &self.staging_dir {
+            Some(dir) => dir.clone(),
+            None if self.cluster.is_cluster() => self.out.join(crate::output::STAGING_DIR),
+            None => self.state_dir.join("staging"),
         }
     }
 

@@ -16,7 +16,7 @@ use super::engine::Engine;
 use super::passes::{PassPlan, Planner};
 use crate::change_stream::{is_history_lost, token_from_json, ChangeFeed, StreamPositions, StreamStart};
 use crate::change_stream_source::{StreamFeed, StreamOutcome};
-use crate::checkpoint::{load_or_new, CheckpointStore};
+use crate::checkpoint::Ledger;
 use crate::epoch_clock::StopSignal;
 use crate::mongo_error::{describe, retry};
 
@@ -42,7 +42,7 @@ impl Default for Continuous {
 pub(crate) fn continuous_planner(
     options: Continuous,
     engine: Arc<Engine>,
-    store: CheckpointStore,
+    ledger: Ledger,
     stop: StopSignal,
 ) -> Planner {
     let mut scan = options.scan_at_start;
@@ -67,7 +67,7 @@ pub(crate) fn continuous_planner(
             if *outcome.lock() == StreamOutcome::HistoryLost {
                 log_history_lost(&mut lost_once);
                 // Reopen at now and rescan: the scan finds everything unmarked by construction.
-                clear_token(&engine, &store)?;
+                clear_token(&ledger)?;
                 scan = true;
             }
         }
@@ -81,7 +81,7 @@ pub(crate) fn continuous_planner(
         if !options.stream {
             return Ok(Some(PassPlan { scan: Some(passes > 1), stream: None, stop: stop.clone() }));
         }
-        let (feed, history_lost) = open_stream(&engine, &store)?;
+        let (feed, history_lost) = open_stream(&engine, &ledger)?;
         if history_lost {
             log_history_lost(&mut lost_once);
             scan = true;
@@ -97,8 +97,8 @@ pub(crate) fn continuous_planner(
 
 /// Opens the stream at the checkpoint's token, or now; says whether the token's history is gone
 /// (the stream is then opened at now instead).
-fn open_stream(engine: &Engine, store: &CheckpointStore) -> Result<(StreamFeed, bool)> {
-    let cp = load_or_new(store, &engine.config.out)?;
+fn open_stream(engine: &Engine, ledger: &Ledger) -> Result<(StreamFeed, bool)> {
+    let cp = ledger.snapshot();
     let start = match cp.sources.resume_token.as_deref() {
         Some(json) => StreamStart::After(
             token_from_json(json).map_err(|e| anyhow::anyhow!("the checkpoint's resume token is unreadable: {e}"))?,
@@ -151,11 +151,13 @@ fn log_history_lost(once: &mut bool) {
 }
 
 /// Forgets the checkpoint's token after its history was lost, so the next pass opens at now.
-fn clear_token(engine: &Engine, store: &CheckpointStore) -> Result<()> {
-    let mut cp = load_or_new(store, &engine.config.out)?;
-    cp.sources.resume_token = None;
-    cp.sources.cluster_time = None;
-    store.save(&cp).context("saving the checkpoint")
+fn clear_token(ledger: &Ledger) -> Result<()> {
+    ledger
+        .update(|cp| {
+            cp.sources.resume_token = None;
+            cp.sources.cluster_time = None;
+        })
+        .context("saving the checkpoint")
 }
 
 fn sleep_unless_stopped(stop: &StopSignal, d: Duration) {

@@ -12,6 +12,7 @@ use mongodb::Client;
 use super::config::RunConfig;
 use super::stall::StalledMs;
 use crate::checkpoint::{CommitTotals, StateLock};
+use crate::compaction::CompactionStats;
 use crate::epoch_clock::EpochClock;
 use crate::marker::Marker;
 use crate::mongo_error::{describe, MongoRetry, Waits};
@@ -32,6 +33,8 @@ pub struct Monitor {
     pub runtime: tokio::runtime::Handle,
     /// Parquet writer counters.
     pub output: Arc<OutputStats>,
+    /// Compaction and deletion counters (they move on the leading process only).
+    pub compaction: Arc<CompactionStats>,
     /// The epoch the sources are at.
     pub clock: EpochClock,
     /// MongoDB operations waiting out an error that heals.
@@ -48,6 +51,7 @@ pub struct Engine {
     pub(crate) marker: Marker,
     pub(crate) pool: Arc<EndpointPool>,
     pub(crate) output_stats: Arc<OutputStats>,
+    pub(crate) compaction: Arc<CompactionStats>,
     pub(crate) totals: Arc<CommitTotals>,
     pub(crate) clock: EpochClock,
     pub(crate) stalled_ms: StalledMs,
@@ -100,6 +104,7 @@ impl Engine {
             marker,
             pool,
             output_stats: Arc::new(OutputStats::default()),
+            compaction: Arc::default(),
             totals: Arc::new(CommitTotals::default()),
             clock: EpochClock::new(0),
             stalled_ms: StalledMs::default(),
@@ -120,6 +125,7 @@ impl Engine {
             queue: self.queue.clone(),
             runtime: self.runtime.handle().clone(),
             output: self.output_stats.clone(),
+            compaction: self.compaction.clone(),
             clock: self.clock.clone(),
             waits: self.queue.retry.waits.clone(),
             stalled_ms: self.stalled_ms.clone(),

@@ -36,8 +36,11 @@ pub use config::{ClusterConfig, MongoTarget, RunConfig, TestHooks};
 pub use continuous::Continuous;
 pub use engine::{Engine, Monitor};
 
-use crate::checkpoint::{recover, CheckpointStore};
+use crate::checkpoint::{recover, CheckpointStore, Ledger};
+use crate::compaction::{CompactionSettings, Compactor};
 use crate::epoch_clock::StopSignal;
+use crate::failure::Failure;
+use crate::output::schema::default_row_group_rows;
 use passes::{execute, Leading, Planner};
 use stall::StallWatch;
 
@@ -60,6 +63,8 @@ pub struct Summary {
     pub remarked: u64,
     /// Wall time.
     pub elapsed: Duration,
+    /// Compaction and deletions, as the run ended.
+    pub compaction: crate::compaction::CompactionSnapshot,
 }
 
 impl Engine {
@@ -67,35 +72,63 @@ impl Engine {
     /// and marked. Errors: recovery failing, a pass that reads nothing of what remains, a write
     /// or marking failure, a lost cluster peer.
     pub fn backfill(self) -> Result<Summary> {
-        self.drive(|engine, _store| Ok(backfill::backfill_planner(engine)))
+        self.drive(true, |engine, _ledger| Ok(backfill::backfill_planner(engine)))
     }
 
     /// Continuous mode: the work queue (unless `options` skip it) and the change stream, until
     /// `stop`; then the epochs in flight are committed and marked.
     pub fn continuous(self, options: Continuous, stop: StopSignal) -> Result<Summary> {
-        self.drive(move |engine, store| Ok(continuous::continuous_planner(options, engine, store.clone(), stop)))
+        // Without a stream the run ends when the work queue is drained, as a backfill does.
+        let flush_tail = !options.stream;
+        self.drive(flush_tail, move |engine, ledger| {
+            Ok(continuous::continuous_planner(options, engine, ledger.clone(), stop))
+        })
     }
 
-    fn drive(self, planner: impl FnOnce(Arc<Engine>, &CheckpointStore) -> Result<Planner>) -> Result<Summary> {
+    /// Recovers, starts the compactor (leading process), runs the passes, and at the end stops
+    /// the compactor, with `flush_tail` after compacting everything staged below target.
+    fn drive(self, flush_tail: bool, planner: impl FnOnce(Arc<Engine>, &Ledger) -> Result<Planner>) -> Result<Summary> {
         let started = Instant::now();
         let engine = Arc::new(self);
         let mut summary = Summary::default();
         let mut _watch = None;
+        let failure: Failure = Arc::default();
+        let mut compactor = None;
         let leading = if engine.config.cluster.leads() {
-            let store = CheckpointStore::open(&engine.config.state_dir)?;
-            let recovered = recover(&store, &engine.config.out, &engine.marker, engine.runtime.handle())?;
+            let config = &engine.config;
+            let store = CheckpointStore::open(&config.state_dir)?;
+            let staging = config.staging_dir();
+            let (recovered, checkpoint) =
+                recover(&store, &config.out, &staging, &engine.marker, engine.runtime.handle())?;
             summary.stale_removed = recovered.stale_removed;
             summary.remarked = recovered.remarked;
             // Everything up to the checkpoint is committed and marked now.
             engine.totals.committed_epoch.fetch_max(recovered.committed, Ordering::SeqCst);
             engine.clock.advance_to(recovered.committed);
-            _watch = Some(StallWatch::start(engine.monitor(), engine.config.stall_warn_every));
-            let planner = planner(engine.clone(), &store)?;
-            Some(Leading { store, planner })
+            _watch = Some(StallWatch::start(engine.monitor(), config.stall_warn_every));
+            let ledger = Ledger::new(store, checkpoint);
+            let settings = CompactionSettings {
+                out: config.out.clone(),
+                staging,
+                target_file_bytes: config.target_file_bytes,
+                max_file_age: (!flush_tail).then_some(config.max_file_age),
+                row_group_rows: default_row_group_rows(engine.pool.dim()),
+                pause: config.hooks.compaction_pause,
+            };
+            compactor = Some(Compactor::start(ledger.clone(), settings, engine.compaction.clone(), failure.clone()));
+            let planner = planner(engine.clone(), &ledger)?;
+            Some(Leading { ledger, planner })
         } else {
             None
         };
-        summary.passes = execute(&engine, leading)?;
+        let passes = execute(&engine, leading, failure);
+        // A failed run leaves the staged files listed; the next run compacts them.
+        let ended = compactor.map(|c| c.finish(flush_tail && passes.is_ok()));
+        summary.passes = passes?;
+        if let Some(ended) = ended {
+            ended?;
+        }
+        summary.compaction = engine.compaction.snapshot();
         let t = &engine.totals;
         summary.embedded = t.embedded.load(Ordering::Relaxed);
         summary.rejected = t.rejected.load(Ordering::Relaxed);

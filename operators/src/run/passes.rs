@@ -20,7 +20,7 @@ use timely::worker::Worker;
 use super::cluster::{is_peer_loss, peer_lost};
 use super::engine::Engine;
 use crate::change_stream_source::{ChangeStreamSource, StreamFeed};
-use crate::checkpoint::{load_or_new, CheckpointStore, Commit, Committer, OutMarker};
+use crate::checkpoint::{Commit, Committer, Ledger, OutMarker};
 use crate::dedup::Dedup;
 use crate::embed::{Embed, Embedder};
 use crate::epoch_clock::StopSignal;
@@ -64,7 +64,7 @@ pub(crate) type Planner = Box<dyn FnMut() -> Result<Option<PassPlan>> + Send>;
 
 /// What the leading process brings to a run: the checkpoint and the planner.
 pub(crate) struct Leading {
-    pub store: CheckpointStore,
+    pub ledger: Ledger,
     pub planner: Planner,
 }
 
@@ -79,10 +79,9 @@ struct Lead {
 }
 
 /// Prepares a pass on the leading process: its first epoch, the scan plan, the committer.
-fn lead_pass(engine: &Engine, store: &CheckpointStore, failure: &Failure, plan: PassPlan) -> Result<Lead> {
+fn lead_pass(engine: &Engine, ledger: &Ledger, failure: &Failure, plan: PassPlan) -> Result<Lead> {
     let config = &engine.config;
-    let checkpoint = load_or_new(store, &config.out)?;
-    let start_epoch = checkpoint.committed + 1;
+    let start_epoch = ledger.snapshot().committed + 1;
     // One scan plan for all workers, taken after the stream was opened (the planner opened it).
     let scan = match plan.scan {
         Some(whole) => {
@@ -105,8 +104,7 @@ fn lead_pass(engine: &Engine, store: &CheckpointStore, failure: &Failure, plan: 
         out_marker: out_marker.as_ref().map(|m| m.name.clone()),
     };
     let committer = Committer {
-        store: store.clone(),
-        checkpoint,
+        ledger: ledger.clone(),
         marker: engine.marker.clone(),
         runtime: engine.runtime.handle().clone(),
         totals: engine.totals.clone(),
@@ -121,15 +119,15 @@ fn lead_pass(engine: &Engine, store: &CheckpointStore, failure: &Failure, plan: 
 /// Runs every pass of a run on this process's workers: before each pass worker 0 asks the
 /// planner (leading process only) and hands every worker the pass's start; all build the graph
 /// and run it to completion; a start that says the run is over ends it. Returns the passes run.
-pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>) -> Result<usize> {
+/// A failure put in `failure` (by a worker, or by the compactor) stops every pass.
+pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>, failure: Failure) -> Result<usize> {
     let config = &engine.config;
-    let failure: Failure = Arc::new(Mutex::new(None));
     // Worker 0's source of passes: the planner's plans, prepared into leads.
-    let next_lead = leading.map(|Leading { store, mut planner }| {
+    let next_lead = leading.map(|Leading { ledger, mut planner }| {
         let (engine, failure) = (engine.clone(), failure.clone());
         move || -> Result<Option<Lead>> {
             match planner()? {
-                Some(plan) => lead_pass(&engine, &store, &failure, plan).map(Some),
+                Some(plan) => lead_pass(&engine, &ledger, &failure, plan).map(Some),
                 None => Ok(None),
             }
         }
@@ -208,6 +206,7 @@ pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>) -> Result<
                 engine.pool.model_id(),
             );
             out.target_file_bytes = config.target_file_bytes;
+            out.staging_dir = config.staging_dir();
             out.stats = engine.output_stats.clone();
             let writer = match EpochWriter::new(out) {
                 Ok(w) => w,

@@ -1,0 +1,106 @@
+//! Counters and gauges of compaction and deletions, for progress, `status` and `/metrics`. The
+//! compactor adds to them; readers take a [`CompactionSnapshot`]. They never decide anything.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Shared by the compactor and whatever displays it.
+#[derive(Debug, Default)]
+pub struct CompactionStats {
+    compactions: AtomicU64,
+    files_merged: AtomicU64,
+    bytes_written: AtomicU64,
+    rows_written: AtomicU64,
+    rewrites: AtomicU64,
+    deleted_rows: AtomicU64,
+    deletions_applied: AtomicU64,
+    deletions_pending: AtomicU64,
+    staged_files: AtomicU64,
+    staged_bytes: AtomicU64,
+    cpu_ns: AtomicU64,
+}
+
+/// The counters at one instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CompactionSnapshot {
+    /// Compacted files written to the output directory.
+    pub compactions: u64,
+    /// Staged files merged into them.
+    pub files_merged: u64,
+    /// Bytes written by compaction and deletion rewrites.
+    pub bytes_written: u64,
+    /// Rows written by compaction and deletion rewrites.
+    pub rows_written: u64,
+    /// Output files rewritten to drop deleted rows.
+    pub rewrites: u64,
+    /// Rows dropped because a recorded deletion removes them.
+    pub deleted_rows: u64,
+    /// Recorded deletions applied to every file of the output directory.
+    pub deletions_applied: u64,
+    /// Recorded deletions not yet applied to the output directory's files.
+    pub deletions_pending: u64,
+    /// Committed files waiting in the staging directory.
+    pub staged_files: u64,
+    /// Their bytes.
+    pub staged_bytes: u64,
+    /// Thread CPU time the compactor spent merging and rewriting, in ns (0 where the platform
+    /// does not tell).
+    pub cpu_ns: u64,
+}
+
+impl CompactionStats {
+    /// The counters now.
+    pub fn snapshot(&self) -> CompactionSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CompactionSnapshot {
+            compactions: get(&self.compactions),
+            files_merged: get(&self.files_merged),
+            bytes_written: get(&self.bytes_written),
+            rows_written: get(&self.rows_written),
+            rewrites: get(&self.rewrites),
+            deleted_rows: get(&self.deleted_rows),
+            deletions_applied: get(&self.deletions_applied),
+            deletions_pending: get(&self.deletions_pending),
+            staged_files: get(&self.staged_files),
+            staged_bytes: get(&self.staged_bytes),
+            cpu_ns: get(&self.cpu_ns),
+        }
+    }
+
+    pub(crate) fn compacted(&self, inputs: usize, rows: u64, bytes: u64, dropped: u64) {
+        self.compactions.fetch_add(1, Ordering::Relaxed);
+        self.files_merged.fetch_add(inputs as u64, Ordering::Relaxed);
+        self.rows_written.fetch_add(rows, Ordering::Relaxed);
+        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        self.deleted_rows.fetch_add(dropped, Ordering::Relaxed);
+    }
+
+    pub(crate) fn rewrote(&self, rows: u64, bytes: u64, dropped: u64) {
+        self.rewrites.fetch_add(1, Ordering::Relaxed);
+        self.rows_written.fetch_add(rows, Ordering::Relaxed);
+        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        self.deleted_rows.fetch_add(dropped, Ordering::Relaxed);
+    }
+
+    pub(crate) fn applied(&self, deletions: u64) {
+        self.deletions_applied.fetch_add(deletions, Ordering::Relaxed);
+    }
+
+    pub(crate) fn spent_cpu(&self, ns: u64) {
+        self.cpu_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_gauges(&self, staged_files: u64, staged_bytes: u64, pending: u64) {
+        self.staged_files.store(staged_files, Ordering::Relaxed);
+        self.staged_bytes.store(staged_bytes, Ordering::Relaxed);
+        self.deletions_pending.store(pending, Ordering::Relaxed);
+    }
+}
+
+/// CPU time of the calling thread in ns, from `/proc/thread-self/schedstat` (Linux); `None`
+/// elsewhere.
+pub(crate) fn thread_cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
