@@ -6,7 +6,10 @@
 //! its own and checks the row multiset (plain, `--sort-by id`), and one row per id, the last one
 //! read, in id order (`--dedup-by id`). Bad inputs (a corrupt file, a mismatched dimension in a
 //! footer and in a later row) fail with the path, leave nothing in `--output` and the inputs as
-//! they were; `--delete-inputs` deletes only after success.
+//! they were; `--delete-inputs` deletes only after success. Deletions recorded under
+//! `_deletions/` (written with the engine's `write_deletions`) drop exactly the rows the rule
+//! says — a row of an epoch at most the deletion's, any row of a file without epochs — and
+//! `--no-deletions` keeps them all.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -20,6 +23,7 @@ use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Int32Type, Schema};
 use parquet::arrow::ArrowWriter;
 use tweet_embed_operators::output::schema::{embedding_item, rows_schema, UTC};
+use tweet_embed_operators::output::{write_deletions, Deletion, DELETIONS_DIR};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 const DIM: usize = 16;
@@ -272,4 +276,181 @@ fn delete_inputs_deletes_only_after_success() {
     let left: Vec<_> = snapshot(&input).into_iter().map(|(p, _)| p).collect();
     assert_eq!(left, [input.join("_rejects/part-0.parquet")], "only the skipped _rejects file stays");
     pyarrow_check(&reference, &out, "plain", (1, 1));
+}
+
+/// Our own file's rows with these `ids`, all of `epoch`.
+fn ours_with(ids: &[&str], epoch: u64) -> RecordBatch {
+    let base = ours(0, ids.len());
+    let mut columns = base.columns().to_vec();
+    columns[0] = Arc::new(StringArray::from(ids.to_vec()));
+    columns[8] = Arc::new(UInt64Array::from(vec![epoch; ids.len()]));
+    RecordBatch::try_new(base.schema(), columns).unwrap()
+}
+
+/// Writes a deletion file `name` under `dir/_deletions/` with the engine's writer.
+fn record_deletions(dir: &Path, name: &str, deletions: &[(&str, u64)]) {
+    let d = dir.join(DELETIONS_DIR);
+    std::fs::create_dir_all(&d).unwrap();
+    let deletions: Vec<Deletion> = deletions
+        .iter()
+        .map(|(id, epoch)| Deletion { id: id.to_string(), epoch: *epoch, cluster_time_ms: Some(1_700_000_000_000) })
+        .collect();
+    write_deletions(&d.join(name), &deletions, &[]).unwrap();
+}
+
+/// `(id, epoch)` of every row of the `consolidated-*.parquet` files directly in `dir`, sorted;
+/// `None` for a null epoch or no epoch column.
+fn output_rows(dir: &Path) -> Vec<(String, Option<u64>)> {
+    use arrow::array::{Array, AsArray};
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !(name.starts_with("consolidated-") && name.ends_with(".parquet")) {
+            continue;
+        }
+        let file = std::fs::File::open(&path).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build();
+        for batch in reader.unwrap() {
+            let batch = batch.unwrap();
+            let ids = batch.column_by_name("id").unwrap().as_string::<i32>().clone();
+            let epochs =
+                batch.column_by_name("epoch").map(|c| c.as_primitive::<arrow::datatypes::UInt64Type>().clone());
+            for i in 0..batch.num_rows() {
+                let epoch = epochs.as_ref().and_then(|e| e.is_valid(i).then(|| e.value(i)));
+                rows.push((ids.value(i).to_string(), epoch));
+            }
+        }
+    }
+    rows.sort();
+    rows
+}
+
+fn expect_rows(rows: &[(&str, Option<u64>)]) -> Vec<(String, Option<u64>)> {
+    let mut rows: Vec<_> = rows.iter().map(|(id, e)| (id.to_string(), *e)).collect();
+    rows.sort();
+    rows
+}
+
+/// The ids pyarrow reads from `dir` as one dataset (`_`-prefixed folders skipped), sorted.
+fn pyarrow_dataset_ids(dir: &Path) -> Vec<String> {
+    let py = test_support::expect::python_with("pyarrow");
+    let code = "import sys, pyarrow.parquet as pq\nfor i in sorted(pq.read_table(sys.argv[1], columns=['id']).column('id').to_pylist()): print(i)";
+    let out = Command::new(&py).args(["-c", code]).arg(dir).output().expect("run python");
+    assert!(out.status.success(), "pyarrow failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// Our files of three epochs and deletions at, above and below the rows' epochs.
+fn epochs_and_deletions(input: &Path) {
+    write(&input.join("part-e1.parquet"), &ours_with(&["a1", "a2", "a3", "a4"], 1));
+    write(&input.join("part-e5.parquet"), &ours_with(&["b1", "b2", "a2", "c1"], 5));
+    write(&input.join("part-e9.parquet"), &ours_with(&["c1", "a3"], 9));
+    let rejects = RecordBatch::try_from_iter([("id", Arc::new(StringArray::from(vec!["a4"])) as ArrayRef)]).unwrap();
+    write(&input.join("_rejects/part-0.parquet"), &rejects);
+    // a1 at its row's epoch; a2 after both of its rows; a3 between its rows (a3 of epoch 9 is a
+    // re-insert after the delete); b1 after its row; b2 first below its row, then (another file)
+    // above; an id no file has.
+    record_deletions(input, "d-0001.parquet", &[("a1", 1), ("a2", 5), ("a3", 4), ("b2", 2), ("zz", 3)]);
+    record_deletions(input, "d-0002.parquet", &[("b1", 7), ("b2", 6)]);
+    // A file being copied in: hidden, never read.
+    std::fs::write(input.join(DELETIONS_DIR).join(".d-0003.parquet.partial"), b"half").unwrap();
+}
+
+#[test]
+fn recorded_deletions_drop_the_rows_up_to_their_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    epochs_and_deletions(&input);
+    let deletions_before = snapshot(&input.join(DELETIONS_DIR));
+
+    let out = dir.path().join("out");
+    let summary = succeed(consolidate(&input, &out, &[]));
+    assert!(summary.starts_with("consolidated 3 files (10 rows,"), "{summary}");
+    assert!(summary.contains("into 1 files (4 rows,"), "{summary}");
+    assert!(summary.contains("; 6 deleted rows dropped (recorded in _deletions/)"), "{summary}");
+    let kept = [("a4", Some(1)), ("c1", Some(5)), ("c1", Some(9)), ("a3", Some(9))];
+    assert_eq!(output_rows(&out), expect_rows(&kept));
+
+    // Dedup after the deletions: rows in = rows out + duplicates + deleted rows.
+    let dedup = dir.path().join("dedup");
+    let summary = succeed(consolidate(&input, &dedup, &["--dedup-by", "id"]));
+    assert!(summary.contains("(3 rows,") && summary.contains("; 1 duplicate rows dropped"), "{summary}");
+    assert!(summary.contains("; 6 deleted rows dropped"), "{summary}");
+    assert_eq!(output_rows(&dedup), expect_rows(&[("a4", Some(1)), ("c1", Some(9)), ("a3", Some(9))]));
+
+    // `--no-deletions` keeps every row.
+    let all = dir.path().join("all");
+    let summary = succeed(consolidate(&input, &all, &["--no-deletions"]));
+    assert!(summary.contains("into 1 files (10 rows,"), "{summary}");
+    assert!(summary.contains("; _deletions/ not applied (--no-deletions)"), "{summary}");
+    assert!(!summary.contains("deleted rows dropped"), "{summary}");
+    let every = [
+        ("a1", Some(1)),
+        ("a2", Some(1)),
+        ("a3", Some(1)),
+        ("a4", Some(1)),
+        ("b1", Some(5)),
+        ("b2", Some(5)),
+        ("a2", Some(5)),
+        ("c1", Some(5)),
+        ("c1", Some(9)),
+        ("a3", Some(9)),
+    ];
+    assert_eq!(output_rows(&all), expect_rows(&every));
+
+    // In place with `--delete-inputs`: the rows files go, `_deletions/` stays byte for byte, and
+    // pyarrow reading the folder as a dataset sees only the kept rows.
+    let summary = succeed(consolidate(&input, &input, &["--delete-inputs"]));
+    assert!(summary.contains("; 6 deleted rows dropped") && summary.contains("; 3 input files deleted"), "{summary}");
+    assert!(snapshot(&input.join(DELETIONS_DIR)) == deletions_before, "_deletions/ changed");
+    assert_eq!(output_rows(&input), expect_rows(&kept));
+    assert_eq!(pyarrow_dataset_ids(&input), ["a3", "a4", "c1", "c1"]);
+
+    // Applying the same deletions again drops nothing more: kept rows keep their epochs.
+    let again = dir.path().join("again");
+    let summary = succeed(consolidate(&input, &again, &[]));
+    assert!(summary.contains("(4 rows,") && summary.contains("; 0 deleted rows dropped"), "{summary}");
+    assert_eq!(output_rows(&again), expect_rows(&kept));
+}
+
+#[test]
+fn rows_without_an_epoch_lose_every_row_of_a_deleted_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    // An old `_id` shard (no epoch column) and an old `tweet_id` shard (ids "0", "1", "2").
+    let shard = old_hex(0, 3, |_| DIM);
+    let ids: ArrayRef = Arc::new(StringArray::from(vec!["x1", "x2", "x3"]));
+    let shard = RecordBatch::try_new(shard.schema(), [vec![ids], shard.columns()[1..].to_vec()].concat()).unwrap();
+    write(&input.join("old/emb_0.parquet"), &shard);
+    write(&input.join("old/emb_1.parquet"), &old_int(0, 3));
+    write(&input.join("part-e10.parquet"), &ours_with(&["x1", "y1"], 10));
+    record_deletions(&input, "d.parquet", &[("x1", 3), ("x2", 0), ("1", 0)]);
+
+    let out = dir.path().join("out");
+    let summary = succeed(consolidate(&input, &out, &[]));
+    assert!(summary.contains("(5 rows,") && summary.contains("; 3 deleted rows dropped"), "{summary}");
+    // x1 of epoch 10 was written after the delete of epoch 3; the shards' x1, x2 and 1 have no
+    // epoch to compare, so they go.
+    let kept = [("x3", None), ("0", None), ("2", None), ("x1", Some(10)), ("y1", Some(10))];
+    assert_eq!(output_rows(&out), expect_rows(&kept));
+
+    let all = dir.path().join("all");
+    let summary = succeed(consolidate(&input, &all, &["--no-deletions"]));
+    assert!(summary.contains("(8 rows,"), "{summary}");
+    assert_eq!(output_rows(&all).len(), 8);
+}
+
+#[test]
+fn a_foreign_deletion_file_fails_with_its_path_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path();
+    write(&input.join("part-e1.parquet"), &ours_with(&["a", "b"], 1));
+    record_deletions(input, "d-0001.parquet", &[("a", 1)]);
+    // A rows file dropped into `_deletions/` by mistake.
+    let foreign = input.join(DELETIONS_DIR).join("d-0002.parquet");
+    write(&foreign, &ours_with(&["b"], 1));
+    fails_cleanly(input, &foreign, "no column cluster_time");
+    std::fs::write(&foreign, b"PAR1 broken").unwrap();
+    fails_cleanly(input, &foreign, "parquet");
 }

@@ -5,7 +5,8 @@
 //! Mapping rules (README, "consolidate"):
 //! - Files: every `*.parquet` under the input directory, recursively, in path order; a file or
 //!   directory whose name starts with `_` or `.` is skipped with everything under it (the dataset
-//!   convention of pyarrow, Spark and pandas, so `_rejects/` and temporary files stay out).
+//!   convention of pyarrow, Spark and pandas, so `_rejects/` and temporary files stay out). The
+//!   input's `_deletions/` is not rows either: the run reads it as deletions to apply (`mod.rs`).
 //! - `id`: the first of the columns `id`, `_id`, `tweet_id` the file has; a string (any
 //!   encoding) or an integer (written as its decimal string). No nulls.
 //! - `embedding`: the first of `embedding`, `vector`; a list, large list or fixed-size list of

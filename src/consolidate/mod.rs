@@ -3,13 +3,21 @@
 //! atomic. The library entry point is [`run`]; the CLI only parses [`ConsolidateArgs`].
 //!
 //! A run: list the inputs and read every footer, deciding the output schema and rejecting any
-//! incompatible file before anything is created in `--output` ([`input`]); stream the rows, one
-//! row group at a time, into large files under temporary names (`output`), through an external
-//! merge sort when sorting or deduplicating (`sort`); check that rows in = rows out + duplicates
-//! and re-read every written footer; then rename the files into place, fsync the directory, and
-//! only then delete the inputs, if asked. Any error before the renames leaves `--output` as it
-//! was and the inputs untouched. It never modifies or deletes an input without
-//! `--delete-inputs`, and never overwrites a file.
+//! incompatible file before anything is created in `--output` ([`input`]); load the deletions
+//! recorded under the input's `_deletions/` (unless `--no-deletions`); stream the rows, one row
+//! group at a time, dropping the deleted ones, into large files under temporary names
+//! (`output`), through an external merge sort when sorting or deduplicating (`sort`); check that
+//! rows in = rows out + duplicates + deleted rows and re-read every written footer; then rename
+//! the files into place, fsync the directory, and only then delete the inputs, if asked. Any
+//! error before the renames leaves `--output` as it was and the inputs untouched. It never
+//! modifies or deletes an input without `--delete-inputs`, never modifies or deletes
+//! `_deletions/` (it is not an input of rows), and never overwrites a file.
+//!
+//! Deletions follow the rule of [`tweet_embed_operators::output::Deletion`]: a recorded
+//! `(id, d)` drops every row with that id whose `epoch` is at most `d`, and every row with that
+//! id from a file without an `epoch` column (a null `epoch` in the mapped rows). The set of
+//! deleted ids is held in memory; it holds ids only, no vectors. Applying it again to the output
+//! drops nothing more, since the rows kept keep their epochs.
 
 pub mod input;
 mod output;
@@ -18,15 +26,17 @@ mod sort;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use arrow::array::RecordBatch;
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::UInt64Type;
 use parquet::file::metadata::KeyValue;
 use tweet_embed_operators::output::schema::{default_row_group_rows, writer_properties};
-use tweet_embed_operators::output::{sync_dir, FileKind};
+use tweet_embed_operators::output::{sync_dir, DeletionSet, FileKind, DELETIONS_DIR};
 
 use input::{InputFile, Layout};
 use output::{PartWriter, Scratch};
@@ -68,9 +78,15 @@ pub struct ConsolidateArgs {
     /// Memory for sorting before a run is spilled to disk under `--output`.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     pub sort_buffer: u64,
-    /// Delete the input files once the output is written, verified and renamed into place.
+    /// Delete the input files once the output is written, verified and renamed into place
+    /// (never `_deletions/`).
     #[arg(long)]
     pub delete_inputs: bool,
+    /// Keep the rows that `--input`'s `_deletions/` records as deleted, instead of dropping
+    /// them: for an audit copy of everything ever embedded. `_deletions/` stays as it is either
+    /// way, so a later run without this flag still drops them.
+    #[arg(long)]
+    pub no_deletions: bool,
 }
 
 impl ConsolidateArgs {
@@ -85,6 +101,7 @@ impl ConsolidateArgs {
             sort_by: None,
             sort_buffer: 256 << 20,
             delete_inputs: false,
+            no_deletions: false,
         }
     }
 }
@@ -106,10 +123,29 @@ pub struct Summary {
     pub bytes_out: u64,
     /// Rows dropped as duplicate ids.
     pub duplicates: u64,
+    /// Rows dropped because `_deletions/` records their deletion.
+    pub deleted_rows: u64,
+    /// What the run did with the input's `_deletions/`.
+    pub deletions: Deletions,
     /// Input files deleted (`--delete-inputs`).
-    pub deleted: usize,
+    pub inputs_deleted: usize,
     /// Wall time.
     pub elapsed: Duration,
+}
+
+/// What a run did with the deletions recorded under the input's `_deletions/`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Deletions {
+    /// The input has no `_deletions/`.
+    #[default]
+    NoneRecorded,
+    /// Applied: the rows of the deleted ids were dropped.
+    Applied {
+        /// Distinct ids recorded as deleted.
+        ids: usize,
+    },
+    /// Present, but kept (`--no-deletions`).
+    Skipped,
 }
 
 /// Parses `1GiB`, `512MiB`, `64KiB`, `2GB`, `10MB`, `1000B` or a bare number of bytes.
@@ -153,20 +189,49 @@ pub fn run(args: &ConsolidateArgs) -> Result<Summary> {
     let rows_in: u64 = files.iter().map(|f| f.rows).sum();
     let bytes_in: u64 = files.iter().map(|f| f.bytes).sum();
     let mut summary = Summary { files_in: files.len(), rows_in, bytes_in, ..Summary::default() };
+    let deletions = load_deletions(args, &mut summary)?;
     if let Some(layout) = layout {
         let scratch = Scratch::create(&args.output)?;
-        let parts = write(args, &files, &layout, &scratch, figures, &mut summary)?;
-        output::verify(&parts, rows_in - summary.duplicates)?;
+        let parts = write(args, &files, &layout, deletions.as_ref(), &scratch, figures, &mut summary)?;
+        let Some(kept) = rows_in.checked_sub(summary.duplicates + summary.deleted_rows) else {
+            bail!(
+                "verification failed: {} duplicates and {} deleted rows dropped of {rows_in} rows",
+                summary.duplicates,
+                summary.deleted_rows
+            );
+        };
+        output::verify(&parts, kept)?;
         summary.rows_out = parts.iter().map(|p| p.rows).sum();
         summary.bytes_out = parts.iter().map(|p| p.bytes).sum();
         summary.files_out = output::publish(&parts, &args.output)?;
     }
     drop(reporter);
     if args.delete_inputs {
-        summary.deleted = delete_inputs(&files)?;
+        summary.inputs_deleted = delete_inputs(&files)?;
     }
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// The deletions to apply: `None` when the input has no `_deletions/` or `--no-deletions` keeps
+/// them. Records in `summary` which it was.
+fn load_deletions(args: &ConsolidateArgs, summary: &mut Summary) -> Result<Option<DeletionSet>> {
+    let dir = args.input.join(DELETIONS_DIR);
+    let recorded = match std::fs::symlink_metadata(&dir) {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    if !recorded {
+        return Ok(None);
+    }
+    if args.no_deletions {
+        summary.deletions = Deletions::Skipped;
+        return Ok(None);
+    }
+    let set = DeletionSet::load(&args.input)?;
+    summary.deletions = Deletions::Applied { ids: set.len() };
+    Ok((!set.is_empty()).then_some(set))
 }
 
 /// Reads every footer: the files, and the layout (`None` when no file has a row).
@@ -207,6 +272,7 @@ fn write(
     args: &ConsolidateArgs,
     files: &[InputFile],
     layout: &Layout,
+    deletions: Option<&DeletionSet>,
     scratch: &Scratch,
     figures: &Figures,
     summary: &mut Summary,
@@ -234,23 +300,27 @@ fn write(
         let budget = usize::try_from(args.sort_buffer).unwrap_or(usize::MAX);
         sort::Sorter::new(layout.schema.clone(), scratch.path(), budget, row_bytes)
     });
+    let deleted = AtomicU64::new(0);
+    let reading = Reading { files, layout, deletions, batch_rows, figures, deleted: &deleted };
     std::thread::scope(|s| -> Result<()> {
         let (tx, rx) = sync_channel(READ_AHEAD);
-        s.spawn(move || read_all(files, layout, batch_rows, figures, tx));
+        s.spawn(move || read_all(&reading, tx));
         consume(rx, |batch| match &mut sorter {
             Some(sorter) => sorter.push(batch),
             None => writer.write(batch),
         })
     })?;
+    summary.deleted_rows = deleted.load(Ordering::Relaxed);
     if let Some(sorter) = sorter {
-        figures.phase("merging rows", summary.rows_in);
+        figures.phase("merging rows", summary.rows_in.saturating_sub(summary.deleted_rows));
         let merged = sorter.finish(args.dedup_by.is_some(), &figures.rows, |b| writer.write(b))?;
         summary.duplicates = merged.duplicates;
-        if merged.rows + merged.duplicates != summary.rows_in {
+        if merged.rows + merged.duplicates + summary.deleted_rows != summary.rows_in {
             bail!(
-                "verification failed: merged {} rows and dropped {} duplicates of {}",
+                "verification failed: merged {} rows, dropped {} duplicates and {} deleted rows of {}",
                 merged.rows,
                 merged.duplicates,
+                summary.deleted_rows,
                 summary.rows_in
             );
         }
@@ -267,31 +337,48 @@ fn consume(rx: Receiver<Result<RecordBatch>>, mut sink: impl FnMut(&RecordBatch)
     Ok(())
 }
 
-/// The reader thread: every file's batches, mapped to `layout`, in order; stops at the first
-/// error (sent on) or when the receiver is gone. Checks each file's rows against its footer.
-fn read_all(
-    files: &[InputFile],
-    layout: &Layout,
+/// What the reader thread reads, and where it counts.
+struct Reading<'a> {
+    files: &'a [InputFile],
+    layout: &'a Layout,
+    /// Rows to drop, if any.
+    deletions: Option<&'a DeletionSet>,
     batch_rows: usize,
-    figures: &Figures,
-    tx: SyncSender<Result<RecordBatch>>,
-) {
-    for file in files {
+    figures: &'a Figures,
+    /// Rows dropped as deleted.
+    deleted: &'a AtomicU64,
+}
+
+/// The reader thread: every file's batches, mapped to `layout`, without deleted rows, in order;
+/// stops at the first error (sent on) or when the receiver is gone. Checks each file's rows
+/// against its footer.
+fn read_all(r: &Reading<'_>, tx: SyncSender<Result<RecordBatch>>) {
+    for file in r.files {
         let result = (|| -> Result<()> {
             let mut row = 0u64;
-            for batch in file.reader(batch_rows)? {
+            for batch in file.reader(r.batch_rows)? {
                 let batch = batch.with_context(|| format!("{}: cannot read rows from {row}", file.path.display()))?;
-                let mapped = file.map(&batch, layout, row)?;
+                let first = row;
+                let mapped = file.map(&batch, r.layout, first)?;
                 row += mapped.num_rows() as u64;
-                figures.rows.fetch_add(mapped.num_rows() as u64, Ordering::Relaxed);
-                if tx.send(Ok(mapped)).is_err() {
+                r.figures.rows.fetch_add(mapped.num_rows() as u64, Ordering::Relaxed);
+                let kept = match r.deletions {
+                    Some(deletions) => {
+                        let kept = drop_deleted(&mapped, deletions)
+                            .with_context(|| format!("{}: rows {first}..", file.path.display()))?;
+                        r.deleted.fetch_add((mapped.num_rows() - kept.num_rows()) as u64, Ordering::Relaxed);
+                        kept
+                    }
+                    None => mapped,
+                };
+                if kept.num_rows() > 0 && tx.send(Ok(kept)).is_err() {
                     return Ok(());
                 }
             }
             if row != file.rows {
                 bail!("{}: read {row} rows, its footer says {}", file.path.display(), file.rows);
             }
-            figures.bytes.fetch_add(file.bytes, Ordering::Relaxed);
+            r.figures.bytes.fetch_add(file.bytes, Ordering::Relaxed);
             Ok(())
         })();
         if let Err(e) = result {
@@ -299,6 +386,26 @@ fn read_all(
             return;
         }
     }
+}
+
+/// `batch` (of the output layout: `id` first, `epoch` if any file has it) without the rows
+/// `deletions` deletes; a null `epoch` (a file without one) matches any deletion of its id.
+fn drop_deleted(batch: &RecordBatch, deletions: &DeletionSet) -> Result<RecordBatch> {
+    let ids = batch.column(0).as_string_opt::<i32>().context("the id column is not a string column")?;
+    let epochs = match batch.schema().index_of("epoch") {
+        Ok(i) => Some(batch.column(i).as_primitive_opt::<UInt64Type>().context("the epoch column is not uint64")?),
+        Err(_) => None,
+    };
+    let keep: BooleanArray = (0..batch.num_rows())
+        .map(|i| {
+            let epoch = epochs.and_then(|e| e.is_valid(i).then(|| e.value(i)));
+            Some(!deletions.deletes(ids.value(i), epoch))
+        })
+        .collect();
+    if keep.true_count() == batch.num_rows() {
+        return Ok(batch.clone());
+    }
+    Ok(filter_record_batch(batch, &keep)?)
 }
 
 /// Deletes the inputs (only called after the output is in place) and fsyncs their directories.
@@ -334,8 +441,15 @@ pub fn summary_line(s: &Summary) -> String {
     if s.duplicates > 0 {
         line.push_str(&format!("; {} duplicate rows dropped", s.duplicates));
     }
-    if s.deleted > 0 {
-        line.push_str(&format!("; {} input files deleted", s.deleted));
+    match s.deletions {
+        Deletions::NoneRecorded => {}
+        Deletions::Applied { .. } => {
+            line.push_str(&format!("; {} deleted rows dropped (recorded in {DELETIONS_DIR}/)", s.deleted_rows))
+        }
+        Deletions::Skipped => line.push_str(&format!("; {DELETIONS_DIR}/ not applied (--no-deletions)")),
+    }
+    if s.inputs_deleted > 0 {
+        line.push_str(&format!("; {} input files deleted", s.inputs_deleted));
     }
     line
 }

@@ -7,6 +7,7 @@
 //! file in the output directory under a final name.
 
 mod batch;
+mod deletions;
 mod error;
 mod file;
 pub(crate) mod fsio;
@@ -20,6 +21,9 @@ mod stats;
 mod tests;
 mod writer;
 
+pub use deletions::{
+    deletions_schema, read_deletion_dir, read_deletions, write_deletions, Deletion, DeletionSet, DELETIONS_DIR,
+};
 pub use error::OutputError;
 pub use fsio::sync_dir;
 pub use merge::{key_values, merge_files, Merged, RowFilter};
