@@ -3,7 +3,8 @@
 //!
 //! The stream watches inserts, updates and replaces with `fullDocument: updateLookup` and a
 //! `$match` mirroring the work-queue filter on the full document, so the marker's own updates
-//! (which set the mark) never come back as work. It owns no task and no operator: the source
+//! (which set the mark) never come back as work; and every delete, whose `documentKey` becomes a
+//! deletion in the dataset. It owns no task and no operator: the source
 //! operator (`change_stream_source`) drives it, the committer records its [`StreamPosition`]s.
 
 use crate::work_queue::WorkQueue;
@@ -38,11 +39,16 @@ pub struct Event {
     /// An `invalidate` event: the watched collection was dropped or renamed (or its database
     /// dropped), and the server has closed the stream.
     pub invalidate: bool,
+    /// Its `operationType`: `insert`, `update`, `replace`, `delete`, …
+    pub operation: String,
+    /// Its `documentKey`, raw (a delete has no `fullDocument`).
+    pub document_key: Option<RawDocumentBuf>,
 }
 
 /// Reads the parts of a raw event, never its strings (the driver has already required `_id`).
 pub fn read_event(raw: &RawDocument) -> Result<Event, String> {
     let (mut id, mut cluster_time, mut full_document, mut invalidate) = (None, None, None, false);
+    let (mut operation, mut document_key) = (String::new(), None);
     for el in raw.iter_elements().flatten() {
         match (el.key(), el.value()) {
             ("_id", Ok(v)) => {
@@ -51,12 +57,16 @@ pub fn read_event(raw: &RawDocument) -> Result<Event, String> {
             }
             ("clusterTime", Ok(RawBsonRef::Timestamp(t))) => cluster_time = Some(t),
             ("fullDocument", Ok(RawBsonRef::Document(d))) => full_document = Some(d.to_owned()),
-            ("operationType", Ok(RawBsonRef::String("invalidate"))) => invalidate = true,
+            ("operationType", Ok(RawBsonRef::String(op))) => {
+                invalidate = op == "invalidate";
+                operation = op.to_string();
+            }
+            ("documentKey", Ok(RawBsonRef::Document(d))) => document_key = Some(d.to_owned()),
             _ => {}
         }
     }
     let id = id.ok_or("a change event without a readable _id (resume token)")?;
-    Ok(Event { id, cluster_time, full_document, invalidate })
+    Ok(Event { id, cluster_time, full_document, invalidate, operation, document_key })
 }
 
 /// Where to open the stream.
@@ -125,7 +135,8 @@ pub struct ChangeFeed {
 }
 
 impl ChangeFeed {
-    /// The aggregation pipeline: eligible documents after inserts, updates and replaces.
+    /// The aggregation pipeline: eligible documents after inserts, updates and replaces, and
+    /// every delete.
     pub fn pipeline(&self) -> Vec<Document> {
         let mut m = doc! {
             "operationType": {"$in": ["insert", "update", "replace"]},
@@ -134,7 +145,7 @@ impl ChangeFeed {
         for (k, v) in self.queue.filter(None) {
             m.insert(format!("fullDocument.{k}"), v);
         }
-        vec![doc! {"$match": m}]
+        vec![doc! {"$match": {"$or": [m, {"operationType": "delete"}]}}]
     }
 
     /// Opens the stream at `start`.

@@ -10,15 +10,18 @@
 //! history is reported ([`StreamOutcome::HistoryLost`]) for the run to rescan the work queue.
 
 use crate::candidate::from_raw;
+use crate::candidate::raw_id;
 use crate::change_stream::{
     is_history_lost, read_event, ChangeFeed, EventStream, StreamPosition, StreamPositions, StreamStart,
 };
 use crate::failure::Failure;
 use crate::mongo_error::{describe, Attempts};
-use crate::record::{Candidate, Origin};
+use crate::record::{Candidate, Change, Deleted, Origin};
 use crate::source_pacing::{send_blocking as send, OpenEpoch, SourcePacing};
+use crate::work_queue::id_string;
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use timely::dataflow::operators::generic::operator::source;
@@ -52,8 +55,16 @@ pub struct StreamFeed {
     pub outcome: Arc<Mutex<StreamOutcome>>,
 }
 
+/// An event the operator emits.
+enum Ev {
+    /// A document to embed; `true` for an `insert` (no earlier version can have a row).
+    Upsert(Candidate, bool),
+    /// A deleted document's id and the delete's cluster time (ms).
+    Delete(String, Option<i64>),
+}
+
 enum Msg {
-    Event(Option<Candidate>, StreamPosition),
+    Event(Option<Ev>, StreamPosition),
     Position(StreamPosition),
     HistoryLost,
     Invalidated,
@@ -61,7 +72,10 @@ enum Msg {
 
 /// Extension trait: the change-stream source on a scope.
 pub trait ChangeStreamSource<'scope> {
-    /// Follows `feed` (on this worker; `None` elsewhere) and emits every eligible document once.
+    /// Follows `feed` (on this worker; `None` elsewhere) and emits every eligible document once,
+    /// and every delete. Within one epoch a delete comes after every upsert of its document: a
+    /// document upserted again after its delete starts a new epoch, so a deletion at epoch `e`
+    /// removes exactly the rows of epochs ≤ `e` (the rule of `crate::output::deletions`).
     ///
     /// ```no_run
     /// # // Needs a MongoDB replica set; see tests/run/main.rs for a runnable use.
@@ -78,7 +92,7 @@ pub trait ChangeStreamSource<'scope> {
         feed: Option<StreamFeed>,
         runtime: tokio::runtime::Handle,
         pacing: SourcePacing,
-    ) -> StreamVec<'scope, u64, Candidate>;
+    ) -> StreamVec<'scope, u64, Change>;
 }
 
 impl<'scope> ChangeStreamSource<'scope> for Scope<'scope, u64> {
@@ -87,7 +101,7 @@ impl<'scope> ChangeStreamSource<'scope> for Scope<'scope, u64> {
         feed: Option<StreamFeed>,
         runtime: tokio::runtime::Handle,
         pacing: SourcePacing,
-    ) -> StreamVec<'scope, u64, Candidate> {
+    ) -> StreamVec<'scope, u64, Change> {
         let scope = self;
         source(scope, "ChangeStreamSource", move |cap, info| {
             let wake = scope.worker().sync_activator_for(info.address.to_vec());
@@ -109,6 +123,9 @@ impl<'scope> ChangeStreamSource<'scope> for Scope<'scope, u64> {
             let mut open = OpenEpoch::new();
             let mut latest: Option<StreamPosition> = None;
             let mut recorded: Option<StreamPosition> = None;
+            // The open epoch's inserted and deleted ids, and an event held for the next epoch.
+            let (mut inserted, mut deleted) = (HashSet::<String>::new(), HashSet::<String>::new());
+            let mut held: Option<Msg> = None;
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
                 if pacing.stop.is_stopped() {
@@ -129,19 +146,47 @@ impl<'scope> ChangeStreamSource<'scope> for Scope<'scope, u64> {
                     record(&positions, &mut recorded, *c.time(), &latest);
                     open.close(&pacing, c);
                 }
+                if *c.time() != before {
+                    inserted.clear();
+                    deleted.clear();
+                }
                 if pacing.too_far_ahead(*c.time()) {
                     me.activate_after(Duration::from_millis(5));
                     return;
                 }
                 let mut lost = None;
+                let mut reopen = false;
                 {
                     let mut session = output.session(c);
                     for _ in 0..4_096 {
-                        match rx.try_recv() {
-                            Ok(Msg::Event(cand, pos)) => {
-                                if let Some(cand) = cand {
-                                    session.give(cand);
-                                    open.add();
+                        let next = match held.take() {
+                            Some(msg) => Ok(msg),
+                            None => rx.try_recv(),
+                        };
+                        match next {
+                            Ok(Msg::Event(Some(Ev::Upsert(cand, insert)), pos)) if deleted.contains(&cand.doc.id) => {
+                                // Upserted again after its delete in this epoch: the delete must not
+                                // cover the new version, so the new version goes in the next epoch.
+                                held = Some(Msg::Event(Some(Ev::Upsert(cand, insert)), pos));
+                                reopen = true;
+                                break;
+                            }
+                            Ok(Msg::Event(ev, pos)) => {
+                                match ev {
+                                    Some(Ev::Upsert(cand, insert)) => {
+                                        if insert {
+                                            inserted.insert(cand.doc.id.clone());
+                                        }
+                                        session.give(Change::Upsert(cand));
+                                        open.add();
+                                    }
+                                    Some(Ev::Delete(id, cluster_time_ms)) => {
+                                        let recorded = !inserted.contains(&id);
+                                        deleted.insert(id.clone());
+                                        session.give(Change::Delete(Deleted { id, cluster_time_ms, recorded }));
+                                        open.add();
+                                    }
+                                    None => {}
                                 }
                                 latest = Some(pos);
                                 if open.full(&pacing) {
@@ -160,6 +205,14 @@ impl<'scope> ChangeStreamSource<'scope> for Scope<'scope, u64> {
                             Err(_) => break,
                         }
                     }
+                }
+                if reopen {
+                    record(&positions, &mut recorded, *c.time(), &latest);
+                    open.close(&pacing, c);
+                    inserted.clear();
+                    deleted.clear();
+                    me.activate();
+                    return;
                 }
                 if let Some(ended) = lost {
                     // Everything before the loss is emitted (and its position recorded); the run
@@ -233,9 +286,16 @@ async fn follow(
                     let _ = wake.activate();
                     return;
                 }
-                let cand = event.full_document.map(|d| from_raw(&d, &text_field, Origin::ChangeStream).1);
+                let ev = if event.operation == "delete" {
+                    let id = event.document_key.as_deref().map(raw_id).map(|id| id_string(&id));
+                    let time = event.cluster_time.map(|t| i64::from(t.time) * 1000);
+                    id.map(|id| Ev::Delete(id, time))
+                } else {
+                    let insert = event.operation == "insert";
+                    event.full_document.map(|d| Ev::Upsert(from_raw(&d, &text_field, Origin::ChangeStream).1, insert))
+                };
                 last_sent = Some(pos.clone());
-                Msg::Event(cand, pos)
+                Msg::Event(ev, pos)
             }
             Ok(None) if !stream.is_alive() => {
                 // The server closed the stream without an event we saw (an `invalidate` a

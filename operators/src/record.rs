@@ -45,6 +45,27 @@ pub struct Candidate {
     pub text: Result<String, String>,
 }
 
+/// A document the change stream saw deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// `_id` as the `id` column writes it (see [`DocMeta::id`]).
+    pub id: String,
+    /// The delete's cluster time, ms since the Unix epoch.
+    pub cluster_time_ms: Option<i64>,
+    /// Whether the dataset needs a record of it: not when the document was inserted in the same
+    /// epoch, since then no earlier row can hold it and the epoch's own row is cancelled.
+    pub recorded: bool,
+}
+
+/// What the change stream emits: a document to embed, or a deletion.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Change {
+    /// Inserted, updated or replaced: embed it.
+    Upsert(Candidate),
+    /// Deleted: its rows leave the dataset.
+    Delete(Deleted),
+}
+
 /// One distinct text to embed and every document that carries it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TextJob {

@@ -41,6 +41,10 @@ pub struct CommitTotals {
     pub tokens: AtomicU64,
     /// Files committed.
     pub files: AtomicU64,
+    /// Deletions from the change stream recorded in `_deletions/`.
+    pub deletions: AtomicU64,
+    /// Rows of documents inserted and deleted within one epoch, never committed.
+    pub cancelled: AtomicU64,
     /// Rejections committed per kind of reason ([`reason_kind`]).
     pub rejects_by_kind: parking_lot::Mutex<BTreeMap<String, u64>>,
 }
@@ -150,7 +154,10 @@ fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<()
     let mut rejected = Vec::new();
     let mut tokens = 0;
     let mut staged = Vec::new();
+    let (mut deletions, mut cancelled) = (0, 0);
     for s in sealed {
+        deletions += s.deletions;
+        cancelled += s.cancelled;
         staged.extend(s.files);
         embedded.extend(s.embedded);
         rejected.extend(s.rejected);
@@ -199,6 +206,8 @@ fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<()
     }
     t.tokens.fetch_add(tokens, Ordering::Relaxed);
     t.files.fetch_add(files, Ordering::Relaxed);
+    t.deletions.fetch_add(deletions, Ordering::Relaxed);
+    t.cancelled.fetch_add(cancelled, Ordering::Relaxed);
     tracing::debug!(
         epoch,
         stream_time_s = t.stream_time_s.load(Ordering::Relaxed),

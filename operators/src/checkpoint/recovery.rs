@@ -88,6 +88,7 @@ pub fn recover(
                         .filter(|(_, _, e)| *e > cp.marked)
                         .map(|(id, reason, _)| (id, reason)),
                 ),
+                FileKind::Deletions => {}
             }
         }
         let marked = runtime

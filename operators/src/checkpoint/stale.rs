@@ -23,11 +23,11 @@ pub struct FoundFile {
     pub name: PartName,
 }
 
-/// Our final files in `out_dir` and its rejects directory, sorted by path; a directory that does not
+/// Our final files in `out_dir` and its rejects and deletions directories, sorted by path; a directory that does not
 /// exist yet holds none. Useful at start: with no checkpoint, any file here is another run's.
 pub fn list_files(out_dir: &Path) -> Result<Vec<FoundFile>, OutputError> {
     let mut found = Vec::new();
-    for kind in [FileKind::Rows, FileKind::Rejects] {
+    for kind in FileKind::ALL {
         for (name, _) in entries(&out_dir.join(kind.subdir()))? {
             if let Some(parts) = PartName::parse(&name) {
                 found.push(FoundFile { path: Path::new(kind.subdir()).join(&name), kind, name: parts });
@@ -38,11 +38,11 @@ pub fn list_files(out_dir: &Path) -> Result<Vec<FoundFile>, OutputError> {
     Ok(found)
 }
 
-/// Deletes our files in `out_dir` and its rejects directory whose first epoch is after
-/// `committed`, and our in-flight copies; returns what it deleted (absolute paths).
+/// Deletes our files in `out_dir` and its rejects and deletions directories whose first epoch is
+/// after `committed`, and our in-flight copies; returns what it deleted (absolute paths).
 pub fn remove_stale(out_dir: &Path, committed: u64) -> Result<Vec<PathBuf>, OutputError> {
     let mut removed = Vec::new();
-    for kind in [FileKind::Rows, FileKind::Rejects] {
+    for kind in FileKind::ALL {
         let dir = out_dir.join(kind.subdir());
         let before = removed.len();
         for (name, path) in entries(&dir)? {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use super::deletions::{apply_pending, DeletionIndex};
 use super::policy::pick;
 use super::stats::{thread_cpu_ns, CompactionStats};
 use crate::checkpoint::{now_ms, Ledger, Switch};
@@ -36,6 +37,8 @@ pub struct CompactionSettings {
     pub max_file_age: Option<Duration>,
     /// Rows per row group of the merged files.
     pub row_group_rows: usize,
+    /// Recorded deletions leave the output directory's files within this time.
+    pub delete_within: Duration,
     /// Test hook: pause this long after writing a merged file and again after recording its
     /// switch, to widen the window a crash test aims at.
     pub pause: Option<Duration>,
@@ -96,7 +99,7 @@ impl Drop for Compactor {
 }
 
 fn run(ledger: &Ledger, s: &CompactionSettings, stats: &CompactionStats, orders: &Receiver<Order>) -> Result<()> {
-    let no_deletions = |_: &str, _: u64| false;
+    let mut deletions = DeletionIndex::default();
     loop {
         let order = match orders.recv_timeout(POLL) {
             Ok(order) => Some(order),
@@ -104,23 +107,32 @@ fn run(ledger: &Ledger, s: &CompactionSettings, stats: &CompactionStats, orders:
             Err(RecvTimeoutError::Disconnected) => Some(Order::Stop),
         };
         let flush = matches!(order, Some(Order::FlushAndStop));
+        let cp = ledger.snapshot();
+        deletions.refresh(&s.out, cp.committed, cp.deletions_applied)?;
         // Catch up, but hear a stop between merges.
-        while compact_step(ledger, s, stats, &no_deletions, flush)? {
+        let deleted = |id: &str, epoch: u64| deletions.deletes(id, epoch);
+        while compact_step(ledger, s, stats, &deleted, flush)? {
             if !flush && !orders.is_empty() {
                 break;
             }
         }
-        refresh_gauges(ledger, stats);
+        if deletions.due(s.delete_within) {
+            let cpu = thread_cpu_ns();
+            apply_pending(ledger, &s.out, s.row_group_rows, &mut deletions, stats)?;
+            if let (Some(before), Some(after)) = (cpu, thread_cpu_ns()) {
+                stats.spent_cpu(after.saturating_sub(before));
+            }
+        }
+        refresh_gauges(ledger, stats, deletions.pending());
         if order.is_some() {
             return Ok(());
         }
     }
 }
 
-fn refresh_gauges(ledger: &Ledger, stats: &CompactionStats) {
+fn refresh_gauges(ledger: &Ledger, stats: &CompactionStats, pending: u64) {
     let cp = ledger.snapshot();
     let bytes = cp.staged.iter().map(|f| f.bytes).sum();
-    let pending = stats.snapshot().deletions_pending;
     stats.set_gauges(cp.staged.len() as u64, bytes, pending);
 }
 

@@ -28,9 +28,11 @@
 //! needs a compacted file to re-mark from.
 
 mod compactor;
+mod deletions;
 mod policy;
 mod stats;
 
 pub use compactor::{compact_step, CompactionSettings, Compactor};
+pub use deletions::{apply_pending, DeletionIndex};
 pub use policy::pick;
 pub use stats::{CompactionSnapshot, CompactionStats};

@@ -22,6 +22,14 @@ pub enum FileKind {
     Rows,
     /// Rejections, in [`REJECTS_DIR`] under the output directory.
     Rejects,
+    /// Recorded deletions, in `_deletions/` under the output directory
+    /// (`crate::output::deletions`).
+    Deletions,
+}
+
+impl FileKind {
+    /// Every kind, in the order directories are visited.
+    pub const ALL: [FileKind; 3] = [FileKind::Rows, FileKind::Rejects, FileKind::Deletions];
 }
 
 impl FileKind {
@@ -30,6 +38,7 @@ impl FileKind {
         match self {
             FileKind::Rows => "",
             FileKind::Rejects => REJECTS_DIR,
+            FileKind::Deletions => super::deletions::DELETIONS_DIR,
         }
     }
 }

@@ -91,7 +91,7 @@ pub fn writer_properties(kind: FileKind, row_group_rows: usize) -> WriterPropert
                 .set_column_statistics_enabled(item, EnabledStatistics::None)
                 .set_column_dictionary_enabled(ColumnPath::from("text_hash"), false)
         }
-        FileKind::Rejects => props,
+        FileKind::Rejects | FileKind::Deletions => props,
     };
     props.build()
 }

@@ -4,16 +4,20 @@
 //! into target-size files in the output directory once they are committed). It never decides when an epoch is complete (the caller's frontier does) and never
 //! records a checkpoint: sealing is step 1 of design.md's commit order, the checkpoint step 2.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::batch::{RejectStage, RowStage};
+use super::deletions::{write_deletions, Deletion};
 use super::error::OutputError;
 use super::fsio::{durable_move, ensure_writable_dir, sync_dir};
 use super::lanes::{FileCtx, Lanes};
-use super::naming::{is_tmp_of, FileKind};
+use super::merge::{key_values, merge_files};
+use super::naming::{is_tmp_of, FileKind, PartName};
+use super::read::read_row_ids;
 use super::schema::{default_row_group_rows, writer_properties};
 use super::stats::OutputStats;
 use crate::record::{EmbeddedRow, Rejection};
@@ -107,6 +111,8 @@ pub struct FileMeta {
 /// The Parquet writer of one worker.
 pub struct EpochWriter {
     staging_dir: PathBuf,
+    out_dir: PathBuf,
+    dim: usize,
     force_copy: bool,
     stats: Arc<OutputStats>,
     ctx: FileCtx,
@@ -132,6 +138,7 @@ impl EpochWriter {
             cfg.tmp_dir.clone(),
             cfg.out_dir.clone(),
             cfg.out_dir.join(FileKind::Rejects.subdir()),
+            cfg.out_dir.join(FileKind::Deletions.subdir()),
             cfg.staging_dir.clone(),
             cfg.staging_dir.join(FileKind::Rejects.subdir()),
         ] {
@@ -153,6 +160,8 @@ impl EpochWriter {
         };
         Ok(EpochWriter {
             staging_dir: cfg.staging_dir,
+            out_dir: cfg.out_dir,
+            dim: cfg.dim,
             force_copy: cfg.force_copy,
             stats: cfg.stats,
             ctx,
@@ -229,6 +238,59 @@ impl EpochWriter {
         self.sealed = Some(self.sealed.map_or(upto, |s| s.max(upto)));
         self.poisoned = false;
         Ok(metas)
+    }
+
+    /// Drops the rows and rejections with an id in `ids` from `files` (just sealed, not yet
+    /// committed), rewriting each file that holds one under its own name; updates their sizes.
+    /// For documents inserted and deleted within one epoch: the dataset never holds them.
+    /// Returns how many it dropped.
+    pub fn cancel(&mut self, files: &mut [FileMeta], ids: &HashSet<String>) -> Result<u64, OutputError> {
+        let mut dropped = 0;
+        for f in files.iter_mut() {
+            let path = self.staging_dir.join(&f.path);
+            if !read_row_ids(&path)?.iter().any(|(id, _)| ids.contains(id)) {
+                continue;
+            }
+            let dir = path.parent().unwrap_or(&self.staging_dir).to_path_buf();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            let partial = dir.join(format!(".{name}.partial"));
+            let kv = key_values(&path)?;
+            let rows = default_row_group_rows(self.dim);
+            let merged = merge_files(&[path.clone()], f.kind, &partial, None, rows, &kv, &|id, _| ids.contains(id))?;
+            std::fs::rename(&partial, &path).map_err(|e| OutputError::io("replace", &path, e))?;
+            sync_dir(&dir)?;
+            dropped += merged.dropped;
+            f.rows = merged.rows;
+            f.bytes = merged.bytes;
+        }
+        Ok(dropped)
+    }
+
+    /// Makes `deletions` (all of epoch `epoch`) durable as one file in the output directory's
+    /// `_deletions/`, where readers anti-join at once; `None` when there are none.
+    pub fn seal_deletions(&mut self, epoch: u64, deletions: &[Deletion]) -> Result<Option<FileMeta>, OutputError> {
+        if deletions.is_empty() {
+            return Ok(None);
+        }
+        let seq = self.ctx.next_seq;
+        self.ctx.next_seq += 1;
+        let tmp = self.ctx.tmp_dir.join(super::naming::tmp_name(self.ctx.worker, seq));
+        let kv: Vec<(String, String)> = self.ctx.file_meta.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let bytes = write_deletions(&tmp, deletions, &kv)?;
+        let name = PartName { epoch_lo: epoch, epoch_hi: epoch, worker: self.ctx.worker, seq };
+        let dir = self.out_dir.join(FileKind::Deletions.subdir());
+        durable_move(&tmp, &dir, &name.file_name(), &name.partial_name(), self.force_copy)?;
+        sync_dir(&dir)?;
+        Ok(Some(FileMeta {
+            path: Path::new(FileKind::Deletions.subdir()).join(name.file_name()),
+            kind: FileKind::Deletions,
+            epoch_lo: epoch,
+            epoch_hi: epoch,
+            rows: deletions.len() as u64,
+            bytes,
+            worker: self.ctx.worker,
+            staged_at_ms: crate::checkpoint::now_ms(),
+        }))
     }
 
     /// The highest epoch sealed so far.

@@ -113,6 +113,7 @@ impl Engine {
                 target_file_bytes: config.target_file_bytes,
                 max_file_age: (!flush_tail).then_some(config.max_file_age),
                 row_group_rows: default_row_group_rows(engine.pool.dim()),
+                delete_within: config.delete_within,
                 pause: config.hooks.compaction_pause,
             };
             compactor = Some(Compactor::start(ledger.clone(), settings, engine.compaction.clone(), failure.clone()));

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use parking_lot::Mutex;
+use timely::dataflow::operators::generic::operator::empty;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Concat, OkErr, Probe};
 use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
@@ -29,7 +31,7 @@ use crate::id_gate::IdGate;
 use crate::mongo_error::{describe, retry};
 use crate::output::{EpochWriter, OutputConfig};
 use crate::pass_control::{agree, PassRelay, PassStart};
-use crate::record::{TextJob, Work, Written};
+use crate::record::{Candidate, Change, Deleted, TextJob, Work, Written};
 use crate::source_pacing::SourcePacing;
 use crate::tei::EndpointPool;
 use crate::timely;
@@ -227,12 +229,19 @@ pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>, failure: F
             pacing.failure = fail.clone();
             worker.dataflow::<u64, _, _>(|scope| {
                 let scanned = scope.work_queue_source(engine.queue.clone(), ranges, rt.clone(), pacing.clone());
-                let candidates = if start.streaming {
+                let (candidates, deletions) = if start.streaming {
                     let streamed = scope.change_stream_source(feed, rt.clone(), pacing);
+                    let (upserts, deletes) =
+                        streamed.ok_err::<Vec<Candidate>, _, Vec<Deleted>, _, _>(|change| match change {
+                            Change::Upsert(c) => Ok(c),
+                            Change::Delete(d) => Err(d),
+                        });
                     // Two sources can read one document: the gate lets it through once.
-                    scanned.concat(streamed).id_gate(engine.queue.clone(), rt.clone(), committed.clone())
+                    let gated = scanned.concat(upserts).id_gate(engine.queue.clone(), rt.clone(), committed.clone());
+                    // Every writer must see every deletion: a deleted document's row may be on any.
+                    (gated, deletes.broadcast())
                 } else {
-                    scanned
+                    (scanned, empty(scope))
                 };
                 // Rejections skip the GPUs: split off after dedup, joined again at the writer.
                 let (jobs, rejects) = candidates.dedup().ok_err::<Vec<TextJob>, _, Vec<Written>, _, _>(|w| match w {
@@ -241,7 +250,7 @@ pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>, failure: F
                 });
                 jobs.embed(embedder.clone(), rt.clone(), in_flight, VECTOR_CACHE)
                     .concat(rejects)
-                    .write_parquet(writer, fail.clone())
+                    .write_parquet(deletions, writer, index == 0, fail.clone())
                     .probe_with(&probe)
                     .commit(committer)
                     .probe_with(&committed);

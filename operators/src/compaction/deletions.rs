@@ -1,0 +1,127 @@
+//! Applying recorded deletions (`_deletions/`, see `crate::output::deletions` for the rule) to
+//! the output: [`DeletionIndex`] holds the committed deletions in memory (ids only) and knows which
+//! are not yet applied to the files of the output directory; [`apply_pending`] rewrites each
+//! output file that holds a deleted row without it, under its own name (one rename replaces it,
+//! so a reader sees the old file or the new one), then records in the checkpoint how far
+//! deletions are applied. Staged rows need no pass: compaction drops them as it merges.
+//!
+//! Why not differential-dataflow here: rows never sit in memory (they are in Parquet files of
+//! hundreds of MB), so the change log cannot be a collection that consolidates against them; the
+//! within-epoch consolidation that differential would give (an insert and a delete of one id in
+//! one epoch cancel) is done where the rows are, at the writer's seal (`crate::write_parquet`),
+//! and across epochs a deletion is a set lookup by id with an epoch bound.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::stats::CompactionStats;
+use crate::checkpoint::{list_files, now_ms, Ledger};
+use crate::output::{key_values, merge_files, read_deletions, read_row_ids, sync_dir, DeletionSet, FileKind, PartName};
+
+/// The committed deletions the compactor knows, and which are still to apply to the output.
+#[derive(Debug, Default)]
+pub struct DeletionIndex {
+    set: DeletionSet,
+    loaded: HashSet<String>,
+    /// Deletions of epochs above the checkpoint's `deletions_applied`.
+    pending: u64,
+    /// The highest epoch among them.
+    pending_upto: u64,
+    /// When the oldest of them happened (ms since the Unix epoch).
+    oldest_pending_ms: Option<i64>,
+}
+
+impl DeletionIndex {
+    /// Reads the deletion files of epochs ≤ `committed` in `out/_deletions/` not read before.
+    pub fn refresh(&mut self, out: &Path, committed: u64, applied: u64) -> Result<()> {
+        let now = now_ms();
+        for f in list_files(out)?.into_iter().filter(|f| f.kind == FileKind::Deletions) {
+            let key = f.path.to_string_lossy().into_owned();
+            if f.name.epoch_lo > committed || self.loaded.contains(&key) {
+                continue;
+            }
+            for d in read_deletions(&out.join(&f.path))? {
+                self.set.insert(&d.id, d.epoch);
+                if d.epoch > applied {
+                    self.pending += 1;
+                    self.pending_upto = self.pending_upto.max(d.epoch);
+                    let at = d.cluster_time_ms.unwrap_or(now).min(now);
+                    self.oldest_pending_ms = Some(self.oldest_pending_ms.map_or(at, |o| o.min(at)));
+                }
+            }
+            self.loaded.insert(key);
+        }
+        Ok(())
+    }
+
+    /// Whether a row `(id, epoch)` is deleted.
+    pub fn deletes(&self, id: &str, epoch: u64) -> bool {
+        self.set.deletes(id, Some(epoch))
+    }
+
+    /// Deletions not yet applied to the output directory's files.
+    pub fn pending(&self) -> u64 {
+        self.pending
+    }
+
+    /// Whether the pending deletions must be applied now to leave the output within
+    /// `delete_within` of their deletion (half of it, so the pass itself has the other half).
+    pub fn due(&self, delete_within: Duration) -> bool {
+        let half = i64::try_from(delete_within.as_millis() / 2).unwrap_or(i64::MAX);
+        self.oldest_pending_ms.is_some_and(|t| now_ms().saturating_sub(t) >= half)
+    }
+}
+
+/// Rewrites every file of the output directory `out` (rows and rejections) that holds a row
+/// `index` deletes, then records the pending deletions as applied. Returns the files rewritten.
+pub fn apply_pending(
+    ledger: &Ledger,
+    out: &Path,
+    row_group_rows: usize,
+    index: &mut DeletionIndex,
+    stats: &CompactionStats,
+) -> Result<usize> {
+    let (upto, count) = (index.pending_upto, index.pending);
+    let mut rewritten = 0;
+    for f in list_files(out)?.into_iter().filter(|f| f.kind != FileKind::Deletions) {
+        let path = out.join(&f.path);
+        let ids = read_row_ids(&path)?;
+        if !ids.iter().any(|(id, e)| index.deletes(id, *e)) {
+            continue;
+        }
+        rewrite(&path, f.kind, &f.name, row_group_rows, index, stats)?;
+        rewritten += 1;
+    }
+    ledger.update(|cp| cp.deletions_applied = cp.deletions_applied.max(upto))?;
+    stats.applied(count);
+    index.pending = 0;
+    index.oldest_pending_ms = None;
+    tracing::info!(deletions = count, files = rewritten, "applied recorded deletions to the output");
+    Ok(rewritten)
+}
+
+/// Replaces `path` with a copy without its deleted rows: written and fsynced under a hidden
+/// partial name (removed by recovery should a crash come first), then renamed over the original.
+fn rewrite(
+    path: &Path,
+    kind: FileKind,
+    name: &PartName,
+    row_group_rows: usize,
+    index: &DeletionIndex,
+    stats: &CompactionStats,
+) -> Result<()> {
+    let dir = path.parent().context("an output file has no directory")?;
+    let partial = dir.join(name.partial_name());
+    let kv = key_values(path)?;
+    let merged =
+        merge_files(&[path.to_path_buf()], kind, &partial, None, row_group_rows, &kv, &|id, e| index.deletes(id, e))?;
+    fs::rename(&partial, path).with_context(|| format!("replacing {} without its deleted rows", path.display()))?;
+    sync_dir(dir)?;
+    stats.rewrote(merged.rows, merged.bytes, merged.dropped);
+    tracing::info!(file = %path.display(), dropped = merged.dropped, "rewrote an output file without its deleted rows");
+    Ok(())
+}
