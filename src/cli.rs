@@ -47,6 +47,8 @@ pub enum Command {
     Indexes(crate::indexes::IndexesArgs),
     /// Clears the marks of rejections matching a reason, so the next run embeds them again.
     Requeue(crate::requeue::RequeueArgs),
+    /// Records as deletions the output ids whose tweet is gone from the collection, and removes them.
+    Reconcile(crate::reconcile::ReconcileArgs),
     /// Merges small Parquet files of vectors (ours or the old scripts') into large ones.
     Consolidate(crate::consolidate::ConsolidateArgs),
     /// Runs the embedded default: dev-mongo with synthetic tweets and simulated TEI GPUs.

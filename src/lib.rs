@@ -21,6 +21,7 @@ pub mod demo;
 pub mod indexes;
 pub mod metrics;
 pub mod progress;
+pub mod reconcile;
 pub mod requeue;
 pub mod run;
 pub mod status;

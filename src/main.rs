@@ -32,6 +32,7 @@ fn main() {
         Command::Status(args) => tweet_embed::status::run(args),
         Command::Indexes(args) => tweet_embed::indexes::run(args),
         Command::Requeue(args) => tweet_embed::requeue::run(args),
+        Command::Reconcile(args) => tweet_embed::reconcile::run(args),
         Command::Consolidate(args) => {
             tweet_embed::consolidate::run(&args).map(|s| println!("{}", tweet_embed::consolidate::summary_line(&s)))
         }

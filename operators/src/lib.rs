@@ -18,6 +18,7 @@ pub mod marker;
 pub mod mongo_error;
 pub mod output;
 pub mod pass_control;
+pub mod reconcile;
 pub mod record;
 pub mod run;
 pub mod source_pacing;

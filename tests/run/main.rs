@@ -3,6 +3,7 @@
 //! history, and through kill -9 — always every eligible document exactly once, all marked.
 
 mod crash;
+mod deletions;
 mod drain;
 mod invalid_utf8;
 mod invalidate;

@@ -23,23 +23,26 @@ pub struct Output {
     pub rejects: HashMap<String, String>,
 }
 
-/// Reads every committed row back: the output directory `out` and the staging directories of
-/// the tests' layout (`<out>/_staging`, and `<out>/../state/staging` beside it), where committed
-/// epochs wait for compaction.
+/// Reads every committed row back as the dataset means it: the output directory `out` and the
+/// staging directories of the tests' layout (`<out>/_staging`, and `<out>/../state/staging`
+/// beside it), where committed epochs wait for compaction, less the rows that the deletions
+/// recorded in `out/_deletions/` remove (as a reader's anti-join would).
 pub fn read_rows(out: &Path) -> Output {
     let mut dirs = vec![out.to_path_buf(), out.join(tweet_embed_operators::output::STAGING_DIR)];
     if let Some(parent) = out.parent() {
         dirs.push(parent.join("state").join("staging"));
     }
-    read_dirs(&dirs)
+    let deleted = tweet_embed_operators::output::DeletionSet::load(out).expect("read _deletions/");
+    read_dirs(&dirs, &deleted)
 }
 
-/// Reads the rows a reader of the dataset sees: the files in `out` and `out/_rejects` only.
+/// Reads the rows a reader of the dataset sees: the files in `out` and `out/_rejects` only,
+/// nothing removed.
 pub fn read_visible(out: &Path) -> Output {
-    read_dirs(&[out.to_path_buf()])
+    read_dirs(&[out.to_path_buf()], &Default::default())
 }
 
-fn read_dirs(roots: &[std::path::PathBuf]) -> Output {
+fn read_dirs(roots: &[std::path::PathBuf], deleted: &tweet_embed_operators::output::DeletionSet) -> Output {
     let mut vectors = HashMap::new();
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     let mut rejects = HashMap::new();
@@ -57,15 +60,21 @@ fn read_dirs(roots: &[std::path::PathBuf]) -> Output {
             for batch in reader {
                 let batch = batch.expect("batch");
                 let ids = batch.column_by_name("id").expect("id").as_string::<i32>().clone();
+                let epochs = batch
+                    .column_by_name("epoch")
+                    .expect("epoch")
+                    .as_primitive::<arrow::datatypes::UInt64Type>()
+                    .clone();
+                let gone = |i: usize| deleted.deletes(ids.value(i), Some(epochs.value(i)));
                 if is_rejects {
                     let reasons = batch.column_by_name("reason").expect("reason").as_string::<i32>().clone();
-                    for i in 0..batch.num_rows() {
+                    for i in (0..batch.num_rows()).filter(|i| !gone(*i)) {
                         *counts.entry(ids.value(i).to_string()).or_default() += 1;
                         rejects.insert(ids.value(i).to_string(), reasons.value(i).to_string());
                     }
                 } else {
                     let emb = batch.column_by_name("embedding").expect("embedding").as_fixed_size_list().clone();
-                    for i in 0..batch.num_rows() {
+                    for i in (0..batch.num_rows()).filter(|i| !gone(*i)) {
                         let v = emb.value(i);
                         let v: Vec<f32> = v.as_primitive::<Float32Type>().values().to_vec();
                         *counts.entry(ids.value(i).to_string()).or_default() += 1;
@@ -85,6 +94,17 @@ pub fn check_run(stack: &Stack, seeded: &Seeded, out: &Path) {
 
 /// The exactly-once check of the output in `out` against the collection `coll`.
 pub fn check_run_in(stack: &Stack, coll: mongodb::Collection<Document>, seeded: &Seeded, out: &Path) {
+    check_run_after_deletes(stack, coll, seeded, out, 0)
+}
+
+/// [`check_run_in`] after a test deleted `deleted` of the seeded documents.
+pub fn check_run_after_deletes(
+    stack: &Stack,
+    coll: mongodb::Collection<Document>,
+    seeded: &Seeded,
+    out: &Path,
+    deleted: u64,
+) {
     let Output { vectors, counts, rejects } = read_rows(out);
     let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(repeated.is_empty(), "ids written more than once: {repeated:?}");
@@ -141,7 +161,7 @@ pub fn check_run_in(stack: &Stack, coll: mongodb::Collection<Document>, seeded: 
             }
         }
     }
-    assert_eq!(synthetic, seeded.n);
+    assert_eq!(synthetic, seeded.n - deleted);
     assert_eq!(vectors.len(), expected_rows);
     assert_eq!(rejects.len(), expected_rejects);
 }

@@ -144,7 +144,8 @@ fn log_history_lost(once: &mut bool) {
     if !*once {
         tracing::warn!(
             "the change stream's resume point is no longer in the server's history (the run was down longer than \
-             the oplog window): reopening at now and scanning the work queue, which holds everything not yet embedded"
+             the oplog window): reopening at now and scanning the work queue, which holds everything not yet embedded. \
+             Tweets deleted in the gap cannot be seen: run `tweet-embed reconcile` to find them and remove their rows"
         );
     }
     *once = true;

@@ -1,0 +1,154 @@
+//! Reconciling the output with the collection: ids in the output (and in staged files) whose
+//! document is no longer in the collection become recorded deletions, applied to the output
+//! directory's files at once (staged rows are dropped at their compaction). It is for deletions
+//! the change stream could not show: those in a gap after its history was lost, or made while
+//! no run was following the stream.
+//!
+//! Ids are checked through the `_id` index, in batches of `$in` lookups with a projection on
+//! `_id` (never a collection scan per row); the output is read one file at a time, the id column
+//! only. It must run alone on its state directory (it takes the run's lock), since it rewrites
+//! output files and records in the checkpoint.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::Collection;
+
+use crate::candidate::raw_id;
+use crate::checkpoint::{list_files, now_ms, CheckpointStore, Ledger, StateLock};
+use crate::compaction::{apply_pending, CompactionStats, DeletionIndex};
+use crate::mongo_error::{describe, retry, MongoRetry};
+use crate::output::{read_row_ids, write_deletions, Deletion, FileKind, PartName};
+use crate::work_queue::{id_from_string, id_string};
+
+/// Ids per `$in` lookup.
+pub const LOOKUP_BATCH: usize = 1_000;
+/// The worker number in the names of deletion files `reconcile` writes, apart from any run's.
+pub const RECONCILE_WORKER: usize = 999;
+
+/// What a reconciliation found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Files read (output and staged).
+    pub files: usize,
+    /// Distinct ids checked.
+    pub checked: u64,
+    /// Ids whose document is gone, now recorded deletions.
+    pub missing: u64,
+    /// Ids that cannot be turned back into an `_id` (not written by this tool), left alone.
+    pub unreadable: u64,
+    /// The deletion file written, relative to the output directory.
+    pub deletion_file: Option<PathBuf>,
+    /// Output files rewritten without the deleted rows.
+    pub rewritten: usize,
+}
+
+/// Where to reconcile.
+#[derive(Debug, Clone)]
+pub struct ReconcileTarget {
+    /// The output directory.
+    pub out: PathBuf,
+    /// The run's state directory (its checkpoint and lock).
+    pub state_dir: PathBuf,
+    /// The run's staging directory.
+    pub staging_dir: PathBuf,
+    /// Record and apply nothing: only count.
+    pub dry_run: bool,
+}
+
+/// Reconciles `target` with `coll` on `runtime` (see the module doc). Errors: the state
+/// directory in use by a run (the lock's line), no checkpoint there, unreadable files, MongoDB
+/// errors that do not heal.
+pub fn reconcile(
+    target: &ReconcileTarget,
+    coll: &Collection<Document>,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Reconciled> {
+    let _lock = StateLock::acquire(&target.state_dir).map_err(|e| anyhow!(e))?;
+    let store = CheckpointStore::open(&target.state_dir)?;
+    let Some(cp) = store.load()? else {
+        bail!(
+            "{} has no checkpoint: nothing was committed there, so there is nothing to reconcile",
+            target.state_dir.display()
+        );
+    };
+    let mut files: Vec<PathBuf> = list_files(&target.out)?
+        .into_iter()
+        .filter(|f| f.kind != FileKind::Deletions)
+        .map(|f| target.out.join(f.path))
+        .collect();
+    files.extend(cp.staged.iter().map(|f| target.staging_dir.join(&f.path)));
+    let policy = MongoRetry::default();
+    let mut found = Reconciled { files: files.len(), ..Reconciled::default() };
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut missing: Vec<String> = Vec::new();
+    for path in &files {
+        let ids: Vec<String> =
+            read_row_ids(path)?.into_iter().map(|(id, _)| id).filter(|id| seen.insert(id.clone())).collect();
+        for batch in ids.chunks(LOOKUP_BATCH) {
+            let gone = runtime
+                .block_on(retry(&policy, "looking up output ids in the collection", || absent(coll, batch)))
+                .map_err(|e| anyhow!("looking up output ids in the collection: {}", describe(&e)))?;
+            found.unreadable += gone.unreadable;
+            missing.extend(gone.ids);
+        }
+    }
+    found.checked = seen.len() as u64;
+    found.missing = missing.len() as u64;
+    if missing.is_empty() || target.dry_run {
+        return Ok(found);
+    }
+    // A deletion at the committed epoch removes every row written so far.
+    let epoch = cp.committed;
+    let ledger = Ledger::new(store, cp);
+    let seq = ledger.update(|cp| {
+        cp.next_file_seq += 1;
+        cp.next_file_seq - 1
+    })?;
+    let name = PartName { epoch_lo: epoch, epoch_hi: epoch, worker: RECONCILE_WORKER, seq };
+    let dir = target.out.join(FileKind::Deletions.subdir());
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let partial = dir.join(name.partial_name());
+    let now = now_ms();
+    let deletions: Vec<Deletion> =
+        missing.into_iter().map(|id| Deletion { id, epoch, cluster_time_ms: Some(now) }).collect();
+    let kv = [("tweet_embed.written_by".to_string(), "reconcile".to_string())];
+    write_deletions(&partial, &deletions, &kv)?;
+    let dest = dir.join(name.file_name());
+    std::fs::rename(&partial, &dest).with_context(|| format!("renaming {} into place", partial.display()))?;
+    crate::output::sync_dir(&dir)?;
+    found.deletion_file = Some(Path::new(FileKind::Deletions.subdir()).join(name.file_name()));
+    let snapshot = ledger.snapshot();
+    let mut index = DeletionIndex::default();
+    index.refresh(&target.out, snapshot.committed, snapshot.deletions_applied)?;
+    // Rows per row group for 768 dimensions; the writer bounds row groups by bytes as well.
+    let rows = crate::output::schema::default_row_group_rows(768);
+    found.rewritten = apply_pending(&ledger, &target.out, rows, &mut index, &CompactionStats::default())?;
+    Ok(found)
+}
+
+struct Absent {
+    ids: Vec<String>,
+    unreadable: u64,
+}
+
+/// The ids of `batch` whose document is not in `coll`.
+async fn absent(coll: &Collection<Document>, batch: &[String]) -> Result<Absent, mongodb::error::Error> {
+    let mut keys: Vec<Bson> = Vec::with_capacity(batch.len());
+    let mut unreadable = 0;
+    for id in batch {
+        match id_from_string(id) {
+            Some(b) => keys.push(b),
+            None => unreadable += 1,
+        }
+    }
+    let mut cursor = coll.find(doc! {"_id": {"$in": keys}}).projection(doc! {"_id": 1}).await?;
+    let mut present: HashSet<String> = HashSet::new();
+    while cursor.advance().await? {
+        present.insert(id_string(&raw_id(cursor.current())));
+    }
+    let ids = batch.iter().filter(|id| id_from_string(id).is_some() && !present.contains(*id)).cloned().collect();
+    Ok(Absent { ids, unreadable })
+}
