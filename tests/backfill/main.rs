@@ -3,6 +3,7 @@
 //! out exactly once with its own text's vector and be marked; rejects carry reasons; nothing
 //! else is marked.
 
+mod compaction;
 mod crash;
 mod disk_full;
 mod election;

@@ -190,3 +190,43 @@ pub fn python_with(module: &str) -> String {
         _ => panic!("{py} cannot import {module}: run `.ci/run` (it installs it) or `pip install {module}`"),
     }
 }
+
+/// pyarrow, DuckDB and polars reading `out` as a dataset over and over while a run writes it
+/// (`tests/py/poll_dataset.py`): [`DatasetPoller::finish`] says whether any read failed or saw
+/// an id twice.
+pub struct DatasetPoller {
+    child: std::process::Child,
+    stop_file: std::path::PathBuf,
+}
+
+impl DatasetPoller {
+    /// Starts polling `out`; its stop file goes in `scratch`.
+    pub fn start(out: &Path, scratch: &Path) -> DatasetPoller {
+        let py = python_with("duckdb, polars, pyarrow");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/py/poll_dataset.py");
+        let stop_file = scratch.join("poll-stop");
+        let child = std::process::Command::new(&py)
+            .arg(script)
+            .arg(out)
+            .arg(&stop_file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the dataset poller");
+        DatasetPoller { child, stop_file }
+    }
+
+    /// Stops after one more round; panics with its findings if any read failed or saw a
+    /// duplicate id. Returns its summary line.
+    pub fn finish(self) -> String {
+        std::fs::write(&self.stop_file, b"stop").expect("stop file");
+        let o = self.child.wait_with_output().expect("poller");
+        let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            o.status.success(),
+            "a reader failed or saw a duplicate:\n{stdout}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        stdout.lines().last().unwrap_or_default().to_string()
+    }
+}

@@ -63,6 +63,8 @@ pub struct Summary {
     pub remarked: u64,
     /// Wall time.
     pub elapsed: Duration,
+    /// Bytes the writers sealed into the staging directory (each row's first write).
+    pub staged_bytes: u64,
     /// Compaction and deletions, as the run ended.
     pub compaction: crate::compaction::CompactionSnapshot,
 }
@@ -130,6 +132,7 @@ impl Engine {
             ended?;
         }
         summary.compaction = engine.compaction.snapshot();
+        summary.staged_bytes = engine.output_stats.snapshot().bytes_sealed;
         let t = &engine.totals;
         summary.embedded = t.embedded.load(Ordering::Relaxed);
         summary.rejected = t.rejected.load(Ordering::Relaxed);
