@@ -30,7 +30,10 @@ impl Setup {
         let stack = Stack::start(4, FaultConfig::default());
         let seeded = seed(&stack.mongo, docs, seed_with);
         let dir = tempfile::tempdir().expect("tempdir");
-        let args = stack.args(dir.path(), 2);
+        let mut args = stack.args(dir.path(), 2);
+        // Compaction under way while the cluster runs: small files, and a short age in `run`.
+        args.target_file_bytes = 2 << 20;
+        args.max_file_age = Duration::from_secs(1);
         Setup { stack, seeded, dir, args }
     }
 
@@ -121,9 +124,21 @@ fn two_processes_backfill_every_document_once() {
     all_succeed(&mut setup.spawn("backfill"), Duration::from_secs(300), "process");
     let Setup { stack, seeded, dir, args } = &setup;
     check_run(stack, seeded, &args.out);
-    // Four workers in two processes wrote, and every process fed its own GPUs.
+    // Both processes staged their epochs in the shared `<out>/_staging`, and the leader's one
+    // compactor merged them into target-size files (all but the tail), nothing left staged.
     let w = writers(&args.out);
-    assert!(w.contains("w000") && w.contains("w003"), "writers: {w:?}");
+    assert_eq!(w.into_iter().collect::<Vec<_>>(), ["w000"], "one compactor writes --out");
+    let sizes: Vec<u64> = std::fs::read_dir(&args.out)
+        .expect("out")
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+        .map(|e| e.metadata().expect("stat").len())
+        .collect();
+    assert!(sizes.len() >= 5, "{sizes:?}");
+    assert!(sizes.iter().filter(|b| **b < args.target_file_bytes).count() <= 1, "{sizes:?}");
+    let staged = std::fs::read_dir(args.out.join("_staging")).expect("staging").flatten().filter(|e| e.path().is_file()).count();
+    assert_eq!(staged, 0);
+    // Every process fed its own GPUs.
     let per_gpu: Vec<u64> = stack.tei.as_ref().expect("tei").stats().iter().map(|s| s.inputs).collect();
     assert!(per_gpu.iter().all(|n| *n > 0), "inputs per GPU: {per_gpu:?}");
     // Only the leader keeps a checkpoint.
