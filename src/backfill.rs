@@ -49,6 +49,7 @@ pub fn execute(
             totals: monitor.totals.clone(),
             pool: Some(monitor.pool.clone()),
             queue: Some((monitor.queue.clone(), monitor.runtime.clone())),
+            compaction: Some(monitor.compaction.clone()),
         })
     });
     let summary = go(engine);
@@ -79,7 +80,25 @@ pub fn print_summary(what: &str, s: &Summary, out: &std::path::Path) {
         (s.embedded + s.rejected) as f64 / secs,
         s.tokens as f64 / secs
     );
-    println!("  files committed    : {} in {}", s.files, out.display());
+    let c = &s.compaction;
+    println!(
+        "  files              : {} epoch files staged, {} compacted into {} ({:.1} MiB written)",
+        s.files,
+        c.compactions,
+        out.display(),
+        c.bytes_written as f64 / (1u64 << 20) as f64
+    );
+    if s.deletions > 0 || s.cancelled > 0 || c.deletions_applied > 0 || c.deletions_pending > 0 {
+        println!(
+            "  deletions          : {} recorded in {}/_deletions, {} applied, {} pending, {} rows removed, {} never written",
+            s.deletions,
+            out.display(),
+            c.deletions_applied,
+            c.deletions_pending,
+            c.deleted_rows,
+            s.cancelled
+        );
+    }
     if s.stale_removed > 0 || s.remarked > 0 {
         println!("  recovery           : {} stale files removed, {} documents re-marked", s.stale_removed, s.remarked);
     }

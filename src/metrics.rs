@@ -1,8 +1,9 @@
 //! `--metrics-addr`: Prometheus text on `GET /metrics`, encoded by `prometheus-client` from the
 //! run's own counters at each scrape — documents and tokens committed, rejections by reason,
 //! requests, retries and failures per endpoint, in-flight and limit per endpoint, latency
-//! quantiles, the frontier epoch, checkpoint age, stream lag, Parquet bytes written, and how long
-//! the run has been stalled.
+//! quantiles, the frontier epoch, checkpoint age, stream lag, Parquet bytes written, compactions,
+//! bytes rewritten, deletions recorded, applied and pending, staged bytes, and how long the run
+//! has been stalled.
 //!
 //! It only reads counters the pipeline keeps anyway; it never slows or blocks the pipeline, and
 //! it never exports a URL's credentials (endpoint labels are redacted).
@@ -87,8 +88,57 @@ impl Collector for MetricSources {
         counter(
             &mut e,
             "tweet_embed_parquet_bytes",
-            "Bytes of Parquet files sealed into the output directory.",
+            "Bytes of Parquet files sealed into the staging directory (each row's first write).",
             &[(vec![], out.bytes_sealed)],
+        )?;
+        let c = self.run.compaction.snapshot();
+        counter(
+            &mut e,
+            "tweet_embed_compactions",
+            "Target-size files compaction wrote into the output directory.",
+            &[(vec![], c.compactions)],
+        )?;
+        counter(
+            &mut e,
+            "tweet_embed_compaction_bytes",
+            "Bytes compaction and deletion rewrites wrote into the output directory.",
+            &[(vec![], c.bytes_written)],
+        )?;
+        counter(
+            &mut e,
+            "tweet_embed_deletions_applied",
+            "Recorded deletions applied to every file of the output directory.",
+            &[(vec![], c.deletions_applied)],
+        )?;
+        counter(
+            &mut e,
+            "tweet_embed_deletions_recorded",
+            "Deletions from the change stream recorded in _deletions/.",
+            &[(vec![], load(&t.deletions))],
+        )?;
+        counter(
+            &mut e,
+            "tweet_embed_deleted_rows",
+            "Rows removed because their tweet was deleted (at compaction, or by rewriting output files).",
+            &[(vec![], c.deleted_rows)],
+        )?;
+        gauge(
+            &mut e,
+            "tweet_embed_deletions_pending",
+            "Recorded deletions not yet applied to the output directory's files.",
+            &[(vec![], c.deletions_pending as f64)],
+        )?;
+        gauge(
+            &mut e,
+            "tweet_embed_staged_bytes",
+            "Bytes of committed files waiting in the staging directory for compaction.",
+            &[(vec![], c.staged_bytes as f64)],
+        )?;
+        gauge(
+            &mut e,
+            "tweet_embed_staged_files",
+            "Committed files waiting in the staging directory for compaction.",
+            &[(vec![], c.staged_files as f64)],
         )?;
         let now = now_ms().max(0) as u64;
         let committed_at = load(&t.committed_at_ms);

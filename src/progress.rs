@@ -25,6 +25,8 @@ pub struct ProgressSources {
     pub pool: Option<Arc<EndpointPool>>,
     /// The work queue and a runtime to count it on, for the total and ETA.
     pub queue: Option<(WorkQueue, tokio::runtime::Handle)>,
+    /// Compaction and deletions: staged bytes, compacted files, pending deletions.
+    pub compaction: Option<Arc<tweet_embed_operators::compaction::CompactionStats>>,
 }
 
 /// A background reporter; stops when dropped or on [`Reporter::stop`].
@@ -155,9 +157,13 @@ fn report(sources: ProgressSources, stop: Arc<AtomicBool>) {
             })
             .unwrap_or_default();
         let lag = lag_s.map(|l| format!(" · stream lag {l}s")).unwrap_or_default();
+        let c = sources.compaction.as_ref().map(|c| c.snapshot()).unwrap_or_default();
+        let staged_mib = c.staged_bytes as f64 / (1u64 << 20) as f64;
         let msg = format!(
-            "{docs_rate:.0} docs/s · {tok_rate:.0} tok/s · ETA {} · {rejected} rejected · {retries} retries · in-flight/limit {endpoints} · epoch {epoch} ({epoch_age_s:.1}s ago){lag}",
-            eta_s.map_or("unknown".into(), eta)
+            "{docs_rate:.0} docs/s · {tok_rate:.0} tok/s · ETA {} · {rejected} rejected · {retries} retries · in-flight/limit {endpoints} · epoch {epoch} ({epoch_age_s:.1}s ago){lag} · staged {staged_mib:.1} MiB · {} compacted · {} deletions pending",
+            eta_s.map_or("unknown".into(), eta),
+            c.compactions,
+            c.deletions_pending
         );
         if tty {
             bar.set_length(total.unwrap_or(done));
@@ -177,6 +183,9 @@ fn report(sources: ProgressSources, stop: Arc<AtomicBool>) {
                 epoch,
                 epoch_age_s,
                 stream_lag_s = lag_s,
+                staged_bytes = c.staged_bytes,
+                compacted_files = c.compactions,
+                deletions_pending = c.deletions_pending,
                 elapsed_s = started.elapsed().as_secs(),
                 "progress"
             );

@@ -136,7 +136,8 @@ fn two_processes_backfill_every_document_once() {
         .collect();
     assert!(sizes.len() >= 5, "{sizes:?}");
     assert!(sizes.iter().filter(|b| **b < args.target_file_bytes).count() <= 1, "{sizes:?}");
-    let staged = std::fs::read_dir(args.out.join("_staging")).expect("staging").flatten().filter(|e| e.path().is_file()).count();
+    let staged =
+        std::fs::read_dir(args.out.join("_staging")).expect("staging").flatten().filter(|e| e.path().is_file()).count();
     assert_eq!(staged, 0);
     // Every process fed its own GPUs.
     let per_gpu: Vec<u64> = stack.tei.as_ref().expect("tei").stats().iter().map(|s| s.inputs).collect();

@@ -85,7 +85,9 @@ fn metrics_during_a_run_match_its_summary() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let config = stack.args(dir.path(), 2);
+    let mut config = stack.args(dir.path(), 2);
+    // Compaction during the run: staged files merge once 200 ms old.
+    config.max_file_age = Duration::from_millis(200);
     let stop = StopSignal::default();
     let handle = {
         let stop = stop.clone();
@@ -107,7 +109,9 @@ fn metrics_during_a_run_match_its_summary() {
         let samples = scrape(addr);
         let done = samples.get("tweet_embed_documents_total{outcome=embedded}").copied().unwrap_or(0.0)
             + samples.get("tweet_embed_documents_total{outcome=rejected}").copied().unwrap_or(0.0);
-        if done >= eligible {
+        let compacted = samples.get("tweet_embed_compactions_total{}").copied().unwrap_or(0.0);
+        let staged = samples.get("tweet_embed_staged_files{}").copied().unwrap_or(f64::MAX);
+        if done >= eligible && compacted >= 1.0 && staged == 0.0 {
             break samples;
         }
     };
@@ -120,6 +124,11 @@ fn metrics_during_a_run_match_its_summary() {
     let by_reason: f64 = last.iter().filter(|(k, _)| k.starts_with("tweet_embed_rejects_total{")).map(|(_, v)| v).sum();
     assert_eq!(by_reason, summary.rejected as f64, "rejections by reason add up");
     assert!(last["tweet_embed_parquet_bytes_total{}"] > 0.0);
+    // Everything staged was compacted into --out, and the counters say so.
+    assert_eq!(last["tweet_embed_compactions_total{}"], summary.compaction.compactions as f64);
+    assert!(last["tweet_embed_compaction_bytes_total{}"] > 0.0);
+    assert_eq!(last["tweet_embed_staged_bytes{}"], 0.0);
+    assert_eq!(last["tweet_embed_deletions_pending{}"], 0.0);
     assert!(last["tweet_embed_frontier_epoch{}"] >= 1.0);
     // Both endpoints served, and the simulator's injected errors show up as retries.
     for url in stack.tei.as_ref().expect("tei").urls() {

@@ -103,8 +103,10 @@ pub fn reconcile(
     // A deletion at the committed epoch removes every row written so far.
     let epoch = cp.committed;
     let ledger = Ledger::new(store, cp);
+    let recorded = missing.len() as u64;
     let seq = ledger.update(|cp| {
         cp.next_file_seq += 1;
+        cp.deletions_recorded += recorded;
         cp.next_file_seq - 1
     })?;
     let name = PartName { epoch_lo: epoch, epoch_hi: epoch, worker: RECONCILE_WORKER, seq };

@@ -134,16 +134,15 @@ impl Sealed {
 /// Seals epoch `t`: its files into staging, minus the documents `gone` deletes in `t` itself,
 /// and (when `records`) its deletions into `_deletions/`.
 fn seal(writer: &mut EpochWriter, sealed: &mut Sealed, t: u64, gone: &[Deleted], records: bool) -> Result<(), String> {
-    sealed.files = writer.seal(t).map_err(|e| e.to_string())?;
+    let ids: HashSet<String> = gone.iter().map(|d| d.id.clone()).collect();
+    let (files, cancelled) = writer.seal_cancelling(t, &ids).map_err(|e| e.to_string())?;
+    sealed.files = files;
     if gone.is_empty() {
         return Ok(());
     }
-    let ids: HashSet<String> = gone.iter().map(|d| d.id.clone()).collect();
-    if sealed.embedded.iter().any(|id| ids.contains(id)) || sealed.rejected.iter().any(|(id, _)| ids.contains(id)) {
-        sealed.cancelled = writer.cancel(&mut sealed.files, &ids).map_err(|e| e.to_string())?;
-        sealed.embedded.retain(|id| !ids.contains(id));
-        sealed.rejected.retain(|(id, _)| !ids.contains(id));
-    }
+    sealed.cancelled = cancelled;
+    sealed.embedded.retain(|id| !ids.contains(id));
+    sealed.rejected.retain(|(id, _)| !ids.contains(id));
     if records {
         let recorded: Vec<Deletion> = gone
             .iter()

@@ -28,6 +28,9 @@
 //! | `cost_to_go` | `eta_s` hours × `gpus` × `gpu_hour_cost` |
 //! | `checkpoint_committed`, `checkpoint_marked` | the checkpoint's epochs (with `--state-dir`) |
 //! | `checkpoint_age_s` | seconds since the checkpoint was written |
+//! | `staged_files`, `staged_bytes` | committed epoch files waiting in the staging directory for compaction |
+//! | `compacted_files` | files compaction wrote into `--out`, all runs together |
+//! | `deletions_pending` | recorded deletions (`_deletions/`) not yet applied to the files in `--out` |
 //!
 //! While a pipeline commits into `--state-dir`, the rate is over its own recent commits (kept in
 //! the checkpoint), so the first look already has one. Otherwise
@@ -141,6 +144,13 @@ pub struct Status {
     pub checkpoint_committed: Option<u64>,
     pub checkpoint_marked: Option<u64>,
     pub checkpoint_age_s: Option<f64>,
+    /// Committed files waiting in the staging directory for compaction, and their bytes.
+    pub staged_files: Option<u64>,
+    pub staged_bytes: Option<u64>,
+    /// Files compaction wrote into the output directory, all runs together.
+    pub compacted_files: Option<u64>,
+    /// Recorded deletions not yet applied to the output directory's files.
+    pub deletions_pending: Option<u64>,
 }
 
 /// A connection to one collection plus its rate history: what `--watch` measures with.
@@ -269,6 +279,10 @@ fn compose(
         checkpoint_committed: checkpoint.map(|c| c.committed),
         checkpoint_marked: checkpoint.map(|c| c.marked),
         checkpoint_age_s: checkpoint.map(|c| (at_ms - c.updated_at_ms).max(0) as f64 / 1000.0),
+        staged_files: checkpoint.map(|c| c.staged.len() as u64),
+        staged_bytes: checkpoint.map(|c| c.staged.iter().map(|f| f.bytes).sum()),
+        compacted_files: checkpoint.map(|c| c.compactions),
+        deletions_pending: checkpoint.map(|c| c.deletions_recorded.saturating_sub(c.deletions_done)),
     }
 }
 

@@ -40,6 +40,18 @@ pub fn text(s: &Status) -> String {
     if let (Some(c), Some(m), Some(age)) = (s.checkpoint_committed, s.checkpoint_marked, s.checkpoint_age_s) {
         let _ = writeln!(out, "  checkpoint  epoch {c} committed, {m} marked, written {} ago", duration(age));
     }
+    if let (Some(files), Some(bytes), Some(compacted), Some(pending)) =
+        (s.staged_files, s.staged_bytes, s.compacted_files, s.deletions_pending)
+    {
+        let _ = writeln!(
+            out,
+            "  output      {} staged files ({:.1} MiB) waiting for compaction, {} compacted files, {} deletions pending",
+            thousands(files),
+            bytes as f64 / (1u64 << 20) as f64,
+            thousands(compacted),
+            thousands(pending)
+        );
+    }
     out.truncate(out.trim_end().len());
     out
 }
@@ -65,6 +77,9 @@ pub fn line(s: &Status) -> String {
     }
     if let Some(c) = s.checkpoint_committed {
         let _ = write!(l, " committed_epoch={c}");
+    }
+    if let (Some(b), Some(f), Some(p)) = (s.staged_bytes, s.compacted_files, s.deletions_pending) {
+        let _ = write!(l, " staged_bytes={b} compacted_files={f} deletions_pending={p}");
     }
     l
 }

@@ -131,6 +131,16 @@ fn deleted_tweets_leave_the_output_and_an_insert_deleted_in_its_epoch_never_appe
     let seen = seen.lock().expect("seen");
     let appeared: Vec<&&String> = same_epoch.iter().filter(|id| seen.contains(**id)).collect();
     assert!(appeared.is_empty(), "inserted and deleted within one epoch, yet written: {appeared:?}");
+    // `status` shows the output's state from the checkpoint: everything compacted, nothing pending.
+    let o = std::process::Command::new(BIN)
+        .args(["status", "--json", "--mongo-uri", &args.pipeline.mongo.uri, "--state-dir"])
+        .arg(&args.pipeline.state_dir)
+        .output()
+        .expect("status");
+    let status: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status json");
+    assert!(status["compacted_files"].as_u64().is_some_and(|n| n > 0), "{status}");
+    assert_eq!(status["deletions_pending"].as_u64(), Some(0), "{status}");
+    assert!(status["staged_files"].as_u64().is_some(), "{status}");
     // Every other document exactly once; the kept ones too.
     check_run_after_deletes(&stack, stack.coll(), &seeded, &out, 100);
     let rows = read_rows(&out);

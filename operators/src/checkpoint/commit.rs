@@ -171,6 +171,7 @@ fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<()
             cp.files.extend(staged.iter().cloned());
             cp.staged.extend(staged);
             cp.committed = epoch;
+            cp.deletions_recorded += deletions;
             if let Some((token, cluster_time)) = &position {
                 cp.sources.resume_token = Some(token.clone());
                 cp.sources.cluster_time = *cluster_time;

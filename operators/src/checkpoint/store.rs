@@ -59,6 +59,15 @@ pub struct Checkpoint {
     /// The next number for a compacted file's name, so names never repeat across runs.
     #[serde(default)]
     pub next_file_seq: u64,
+    /// Files compaction wrote into the output directory, all runs together.
+    #[serde(default)]
+    pub compactions: u64,
+    /// Deletions recorded in `_deletions/` (by the change stream or `reconcile`), all runs together.
+    #[serde(default)]
+    pub deletions_recorded: u64,
+    /// Of those, how many are applied to the output directory's files.
+    #[serde(default)]
+    pub deletions_done: u64,
     /// Where the sources resume.
     pub sources: SourcePositions,
     /// When it was written, ms since the Unix epoch.
@@ -99,6 +108,9 @@ impl Checkpoint {
             compacting: None,
             deletions_applied: 0,
             next_file_seq: 0,
+            compactions: 0,
+            deletions_recorded: 0,
+            deletions_done: 0,
             sources,
             updated_at_ms: now_ms(),
             documents_marked: 0,

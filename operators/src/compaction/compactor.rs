@@ -209,6 +209,7 @@ fn merge_into_output(
         cp.staged.retain(|f| !inputs_listed.contains(&f.path));
         cp.compacting = Some(switch);
         cp.next_file_seq = cp.next_file_seq.max(seq + 1);
+        cp.compactions += 1;
     })?;
     pause(s);
     // 3. Into place.

@@ -96,7 +96,10 @@ pub fn apply_pending(
         rewrite(&path, f.kind, &f.name, row_group_rows, index, stats)?;
         rewritten += 1;
     }
-    ledger.update(|cp| cp.deletions_applied = cp.deletions_applied.max(upto))?;
+    ledger.update(|cp| {
+        cp.deletions_applied = cp.deletions_applied.max(upto);
+        cp.deletions_done = (cp.deletions_done + count).min(cp.deletions_recorded);
+    })?;
     stats.applied(count);
     index.pending = 0;
     index.oldest_pending_ms = None;

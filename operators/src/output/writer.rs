@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::batch::{RejectStage, RowStage};
 use super::deletions::{write_deletions, Deletion};
 use super::error::OutputError;
+use super::file::FinishedFile;
 use super::fsio::{durable_move, ensure_writable_dir, sync_dir};
 use super::lanes::{FileCtx, Lanes};
 use super::merge::{key_values, merge_files};
@@ -203,6 +204,17 @@ impl EpochWriter {
     /// open file holds such epochs, and pushing an epoch ≤ `upto` is an error. On error the
     /// writer is done: recreate it after restarting from the checkpoint.
     pub fn seal(&mut self, upto: u64) -> Result<Vec<FileMeta>, OutputError> {
+        self.seal_cancelling(upto, &HashSet::new()).map(|(files, _)| files)
+    }
+
+    /// [`EpochWriter::seal`], leaving out the rows and rejections whose id is in `cancel`
+    /// (documents inserted and deleted within the epoch: no file ever holds them, not even
+    /// staged). Returns the files and how many rows it left out.
+    pub fn seal_cancelling(
+        &mut self,
+        upto: u64,
+        cancel: &HashSet<String>,
+    ) -> Result<(Vec<FileMeta>, u64), OutputError> {
         if self.poisoned {
             return Err(OutputError::Poisoned { worker: self.ctx.worker });
         }
@@ -213,7 +225,11 @@ impl EpochWriter {
         let mut metas = Vec::with_capacity(finished.len());
         let mut dirs: Vec<PathBuf> = Vec::new();
         let now = crate::checkpoint::now_ms();
-        for file in finished {
+        let mut cancelled = 0;
+        for mut file in finished {
+            if !cancel.is_empty() {
+                cancelled += self.leave_out(&mut file, cancel)?;
+            }
             let dir = self.staging_dir.join(file.kind.subdir());
             let final_name = file.name.file_name();
             durable_move(&file.tmp_path, &dir, &final_name, &file.name.partial_name(), self.force_copy)?;
@@ -237,33 +253,25 @@ impl EpochWriter {
         }
         self.sealed = Some(self.sealed.map_or(upto, |s| s.max(upto)));
         self.poisoned = false;
-        Ok(metas)
+        Ok((metas, cancelled))
     }
 
-    /// Drops the rows and rejections with an id in `ids` from `files` (just sealed, not yet
-    /// committed), rewriting each file that holds one under its own name; updates their sizes.
-    /// For documents inserted and deleted within one epoch: the dataset never holds them.
-    /// Returns how many it dropped.
-    pub fn cancel(&mut self, files: &mut [FileMeta], ids: &HashSet<String>) -> Result<u64, OutputError> {
-        let mut dropped = 0;
-        for f in files.iter_mut() {
-            let path = self.staging_dir.join(&f.path);
-            if !read_row_ids(&path)?.iter().any(|(id, _)| ids.contains(id)) {
-                continue;
-            }
-            let dir = path.parent().unwrap_or(&self.staging_dir).to_path_buf();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-            let partial = dir.join(format!(".{name}.partial"));
-            let kv = key_values(&path)?;
-            let rows = default_row_group_rows(self.dim);
-            let merged = merge_files(&[path.clone()], f.kind, &partial, None, rows, &kv, &|id, _| ids.contains(id))?;
-            std::fs::rename(&partial, &path).map_err(|e| OutputError::io("replace", &path, e))?;
-            sync_dir(&dir)?;
-            dropped += merged.dropped;
-            f.rows = merged.rows;
-            f.bytes = merged.bytes;
+    /// Rewrites `file` (finished, still on hot storage) without the rows whose id is in `ids`.
+    fn leave_out(&mut self, file: &mut FinishedFile, ids: &HashSet<String>) -> Result<u64, OutputError> {
+        if !read_row_ids(&file.tmp_path)?.iter().any(|(id, _)| ids.contains(id)) {
+            return Ok(0);
         }
-        Ok(dropped)
+        let kv = key_values(&file.tmp_path)?;
+        // A temporary name of this worker's, so a crash here leaves nothing start-up keeps.
+        let rewritten = self.ctx.tmp_dir.join(super::naming::tmp_name(self.ctx.worker, self.ctx.next_seq));
+        self.ctx.next_seq += 1;
+        let rows = default_row_group_rows(self.dim);
+        let merged =
+            merge_files(&[file.tmp_path.clone()], file.kind, &rewritten, None, rows, &kv, &|id, _| ids.contains(id))?;
+        std::fs::rename(&rewritten, &file.tmp_path).map_err(|e| OutputError::io("replace", &file.tmp_path, e))?;
+        file.rows = merged.rows;
+        file.bytes = merged.bytes;
+        Ok(merged.dropped)
     }
 
     /// Makes `deletions` (all of epoch `epoch`) durable as one file in the output directory's

@@ -53,7 +53,7 @@ pub struct Summary {
     pub rejected: u64,
     /// Tokens embedded.
     pub tokens: u64,
-    /// Parquet files committed.
+    /// Epoch files committed into the staging directory.
     pub files: u64,
     /// Passes of the graph.
     pub passes: usize,
@@ -63,6 +63,10 @@ pub struct Summary {
     pub remarked: u64,
     /// Wall time.
     pub elapsed: Duration,
+    /// Deletions from the change stream recorded in `_deletions/`.
+    pub deletions: u64,
+    /// Rows of tweets inserted and deleted within one epoch, never written.
+    pub cancelled: u64,
     /// Bytes the writers sealed into the staging directory (each row's first write).
     pub staged_bytes: u64,
     /// Compaction and deletions, as the run ended.
@@ -138,6 +142,8 @@ impl Engine {
         summary.rejected = t.rejected.load(Ordering::Relaxed);
         summary.tokens = t.tokens.load(Ordering::Relaxed);
         summary.files = t.files.load(Ordering::Relaxed);
+        summary.deletions = t.deletions.load(Ordering::Relaxed);
+        summary.cancelled = t.cancelled.load(Ordering::Relaxed);
         summary.elapsed = started.elapsed();
         Ok(summary)
     }
