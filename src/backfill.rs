@@ -90,7 +90,7 @@ pub fn print_summary(what: &str, s: &Summary, out: &std::path::Path) {
     );
     if s.deletions > 0 || s.cancelled > 0 || c.deletions_applied > 0 || c.deletions_pending > 0 {
         println!(
-            "  deletions          : {} recorded in {}/_deletions, {} applied, {} pending, {} rows removed, {} never written",
+            "  deletions          : {} recorded in {}/_deletions, {} applied, {} pending, {} rows removed, {} cancelled within their epoch",
             s.deletions,
             out.display(),
             c.deletions_applied,

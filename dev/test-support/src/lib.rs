@@ -23,6 +23,6 @@ mod stack;
 pub mod synth;
 pub mod word_tokenizer;
 
-pub use seed::{create_indexes, fresh_work_queue, insert_tweets, seed, seed_work_queue, Seeded};
+pub use seed::{create_indexes, fresh_work_queue, insert_range, insert_tweets, seed, seed_work_queue, Seeded};
 pub use stack::Stack;
 pub use word_tokenizer::word_tokenizer;

@@ -30,11 +30,18 @@ impl Seeded {
 /// Inserts tweets `0..n` of `seed` into `twitter_data.tweets` straight into the store: memory
 /// speed, no driver, no indexes.
 pub fn insert_tweets(mongo: &DevMongo, n: u64, seed: u64) -> Result<Seeded> {
+    insert_range(mongo, 0..n, seed)?;
+    Ok(Seeded { n, seed })
+}
+
+/// Inserts tweets `range` of `seed` (as [`insert_tweets`]), for a caller that shows progress
+/// between ranges.
+pub fn insert_range(mongo: &DevMongo, range: std::ops::Range<u64>, seed: u64) -> Result<()> {
     mongo.with_store(|s| {
-        for i in 0..n {
+        for i in range {
             s.insert(DB, COLLECTION, tweet(i, seed)).map_err(|e| anyhow!("seeding: {e}"))?;
         }
-        Ok(Seeded { n, seed })
+        Ok(())
     })
 }
 
