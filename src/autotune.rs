@@ -66,6 +66,9 @@ pub struct AutotuneArgs {
     /// Bearer token for TEI; `TEI_API_KEY` is read too.
     #[arg(long, env = "TWEET_EMBED_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// The run's embedding options: a prompt changes every request's tokens, so throughput.
+    #[command(flatten)]
+    pub embed: crate::config::EmbedOptionArgs,
 }
 
 /// One setting's measurements: the old table's columns.
@@ -107,6 +110,7 @@ pub fn run(args: AutotuneArgs) -> Result<()> {
         let mut base = PoolConfig::new(args.tei_urls.iter().map(|u| u.trim()).filter(|u| !u.is_empty()));
         base.api = args.api;
         base.api_key = args.api_key.clone().or_else(|| std::env::var("TEI_API_KEY").ok()).filter(|k| !k.is_empty());
+        base.options = args.embed.options();
         let settings: Vec<(usize, usize)> =
             args.batch_sizes.iter().flat_map(|&b| args.concurrency.iter().map(move |&c| (b, c))).collect();
         let bar = progress_bar((settings.len() * texts.len()) as u64);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tweet_embed_operators::mongo_error::RetryPolicy;
 use tweet_embed_operators::run::{RunConfig, TestHooks};
-use tweet_embed_operators::tei::{Api, Concurrency, PoolConfig};
+use tweet_embed_operators::tei::{Api, Concurrency, EmbedOptions, PoolConfig, TruncationDirection};
 
 /// Parses `500ms`, `5s`, `2m`, `1h` (a bare number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -71,6 +71,43 @@ impl MongoArgs {
     }
 }
 
+/// How the vectors are made (TEI's `prompt_name`, `dimensions`, `normalize`,
+/// `truncation_direction`), shared by the pipeline and `autotune`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EmbedOptionArgs {
+    /// A prompt of the model's that TEI prepends to every text, e.g. `document` for
+    /// EmbeddingGemma (`config_sentence_transformers.json` names them). Needs the /embed route.
+    #[arg(long)]
+    pub prompt_name: Option<String>,
+    /// Matryoshka truncation of the vectors to this many dimensions (EmbeddingGemma: 768, 512,
+    /// 256 or 128); the output's vector width follows.
+    #[arg(long)]
+    pub dimensions: Option<usize>,
+    /// Whether TEI normalizes vectors to unit length (TEI's default: true). Needs /embed.
+    #[arg(long)]
+    pub normalize: Option<bool>,
+    /// Which end TEI keeps of a text over the model's input length: `right` cuts the end (TEI's
+    /// default), `left` keeps a tweet's end. Needs /embed.
+    #[arg(long, value_parser = parse_direction)]
+    pub truncation_direction: Option<TruncationDirection>,
+}
+
+impl EmbedOptionArgs {
+    /// The engine's options.
+    pub fn options(&self) -> EmbedOptions {
+        EmbedOptions {
+            prompt_name: self.prompt_name.clone(),
+            dimensions: self.dimensions,
+            normalize: self.normalize,
+            truncation_direction: self.truncation_direction,
+        }
+    }
+}
+
+fn parse_direction(s: &str) -> Result<TruncationDirection, String> {
+    s.parse()
+}
+
 /// Flags of `tweet-embed backfill`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PipelineArgs {
@@ -125,6 +162,14 @@ pub struct PipelineArgs {
     /// The model's tokenizer.json, for exact token counts (an estimate otherwise).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// How the vectors are made.
+    #[command(flatten)]
+    pub embed: EmbedOptionArgs,
+    /// When this run's settings or servers would make other vectors than the output holds
+    /// (another model, revision, dimension, prompt …): delete the output and its checkpoint and
+    /// clear the marks, so everything is embedded again. Without it such a run refuses.
+    #[arg(long)]
+    pub reset_output: bool,
     /// Time between checkpoints (epochs close at this interval).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
@@ -203,6 +248,7 @@ impl PipelineArgs {
         tei.tokenizer = self.tokenizer.clone();
         tei.concurrency = self.concurrency.map_or(Concurrency::Adaptive, Concurrency::Fixed);
         tei.p95_slo = self.p95_slo;
+        tei.options = self.embed.options();
         Ok(RunConfig {
             mongo: self.mongo.target(),
             tei,
@@ -226,6 +272,7 @@ impl PipelineArgs {
             },
             stall_warn_every: self.stall_warning,
             drain_timeout: self.drain_timeout,
+            reset_output: self.reset_output,
             hooks: TestHooks { crash_after_commit: self.crash_after_commit, compaction_pause: self.compaction_pause },
         })
     }

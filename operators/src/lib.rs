@@ -14,6 +14,7 @@ pub mod embed;
 pub mod epoch_clock;
 pub mod failure;
 pub mod id_gate;
+pub mod identity;
 pub mod marker;
 pub mod mongo_error;
 pub mod output;

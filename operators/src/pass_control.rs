@@ -37,12 +37,23 @@ pub struct PassStart {
     /// In a cluster, a file worker 0 placed in the output directory: every process must see it
     /// there, since recovery reads and removes every process's files from worker 0's view.
     pub out_marker: Option<String>,
+    /// The dataset's identity as the leading process recorded it (JSON): a process whose
+    /// settings or servers would make other vectors refuses the pass.
+    pub identity: Option<String>,
 }
 
 impl PassStart {
     /// The message that ends a run; `failed` says why when it ends with an error.
     pub fn finish(failed: Option<String>) -> PassStart {
-        PassStart { start_epoch: 0, scan: None, streaming: false, finish: true, failed, out_marker: None }
+        PassStart {
+            start_epoch: 0,
+            scan: None,
+            streaming: false,
+            finish: true,
+            failed,
+            out_marker: None,
+            identity: None,
+        }
     }
 }
 

@@ -31,6 +31,7 @@
 //! | `staged_files`, `staged_bytes` | committed epoch files waiting in the staging directory for compaction |
 //! | `compacted_files` | files compaction wrote into `--out`, all runs together |
 //! | `deletions_pending` | recorded deletions (`_deletions/`) not yet applied to the files in `--out` |
+//! | `identity` | how the vectors are made: `model_id`, `model_sha`, `dim`, `prompt_name`, `normalize`, `truncation_direction`, `text_field`, `mark_field` |
 //!
 //! While a pipeline commits into `--state-dir`, the rate is over its own recent commits (kept in
 //! the checkpoint), so the first look already has one. Otherwise
@@ -151,6 +152,8 @@ pub struct Status {
     pub compacted_files: Option<u64>,
     /// Recorded deletions not yet applied to the output directory's files.
     pub deletions_pending: Option<u64>,
+    /// How the dataset's vectors are made, as the checkpoint records it.
+    pub identity: Option<tweet_embed_operators::identity::DatasetIdentity>,
 }
 
 /// A connection to one collection plus its rate history: what `--watch` measures with.
@@ -283,6 +286,7 @@ fn compose(
         staged_bytes: checkpoint.map(|c| c.staged.iter().map(|f| f.bytes).sum()),
         compacted_files: checkpoint.map(|c| c.compactions),
         deletions_pending: checkpoint.map(|c| c.deletions_recorded.saturating_sub(c.deletions_done)),
+        identity: checkpoint.and_then(|c| c.identity.clone()),
     }
 }
 

@@ -40,6 +40,9 @@ pub fn text(s: &Status) -> String {
     if let (Some(c), Some(m), Some(age)) = (s.checkpoint_committed, s.checkpoint_marked, s.checkpoint_age_s) {
         let _ = writeln!(out, "  checkpoint  epoch {c} committed, {m} marked, written {} ago", duration(age));
     }
+    if let Some(identity) = &s.identity {
+        let _ = writeln!(out, "  dataset     {}", identity.summary());
+    }
     if let (Some(files), Some(bytes), Some(compacted), Some(pending)) =
         (s.staged_files, s.staged_bytes, s.compacted_files, s.deletions_pending)
     {

@@ -136,13 +136,13 @@ pub(crate) struct EmbedRequest {
     #[serde(default)]
     pub truncate: Option<bool>,
     #[serde(default)]
-    pub truncation_direction: Direction,
-    /// Accepted and ignored: the simulated model has no prompts.
+    pub truncation_direction: Option<Direction>,
+    /// One of the model's prompts, prepended to every input.
     #[serde(default)]
-    #[allow(dead_code)]
     pub prompt_name: Option<String>,
-    #[serde(default = "yes")]
-    pub normalize: bool,
+    /// TEI's default is true.
+    #[serde(default)]
+    pub normalize: Option<bool>,
     #[serde(default)]
     pub dimensions: Option<usize>,
 }

@@ -50,6 +50,13 @@ pub struct SimConfig {
     pub model_id: String,
     /// `/info.served_model_name` (TEI's `--served-model-name`); None: the model id, as TEI.
     pub served_model_name: Option<String>,
+    /// `/info.model_sha`: the model's revision.
+    pub model_sha: Option<String>,
+    /// The model's prompts by name (`config_sentence_transformers.json`): `prompt_name` picks
+    /// one, whose text is prepended to every input, so it changes the vectors and the tokens.
+    pub prompts: Vec<(String, String)>,
+    /// The prompt used when a request names none (TEI's `--default-prompt-name`).
+    pub default_prompt_name: Option<String>,
     /// Simulate a router on CPU: `/info` reports `model_dtype: float32` and, as TEI's candle CPU
     /// backend forces it, `max_batch_requests: 4` (unless `max_batch_requests` says otherwise),
     /// which the queue enforces.
@@ -89,6 +96,27 @@ pub struct SimConfig {
     pub seed: u64,
 }
 
+/// The simulated model's revision in `/info`.
+pub const DEFAULT_MODEL_SHA: &str = "57c266a740f537b4dc058e1b0cda161fd15afa75";
+
+/// Prompts modelled on EmbeddingGemma's `config_sentence_transformers.json`: tasks of queries,
+/// and documents.
+pub fn gemma_prompts() -> Vec<(String, String)> {
+    [
+        ("query", "task: search result | query: "),
+        ("document", "title: none | text: "),
+        ("Retrieval-query", "task: search result | query: "),
+        ("Retrieval-document", "title: none | text: "),
+        ("Classification", "task: classification | query: "),
+        ("Clustering", "task: clustering | query: "),
+        ("STS", "task: sentence similarity | query: "),
+        ("Summarization", "task: summarization | query: "),
+    ]
+    .into_iter()
+    .map(|(n, p)| (n.to_string(), p.to_string()))
+    .collect()
+}
+
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
@@ -96,6 +124,9 @@ impl Default for SimConfig {
             base_port: 0,
             model_id: "google/embeddinggemma-300m".to_string(),
             served_model_name: None,
+            model_sha: Some(DEFAULT_MODEL_SHA.to_string()),
+            prompts: gemma_prompts(),
+            default_prompt_name: None,
             cpu: false,
             dim: 768,
             max_concurrent_requests: 512,
@@ -130,6 +161,11 @@ impl SimConfig {
     }
 
     /// Checks values that would make the simulator meaningless; the message names the flag.
+    /// The text of the prompt named `name`.
+    pub fn prompt(&self, name: &str) -> Option<&str> {
+        self.prompts.iter().find(|(n, _)| n == name).map(|(_, p)| p.as_str())
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         let rate = |name: &str, v: f64| {
             if (0.0..=1.0).contains(&v) {
@@ -155,6 +191,11 @@ impl SimConfig {
         }
         if self.max_batch_requests == Some(0) {
             return Err("--max-batch-requests must be at least 1".into());
+        }
+        if let Some(name) = &self.default_prompt_name {
+            if self.prompt(name).is_none() {
+                return Err(format!("--default-prompt-name {name} is not one of the model's prompts"));
+            }
         }
         if self.max_input_length < 3 {
             return Err("--max-input-length must be at least 3 (2 special tokens + 1)".into());
@@ -203,6 +244,16 @@ pub struct DevTeiFlags {
     /// served_model_name reported by /info (default: the model id).
     #[arg(long)]
     pub served_model_name: Option<String>,
+    /// model_sha reported by /info (the model's revision).
+    #[arg(long, default_value = DEFAULT_MODEL_SHA)]
+    pub model_sha: String,
+    /// A prompt of the model, NAME=TEXT (repeatable); default: EmbeddingGemma-like prompts
+    /// (`query`, `document`, `Classification`, `Clustering`, `STS`, …).
+    #[arg(long, value_parser = parse_prompt)]
+    pub prompt: Vec<(String, String)>,
+    /// The prompt used when a request names none (TEI's --default-prompt-name).
+    #[arg(long)]
+    pub default_prompt_name: Option<String>,
     /// Act as a TEI router on CPU: max_batch_requests 4 (unless given) and model_dtype float32.
     #[arg(long)]
     pub cpu: bool,
@@ -268,6 +319,13 @@ pub struct DevTeiFlags {
     pub seed: u64,
 }
 
+fn parse_prompt(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, text)) if !name.is_empty() => Ok((name.to_string(), text.to_string())),
+        _ => Err(format!("`{s}` is not NAME=TEXT")),
+    }
+}
+
 impl TryFrom<DevTeiArgs> for SimConfig {
     type Error = String;
 
@@ -281,6 +339,9 @@ impl TryFrom<DevTeiArgs> for SimConfig {
             base_port: args.base_port,
             model_id: a.model_id,
             served_model_name: a.served_model_name,
+            model_sha: Some(a.model_sha).filter(|s| !s.is_empty()),
+            prompts: if a.prompt.is_empty() { gemma_prompts() } else { a.prompt },
+            default_prompt_name: a.default_prompt_name,
             cpu: a.cpu,
             dim: a.dim,
             max_concurrent_requests: a.max_concurrent_requests,

@@ -58,12 +58,33 @@ pub(crate) fn shape(state: &GpuState, dimensions: Option<usize>, normalize: bool
     }
 }
 
-/// Validates, counts and runs `inputs`; errors are already counted in the metrics.
+/// The text of the prompt a request names, or of the server's default prompt; `None` without
+/// either. An unknown name is TEI's validation error (422).
+pub(crate) fn prompt(state: &GpuState, name: Option<&str>) -> Result<Option<String>, ApiError> {
+    let config = &state.config;
+    let Some(name) = name.or(config.default_prompt_name.as_deref()) else { return Ok(None) };
+    match config.prompt(name) {
+        Some(text) => Ok(Some(text.to_string())),
+        None => {
+            state.metrics.failure("validation");
+            let known: Vec<&str> = config.prompts.iter().map(|(n, _)| n.as_str()).collect();
+            Err(ApiError::validation(format!(
+                "Input validation error: prompt name `{name}` is not one of the model's prompts: {}",
+                if known.is_empty() { "it has none".to_string() } else { known.join(", ") }
+            )))
+        }
+    }
+}
+
+/// Validates, counts and runs `inputs` (each text behind `prompt`, as TEI prepends it: the
+/// prompt's tokens count toward the input's length and the vector depends on it); errors are
+/// already counted in the metrics.
 pub(crate) async fn run(
     state: &GpuState,
     inputs: Inputs,
     truncate: bool,
     direction: Direction,
+    prompt: Option<String>,
     start: Instant,
 ) -> Result<Done, ApiError> {
     let method = if inputs.batch { "batch" } else { "single" };
@@ -74,7 +95,17 @@ pub(crate) async fn run(
         err
     };
     let config = &state.config;
-    let items = inputs.items;
+    let mut items = inputs.items;
+    if let Some(prompt) = &prompt {
+        for item in &mut items {
+            // An empty text stays empty: it is refused as TEI refuses it, prompt or not.
+            if let Input::Text(text) = item {
+                if !text.is_empty() {
+                    text.insert_str(0, prompt);
+                }
+            }
+        }
+    }
     if items.is_empty() {
         return Err(fail("validation", ApiError::empty()));
     }
@@ -138,6 +169,7 @@ pub(crate) async fn run(
     }
     let n = items.len() as u32;
     let tokenization = tokenize_start.elapsed() / n;
+    state.max_request_tokens.fetch_max(counts.iter().sum(), std::sync::atomic::Ordering::Relaxed);
 
     let timing = state.queue.run(&counts).await.map_err(|_| fail("backend", ApiError::backend()))?;
     drop(permits);

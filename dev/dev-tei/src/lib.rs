@@ -47,9 +47,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::sync::Semaphore;
 
-pub use config::{DevTeiArgs, DevTeiFlags, Outage, SimConfig};
+pub use config::{gemma_prompts, DevTeiArgs, DevTeiFlags, Outage, SimConfig, DEFAULT_MODEL_SHA};
 pub use faults::{returns_nan, FaultConfig};
 pub use gpu::GpuStats;
+pub use state::Received;
 pub use tokens::estimate_truncate;
 pub use vectors::{embedding_for, embedding_for_ids, raw_embedding_for};
 
@@ -118,6 +119,8 @@ impl DevTei {
                 faults: Faults::new(config.faults.clone(), config.seed.wrapping_add(index as u64)),
                 info: info.clone(),
                 texts: parking_lot::Mutex::new(None),
+                options: parking_lot::Mutex::default(),
+                max_request_tokens: Default::default(),
             });
             let port = match config.base_port {
                 0 => 0,
@@ -152,6 +155,24 @@ impl DevTei {
         for gpu in &self.gpus {
             gpu.endpoint.state.texts.lock().get_or_insert_with(Default::default);
         }
+    }
+
+    /// The embedding options requests carried (prompt, dimensions, normalize, truncation
+    /// direction, as sent), and how many requests carried each, over every GPU.
+    pub fn options_seen(&self) -> std::collections::BTreeMap<Received, u64> {
+        let mut all = std::collections::BTreeMap::new();
+        for gpu in &self.gpus {
+            for (o, n) in gpu.endpoint.state.options.lock().iter() {
+                *all.entry(o.clone()).or_insert(0) += n;
+            }
+        }
+        all
+    }
+
+    /// The most tokens one request carried on any GPU (prompts included, after truncation).
+    pub fn max_request_tokens(&self) -> usize {
+        let load = |g: &SimGpu| g.endpoint.state.max_request_tokens.load(std::sync::atomic::Ordering::Relaxed);
+        self.gpus.iter().map(load).max().unwrap_or(0)
     }
 
     /// How often each text was embedded, over every GPU, since [`DevTei::record_texts`].

@@ -18,7 +18,7 @@ use super::api::{self, ApiError, EmbedRequest, OpenAiRequest, Resp, TextInputs, 
 use super::config::SimConfig;
 use super::embed;
 use super::faults::Verdict;
-use super::state::GpuState;
+use super::state::{GpuState, Received};
 use super::tokens::Direction;
 
 /// The TEI version `/info` reports: the one whose answers the simulator was compared with.
@@ -168,18 +168,29 @@ async fn read_json_body(state: &GpuState, req: Request<Incoming>) -> Result<Byte
 
 async fn embed_route(state: &GpuState, body: &[u8], start: Instant) -> Result<Resp, ApiError> {
     let req: EmbedRequest = ApiError::parse_json(body)?;
-    let shape = embed::shape(state, req.dimensions, req.normalize)?;
+    state.note_options(Received {
+        prompt_name: req.prompt_name.clone(),
+        dimensions: req.dimensions,
+        normalize: req.normalize,
+        truncation_direction: req.truncation_direction.map(|d| format!("{d:?}").to_ascii_lowercase()),
+    });
+    let prompt = embed::prompt(state, req.prompt_name.as_deref())?;
+    let shape = embed::shape(state, req.dimensions, req.normalize.unwrap_or(true))?;
     let truncate = req.truncate.unwrap_or(state.config.auto_truncate);
-    let done = embed::run(state, req.inputs, truncate, req.truncation_direction, start).await?;
+    let direction = req.truncation_direction.unwrap_or_default();
+    let done = embed::run(state, req.inputs, truncate, direction, prompt, start).await?;
     let body = done.native_body(shape).map_err(|_| ApiError::backend())?;
     Ok(done.respond(state, body))
 }
 
 async fn openai_route(state: &GpuState, body: &[u8], start: Instant) -> Result<Resp, ApiError> {
     let req: OpenAiRequest = ApiError::parse_json(body)?;
+    state.note_options(Received { dimensions: req.dimensions, ..Received::default() });
     let shape = embed::shape(state, req.dimensions, true)?;
     let truncate = state.config.auto_truncate;
-    let done = embed::run(state, req.input, truncate, Direction::Right, start).await?;
+    // The server's default prompt applies here too: the route cannot name one.
+    let prompt = embed::prompt(state, None)?;
+    let done = embed::run(state, req.input, truncate, Direction::Right, prompt, start).await?;
     let model = &state.config.model_id;
     let body = done.openai_body(shape, req.encoding_format, model).map_err(|_| ApiError::backend())?;
     Ok(done.respond(state, body))
@@ -250,7 +261,7 @@ pub(crate) fn info_body(config: &SimConfig) -> Bytes {
     let info = Info {
         model_id: &config.model_id,
         served_model_name: config.served_model_name.as_deref().unwrap_or(&config.model_id),
-        model_sha: None,
+        model_sha: config.model_sha.as_deref(),
         model_dtype: if config.cpu { "float32" } else { "float16" },
         model_type: serde_json::json!({"embedding": {"pooling": "mean"}}),
         max_concurrent_requests: config.max_concurrent_requests,

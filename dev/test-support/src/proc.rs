@@ -61,6 +61,19 @@ pub fn pipeline_cmd(bin: &str, command: &str, args: &tweet_embed_operators::run:
     if let Some(dir) = &args.staging_dir {
         c.arg("--staging-dir").arg(dir);
     }
+    let o = &args.tei.options;
+    if let Some(p) = &o.prompt_name {
+        c.args(["--prompt-name", p]);
+    }
+    if let Some(d) = o.dimensions {
+        c.args(["--dimensions", &d.to_string()]);
+    }
+    if let Some(n) = o.normalize {
+        c.args(["--normalize", &n.to_string()]);
+    }
+    if let Some(t) = o.truncation_direction {
+        c.args(["--truncation-direction", &t.to_string()]);
+    }
     c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     c
 }

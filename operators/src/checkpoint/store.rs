@@ -68,6 +68,10 @@ pub struct Checkpoint {
     /// Of those, how many are applied to the output directory's files.
     #[serde(default)]
     pub deletions_done: u64,
+    /// How the dataset's vectors are made; `None` until a run records it (and in checkpoints
+    /// written before identities were recorded).
+    #[serde(default)]
+    pub identity: Option<crate::identity::DatasetIdentity>,
     /// Where the sources resume.
     pub sources: SourcePositions,
     /// When it was written, ms since the Unix epoch.
@@ -111,6 +115,7 @@ impl Checkpoint {
             compactions: 0,
             deletions_recorded: 0,
             deletions_done: 0,
+            identity: None,
             sources,
             updated_at_ms: now_ms(),
             documents_marked: 0,

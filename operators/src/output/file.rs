@@ -80,15 +80,18 @@ impl OpenFile {
     /// Writes the footer (with the epoch range in its key-value metadata, for tools that see
     /// the file without its name) and fsyncs. `None` when no row was ever written: the empty
     /// file is removed, since empty epochs produce no file.
-    pub(crate) fn finish(mut self, extra: &[(&str, String)]) -> Result<Option<FinishedFile>, OutputError> {
+    pub(crate) fn finish(mut self, extra: &[(String, String)]) -> Result<Option<FinishedFile>, OutputError> {
         let Some((lo, hi)) = self.epochs else {
             drop(self.writer);
             std::fs::remove_file(&self.path).map_err(|e| OutputError::io("remove empty", &self.path, e))?;
             return Ok(None);
         };
-        let kv = [("tweet_embed.epoch_lo", lo.to_string()), ("tweet_embed.epoch_hi", hi.to_string())];
-        for (k, v) in kv.iter().map(|(k, v)| (*k, v.clone())).chain(extra.iter().cloned()) {
-            self.writer.append_key_value_metadata(KeyValue::new(k.to_string(), v));
+        let kv = [
+            ("tweet_embed.epoch_lo".to_string(), lo.to_string()),
+            ("tweet_embed.epoch_hi".to_string(), hi.to_string()),
+        ];
+        for (k, v) in kv.into_iter().chain(extra.iter().cloned()) {
+            self.writer.append_key_value_metadata(KeyValue::new(k, v));
         }
         self.writer.finish().map_err(|e| OutputError::parquet("finish", &self.path, e))?;
         let file = self.writer.inner();

@@ -26,8 +26,8 @@ pub(crate) struct FileCtx {
     pub(crate) next_seq: u64,
     /// Files roll past this size.
     pub(crate) target_file_bytes: u64,
-    /// Key-value metadata of every file (model, dimension).
-    pub(crate) file_meta: Vec<(&'static str, String)>,
+    /// Key-value metadata of every file (the dataset's identity, the worker).
+    pub(crate) file_meta: Vec<(String, String)>,
 }
 
 impl FileCtx {

@@ -59,6 +59,9 @@ pub struct OutputConfig {
     pub force_copy: bool,
     /// Counters; share one `Arc` between workers to count a whole run.
     pub stats: Arc<OutputStats>,
+    /// Key-value metadata for every file besides the model and dimension: the dataset's
+    /// identity (`crate::identity::DatasetIdentity::key_values`).
+    pub key_values: Vec<(String, String)>,
 }
 
 impl OutputConfig {
@@ -82,6 +85,7 @@ impl OutputConfig {
             row_group_rows: default_row_group_rows(dim),
             force_copy: false,
             stats: Arc::default(),
+            key_values: Vec::new(),
         }
     }
 }
@@ -153,11 +157,17 @@ impl EpochWriter {
             worker: cfg.worker,
             next_seq: 1,
             target_file_bytes: cfg.target_file_bytes,
-            file_meta: vec![
-                ("tweet_embed.model", cfg.model_id.clone()),
-                ("tweet_embed.dim", cfg.dim.to_string()),
-                ("tweet_embed.worker", cfg.worker.to_string()),
-            ],
+            file_meta: {
+                let mut kv = vec![
+                    ("tweet_embed.model".to_string(), cfg.model_id.clone()),
+                    ("tweet_embed.dim".to_string(), cfg.dim.to_string()),
+                    ("tweet_embed.worker".to_string(), cfg.worker.to_string()),
+                ];
+                // The identity's own model and dimension replace the plain ones.
+                kv.retain(|(k, _)| !cfg.key_values.iter().any(|(k2, _)| k2 == k));
+                kv.extend(cfg.key_values.iter().cloned());
+                kv
+            },
         };
         Ok(EpochWriter {
             staging_dir: cfg.staging_dir,
@@ -283,7 +293,7 @@ impl EpochWriter {
         let seq = self.ctx.next_seq;
         self.ctx.next_seq += 1;
         let tmp = self.ctx.tmp_dir.join(super::naming::tmp_name(self.ctx.worker, seq));
-        let kv: Vec<(String, String)> = self.ctx.file_meta.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let kv = self.ctx.file_meta.clone();
         let bytes = write_deletions(&tmp, deletions, &kv)?;
         let name = PartName { epoch_lo: epoch, epoch_hi: epoch, worker: self.ctx.worker, seq };
         let dir = self.out_dir.join(FileKind::Deletions.subdir());

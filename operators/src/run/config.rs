@@ -130,6 +130,9 @@ pub struct RunConfig {
     /// After a stop is asked for, how long the epochs in flight get to commit before the
     /// process gives up on them (`--drain-timeout`; the checkpoint keeps that safe).
     pub drain_timeout: Duration,
+    /// When the recorded dataset identity differs from this run's: delete the output and the
+    /// checkpoint and clear the marks, so everything is embedded again (`--reset-output`).
+    pub reset_output: bool,
     /// Test hooks.
     pub hooks: TestHooks,
 }
@@ -160,6 +163,7 @@ impl RunConfig {
             mongo_retry: crate::mongo_error::RetryPolicy::default(),
             stall_warn_every: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(60),
+            reset_output: false,
             hooks: TestHooks::default(),
         }
     }

@@ -112,6 +112,20 @@ impl Engine {
         })
     }
 
+    /// How this run's vectors are made: its servers' model, revision and dimension, its
+    /// embedding options, text and mark fields.
+    pub fn identity(&self) -> crate::identity::DatasetIdentity {
+        let limits = self.pool.limits();
+        crate::identity::DatasetIdentity::new(
+            &limits.model_id,
+            limits.model_sha.as_deref(),
+            self.pool.dim(),
+            self.pool.options(),
+            &self.config.text_field,
+            &self.config.mark_field,
+        )
+    }
+
     /// The settings it runs with.
     pub fn config(&self) -> &RunConfig {
         &self.config

@@ -23,6 +23,7 @@ mod config;
 mod continuous;
 mod engine;
 mod passes;
+mod reset;
 mod stall;
 
 use std::sync::atomic::Ordering;
@@ -104,6 +105,16 @@ impl Engine {
             let config = &engine.config;
             let store = CheckpointStore::open(&config.state_dir)?;
             let staging = config.staging_dir();
+            // Before recovery marks or removes anything: the output must hold vectors like ours.
+            let identity = engine.identity();
+            if let Some(recorded) = store.load()?.and_then(|cp| cp.identity) {
+                if let Err(refusal) = identity.check(&recorded, &config.out.display().to_string()) {
+                    if !config.reset_output {
+                        anyhow::bail!(refusal);
+                    }
+                    reset::reset_output(&engine, &store, &staging)?;
+                }
+            }
             let (recovered, checkpoint) =
                 recover(&store, &config.out, &staging, &engine.marker, engine.runtime.handle())?;
             summary.stale_removed = recovered.stale_removed;
@@ -113,6 +124,16 @@ impl Engine {
             engine.clock.advance_to(recovered.committed);
             _watch = Some(StallWatch::start(engine.monitor(), config.stall_warn_every));
             let ledger = Ledger::new(store, checkpoint);
+            if ledger.snapshot().identity.is_none() {
+                if ledger.snapshot().committed > 0 {
+                    tracing::warn!(
+                        identity = %identity.summary(),
+                        "this output was written before datasets recorded how their vectors were made: recording this \
+                         run's settings as its identity (they cannot be checked against the earlier rows)"
+                    );
+                }
+                ledger.update(|cp| cp.identity = Some(identity.clone()))?;
+            }
             let settings = CompactionSettings {
                 out: config.out.clone(),
                 staging,

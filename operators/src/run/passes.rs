@@ -104,6 +104,7 @@ fn lead_pass(engine: &Engine, ledger: &Ledger, failure: &Failure, plan: PassPlan
         finish: false,
         failed: None,
         out_marker: out_marker.as_ref().map(|m| m.name.clone()),
+        identity: ledger.snapshot().identity.and_then(|i| serde_json::to_string(&i).ok()),
     };
     let committer = Committer {
         ledger: ledger.clone(),
@@ -180,6 +181,11 @@ pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>, failure: F
                 return passes;
             }
             passes += 1;
+            if let Some(Err(e)) = start.identity.as_deref().map(|json| same_identity(engine, json)) {
+                *fail.lock() = Some(e);
+                abandon(worker, &fail, cluster);
+                return passes;
+            }
             if let Some(name) = &start.out_marker {
                 if let Err(e) = OutMarker::expect(&config.out, name) {
                     *fail.lock() = Some(e);
@@ -208,6 +214,7 @@ pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>, failure: F
                 engine.pool.model_id(),
             );
             out.target_file_bytes = config.target_file_bytes;
+            out.key_values = engine.identity().key_values();
             out.staging_dir = config.staging_dir();
             out.stats = engine.output_stats.clone();
             let writer = match EpochWriter::new(out) {
@@ -286,6 +293,18 @@ pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>, failure: F
         bail!(e);
     }
     Ok(passes)
+}
+
+/// `Ok` when this process's settings and servers make the vectors of the identity the leading
+/// process recorded (`json`); else the line that says how they differ.
+fn same_identity(engine: &Engine, json: &str) -> Result<(), String> {
+    let recorded: crate::identity::DatasetIdentity =
+        serde_json::from_str(json).map_err(|e| format!("process 0 sent an unreadable dataset identity: {e}"))?;
+    let out = engine.config.out.display().to_string();
+    engine
+        .identity()
+        .check(&recorded, &out)
+        .map_err(|e| format!("process {} of the cluster: {e}", engine.config.cluster.process))
 }
 
 /// Ends this worker after a failure (in `fail`). Alone, it drops its dataflows and the run

@@ -31,6 +31,8 @@ pub struct TokenBudget {
     scale: Mutex<f64>,
     /// Texts counted so far (tokenizer or estimate runs).
     counted: AtomicU64,
+    /// Tokens of the prompt TEI prepends to every input (`--prompt-name`), 0 without one.
+    prompt: u32,
 }
 
 enum Counter {
@@ -41,7 +43,13 @@ enum Counter {
 impl TokenBudget {
     /// A budget counting with the estimate, calibrated by [`TokenBudget::observe`].
     pub fn estimated(max_input_length: usize) -> Self {
-        Self { counter: Counter::Estimate, max_input_length, scale: Mutex::new(1.0), counted: AtomicU64::new(0) }
+        Self {
+            counter: Counter::Estimate,
+            max_input_length,
+            scale: Mutex::new(1.0),
+            counted: AtomicU64::new(0),
+            prompt: 0,
+        }
     }
 
     /// A budget counting with the model's `tokenizer.json`: special tokens included, truncated to
@@ -64,7 +72,19 @@ impl TokenBudget {
             max_input_length,
             scale: Mutex::new(1.0),
             counted: AtomicU64::new(0),
+            prompt: 0,
         })
+    }
+
+    /// Counts `tokens` more for every input: the prompt TEI prepends. Counts stay capped at
+    /// `max_input_length`, as TEI truncates the prompted input.
+    pub fn set_prompt_tokens(&mut self, tokens: u32) {
+        self.prompt = tokens;
+    }
+
+    /// The prompt's tokens added to every input.
+    pub fn prompt_tokens(&self) -> u32 {
+        self.prompt
     }
 
     /// The truncation length it counts to.
@@ -111,10 +131,11 @@ impl TokenBudget {
 
     /// Tokens after truncation of a text whose [`TokenBudget::raw_count`] is `raw`.
     pub fn calibrated(&self, raw: u32) -> u32 {
-        match self.counter {
+        let text = match self.counter {
             Counter::Tokenizer(_) => raw,
             Counter::Estimate => (self.expected(raw, self.scale()).ceil() as u32).max(1),
-        }
+        };
+        text.saturating_add(self.prompt).min(self.max_len())
     }
 
     fn max_len(&self) -> u32 {
@@ -132,12 +153,15 @@ impl TokenBudget {
             return;
         }
         let mut scale = self.scale.lock();
+        // The server's count includes the prompt of every input; the estimate is of the texts.
+        let prompts = f64::from(self.prompt) * raw_counts.len() as f64;
+        let compute_tokens = (compute_tokens as f64 - prompts).max(1.0);
         let expected: f64 = raw_counts.iter().map(|&raw| self.expected(raw, *scale)).sum();
         if expected <= 0.0 {
             return;
         }
         // Geometric EWMA: a ratio of 2 and one of 1/2 cancel out; one odd request moves it little.
-        let ratio = (compute_tokens as f64 / expected).clamp(0.25, 4.0);
+        let ratio = (compute_tokens / expected).clamp(0.25, 4.0);
         *scale = (*scale * ratio.powf(CALIBRATION_ALPHA)).clamp(SCALE_RANGE.0, SCALE_RANGE.1);
     }
 }

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{CallError, FailureKind, TeiError};
 use super::limits::{base_url, redact, ServerLimits, DEFAULT_PAYLOAD_LIMIT};
+use super::options::{EmbedOptions, TruncationDirection};
 
 /// Which of TEI's embedding routes to call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,6 +54,7 @@ pub struct Endpoint {
     api: Api,
     api_key: Option<String>,
     payload_limit: usize,
+    options: EmbedOptions,
 }
 
 /// An HTTP client for endpoints: `timeout` bounds each whole call (connect, send, answer).
@@ -77,7 +79,19 @@ impl Endpoint {
             api: Api::Tei,
             api_key: None,
             payload_limit: DEFAULT_PAYLOAD_LIMIT,
+            options: EmbedOptions::default(),
         })
+    }
+
+    /// Sends `options` with every embedding call (those the route carries).
+    pub fn with_options(mut self, options: EmbedOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The embedding options it sends.
+    pub fn options(&self) -> &EmbedOptions {
+        &self.options
     }
 
     /// Uses `api` for embedding calls.
@@ -186,15 +200,33 @@ impl Endpoint {
             inputs: &'a [String],
             truncate: bool,
             normalize: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            prompt_name: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            dimensions: Option<usize>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            truncation_direction: Option<TruncationDirection>,
         }
         #[derive(Serialize)]
         struct OpenAi<'a> {
             input: &'a [String],
             encoding_format: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            dimensions: Option<usize>,
         }
+        let o = &self.options;
         let body = match self.api {
-            Api::Tei | Api::Auto => serde_json::to_vec(&Native { inputs: texts, truncate: true, normalize: true }),
-            Api::OpenAi => serde_json::to_vec(&OpenAi { input: texts, encoding_format: "base64" }),
+            Api::Tei | Api::Auto => serde_json::to_vec(&Native {
+                inputs: texts,
+                truncate: true,
+                normalize: o.normalized(),
+                prompt_name: o.prompt_name.as_deref(),
+                dimensions: o.dimensions,
+                truncation_direction: o.truncation_direction,
+            }),
+            Api::OpenAi => {
+                serde_json::to_vec(&OpenAi { input: texts, encoding_format: "base64", dimensions: o.dimensions })
+            }
         }
         .map_err(|e| CallError::transport(FailureKind::InputRefused, "encode", e.to_string()))?;
         if body.len() > self.payload_limit {

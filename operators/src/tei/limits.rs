@@ -16,6 +16,8 @@ pub const DEFAULT_PAYLOAD_LIMIT: usize = 2_000_000;
 pub struct ServerLimits {
     /// `model_id`, e.g. `google/embeddinggemma-300m`.
     pub model_id: String,
+    /// `model_sha`: the model's revision, when the server says.
+    pub model_sha: Option<String>,
     /// TEI's version, e.g. `1.9.0` (empty when the server does not say).
     pub version: String,
     /// Most inputs in one request.
@@ -36,6 +38,8 @@ pub struct ServerLimits {
 #[derive(Debug, Deserialize)]
 struct Info {
     model_id: String,
+    #[serde(default)]
+    model_sha: Option<String>,
     #[serde(default)]
     version: String,
     #[serde(default = "default_client_batch")]
@@ -67,6 +71,7 @@ impl ServerLimits {
     pub fn tei_defaults(model_id: &str) -> Self {
         Self {
             model_id: model_id.to_string(),
+            model_sha: None,
             version: String::new(),
             max_client_batch_size: default_client_batch(),
             max_batch_tokens: default_batch_tokens(),
@@ -93,6 +98,7 @@ impl ServerLimits {
         }
         Ok(Self {
             model_id: info.model_id,
+            model_sha: info.model_sha.filter(|s| !s.is_empty()),
             version: info.version,
             max_client_batch_size: info.max_client_batch_size,
             max_batch_tokens: info.max_batch_tokens,
@@ -108,6 +114,7 @@ impl ServerLimits {
     pub fn tightest(&self, other: &ServerLimits) -> ServerLimits {
         ServerLimits {
             model_id: self.model_id.clone(),
+            model_sha: self.model_sha.clone(),
             version: self.version.clone(),
             max_client_batch_size: self.max_client_batch_size.min(other.max_client_batch_size),
             max_batch_tokens: self.max_batch_tokens.min(other.max_batch_tokens),

@@ -23,6 +23,7 @@ use super::endpoint::{http_client, Api, Endpoint};
 use super::error::{FailureKind, TeiError};
 use super::limiter::{Concurrency, ConcurrencyLimit};
 use super::limits::{redact, ServerLimits, DEFAULT_PAYLOAD_LIMIT};
+use super::options::EmbedOptions;
 use super::request::{self, InputOutcome, Shared, Step};
 use super::stats::{Counters, PoolStats};
 use super::vectors;
@@ -61,12 +62,14 @@ pub struct PoolConfig {
     pub retry_initial: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
+    /// How the vectors are made: prompt, dimensions, normalization, truncation direction.
+    pub options: EmbedOptions,
 }
 
 impl PoolConfig {
     /// TEI's defaults for `urls`: the API chosen at connect (base64 vectors where the server
     /// can), no key, 2,000,000-byte payloads, adaptive concurrency without an SLO, 60 s per call,
-    /// retries from 50 ms doubling to 5 s.
+    /// retries from 50 ms doubling to 5 s, the server's embedding options.
     pub fn new<S: Into<String>>(urls: impl IntoIterator<Item = S>) -> Self {
         Self {
             urls: urls.into_iter().map(Into::into).collect(),
@@ -80,6 +83,7 @@ impl PoolConfig {
             tokenizer: None,
             retry_initial: Duration::from_millis(50),
             retry_max: Duration::from_secs(5),
+            options: EmbedOptions::default(),
         }
     }
 
@@ -98,6 +102,19 @@ impl PoolConfig {
         }
         if self.p95_slo.is_some_and(|slo| slo.is_zero()) {
             return fail("the p95 latency SLO must be positive");
+        }
+        if self.options.dimensions == Some(0) {
+            return fail("--dimensions must be at least 1");
+        }
+        if self.options.prompt_name.as_ref().is_some_and(|p| p.trim().is_empty()) {
+            return fail("--prompt-name must not be empty");
+        }
+        let native = self.options.native_only();
+        if self.api == Api::OpenAi && !native.is_empty() {
+            return Err(TeiError::Config(format!(
+                "{} need(s) TEI's native route (/embed); /v1/embeddings cannot carry them: use --api tei (or auto)",
+                native.join(", ")
+            )));
         }
         Ok(())
     }
@@ -147,6 +164,7 @@ impl EndpointPool {
         let mut endpoints = Vec::with_capacity(config.urls.len());
         for url in &config.urls {
             let endpoint = Endpoint::new(url, client.clone())?
+                .with_options(config.options.clone())
                 .with_api(config.api)
                 .with_api_key(config.api_key.clone())
                 .with_payload_limit(config.payload_limit);
@@ -166,7 +184,32 @@ impl EndpointPool {
                 other.model_id
             )));
         }
-        let (api, dims) = choose_api(config.api, &infos, &mut endpoints).await?;
+        // The OpenAI route carries only `dimensions`: any other option needs the native one.
+        let api = match config.api {
+            Api::Auto if !config.options.native_only().is_empty() => Api::Tei,
+            api => api,
+        };
+        if let Some((i, other)) = infos.iter().enumerate().find(|(_, l)| l.model_sha != first.model_sha) {
+            return Err(TeiError::Config(format!(
+                "TEI endpoints serve different revisions of {}: {} has model_sha {:?}, {} has {:?}",
+                first.model_id,
+                endpoints[0].url(),
+                first.model_sha.as_deref().unwrap_or("none"),
+                endpoints[i].url(),
+                other.model_sha.as_deref().unwrap_or("none")
+            )));
+        }
+        let (api, dims) = choose_api(api, &infos, &mut endpoints).await?;
+        if let Some(wanted) = config.options.dimensions {
+            if let Some(i) = dims.iter().position(|&d| d != wanted) {
+                return Err(TeiError::Config(format!(
+                    "TEI at {} returns vectors of {} dimensions for --dimensions {wanted}: it ignores the option \
+                     (TEI before 1.7?) or cannot truncate this model's vectors",
+                    endpoints[i].url(),
+                    dims[i]
+                )));
+            }
+        }
         if let Some(i) = dims.iter().position(|&d| d != dims[0]) {
             return Err(TeiError::Config(format!(
                 "TEI endpoints return vectors of different dimensions: {} gives {}, {} gives {}",
@@ -202,10 +245,15 @@ impl EndpointPool {
                 );
             }
         }
-        let budget = match &config.tokenizer {
+        let mut budget = match &config.tokenizer {
             Some(path) => TokenBudget::from_tokenizer_file(path, limits.max_input_length)?,
             None => TokenBudget::estimated(limits.max_input_length),
         };
+        if let Some(prompt) = &config.options.prompt_name {
+            let tokens = prompt_tokens(&endpoints[0]).await;
+            budget.set_prompt_tokens(tokens);
+            tracing::info!(prompt = %prompt, tokens, "every input's token count includes the prompt TEI prepends");
+        }
         if api == Api::OpenAi && !limits.auto_truncate {
             tracing::warn!(
                 "TEI runs with --auto-truncate false and the OpenAI route cannot ask to truncate: \
@@ -257,6 +305,8 @@ impl EndpointPool {
             budget,
             counters: Counters::new(),
             dim: dims[0],
+            normalized: config.options.normalized(),
+            options: config.options.clone(),
             retry_initial: config.retry_initial,
             retry_max: config.retry_max,
         };
@@ -282,6 +332,11 @@ impl EndpointPool {
     /// The vector dimension every endpoint returns.
     pub fn dim(&self) -> usize {
         self.shared.dim
+    }
+
+    /// The embedding options every request carries.
+    pub fn options(&self) -> &EmbedOptions {
+        &self.shared.options
     }
 
     /// The model every endpoint serves.
@@ -474,6 +529,8 @@ async fn probe_dim(endpoint: &Endpoint) -> Result<usize, TeiError> {
                         "answers a one-input probe with 429 (no free permit) {attempt} times: \
                          its permits (--max-concurrent-requests) are all taken, so no request can fit"
                     )
+                } else if !endpoint.options().describe().is_empty() && err.kind != FailureKind::Transient {
+                    format!("refuses the embedding options {}: {err}", endpoint.options().describe())
                 } else {
                     format!("cannot embed a probe text: {err}")
                 };
@@ -481,10 +538,36 @@ async fn probe_dim(endpoint: &Endpoint) -> Result<usize, TeiError> {
             }
             tokio::time::sleep(request::backoff(attempt, Duration::from_millis(200), Duration::from_secs(2))).await;
         };
-        match vectors::check(&vector, vector.len(), true) {
+        match vectors::check(&vector, vector.len(), endpoint.options().normalized()) {
             Ok(()) => return Ok(vector.len()),
             Err(reason) => refused = reason,
         }
     }
     Err(TeiError::Protocol { url, message: format!("returns no usable vector for its probe texts: {refused}") })
 }
+
+/// Tokens of the prompt the server prepends to every input: a one-input request with and without
+/// `prompt_name`, compared by the tokens the server says it computed (`x-compute-tokens`). A
+/// server that does not say gets [`PROMPT_TOKENS_UNKNOWN`], with a warning: too many only costs a
+/// little batch room, too few could overrun the server's budgets.
+async fn prompt_tokens(endpoint: &Endpoint) -> u32 {
+    let texts = [PROBE_TEXTS[0].to_string()];
+    let plain = endpoint.clone().with_options(EmbedOptions { prompt_name: None, ..endpoint.options().clone() });
+    let with = endpoint.embed(&texts).await.ok().and_then(|r| r.compute_tokens);
+    let without = plain.embed(&texts).await.ok().and_then(|r| r.compute_tokens);
+    match (with, without) {
+        (Some(w), Some(wo)) if w >= wo => u32::try_from(w - wo).unwrap_or(u32::MAX),
+        _ => {
+            tracing::warn!(
+                endpoint = endpoint.url(),
+                tokens = PROMPT_TOKENS_UNKNOWN,
+                "the server does not report the tokens it computed (x-compute-tokens), so the prompt's length is \
+                 unknown: every input counts this many tokens for it"
+            );
+            PROMPT_TOKENS_UNKNOWN
+        }
+    }
+}
+
+/// Tokens counted for a prompt whose length the server does not tell.
+pub const PROMPT_TOKENS_UNKNOWN: u32 = 32;

@@ -33,6 +33,10 @@ pub(crate) struct Shared {
     pub budget: Arc<TokenBudget>,
     pub counters: Counters,
     pub dim: usize,
+    /// Whether vectors must be of unit length (`--normalize`, TEI's default true).
+    pub normalized: bool,
+    /// The embedding options every request carries.
+    pub options: super::options::EmbedOptions,
     pub retry_initial: Duration,
     pub retry_max: Duration,
 }
@@ -71,8 +75,11 @@ pub(crate) async fn run(shared: Arc<Shared>, request: Arc<Request>, range: Range
         });
         let err = match result {
             Ok(reply) => {
-                let outcomes: Vec<InputOutcome> =
-                    reply.vectors.into_iter().map(|v| vectors::check(&v, shared.dim, true).map(|()| v)).collect();
+                let outcomes: Vec<InputOutcome> = reply
+                    .vectors
+                    .into_iter()
+                    .map(|v| vectors::check(&v, shared.dim, shared.normalized).map(|()| v))
+                    .collect();
                 let refused: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
                 let invalid = refused.len();
                 if let Some(reason) = refused.first() {
