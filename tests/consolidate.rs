@@ -454,3 +454,62 @@ fn a_foreign_deletion_file_fails_with_its_path_and_leaves_nothing_behind() {
     std::fs::write(&foreign, b"PAR1 broken").unwrap();
     fails_cleanly(input, &foreign, "parquet");
 }
+
+/// Writes `batch` with `identity` as its `tweet_embed.identity` metadata.
+fn write_with_identity(path: &Path, batch: &RecordBatch, identity: &tweet_embed_operators::identity::DatasetIdentity) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let kv: Vec<parquet::file::metadata::KeyValue> =
+        identity.key_values().into_iter().map(|(k, v)| parquet::file::metadata::KeyValue::new(k, v)).collect();
+    let props = parquet::file::properties::WriterProperties::builder().set_key_value_metadata(Some(kv)).build();
+    let mut w = ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), Some(props)).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
+#[test]
+fn files_of_different_identities_are_refused_unless_grouped() {
+    use tweet_embed_operators::identity::DatasetIdentity;
+    use tweet_embed_operators::tei::EmbedOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let doc = EmbedOptions { prompt_name: Some("document".into()), ..EmbedOptions::default() };
+    let a = DatasetIdentity::new("google/embeddinggemma-300m", Some("sha1"), DIM, &doc, "text", "mark");
+    let b =
+        DatasetIdentity::new("google/embeddinggemma-300m", Some("sha1"), DIM, &EmbedOptions::default(), "text", "mark");
+    for f in 0..4 {
+        write_with_identity(&input.join(format!("part-{f}.parquet")), &ours(f, 10), if f < 2 { &a } else { &b });
+    }
+    let out = consolidate(&input, &dir.path().join("out"), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("2 dataset identities") && err.contains("--group-by-identity"), "{err}");
+    assert!(err.contains("prompt document") && err.contains("prompt none"), "{err}");
+    assert!(!dir.path().join("out").join("part-00000.parquet").exists());
+    let line = succeed(consolidate(&input, &dir.path().join("out"), &["--group-by-identity"]));
+    assert!(line.contains("one folder per dataset identity"), "{line}");
+    // Two folders, each one identity's rows, each file saying which.
+    let mut folders: Vec<PathBuf> =
+        std::fs::read_dir(dir.path().join("out")).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    folders.sort();
+    assert_eq!(folders.len(), 2, "{folders:?}");
+    for folder in &folders {
+        let files: Vec<PathBuf> = std::fs::read_dir(folder)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+            .collect();
+        assert_eq!(files.len(), 1);
+        let reader = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&files[0]).unwrap()).unwrap();
+        let meta = parquet::file::reader::FileReader::metadata(&reader).file_metadata().clone();
+        assert_eq!(meta.num_rows(), 20);
+        let ident = meta.key_value_metadata().unwrap().iter().find(|kv| kv.key == "tweet_embed.identity").cloned();
+        let ident: DatasetIdentity = serde_json::from_str(&ident.unwrap().value.unwrap()).unwrap();
+        assert!(ident == a || ident == b);
+        let name = folder.file_name().unwrap().to_string_lossy().to_string();
+        assert!(
+            name.starts_with(&format!("dim{DIM}-prompt-{}", ident.prompt_name.as_deref().unwrap_or("none"))),
+            "{name}"
+        );
+    }
+}

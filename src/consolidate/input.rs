@@ -53,6 +53,9 @@ pub struct InputFile {
     carried: BTreeMap<String, Field>,
     /// Columns neither mapped nor carried, which the output does not have.
     pub dropped: Vec<String>,
+    /// The dataset identity in its key-value metadata (`tweet_embed.identity`, JSON); `None` for
+    /// files written before identities were recorded and for other tools' files.
+    pub identity: Option<String>,
 }
 
 /// The output schema every input is mapped onto, decided from all footers before any output.
@@ -103,6 +106,12 @@ impl InputFile {
             .with_context(|| format!("{}: not a readable Parquet file", path.display()))?;
         let schema = builder.schema().clone();
         let rows = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+        let identity = builder
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|kv| kv.key == "tweet_embed.identity"))
+            .and_then(|kv| kv.value.clone());
         let (id_column, id_type) = pick(&schema, &ID_COLUMNS)
             .ok_or_else(|| anyhow!("{}: no id column (looked for {})", path.display(), ID_COLUMNS.join(", ")))?;
         if !id_type_ok(&id_type) {
@@ -131,7 +140,16 @@ impl InputFile {
                 _ => dropped.push(format!("{name} ({})", field.data_type())),
             }
         }
-        let input = InputFile { path: path.to_path_buf(), rows, bytes, id_column, embedding_column, carried, dropped };
+        let input = InputFile {
+            path: path.to_path_buf(),
+            rows,
+            bytes,
+            id_column,
+            embedding_column,
+            carried,
+            dropped,
+            identity,
+        };
         let dim = match fixed_dim {
             Some(d) => Some(d),
             None if rows == 0 => None,

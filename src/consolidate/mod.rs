@@ -87,6 +87,11 @@ pub struct ConsolidateArgs {
     /// way, so a later run without this flag still drops them.
     #[arg(long)]
     pub no_deletions: bool,
+    /// Inputs of different dataset identities (another model, dimension, prompt … in their
+    /// `tweet_embed.identity` metadata) are refused: their vectors cannot be compared. With this
+    /// flag each identity is merged on its own, into a subfolder of --output named after it.
+    #[arg(long)]
+    pub group_by_identity: bool,
 }
 
 impl ConsolidateArgs {
@@ -102,6 +107,7 @@ impl ConsolidateArgs {
             sort_buffer: 256 << 20,
             delete_inputs: false,
             no_deletions: false,
+            group_by_identity: false,
         }
     }
 }
@@ -129,6 +135,8 @@ pub struct Summary {
     pub deletions: Deletions,
     /// Input files deleted (`--delete-inputs`).
     pub inputs_deleted: usize,
+    /// With `--group-by-identity` and several identities: the subfolder each went to.
+    pub groups: Vec<PathBuf>,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -185,25 +193,54 @@ pub fn run(args: &ConsolidateArgs) -> Result<Summary> {
     }
     let reporter = Reporter::start();
     let figures = reporter.figures();
-    let (files, layout) = scan(&paths, figures)?;
+    let (files, _) = scan(&paths, figures)?;
+    let groups = by_identity(&files);
+    let known = groups.iter().filter(|g| g.identity.is_some()).count();
+    if known > 1 && !args.group_by_identity {
+        let named: Vec<String> = groups
+            .iter()
+            .map(|g| format!("{} ({} files, e.g. {})", g.label(), g.files.len(), g.files[0].display()))
+            .collect();
+        bail!(
+            "the inputs hold vectors of {known} dataset identities, which cannot be compared: {}. Merge each on its \
+             own with --group-by-identity (a subfolder of --output per identity)",
+            named.join("; ")
+        );
+    }
+    let grouped = known > 1;
     let rows_in: u64 = files.iter().map(|f| f.rows).sum();
     let bytes_in: u64 = files.iter().map(|f| f.bytes).sum();
     let mut summary = Summary { files_in: files.len(), rows_in, bytes_in, ..Summary::default() };
     let deletions = load_deletions(args, &mut summary)?;
-    if let Some(layout) = layout {
-        let scratch = Scratch::create(&args.output)?;
-        let parts = write(args, &files, &layout, deletions.as_ref(), &scratch, figures, &mut summary)?;
-        let Some(kept) = rows_in.checked_sub(summary.duplicates + summary.deleted_rows) else {
+    for group in &groups {
+        let output = if grouped { args.output.join(group.slug()) } else { args.output.clone() };
+        let identity = if grouped { group.identity.clone() } else { groups.iter().find_map(|g| g.identity.clone()) };
+        let (files, layout) = scan(&group.files, figures)?;
+        let Some(layout) = layout else { continue };
+        let rows_in: u64 = files.iter().map(|f| f.rows).sum();
+        let mut part = Summary { rows_in, ..Summary::default() };
+        let scratch = Scratch::create(&output)?;
+        let parts =
+            write(args, &files, &layout, identity.as_deref(), deletions.as_ref(), &scratch, figures, &mut part)?;
+        let Some(kept) = rows_in.checked_sub(part.duplicates + part.deleted_rows) else {
             bail!(
                 "verification failed: {} duplicates and {} deleted rows dropped of {rows_in} rows",
-                summary.duplicates,
-                summary.deleted_rows
+                part.duplicates,
+                part.deleted_rows
             );
         };
         output::verify(&parts, kept)?;
-        summary.rows_out = parts.iter().map(|p| p.rows).sum();
-        summary.bytes_out = parts.iter().map(|p| p.bytes).sum();
-        summary.files_out = output::publish(&parts, &args.output)?;
+        summary.rows_out += parts.iter().map(|p| p.rows).sum::<u64>();
+        summary.bytes_out += parts.iter().map(|p| p.bytes).sum::<u64>();
+        summary.files_out.extend(output::publish(&parts, &output)?);
+        summary.duplicates += part.duplicates;
+        summary.deleted_rows += part.deleted_rows;
+        if grouped {
+            summary.groups.push(output);
+        }
+        if !grouped {
+            break;
+        }
     }
     drop(reporter);
     if args.delete_inputs {
@@ -211,6 +248,57 @@ pub fn run(args: &ConsolidateArgs) -> Result<Summary> {
     }
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// The inputs of one dataset identity (or of none recorded).
+struct IdentityGroup {
+    identity: Option<String>,
+    files: Vec<PathBuf>,
+}
+
+impl IdentityGroup {
+    /// For people: the identity's summary line, or "no recorded identity".
+    fn label(&self) -> String {
+        match self.identity.as_deref().map(serde_json::from_str::<tweet_embed_operators::identity::DatasetIdentity>) {
+            Some(Ok(i)) => i.summary(),
+            Some(Err(_)) => "an unreadable identity".into(),
+            None => "no recorded identity".into(),
+        }
+    }
+
+    /// The subfolder name of the group: `dim768-prompt-document-<FNV-1a of the identity>`, or
+    /// `no-identity`.
+    fn slug(&self) -> String {
+        let Some(json) = &self.identity else { return "no-identity".into() };
+        let hash = json.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        match serde_json::from_str::<tweet_embed_operators::identity::DatasetIdentity>(json) {
+            Ok(i) => format!("dim{}-prompt-{}-{hash:016x}", i.dim, i.prompt_name.as_deref().unwrap_or("none"))
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+                .collect(),
+            Err(_) => format!("identity-{hash:016x}"),
+        }
+    }
+}
+
+/// The inputs grouped by identity, in order of first appearance. Files with no recorded identity
+/// join the one recorded identity when there is only one (old files of the same run).
+fn by_identity(files: &[InputFile]) -> Vec<IdentityGroup> {
+    let mut groups: Vec<IdentityGroup> = Vec::new();
+    for f in files {
+        match groups.iter_mut().find(|g| g.identity == f.identity) {
+            Some(g) => g.files.push(f.path.clone()),
+            None => groups.push(IdentityGroup { identity: f.identity.clone(), files: vec![f.path.clone()] }),
+        }
+    }
+    let known = groups.iter().filter(|g| g.identity.is_some()).count();
+    if known == 1 && groups.len() == 2 {
+        let unknown = groups.iter().position(|g| g.identity.is_none()).unwrap_or(0);
+        let moved = groups.remove(unknown);
+        groups[0].files.extend(moved.files);
+        groups[0].files.sort();
+    }
+    groups
 }
 
 /// The deletions to apply: `None` when the input has no `_deletions/` or `--no-deletions` keeps
@@ -268,10 +356,12 @@ fn scan(paths: &[PathBuf], figures: &Figures) -> Result<(Vec<InputFile>, Option<
 }
 
 /// Streams every row into parts in the scratch directory; fills the row counts of `summary`.
+#[allow(clippy::too_many_arguments)]
 fn write(
     args: &ConsolidateArgs,
     files: &[InputFile],
     layout: &Layout,
+    identity: Option<&str>,
     deletions: Option<&DeletionSet>,
     scratch: &Scratch,
     figures: &Figures,
@@ -286,6 +376,9 @@ fn write(
     ];
     if sorted {
         meta.push(KeyValue::new("tweet_embed.sorted_by".into(), "id".to_string()));
+    }
+    if let Some(identity) = identity {
+        meta.push(KeyValue::new("tweet_embed.identity".into(), identity.to_string()));
     }
     let rg_rows = args.row_group_rows.unwrap_or_else(|| default_row_group_rows(layout.dim));
     let mut writer = PartWriter::new(
@@ -450,6 +543,10 @@ pub fn summary_line(s: &Summary) -> String {
     }
     if s.inputs_deleted > 0 {
         line.push_str(&format!("; {} input files deleted", s.inputs_deleted));
+    }
+    if !s.groups.is_empty() {
+        let names: Vec<String> = s.groups.iter().map(|g| g.display().to_string()).collect();
+        line.push_str(&format!("; one folder per dataset identity: {}", names.join(", ")));
     }
     line
 }
