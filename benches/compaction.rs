@@ -9,7 +9,7 @@
 //! - the compactor's thread CPU per document.
 //!
 //! The simulated time is the calibrated GPUs' time for the tokens served:
-//! tokens / (4 × 19,600 tok/s). `BENCH_DOCS` sets the collection (default 1,400,000 synthetic
+//! tokens / (4 × 19,600 tok/s). `BENCH_DOCS` sets the collection (default 1,750,000 synthetic
 //! tweets, over 10 simulated minutes). Every number is simulated; the machine's disk is real.
 
 use dev_mongo::{DevMongo, DevMongoConfig};
@@ -48,7 +48,7 @@ fn distribution(sizes: &mut [u64]) -> String {
 }
 
 fn main() {
-    let docs: u64 = env_or("BENCH_DOCS", 1_400_000);
+    let docs: u64 = env_or("BENCH_DOCS", 1_750_000);
     let scale: f64 = env_or("BENCH_TIME_SCALE", 2.0);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let sim = SimConfig {

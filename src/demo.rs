@@ -40,6 +40,10 @@ pub struct DemoArgs {
     /// some are deleted (0: stop after the backfill).
     #[arg(long, default_value = "20s", value_parser = crate::config::parse_duration)]
     pub live: Duration,
+    /// How the vectors are made, as for `run` (the simulated GPUs serve EmbeddingGemma-like
+    /// prompts such as `document` and `query`, and any dimension up to 768).
+    #[command(flatten)]
+    pub embed: crate::config::EmbedOptionArgs,
 }
 
 /// Tweets seeded per step of the seeding progress bar.
@@ -75,6 +79,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let mut config = RunConfig::new(target.target(), tei.urls(), &args.dir);
     config.workers = args.workers;
     config.checkpoint_interval = Duration::from_secs(1);
+    config.tei.options = args.embed.options();
     // Short enough to see within the demo: staged rows reach --out within 5 s, deleted ones
     // leave it within 10 s.
     config.max_file_age = Duration::from_secs(5);

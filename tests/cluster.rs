@@ -267,3 +267,22 @@ fn processes_with_different_workers_fail_with_a_hint_not_a_panic() {
     let mut procs = spawn_all(setup.cmds_with("backfill", |a| a.workers = 1));
     all_fail_saying(&mut procs, "every process needs the same --workers");
 }
+
+#[test]
+fn a_follower_whose_servers_make_other_vectors_is_refused_before_anything_is_committed() {
+    let setup = Setup::new(2_000, 89);
+    let stack = &setup.stack;
+    // Process 1 asks its GPUs for 256 dimensions: its rows could not share the dataset.
+    let mut procs = spawn_all(setup.cmds_with("backfill", |a| a.tei.options.dimensions = Some(256)));
+    assert!(!procs[1].wait_for(Duration::from_secs(120)).success());
+    let err = stderr_of(&mut procs[1]);
+    assert!(err.contains("process 1 of the cluster") && err.contains("dimension 768 → 256"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!procs[0].wait_for(Duration::from_secs(60)).success(), "the leader went on alone");
+    let coll = stack.coll();
+    let marked = stack
+        .rt
+        .block_on(async { coll.count_documents(mongodb::bson::doc! {"gemma_embedded_768": {"$exists": true}}).await });
+    let marked_by_seed = (0..2_000).filter(|i| test_support::synth::kind_of(*i, 89) == Kind::Marked).count() as u64;
+    assert_eq!(marked.expect("count"), marked_by_seed, "a pass committed without its follower");
+}
