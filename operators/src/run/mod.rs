@@ -79,22 +79,26 @@ impl Engine {
     /// and marked. Errors: recovery failing, a pass that reads nothing of what remains, a write
     /// or marking failure, a lost cluster peer.
     pub fn backfill(self) -> Result<Summary> {
-        self.drive(true, |engine, _ledger| Ok(backfill::backfill_planner(engine)))
+        self.drive(false, |engine, _ledger| Ok(backfill::backfill_planner(engine)))
     }
 
     /// Continuous mode: the work queue (unless `options` skip it) and the change stream, until
     /// `stop`; then the epochs in flight are committed and marked.
     pub fn continuous(self, options: Continuous, stop: StopSignal) -> Result<Summary> {
         // Without a stream the run ends when the work queue is drained, as a backfill does.
-        let flush_tail = !options.stream;
-        self.drive(flush_tail, move |engine, ledger| {
+        // Without a stream the run is a backfill that rescans: no file ages out mid-run.
+        let follows = options.stream;
+        self.drive(follows, move |engine, ledger| {
             Ok(continuous::continuous_planner(options, engine, ledger.clone(), stop))
         })
     }
 
     /// Recovers, starts the compactor (leading process), runs the passes, and at the end stops
-    /// the compactor, with `flush_tail` after compacting everything staged below target.
-    fn drive(self, flush_tail: bool, planner: impl FnOnce(Arc<Engine>, &Ledger) -> Result<Planner>) -> Result<Summary> {
+    /// the compactor. A run that ends well compacts everything staged (the tail, below target)
+    /// so its rows are visible; a failed one leaves them staged and listed for the next run.
+    /// With `follows` (continuous mode) staged files older than `--max-file-age` are compacted
+    /// as the run goes.
+    fn drive(self, follows: bool, planner: impl FnOnce(Arc<Engine>, &Ledger) -> Result<Planner>) -> Result<Summary> {
         let started = Instant::now();
         let engine = Arc::new(self);
         let mut summary = Summary::default();
@@ -138,7 +142,7 @@ impl Engine {
                 out: config.out.clone(),
                 staging,
                 target_file_bytes: config.target_file_bytes,
-                max_file_age: (!flush_tail).then_some(config.max_file_age),
+                max_file_age: follows.then_some(config.max_file_age),
                 row_group_rows: default_row_group_rows(engine.pool.dim()),
                 delete_within: config.delete_within,
                 pause: config.hooks.compaction_pause,
@@ -151,7 +155,7 @@ impl Engine {
         };
         let passes = execute(&engine, leading, failure);
         // A failed run leaves the staged files listed; the next run compacts them.
-        let ended = compactor.map(|c| c.finish(flush_tail && passes.is_ok()));
+        let ended = compactor.map(|c| c.finish(passes.is_ok()));
         summary.passes = passes?;
         if let Some(ended) = ended {
             ended?;
