@@ -68,6 +68,19 @@ async fn the_command_prints_the_table_and_writes_the_toml() {
         "{recommended}"
     );
 
+    // The run's embedding options reach every request of the sweep.
+    let with_options = ["--batch-sizes", "8", "--concurrency", "1", "--prompt-name", "document", "--dimensions", "256"];
+    let out = autotune(&with_options).await.unwrap().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen = tei.options_seen();
+    let prompted = dev_tei::Received {
+        prompt_name: Some("document".into()),
+        dimensions: Some(256),
+        normalize: Some(true),
+        truncation_direction: None,
+    };
+    assert!(seen.get(&prompted).copied().unwrap_or(0) >= 25, "200 texts in batches of 8 carried them: {seen:?}");
+
     // Nothing meets an impossible SLO: a clear error, no file.
     let impossible = ["--batch-sizes", "8", "--concurrency", "1", "--p95-slo", "1ms"];
     let out = autotune(&impossible).await.unwrap().unwrap();
