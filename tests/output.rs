@@ -94,6 +94,7 @@ fn verify(out_dir: &Path, files: &[FileMeta], pushed: &BTreeMap<String, (u64, Em
                 }
             }
             FileKind::Rejects => rejects += read_rejects(&path).expect("read rejects").len(),
+            FileKind::Deletions => panic!("the writer seals no deletions here"),
         }
     }
     assert_eq!(rejects, rejected);
@@ -101,6 +102,14 @@ fn verify(out_dir: &Path, files: &[FileMeta], pushed: &BTreeMap<String, (u64, Em
     for (id, expected) in pushed {
         assert_eq!(rows.get(id), Some(expected), "row {id} differs after the round trip");
     }
+}
+
+/// A writer's settings that seal straight into `out` (as staging), so these tests read what a seal
+/// made durable where pyarrow reads a dataset.
+fn sealing_into(out: &Path, hot: &Path, worker: usize) -> OutputConfig {
+    let mut cfg = OutputConfig::new(out, hot, worker, DIM, MODEL);
+    cfg.staging_dir = out.to_path_buf();
+    cfg
 }
 
 /// Two workers, epochs 1..=8, seals at 3, 5 and 8.
@@ -136,7 +145,7 @@ fn rows_round_trip_and_pyarrow_reads_them() {
     let out = tempfile::tempdir().expect("tempdir");
     let (hot, apart) = hot_dir_apart_from(out.path());
     println!("hot storage on another file system: {apart}");
-    let (files, pushed, rejected) = write_run(|w| OutputConfig::new(out.path(), hot.path(), w, DIM, MODEL));
+    let (files, pushed, rejected) = write_run(|w| sealing_into(out.path(), hot.path(), w));
     assert!(pushed.len() > 3000, "{}", pushed.len());
     assert!(files.iter().all(|f| f.epoch_lo == f.epoch_hi && f.epoch_lo != 6));
     verify(out.path(), &files, &pushed, rejected);
@@ -148,7 +157,7 @@ fn rows_round_trip_and_pyarrow_reads_them() {
 fn forced_cross_device_copy_leaves_the_same_output() {
     let (out, hot) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
     let (files, pushed, rejected) = write_run(|w| {
-        let mut cfg = OutputConfig::new(out.path(), hot.path(), w, DIM, MODEL);
+        let mut cfg = sealing_into(out.path(), hot.path(), w);
         cfg.force_copy = true;
         cfg
     });
@@ -160,7 +169,7 @@ fn forced_cross_device_copy_leaves_the_same_output() {
 #[test]
 fn a_crash_between_seal_and_checkpoint_leaves_each_row_once() {
     let (out, hot, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let cfg = || OutputConfig::new(out.path(), hot.path(), 0, DIM, MODEL);
+    let cfg = || sealing_into(out.path(), hot.path(), 0);
     let store = CheckpointStore::open(state.path()).unwrap();
     let mut pushed = BTreeMap::new();
 

@@ -350,6 +350,7 @@ fn pack_respects_items_tokens_and_payload() {
     // Built from a server's limits: --batch-size and the payload limit apply.
     let limits = tweet_embed_operators::tei::ServerLimits {
         model_id: "m".into(),
+        model_sha: None,
         version: "1.9.0".into(),
         max_client_batch_size: 32,
         max_batch_tokens: 16_384,

@@ -89,6 +89,7 @@ fn a_pass_start_and_its_signals_reach_every_worker() {
                 finish: false,
                 failed: Some("why".into()),
                 out_marker: Some(".marker".into()),
+                identity: Some("{\"dim\":256}".into()),
             };
             let received = agree(worker, (index == 0).then(|| start.clone()), &|| false);
             // Each worker its own stop and clock, as processes have.

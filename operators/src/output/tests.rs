@@ -82,6 +82,7 @@ fn seal_moves_exactly_the_epochs_up_to_the_bound() {
                 let rejects = read_rejects(&path).unwrap();
                 assert_eq!(rejects, [(format!("{:024x}", 1000), "empty text".to_string(), 2)]);
             }
+            FileKind::Deletions => panic!("no deletions were sealed"),
         }
     }
     seen.sort();
