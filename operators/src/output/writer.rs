@@ -277,7 +277,9 @@ impl EpochWriter {
         self.ctx.next_seq += 1;
         let rows = default_row_group_rows(self.dim);
         let merged =
-            merge_files(&[file.tmp_path.clone()], file.kind, &rewritten, None, rows, &kv, &|id, _| ids.contains(id))?;
+            merge_files(std::slice::from_ref(&file.tmp_path), file.kind, &rewritten, None, rows, &kv, &|id, _| {
+                ids.contains(id)
+            })?;
         std::fs::rename(&rewritten, &file.tmp_path).map_err(|e| OutputError::io("replace", &file.tmp_path, e))?;
         file.rows = merged.rows;
         file.bytes = merged.bytes;
