@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::deletions::{apply_pending, DeletionIndex};
+use super::deletions::{apply_pending, compact_deletion_log, DeletionIndex};
 use super::policy::pick;
 use super::stats::{thread_cpu_ns, CompactionStats};
 use crate::checkpoint::{now_ms, Ledger, Switch};
@@ -123,6 +123,7 @@ fn run(ledger: &Ledger, s: &CompactionSettings, stats: &CompactionStats, orders:
                 stats.spent_cpu(after.saturating_sub(before));
             }
         }
+        compact_deletion_log(ledger, &s.out)?;
         refresh_gauges(ledger, stats, deletions.pending());
         if order.is_some() {
             return Ok(());

@@ -128,3 +128,93 @@ fn rewrite(
     tracing::info!(file = %path.display(), dropped = merged.dropped, "rewrote an output file without its deleted rows");
     Ok(())
 }
+
+/// Deletion files (one per epoch that had deletes) merged into one once this many are applied:
+/// a stream with steady deletes would otherwise leave a small file every few seconds in
+/// `_deletions/`, the small-files problem again.
+pub const DELETION_FILES_MERGED: usize = 32;
+
+/// Merges the files of `out/_deletions/` whose deletions are all applied (epochs ≤ the
+/// checkpoint's `deletions_applied`) into one, once there are [`DELETION_FILES_MERGED`], keeping
+/// one record per id (its latest epoch). The merged file appears by one rename before its inputs
+/// are removed: a crash in between leaves records twice, which an anti-join does not mind and
+/// the next merge folds. Returns whether it merged.
+pub fn compact_deletion_log(ledger: &Ledger, out: &Path) -> Result<bool> {
+    let applied = ledger.snapshot().deletions_applied;
+    let files: Vec<_> =
+        list_files(out)?.into_iter().filter(|f| f.kind == FileKind::Deletions && f.name.epoch_hi <= applied).collect();
+    if files.len() < DELETION_FILES_MERGED {
+        return Ok(false);
+    }
+    let mut latest: std::collections::HashMap<String, crate::output::Deletion> = std::collections::HashMap::new();
+    for f in &files {
+        for d in read_deletions(&out.join(&f.path))? {
+            match latest.get(&d.id) {
+                Some(kept) if kept.epoch >= d.epoch => {}
+                _ => {
+                    latest.insert(d.id.clone(), d);
+                }
+            }
+        }
+    }
+    let mut records: Vec<crate::output::Deletion> = latest.into_values().collect();
+    records.sort_by(|a, b| (a.epoch, &a.id).cmp(&(b.epoch, &b.id)));
+    let seq = ledger.update(|cp| {
+        cp.next_file_seq += 1;
+        cp.next_file_seq - 1
+    })?;
+    let lo = files.iter().map(|f| f.name.epoch_lo).min().unwrap_or(0);
+    let hi = files.iter().map(|f| f.name.epoch_hi).max().unwrap_or(0);
+    let name = PartName { epoch_lo: lo, epoch_hi: hi, worker: 0, seq };
+    let dir = out.join(FileKind::Deletions.subdir());
+    let partial = dir.join(name.partial_name());
+    let kv = key_values(&out.join(&files[0].path))?;
+    crate::output::write_deletions(&partial, &records, &kv)?;
+    fs::rename(&partial, dir.join(name.file_name())).with_context(|| format!("renaming {}", partial.display()))?;
+    sync_dir(&dir)?;
+    for f in &files {
+        let path = out.join(&f.path);
+        fs::remove_file(&path).with_context(|| format!("removing merged deletion file {}", path.display()))?;
+    }
+    sync_dir(&dir)?;
+    tracing::info!(files = files.len(), deletions = records.len(), file = %name.file_name(), "merged the deletion log");
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::{Checkpoint, CheckpointStore, SourcePositions};
+    use crate::output::{write_deletions, Deletion};
+
+    #[test]
+    fn applied_deletion_files_merge_into_one_keeping_each_ids_latest_epoch() {
+        let out = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let dir = out.path().join(FileKind::Deletions.subdir());
+        std::fs::create_dir_all(&dir).unwrap();
+        for e in 1..=40u64 {
+            // Id `x` is deleted in every epoch (re-inserted between); the others once.
+            let records = [
+                Deletion { id: "x".into(), epoch: e, cluster_time_ms: Some(e as i64) },
+                Deletion { id: format!("id-{e}"), epoch: e, cluster_time_ms: None },
+            ];
+            let name = PartName { epoch_lo: e, epoch_hi: e, worker: 0, seq: e };
+            write_deletions(&dir.join(name.file_name()), &records, &[]).unwrap();
+        }
+        let mut cp = Checkpoint::new(40, 40, Vec::new(), SourcePositions::default());
+        cp.deletions_applied = 35;
+        cp.next_file_seq = 100;
+        let ledger = Ledger::new(CheckpointStore::open(state.path()).unwrap(), cp);
+        assert!(compact_deletion_log(&ledger, out.path()).unwrap());
+        let left: Vec<_> = list_files(out.path()).unwrap().into_iter().map(|f| f.name).collect();
+        assert_eq!(left.len(), 6, "{left:?}");
+        let merged = left.iter().find(|n| n.seq == 100).expect("the merged file");
+        assert_eq!((merged.epoch_lo, merged.epoch_hi), (1, 35));
+        let records = read_deletions(&dir.join(merged.file_name())).unwrap();
+        assert_eq!(records.len(), 36, "35 ids once, and x once");
+        assert_eq!(records.iter().find(|d| d.id == "x").map(|d| d.epoch), Some(35));
+        // Below the threshold, nothing to do.
+        assert!(!compact_deletion_log(&ledger, out.path()).unwrap());
+    }
+}

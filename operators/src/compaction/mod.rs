@@ -33,6 +33,6 @@ mod policy;
 mod stats;
 
 pub use compactor::{compact_step, CompactionSettings, Compactor};
-pub use deletions::{apply_pending, DeletionIndex};
+pub use deletions::{apply_pending, compact_deletion_log, DeletionIndex, DELETION_FILES_MERGED};
 pub use policy::pick;
 pub use stats::{CompactionSnapshot, CompactionStats};
