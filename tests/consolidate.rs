@@ -23,7 +23,7 @@ use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Int32Type, Schema};
 use parquet::arrow::ArrowWriter;
 use tweet_embed_operators::output::schema::{embedding_item, rows_schema, UTC};
-use tweet_embed_operators::output::{write_deletions, Deletion, DELETIONS_DIR};
+use tweet_embed_operators::output::{write_deletions, Deletion, IdType, DELETIONS_DIR};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 const DIM: usize = 16;
@@ -295,7 +295,7 @@ fn record_deletions(dir: &Path, name: &str, deletions: &[(&str, u64)]) {
         .iter()
         .map(|(id, epoch)| Deletion { id: id.to_string(), epoch: *epoch, cluster_time_ms: Some(1_700_000_000_000) })
         .collect();
-    write_deletions(&d.join(name), &deletions, &[]).unwrap();
+    write_deletions(&d.join(name), &deletions, IdType::ExtJson, &[]).unwrap();
 }
 
 /// `(id, epoch)` of every row of the `consolidated-*.parquet` files directly in `dir`, sorted;
