@@ -373,3 +373,85 @@ fn another_id_type_than_the_recorded_one_is_refused_with_one_line_naming_both() 
     args.id_type = Some(IdType::Int64);
     Engine::connect(args).and_then(Engine::backfill).expect("--id-type int64 as recorded");
 }
+
+/// Waits for `done`, at most a minute.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Deletes from the change stream (one of a tweet inserted and deleted within its epoch) and from
+/// `reconcile`, on Int32 `_id`s: `_deletions/` has the rows' Int64 `id`, the rows leave `--out`,
+/// the cancelled tweet is never written — the Int32 ids compared with what reads back as Int64.
+#[test]
+fn deletes_and_reconcile_work_on_int32_ids_in_an_int64_column() {
+    use tweet_embed_operators::epoch_clock::StopSignal;
+    use tweet_embed_operators::output::read_deletion_dir;
+    use tweet_embed_operators::reconcile::{reconcile, ReconcileTarget};
+    use tweet_embed_operators::run::Continuous;
+
+    let stack = Stack::start(2, FaultConfig::default());
+    insert(&stack, &tweets(Ids::Int32, 200));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args = stack.args(dir.path(), 2);
+    args.checkpoint_interval = Duration::from_secs(1);
+    args.max_file_age = Duration::from_millis(200);
+    args.delete_within = Duration::from_secs(1);
+    let (out, coll) = (args.out.clone(), stack.coll());
+    let stop = StopSignal::default();
+    let run = {
+        let (args, stop) = (args.clone(), stop.clone());
+        std::thread::spawn(move || Engine::connect(args).and_then(|e| e.continuous(Continuous::default(), stop)))
+    };
+    let unmarked = || stack.rt.block_on(async { coll.count_documents(doc! {MARK: null}).await }).expect("count");
+    wait_until("the backfill drained", || unmarked() == 0);
+    // Ten embedded tweets go; one tweet comes and goes within an epoch.
+    let gone: Vec<Bson> = (0..10).map(|i| Ids::Int32.id(i)).collect();
+    let flash = Bson::Int32(99_999);
+    stack.rt.block_on(async {
+        coll.delete_many(doc! {"_id": {"$in": gone.clone()}}).await.expect("delete");
+        let d = doc! {"_id": flash.clone(), "lang": "en", "classified": true, "text": "a tweet deleted at once"};
+        coll.insert_one(d).await.expect("insert");
+        coll.delete_one(doc! {"_id": flash.clone()}).await.expect("delete at once");
+    });
+    let keys: Vec<String> = gone.iter().map(|id| canonical_id(&id_string(id)).into_owned()).collect();
+    let visible = || test_support::expect::read_visible(&out);
+    wait_until("the deleted rows left --out", || {
+        let v = visible();
+        !v.vectors.is_empty() && keys.iter().all(|k| !v.counts.contains_key(k))
+    });
+    stop.stop();
+    run.join().expect("run thread").expect("run");
+    let recorded: Vec<String> = read_deletion_dir(&out).expect("_deletions").into_iter().map(|d| d.id).collect();
+    for k in &keys {
+        assert!(recorded.contains(k), "deletion of {k} not recorded: {recorded:?}");
+    }
+    let flash_key = canonical_id(&id_string(&flash)).into_owned();
+    assert!(!visible().counts.contains_key(&flash_key), "the cancelled tweet was written");
+    for e in std::fs::read_dir(out.join("_deletions")).expect("_deletions").flatten() {
+        let b =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(e.path()).expect("open")).expect("parquet");
+        assert_eq!(b.schema().field_with_name("id").expect("id").data_type(), &DataType::Int64);
+    }
+
+    // Five more go while nothing follows the stream: reconcile finds them through the _id index.
+    let more: Vec<Bson> = (10..15).map(|i| Ids::Int32.id(i)).collect();
+    stack.rt.block_on(async { coll.delete_many(doc! {"_id": {"$in": more.clone()}}).await }).expect("delete");
+    let target = ReconcileTarget {
+        out: out.clone(),
+        state_dir: args.state_dir.clone(),
+        staging_dir: args.staging_dir(),
+        dry_run: false,
+    };
+    let found = reconcile(&target, &coll, stack.rt.handle()).expect("reconcile");
+    assert_eq!((found.missing, found.unreadable), (5, 0), "{found:?}");
+    let v = visible();
+    for id in &more {
+        assert!(!v.counts.contains_key(&canonical_id(&id_string(id)).into_owned()), "{id} still in --out");
+    }
+    // Everything else: every eligible tweet left once.
+    assert_eq!(v.vectors.len() + v.rejects.len(), 200 - 15, "{} rows, {} rejections", v.vectors.len(), v.rejects.len());
+}
