@@ -87,13 +87,15 @@ fn main() {
         let docs: Vec<Document> = (0..per_tick)
             .map(|_| {
                 i += 1;
-                doc! {"_id": format!("live-{i}"), "lang": "en", "text": format!("live tweet number {i}: the match is on 🔥")}
+                // ObjectIds, MongoDB's own: the id type an empty collection's dataset gets.
+                let id = mongodb::bson::oid::ObjectId::new();
+                doc! {"_id": id, "lang": "en", "text": format!("live tweet number {i}: the match is on 🔥")}
             })
             .collect();
         let t = Instant::now();
         for d in &docs {
-            // The output's id of a string `_id` is its JSON form, quotes included.
-            sent.insert(format!("\"{}\"", d.get_str("_id").expect("id")), t);
+            // The output's id of an ObjectId is its 24 hex digits.
+            sent.insert(d.get_object_id("_id").expect("id").to_hex(), t);
         }
         rt.block_on(async { coll.insert_many(docs).await }).expect("insert");
         poll(&mut sent, &mut lat);

@@ -75,6 +75,13 @@ pub fn print_summary(what: &str, s: &Summary, out: &std::path::Path) {
     println!("{what} done in {:.1} s ({} pass{})", secs, s.passes, if s.passes == 1 { "" } else { "es" });
     println!("  documents embedded : {}", s.embedded);
     println!("  documents rejected : {} (see {}/_rejects)", s.rejected, out.display());
+    if let Some(id_type) = s.id_type {
+        let strays = match s.strays {
+            0 => String::new(),
+            n => format!(" ({n} rejected: their _id does not fit; see stray_id in _rejects)"),
+        };
+        println!("  id column          : {id_type}{strays}");
+    }
     println!(
         "  throughput         : {:.0} docs/s, {:.0} tok/s",
         (s.embedded + s.rejected) as f64 / secs,

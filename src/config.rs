@@ -5,6 +5,7 @@ use anyhow::{bail, Result};
 use std::path::PathBuf;
 use std::time::Duration;
 use tweet_embed_operators::mongo_error::RetryPolicy;
+use tweet_embed_operators::output::IdType;
 use tweet_embed_operators::run::{RunConfig, TestHooks};
 use tweet_embed_operators::tei::{Api, Concurrency, EmbedOptions, PoolConfig, TruncationDirection};
 
@@ -34,6 +35,21 @@ pub fn parse_api(s: &str) -> Result<Api, String> {
         "openai" => Ok(Api::OpenAi),
         other => Err(format!("`{other}` is not a TEI API: use auto, tei or openai")),
     }
+}
+
+/// `--id-type`: `auto` (decided at the first start from the collection's smallest and largest
+/// `_id`), or the type of the output's `id` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdTypeArg(pub Option<IdType>);
+
+/// Parses `--id-type`: `auto`, `int64`, `string`, `objectid` or `extjson`.
+pub fn parse_id_type(s: &str) -> Result<IdTypeArg, String> {
+    if s.trim().eq_ignore_ascii_case("auto") {
+        return Ok(IdTypeArg(None));
+    }
+    s.parse()
+        .map(|t| IdTypeArg(Some(t)))
+        .map_err(|_| format!("`{}` is not an id type: use auto, int64, string, objectid or extjson", s.trim()))
 }
 
 /// Which collection of which MongoDB: the flags every command that reads tweets shares.
@@ -144,6 +160,12 @@ pub struct PipelineArgs {
     /// Only documents with this `classified` value.
     #[arg(long)]
     pub classified: Option<bool>,
+    /// Type of the output's `id` column: `int64`, `string`, `objectid` (24 hex digits) or
+    /// `extjson` (extended JSON, for collections of mixed `_id` types); `auto` decides at the first
+    /// start from the smallest and largest `_id`. Recorded in the checkpoint: a later run cannot
+    /// change it. An `_id` that does not fit is rejected with the reason.
+    #[arg(long, default_value = "auto", value_parser = parse_id_type)]
+    pub id_type: IdTypeArg,
     /// At most this many texts per request (the server's max_client_batch_size otherwise); never
     /// more than the server's permits (--max-concurrent-requests: TEI takes one per input).
     #[arg(long)]
@@ -263,6 +285,7 @@ impl PipelineArgs {
             classified: self.classified,
             checkpoint_interval: self.checkpoint_interval,
             target_file_bytes: self.target_file_bytes,
+            id_type: self.id_type.0,
             staging_dir: self.staging_dir.clone(),
             max_file_age: self.max_file_age,
             delete_within: self.delete_within,
@@ -308,6 +331,15 @@ mod tests {
         assert_eq!((config.drain_timeout, config.stall_warn_every), (Duration::from_secs(60), Duration::from_secs(60)));
         let config = args(&["--drain-timeout", "2s", "--stall-warning", "1s"]).resolve().unwrap();
         assert_eq!((config.drain_timeout, config.stall_warn_every), (Duration::from_secs(2), Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn the_id_type_is_auto_unless_given() {
+        assert_eq!(args(&[]).resolve().unwrap().id_type, None);
+        assert_eq!(args(&["--id-type", "int64"]).resolve().unwrap().id_type, Some(IdType::Int64));
+        assert_eq!(args(&["--id-type", "AUTO"]).resolve().unwrap().id_type, None);
+        let err = parse_id_type("uuid").unwrap_err();
+        assert!(err.contains("auto, int64, string, objectid or extjson"), "{err}");
     }
 
     #[test]

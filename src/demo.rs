@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use dev_mongo::{DevMongo, DevMongoConfig};
 use dev_tei::{DevTei, SimConfig};
 use indicatif::{ProgressBar, ProgressStyle};
-use mongodb::bson::{doc, Bson, Document};
+use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -181,18 +181,19 @@ fn live_writer(monitor: &Monitor, uri: &str, live: Duration, stop: &StopSignal) 
     })?;
     let mut old = old.into_iter();
     while started.elapsed() < live && !stop.is_stopped() {
-        let batch: Vec<Document> = (0..5)
-            .map(|k| {
-                let i = inserted + k;
-                doc! {"_id": format!("live-{i}"), "lang": "en", "text": format!("live tweet {i}: the stream picks this up")}
-            })
+        // ObjectIds like the seeded tweets': the dataset's id column is of that type, and an `_id`
+        // of another type would be a rejection (a stray).
+        let ids: Vec<Bson> = (0..5).map(|_| Bson::ObjectId(ObjectId::new())).collect();
+        let batch: Vec<Document> = ids
+            .iter()
+            .zip(inserted..)
+            .map(|(id, i)| doc! {"_id": id, "lang": "en", "text": format!("live tweet {i}: the stream picks this up")})
             .collect();
         rt.block_on(coll.insert_many(batch).into_future())?;
         inserted += 5;
         // One in ten new tweets is deleted again at once, and an older one now and then.
         if inserted % 50 == 0 {
-            let gone: Vec<Bson> =
-                (inserted - 5..inserted).map(|i| Bson::String(format!("live-{i}"))).chain(old.next()).collect();
+            let gone: Vec<Bson> = ids.into_iter().chain(old.next()).collect();
             deleted += rt.block_on(coll.delete_many(doc! {"_id": {"$in": gone}}).into_future())?.deleted_count;
         }
         std::thread::sleep(Duration::from_millis(250));

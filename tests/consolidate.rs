@@ -22,8 +22,8 @@ use arrow::array::{
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Int32Type, Schema};
 use parquet::arrow::ArrowWriter;
-use tweet_embed_operators::output::schema::{embedding_item, rows_schema, UTC};
-use tweet_embed_operators::output::{write_deletions, Deletion, DELETIONS_DIR};
+use tweet_embed_operators::output::schema::{embedding_item, rows_schema, rows_schema_for, UTC};
+use tweet_embed_operators::output::{write_deletions, Deletion, IdType, DELETIONS_DIR, ID_TYPE_KEY};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 const DIM: usize = 16;
@@ -289,13 +289,87 @@ fn ours_with(ids: &[&str], epoch: u64) -> RecordBatch {
 
 /// Writes a deletion file `name` under `dir/_deletions/` with the engine's writer.
 fn record_deletions(dir: &Path, name: &str, deletions: &[(&str, u64)]) {
+    record_typed_deletions(dir, name, IdType::ExtJson, deletions);
+}
+
+/// Writes a deletion file of a dataset of `id_type` (ids in the engine's form).
+fn record_typed_deletions(dir: &Path, name: &str, id_type: IdType, deletions: &[(&str, u64)]) {
     let d = dir.join(DELETIONS_DIR);
     std::fs::create_dir_all(&d).unwrap();
     let deletions: Vec<Deletion> = deletions
         .iter()
         .map(|(id, epoch)| Deletion { id: id.to_string(), epoch: *epoch, cluster_time_ms: Some(1_700_000_000_000) })
         .collect();
-    write_deletions(&d.join(name), &deletions, &[]).unwrap();
+    write_deletions(&d.join(name), &deletions, id_type, &[]).unwrap();
+}
+
+/// Our own file of a dataset of `id_type` whose `id` column is `ids`, all of `epoch`, with the
+/// id type in its metadata as the engine writes it.
+fn write_typed(path: &Path, id_type: IdType, ids: ArrayRef, epoch: u64) {
+    let base = ours(0, ids.len());
+    let mut columns = base.columns().to_vec();
+    columns[0] = ids;
+    columns[8] = Arc::new(UInt64Array::from(vec![epoch; base.num_rows()]));
+    let batch = RecordBatch::try_new(rows_schema_for(DIM as i32, id_type), columns).unwrap();
+    let kv = parquet::file::metadata::KeyValue::new(ID_TYPE_KEY.into(), id_type.to_string());
+    let props = parquet::file::properties::WriterProperties::builder().set_key_value_metadata(Some(vec![kv])).build();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut w = ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+/// The `id` column of the consolidated files in `dir`, in file and row order, as text, with
+/// its type and the id type the files record.
+fn output_ids(dir: &Path) -> (Vec<String>, DataType, Option<String>) {
+    use arrow::array::AsArray;
+    let (mut ids, mut ty, mut recorded) = (Vec::new(), DataType::Null, None);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.retain(|p| p.file_name().unwrap().to_string_lossy().starts_with("consolidated-"));
+    files.sort();
+    for path in files {
+        let file = std::fs::File::open(&path).unwrap();
+        let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let kv = b.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
+        recorded = kv.into_iter().find(|kv| kv.key == ID_TYPE_KEY).and_then(|kv| kv.value);
+        for batch in b.build().unwrap() {
+            let col = batch.unwrap().column(0).clone();
+            ty = col.data_type().clone();
+            match col.as_primitive_opt::<arrow::datatypes::Int64Type>() {
+                Some(ints) => ids.extend(ints.values().iter().map(|n| n.to_string())),
+                None => ids.extend(col.as_string::<i32>().iter().flatten().map(str::to_string)),
+            }
+        }
+    }
+    (ids, ty, recorded)
+}
+
+#[test]
+fn int64_and_string_datasets_keep_their_ids_and_lose_their_deleted_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    // An int64 dataset: ids stay Int64 and sort by value (byte order would put 10 before 9); a
+    // deletion names a row as the engine does, {"$numberLong":"9"}.
+    let input = dir.path().join("int64");
+    write_typed(&input.join("part-e1.parquet"), IdType::Int64, Arc::new(Int64Array::from(vec![100, 9, 10])), 1);
+    write_typed(&input.join("part-e2.parquet"), IdType::Int64, Arc::new(Int64Array::from(vec![5, 1000])), 2);
+    let long = |n: i64| format!(r#"{{"$numberLong":"{n}"}}"#);
+    // 1000's row is of epoch 2, after its deletion's: a re-insert, it stays.
+    record_typed_deletions(&input, "d.parquet", IdType::Int64, &[(&long(9), 1), (&long(1000), 1)]);
+    let out = dir.path().join("int64-out");
+    let summary = succeed(consolidate(&input, &out, &["--sort-by", "id"]));
+    assert!(summary.contains("; 1 deleted rows dropped"), "{summary}");
+    let want: Vec<String> = ["5", "10", "100", "1000"].map(String::from).to_vec();
+    assert_eq!(output_ids(&out), (want, DataType::Int64, Some("int64".to_string())));
+
+    // A string dataset: the strings as stored; a deletion names `c` as the JSON string "c".
+    let input = dir.path().join("string");
+    let strings = Arc::new(StringArray::from(vec!["b", "a \"q\"", "c"]));
+    write_typed(&input.join("part-e1.parquet"), IdType::String, strings, 1);
+    record_typed_deletions(&input, "d.parquet", IdType::String, &[(r#""c""#, 1), (r#""a \"q\"""#, 1)]);
+    let out = dir.path().join("string-out");
+    let summary = succeed(consolidate(&input, &out, &["--sort-by", "id"]));
+    assert!(summary.contains("; 2 deleted rows dropped"), "{summary}");
+    assert_eq!(output_ids(&out), (vec!["b".to_string()], DataType::Utf8, Some("string".to_string())));
 }
 
 /// `(id, epoch)` of every row of the `consolidated-*.parquet` files directly in `dir`, sorted;

@@ -9,6 +9,7 @@
 //! travels in its own small dataflow, which holds back no frontier of the main one.
 
 use crate::epoch_clock::{EpochClock, StopSignal};
+use crate::output::IdType;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -40,6 +41,8 @@ pub struct PassStart {
     /// The dataset's identity as the leading process recorded it (JSON): a process whose
     /// settings or servers would make other vectors refuses the pass.
     pub identity: Option<String>,
+    /// The type of the output's `id` column, as the leading process's checkpoint records it.
+    pub id_type: IdType,
 }
 
 impl PassStart {
@@ -53,6 +56,7 @@ impl PassStart {
             failed,
             out_marker: None,
             identity: None,
+            id_type: IdType::ExtJson,
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::candidate::raw_id;
 use crate::checkpoint::{list_files, now_ms, CheckpointStore, Ledger, StateLock};
 use crate::compaction::{apply_pending, CompactionStats, DeletionIndex};
 use crate::mongo_error::{describe, retry, MongoRetry};
-use crate::output::{read_row_ids, write_deletions, Deletion, FileKind, PartName};
+use crate::output::{canonical_id, read_row_ids, write_deletions, Deletion, FileKind, IdType, PartName};
 use crate::work_queue::{id_from_string, id_string};
 
 /// Ids per `$in` lookup.
@@ -102,6 +102,7 @@ pub fn reconcile(
     }
     // A deletion at the committed epoch removes every row written so far.
     let epoch = cp.committed;
+    let id_type = cp.recorded_id_type().unwrap_or(IdType::ExtJson);
     let ledger = Ledger::new(store, cp);
     let recorded = missing.len() as u64;
     let seq = ledger.update(|cp| {
@@ -116,8 +117,9 @@ pub fn reconcile(
     let now = now_ms();
     let deletions: Vec<Deletion> =
         missing.into_iter().map(|id| Deletion { id, epoch, cluster_time_ms: Some(now) }).collect();
+    // `write_deletions` adds the id type to the metadata.
     let kv = [("tweet_embed.written_by".to_string(), "reconcile".to_string())];
-    write_deletions(&partial, &deletions, &kv)?;
+    write_deletions(&partial, &deletions, id_type, &kv)?;
     let dest = dir.join(name.file_name());
     std::fs::rename(&partial, &dest).with_context(|| format!("renaming {} into place", partial.display()))?;
     crate::output::sync_dir(&dir)?;
@@ -149,7 +151,8 @@ async fn absent(coll: &Collection<Document>, batch: &[String]) -> Result<Absent,
     let mut cursor = coll.find(doc! {"_id": {"$in": keys}}).projection(doc! {"_id": 1}).await?;
     let mut present: HashSet<String> = HashSet::new();
     while cursor.advance().await? {
-        present.insert(id_string(&raw_id(cursor.current())));
+        // As the output's ids read back: an Int32 `_id` as Int64.
+        present.insert(canonical_id(&id_string(&raw_id(cursor.current()))).into_owned());
     }
     let ids = batch.iter().filter(|id| id_from_string(id).is_some() && !present.contains(*id)).cloned().collect();
     Ok(Absent { ids, unreadable })

@@ -188,6 +188,21 @@ impl WorkQueue {
         Ok(d.and_then(|d| d.get("_id").cloned()))
     }
 
+    /// The smallest and the largest `_id` of the whole collection (not only the queue), `None`
+    /// when it is empty: two lookups through the `_id` index, from which
+    /// [`crate::output::IdType::of_edges`] tells the type of every `_id`.
+    pub async fn collection_id_edges(&self) -> Result<(Option<Bson>, Option<Bson>), mongodb::error::Error> {
+        // Raw documents: a string `_id` that is not UTF-8 must not fail the lookup.
+        let raw = self.coll.clone_with_type::<mongodb::bson::RawDocumentBuf>();
+        let mut edges = [None, None];
+        for (edge, dir) in edges.iter_mut().zip([1, -1]) {
+            let d = raw.find_one(doc! {}).sort(doc! {"_id": dir}).projection(doc! {"_id": 1}).await?;
+            *edge = d.map(|d| crate::candidate::raw_id(&d));
+        }
+        let [min, max] = edges;
+        Ok((min, max))
+    }
+
     /// One snapshot of the queue's partitions and their `_id` edges, for every worker of a pass
     /// to split the same way: were each worker to read the edges itself, a writer inserting in
     /// between would move them, leaving gaps (missed documents) or overlaps (read twice) between

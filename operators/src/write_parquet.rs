@@ -9,13 +9,16 @@
 //! before they are committed, and worker 0 records the epoch's deletions in `_deletions/` of
 //! the output directory, where readers can anti-join at once and compaction applies them.
 //!
+//! A row whose `_id` does not fit the dataset's id column (a stray, see
+//! `crate::output::id_type`) is written and marked as a rejection with the reason instead.
+//!
 //! A write failure (disk full, unwritable directory) stops the epoch where it is: its capability
 //! is kept, so nothing after it can be committed, and the failure is reported for the run to
 //! exit with it.
 
 use crate::failure::Failure;
 use crate::output::{Deletion, EpochWriter, FileMeta};
-use crate::record::{Deleted, Written};
+use crate::record::{Deleted, Rejection, Written};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use timely::dataflow::channels::pact::Pipeline;
@@ -40,6 +43,8 @@ pub struct Sealed {
     pub deletions: u64,
     /// Rows of documents inserted and deleted within this epoch, cancelled before the commit.
     pub cancelled: u64,
+    /// Of `rejected`, the documents embedded whose `_id` does not fit the id column (strays).
+    pub strays: u64,
 }
 
 /// Extension trait: the Parquet writer.
@@ -127,6 +132,7 @@ impl Sealed {
             tokens: 0,
             deletions: 0,
             cancelled: 0,
+            strays: 0,
         }
     }
 }
@@ -159,6 +165,11 @@ fn seal(writer: &mut EpochWriter, sealed: &mut Sealed, t: u64, gone: &[Deleted],
 fn push(writer: &mut EpochWriter, sealed: &mut Sealed, record: Written) -> Result<(), String> {
     match record {
         Written::Row(row) => {
+            if let Err(reason) = writer.id_type().value(&row.doc.id) {
+                // A stray: its vector has no row to go to; its document is a rejection.
+                sealed.strays += 1;
+                return push(writer, sealed, Written::Reject(Rejection { doc: row.doc, reason }));
+            }
             writer.push_row(sealed.epoch, &row).map_err(|e| e.to_string())?;
             sealed.tokens += row.tokens as u64;
             sealed.embedded.push(row.doc.id);

@@ -90,6 +90,7 @@ fn a_pass_start_and_its_signals_reach_every_worker() {
                 failed: Some("why".into()),
                 out_marker: Some(".marker".into()),
                 identity: Some("{\"dim\":256}".into()),
+                id_type: tweet_embed_operators::output::IdType::Int64,
             };
             let received = agree(worker, (index == 0).then(|| start.clone()), &|| false);
             // Each worker its own stop and clock, as processes have.

@@ -8,7 +8,9 @@
 //!   convention of pyarrow, Spark and pandas, so `_rejects/` and temporary files stay out). The
 //!   input's `_deletions/` is not rows either: the run reads it as deletions to apply (`mod.rs`).
 //! - `id`: the first of the columns `id`, `_id`, `tweet_id` the file has; a string (any
-//!   encoding) or an integer (written as its decimal string). No nulls.
+//!   encoding) or an integer. When every file's is an Int64 (our `int64` datasets, shards of
+//!   numeric tweet ids) the output's `id` is Int64; otherwise Utf8, integers written as their
+//!   decimal string. No nulls.
 //! - `embedding`: the first of `embedding`, `vector`; a list, large list or fixed-size list of
 //!   float32 or float64 (float64 is rounded to float32, our output type). No null vectors or
 //!   items; every vector of every file must have the same length.
@@ -30,6 +32,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
 use tweet_embed_operators::output::schema::{embedding_item, rows_schema};
+use tweet_embed_operators::output::{IdType, ID_TYPE_KEY};
 
 /// Names tried, in order, for the id column.
 pub const ID_COLUMNS: [&str; 3] = ["id", "_id", "tweet_id"];
@@ -47,6 +50,11 @@ pub struct InputFile {
     pub bytes: u64,
     /// The file's column holding ids.
     id_column: String,
+    /// Whether that column is Int64.
+    id_int64: bool,
+    /// The id type our own files record in their metadata (`None`: not ours, or written before
+    /// id types), which says how a recorded deletion names their rows.
+    pub id_type: Option<IdType>,
     /// The file's column holding vectors.
     embedding_column: String,
     /// Output column name → the file's type for it, for the metadata columns this file carries.
@@ -112,11 +120,22 @@ impl InputFile {
             .key_value_metadata()
             .and_then(|kv| kv.iter().find(|kv| kv.key == "tweet_embed.identity"))
             .and_then(|kv| kv.value.clone());
-        let (id_column, id_type) = pick(&schema, &ID_COLUMNS)
+        let (id_column, id_data_type) = pick(&schema, &ID_COLUMNS)
             .ok_or_else(|| anyhow!("{}: no id column (looked for {})", path.display(), ID_COLUMNS.join(", ")))?;
-        if !id_type_ok(&id_type) {
-            bail!("{}: id column `{id_column}` is {id_type}; a string or integer is needed", path.display());
+        if !id_type_ok(&id_data_type) {
+            bail!("{}: id column `{id_column}` is {id_data_type}; a string or integer is needed", path.display());
         }
+        let id_type = builder
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .into_iter()
+            .flatten()
+            .find(|kv| kv.key == ID_TYPE_KEY)
+            .and_then(|kv| kv.value.as_deref())
+            .map(|v| v.parse::<IdType>().map_err(|e| anyhow!("{}: {ID_TYPE_KEY}: {e}", path.display())))
+            .transpose()?;
+        let id_int64 = id_data_type == DataType::Int64;
         let (embedding_column, emb_type) = pick(&schema, &EMBEDDING_COLUMNS).ok_or_else(|| {
             anyhow!("{}: no embedding column (looked for {})", path.display(), EMBEDDING_COLUMNS.join(", "))
         })?;
@@ -145,6 +164,8 @@ impl InputFile {
             rows,
             bytes,
             id_column,
+            id_int64,
+            id_type,
             embedding_column,
             carried,
             dropped,
@@ -205,7 +226,8 @@ impl InputFile {
         if let Some(i) = first_null(ids.as_ref()) {
             bail!("{path}: row {} has a null id", first_row + i as u64);
         }
-        let ids = cast_with_options(ids, &DataType::Utf8, &strict).with_context(|| format!("{path}: ids"))?;
+        let ids = cast_with_options(ids, layout.schema.field(0).data_type(), &strict)
+            .with_context(|| format!("{path}: ids"))?;
         let vectors = to_vectors(column(&self.embedding_column)?.as_ref(), layout.dim)
             .map_err(|(i, what)| anyhow!("{path}: row {}: {what}", first_row + i as u64))?;
         let mut columns: Vec<ArrayRef> = vec![ids, Arc::new(vectors)];
@@ -222,13 +244,15 @@ impl InputFile {
 }
 
 impl Layout {
-    /// The output schema for `files` of vectors of `dim`: `id`, `embedding`, and each other
-    /// column of design.md that some file carries, nullable when ours is or any file lacks it
-    /// or has it nullable. Only our own files thus give exactly design.md's schema.
+    /// The output schema for `files` of vectors of `dim`: `id` (Int64 when every file's is,
+    /// else Utf8), `embedding`, and each other column of design.md that some file carries,
+    /// nullable when ours is or any file lacks it or has it nullable. Only our own files thus
+    /// give exactly design.md's schema.
     pub fn decide(files: &[InputFile], dim: usize) -> Result<Layout> {
         let dim_i32 = i32::try_from(dim).ok().filter(|d| *d > 0).ok_or_else(|| anyhow!("vector dimension {dim}"))?;
         let ours = rows_schema(dim_i32);
-        let mut fields = vec![ours.field(0).clone(), ours.field(1).clone()];
+        let id_type = if files.iter().all(|f| f.id_int64) { DataType::Int64 } else { DataType::Utf8 };
+        let mut fields = vec![Field::new("id", id_type, false), ours.field(1).clone()];
         for target in ours.fields().iter().skip(2) {
             let name = target.name();
             let having = files.iter().filter(|f| f.carried.contains_key(name)).count();

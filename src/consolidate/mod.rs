@@ -33,10 +33,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::UInt64Type;
+use arrow::datatypes::{DataType, Int64Type, UInt64Type};
 use parquet::file::metadata::KeyValue;
 use tweet_embed_operators::output::schema::{default_row_group_rows, writer_properties};
-use tweet_embed_operators::output::{sync_dir, DeletionSet, FileKind, DELETIONS_DIR};
+use tweet_embed_operators::output::{sync_dir, DeletionSet, FileKind, IdType, DELETIONS_DIR, ID_TYPE_KEY};
 
 use input::{InputFile, Layout};
 use output::{PartWriter, Scratch};
@@ -50,7 +50,7 @@ const READ_AHEAD: usize = 4;
 /// The column rows can be sorted and deduplicated by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Key {
-    /// The `id` column (byte order of the id string).
+    /// The `id` column (numbers by value, strings in byte order).
     Id,
 }
 
@@ -380,6 +380,9 @@ fn write(
     if let Some(identity) = identity {
         meta.push(KeyValue::new("tweet_embed.identity".into(), identity.to_string()));
     }
+    if let Some(id_type) = output_id_type(files, layout) {
+        meta.push(KeyValue::new(ID_TYPE_KEY.into(), id_type.to_string()));
+    }
     let rg_rows = args.row_group_rows.unwrap_or_else(|| default_row_group_rows(layout.dim));
     let mut writer = PartWriter::new(
         scratch,
@@ -457,7 +460,7 @@ fn read_all(r: &Reading<'_>, tx: SyncSender<Result<RecordBatch>>) {
                 r.figures.rows.fetch_add(mapped.num_rows() as u64, Ordering::Relaxed);
                 let kept = match r.deletions {
                     Some(deletions) => {
-                        let kept = drop_deleted(&mapped, deletions)
+                        let kept = drop_deleted(&mapped, deletions, file.id_type)
                             .with_context(|| format!("{}: rows {first}..", file.path.display()))?;
                         r.deleted.fetch_add((mapped.num_rows() - kept.num_rows()) as u64, Ordering::Relaxed);
                         kept
@@ -481,18 +484,51 @@ fn read_all(r: &Reading<'_>, tx: SyncSender<Result<RecordBatch>>) {
     }
 }
 
-/// `batch` (of the output layout: `id` first, `epoch` if any file has it) without the rows
-/// `deletions` deletes; a null `epoch` (a file without one) matches any deletion of its id.
-fn drop_deleted(batch: &RecordBatch, deletions: &DeletionSet) -> Result<RecordBatch> {
-    let ids = batch.column(0).as_string_opt::<i32>().context("the id column is not a string column")?;
+/// The id type to record in the output's metadata: the one every input records, else `int64`
+/// for an Int64 `id`; none for a mix.
+fn output_id_type(files: &[InputFile], layout: &Layout) -> Option<IdType> {
+    let first = files.first().and_then(|f| f.id_type);
+    match first {
+        Some(t) if files.iter().all(|f| f.id_type == Some(t)) => Some(t),
+        _ if layout.schema.field(0).data_type() == &DataType::Int64 => Some(IdType::Int64),
+        _ => None,
+    }
+}
+
+/// `batch` (of the output layout: `id` first, `epoch` if any file has it), read from a file of
+/// `id_type` (its metadata's), without the rows `deletions` deletes; a null `epoch` (a file
+/// without one) matches any deletion of its id. A deletion names a row as the engine does
+/// (`tweet_embed_operators::output::id_type`): an `int64` file's `5` as `{"$numberLong":"5"}`,
+/// a `string` file's `abc` as `"abc"`; other files' ids as they are.
+fn drop_deleted(batch: &RecordBatch, deletions: &DeletionSet, id_type: Option<IdType>) -> Result<RecordBatch> {
+    let ids = batch.column(0);
+    let (ints, strings) = (ids.as_primitive_opt::<Int64Type>(), ids.as_string_opt::<i32>());
+    if ints.is_none() && strings.is_none() {
+        bail!("the id column is {}, not a string or int64 column", ids.data_type());
+    }
     let epochs = match batch.schema().index_of("epoch") {
         Ok(i) => Some(batch.column(i).as_primitive_opt::<UInt64Type>().context("the epoch column is not uint64")?),
         Err(_) => None,
     };
+    let mut text = String::new();
     let keep: BooleanArray = (0..batch.num_rows())
         .map(|i| {
+            use std::fmt::Write;
+            text.clear();
+            match (ints, strings) {
+                (Some(a), _) => {
+                    let _ = write!(text, "{}", a.value(i));
+                }
+                (_, Some(a)) => text.push_str(a.value(i)),
+                _ => {}
+            }
+            let key: std::borrow::Cow<'_, str> = match id_type {
+                Some(IdType::Int64) => format!(r#"{{"$numberLong":"{text}"}}"#).into(),
+                Some(IdType::String) => serde_json::to_string(&text).unwrap_or_default().into(),
+                _ => text.as_str().into(),
+            };
             let epoch = epochs.and_then(|e| e.is_valid(i).then(|| e.value(i)));
-            Some(!deletions.deletes(ids.value(i), epoch))
+            Some(!deletions.deletes(&key, epoch))
         })
         .collect();
     if keep.true_count() == batch.num_rows() {

@@ -3,8 +3,9 @@
 //! a run (an uncompressed Parquet file in the scratch directory); at the end the runs are merged
 //! k ways (in passes of at most [`FAN_IN`] runs), each run read one small row group at a time.
 //!
-//! Order is byte order of the id string, ties broken by input order (files in path order, rows
-//! in file order), latest first; dedup keeps that first row of each id, i.e. the one read last.
+//! Order is id order (an Int64 `id` by value, a Utf8 one in byte order), ties broken by input
+//! order (files in path order, rows in file order), latest first; dedup keeps that first row of
+//! each id, i.e. the one read last.
 //! It owns its run files and removes each once merged; it never touches inputs or final files.
 
 use std::fs::File;
@@ -13,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchReader, StringArray, UInt64Array};
+use arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchReader, UInt64Array};
 use arrow::compute::interleave_record_batch;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, UInt64Type};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -29,6 +30,51 @@ const MERGE_BATCH_ROWS: usize = 1024;
 const SEQ: &str = "__consolidate_seq";
 /// Target bytes of a run's row group, which is what the merge holds per run.
 const RUN_GROUP_BYTES: usize = 1 << 20;
+
+/// An id as the sort compares it: the layout's `id` is all Int64 or all Utf8.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Key<'a> {
+    Int(i64),
+    Str(&'a str),
+}
+
+/// A [`Key`] kept across batches (dedup's last id).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum OwnedKey {
+    Int(i64),
+    Str(String),
+}
+
+impl OwnedKey {
+    /// Becomes `key`, reusing its string's buffer: dedup keeps one per distinct id.
+    fn set(&mut self, key: Key<'_>) {
+        match (&mut *self, key) {
+            (OwnedKey::Str(a), Key::Str(b)) => {
+                a.clear();
+                a.push_str(b);
+            }
+            (_, Key::Str(b)) => *self = OwnedKey::Str(b.to_string()),
+            (_, Key::Int(n)) => *self = OwnedKey::Int(n),
+        }
+    }
+
+    fn is(&self, key: Key<'_>) -> bool {
+        match (self, key) {
+            (OwnedKey::Int(a), Key::Int(b)) => *a == b,
+            (OwnedKey::Str(a), Key::Str(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// The id of row `row` of `batch`, whose first column is the Int64 or Utf8 `id`.
+fn key_at(batch: &RecordBatch, row: usize) -> Key<'_> {
+    let col = batch.column(0);
+    match col.as_primitive_opt::<Int64Type>() {
+        Some(ints) => Key::Int(ints.value(row)),
+        None => Key::Str(col.as_string::<i32>().value(row)),
+    }
+}
 
 /// Rows handed to the sink and duplicates dropped by [`Sorter::finish`].
 #[derive(Debug, Default, Clone, Copy)]
@@ -54,7 +100,7 @@ pub struct Sorter {
 }
 
 impl Sorter {
-    /// A sorter of batches of `schema` (whose first column is the Utf8 `id`) that buffers about
+    /// A sorter of batches of `schema` (whose first column is the Int64 or Utf8 `id`) that buffers about
     /// `budget` bytes before spilling a run into `dir`; `row_bytes` estimates one row's size.
     pub fn new(schema: SchemaRef, dir: &Path, budget: usize, row_bytes: usize) -> Sorter {
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -94,11 +140,11 @@ impl Sorter {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let ids: Vec<&StringArray> = self.buffer.iter().map(|b| b.column(0).as_string::<i32>()).collect();
+        let buffer = &self.buffer;
         let mut order: Vec<(usize, usize)> =
-            self.buffer.iter().enumerate().flat_map(|(b, batch)| (0..batch.num_rows()).map(move |r| (b, r))).collect();
+            buffer.iter().enumerate().flat_map(|(b, batch)| (0..batch.num_rows()).map(move |r| (b, r))).collect();
         // Buffer position is input order, so "latest first" among equal ids is descending position.
-        order.sort_unstable_by(|a, b| ids[a.0].value(a.1).cmp(ids[b.0].value(b.1)).then(b.cmp(a)));
+        order.sort_unstable_by(|a, b| key_at(&buffer[a.0], a.1).cmp(&key_at(&buffer[b.0], b.1)).then(b.cmp(a)));
         let mut run = self.start_run()?;
         let refs: Vec<&RecordBatch> = self.buffer.iter().collect();
         for chunk in order.chunks(self.run_rows) {
@@ -216,8 +262,8 @@ impl Cursor {
         Ok(false)
     }
 
-    fn id(&self) -> &str {
-        self.batch.column(0).as_string::<i32>().value(self.row)
+    fn id(&self) -> Key<'_> {
+        key_at(&self.batch, self.row)
     }
 
     fn seq(&self) -> u64 {
@@ -228,7 +274,7 @@ impl Cursor {
 
 /// Whether the row under `a` comes before the row under `b`: id ascending, latest first.
 fn before(a: &Cursor, b: &Cursor) -> bool {
-    a.id().cmp(b.id()).then_with(|| b.seq().cmp(&a.seq())).is_lt()
+    a.id().cmp(&b.id()).then_with(|| b.seq().cmp(&a.seq())).is_lt()
 }
 
 /// Merges `runs` into `sink` in batches of about `rows` rows of the spill schema.
@@ -247,7 +293,7 @@ fn merge(
     // Output batches are smaller than a run's row group so the writer can roll files finely.
     let out_rows = rows.min(MERGE_BATCH_ROWS);
     let mut picks: Vec<(usize, usize)> = Vec::with_capacity(out_rows);
-    let (mut last_id, mut any) = (String::new(), false);
+    let (mut last_id, mut any) = (OwnedKey::Str(String::new()), false);
     let mut result = Merged::default();
     // A linear scan for the smallest cursor: at most FAN_IN string comparisons per row, with
     // no allocation, which is cheap next to decoding the row.
@@ -259,12 +305,11 @@ fn merge(
             }
         }
         let c = &mut cursors[best];
-        if dedup && any && c.id() == last_id {
+        if dedup && any && last_id.is(c.id()) {
             result.duplicates += 1;
         } else {
             if dedup {
-                last_id.clear();
-                last_id.push_str(c.id());
+                last_id.set(c.id());
                 any = true;
             }
             let slot = *c.slot.get_or_insert_with(|| {

@@ -3,8 +3,10 @@
 usage: check_parquet.py OUT_DIR --rows N --dim D [--rejects M] [--model MODEL]
 
 Reads every final file (part-*.parquet) of OUT_DIR and OUT_DIR/_rejects and checks the schema
-of design.md ("Output schema"), zstd compression, statistics, the row counts, that no id
-appears twice, that every row's epoch lies in its file name's range, and that no temporary or
+of design.md ("Output schema") with the id type the file's metadata records
+(tweet_embed.id_type: an int64 `id` for int64, a string one otherwise; rejections of a type with
+strays have a nullable `id` and a `stray_id`), zstd compression, statistics, the row counts,
+that no id appears twice, that every row's epoch lies in its file name's range, and that no temporary or
 partial file is left. Then reads OUT_DIR as one dataset, as a user would, which must give the
 rows and nothing else. Prints "ok ..." and exits 0, or prints what is wrong and exits 1.
 """
@@ -20,11 +22,15 @@ import pyarrow.parquet as pq
 NAME = re.compile(r"^part-e(\d{12,})-e(\d{12,})-w(\d{3,})-(\d{4,})\.parquet$")
 
 
-def rows_schema(dim):
+def id_arrow_type(id_type):
+    return pa.int64() if id_type == "int64" else pa.string()
+
+
+def rows_schema(dim, id_type="extjson"):
     dict_str = pa.dictionary(pa.int32(), pa.string())
     return pa.schema(
         [
-            pa.field("id", pa.string(), nullable=False),
+            pa.field("id", id_arrow_type(id_type), nullable=False),
             pa.field("embedding", pa.list_(pa.field("item", pa.float32(), nullable=False), dim), nullable=False),
             pa.field("model", dict_str, nullable=False),
             pa.field("text_hash", pa.uint64(), nullable=False),
@@ -45,14 +51,22 @@ def provenance_fields():
     ]
 
 
-def rejects_schema():
+def rejects_schema(id_type="extjson"):
+    strays = id_type != "extjson"
     return pa.schema(
         [
-            pa.field("id", pa.string(), nullable=False),
+            pa.field("id", id_arrow_type(id_type), nullable=strays),
             pa.field("reason", pa.string(), nullable=False),
         ]
         + provenance_fields()
+        + ([pa.field("stray_id", pa.string(), nullable=True)] if strays else [])
     )
+
+
+def id_type_of(pf):
+    """The id type a file records; files without it were written as extended JSON."""
+    meta = pf.metadata.metadata or {}
+    return meta.get(b"tweet_embed.id_type", b"extjson").decode()
 
 
 def fail(msg):
@@ -60,7 +74,7 @@ def fail(msg):
     sys.exit(1)
 
 
-def check_dir(directory, schema, expected_rows, model=None):
+def check_dir(directory, make_schema, expected_rows, model=None):
     files = sorted(p for p in directory.iterdir() if p.is_file())
     for p in files:
         if not NAME.match(p.name):
@@ -70,6 +84,7 @@ def check_dir(directory, schema, expected_rows, model=None):
     for p in files:
         lo, hi = (int(g) for g in NAME.match(p.name).groups()[:2])
         pf = pq.ParquetFile(p)
+        schema = make_schema(id_type_of(pf))
         got = pf.schema_arrow
         if not got.equals(schema, check_metadata=False):
             fail(f"{p.name}: schema\n{got}\nexpected\n{schema}")
@@ -91,7 +106,9 @@ def check_dir(directory, schema, expected_rows, model=None):
             models = set(table.column("model").to_pylist())
             if models != {model}:
                 fail(f"{p.name}: models {models}, expected {model}")
-        for i in table.column("id").to_pylist():
+        strays = table.column("stray_id").to_pylist() if "stray_id" in table.column_names else [None] * table.num_rows
+        for i, stray in zip(table.column("id").to_pylist(), strays):
+            i = ("stray", stray) if i is None else i
             if i in ids:
                 fail(f"id {i} appears twice")
             ids.add(i)
@@ -109,9 +126,9 @@ def main():
     ap.add_argument("--rejects", type=int, default=0)
     ap.add_argument("--model")
     args = ap.parse_args()
-    n_files, n_rows = check_dir(args.out_dir, rows_schema(args.dim), args.rows, args.model)
+    n_files, n_rows = check_dir(args.out_dir, lambda t: rows_schema(args.dim, t), args.rows, args.model)
     rejects_dir = args.out_dir / "_rejects"
-    r_files, r_rows = check_dir(rejects_dir, rejects_schema(), args.rejects) if rejects_dir.exists() else (0, 0)
+    r_files, r_rows = check_dir(rejects_dir, rejects_schema, args.rejects) if rejects_dir.exists() else (0, 0)
     if r_rows != args.rejects:
         fail(f"{r_rows} rejections, expected {args.rejects}")
     if n_files:

@@ -17,7 +17,9 @@ fn tweets_not_utf8_on_the_stream_cost_only_themselves() {
     let stack = Stack::start(2, FaultConfig::default());
     let seeded = seed(&stack.mongo, 1_000, 19);
     let dir = tempfile::tempdir().expect("tempdir");
-    let args = run_args(&stack, dir.path());
+    let mut args = run_args(&stack, dir.path());
+    // String `_id`s join a collection of ObjectIds: mixed ids, extended JSON.
+    args.pipeline.id_type = Some(tweet_embed_operators::output::IdType::ExtJson);
     let coll = stack.coll();
     let summary = run_while(&stack, &args, || {
         // The scan first drains the queue; after that only the stream brings work.

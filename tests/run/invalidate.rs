@@ -34,7 +34,10 @@ fn drop_then_restart(gone: Gone) {
     let stack = Stack::start(2, FaultConfig::default());
     seed(&stack.mongo, 500, 29);
     let dir = tempfile::tempdir().expect("tempdir");
-    let args = run_args(&stack, dir.path());
+    let mut args = run_args(&stack, dir.path());
+    // The recreated collection's `_id`s are numbers, the first one's ObjectIds: one dataset of
+    // mixed ids, so ids are extended JSON (with the ObjectId type the numbers would be strays).
+    args.pipeline.id_type = Some(tweet_embed_operators::output::IdType::ExtJson);
     let coll = stack.coll();
     let (_stop, run) = follow(&args.pipeline);
     let deadline = Instant::now() + Duration::from_secs(300);

@@ -12,11 +12,15 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use tweet_embed_operators::output::{canonical_id, IdColumn, IdType};
+
 use crate::seed::Seeded;
 use crate::synth::{kind_of, Kind};
 use crate::Stack;
 
-/// Everything written: vectors by id, occurrences by id, reject reasons by id.
+/// Everything written: vectors by id, occurrences by id, reject reasons by id. Ids are in the
+/// engine's form (`work_queue::id_string`), as read back from a file: an Int32 `_id` as Int64
+/// (compare through `output::canonical_id`).
 pub struct Output {
     pub vectors: HashMap<String, Vec<f32>>,
     pub counts: BTreeMap<String, usize>,
@@ -56,35 +60,58 @@ fn read_dirs(roots: &[std::path::PathBuf], deleted: &tweet_embed_operators::outp
                 continue;
             }
             let file = std::fs::File::open(&p).expect("open");
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader");
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet");
+            let kv = builder.metadata().file_metadata().key_value_metadata();
+            let id_type = IdType::of_file(kv, builder.schema()).expect("id type");
+            let reader = builder.build().expect("reader");
             for batch in reader {
                 let batch = batch.expect("batch");
-                let ids = batch.column_by_name("id").expect("id").as_string::<i32>().clone();
+                // Ids in the engine's form, whatever the column's type (an Int32 `_id` as Int64).
+                let column = IdColumn::new(&batch, id_type).expect("id column");
+                let ids: Vec<String> = (0..batch.num_rows())
+                    .map(|i| column.get(i).unwrap_or_else(|| panic!("{p:?}: a null id")))
+                    .collect();
                 let epochs = batch
                     .column_by_name("epoch")
                     .expect("epoch")
                     .as_primitive::<arrow::datatypes::UInt64Type>()
                     .clone();
-                let gone = |i: usize| deleted.deletes(ids.value(i), Some(epochs.value(i)));
+                let gone = |i: usize| deleted.deletes(&ids[i], Some(epochs.value(i)));
                 if is_rejects {
                     let reasons = batch.column_by_name("reason").expect("reason").as_string::<i32>().clone();
                     for i in (0..batch.num_rows()).filter(|i| !gone(*i)) {
-                        *counts.entry(ids.value(i).to_string()).or_default() += 1;
-                        rejects.insert(ids.value(i).to_string(), reasons.value(i).to_string());
+                        *counts.entry(ids[i].clone()).or_default() += 1;
+                        rejects.insert(ids[i].clone(), reasons.value(i).to_string());
                     }
                 } else {
                     let emb = batch.column_by_name("embedding").expect("embedding").as_fixed_size_list().clone();
                     for i in (0..batch.num_rows()).filter(|i| !gone(*i)) {
                         let v = emb.value(i);
                         let v: Vec<f32> = v.as_primitive::<Float32Type>().values().to_vec();
-                        *counts.entry(ids.value(i).to_string()).or_default() += 1;
-                        vectors.insert(ids.value(i).to_string(), v);
+                        *counts.entry(ids[i].clone()).or_default() += 1;
+                        vectors.insert(ids[i].clone(), v);
                     }
                 }
             }
         }
     }
     Output { vectors, counts, rejects }
+}
+
+/// Every id of the Parquet file at `path` in the engine's form, whatever the id column's type
+/// (an Int32 `_id` as Int64, a stray from `stray_id`); an error for a file that cannot be read
+/// (one a run just removed, say).
+pub fn file_ids(path: &Path) -> Result<Vec<String>, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
+    let id_type = IdType::of_file(builder.metadata().file_metadata().key_value_metadata(), builder.schema())?;
+    let mut ids = Vec::new();
+    for batch in builder.build().map_err(|e| e.to_string())? {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let column = IdColumn::new(&batch, id_type)?;
+        ids.extend((0..batch.num_rows()).filter_map(|i| column.get(i)));
+    }
+    Ok(ids)
 }
 
 /// The exactly-once check of the output in `out` against the in-process dev-mongo.
@@ -125,6 +152,7 @@ pub fn check_run_after_deletes(
         // Documents a test added besides the synthetic ones are checked by that test.
         let Ok(oid) = d.get_object_id("_id") else {
             let id = tweet_embed_operators::work_queue::id_string(d.get("_id").expect("_id"));
+            let id = canonical_id(&id).into_owned();
             if rejects.contains_key(&id) {
                 expected_rejects += 1;
             }

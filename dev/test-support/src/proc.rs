@@ -74,6 +74,9 @@ pub fn pipeline_cmd(bin: &str, command: &str, args: &tweet_embed_operators::run:
     if let Some(t) = o.truncation_direction {
         c.args(["--truncation-direction", &t.to_string()]);
     }
+    if let Some(id_type) = args.id_type {
+        c.args(["--id-type", id_type.as_str()]);
+    }
     c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     c
 }

@@ -45,6 +45,8 @@ pub struct CommitTotals {
     pub deletions: AtomicU64,
     /// Rows of documents inserted and deleted within one epoch, never committed.
     pub cancelled: AtomicU64,
+    /// Of the rejected, documents whose `_id` does not fit the output's id column (strays).
+    pub strays: AtomicU64,
     /// Rejections committed per kind of reason ([`reason_kind`]).
     pub rejects_by_kind: parking_lot::Mutex<BTreeMap<String, u64>>,
 }
@@ -154,10 +156,11 @@ fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<()
     let mut rejected = Vec::new();
     let mut tokens = 0;
     let mut staged = Vec::new();
-    let (mut deletions, mut cancelled) = (0, 0);
+    let (mut deletions, mut cancelled, mut strays) = (0, 0, 0);
     for s in sealed {
         deletions += s.deletions;
         cancelled += s.cancelled;
+        strays += s.strays;
         staged.extend(s.files);
         embedded.extend(s.embedded);
         rejected.extend(s.rejected);
@@ -199,6 +202,7 @@ fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<()
     note_commit(t, epoch, position.map(|(_, time)| time.map_or(0, |(s, _)| s as u64)));
     t.embedded.fetch_add(embedded.len() as u64, Ordering::Relaxed);
     t.rejected.fetch_add(rejected.len() as u64, Ordering::Relaxed);
+    t.strays.fetch_add(strays, Ordering::Relaxed);
     {
         let mut kinds = t.rejects_by_kind.lock();
         for (_, reason) in &rejected {

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::output::fsio::{ensure_writable_dir, sync_dir};
-use crate::output::{FileMeta, OutputError};
+use crate::output::{FileMeta, IdType, OutputError};
 
 /// The format version this build writes. Version 1 (before staging and compaction) is read as
 /// a checkpoint with nothing staged: its files are all in the output directory already.
@@ -83,6 +83,11 @@ pub struct Checkpoint {
     /// `status` to tell the rate without watching.
     #[serde(default)]
     pub recent: Vec<(i64, u64)>,
+    /// The type of the output's `id` column, decided at the dataset's first start and never
+    /// again (`crate::output::id_type`); `None` before that, and in checkpoints written before
+    /// id types were recorded (see [`Checkpoint::recorded_id_type`]).
+    #[serde(default)]
+    pub id_type: Option<IdType>,
 }
 
 /// A compaction's switch from staged files to one file in the output directory, recorded before
@@ -120,7 +125,14 @@ impl Checkpoint {
             updated_at_ms: now_ms(),
             documents_marked: 0,
             recent: Vec::new(),
+            id_type: None,
         }
+    }
+
+    /// The id type of the dataset's files: as recorded; `extjson`, the only encoding there was,
+    /// when epochs were committed before id types were recorded; `None` while nothing is.
+    pub fn recorded_id_type(&self) -> Option<IdType> {
+        self.id_type.or((self.committed > 0).then_some(IdType::ExtJson))
     }
 
     /// Counts `n` more documents marked, now.
@@ -250,6 +262,23 @@ mod tests {
         let next = Checkpoint { committed: 8, marked: 8, files: vec![], ..cp };
         store.save(&next).unwrap();
         assert_eq!(store.load().unwrap(), Some(next));
+    }
+
+    #[test]
+    fn the_id_type_is_recorded_and_older_checkpoints_are_extjson() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        let cp = Checkpoint { id_type: Some(IdType::Int64), ..sample() };
+        store.save(&cp).unwrap();
+        assert_eq!(store.load().unwrap().and_then(|c| c.recorded_id_type()), Some(IdType::Int64));
+        // A checkpoint of an earlier build has no such field.
+        let mut old = serde_json::to_value(sample()).unwrap();
+        old.as_object_mut().unwrap().remove("id_type");
+        fs::write(store.path(), old.to_string()).unwrap();
+        let loaded = store.load().unwrap().unwrap();
+        assert_eq!((loaded.id_type, loaded.recorded_id_type()), (None, Some(IdType::ExtJson)));
+        let fresh = Checkpoint::new(0, 0, Vec::new(), SourcePositions::default());
+        assert_eq!(fresh.recorded_id_type(), None);
     }
 
     #[test]

@@ -20,7 +20,10 @@ use anyhow::{Context, Result};
 
 use super::stats::CompactionStats;
 use crate::checkpoint::{list_files, now_ms, Ledger};
-use crate::output::{key_values, merge_files, read_deletions, read_row_ids, sync_dir, DeletionSet, FileKind, PartName};
+use crate::output::{
+    key_values, merge_files, read_deletions, read_row_ids, sync_dir, DeletionSet, FileKind, IdType, PartName,
+    ID_TYPE_KEY,
+};
 
 /// The committed deletions the compactor knows, and which are still to apply to the output.
 #[derive(Debug, Default)]
@@ -169,7 +172,12 @@ pub fn compact_deletion_log(ledger: &Ledger, out: &Path) -> Result<bool> {
     let dir = out.join(FileKind::Deletions.subdir());
     let partial = dir.join(name.partial_name());
     let kv = key_values(&out.join(&files[0].path))?;
-    crate::output::write_deletions(&partial, &records, &kv)?;
+    // The dataset's id type, as its files record it (extjson for files from before id types).
+    let id_type = match kv.iter().find(|(k, _)| k == ID_TYPE_KEY) {
+        Some((_, v)) => v.parse().map_err(|e: String| anyhow::anyhow!("{}: {e}", files[0].path.display()))?,
+        None => IdType::ExtJson,
+    };
+    crate::output::write_deletions(&partial, &records, id_type, &kv)?;
     fs::rename(&partial, dir.join(name.file_name())).with_context(|| format!("renaming {}", partial.display()))?;
     sync_dir(&dir)?;
     for f in &files {
@@ -200,7 +208,7 @@ mod tests {
                 Deletion { id: format!("id-{e}"), epoch: e, cluster_time_ms: None },
             ];
             let name = PartName { epoch_lo: e, epoch_hi: e, worker: 0, seq: e };
-            write_deletions(&dir.join(name.file_name()), &records, &[]).unwrap();
+            write_deletions(&dir.join(name.file_name()), &records, IdType::ExtJson, &[]).unwrap();
         }
         let mut cp = Checkpoint::new(40, 40, Vec::new(), SourcePositions::default());
         cp.deletions_applied = 35;
@@ -216,5 +224,38 @@ mod tests {
         assert_eq!(records.iter().find(|d| d.id == "x").map(|d| d.epoch), Some(35));
         // Below the threshold, nothing to do.
         assert!(!compact_deletion_log(&ledger, out.path()).unwrap());
+    }
+
+    #[test]
+    fn a_merged_deletion_log_keeps_the_datasets_id_type_and_its_strays() {
+        let out = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let dir = out.path().join(FileKind::Deletions.subdir());
+        std::fs::create_dir_all(&dir).unwrap();
+        let n = DELETION_FILES_MERGED as u64;
+        for e in 1..=n {
+            let records = [
+                Deletion { id: format!(r#"{{"$numberLong":"{e}"}}"#), epoch: e, cluster_time_ms: None },
+                Deletion { id: r#"{"$numberDouble":"2.5"}"#.into(), epoch: e, cluster_time_ms: None },
+            ];
+            let name = PartName { epoch_lo: e, epoch_hi: e, worker: 0, seq: e };
+            let kv = [(crate::output::ID_TYPE_KEY.to_string(), "int64".to_string())];
+            write_deletions(&dir.join(name.file_name()), &records, IdType::Int64, &kv).unwrap();
+        }
+        let mut cp = Checkpoint::new(n, n, Vec::new(), SourcePositions::default());
+        cp.deletions_applied = n;
+        cp.next_file_seq = 100;
+        let ledger = Ledger::new(CheckpointStore::open(state.path()).unwrap(), cp);
+        assert!(compact_deletion_log(&ledger, out.path()).unwrap());
+        let left: Vec<_> = list_files(out.path()).unwrap();
+        assert_eq!(left.len(), 1, "{left:?}");
+        let path = out.path().join(&left[0].path);
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&path).unwrap())
+                .unwrap();
+        assert_eq!(reader.schema().field_with_name("id").unwrap().data_type(), &arrow::datatypes::DataType::Int64);
+        let records = read_deletions(&path).unwrap();
+        assert_eq!(records.len(), n as usize + 1, "each number once, and the stray once");
+        assert_eq!(records.iter().find(|d| d.id.contains("numberDouble")).map(|d| d.epoch), Some(n));
     }
 }

@@ -11,7 +11,8 @@ use arrow::array::{
 use arrow::datatypes::{Int32Type, SchemaRef};
 
 use super::error::OutputError;
-use super::schema::{embedding_item, rejects_schema, rows_schema, UTC};
+use super::id_type::{IdBuilder, IdType};
+use super::schema::{embedding_item, rejects_schema_for, rows_schema_for, UTC};
 use crate::record::{DocMeta, EmbeddedRow, Rejection};
 
 /// Rows or rejections being staged for one epoch.
@@ -67,7 +68,7 @@ pub(crate) struct RowStage {
     dim: usize,
     model: Arc<str>,
     schema: SchemaRef,
-    id: StringBuilder,
+    id: IdBuilder,
     embedding: FixedSizeListBuilder<Float32Builder>,
     model_col: StringDictionaryBuilder<Int32Type>,
     text_hash: UInt64Builder,
@@ -76,14 +77,14 @@ pub(crate) struct RowStage {
 }
 
 impl RowStage {
-    /// A stage for `dim`-dimensional vectors of `model`. `dim` must fit an `i32` (checked by
-    /// the writer's configuration).
-    pub(crate) fn new(dim: i32, model: Arc<str>) -> Self {
+    /// A stage for `dim`-dimensional vectors of `model` with ids of `id_type`. `dim` must fit
+    /// an `i32` (checked by the writer's configuration).
+    pub(crate) fn new(dim: i32, model: Arc<str>, id_type: IdType) -> Self {
         RowStage {
             dim: usize::try_from(dim).unwrap_or(0),
             model,
-            schema: rows_schema(dim),
-            id: StringBuilder::new(),
+            schema: rows_schema_for(dim, id_type),
+            id: IdBuilder::new(id_type, false),
             embedding: FixedSizeListBuilder::new(Float32Builder::new(), dim).with_field(embedding_item()),
             model_col: StringDictionaryBuilder::new(),
             text_hash: UInt64Builder::new(),
@@ -97,7 +98,7 @@ impl Stage for RowStage {
     type Item = EmbeddedRow;
 
     fn fresh(&self) -> Self {
-        RowStage::new(i32::try_from(self.dim).unwrap_or(0), self.model.clone())
+        RowStage::new(i32::try_from(self.dim).unwrap_or(0), self.model.clone(), self.id.id_type())
     }
 
     fn schema(&self) -> SchemaRef {
@@ -108,7 +109,8 @@ impl Stage for RowStage {
         if row.embedding.len() != self.dim {
             return Err(OutputError::Dim { id: row.doc.id.clone(), got: row.embedding.len(), dim: self.dim });
         }
-        self.id.append_value(&row.doc.id);
+        // The id goes first: a stray is refused before any column is touched.
+        self.id.append(&row.doc.id).map_err(|reason| OutputError::Stray { id: row.doc.id.clone(), reason })?;
         self.embedding.values().append_slice(&row.embedding);
         self.embedding.append(true);
         self.model_col.append(&*self.model)?;
@@ -123,7 +125,7 @@ impl Stage for RowStage {
 
     fn take_batch(&mut self) -> Result<RecordBatch, OutputError> {
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.id.finish()),
+            self.id.finish().0,
             Arc::new(self.embedding.finish()),
             Arc::new(self.model_col.finish()),
             Arc::new(self.text_hash.finish()),
@@ -140,17 +142,17 @@ impl Stage for RowStage {
 /// Stages rejections.
 pub(crate) struct RejectStage {
     schema: SchemaRef,
-    id: StringBuilder,
+    id: IdBuilder,
     reason: StringBuilder,
     meta: MetaColumns,
 }
 
 impl RejectStage {
-    /// An empty stage.
-    pub(crate) fn new() -> Self {
+    /// An empty stage for ids of `id_type` (strays included).
+    pub(crate) fn new(id_type: IdType) -> Self {
         RejectStage {
-            schema: rejects_schema(),
-            id: StringBuilder::new(),
+            schema: rejects_schema_for(id_type),
+            id: IdBuilder::new(id_type, true),
             reason: StringBuilder::new(),
             meta: MetaColumns::new(),
         }
@@ -161,7 +163,7 @@ impl Stage for RejectStage {
     type Item = Rejection;
 
     fn fresh(&self) -> Self {
-        RejectStage::new()
+        RejectStage::new(self.id.id_type())
     }
 
     fn schema(&self) -> SchemaRef {
@@ -169,7 +171,10 @@ impl Stage for RejectStage {
     }
 
     fn push(&mut self, epoch: u64, rejection: &Rejection) -> Result<(), OutputError> {
-        self.id.append_value(&rejection.doc.id);
+        // Keeps a stray in `stray_id`: never refused.
+        self.id
+            .append(&rejection.doc.id)
+            .map_err(|reason| OutputError::Stray { id: rejection.doc.id.clone(), reason })?;
         self.reason.append_value(&rejection.reason);
         self.meta.push(epoch, &rejection.doc)
     }
@@ -179,14 +184,16 @@ impl Stage for RejectStage {
     }
 
     fn take_batch(&mut self) -> Result<RecordBatch, OutputError> {
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.id.finish()),
+        let (id, stray) = self.id.finish();
+        let mut columns: Vec<ArrayRef> = vec![
+            id,
             Arc::new(self.reason.finish()),
             Arc::new(self.meta.lang.finish()),
             Arc::new(self.meta.created_at.finish()),
             Arc::new(self.meta.source.finish()),
             Arc::new(self.meta.epoch.finish()),
         ];
+        columns.extend(stray);
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 }
@@ -202,7 +209,7 @@ mod tests {
 
     #[test]
     fn a_wrong_dimension_is_refused_without_touching_the_columns() {
-        let mut stage = RowStage::new(3, "m".into());
+        let mut stage = RowStage::new(3, "m".into(), IdType::ExtJson);
         let good = EmbeddedRow { doc: doc("a"), embedding: vec![1.0, 2.0, 3.0], text_hash: 1, tokens: 2 };
         let bad = EmbeddedRow { embedding: vec![1.0], ..good.clone() };
         stage.push(5, &good).unwrap();
@@ -215,9 +222,32 @@ mod tests {
 
     #[test]
     fn rejects_batch_has_the_rejects_schema() {
-        let mut stage = RejectStage::new();
+        let mut stage = RejectStage::new(IdType::ExtJson);
         stage.push(1, &Rejection { doc: doc("x"), reason: "empty text".into() }).unwrap();
         let batch = stage.take_batch().unwrap();
-        assert_eq!(batch.schema(), rejects_schema());
+        assert_eq!(batch.schema(), super::super::schema::rejects_schema());
+    }
+
+    #[test]
+    fn a_stray_row_is_refused_untouched_and_a_stray_rejection_kept() {
+        let mut stage = RowStage::new(1, "m".into(), IdType::Int64);
+        let row = |id: &str| EmbeddedRow { doc: doc(id), embedding: vec![1.0], text_hash: 1, tokens: 2 };
+        stage.push(1, &row(r#"{"$numberLong":"5"}"#)).unwrap();
+        let err = stage.push(1, &row(r#""five""#)).unwrap_err();
+        assert!(matches!(&err, OutputError::Stray { reason, .. } if reason.contains("type string")), "{err}");
+        let batch = stage.take_batch().unwrap();
+        assert_eq!(batch.num_rows(), 1);
+        assert_eq!(batch.column(0).data_type(), &arrow::datatypes::DataType::Int64);
+
+        let mut rejects = RejectStage::new(IdType::Int64);
+        rejects.push(1, &Rejection { doc: doc(r#""five""#), reason: "r".into() }).unwrap();
+        rejects.push(1, &Rejection { doc: doc(r#"{"$numberLong":"6"}"#), reason: "r".into() }).unwrap();
+        let batch = rejects.take_batch().unwrap();
+        assert_eq!(batch.schema(), rejects_schema_for(IdType::Int64));
+        let read = super::super::id_type::IdColumn::new(&batch, IdType::Int64).unwrap();
+        assert_eq!(
+            (read.get(0).as_deref(), read.get(1).as_deref()),
+            (Some(r#""five""#), Some(r#"{"$numberLong":"6"}"#))
+        );
     }
 }

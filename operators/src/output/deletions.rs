@@ -12,6 +12,11 @@
 //! and stays. A rows file without an `epoch` column (the old Python scripts' shards) loses every
 //! row with that id.
 //!
+//! The `id` column has the dataset's id type, as the rows' has, so readers anti-join on it
+//! directly; a deleted stray (a document whose `_id` does not fit, see `super::id_type`) has a
+//! null `id` and its extended JSON in `stray_id`. Every id this module hands out or compares is
+//! the engine's form, as `super::read` gives it.
+//!
 //! This module owns the format and the rule only. It never reads, rewrites or deletes rows files,
 //! never renames a file into place and never syncs a directory: the producer writes a file under
 //! a temporary name with [`write_deletions`] and moves it into place itself.
@@ -22,7 +27,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, TimestampMillisecondArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMillisecondType, UInt64Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -30,6 +35,7 @@ use parquet::file::metadata::KeyValue;
 use serde::{Deserialize, Serialize};
 
 use super::error::OutputError;
+use super::id_type::{IdBuilder, IdColumn, IdType, ID_TYPE_KEY, STRAY_ID};
 use super::naming::FileKind;
 use super::schema::{timestamp_utc, writer_properties, ROW_GROUP_ROWS, UTC};
 
@@ -47,7 +53,8 @@ const SUFFIX: &str = ".parquet";
 /// the old Python scripts' shards) is removed whenever its id matches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deletion {
-    /// The deleted row's `id`, exactly as rows files write it (24-hex for an ObjectId).
+    /// The deleted document's `_id` in the engine's form (`crate::work_queue::id_string`), as
+    /// ids read back from rows files are.
     pub id: String,
     /// The dataflow epoch that carried the delete.
     pub epoch: u64,
@@ -56,28 +63,40 @@ pub struct Deletion {
     pub cluster_time_ms: Option<i64>,
 }
 
-/// The Arrow schema of a deletion file: `id` Utf8, `cluster_time` Timestamp(ms, UTC) nullable,
-/// `epoch` UInt64.
+/// The Arrow schema of a deletion file of an `extjson` dataset (and of every dataset before id
+/// types): `id` Utf8, `cluster_time` Timestamp(ms, UTC) nullable, `epoch` UInt64.
 pub fn deletions_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Utf8, false),
-        Field::new("cluster_time", timestamp_utc(), true),
-        Field::new("epoch", DataType::UInt64, false),
-    ]))
+    deletions_schema_for(IdType::ExtJson)
 }
 
-/// Writes `deletions` as a new Parquet file at `path` (failing if anything exists there), with
-/// `key_values` as its key-value metadata, fsyncs it and returns its size in bytes. It neither
-/// renames the file nor syncs its directory: the caller moves it into place. On failure after
-/// the file was created, the partial file is removed.
+/// The Arrow schema of a deletion file of a dataset of `id_type`: `id` of that type (nullable
+/// when it has strays), `cluster_time`, `epoch`, and `stray_id` when it has strays.
+pub fn deletions_schema_for(id_type: IdType) -> SchemaRef {
+    let mut fields = vec![
+        id_type.id_field(true),
+        Field::new("cluster_time", timestamp_utc(), true),
+        Field::new("epoch", DataType::UInt64, false),
+    ];
+    if id_type.has_strays() {
+        fields.push(IdType::stray_field());
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// Writes `deletions` as a new Parquet file at `path` (failing if anything exists there) with
+/// ids of `id_type`, with `key_values` as its key-value metadata (plus the id type's key when
+/// they lack it), fsyncs it and returns its size in bytes. It neither renames the file nor syncs
+/// its directory: the caller moves it into place. On failure after the file was created, the
+/// partial file is removed.
 pub fn write_deletions(
     path: &Path,
     deletions: &[Deletion],
+    id_type: IdType,
     key_values: &[(String, String)],
 ) -> Result<u64, OutputError> {
     let file =
         OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| OutputError::io("create", path, e))?;
-    let written = encode(file, path, deletions, key_values);
+    let written = encode(file, path, deletions, id_type, key_values);
     if written.is_err() {
         // Best effort: the file is ours (`create_new`), and a partial file helps no one.
         let _ = std::fs::remove_file(path);
@@ -89,21 +108,33 @@ fn encode(
     file: File,
     path: &Path,
     deletions: &[Deletion],
+    id_type: IdType,
     key_values: &[(String, String)],
 ) -> Result<u64, OutputError> {
     // The rejects settings are the generic ones: zstd, statistics, no dictionary on `id`.
     let props = writer_properties(FileKind::Rejects, ROW_GROUP_ROWS);
-    let mut writer = ArrowWriter::try_new(file, deletions_schema(), Some(props))
-        .map_err(|e| OutputError::parquet("start", path, e))?;
+    let schema = deletions_schema_for(id_type);
+    let mut writer =
+        ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| OutputError::parquet("start", path, e))?;
+    let mut ids = IdBuilder::new(id_type, true);
     for chunk in deletions.chunks(ROW_GROUP_ROWS) {
-        let ids = StringArray::from_iter_values(chunk.iter().map(|d| d.id.as_str()));
+        for d in chunk {
+            // Only a builder that refuses strays refuses anything.
+            ids.append(&d.id).map_err(|reason| OutputError::Stray { id: d.id.clone(), reason })?;
+        }
+        let (id, stray) = ids.finish();
         let times = TimestampMillisecondArray::from_iter(chunk.iter().map(|d| d.cluster_time_ms)).with_timezone(UTC);
         let epochs = UInt64Array::from_iter_values(chunk.iter().map(|d| d.epoch));
-        let batch = RecordBatch::try_new(deletions_schema(), vec![Arc::new(ids), Arc::new(times), Arc::new(epochs)])?;
+        let mut columns: Vec<ArrayRef> = vec![id, Arc::new(times), Arc::new(epochs)];
+        columns.extend(stray);
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
         writer.write(&batch).map_err(|e| OutputError::parquet("write to", path, e))?;
     }
     for (k, v) in key_values {
         writer.append_key_value_metadata(KeyValue::new(k.clone(), v.clone()));
+    }
+    if !key_values.iter().any(|(k, _)| k == ID_TYPE_KEY) {
+        writer.append_key_value_metadata(KeyValue::new(ID_TYPE_KEY.to_string(), id_type.to_string()));
     }
     writer.finish().map_err(|e| OutputError::parquet("finish", path, e))?;
     let file = writer.inner();
@@ -161,8 +192,10 @@ fn deletion_files(out: &Path) -> Result<Vec<PathBuf>, OutputError> {
 fn for_each_deletion(path: &Path, mut sink: impl FnMut(Deletion)) -> Result<(), OutputError> {
     let file = File::open(path).map_err(|e| OutputError::io("open", path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| OutputError::parquet("read", path, e))?;
-    let expected = deletions_schema();
-    for field in expected.fields() {
+    let kv = builder.metadata().file_metadata().key_value_metadata();
+    let id_type = IdType::of_file(kv, builder.schema()).map_err(|e| bad(path, &e))?;
+    let expected = deletions_schema_for(id_type);
+    for field in expected.fields().iter().filter(|f| f.name() != STRAY_ID) {
         let found = builder
             .schema()
             .field_with_name(field.name())
@@ -175,10 +208,7 @@ fn for_each_deletion(path: &Path, mut sink: impl FnMut(Deletion)) -> Result<(), 
     let reader = builder.build().map_err(|e| OutputError::parquet("read", path, e))?;
     for batch in reader {
         let batch = batch.map_err(|e| OutputError::parquet("read", path, e.into()))?;
-        let ids = column(&batch, "id", path)?
-            .as_string_opt::<i32>()
-            .filter(|a| a.null_count() == 0)
-            .ok_or_else(|| bad(path, "id is not a non-null string column"))?;
+        let ids = IdColumn::new(&batch, id_type).map_err(|e| bad(path, &e))?;
         let times = column(&batch, "cluster_time", path)?
             .as_primitive_opt::<TimestampMillisecondType>()
             .ok_or_else(|| bad(path, "cluster_time is not a millisecond timestamp"))?;
@@ -187,11 +217,8 @@ fn for_each_deletion(path: &Path, mut sink: impl FnMut(Deletion)) -> Result<(), 
             .filter(|a| a.null_count() == 0)
             .ok_or_else(|| bad(path, "epoch is not a non-null uint64 column"))?;
         for i in 0..batch.num_rows() {
-            sink(Deletion {
-                id: ids.value(i).to_string(),
-                epoch: epochs.value(i),
-                cluster_time_ms: times.is_valid(i).then(|| times.value(i)),
-            });
+            let id = ids.get(i).ok_or_else(|| bad(path, &format!("row {i} has no id")))?;
+            sink(Deletion { id, epoch: epochs.value(i), cluster_time_ms: times.is_valid(i).then(|| times.value(i)) });
         }
     }
     Ok(())
@@ -288,6 +315,7 @@ impl FromIterator<Deletion> for DeletionSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::StringArray;
 
     fn del(id: &str, epoch: u64, cluster_time_ms: Option<i64>) -> Deletion {
         Deletion { id: id.to_string(), epoch, cluster_time_ms }
@@ -303,7 +331,7 @@ mod tests {
             del("", 0, Some(-1000)),
         ];
         let kv = [("tweet_embed.dataset".to_string(), "x".to_string())];
-        let bytes = write_deletions(&path, &deletions, &kv).unwrap();
+        let bytes = write_deletions(&path, &deletions, IdType::ExtJson, &kv).unwrap();
         assert_eq!(bytes, std::fs::metadata(&path).unwrap().len());
         assert_eq!(read_deletions(&path).unwrap(), deletions);
 
@@ -316,11 +344,28 @@ mod tests {
     }
 
     #[test]
+    fn ids_take_the_datasets_type_and_strays_their_own_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.parquet");
+        let (int, small, stray) = (r#"{"$numberLong":"17"}"#, r#"{"$numberInt":"3"}"#, r#"{"$numberDouble":"1.5"}"#);
+        let deletions = vec![del(int, 4, None), del(small, 5, None), del(stray, 6, Some(1))];
+        write_deletions(&path, &deletions, IdType::Int64, &[]).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
+        assert_eq!(reader.schema().fields(), deletions_schema_for(IdType::Int64).fields());
+        let meta = reader.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
+        assert!(meta.iter().any(|kv| kv.key == ID_TYPE_KEY && kv.value.as_deref() == Some("int64")), "{meta:?}");
+        let back = read_deletions(&path).unwrap();
+        let ids: Vec<&str> = back.iter().map(|d| d.id.as_str()).collect();
+        // The Int32 `_id` reads back as Int64, as rows do.
+        assert_eq!(ids, [int, r#"{"$numberLong":"3"}"#, stray]);
+    }
+
+    #[test]
     fn an_existing_file_is_never_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.parquet");
         std::fs::write(&path, b"old").unwrap();
-        let err = write_deletions(&path, &[del("a", 1, None)], &[]).unwrap_err();
+        let err = write_deletions(&path, &[del("a", 1, None)], IdType::ExtJson, &[]).unwrap_err();
         assert!(err.to_string().contains("d.parquet"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"old");
     }
@@ -350,8 +395,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join(DELETIONS_DIR);
         std::fs::create_dir(&d).unwrap();
-        write_deletions(&d.join("b.parquet"), &[del("x", 2, None)], &[]).unwrap();
-        write_deletions(&d.join("a.parquet"), &[del("x", 1, None), del("y", 1, None)], &[]).unwrap();
+        write_deletions(&d.join("b.parquet"), &[del("x", 2, None)], IdType::ExtJson, &[]).unwrap();
+        write_deletions(&d.join("a.parquet"), &[del("x", 1, None), del("y", 1, None)], IdType::ExtJson, &[]).unwrap();
         std::fs::write(d.join(".c.parquet.partial"), b"half").unwrap();
         std::fs::write(d.join(".d.parquet"), b"hidden").unwrap();
         std::fs::write(d.join("notes.txt"), b"text").unwrap();

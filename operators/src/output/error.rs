@@ -61,6 +61,15 @@ pub enum OutputError {
         /// The output's dimension.
         dim: usize,
     },
+    /// A row's id does not fit the dataset's id column: the caller must write it as a
+    /// rejection (see `super::id_type`).
+    #[error("row {id}: {reason}")]
+    Stray {
+        /// The row's `_id`.
+        id: String,
+        /// Why it does not fit.
+        reason: String,
+    },
     /// The configuration cannot work.
     #[error("output configuration: {0}")]
     Config(String),

@@ -7,7 +7,7 @@
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, AsArray, BooleanArray};
+use arrow::array::{AsArray, BooleanArray};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::UInt64Type;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -15,13 +15,15 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 
 use super::error::OutputError;
+use super::id_type::{IdColumn, IdType};
 use super::naming::FileKind;
 use super::schema::writer_properties;
 
 /// Rows read per batch while merging.
 const BATCH_ROWS: usize = 8_192;
 
-/// Decides which rows leave: `(id, epoch) → true` drops the row.
+/// Decides which rows leave: `(id, epoch) → true` drops the row. The id is in the engine's
+/// form, as `super::read` gives it, whatever the file's id type.
 pub type RowFilter<'a> = &'a dyn Fn(&str, u64) -> bool;
 
 /// What a merge wrote.
@@ -67,8 +69,11 @@ pub fn merge_files(
         ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| OutputError::parquet("start", dest, e))?;
     let mut merged = Merged::default();
     for input in inputs {
-        let reader =
-            open(input)?.with_batch_size(BATCH_ROWS).build().map_err(|e| OutputError::parquet("read", input, e))?;
+        let builder = open(input)?;
+        let kv = builder.metadata().file_metadata().key_value_metadata();
+        let id_type = IdType::of_file(kv, builder.schema())
+            .map_err(|reason| OutputError::Schema { path: input.clone(), reason })?;
+        let reader = builder.with_batch_size(BATCH_ROWS).build().map_err(|e| OutputError::parquet("read", input, e))?;
         for batch in reader {
             let batch = batch.map_err(|e| arrow_error("read", input, e))?;
             if batch.schema().fields() != schema.fields() {
@@ -77,7 +82,7 @@ pub fn merge_files(
                     reason: format!("its columns differ from {}", first.display()),
                 });
             }
-            let batch = keep(&batch, input, drop, &mut merged)?;
+            let batch = keep(&batch, id_type, input, drop, &mut merged)?;
             if batch.num_rows() == 0 {
                 continue;
             }
@@ -130,19 +135,21 @@ fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, OutputErro
 /// The rows of `batch` that `drop` keeps; counts the dropped and the kept epoch range.
 fn keep(
     batch: &arrow::array::RecordBatch,
+    id_type: IdType,
     path: &Path,
     drop: RowFilter<'_>,
     merged: &mut Merged,
 ) -> Result<arrow::array::RecordBatch, OutputError> {
     let bad = |reason: &str| OutputError::Schema { path: path.to_path_buf(), reason: reason.to_string() };
-    let ids =
-        batch.column_by_name("id").and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| bad("no string column id"))?;
+    let ids = IdColumn::new(batch, id_type).map_err(|e| bad(&e))?;
     let epochs = batch
         .column_by_name("epoch")
         .and_then(|c| c.as_primitive_opt::<UInt64Type>())
         .ok_or_else(|| bad("no uint64 column epoch"))?;
+    // One buffer for every id of the batch: an Int64 id is formatted, not allocated, per row.
+    let mut id = String::new();
     let mask: BooleanArray =
-        (0..batch.num_rows()).map(|i| Some(!(ids.is_valid(i) && drop(ids.value(i), epochs.value(i))))).collect();
+        (0..batch.num_rows()).map(|i| Some(!(ids.read_into(i, &mut id) && drop(&id, epochs.value(i))))).collect();
     let kept = mask.true_count();
     merged.dropped += (batch.num_rows() - kept) as u64;
     for (i, e) in epochs.values().iter().enumerate() {

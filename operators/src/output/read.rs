@@ -1,6 +1,7 @@
 //! Reading our own files back: ids and epochs to re-mark epochs in `(marked, committed]` at
 //! restart, rejections with their reasons, and whole rows for verification. Reads only the
-//! columns asked for; never writes.
+//! columns asked for; never writes. Ids come back in the engine's form whatever the file's id
+//! type (`super::id_type`), a stray's from its `stray_id`.
 
 use std::fs::File;
 use std::path::Path;
@@ -11,14 +12,18 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
 use super::error::OutputError;
+use super::id_type::{IdColumn, IdType, STRAY_ID};
 use crate::record::{DocMeta, EmbeddedRow, Origin};
 
-/// `(id, epoch)` of every row of a rows file.
+/// `(id, epoch)` of every row of a rows file (or of a rejects file).
 pub fn read_row_ids(path: &Path) -> Result<Vec<(String, u64)>, OutputError> {
     let mut out = Vec::new();
-    for batch in read(path, &["id", "epoch"])? {
-        let (ids, epochs) = (strings(&batch, "id", path)?, u64s(&batch, "epoch", path)?);
-        out.extend(ids.iter().flatten().map(str::to_string).zip(epochs.values().iter().copied()));
+    let (id_type, batches) = read(path, &["id", "epoch"])?;
+    for batch in batches {
+        let (ids, epochs) = (ids(&batch, id_type, path)?, u64s(&batch, "epoch", path)?);
+        for (i, epoch) in epochs.values().iter().enumerate() {
+            out.push((id(&ids, i, path)?, *epoch));
+        }
     }
     Ok(out)
 }
@@ -26,12 +31,13 @@ pub fn read_row_ids(path: &Path) -> Result<Vec<(String, u64)>, OutputError> {
 /// `(id, reason, epoch)` of every rejection of a rejects file.
 pub fn read_rejects(path: &Path) -> Result<Vec<(String, String, u64)>, OutputError> {
     let mut out = Vec::new();
-    for batch in read(path, &["id", "reason", "epoch"])? {
-        let (ids, reasons) = (strings(&batch, "id", path)?, strings(&batch, "reason", path)?);
+    let (id_type, batches) = read(path, &["id", "reason", "epoch"])?;
+    for batch in batches {
+        let (ids, reasons) = (ids(&batch, id_type, path)?, strings(&batch, "reason", path)?);
         let epochs = u64s(&batch, "epoch", path)?;
-        for ((id, reason), epoch) in ids.iter().zip(reasons.iter()).zip(epochs.values().iter()) {
-            if let (Some(id), Some(reason)) = (id, reason) {
-                out.push((id.to_string(), reason.to_string(), *epoch));
+        for (i, (reason, epoch)) in reasons.iter().zip(epochs.values().iter()).enumerate() {
+            if let Some(reason) = reason {
+                out.push((id(&ids, i, path)?, reason.to_string(), *epoch));
             }
         }
     }
@@ -42,8 +48,9 @@ pub fn read_rejects(path: &Path) -> Result<Vec<(String, String, u64)>, OutputErr
 pub fn read_rows(path: &Path) -> Result<Vec<(u64, EmbeddedRow)>, OutputError> {
     let mut out = Vec::new();
     let columns = ["id", "embedding", "text_hash", "tokens", "lang", "created_at", "source", "epoch"];
-    for batch in read(path, &columns)? {
-        let ids = strings(&batch, "id", path)?;
+    let (id_type, batches) = read(path, &columns)?;
+    for batch in batches {
+        let ids = ids(&batch, id_type, path)?;
         let lists = column(&batch, "embedding", path)?
             .as_fixed_size_list_opt()
             .ok_or_else(|| bad(path, "embedding is not a fixed-size list"))?;
@@ -66,7 +73,7 @@ pub fn read_rows(path: &Path) -> Result<Vec<(u64, EmbeddedRow)>, OutputError> {
             };
             let start = lists.value_offset_at(i).min(values.len());
             let doc = DocMeta {
-                id: ids.value(i).to_string(),
+                id: id(&ids, i, path)?,
                 lang: langs[i].clone(),
                 created_at_ms: created.is_valid(i).then(|| created.value(i)),
                 origin,
@@ -79,18 +86,34 @@ pub fn read_rows(path: &Path) -> Result<Vec<(u64, EmbeddedRow)>, OutputError> {
     Ok(out)
 }
 
-/// All batches of `path`, projected to `names` (all of which must exist).
-fn read(path: &Path, names: &[&str]) -> Result<Vec<RecordBatch>, OutputError> {
+/// The id type of `path` and all its batches, projected to `names` (all of which must exist),
+/// plus its `stray_id` when it has one and `names` has `id`.
+fn read(path: &Path, names: &[&str]) -> Result<(IdType, Vec<RecordBatch>), OutputError> {
     let file = File::open(path).map_err(|e| OutputError::io("open", path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| OutputError::parquet("read", path, e))?;
-    let mut roots = Vec::with_capacity(names.len());
+    let kv = builder.metadata().file_metadata().key_value_metadata();
+    let id_type = IdType::of_file(kv, builder.schema()).map_err(|e| bad(path, &e))?;
+    let mut roots = Vec::with_capacity(names.len() + 1);
     for name in names {
         let index = builder.schema().index_of(name).map_err(|_| bad(path, &format!("no column {name}")))?;
         roots.push(index);
     }
+    if names.contains(&"id") {
+        roots.extend(builder.schema().index_of(STRAY_ID).ok());
+    }
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
     let reader = builder.with_projection(mask).build().map_err(|e| OutputError::parquet("read", path, e))?;
-    reader.map(|batch| batch.map_err(OutputError::from)).collect()
+    let batches = reader.map(|batch| batch.map_err(OutputError::from)).collect::<Result<_, _>>()?;
+    Ok((id_type, batches))
+}
+
+fn ids<'a>(batch: &'a RecordBatch, id_type: IdType, path: &Path) -> Result<IdColumn<'a>, OutputError> {
+    IdColumn::new(batch, id_type).map_err(|e| bad(path, &e))
+}
+
+/// The id of row `i`: every row of our files has one.
+fn id(ids: &IdColumn<'_>, i: usize, path: &Path) -> Result<String, OutputError> {
+    ids.get(i).ok_or_else(|| bad(path, &format!("row {i} has no id")))
 }
 
 fn bad(path: &Path, reason: &str) -> OutputError {

@@ -9,6 +9,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use super::id_type::IdType;
 use super::naming::FileKind;
 
 /// Upper bound of a row group's encoded size: large enough for fast scans, small enough that an
@@ -37,10 +38,16 @@ pub fn embedding_item() -> Arc<Field> {
     Arc::new(Field::new("item", DataType::Float32, false))
 }
 
-/// The schema of embedded rows for vectors of `dim` dimensions (`dim` must fit an `i32`).
+/// The schema of embedded rows for vectors of `dim` dimensions (`dim` must fit an `i32`), with
+/// a Utf8 `id` (the `extjson`, `string` and `objectid` id types).
 pub fn rows_schema(dim: i32) -> SchemaRef {
+    rows_schema_for(dim, IdType::ExtJson)
+}
+
+/// The schema of embedded rows of a dataset of `id_type` (see [`super::id_type`]).
+pub fn rows_schema_for(dim: i32, id_type: IdType) -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Utf8, false),
+        id_type.id_field(false),
         Field::new("embedding", DataType::FixedSizeList(embedding_item(), dim), false),
         Field::new("model", dict_utf8(), false),
         Field::new("text_hash", DataType::UInt64, false),
@@ -52,16 +59,26 @@ pub fn rows_schema(dim: i32) -> SchemaRef {
     ]))
 }
 
-/// The schema of rejections.
+/// The schema of rejections of an `extjson` dataset (and of every dataset before id types).
 pub fn rejects_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Utf8, false),
+    rejects_schema_for(IdType::ExtJson)
+}
+
+/// The schema of rejections of a dataset of `id_type`: a type with strays has a nullable `id`
+/// and a last column `stray_id` (see [`super::id_type`]).
+pub fn rejects_schema_for(id_type: IdType) -> SchemaRef {
+    let mut fields = vec![
+        id_type.id_field(true),
         Field::new("reason", DataType::Utf8, false),
         Field::new("lang", dict_utf8(), true),
         Field::new("created_at", timestamp_utc(), true),
         Field::new("source", dict_utf8(), false),
         Field::new("epoch", DataType::UInt64, false),
-    ]))
+    ];
+    if id_type.has_strays() {
+        fields.push(IdType::stray_field());
+    }
+    Arc::new(Schema::new(fields))
 }
 
 /// Rows per row group for `dim`: 64 Ki rows, fewer when that would pass [`ROW_GROUP_BYTES`].
@@ -115,5 +132,18 @@ mod tests {
         assert_eq!(s.field(1).data_type(), &DataType::FixedSizeList(embedding_item(), 768));
         assert!(s.field_with_name("lang").map(|f| f.is_nullable()).unwrap_or(false));
         assert!(!s.field_with_name("source").map(|f| f.is_nullable()).unwrap_or(true));
+        assert_eq!(s.field(0), &Field::new("id", DataType::Utf8, false));
+    }
+
+    #[test]
+    fn the_id_column_takes_the_datasets_type() {
+        let rows = rows_schema_for(8, IdType::Int64);
+        assert_eq!(rows.field(0), &Field::new("id", DataType::Int64, false));
+        let rejects = rejects_schema_for(IdType::Int64);
+        assert_eq!(rejects.field(0), &Field::new("id", DataType::Int64, true));
+        assert_eq!(rejects.fields().last().map(|f| f.name().as_str()), Some("stray_id"));
+        // An extjson dataset keeps the layout files always had.
+        assert_eq!(rejects_schema_for(IdType::ExtJson).field(0), &Field::new("id", DataType::Utf8, false));
+        assert!(rejects_schema_for(IdType::ExtJson).field_with_name("stray_id").is_err());
     }
 }

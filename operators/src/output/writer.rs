@@ -15,6 +15,7 @@ use super::deletions::{write_deletions, Deletion};
 use super::error::OutputError;
 use super::file::FinishedFile;
 use super::fsio::{durable_move, ensure_writable_dir, sync_dir};
+use super::id_type::{canonical_id, IdType, ID_TYPE_KEY};
 use super::lanes::{FileCtx, Lanes};
 use super::merge::{key_values, merge_files};
 use super::naming::{is_tmp_of, FileKind, PartName};
@@ -62,6 +63,8 @@ pub struct OutputConfig {
     /// Key-value metadata for every file besides the model and dimension: the dataset's
     /// identity (`crate::identity::DatasetIdentity::key_values`).
     pub key_values: Vec<(String, String)>,
+    /// The type of the `id` column (default `extjson`, which takes any id).
+    pub id_type: IdType,
 }
 
 impl OutputConfig {
@@ -86,6 +89,7 @@ impl OutputConfig {
             force_copy: false,
             stats: Arc::default(),
             key_values: Vec::new(),
+            id_type: IdType::ExtJson,
         }
     }
 }
@@ -120,6 +124,7 @@ pub struct EpochWriter {
     dim: usize,
     force_copy: bool,
     stats: Arc<OutputStats>,
+    id_type: IdType,
     ctx: FileCtx,
     rows: Lanes<RowStage>,
     rejects: Lanes<RejectStage>,
@@ -162,6 +167,7 @@ impl EpochWriter {
                     ("tweet_embed.model".to_string(), cfg.model_id.clone()),
                     ("tweet_embed.dim".to_string(), cfg.dim.to_string()),
                     ("tweet_embed.worker".to_string(), cfg.worker.to_string()),
+                    (ID_TYPE_KEY.to_string(), cfg.id_type.to_string()),
                 ];
                 // The identity's own model and dimension replace the plain ones.
                 kv.retain(|(k, _)| !cfg.key_values.iter().any(|(k2, _)| k2 == k));
@@ -175,16 +181,17 @@ impl EpochWriter {
             dim: cfg.dim,
             force_copy: cfg.force_copy,
             stats: cfg.stats,
+            id_type: cfg.id_type,
             ctx,
             rows: Lanes::new(
                 FileKind::Rows,
-                RowStage::new(dim, cfg.model_id.into()),
+                RowStage::new(dim, cfg.model_id.into(), cfg.id_type),
                 writer_properties(FileKind::Rows, cfg.row_group_rows),
                 row_batch,
             ),
             rejects: Lanes::new(
                 FileKind::Rejects,
-                RejectStage::new(),
+                RejectStage::new(cfg.id_type),
                 writer_properties(FileKind::Rejects, cfg.row_group_rows),
                 REJECT_BATCH_ROWS.min(cfg.row_group_rows),
             ),
@@ -193,8 +200,15 @@ impl EpochWriter {
         })
     }
 
-    /// Adds an embedded row of `epoch`. Fails for a vector of the wrong dimension (the writer
-    /// stays usable) or an epoch already sealed, and on I/O errors (the writer is then done).
+    /// The type of the `id` column it writes.
+    pub fn id_type(&self) -> IdType {
+        self.id_type
+    }
+
+    /// Adds an embedded row of `epoch`. Fails for a vector of the wrong dimension or an id that
+    /// does not fit the id column ([`OutputError::Stray`]: write it as a rejection; the writer
+    /// stays usable for both) or an epoch already sealed, and on I/O errors (the writer is then
+    /// done).
     pub fn push_row(&mut self, epoch: u64, row: &EmbeddedRow) -> Result<(), OutputError> {
         self.check(epoch, &row.doc.id)?;
         let result = self.rows.push(&mut self.ctx, epoch, row);
@@ -229,6 +243,9 @@ impl EpochWriter {
             return Err(OutputError::Poisoned { worker: self.ctx.worker });
         }
         self.poisoned = true;
+        // Ids read back from a file are canonical (an Int32 `_id` reads as Int64).
+        let cancel: HashSet<String> = cancel.iter().map(|id| canonical_id(id).into_owned()).collect();
+        let cancel = &cancel;
         let mut finished = self.rows.seal(&mut self.ctx, upto)?;
         finished.extend(self.rejects.seal(&mut self.ctx, upto)?);
         finished.sort_by_key(|f| f.name.seq);
@@ -296,7 +313,7 @@ impl EpochWriter {
         self.ctx.next_seq += 1;
         let tmp = self.ctx.tmp_dir.join(super::naming::tmp_name(self.ctx.worker, seq));
         let kv = self.ctx.file_meta.clone();
-        let bytes = write_deletions(&tmp, deletions, &kv)?;
+        let bytes = write_deletions(&tmp, deletions, self.id_type, &kv)?;
         let name = PartName { epoch_lo: epoch, epoch_hi: epoch, worker: self.ctx.worker, seq };
         let dir = self.out_dir.join(FileKind::Deletions.subdir());
         durable_move(&tmp, &dir, &name.file_name(), &name.partial_name(), self.force_copy)?;
@@ -345,7 +362,7 @@ impl EpochWriter {
                 self.stats.pushed(reject);
                 Ok(())
             }
-            Err(e @ OutputError::Dim { .. }) => Err(e),
+            Err(e @ (OutputError::Dim { .. } | OutputError::Stray { .. })) => Err(e),
             Err(e) => {
                 self.poisoned = true;
                 Err(e)

@@ -121,6 +121,10 @@ pub struct RunConfig {
     pub checkpoint_interval: Duration,
     /// Target size of output files in bytes.
     pub target_file_bytes: u64,
+    /// The type of the output's `id` column (`--id-type`); `None` (`auto`): decided at the
+    /// dataset's first start from its smallest and largest `_id`. Either way it is recorded in
+    /// the checkpoint, and a later run asking for another type refuses.
+    pub id_type: Option<crate::output::IdType>,
     /// How MongoDB operations that fail with an error that heals (an election, a dropped
     /// connection) back off between tries; they retry for as long as it lasts.
     pub mongo_retry: crate::mongo_error::RetryPolicy,
@@ -160,6 +164,7 @@ impl RunConfig {
             classified: None,
             checkpoint_interval: Duration::from_secs(5),
             target_file_bytes: 512 * 1024 * 1024,
+            id_type: None,
             mongo_retry: crate::mongo_error::RetryPolicy::default(),
             stall_warn_every: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(60),

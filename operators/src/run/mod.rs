@@ -22,6 +22,7 @@ mod cluster;
 mod config;
 mod continuous;
 mod engine;
+mod ids;
 mod passes;
 mod reset;
 mod stall;
@@ -72,6 +73,10 @@ pub struct Summary {
     pub staged_bytes: u64,
     /// Compaction and deletions, as the run ended.
     pub compaction: crate::compaction::CompactionSnapshot,
+    /// The type of the output's `id` column (on the leading process).
+    pub id_type: Option<crate::output::IdType>,
+    /// Of the rejected, documents whose `_id` does not fit the id column (strays).
+    pub strays: u64,
 }
 
 impl Engine {
@@ -119,6 +124,7 @@ impl Engine {
                     reset::reset_output(&engine, &store, &staging)?;
                 }
             }
+            ids::refuse_another(&store, config.id_type, &config.out)?;
             let (recovered, checkpoint) =
                 recover(&store, &config.out, &staging, &engine.marker, engine.runtime.handle())?;
             summary.stale_removed = recovered.stale_removed;
@@ -138,6 +144,7 @@ impl Engine {
                 }
                 ledger.update(|cp| cp.identity = Some(identity.clone()))?;
             }
+            summary.id_type = Some(ids::settle(&engine, &ledger)?);
             let settings = CompactionSettings {
                 out: config.out.clone(),
                 staging,
@@ -165,6 +172,7 @@ impl Engine {
         let t = &engine.totals;
         summary.embedded = t.embedded.load(Ordering::Relaxed);
         summary.rejected = t.rejected.load(Ordering::Relaxed);
+        summary.strays = t.strays.load(Ordering::Relaxed);
         summary.tokens = t.tokens.load(Ordering::Relaxed);
         summary.files = t.files.load(Ordering::Relaxed);
         summary.deletions = t.deletions.load(Ordering::Relaxed);

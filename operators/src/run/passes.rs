@@ -105,6 +105,8 @@ fn lead_pass(engine: &Engine, ledger: &Ledger, failure: &Failure, plan: PassPlan
         failed: None,
         out_marker: out_marker.as_ref().map(|m| m.name.clone()),
         identity: ledger.snapshot().identity.and_then(|i| serde_json::to_string(&i).ok()),
+        // Recorded before the first pass (`super::ids`).
+        id_type: ledger.snapshot().id_type.unwrap_or(crate::output::IdType::ExtJson),
     };
     let committer = Committer {
         ledger: ledger.clone(),
@@ -216,6 +218,7 @@ pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>, failure: F
             out.target_file_bytes = config.target_file_bytes;
             out.key_values = engine.identity().key_values();
             out.staging_dir = config.staging_dir();
+            out.id_type = start.id_type;
             out.stats = engine.output_stats.clone();
             let writer = match EpochWriter::new(out) {
                 Ok(w) => w,

@@ -175,3 +175,34 @@ async fn aggregation_stages() {
     assert_eq!(code_of(&err), Some(40324));
     let _ = ObjectId::new();
 }
+
+/// The pipeline marks (and re-marks, from Int64 output columns) Int32 `_id`s with Int64 values:
+/// numeric `_id`s match by value across Int32, Int64 and Double, as in mongod.
+#[tokio::test]
+async fn numeric_ids_match_by_value_across_types() {
+    let f = Fixture::new().await;
+    let c = f.coll("numeric_ids");
+    c.insert_many(vec![
+        doc! {"_id": 5i32, "t": "int"},
+        doc! {"_id": 7i64, "t": "long"},
+        doc! {"_id": 9.0f64, "t": "dbl"},
+    ])
+    .await
+    .unwrap();
+    let r = c.update_many(doc! {"_id": {"$in": [5i64, 7i32, 9i64]}}, doc! {"$set": {"m": true}}).await.unwrap();
+    assert_eq!(r.matched_count, 3);
+    assert_eq!(
+        c.find_one(doc! {"_id": 5i64}).await.unwrap().and_then(|d| d.get_str("t").ok().map(str::to_string)),
+        Some("int".into())
+    );
+    assert_eq!(c.find_one(doc! {"_id": 7.0f64}).await.unwrap().map(|d| d.get_bool("m").unwrap()), Some(true));
+    let r = c.update_one(doc! {"_id": 9i32}, doc! {"$set": {"n": 1}}).await.unwrap();
+    assert_eq!(r.matched_count, 1);
+    // One key for the unique `_id` index: 5 and 5L are the same `_id`.
+    let dup = c.insert_one(doc! {"_id": 5i64}).await.unwrap_err();
+    assert_eq!(code_of(&dup), Some(11000));
+    // The edges the id type is chosen from: numbers sort by value across types.
+    let first = c.find_one(doc! {}).sort(doc! {"_id": 1}).await.unwrap().unwrap();
+    let last = c.find_one(doc! {}).sort(doc! {"_id": -1}).await.unwrap().unwrap();
+    assert_eq!((first.get_str("t").unwrap(), last.get_str("t").unwrap()), ("int", "dbl"));
+}
