@@ -61,7 +61,9 @@ fn main() {
     let mongo = DevMongo::start(DevMongoConfig::default()).expect("dev-mongo");
     let seeded = test_support::insert_tweets(&mongo, docs, 3).expect("seed");
     rt.block_on(test_support::create_indexes(&mongo)).expect("indexes");
-    let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string())).expect("tempdir");
+    let dir =
+        tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string()))
+            .expect("tempdir");
     let mut config = RunConfig::new(MongoTarget::tweets_at(mongo.uri()), tei.urls(), dir.path());
     config.checkpoint_interval = Duration::from_secs_f64(5.0 / scale);
     let (out, state) = (config.out.clone(), config.state_dir.clone());

@@ -30,6 +30,10 @@ pub struct DatasetIdentity {
     pub text_field: String,
     /// The field marking documents done.
     pub mark_field: String,
+    /// The `id` column's type (`crate::output::IdType`), once the run has settled it; a run
+    /// checks it apart (`--id-type`), since it is decided after the servers are reached.
+    #[serde(default)]
+    pub id_type: Option<crate::output::IdType>,
 }
 
 impl DatasetIdentity {
@@ -52,10 +56,12 @@ impl DatasetIdentity {
             truncation_direction: options.truncation_direction.unwrap_or(TruncationDirection::Right),
             text_field: text_field.to_string(),
             mark_field: mark_field.to_string(),
+            id_type: None,
         }
     }
 
-    /// `(field, recorded, now)` for each field that differs from `recorded`.
+    /// `(field, recorded, now)` for each field that differs from `recorded` (the id type only
+    /// when both know it).
     pub fn differences(&self, recorded: &DatasetIdentity) -> Vec<(&'static str, String, String)> {
         let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "none".into());
         let fields = [
@@ -68,7 +74,13 @@ impl DatasetIdentity {
             ("text field", recorded.text_field.clone(), self.text_field.clone()),
             ("mark field", recorded.mark_field.clone(), self.mark_field.clone()),
         ];
-        fields.into_iter().filter(|(_, a, b)| a != b).collect()
+        let mut diff: Vec<_> = fields.into_iter().filter(|(_, a, b)| a != b).collect();
+        if let (Some(a), Some(b)) = (recorded.id_type, self.id_type) {
+            if a != b {
+                diff.push(("id type", a.to_string(), b.to_string()));
+            }
+        }
+        diff
     }
 
     /// `Ok` when this identity may write into a dataset recorded as `recorded`; else one line
@@ -105,13 +117,16 @@ impl DatasetIdentity {
         if let Some(p) = &self.prompt_name {
             kv.push(("tweet_embed.prompt_name".to_string(), p.clone()));
         }
+        if let Some(t) = self.id_type {
+            kv.push(("tweet_embed.id_type".to_string(), t.to_string()));
+        }
         kv
     }
 
     /// One line for people: `google/embeddinggemma-300m@abc123 · 256 dims · prompt document · …`.
     pub fn summary(&self) -> String {
         format!(
-            "{}{} · {} dims · prompt {} · {} · truncation {} · text field {} · mark field {}",
+            "{}{} · {} dims · prompt {} · {} · truncation {} · text field {} · mark field {}{}",
             self.model_id,
             self.model_sha.as_ref().map(|s| format!("@{}", &s[..s.len().min(12)])).unwrap_or_default(),
             self.dim,
@@ -119,7 +134,8 @@ impl DatasetIdentity {
             if self.normalize { "normalized" } else { "not normalized" },
             self.truncation_direction,
             self.text_field,
-            self.mark_field
+            self.mark_field,
+            self.id_type.map(|t| format!(" · id {t}")).unwrap_or_default()
         )
     }
 }

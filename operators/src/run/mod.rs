@@ -144,7 +144,16 @@ impl Engine {
                 }
                 ledger.update(|cp| cp.identity = Some(identity.clone()))?;
             }
-            summary.id_type = Some(ids::settle(&engine, &ledger)?);
+            let id_type = ids::settle(&engine, &ledger)?;
+            summary.id_type = Some(id_type);
+            // The id column's type is part of how the dataset is made.
+            if ledger.snapshot().identity.is_some_and(|i| i.id_type.is_none()) {
+                ledger.update(|cp| {
+                    if let Some(i) = cp.identity.as_mut() {
+                        i.id_type = Some(id_type);
+                    }
+                })?;
+            }
             let settings = CompactionSettings {
                 out: config.out.clone(),
                 staging,

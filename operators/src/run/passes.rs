@@ -216,7 +216,9 @@ pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>, failure: F
                 engine.pool.model_id(),
             );
             out.target_file_bytes = config.target_file_bytes;
-            out.key_values = engine.identity().key_values();
+            let mut identity = engine.identity();
+            identity.id_type = Some(start.id_type);
+            out.key_values = identity.key_values();
             out.staging_dir = config.staging_dir();
             out.id_type = start.id_type;
             out.stats = engine.output_stats.clone();
