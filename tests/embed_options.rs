@@ -186,6 +186,27 @@ fn a_restart_that_would_make_other_vectors_is_refused_until_reset() {
         before,
         "nothing written or marked"
     );
+    // A simulator of another model (and revision): refused too.
+    let other = SimConfig {
+        gpus: 1,
+        instant: true,
+        model_id: "other/embedder".into(),
+        model_sha: Some("0ther".into()),
+        ..SimConfig::default()
+    };
+    let other = stack.rt.block_on(dev_tei::DevTei::start(other)).expect("dev-tei");
+    let mut elsewhere = args.clone();
+    elsewhere.tei.urls = other.urls();
+    let o = pipeline_cmd(BIN, "backfill", &elsewhere).stderr(Stdio::piped()).output().expect("third run");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("model google/embeddinggemma-300m → other/embedder"), "{err}");
+    assert!(err.contains("model revision (model_sha)") && err.contains("→ 0ther"), "{err}");
+    assert_eq!(
+        (marked(&stack), out_files(&args.out), out_files(&args.staging_dir())),
+        before,
+        "nothing written or marked"
+    );
     // The same settings resume and finish, exactly once.
     assert!(pipeline_cmd(BIN, "backfill", &args).status().expect("resume").success());
     test_support::expect::check_run(&stack, &seeded, &args.out);
