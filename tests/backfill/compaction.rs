@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use dev_tei::SimConfig;
 use test_support::expect::{check_run, check_run_in, DatasetPoller};
-use test_support::proc::{free_port, Proc};
+use test_support::proc::Proc;
 use test_support::{seed, Seeded, Stack};
 use tweet_embed_operators::checkpoint::CheckpointStore;
 use tweet_embed_operators::output::{FileKind, PartName};
 use tweet_embed_operators::run::Engine;
 
-use super::crash::backfill_cmd;
+use super::crash::{backfill_cmd, persisted_dev_mongo, seed_through_driver};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 const TARGET: u64 = 4 << 20;
@@ -99,32 +99,10 @@ fn files_reach_the_target_at_slow_gpu_speed_while_readers_poll() {
 #[test]
 fn kill_9_during_compactions_then_restart_is_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let data = dir.path().join("mongo.bson");
-    let _mongo = Proc(
-        Command::new(BIN)
-            .args(["dev-mongo", "--port", &port.to_string(), "--save-every", "1"])
-            .arg("--data")
-            .arg(&data)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn dev-mongo"),
-    );
-    let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
+    let (_mongo, uri) = persisted_dev_mongo(dir.path());
     let stack = Stack::start_with(slow_gpus());
     let seeded = Seeded { n: 15_000, seed: 73 };
-    stack.rt.block_on(async {
-        let client = mongodb::Client::with_uri_str(&uri).await.expect("client");
-        let coll = client.database("twitter_data").collection::<mongodb::bson::Document>("tweets");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while coll.estimated_document_count().await.is_err() {
-            assert!(Instant::now() < deadline, "dev-mongo did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        for chunk in (0..seeded.n).collect::<Vec<_>>().chunks(5_000) {
-            coll.insert_many(chunk.iter().map(|i| test_support::synth::tweet(*i, seeded.seed))).await.expect("seed");
-        }
-    });
+    seed_through_driver(&stack, &uri, &seeded);
     let mut args = stack.args(dir.path(), 2);
     args.mongo.uri = uri.clone();
     args.target_file_bytes = 1 << 20;

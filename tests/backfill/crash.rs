@@ -18,13 +18,12 @@ pub fn backfill_cmd(args: &tweet_embed_operators::run::RunConfig) -> Command {
     test_support::proc::pipeline_cmd(BIN, "backfill", args)
 }
 
-#[test]
-fn kill_9_at_random_instants_then_restart_is_exactly_once() {
-    // dev-mongo in its own process, persisted, so the pipeline's kills never touch it.
-    let dir = tempfile::tempdir().expect("tempdir");
+/// dev-mongo in its own process, persisted to `dir/mongo.bson`, so a test's kills of the pipeline
+/// never touch it; returns the process and its URI.
+pub fn persisted_dev_mongo(dir: &std::path::Path) -> (Proc, String) {
     let port = free_port();
-    let data = dir.path().join("mongo.bson");
-    let _mongo = Proc(
+    let data = dir.join("mongo.bson");
+    let mongo = Proc(
         Command::new(BIN)
             .args(["dev-mongo", "--port", &port.to_string(), "--save-every", "1"])
             .arg("--data")
@@ -33,11 +32,13 @@ fn kill_9_at_random_instants_then_restart_is_exactly_once() {
             .spawn()
             .expect("spawn dev-mongo"),
     );
-    let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
-    let stack = Stack::start(4, FaultConfig { error_rate: 0.05, ..FaultConfig::default() });
-    let seeded = Seeded { n: 20_000, seed: 23 };
+    (mongo, format!("mongodb://127.0.0.1:{port}/?directConnection=true"))
+}
+
+/// Waits for the dev-mongo at `uri` and inserts `seeded`'s tweets through the driver.
+pub fn seed_through_driver(stack: &Stack, uri: &str, seeded: &Seeded) {
     stack.rt.block_on(async {
-        let client = mongodb::Client::with_uri_str(&uri).await.expect("client");
+        let client = mongodb::Client::with_uri_str(uri).await.expect("client");
         let coll = client.database("twitter_data").collection::<mongodb::bson::Document>("tweets");
         let deadline = Instant::now() + Duration::from_secs(20);
         while coll.estimated_document_count().await.is_err() {
@@ -48,6 +49,16 @@ fn kill_9_at_random_instants_then_restart_is_exactly_once() {
             coll.insert_many(chunk.iter().map(|i| test_support::synth::tweet(*i, seeded.seed))).await.expect("seed");
         }
     });
+}
+
+#[test]
+fn kill_9_at_random_instants_then_restart_is_exactly_once() {
+    // dev-mongo in its own process, persisted, so the pipeline's kills never touch it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_mongo, uri) = persisted_dev_mongo(dir.path());
+    let stack = Stack::start(4, FaultConfig { error_rate: 0.05, ..FaultConfig::default() });
+    let seeded = Seeded { n: 20_000, seed: 23 };
+    seed_through_driver(&stack, &uri, &seeded);
     let mut args = stack.args(dir.path(), 2);
     args.mongo.uri = uri.clone();
     let st = Command::new(BIN).args(["indexes", "--mongo-uri", &uri]).status().expect("indexes");
