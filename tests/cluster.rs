@@ -232,7 +232,6 @@ fn a_killed_process_fails_the_cluster_and_a_restart_finishes_it_exactly_once() {
 #[test]
 fn a_follower_with_its_own_out_directory_is_refused_before_anything_is_committed() {
     let setup = Setup::new(2_000, 73);
-    let stack = &setup.stack;
     // Process 1 writes elsewhere: recovery on process 0 could never see its files.
     let elsewhere = setup.dir.path().join("elsewhere");
     let mut procs = spawn_all(setup.cmds_with("backfill", |a| a.out = elsewhere.clone()));
@@ -241,12 +240,7 @@ fn a_follower_with_its_own_out_directory_is_refused_before_anything_is_committed
     let err = stderr_of(&mut procs[1]);
     assert!(err.contains("is not the directory process 0 writes to"), "{err}");
     assert!(!procs[0].wait_for(Duration::from_secs(60)).success(), "the leader went on alone");
-    let coll = stack.coll();
-    let marked = stack
-        .rt
-        .block_on(async { coll.count_documents(mongodb::bson::doc! {"gemma_embedded_768": {"$exists": true}}).await });
-    let marked_by_seed = (0..2_000).filter(|i| test_support::synth::kind_of(*i, 73) == Kind::Marked).count() as u64;
-    assert_eq!(marked.expect("count"), marked_by_seed, "a pass committed without its follower");
+    assert_nothing_marked(&setup);
 }
 
 #[test]
@@ -271,7 +265,6 @@ fn processes_with_different_workers_fail_with_a_hint_not_a_panic() {
 #[test]
 fn a_follower_whose_servers_make_other_vectors_is_refused_before_anything_is_committed() {
     let setup = Setup::new(2_000, 89);
-    let stack = &setup.stack;
     // Process 1 asks its GPUs for 256 dimensions: its rows could not share the dataset.
     let mut procs = spawn_all(setup.cmds_with("backfill", |a| a.tei.options.dimensions = Some(256)));
     assert!(!procs[1].wait_for(Duration::from_secs(120)).success());
@@ -279,10 +272,16 @@ fn a_follower_whose_servers_make_other_vectors_is_refused_before_anything_is_com
     assert!(err.contains("process 1 of the cluster") && err.contains("dimension 768 → 256"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(!procs[0].wait_for(Duration::from_secs(60)).success(), "the leader went on alone");
+    assert_nothing_marked(&setup);
+}
+
+/// Only the documents the seed marked are marked: no pass committed.
+fn assert_nothing_marked(setup: &Setup) {
+    let (stack, seeded) = (&setup.stack, &setup.seeded);
     let coll = stack.coll();
     let marked = stack
         .rt
         .block_on(async { coll.count_documents(mongodb::bson::doc! {"gemma_embedded_768": {"$exists": true}}).await });
-    let marked_by_seed = (0..2_000).filter(|i| test_support::synth::kind_of(*i, 89) == Kind::Marked).count() as u64;
-    assert_eq!(marked.expect("count"), marked_by_seed, "a pass committed without its follower");
+    let by_seed = (0..seeded.n).filter(|i| test_support::synth::kind_of(*i, seeded.seed) == Kind::Marked).count();
+    assert_eq!(marked.expect("count"), by_seed as u64, "a pass committed without its follower");
 }

@@ -178,13 +178,16 @@ fn reconcile_finds_the_deletions_a_lost_history_hid() {
     let unseen: Vec<&String> = gone.iter().filter(|id| !visible.counts.contains_key(*id)).collect();
     let recorded = read_deletion_dir(&out).expect("_deletions");
     assert!(unseen.is_empty(), "the stream cannot have seen these deletions: {unseen:?}, recorded {recorded:?}");
-    let o = std::process::Command::new(BIN)
-        .args(["reconcile", "--mongo-uri", &args.pipeline.mongo.uri, "--out"])
-        .arg(&out)
-        .arg("--state-dir")
-        .arg(&args.pipeline.state_dir)
-        .output()
-        .expect("reconcile");
+    let reconcile = || {
+        std::process::Command::new(BIN)
+            .args(["reconcile", "--mongo-uri", &args.pipeline.mongo.uri, "--out"])
+            .arg(&out)
+            .arg("--state-dir")
+            .arg(&args.pipeline.state_dir)
+            .output()
+            .expect("reconcile")
+    };
+    let o = reconcile();
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "reconcile failed: {stdout}\n{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout.contains(": 40 no longer there; recorded in _deletions/"), "{stdout}");
@@ -192,13 +195,7 @@ fn reconcile_finds_the_deletions_a_lost_history_hid() {
     let left: Vec<&String> = gone.iter().filter(|id| visible.counts.contains_key(*id)).collect();
     assert!(left.is_empty(), "reconciled deletions still in --out: {left:?}");
     // A second pass finds nothing more.
-    let again = std::process::Command::new(BIN)
-        .args(["reconcile", "--mongo-uri", &args.pipeline.mongo.uri, "--out"])
-        .arg(&out)
-        .arg("--state-dir")
-        .arg(&args.pipeline.state_dir)
-        .output()
-        .expect("reconcile again");
+    let again = reconcile();
     assert!(String::from_utf8_lossy(&again.stdout).contains(": 0 no longer there"));
     check_run_after_deletes(&stack, stack.coll(), &seeded, &out, 40);
 }
