@@ -29,6 +29,10 @@ pub struct ReconcileArgs {
     /// Count the ids whose tweet is gone, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Record the deletions even when most of the output's ids are missing from the collection
+    /// (refused without it: that usually means the wrong --db, --collection or --out).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Runs `tweet-embed reconcile`: one line saying what it checked and what it did.
@@ -45,6 +49,7 @@ pub fn run(args: ReconcileArgs) -> Result<()> {
         out: args.out.clone(),
         state_dir: args.state_dir.clone(),
         dry_run: args.dry_run,
+        force: args.force,
     };
     let found = reconcile(&target, &coll, rt.handle())?;
     let what = format!(

@@ -56,7 +56,13 @@ pub struct ReconcileTarget {
     pub staging_dir: PathBuf,
     /// Record and apply nothing: only count.
     pub dry_run: bool,
+    /// Go on even when most ids look deleted (which usually means the wrong `--db`,
+    /// `--collection` or `--out`).
+    pub force: bool,
 }
+
+/// Past this share of ids missing from the collection, reconcile refuses without `force`.
+pub const MOST_MISSING: f64 = 0.5;
 
 /// Reconciles `target` with `coll` on `runtime` (see the module doc). Errors: the state
 /// directory in use by a run (the lock's line), no checkpoint there, unreadable files, MongoDB
@@ -74,6 +80,10 @@ pub fn reconcile(
             target.state_dir.display()
         );
     };
+    same_collection(coll, runtime)?;
+    same_dataset(&cp, &target.out, &target.state_dir)?;
+    // Deletions already recorded need no second record.
+    let recorded = crate::output::DeletionSet::load(&target.out)?;
     let mut files: Vec<PathBuf> = list_files(&target.out)?
         .into_iter()
         .filter(|f| f.kind != FileKind::Deletions)
@@ -85,8 +95,12 @@ pub fn reconcile(
     let mut seen: HashSet<String> = HashSet::new();
     let mut missing: Vec<String> = Vec::new();
     for path in &files {
-        let ids: Vec<String> =
-            read_row_ids(path)?.into_iter().map(|(id, _)| id).filter(|id| seen.insert(id.clone())).collect();
+        let ids: Vec<String> = read_row_ids(path)?
+            .into_iter()
+            .filter(|(id, epoch)| !recorded.deletes(id, Some(*epoch)))
+            .map(|(id, _)| id)
+            .filter(|id| seen.insert(id.clone()))
+            .collect();
         for batch in ids.chunks(LOOKUP_BATCH) {
             let gone = runtime
                 .block_on(retry(&policy, "looking up output ids in the collection", || absent(coll, batch)))
@@ -99,6 +113,18 @@ pub fn reconcile(
     found.missing = missing.len() as u64;
     if missing.is_empty() || target.dry_run {
         return Ok(found);
+    }
+    let share = found.missing as f64 / found.checked.max(1) as f64;
+    if share > MOST_MISSING && !target.force {
+        let ns = coll.namespace();
+        bail!(
+            "{} of the {} ids in the output ({:.0}%) are not in {ns}: that looks like the wrong --db, --collection or \
+             --out, not deleted tweets; nothing was recorded. Check them (--dry-run counts), and pass --force if so \
+             many tweets really were deleted",
+            found.missing,
+            found.checked,
+            share * 100.0
+        );
     }
     // A deletion at the committed epoch removes every row written so far.
     let epoch = cp.committed;
@@ -131,6 +157,45 @@ pub fn reconcile(
     let rows = crate::output::schema::default_row_group_rows(768);
     found.rewritten = apply_pending(&ledger, &target.out, rows, &mut index, &CompactionStats::default())?;
     Ok(found)
+}
+
+/// The collection must be the one a run embeds: a typo in `--db` or `--collection` names an
+/// empty (or missing) collection, in which every id would look deleted.
+fn same_collection(coll: &Collection<Document>, runtime: &tokio::runtime::Handle) -> Result<()> {
+    let ns = coll.namespace();
+    let names = runtime.block_on(async { coll.list_index_names().await }).unwrap_or_default();
+    if !names.iter().any(|n| n == crate::work_queue::WORK_QUEUE_INDEX) {
+        bail!(
+            "{ns} has no `{}` index, so it is not a collection tweet-embed embeds (or it does not exist): check --db \
+             and --collection; nothing was recorded",
+            crate::work_queue::WORK_QUEUE_INDEX
+        );
+    }
+    Ok(())
+}
+
+/// The output must be the dataset the checkpoint describes: another run's `--out` with this
+/// `--state-dir` would be reconciled against the wrong identity and id type.
+fn same_dataset(cp: &crate::checkpoint::Checkpoint, out: &std::path::Path, state_dir: &std::path::Path) -> Result<()> {
+    let Some(expected) = &cp.identity else { return Ok(()) };
+    for f in list_files(out)?.into_iter().filter(|f| f.kind == FileKind::Rows) {
+        let path = out.join(&f.path);
+        let kv = crate::output::key_values(&path)?;
+        let Some((_, json)) = kv.iter().find(|(k, _)| k == "tweet_embed.identity") else { continue };
+        let Ok(found) = serde_json::from_str::<crate::identity::DatasetIdentity>(json) else { continue };
+        let diff = found.differences(expected);
+        if !diff.is_empty() {
+            let changes: Vec<String> = diff.iter().map(|(what, a, b)| format!("{what} {a} vs {b}")).collect();
+            bail!(
+                "{} is not the output of the run whose checkpoint is in {} ({}): pass the --out and --state-dir of one \
+                 run; nothing was recorded",
+                out.display(),
+                state_dir.display(),
+                changes.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 struct Absent {

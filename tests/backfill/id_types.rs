@@ -445,6 +445,7 @@ fn deletes_and_reconcile_work_on_int32_ids_in_an_int64_column() {
         state_dir: args.state_dir.clone(),
         staging_dir: args.staging_dir(),
         dry_run: false,
+        force: false,
     };
     let found = reconcile(&target, &coll, stack.rt.handle()).expect("reconcile");
     assert_eq!((found.missing, found.unreadable), (5, 0), "{found:?}");

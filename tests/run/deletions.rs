@@ -187,6 +187,33 @@ fn reconcile_finds_the_deletions_a_lost_history_hid() {
             .output()
             .expect("reconcile")
     };
+    // The wrong collection is refused, never taken for a collection whose tweets all went: a
+    // typo (no such collection), and an indexed but empty one (every id missing).
+    let deletions_before = read_deletion_dir(&out).expect("_deletions").len();
+    let wrong = |collection: &str| {
+        std::process::Command::new(BIN)
+            .args(["reconcile", "--mongo-uri", &args.pipeline.mongo.uri, "--collection", collection, "--out"])
+            .arg(&out)
+            .arg("--state-dir")
+            .arg(&args.pipeline.state_dir)
+            .output()
+            .expect("reconcile")
+    };
+    let o = wrong("tweetz");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("has no `embedding_work_queue` index"), "{err}");
+    let indexes = std::process::Command::new(BIN)
+        .args(["indexes", "--mongo-uri", &args.pipeline.mongo.uri, "--collection", "empty"])
+        .output()
+        .expect("indexes");
+    assert!(indexes.status.success());
+    let o = wrong("empty");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("(100%) are not in twitter_data.empty") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(read_deletion_dir(&out).expect("_deletions").len(), deletions_before, "nothing recorded");
     let o = reconcile();
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "reconcile failed: {stdout}\n{}", String::from_utf8_lossy(&o.stderr));
