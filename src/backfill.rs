@@ -30,6 +30,8 @@ pub fn execute(
 ) -> Result<Summary> {
     let leads = config.cluster.leads();
     let engine = Engine::connect(config)?;
+    // Dropped last: the progress thread and the exporter count through this runtime until they stop.
+    let runtime = engine.keep_runtime();
     let monitor = engine.monitor();
     let _metrics: Option<MetricsServer> = match metrics_addr {
         Some(addr) => {
@@ -56,6 +58,9 @@ pub fn execute(
     if let Some(p) = progress {
         p.stop();
     }
+    drop(_metrics);
+    drop(monitor);
+    drop(runtime);
     summary
 }
 

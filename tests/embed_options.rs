@@ -181,6 +181,7 @@ fn a_restart_that_would_make_other_vectors_is_refused_until_reset() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("dimension 768 → 256") && err.contains("--reset-output"), "{err}");
+    assert!(!err.contains("panicked"), "one line, no panic from a thread still counting: {err}");
     assert_eq!(
         (marked(&stack), out_files(&args.out), out_files(&args.staging_dir())),
         before,

@@ -46,7 +46,9 @@ pub struct Monitor {
 /// A connected run.
 pub struct Engine {
     pub(crate) config: RunConfig,
-    pub(crate) runtime: tokio::runtime::Runtime,
+    /// Shared with whoever holds [`Engine::keep_runtime`]: a progress display still counting
+    /// when the run ends must not call into a runtime being torn down (the driver panics).
+    pub(crate) runtime: Arc<tokio::runtime::Runtime>,
     pub(crate) queue: WorkQueue,
     pub(crate) marker: Marker,
     pub(crate) pool: Arc<EndpointPool>,
@@ -99,7 +101,7 @@ impl Engine {
             Marker { coll: queue.coll.clone(), mark_field: config.mark_field.clone(), retry: queue.retry.clone() };
         Ok(Engine {
             config,
-            runtime,
+            runtime: Arc::new(runtime),
             queue,
             marker,
             pool,
@@ -124,6 +126,13 @@ impl Engine {
             &self.config.text_field,
             &self.config.mark_field,
         )
+    }
+
+    /// The runtime, kept alive for as long as the returned value is held, even after the engine
+    /// is gone: hold it while a [`Monitor`] is still read (a progress display, an exporter), and
+    /// drop it last, outside any async context.
+    pub fn keep_runtime(&self) -> Arc<tokio::runtime::Runtime> {
+        self.runtime.clone()
     }
 
     /// The settings it runs with.
