@@ -30,7 +30,8 @@ pub struct DemoArgs {
     /// Tokens per second of each simulated GPU.
     #[arg(long, default_value_t = 100_000)]
     pub gpu_tokens_per_second: u64,
-    /// Where the output and checkpoint go (replaced on each run).
+    /// Where the output and checkpoint go: its `out/` and `state/` are replaced on each run; a
+    /// directory holding anything else is refused.
     #[arg(long, default_value = "demo-output")]
     pub dir: PathBuf,
     /// Worker threads.
@@ -51,9 +52,7 @@ const SEED_CHUNK: u64 = 5_000;
 
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> Result<()> {
-    if args.dir.exists() {
-        std::fs::remove_dir_all(&args.dir).with_context(|| format!("clearing {}", args.dir.display()))?;
-    }
+    clear_previous_demo(&args.dir)?;
     let mongo = DevMongo::start(DevMongoConfig::default())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -125,6 +124,33 @@ pub fn run(args: DemoArgs) -> Result<()> {
     mongo.shutdown()
 }
 
+/// Removes what an earlier demo left in `dir` (its `out/` and `state/`), and refuses a directory
+/// that holds anything else: `--dir` names where the demo writes, never a folder to wipe.
+fn clear_previous_demo(dir: &std::path::Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read --dir {}", dir.display())),
+    };
+    let mut ours = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read --dir {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !(["out", "state"].contains(&name.as_str()) && entry.path().is_dir()) {
+            anyhow::bail!(
+                "--dir {} holds {name}, which the demo did not write: pick an empty or new directory (the demo \
+                 replaces only its own out/ and state/)",
+                dir.display()
+            );
+        }
+        ours.push(entry.path());
+    }
+    for path in ours {
+        std::fs::remove_dir_all(&path).with_context(|| format!("clearing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Seeds `n` tweets with a progress bar (the first minutes of a big demo are otherwise blank).
 fn seed(mongo: &DevMongo, runtime: &tokio::runtime::Runtime, n: u64) -> Result<()> {
     let bar = ProgressBar::new(n);
@@ -160,9 +186,8 @@ fn live_writer(monitor: &Monitor, uri: &str, live: Duration, stop: &StopSignal) 
         stop.stop();
         return Ok(());
     }
-    let embedded = monitor.totals.embedded.load(Ordering::Relaxed);
     println!(
-        "\nbackfill done ({embedded} embedded); following the change stream for {} s while new tweets arrive and some are deleted",
+        "\nbackfill done (the work queue is empty); following the change stream for {} s while new tweets arrive and some are deleted",
         live.as_secs()
     );
     let coll = rt.block_on(async {
