@@ -587,3 +587,48 @@ fn files_of_different_identities_are_refused_unless_grouped() {
         );
     }
 }
+
+#[test]
+fn an_output_beside_or_inside_its_inputs_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    write(&input.join("part-0.parquet"), &ours(0, 10));
+    let out = consolidate(&input, &input, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("readers would see every row twice"), "{err}");
+    let out = consolidate(&input, &input.join("sub"), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is inside --input"), "{err}");
+    assert_eq!(std::fs::read_dir(&input).unwrap().count(), 1, "nothing written");
+    // In place with --delete-inputs: the inputs are replaced.
+    succeed(consolidate(&input, &input, &["--delete-inputs"]));
+}
+
+#[test]
+fn identities_of_different_widths_group_into_their_own_folders() {
+    use arrow::array::AsArray;
+    use tweet_embed_operators::identity::DatasetIdentity;
+    use tweet_embed_operators::tei::EmbedOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let wide = DatasetIdentity::new("m", None, DIM, &EmbedOptions::default(), "text", "mark");
+    let narrow_options = EmbedOptions { dimensions: Some(8), ..EmbedOptions::default() };
+    let narrow = DatasetIdentity::new("m", None, 8, &narrow_options, "text", "mark");
+    write_with_identity(&input.join("a.parquet"), &ours(0, 10), &wide);
+    // The same rows cut to 8 dimensions.
+    let batch = ours(1, 10);
+    let emb = batch.column(1).as_fixed_size_list();
+    let values: Vec<f32> = (0..10)
+        .flat_map(|r| emb.value(r).as_primitive::<arrow::datatypes::Float32Type>().values()[..8].to_vec())
+        .collect();
+    let cut = FixedSizeListArray::try_new(embedding_item(), 8, Arc::new(Float32Array::from(values)), None).unwrap();
+    let mut columns = batch.columns().to_vec();
+    columns[1] = Arc::new(cut);
+    let narrow_batch = RecordBatch::try_new(rows_schema(8), columns).unwrap();
+    write_with_identity(&input.join("b.parquet"), &narrow_batch, &narrow);
+    let out = consolidate(&input, &dir.path().join("out"), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("2 dataset identities"), "{err}");
+    let line = succeed(consolidate(&input, &dir.path().join("out"), &["--group-by-identity"]));
+    assert!(line.contains("consolidated 2 files (20 rows"), "{line}");
+}

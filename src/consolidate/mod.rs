@@ -60,7 +60,8 @@ pub struct ConsolidateArgs {
     /// Directory of Parquet files to merge (searched recursively; `_`/`.`-prefixed names skipped).
     #[arg(long)]
     pub input: PathBuf,
-    /// Directory for the large files (created if needed; may be the input directory).
+    /// Directory for the large files (created if needed; the input directory itself only with
+    /// --delete-inputs, never a folder inside it).
     #[arg(long)]
     pub output: PathBuf,
     /// Approximate size of each output file, e.g. `1GiB`, `512MiB`, `2GB` or bytes.
@@ -193,7 +194,9 @@ pub fn run(args: &ConsolidateArgs) -> Result<Summary> {
     }
     let reporter = Reporter::start();
     let figures = reporter.figures();
-    let (files, _) = scan(&paths, figures)?;
+    check_output_apart(args)?;
+    // Identities first (a file of another identity is refused for that), dimensions per group.
+    let (files, _) = scan_checked(&paths, figures, false)?;
     let groups = by_identity(&files);
     let known = groups.iter().filter(|g| g.identity.is_some()).count();
     if known > 1 && !args.group_by_identity {
@@ -248,6 +251,44 @@ pub fn run(args: &ConsolidateArgs) -> Result<Summary> {
     }
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Refuses an `--output` where the merged files would sit beside their inputs, so that a reader
+/// of the folder (or the next consolidate) would read every row twice: the input directory
+/// itself, unless `--delete-inputs` removes the inputs, or any folder inside it.
+fn check_output_apart(args: &ConsolidateArgs) -> Result<()> {
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let input = canonical(&args.input);
+    // The output may not exist yet: judge by its nearest existing ancestor.
+    let mut output = args.output.clone();
+    let mut rest = Vec::new();
+    while !output.exists() {
+        match (output.file_name().map(|n| n.to_os_string()), output.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                output = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut output = canonical(&output);
+    output.extend(rest.into_iter().rev());
+    if output == input && !args.delete_inputs {
+        bail!(
+            "--output is the input directory {}: the merged files would sit beside their inputs and readers would see \
+             every row twice; pass --delete-inputs to replace the inputs, or choose another --output",
+            args.input.display()
+        );
+    }
+    if output != input && output.starts_with(&input) {
+        bail!(
+            "--output {} is inside --input {}: the merged files would be read again as inputs; choose a directory \
+             outside it",
+            args.output.display(),
+            args.input.display()
+        );
+    }
+    Ok(())
 }
 
 /// The inputs of one dataset identity (or of none recorded).
@@ -324,6 +365,12 @@ fn load_deletions(args: &ConsolidateArgs, summary: &mut Summary) -> Result<Optio
 
 /// Reads every footer: the files, and the layout (`None` when no file has a row).
 fn scan(paths: &[PathBuf], figures: &Figures) -> Result<(Vec<InputFile>, Option<Layout>)> {
+    scan_checked(paths, figures, true)
+}
+
+/// [`scan`]; without `one_dim`, files of different dimensions are accepted (for grouping them
+/// by identity first) and no layout is decided.
+fn scan_checked(paths: &[PathBuf], figures: &Figures, one_dim: bool) -> Result<(Vec<InputFile>, Option<Layout>)> {
     figures.phase("scanning files", paths.len() as u64);
     let mut files = Vec::with_capacity(paths.len());
     let mut dim: Option<(usize, PathBuf)> = None;
@@ -331,7 +378,7 @@ fn scan(paths: &[PathBuf], figures: &Figures) -> Result<(Vec<InputFile>, Option<
     for path in paths {
         let (file, file_dim) = InputFile::open(path)?;
         match (&dim, file_dim) {
-            (Some((d, first)), Some(fd)) if *d != fd => bail!(
+            (Some((d, first)), Some(fd)) if *d != fd && one_dim => bail!(
                 "{}: vectors have {fd} dimensions, but {} has {d}; consolidate files of one model at a time",
                 path.display(),
                 first.display()
