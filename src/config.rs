@@ -96,7 +96,8 @@ pub struct EmbedOptionArgs {
     #[arg(long)]
     pub prompt_name: Option<String>,
     /// Matryoshka truncation of the vectors to this many dimensions (EmbeddingGemma: 768, 512,
-    /// 256 or 128); the output's vector width follows.
+    /// 256 or 128); the output's vector width follows. The marks say which vectors a document
+    /// has: pick a --mark-field that names the width (the default is gemma_embedded_768).
     #[arg(long)]
     pub dimensions: Option<usize>,
     /// Whether TEI normalizes vectors to unit length (TEI's default: true). Needs /embed.

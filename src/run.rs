@@ -46,6 +46,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// Signals within this time of the first are the same stop, delivered twice.
+const SAME_STOP: Duration = Duration::from_millis(300);
+
 /// A stop signal tripped by the first SIGINT or SIGTERM; the second exits the process at once,
 /// and so does a drain still going after `drain_timeout` (exit 1, naming what `running` still
 /// has in flight). A follower of a cluster (`leads` false) only says where to send the signal:
@@ -82,10 +85,19 @@ pub fn stop_on_signals(leads: bool, drain_timeout: Duration, running: Arc<OnceLo
                          one again to exit at once (the whole cluster then stops, and resumes from the checkpoint)"
                     );
                 }
+                // One stop can arrive twice at once (`timeout` signals the process and its group;
+                // a terminal sends SIGINT to the whole foreground group): only a signal after a
+                // short pause is the second one that exits at once.
+                let echo = async {
+                    loop {
+                        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                    }
+                };
+                let _ = tokio::time::timeout(SAME_STOP, echo).await;
                 tokio::select! {
                     _ = term.recv() => {}
                     _ = int.recv() => {}
-                    _ = tokio::time::sleep(drain_timeout) => {
+                    _ = tokio::time::sleep(drain_timeout.saturating_sub(SAME_STOP)) => {
                         let what = running.get().map_or_else(|| "the run had not started yet".to_string(), Monitor::in_flight);
                         let line = format!(
                             "stopped after --drain-timeout {drain_timeout:?} with work still in flight: {what}; the \

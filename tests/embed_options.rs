@@ -146,7 +146,7 @@ fn an_unknown_prompt_or_an_impossible_dimension_fails_at_start_with_one_line() {
     for (flags, says) in [
         (&["--prompt-name", "nope"][..], "prompt name `nope` is not one of the model's prompts"),
         (&["--dimensions", "1024"][..], "`dimensions` must be between 1 and 768"),
-        (&["--prompt-name", "document", "--api", "openai"][..], "--prompt-name need(s) TEI's native route"),
+        (&["--prompt-name", "document", "--api", "openai"][..], "--prompt-name needs TEI's native route"),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let args = stack.args(dir.path(), 1);

@@ -63,7 +63,9 @@ pub fn describe(e: &Error) -> String {
         ErrorKind::BulkWrite(_) => "bulk write failed".to_string(),
         ErrorKind::Io(io) => format!("network error: {io}"),
         ErrorKind::ConnectionPoolCleared { message, .. } => format!("connection pool cleared: {message}"),
-        ErrorKind::ServerSelection { message, .. } => format!("no MongoDB server available: {message}"),
+        ErrorKind::ServerSelection { message, .. } => {
+            format!("no MongoDB server available: {}", server_selection_cause(message))
+        }
         ErrorKind::Authentication { message, .. } => format!("authentication failed: {message}"),
         // The remaining kinds' own text carries no server reply.
         other => other.to_string(),
@@ -354,5 +356,36 @@ mod tests {
         assert_eq!(describe(&e), "InterruptedDueToReplStateChange (11602): boom");
         let e = command_error(43, "");
         assert_eq!(describe(&e), "CursorNotFound (43): boom");
+    }
+}
+
+/// The cause in a server-selection message, without the driver's topology dump: `Server
+/// selection timeout: No available servers. Topology: { … Error: Kind: I/O error: Connection
+/// refused (os error 111), labels: … }` → `Connection refused (os error 111)`.
+fn server_selection_cause(message: &str) -> String {
+    let Some(at) = message.find("Error: Kind: ") else {
+        return message.split(" Topology:").next().unwrap_or(message).trim().to_string();
+    };
+    let cause = &message[at + "Error: Kind: ".len()..];
+    let cause = cause.split(", labels:").next().unwrap_or(cause);
+    let cause = cause.strip_prefix("I/O error: ").unwrap_or(cause);
+    let head = message.split(" Topology:").next().unwrap_or("").trim().trim_end_matches('.');
+    if head.is_empty() {
+        cause.trim().to_string()
+    } else {
+        format!("{head} ({})", cause.trim())
+    }
+}
+
+#[cfg(test)]
+mod server_selection_tests {
+    #[test]
+    fn the_topology_dump_becomes_its_cause() {
+        let message = "Server selection timeout: No available servers. Topology: { Type: Single, Servers: [ { Address: 127.0.0.1:27098, Type: Unknown, Error: Kind: I/O error: Connection refused (os error 111), labels: {\"SystemOverloadedError\", \"RetryableError\"}, source: None, server response: None } ] }";
+        assert_eq!(
+            super::server_selection_cause(message),
+            "Server selection timeout: No available servers (Connection refused (os error 111))"
+        );
+        assert_eq!(super::server_selection_cause("no servers"), "no servers");
     }
 }

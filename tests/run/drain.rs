@@ -67,3 +67,24 @@ fn a_drain_that_cannot_finish_exits_non_zero_within_the_timeout_naming_what_was_
     assert!(status.success(), "a drainable SIGTERM: {status:?}\n{log}");
     check_run(&stack, &seeded, &args.out);
 }
+
+#[test]
+fn one_stop_delivered_twice_at_once_still_drains() {
+    let stack = Stack::start(2, FaultConfig::default());
+    let seeded = seed(&stack.mongo, 1_000, 109);
+    let coll = stack.coll();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = stack.args(dir.path(), 2);
+    let run = Logged::spawn(run_cmd(&args));
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while stack.rt.block_on(remaining(&coll)) > 0 {
+        assert!(Instant::now() < deadline, "the backfill did not finish: {}", run.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // As `timeout` (the process and its group) or a terminal's Ctrl-C deliver it: twice at once.
+    terminate(&run.proc.0);
+    terminate(&run.proc.0);
+    let (status, log) = run.finish(Duration::from_secs(120));
+    assert!(status.success(), "one stop, delivered twice: {status:?}\n{log}");
+    check_run(&stack, &seeded, &args.out);
+}

@@ -22,8 +22,9 @@
 //! **Deletions** (`deletions`): a rewrite of an output file to drop deleted rows keeps its name:
 //! the new file replaces the old one by one rename, so a reader sees the old file or the new one.
 //!
-//! Each row is written at most twice: once staged, once merged (bytes written ≤ 2 × output,
-//! plus the rewrites that deletions force). It never runs on the dataflow's threads, so the
+//! Each row is written twice: once staged, once merged (bytes written = 2 × output), plus the
+//! rewrites that deletions force (each file holding a deleted row, at most once per half of
+//! `--delete-within`). It never runs on the dataflow's threads, so the
 //! graph never waits for it; it takes only files of epochs already marked, so recovery never
 //! needs a compacted file to re-mark from.
 

@@ -112,8 +112,9 @@ impl PoolConfig {
         let native = self.options.native_only();
         if self.api == Api::OpenAi && !native.is_empty() {
             return Err(TeiError::Config(format!(
-                "{} need(s) TEI's native route (/embed); /v1/embeddings cannot carry them: use --api tei (or auto)",
-                native.join(", ")
+                "{} {} TEI's native route (/embed), which /v1/embeddings is not: use --api tei (or auto)",
+                native.join(", "),
+                if native.len() == 1 { "needs" } else { "need" }
             )));
         }
         Ok(())
