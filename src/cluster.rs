@@ -107,7 +107,7 @@ pub fn exit_on_lost_peer() {
             std::thread::current().name().is_some_and(|n| n.starts_with("timely:recv") || n.starts_with("timely:send"));
         if is_peer_loss(&message) || transport {
             tracing::error!(cause = %message, "lost the connection to another process of the cluster");
-            eprintln!("tweet-embed: {:#}", peer_lost());
+            tweet_embed_operators::failure::to_stderr(&format!("tweet-embed: {:#}", peer_lost()));
             std::process::exit(1);
         }
         previous(info);

@@ -103,7 +103,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
             .then(|| (tweet_embed_operators::checkpoint::now_ms() / 1000) as u64 - stream_s.min(i64::MAX as u64));
         let summary = summary?;
         if let Err(e) = written {
-            eprintln!("tweet-embed demo: the live phase stopped early: {e:#}");
+            tweet_embed_operators::failure::to_stderr(&format!(
+                "tweet-embed demo: the live phase stopped early: {e:#}"
+            ));
         }
         Ok(summary)
     })?;

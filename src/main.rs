@@ -10,7 +10,7 @@ fn main() {
     let (command, from_file) = match tweet_embed::config_file::layered(tweet_embed::cli::command(), &argv) {
         Ok(layered) => layered,
         Err(err) => {
-            eprintln!("tweet-embed: {err:#}");
+            tweet_embed_operators::failure::to_stderr(&format!("tweet-embed: {err:#}"));
             std::process::exit(2);
         }
     };
@@ -18,7 +18,10 @@ fn main() {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let filter =
         tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A log write that fails (stderr a closed pipe) must not report itself with `eprintln!`, which
+    // panics there and kills whichever thread logged, the signal listener included.
+    let logs =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     match cli.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
@@ -41,7 +44,7 @@ fn main() {
         Command::DevTei(args) => dev_tei::run(args),
     };
     if let Err(err) = result {
-        eprintln!("tweet-embed: {err:#}");
+        tweet_embed_operators::failure::to_stderr(&format!("tweet-embed: {err:#}"));
         std::process::exit(1);
     }
 }

@@ -104,7 +104,7 @@ pub fn stop_on_signals(leads: bool, drain_timeout: Duration, running: Arc<OnceLo
                              next start resumes from the checkpoint (nothing committed is lost or repeated)"
                         );
                         tracing::error!("{line}");
-                        eprintln!("tweet-embed: {line}");
+                        tweet_embed_operators::failure::to_stderr(&format!("tweet-embed: {line}"));
                         std::process::exit(1);
                     }
                 }

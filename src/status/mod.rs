@@ -411,7 +411,9 @@ async fn run_async(args: StatusArgs) -> Result<()> {
             // The first failure is a setup problem (no index, bad URI): stop with it.
             Err(e) if taken == 0 => return Err(e),
             // Later ones are a network blip in a multi-day watch: say so and try again.
-            Err(e) => eprintln!("tweet-embed status: {e:#} (trying again in {interval:?})"),
+            Err(e) => tweet_embed_operators::failure::to_stderr(&format!(
+                "tweet-embed status: {e:#} (trying again in {interval:?})"
+            )),
         }
         taken += 1;
         if args.watch_count.is_some_and(|n| taken >= n) {

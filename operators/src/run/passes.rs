@@ -320,7 +320,7 @@ fn abandon(worker: &mut Worker, fail: &Failure, cluster: bool) {
     if cluster {
         let e = fail.lock().clone().unwrap_or_default();
         tracing::error!(error = %e, "this process of the cluster stops");
-        eprintln!("tweet-embed: {e}");
+        crate::failure::to_stderr(&format!("tweet-embed: {e}"));
         std::process::exit(1);
     }
     for id in worker.installed_dataflows() {
