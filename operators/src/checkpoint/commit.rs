@@ -237,7 +237,7 @@ fn stream_position(c: &Committer, epoch: u64) -> Result<Option<Position>, String
 /// to write or mark, so committed and marked move together.
 fn commit_position(c: &mut Committer, complete: u64) -> Result<(), String> {
     let Some(positions) = c.positions.as_ref() else { return Ok(()) };
-    let committed = c.ledger.snapshot().committed;
+    let committed = c.ledger.read(|cp| cp.committed);
     if complete <= committed {
         return Ok(());
     }

@@ -23,6 +23,11 @@ impl Ledger {
         Ledger { store, checkpoint: Arc::new(Mutex::new(checkpoint)) }
     }
 
+    /// Reads the checkpoint as last changed without copying it (what a hot path wants).
+    pub fn read<R>(&self, f: impl FnOnce(&Checkpoint) -> R) -> R {
+        f(&self.checkpoint.lock())
+    }
+
     /// A copy of the checkpoint as last changed.
     pub fn snapshot(&self) -> Checkpoint {
         self.checkpoint.lock().clone()

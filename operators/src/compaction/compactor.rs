@@ -107,8 +107,8 @@ fn run(ledger: &Ledger, s: &CompactionSettings, stats: &CompactionStats, orders:
             Err(RecvTimeoutError::Disconnected) => Some(Order::Stop),
         };
         let flush = matches!(order, Some(Order::FlushAndStop));
-        let cp = ledger.snapshot();
-        deletions.refresh(&s.out, cp.committed, cp.deletions_applied)?;
+        let (committed, applied) = ledger.read(|cp| (cp.committed, cp.deletions_applied));
+        deletions.refresh(&s.out, committed, applied)?;
         // Catch up, but hear a stop between merges.
         let deleted = |id: &str, epoch: u64| deletions.deletes(id, epoch);
         while compact_step(ledger, s, stats, &deleted, flush)? {
@@ -132,9 +132,8 @@ fn run(ledger: &Ledger, s: &CompactionSettings, stats: &CompactionStats, orders:
 }
 
 fn refresh_gauges(ledger: &Ledger, stats: &CompactionStats, pending: u64) {
-    let cp = ledger.snapshot();
-    let bytes = cp.staged.iter().map(|f| f.bytes).sum();
-    stats.set_gauges(cp.staged.len() as u64, bytes, pending);
+    let (files, bytes) = ledger.read(|cp| (cp.staged.len() as u64, cp.staged.iter().map(|f| f.bytes).sum()));
+    stats.set_gauges(files, bytes, pending);
 }
 
 /// Merges the staged files that are due (see [`pick`]) of one kind, rows first, into one output
@@ -147,14 +146,13 @@ pub fn compact_step(
     drop: RowFilter<'_>,
     flush: bool,
 ) -> Result<bool> {
-    let cp = ledger.snapshot();
     for kind in [FileKind::Rows, FileKind::Rejects] {
-        let Some(inputs) = pick(&cp.staged, kind, cp.marked, s.target_file_bytes, s.max_file_age, flush, now_ms())
-        else {
-            continue;
-        };
+        let (due, seq) = ledger.read(|cp| {
+            (pick(&cp.staged, kind, cp.marked, s.target_file_bytes, s.max_file_age, flush, now_ms()), cp.next_file_seq)
+        });
+        let Some(inputs) = due else { continue };
         let cpu = thread_cpu_ns();
-        merge_into_output(ledger, s, stats, drop, kind, &inputs, cp.next_file_seq)?;
+        merge_into_output(ledger, s, stats, drop, kind, &inputs, seq)?;
         if let (Some(before), Some(after)) = (cpu, thread_cpu_ns()) {
             stats.spent_cpu(after.saturating_sub(before));
         }

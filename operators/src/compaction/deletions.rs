@@ -143,7 +143,7 @@ pub const DELETION_FILES_MERGED: usize = 32;
 /// are removed: a crash in between leaves records twice, which an anti-join does not mind and
 /// the next merge folds. Returns whether it merged.
 pub fn compact_deletion_log(ledger: &Ledger, out: &Path) -> Result<bool> {
-    let applied = ledger.snapshot().deletions_applied;
+    let applied = ledger.read(|cp| cp.deletions_applied);
     let files: Vec<_> =
         list_files(out)?.into_iter().filter(|f| f.kind == FileKind::Deletions && f.name.epoch_hi <= applied).collect();
     if files.len() < DELETION_FILES_MERGED {
