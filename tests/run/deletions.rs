@@ -105,6 +105,13 @@ fn deleted_tweets_leave_the_output_and_an_insert_deleted_in_its_epoch_never_appe
                 .map(|i| doc! {"_id": format!("kept-{i}"), "text": format!("a tweet that stays {i}"), "lang": "en"})
                 .collect();
             coll.insert_many(kept).await.expect("insert kept");
+            // Updates from the same client: 50 of them edited at once (each still written once).
+            for i in 0..50 {
+                let text = format!("a tweet that stays, edited {i}");
+                coll.update_one(doc! {"_id": format!("kept-{i}")}, doc! {"$set": {"text": text}})
+                    .await
+                    .expect("update");
+            }
         });
         wait_until("the new tweets were embedded", || stack.rt.block_on(super::remaining(&coll)) == 0);
         // Past --delete-within after the last delete: no file in --out holds a deleted row.
