@@ -6,12 +6,11 @@
 //! are marked again from their staged files, after which `marked = committed` is saved.
 
 use std::fs;
-use std::io;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::stale::{list_files, remove_stale, remove_unlisted};
+use super::stale::{list_files, remove_compacted_inputs, remove_stale, remove_unlisted};
 use super::store::{Checkpoint, CheckpointStore, SourcePositions};
 use crate::marker::Marker;
 use crate::output::{read_rejects, read_row_ids, sync_dir, FileKind};
@@ -126,14 +125,7 @@ fn finish_switch(cp: &mut Checkpoint, out: &Path, staging: &Path) -> Result<()> 
         fs::rename(&partial, &dest).with_context(|| format!("renaming {} into place", partial.display()))?;
         sync_dir(&dir)?;
     }
-    for input in &switch.inputs {
-        let path = staging.join(input);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing compacted input {}", path.display())),
-        }
-    }
+    remove_compacted_inputs(staging, &switch.inputs)?;
     tracing::info!(output = %dest.display(), inputs = switch.inputs.len(), "finished a compaction a crash interrupted");
     Ok(())
 }

@@ -28,11 +28,7 @@ pub struct FoundFile {
 pub fn list_files(out_dir: &Path) -> Result<Vec<FoundFile>, OutputError> {
     let mut found = Vec::new();
     for kind in FileKind::ALL {
-        for (name, _) in entries(&out_dir.join(kind.subdir()))? {
-            if let Some(parts) = PartName::parse(&name) {
-                found.push(FoundFile { path: Path::new(kind.subdir()).join(&name), kind, name: parts });
-            }
-        }
+        found.extend(list_kind(out_dir, kind)?);
     }
     found.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(found)
@@ -91,6 +87,45 @@ pub fn remove_unlisted(staging: &Path, listed: &[PathBuf]) -> Result<Vec<PathBuf
         }
     }
     Ok(removed)
+}
+
+/// Removes a compaction's inputs `inputs` (paths relative to the staging directory `staging`)
+/// once its output is in place, and fsyncs their directories; an input already gone (removed
+/// before a crash) is fine. Step 4 of the switch, for the compactor and for recovery alike.
+pub fn remove_compacted_inputs(staging: &Path, inputs: &[PathBuf]) -> Result<(), OutputError> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for input in inputs {
+        let path = staging.join(input);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(OutputError::io("remove compacted input", &path, e)),
+        }
+        if let Some(parent) = path.parent().filter(|p| !dirs.iter().any(|d| d == p)) {
+            dirs.push(parent.to_path_buf());
+        }
+    }
+    for d in &dirs {
+        sync_dir(d)?;
+    }
+    Ok(())
+}
+
+/// Our files of one `kind` in `out_dir` (the directory of that kind), sorted by name: for
+/// pollers that want one directory, not the whole output.
+pub fn list_kind(out_dir: &Path, kind: FileKind) -> Result<Vec<FoundFile>, OutputError> {
+    let mut found: Vec<FoundFile> = entries(&out_dir.join(kind.subdir()))?
+        .into_iter()
+        .filter_map(|(name, _)| {
+            PartName::parse(&name).map(|parts| FoundFile {
+                path: Path::new(kind.subdir()).join(&name),
+                kind,
+                name: parts,
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(found)
 }
 
 /// `(file name, path)` of the regular files in `dir`; none if `dir` does not exist.

@@ -4,7 +4,6 @@
 //! instant, and the next run's recovery finishes or forgets what was under way.
 
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -16,7 +15,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use super::deletions::{apply_pending, compact_deletion_log, DeletionIndex};
 use super::policy::pick;
 use super::stats::{thread_cpu_ns, CompactionStats};
-use crate::checkpoint::{now_ms, Ledger, Switch};
+use crate::checkpoint::{now_ms, remove_compacted_inputs, Ledger, Switch};
 use crate::failure::Failure;
 use crate::output::{key_values, merge_files, sync_dir, FileKind, FileMeta, PartName, RowFilter};
 
@@ -117,11 +116,7 @@ fn run(ledger: &Ledger, s: &CompactionSettings, stats: &CompactionStats, orders:
             }
         }
         if deletions.due(s.delete_within) {
-            let cpu = thread_cpu_ns();
-            apply_pending(ledger, &s.out, s.row_group_rows, &mut deletions, stats)?;
-            if let (Some(before), Some(after)) = (cpu, thread_cpu_ns()) {
-                stats.spent_cpu(after.saturating_sub(before));
-            }
+            counting_cpu(stats, || apply_pending(ledger, &s.out, s.row_group_rows, &mut deletions, stats))?;
         }
         compact_deletion_log(ledger, &s.out)?;
         refresh_gauges(ledger, stats, deletions.pending());
@@ -129,6 +124,16 @@ fn run(ledger: &Ledger, s: &CompactionSettings, stats: &CompactionStats, orders:
             return Ok(());
         }
     }
+}
+
+/// Runs `work`, adding the thread CPU time it took to `stats`.
+fn counting_cpu<T>(stats: &CompactionStats, work: impl FnOnce() -> T) -> T {
+    let before = thread_cpu_ns();
+    let result = work();
+    if let (Some(before), Some(after)) = (before, thread_cpu_ns()) {
+        stats.spent_cpu(after.saturating_sub(before));
+    }
+    result
 }
 
 fn refresh_gauges(ledger: &Ledger, stats: &CompactionStats, pending: u64) {
@@ -151,11 +156,7 @@ pub fn compact_step(
             (pick(&cp.staged, kind, cp.marked, s.target_file_bytes, s.max_file_age, flush, now_ms()), cp.next_file_seq)
         });
         let Some(inputs) = due else { continue };
-        let cpu = thread_cpu_ns();
-        merge_into_output(ledger, s, stats, drop, kind, &inputs, seq)?;
-        if let (Some(before), Some(after)) = (cpu, thread_cpu_ns()) {
-            stats.spent_cpu(after.saturating_sub(before));
-        }
+        counting_cpu(stats, || merge_into_output(ledger, s, stats, drop, kind, &inputs, seq))?;
         return Ok(true);
     }
     Ok(false)
@@ -215,21 +216,7 @@ fn merge_into_output(
     fs::rename(dir.join(&partial), &dest).with_context(|| format!("renaming {partial} into place"))?;
     sync_dir(&dir)?;
     // 4. The inputs go, then the switch is forgotten.
-    let mut staged_dirs: Vec<PathBuf> = Vec::new();
-    for f in used {
-        let path = s.staging.join(&f.path);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing compacted input {}", path.display())),
-        }
-        if let Some(parent) = path.parent().filter(|p| !staged_dirs.iter().any(|d| d == p)) {
-            staged_dirs.push(parent.to_path_buf());
-        }
-    }
-    for d in &staged_dirs {
-        sync_dir(d)?;
-    }
+    remove_compacted_inputs(&s.staging, &inputs_listed)?;
     ledger.update(|cp| cp.compacting = None)?;
     stats.compacted(used.len(), merged.rows, merged.bytes, merged.dropped);
     tracing::info!(

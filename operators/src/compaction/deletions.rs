@@ -19,9 +19,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::stats::CompactionStats;
-use crate::checkpoint::{list_files, now_ms, Ledger};
+use crate::checkpoint::{list_files, list_kind, now_ms, Ledger};
 use crate::output::{
-    key_values, merge_files, read_deletions, read_row_ids, sync_dir, DeletionSet, FileKind, IdType, PartName,
+    key_values, read_deletions, read_row_ids, rewrite_without, sync_dir, DeletionSet, FileKind, IdType, PartName,
     ID_TYPE_KEY,
 };
 
@@ -42,7 +42,7 @@ impl DeletionIndex {
     /// Reads the deletion files of epochs ≤ `committed` in `out/_deletions/` not read before.
     pub fn refresh(&mut self, out: &Path, committed: u64, applied: u64) -> Result<()> {
         let now = now_ms();
-        for f in list_files(out)?.into_iter().filter(|f| f.kind == FileKind::Deletions) {
+        for f in list_kind(out, FileKind::Deletions)? {
             let key = f.path.to_string_lossy().into_owned();
             if f.name.epoch_lo > committed || self.loaded.contains(&key) {
                 continue;
@@ -122,10 +122,7 @@ fn rewrite(
 ) -> Result<()> {
     let dir = path.parent().context("an output file has no directory")?;
     let partial = dir.join(name.partial_name());
-    let kv = key_values(path)?;
-    let merged =
-        merge_files(&[path.to_path_buf()], kind, &partial, None, row_group_rows, &kv, &|id, e| index.deletes(id, e))?;
-    fs::rename(&partial, path).with_context(|| format!("replacing {} without its deleted rows", path.display()))?;
+    let merged = rewrite_without(path, kind, &partial, row_group_rows, &|id, e| index.deletes(id, e))?;
     sync_dir(dir)?;
     stats.rewrote(merged.rows, merged.bytes, merged.dropped);
     tracing::info!(file = %path.display(), dropped = merged.dropped, "rewrote an output file without its deleted rows");

@@ -114,6 +114,23 @@ pub fn merge_files(
     Ok(merged)
 }
 
+/// Replaces the file at `path` (of `kind`) with a copy without the rows `drop` selects, keeping
+/// its metadata: the copy is written and fsynced at `scratch` (a name the caller's recovery
+/// removes, in `path`'s file system), then renamed over `path` in one step, so a reader sees the
+/// old file or the new one. The caller fsyncs the directory.
+pub fn rewrite_without(
+    path: &Path,
+    kind: FileKind,
+    scratch: &Path,
+    row_group_rows: usize,
+    drop: RowFilter<'_>,
+) -> Result<Merged, OutputError> {
+    let kv = key_values(path)?;
+    let merged = merge_files(&[path.to_path_buf()], kind, scratch, None, row_group_rows, &kv, drop)?;
+    std::fs::rename(scratch, path).map_err(|e| OutputError::io("replace", path, e))?;
+    Ok(merged)
+}
+
 /// The key-value metadata of one of our files (model, dimension, …) without its epoch range,
 /// for a file merged from it.
 pub fn key_values(path: &Path) -> Result<Vec<(String, String)>, OutputError> {

@@ -28,7 +28,7 @@ pub use deletions::{
 pub use error::OutputError;
 pub use fsio::sync_dir;
 pub use id_type::{canonical_id, IdColumn, IdType, IdValue, ID_TYPE_KEY, STRAY_ID};
-pub use merge::{key_values, merge_files, Merged, RowFilter};
+pub use merge::{key_values, merge_files, rewrite_without, Merged, RowFilter};
 pub use naming::{FileKind, PartName, REJECTS_DIR};
 pub use read::{read_rejects, read_row_ids, read_rows};
 pub use stats::{OutputStats, StatsSnapshot};

@@ -17,7 +17,7 @@ use super::file::FinishedFile;
 use super::fsio::{durable_move, ensure_writable_dir, sync_dir};
 use super::id_type::{canonical_id, IdType, ID_TYPE_KEY};
 use super::lanes::{FileCtx, Lanes};
-use super::merge::{key_values, merge_files};
+use super::merge::rewrite_without;
 use super::naming::{is_tmp_of, FileKind, PartName};
 use super::read::read_row_ids;
 use super::schema::{default_row_group_rows, writer_properties};
@@ -288,16 +288,11 @@ impl EpochWriter {
         if !read_row_ids(&file.tmp_path)?.iter().any(|(id, _)| ids.contains(id)) {
             return Ok(0);
         }
-        let kv = key_values(&file.tmp_path)?;
         // A temporary name of this worker's, so a crash here leaves nothing start-up keeps.
-        let rewritten = self.ctx.tmp_dir.join(super::naming::tmp_name(self.ctx.worker, self.ctx.next_seq));
+        let scratch = self.ctx.tmp_dir.join(super::naming::tmp_name(self.ctx.worker, self.ctx.next_seq));
         self.ctx.next_seq += 1;
         let rows = default_row_group_rows(self.dim);
-        let merged =
-            merge_files(std::slice::from_ref(&file.tmp_path), file.kind, &rewritten, None, rows, &kv, &|id, _| {
-                ids.contains(id)
-            })?;
-        std::fs::rename(&rewritten, &file.tmp_path).map_err(|e| OutputError::io("replace", &file.tmp_path, e))?;
+        let merged = rewrite_without(&file.tmp_path, file.kind, &scratch, rows, &|id, _| ids.contains(id))?;
         file.rows = merged.rows;
         file.bytes = merged.bytes;
         Ok(merged.dropped)
