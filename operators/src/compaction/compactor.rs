@@ -60,6 +60,7 @@ impl Compactor {
     /// Starts the thread over `ledger`. A failure is also put in `failure`, which stops the graph.
     pub fn start(ledger: Ledger, settings: CompactionSettings, stats: Arc<CompactionStats>, failure: Failure) -> Self {
         let (orders, rx) = crossbeam_channel::bounded(1);
+        stats.watch(&ledger);
         let failed = failure.clone();
         let thread = std::thread::Builder::new().name("tweet-embed-compactor".into()).spawn(move || {
             let result = run(&ledger, &settings, &stats, &rx);
@@ -119,7 +120,7 @@ fn run(ledger: &Ledger, s: &CompactionSettings, stats: &CompactionStats, orders:
             counting_cpu(stats, || apply_pending(ledger, &s.out, s.row_group_rows, &mut deletions, stats))?;
         }
         compact_deletion_log(ledger, &s.out)?;
-        refresh_gauges(ledger, stats, deletions.pending());
+        stats.set_pending(deletions.pending());
         if order.is_some() {
             return Ok(());
         }
@@ -134,11 +135,6 @@ fn counting_cpu<T>(stats: &CompactionStats, work: impl FnOnce() -> T) -> T {
         stats.spent_cpu(after.saturating_sub(before));
     }
     result
-}
-
-fn refresh_gauges(ledger: &Ledger, stats: &CompactionStats, pending: u64) {
-    let (files, bytes) = ledger.read(|cp| (cp.staged.len() as u64, cp.staged.iter().map(|f| f.bytes).sum()));
-    stats.set_gauges(files, bytes, pending);
 }
 
 /// Merges the staged files that are due (see [`pick`]) of one kind, rows first, into one output
@@ -217,8 +213,10 @@ fn merge_into_output(
     sync_dir(&dir)?;
     // 4. The inputs go, then the switch is forgotten.
     remove_compacted_inputs(&s.staging, &inputs_listed)?;
-    ledger.update(|cp| cp.compacting = None)?;
+    // Counted before the switch is forgotten: the staged gauges count a switch's inputs, so a
+    // reader never sees them gone and the compaction not yet counted.
     stats.compacted(used.len(), merged.rows, merged.bytes, merged.dropped);
+    ledger.update(|cp| cp.compacting = None)?;
     tracing::info!(
         file = %dest.display(),
         inputs = used.len(),

@@ -1,9 +1,15 @@
 //! Counters and gauges of compaction and deletions, for progress, `status` and `/metrics`. The
 //! compactor adds to them; readers take a [`CompactionSnapshot`]. They never decide anything.
+//! The staged-files gauges are read from the checkpoint when a snapshot is taken, so they are
+//! never older than the counters beside them (a commit that stages a file and the documents it
+//! counts are seen together).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use serde::Serialize;
+
+use crate::checkpoint::Ledger;
 
 /// Shared by the compactor and whatever displays it.
 #[derive(Debug, Default)]
@@ -16,8 +22,9 @@ pub struct CompactionStats {
     deleted_rows: AtomicU64,
     deletions_applied: AtomicU64,
     deletions_pending: AtomicU64,
-    staged_files: AtomicU64,
-    staged_bytes: AtomicU64,
+    /// The checkpoint whose staged list the gauges show; unset where no compactor runs (a
+    /// cluster's followers), where they read 0.
+    ledger: OnceLock<Ledger>,
     cpu_ns: AtomicU64,
 }
 
@@ -40,9 +47,9 @@ pub struct CompactionSnapshot {
     pub deletions_applied: u64,
     /// Recorded deletions not yet applied to the output directory's files.
     pub deletions_pending: u64,
-    /// Committed files waiting in the staging directory.
+    /// Committed files waiting in the staging directory, with the inputs of a switch under way.
     pub staged_files: u64,
-    /// Their bytes.
+    /// Their bytes (a switch's inputs counted as the size of the file they merged into).
     pub staged_bytes: u64,
     /// Thread CPU time the compactor spent merging and rewriting, in ns (0 where the platform
     /// does not tell).
@@ -53,6 +60,17 @@ impl CompactionStats {
     /// The counters now.
     pub fn snapshot(&self) -> CompactionSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        // The checkpoint before the counters: the compactor counts a compaction before it
+        // forgets the switch, so a snapshot that sees nothing staged sees every compaction that
+        // emptied the staging directory.
+        let (staged_files, staged_bytes) = self.ledger.get().map_or((0, 0), |ledger| {
+            ledger.read(|cp| {
+                // A switch under way: its inputs are still in the staging directory; the merged
+                // file's size stands for theirs.
+                let (files, bytes) = cp.compacting.as_ref().map_or((0, 0), |s| (s.inputs.len(), s.output.bytes));
+                ((cp.staged.len() + files) as u64, cp.staged.iter().map(|f| f.bytes).sum::<u64>() + bytes)
+            })
+        });
         CompactionSnapshot {
             compactions: get(&self.compactions),
             files_merged: get(&self.files_merged),
@@ -62,8 +80,8 @@ impl CompactionStats {
             deleted_rows: get(&self.deleted_rows),
             deletions_applied: get(&self.deletions_applied),
             deletions_pending: get(&self.deletions_pending),
-            staged_files: get(&self.staged_files),
-            staged_bytes: get(&self.staged_bytes),
+            staged_files,
+            staged_bytes,
             cpu_ns: get(&self.cpu_ns),
         }
     }
@@ -91,10 +109,13 @@ impl CompactionStats {
         self.cpu_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
-    pub(crate) fn set_gauges(&self, staged_files: u64, staged_bytes: u64, pending: u64) {
-        self.staged_files.store(staged_files, Ordering::Relaxed);
-        self.staged_bytes.store(staged_bytes, Ordering::Relaxed);
+    pub(crate) fn set_pending(&self, pending: u64) {
         self.deletions_pending.store(pending, Ordering::Relaxed);
+    }
+
+    /// Shows `ledger`'s staged files in the gauges from now on (the first call wins).
+    pub(crate) fn watch(&self, ledger: &Ledger) {
+        let _ = self.ledger.set(ledger.clone());
     }
 }
 
