@@ -66,7 +66,7 @@ pub fn execute(
 
 /// Prints what a follower of a cluster (process `process`) did in a backfill or run (`what`).
 pub fn print_follower_summary(what: &str, s: &Summary, process: usize) {
-    println!(
+    crate::say!(
         "{what}: process {process} followed process 0 for {} pass{} in {:.1} s; its summary has the totals",
         s.passes,
         if s.passes == 1 { "" } else { "es" },
@@ -77,23 +77,23 @@ pub fn print_follower_summary(what: &str, s: &Summary, process: usize) {
 /// Prints the one-screen summary of a backfill or run (`what`) that wrote to `out`.
 pub fn print_summary(what: &str, s: &Summary, out: &std::path::Path) {
     let secs = s.elapsed.as_secs_f64().max(1e-9);
-    println!("{what} done in {:.1} s ({} pass{})", secs, s.passes, if s.passes == 1 { "" } else { "es" });
-    println!("  documents embedded : {}", s.embedded);
-    println!("  documents rejected : {} (see {}/_rejects)", s.rejected, out.display());
+    crate::say!("{what} done in {:.1} s ({} pass{})", secs, s.passes, if s.passes == 1 { "" } else { "es" });
+    crate::say!("  documents embedded : {}", s.embedded);
+    crate::say!("  documents rejected : {} (see {}/_rejects)", s.rejected, out.display());
     if let Some(id_type) = s.id_type {
         let strays = match s.strays {
             0 => String::new(),
             n => format!(" ({n} rejected: their _id does not fit; see stray_id in _rejects)"),
         };
-        println!("  id column          : {id_type}{strays}");
+        crate::say!("  id column          : {id_type}{strays}");
     }
-    println!(
+    crate::say!(
         "  throughput         : {:.0} docs/s, {:.0} tok/s",
         (s.embedded + s.rejected) as f64 / secs,
         s.tokens as f64 / secs
     );
     let c = &s.compaction;
-    println!(
+    crate::say!(
         "  files              : {} epoch files staged, {} compacted into {} ({:.1} MiB written)",
         s.files,
         c.compactions,
@@ -101,7 +101,7 @@ pub fn print_summary(what: &str, s: &Summary, out: &std::path::Path) {
         c.bytes_written as f64 / (1u64 << 20) as f64
     );
     if s.deletions > 0 || s.cancelled > 0 || c.deletions_applied > 0 || c.deletions_pending > 0 {
-        println!(
+        crate::say!(
             "  deletions          : {} recorded in {}/_deletions, {} applied, {} pending, {} rows removed, {} cancelled within their epoch",
             s.deletions,
             out.display(),
@@ -112,6 +112,10 @@ pub fn print_summary(what: &str, s: &Summary, out: &std::path::Path) {
         );
     }
     if s.stale_removed > 0 || s.remarked > 0 {
-        println!("  recovery           : {} stale files removed, {} documents re-marked", s.stale_removed, s.remarked);
+        crate::say!(
+            "  recovery           : {} stale files removed, {} documents re-marked",
+            s.stale_removed,
+            s.remarked
+        );
     }
 }

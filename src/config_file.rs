@@ -166,7 +166,7 @@ pub fn run(args: ConfigArgs, cmd: &Command, from_file: &FromFile) -> Result<()> 
     argv.extend(rest);
     let matches = cmd.clone().try_get_matches_from(&argv).map_err(|e| anyhow!("{}", e.render().to_string().trim()))?;
     let Some((name, sub)) = matches.subcommand() else { bail!("name a command: `config print run …`") };
-    print!("{}", render(name, sub, cmd, from_file));
+    crate::say_raw!("{}", render(name, sub, cmd, from_file));
     Ok(())
 }
 

@@ -59,13 +59,15 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    println!(
+    crate::say!(
         "tweet-embed demo: {} synthetic tweets in dev-mongo ({}), {} simulated TEI GPUs",
         args.tweets,
         mongo.uri(),
         args.gpus
     );
-    println!("(simulated: dev-mongo is a dev server, the GPUs are a model of TEI's queue, vectors carry no meaning)");
+    crate::say!(
+        "(simulated: dev-mongo is a dev server, the GPUs are a model of TEI's queue, vectors carry no meaning)"
+    );
     seed(&mongo, &runtime, args.tweets)?;
     let sim = SimConfig {
         gpus: args.gpus,
@@ -84,8 +86,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
     config.max_file_age = Duration::from_secs(5);
     config.delete_within = Duration::from_secs(10);
     let (out, state) = (config.out.clone(), config.state_dir.clone());
-    println!("\nWatch it from another terminal while it runs:");
-    println!("  tweet-embed status --mongo-uri '{}' --state-dir {} --watch 2s", mongo.uri(), state.display());
+    crate::say!("\nWatch it from another terminal while it runs:");
+    crate::say!("  tweet-embed status --mongo-uri '{}' --state-dir {} --watch 2s", mongo.uri(), state.display());
     let stop = StopSignal::default();
     let live = args.live;
     let mut lag_s = None;
@@ -111,17 +113,17 @@ pub fn run(args: DemoArgs) -> Result<()> {
     })?;
     crate::backfill::print_summary("demo", &summary, &out);
     if let Some(lag) = lag_s {
-        println!("  stream lag         : {lag} s behind MongoDB when it stopped");
+        crate::say!("  stream lag         : {lag} s behind MongoDB when it stopped");
     }
     let out = out.display();
-    println!("\nRead the output with DuckDB (a tweet deleted since its row was compacted is still listed in");
-    println!("_deletions/ until its file is rewritten, so anti-join it):");
-    println!(
+    crate::say!("\nRead the output with DuckDB (a tweet deleted since its row was compacted is still listed in");
+    crate::say!("_deletions/ until its file is rewritten, so anti-join it):");
+    crate::say!(
         "  duckdb -c \"SELECT count(*) FROM '{out}/*.parquet' r WHERE NOT EXISTS (SELECT 1 FROM '{out}/_deletions/*.parquet' d WHERE d.id = r.id AND r.epoch <= d.epoch)\""
     );
-    println!("or pyarrow:");
-    println!("  python3 -c \"import pyarrow.dataset as ds; t = ds.dataset('{out}', format='parquet').to_table(); print(t.num_rows, t.schema)\"");
-    println!("rejected documents and their reasons are in {out}/_rejects/.");
+    crate::say!("or pyarrow:");
+    crate::say!("  python3 -c \"import pyarrow.dataset as ds; t = ds.dataset('{out}', format='parquet').to_table(); print(t.num_rows, t.schema)\"");
+    crate::say!("rejected documents and their reasons are in {out}/_rejects/.");
     runtime.block_on(tei.shutdown());
     mongo.shutdown()
 }
@@ -171,7 +173,7 @@ fn seed(mongo: &DevMongo, runtime: &tokio::runtime::Runtime, n: u64) -> Result<(
     bar.set_message("· creating the indexes");
     runtime.block_on(test_support::create_indexes(mongo))?;
     bar.finish_and_clear();
-    println!("seeded {n} tweets and created the work-queue indexes");
+    crate::say!("seeded {n} tweets and created the work-queue indexes");
     Ok(())
 }
 
@@ -188,7 +190,7 @@ fn live_writer(monitor: &Monitor, uri: &str, live: Duration, stop: &StopSignal) 
         stop.stop();
         return Ok(());
     }
-    println!(
+    crate::say!(
         "\nbackfill done (the work queue is empty); following the change stream for {} s while new tweets arrive and some are deleted",
         live.as_secs()
     );
@@ -231,7 +233,7 @@ fn live_writer(monitor: &Monitor, uri: &str, live: Duration, stop: &StopSignal) 
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(6));
-    println!("live phase: {inserted} tweets inserted, {deleted} deleted");
+    crate::say!("live phase: {inserted} tweets inserted, {deleted} deleted");
     stop.stop();
     Ok(())
 }

@@ -31,6 +31,6 @@ pub async fn create(args: &IndexesArgs) -> Result<Vec<String>> {
 pub fn run(args: IndexesArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let names = rt.block_on(create(&args))?;
-    println!("indexes on {}.{}: {}", args.mongo.db, args.mongo.collection, names.join(", "));
+    crate::say!("indexes on {}.{}: {}", args.mongo.db, args.mongo.collection, names.join(", "));
     Ok(())
 }

@@ -25,3 +25,4 @@ pub mod reconcile;
 pub mod requeue;
 pub mod run;
 pub mod status;
+pub mod stdout;

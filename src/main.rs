@@ -36,9 +36,8 @@ fn main() {
         Command::Indexes(args) => tweet_embed::indexes::run(args),
         Command::Requeue(args) => tweet_embed::requeue::run(args),
         Command::Reconcile(args) => tweet_embed::reconcile::run(args),
-        Command::Consolidate(args) => {
-            tweet_embed::consolidate::run(&args).map(|s| println!("{}", tweet_embed::consolidate::summary_line(&s)))
-        }
+        Command::Consolidate(args) => tweet_embed::consolidate::run(&args)
+            .map(|s| tweet_embed::say!("{}", tweet_embed::consolidate::summary_line(&s))),
         Command::Demo(args) => tweet_embed::demo::run(args),
         Command::DevMongo(args) => dev_mongo::run(args),
         Command::DevTei(args) => dev_tei::run(args),

@@ -57,17 +57,17 @@ pub fn run(args: ReconcileArgs) -> Result<()> {
         found.checked, found.files, args.mongo.db, args.mongo.collection, found.missing
     );
     match &found.deletion_file {
-        Some(file) => println!(
+        Some(file) => crate::say!(
             "{what}; recorded in {} and removed from {} output file{}",
             file.display(),
             found.rewritten,
             if found.rewritten == 1 { "" } else { "s" }
         ),
-        None if args.dry_run && found.missing > 0 => println!("{what} (dry run: nothing recorded)"),
-        None => println!("{what}"),
+        None if args.dry_run && found.missing > 0 => crate::say!("{what} (dry run: nothing recorded)"),
+        None => crate::say!("{what}"),
     }
     if found.unreadable > 0 {
-        println!("reconcile: {} ids were not written by tweet-embed and were left alone", found.unreadable);
+        crate::say!("reconcile: {} ids were not written by tweet-embed and were left alone", found.unreadable);
     }
     Ok(())
 }

@@ -69,10 +69,10 @@ pub fn run(args: RequeueArgs) -> Result<()> {
     let verb = if args.dry_run { "would requeue" } else { "requeued" };
     for (reason, (matched, cleared)) in &found.by_reason {
         let n = if args.dry_run { *matched } else { *cleared };
-        println!("{verb} {n:>10}  {reason}");
+        crate::say!("{verb} {n:>10}  {reason}");
     }
     let n = if args.dry_run { found.matched() } else { found.cleared() };
-    println!("{verb} {n} rejected document{} matching `{}`", if n == 1 { "" } else { "s" }, args.reason);
+    crate::say!("{verb} {n} rejected document{} matching `{}`", if n == 1 { "" } else { "s" }, args.reason);
     Ok(())
 }
 

@@ -258,6 +258,23 @@ async fn the_binary_prints_json_and_watches() {
     assert_eq!(text.lines().count(), 2, "{text}");
     assert!(text.contains(&format!("remaining={}", truth.remaining)), "{text}");
 
+    // A reader that goes away (`| head -1`): an unbounded --watch ends by itself, exit 0, no
+    // panic trace (a closed pipe used to make the first line panic with exit 101).
+    let mut watch = bin()
+        .args(["status", "--mongo-uri", &uri, "--watch", "10ms"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tweet-embed");
+    drop(watch.stdout.take());
+    let mut stderr = watch.stderr.take().expect("stderr");
+    let mut watch = test_support::proc::Proc(watch);
+    let code = watch.wait_for(std::time::Duration::from_secs(60));
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut said).expect("stderr");
+    assert_eq!(code.code(), Some(0), "{said}");
+    assert!(!said.contains("panicked"), "{said}");
+
     // A missing index: one line naming the fix, exit 1; a password in the URI is never printed.
     let secret_uri = uri.replace("mongodb://", "mongodb://operator:s3cr3t-pw@");
     let out =

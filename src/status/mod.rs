@@ -397,17 +397,17 @@ async fn run_async(args: StatusArgs) -> Result<()> {
     let mut monitor = Monitor::open(&args).await?;
     let Some(interval) = args.watch else {
         let status = monitor.measure().await?;
-        println!("{}", if args.json { json(&status)? } else { text(&status) });
+        crate::say!("{}", if args.json { json(&status)? } else { text(&status) });
         return Ok(());
     };
     let redraw = !args.json && std::io::stdout().is_terminal();
     let mut taken = 0u64;
     loop {
         match monitor.measure().await {
-            Ok(s) if args.json => println!("{}", json(&s)?),
+            Ok(s) if args.json => crate::say!("{}", json(&s)?),
             // Clear the screen and home the cursor, then draw the block again.
-            Ok(s) if redraw => print!("\x1b[2J\x1b[H{}\n(every {:?}; Ctrl-C stops)\n", text(&s), interval),
-            Ok(s) => println!("{}", line(&s)),
+            Ok(s) if redraw => crate::say_raw!("\x1b[2J\x1b[H{}\n(every {:?}; Ctrl-C stops)\n", text(&s), interval),
+            Ok(s) => crate::say!("{}", line(&s)),
             // The first failure is a setup problem (no index, bad URI): stop with it.
             Err(e) if taken == 0 => return Err(e),
             // Later ones are a network blip in a multi-day watch: say so and try again.
@@ -416,7 +416,8 @@ async fn run_async(args: StatusArgs) -> Result<()> {
             )),
         }
         taken += 1;
-        if args.watch_count.is_some_and(|n| taken >= n) {
+        // Its reader went away (`| head`): nobody is watching.
+        if args.watch_count.is_some_and(|n| taken >= n) || crate::stdout::closed() {
             return Ok(());
         }
         tokio::select! {
