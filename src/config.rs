@@ -260,6 +260,9 @@ impl PipelineArgs {
         if self.stall_warning.is_zero() || self.mongo_retry_max.is_zero() {
             bail!("--stall-warning and --mongo-retry-max must be positive, e.g. 60s");
         }
+        if self.checkpoint_interval.is_zero() || self.delete_within.is_zero() {
+            bail!("--checkpoint-interval and --delete-within must be positive, e.g. 5s and 24h");
+        }
         if self.p95_slo.is_some_and(|slo| slo.is_zero()) {
             bail!("--p95-slo must be positive, e.g. 10s");
         }

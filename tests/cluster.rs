@@ -63,6 +63,9 @@ impl Setup {
                 }
                 let mut c = test_support::proc::pipeline_cmd(env!("CARGO_BIN_EXE_tweet-embed"), command, &a);
                 c.args(["--processes", "2", "--process", &i.to_string()]).arg("--hostfile").arg(&hostfile);
+                // A loaded machine's drain may take long; the follower's own SIGTERM arms this
+                // bound too. WARN and up only: nobody reads the pipe until the process exits.
+                c.args(["--drain-timeout", "600s"]).env("TWEET_EMBED_LOG", "warn");
                 c.stderr(Stdio::piped());
                 c
             })

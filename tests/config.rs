@@ -110,3 +110,35 @@ fn the_example_deployment_file_is_valid() {
     let (_, out, _) = tweet_embed(&["--config", file, "config", "print", "run"], &[]);
     assert!(line(&out, "tei_urls").contains("http://127.0.0.1:18083"), "{out}");
 }
+
+#[test]
+fn zero_where_a_positive_setting_is_needed_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8 path");
+    for (flag, value, says) in [
+        ("--delete-within", "0s", "--delete-within must be positive"),
+        ("--checkpoint-interval", "0s", "--checkpoint-interval and --delete-within must be positive"),
+        ("--target-file-bytes", "0", "`0` is not a positive size"),
+    ] {
+        // An unreachable MongoDB: the refusal must come first, naming the flag.
+        let (ok, _, err) = tweet_embed(
+            &[
+                "run",
+                "--mongo-uri",
+                "mongodb://127.0.0.1:1/",
+                "--tei-urls",
+                "http://127.0.0.1:1",
+                "--out",
+                d,
+                "--state-dir",
+                d,
+                flag,
+                value,
+            ],
+            &[],
+        );
+        assert!(!ok, "{flag} {value} was accepted");
+        assert!(err.contains(says), "{flag} {value}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

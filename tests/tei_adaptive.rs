@@ -97,7 +97,7 @@ async fn a_gpu_that_dies_and_comes_back_loses_nothing_and_serves_again() {
         let (pool, texts) = (pool.clone(), texts_all.clone());
         async move { pool.embed(texts).await }
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while gpu.stats().inputs < 50 {
         assert!(Instant::now() < deadline, "GPU 1 never got work");
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -109,7 +109,17 @@ async fn a_gpu_that_dies_and_comes_back_loses_nothing_and_serves_again() {
         let more = texts(64, "while-down");
         assert_all_embedded(&more, &pool.embed(more.clone()).await);
     }
-    let served_while_down = gpu.stats().inputs;
+    // A batch the GPU cut before it went down still finishes and counts: wait until it has.
+    let mut served_while_down = gpu.stats().inputs;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = gpu.stats().inputs;
+        if now == served_while_down {
+            break;
+        }
+        served_while_down = now;
+        assert!(Instant::now() < deadline, "GPU 1 kept counting inputs while down");
+    }
     let more = texts(500, "down");
     assert_all_embedded(&more, &pool.embed(more.clone()).await);
     assert_eq!(gpu.stats().inputs, served_while_down, "a dead GPU serves nothing");
@@ -118,8 +128,9 @@ async fn a_gpu_that_dies_and_comes_back_loses_nothing_and_serves_again() {
     assert_all_embedded(&texts_all, &outcomes);
 
     // Back in rotation: probed, its breaker closes, and it embeds again.
+    let deadline = Instant::now() + Duration::from_secs(120);
     while gpu.stats().inputs == served_while_down || pool.stats().endpoints[1].breaker != BreakerState::Closed {
-        assert!(Instant::now() < deadline + Duration::from_secs(10), "GPU 1 never used again");
+        assert!(Instant::now() < deadline, "GPU 1 never used again");
         let more = texts(256, "after");
         assert_all_embedded(&more, &pool.embed(more.clone()).await);
     }
@@ -139,7 +150,7 @@ async fn an_unhealthy_endpoints_breaker_opens_then_closes_when_it_recovers() {
     let pool = EndpointPool::connect(config(tei.urls())).await.unwrap();
     let sick = tei.gpus()[0].clone();
     sick.set_unhealthy(true);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(120);
     // 503 after 503: three in a row open it; its work goes to GPU 1 meanwhile.
     while pool.stats().endpoints[0].breaker_opened == 0 {
         assert!(Instant::now() < deadline, "breaker never opened");

@@ -603,15 +603,15 @@ fn delete_inputs(files: &[InputFile]) -> Result<usize> {
 
 /// The one-line summary printed at the end.
 pub fn summary_line(s: &Summary) -> String {
-    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    use indicatif::HumanBytes;
     let mut line = format!(
-        "consolidated {} files ({} rows, {:.2} GiB) into {} files ({} rows, {:.2} GiB) in {:.1} s",
+        "consolidated {} files ({} rows, {}) into {} files ({} rows, {}) in {:.1} s",
         s.files_in,
         s.rows_in,
-        gib(s.bytes_in),
+        HumanBytes(s.bytes_in),
         s.files_out.len(),
         s.rows_out,
-        gib(s.bytes_out),
+        HumanBytes(s.bytes_out),
         s.elapsed.as_secs_f64()
     );
     if s.duplicates > 0 {

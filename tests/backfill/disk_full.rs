@@ -33,7 +33,7 @@ fn a_failed_write_stops_cleanly_and_a_restart_finishes_exactly_once() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the run cannot have written 6,000 vectors in 256 KiB files");
     assert!(!err.contains("panicked"), "{err}");
-    let last = err.lines().last().unwrap_or_default();
+    let last = test_support::proc::Logged::error_line(&err);
     assert!(last.starts_with("tweet-embed: ") && last.contains("too large"), "not a clear one-line error: {err}");
     // The checkpoint is whole, and the restart with room finishes the job exactly once.
     CheckpointStore::open(&args.state_dir).expect("state dir").load().expect("readable checkpoint");

@@ -84,7 +84,7 @@ fn an_error_that_cannot_heal_ends_the_run_with_one_readable_line() {
     }));
     let (status, log) = Logged::spawn(backfill_cmd(&args)).finish(Duration::from_secs(600));
     assert_eq!(status.code(), Some(1), "{log}");
-    let last = log.lines().last().unwrap_or_default();
+    let last = test_support::proc::Logged::error_line(&log);
     assert!(
         last.starts_with("tweet-embed: marking epoch ") && last.contains("Unauthorized (13)"),
         "not one readable line: {log}"

@@ -419,9 +419,13 @@ fn deletes_and_reconcile_work_on_int32_ids_in_an_int64_column() {
     });
     let keys: Vec<String> = gone.iter().map(|id| canonical_id(&id_string(id)).into_owned()).collect();
     let visible = || test_support::expect::read_visible(&out);
+    // Recorded, and gone from --out (rows still staged would only leave it at their compaction).
     wait_until("the deleted rows left --out", || {
+        let recorded: Vec<String> = read_deletion_dir(&out).unwrap_or_default().into_iter().map(|d| d.id).collect();
         let v = visible();
-        !v.vectors.is_empty() && keys.iter().all(|k| !v.counts.contains_key(k))
+        keys.iter().all(|k| recorded.contains(k))
+            && !v.vectors.is_empty()
+            && keys.iter().all(|k| !v.counts.contains_key(k))
     });
     stop.stop();
     run.join().expect("run thread").expect("run");

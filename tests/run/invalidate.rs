@@ -116,23 +116,15 @@ fn the_binary_exits_1_with_the_line_when_the_collection_is_dropped() {
     let dir = tempfile::tempdir().expect("tempdir");
     let args = stack.args(dir.path(), 2);
     let coll = stack.coll();
-    let mut run = test_support::proc::Logged::spawn(super::crash::run_cmd(&args));
+    let run = test_support::proc::Logged::spawn(super::crash::run_cmd(&args));
     let deadline = Instant::now() + Duration::from_secs(300);
     while stack.rt.block_on(remaining(&coll)) > 0 {
         assert!(Instant::now() < deadline, "the backfill did not finish: {}", run.log());
         std::thread::sleep(Duration::from_millis(100));
     }
     stack.rt.block_on(async { coll.drop().await }).expect("drop");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = run.proc.0.try_wait().expect("try_wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "run did not exit after the drop: {}", run.log());
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let log = run.log();
+    let (status, log) = run.finish(Duration::from_secs(120));
     assert_eq!(status.code(), Some(1), "{log}");
-    let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    let last = test_support::proc::Logged::error_line(&log);
     assert!(last.starts_with("tweet-embed: the change stream of twitter_data.tweets was invalidated"), "{log}");
 }

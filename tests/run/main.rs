@@ -160,16 +160,16 @@ fn lost_history_is_logged_and_rescanned_exactly_once() {
     stack.rt.block_on(w.write(&coll, Duration::ZERO));
     stack.mongo.truncate_history();
     // The restart, as its own process so its log can be read.
-    let child = crash::run_cmd(&args.pipeline).stderr(std::process::Stdio::piped()).spawn().expect("spawn run");
+    // (Its log is read as it runs: a pipe nobody reads would block it once full.)
+    let run = test_support::proc::Logged::spawn(crash::run_cmd(&args.pipeline));
     let deadline = Instant::now() + Duration::from_secs(600);
     while stack.rt.block_on(remaining(&coll)) > 0 {
-        assert!(Instant::now() < deadline, "the work queue did not drain after the restart");
+        assert!(Instant::now() < deadline, "the work queue did not drain after the restart: {}", run.log());
         std::thread::sleep(Duration::from_millis(100));
     }
-    test_support::proc::terminate(&child);
-    let out = child.wait_with_output().expect("wait");
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "run after SIGTERM: {:?}\n{log}", out.status);
+    test_support::proc::terminate(&run.proc.0);
+    let (status, log) = run.finish(Duration::from_secs(300));
+    assert!(status.success(), "run after SIGTERM: {status:?}\n{log}");
     assert_eq!(log.matches("no longer in the server's history").count(), 1, "{log}");
     stack.rt.block_on(check(&args.pipeline.out, &coll, &w, None));
 }

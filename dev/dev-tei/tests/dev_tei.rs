@@ -267,7 +267,8 @@ async fn limits_and_validation_errors_match_tei() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permits_are_per_input_and_taken_without_waiting() {
-    let config = SimConfig { max_concurrent_requests: 8, base: Duration::from_millis(400), ..SimConfig::default() };
+    // Long enough that all 6 arrive while the first two still hold their permits.
+    let config = SimConfig { max_concurrent_requests: 8, base: Duration::from_secs(3), ..SimConfig::default() };
     let (_tei, url) = start(config).await;
     // 6 requests of 4 inputs at once: at most 2 hold the 8 permits, the rest get 429 at once.
     let c = client();

@@ -124,11 +124,25 @@ impl Logged {
                 return line.to_string();
             }
             if let Some(status) = self.proc.0.try_wait().expect("try_wait") {
+                // Its last lines may still be in the pipe: read them all before judging.
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                let log = self.log();
+                if let Some(line) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+                    return line.to_string();
+                }
                 panic!("the process exited ({status:?}) before logging {parts:?}:\n{log}");
             }
             assert!(Instant::now() < deadline, "no line with {parts:?} in {limit:?}:\n{log}");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The error line a failed command ends with (`tweet-embed: …`), the last one if several:
+    /// other threads may still log a WARN after it.
+    pub fn error_line(log: &str) -> &str {
+        log.lines().rev().find(|l| l.starts_with("tweet-embed: ")).unwrap_or_default()
     }
 
     /// Waits for the exit, at most `limit`; returns its status and the whole log.

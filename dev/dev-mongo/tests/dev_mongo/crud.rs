@@ -134,10 +134,18 @@ async fn sort_projection_limit_skip_and_cursors() {
         let mut cur = c.find(doc! {}).batch_size(10).await.unwrap();
         cur.advance().await.unwrap();
     }
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let status = f.client.database("admin").run_command(doc! {"serverStatus": 1}).await.unwrap();
-    let open = status.get_document("metrics").unwrap().get_document("cursor").unwrap().get_document("open").unwrap();
-    assert_eq!(open.get_i64("total").unwrap(), 0);
+    // The driver sends killCursors from a task of its own: wait for it, boundedly.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = f.client.database("admin").run_command(doc! {"serverStatus": 1}).await.unwrap();
+        let metrics = status.get_document("metrics").unwrap();
+        let open = metrics.get_document("cursor").unwrap().get_document("open").unwrap().get_i64("total").unwrap();
+        if open == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{open} cursors still open after the drop");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let _ = Hint::Name(String::new());
 }
 
