@@ -21,8 +21,8 @@ use anyhow::{Context, Result};
 use super::stats::CompactionStats;
 use crate::checkpoint::{list_files, list_kind, now_ms, Ledger};
 use crate::output::{
-    key_values, read_deletions, read_row_ids, rewrite_without, sync_dir, DeletionSet, FileKind, IdType, PartName,
-    ID_TYPE_KEY,
+    key_values, may_hold_any, read_deletions, read_row_ids, rewrite_without, sync_dir, DeletionSet, FileKind, IdProbe,
+    IdType, PartName, ID_TYPE_KEY,
 };
 
 /// The committed deletions the compactor knows, and which are still to apply to the output.
@@ -32,6 +32,9 @@ pub struct DeletionIndex {
     loaded: HashSet<String>,
     /// Deletions of epochs above the checkpoint's `deletions_applied`.
     pending: u64,
+    /// Their ids: only they can still match a row of the output directory (applied ones left
+    /// it, and compaction drops staged rows by the whole set).
+    pending_ids: Vec<String>,
     /// The highest epoch among them.
     pending_upto: u64,
     /// When the oldest of them happened (ms since the Unix epoch).
@@ -51,6 +54,7 @@ impl DeletionIndex {
                 self.set.insert(&d.id, d.epoch);
                 if d.epoch > applied {
                     self.pending += 1;
+                    self.pending_ids.push(d.id.clone());
                     self.pending_upto = self.pending_upto.max(d.epoch);
                     let at = d.cluster_time_ms.unwrap_or(now).min(now);
                     self.oldest_pending_ms = Some(self.oldest_pending_ms.map_or(at, |o| o.min(at)));
@@ -81,6 +85,9 @@ impl DeletionIndex {
 
 /// Rewrites every file of the output directory `out` (rows and rejections) that holds a row
 /// `index` deletes, then records the pending deletions as applied. Returns the files rewritten.
+/// A file whose name says its rows are newer than every pending deletion, or whose row groups'
+/// `id` statistics hold none of the pending ids (`crate::output::may_hold_any`, footer only),
+/// is not read: the pass costs a footer per file plus the files that may hold a deleted row.
 pub fn apply_pending(
     ledger: &Ledger,
     out: &Path,
@@ -89,9 +96,17 @@ pub fn apply_pending(
     stats: &CompactionStats,
 ) -> Result<usize> {
     let (upto, count) = (index.pending_upto, index.pending);
-    let mut rewritten = 0;
+    let id_type = ledger.read(|cp| cp.id_type).unwrap_or(IdType::ExtJson);
+    let probe = IdProbe::new(id_type, index.pending_ids.iter().map(String::as_str));
+    let (mut rewritten, mut unread) = (0, 0);
     for f in list_files(out)?.into_iter().filter(|f| f.kind != FileKind::Deletions) {
         let path = out.join(&f.path);
+        // A deletion at epoch d removes rows of epochs ≤ d only.
+        if f.name.epoch_lo > upto || !may_hold_any(&path, &probe, id_type)? {
+            stats.skipped_unread();
+            unread += 1;
+            continue;
+        }
         let ids = read_row_ids(&path)?;
         if !ids.iter().any(|(id, e)| index.deletes(id, *e)) {
             continue;
@@ -105,8 +120,9 @@ pub fn apply_pending(
     })?;
     stats.applied(count);
     index.pending = 0;
+    index.pending_ids.clear();
     index.oldest_pending_ms = None;
-    tracing::info!(deletions = count, files = rewritten, "applied recorded deletions to the output");
+    tracing::info!(deletions = count, files = rewritten, unread, "applied recorded deletions to the output");
     Ok(rewritten)
 }
 
@@ -191,6 +207,70 @@ mod tests {
     use super::*;
     use crate::checkpoint::{Checkpoint, CheckpointStore, SourcePositions};
     use crate::output::{write_deletions, Deletion};
+
+    fn int_id(i: u64) -> String {
+        format!(r#"{{"$numberLong":"{i}"}}"#)
+    }
+
+    /// Rows of `ids` in `epoch`, sealed straight into `out` as int64 ids, 100 rows a row group.
+    fn seal_rows(out: &Path, tmp: &Path, epoch: u64, ids: std::ops::Range<u64>) {
+        use crate::output::{EpochWriter, OutputConfig};
+        use crate::record::{DocMeta, EmbeddedRow, Origin};
+        let mut c = OutputConfig::new(out, tmp, 0, 4, "test/model");
+        c.staging_dir = out.to_path_buf();
+        c.id_type = IdType::Int64;
+        c.row_group_rows = 100;
+        let mut w = EpochWriter::new(c).unwrap();
+        for i in ids {
+            let doc = DocMeta { id: int_id(i), lang: None, created_at_ms: None, origin: Origin::Backfill };
+            w.push_row(epoch, &EmbeddedRow { doc, embedding: vec![0.5; 4], text_hash: i, tokens: 1 }).unwrap();
+        }
+        assert_eq!(w.seal(epoch).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_deletion_pass_reads_only_the_files_whose_epochs_and_id_ranges_can_hold_a_pending_deletion() {
+        let out = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        // Three epochs of disjoint id ranges, and a re-insert of id 1500 after its deletion.
+        seal_rows(out.path(), tmp.path(), 1, 0..1000);
+        seal_rows(out.path(), tmp.path(), 2, 1000..2000);
+        seal_rows(out.path(), tmp.path(), 3, 2000..3000);
+        seal_rows(out.path(), tmp.path(), 6, 1500..1501);
+        // Pending: 1500 and 1777 deleted at epoch 5, and a stray (an ObjectId among int64 ids).
+        let dir = out.path().join(FileKind::Deletions.subdir());
+        std::fs::create_dir_all(&dir).unwrap();
+        let records = [
+            Deletion { id: int_id(1500), epoch: 5, cluster_time_ms: None },
+            Deletion { id: int_id(1777), epoch: 5, cluster_time_ms: None },
+            Deletion { id: "65a000000000000000000001".into(), epoch: 5, cluster_time_ms: None },
+        ];
+        let name = PartName { epoch_lo: 5, epoch_hi: 5, worker: 0, seq: 9 };
+        write_deletions(&dir.join(name.file_name()), &records, IdType::Int64, &[]).unwrap();
+        let mut cp = Checkpoint::new(6, 6, Vec::new(), SourcePositions::default());
+        cp.id_type = Some(IdType::Int64);
+        cp.deletions_applied = 4;
+        cp.deletions_recorded = 3;
+        let ledger = Ledger::new(CheckpointStore::open(state.path()).unwrap(), cp);
+        let mut index = DeletionIndex::default();
+        index.refresh(out.path(), 6, 4).unwrap();
+        assert_eq!(index.pending(), 3);
+        let stats = CompactionStats::default();
+        assert_eq!(apply_pending(&ledger, out.path(), 100, &mut index, &stats).unwrap(), 1);
+        let s = stats.snapshot();
+        assert_eq!((s.rewrites, s.deleted_rows, s.files_unread), (1, 2, 3), "{s:?}");
+        // The right rows went, the re-insert stayed, and the pass is recorded.
+        let mut ids: Vec<(String, u64)> = Vec::new();
+        for f in list_files(out.path()).unwrap().into_iter().filter(|f| f.kind == FileKind::Rows) {
+            ids.extend(read_row_ids(&out.path().join(&f.path)).unwrap());
+        }
+        assert_eq!(ids.len(), 3000 - 2 + 1);
+        assert!(!ids.contains(&(int_id(1777), 2)) && !ids.contains(&(int_id(1500), 2)));
+        assert!(ids.contains(&(int_id(1500), 6)) && ids.contains(&(int_id(1501), 2)));
+        assert_eq!(ledger.read(|cp| (cp.deletions_applied, cp.deletions_done)), (5, 3));
+        assert_eq!(index.pending(), 0);
+    }
 
     #[test]
     fn applied_deletion_files_merge_into_one_keeping_each_ids_latest_epoch() {

@@ -19,6 +19,7 @@ pub struct CompactionStats {
     bytes_written: AtomicU64,
     rows_written: AtomicU64,
     rewrites: AtomicU64,
+    files_unread: AtomicU64,
     deleted_rows: AtomicU64,
     deletions_applied: AtomicU64,
     deletions_pending: AtomicU64,
@@ -41,6 +42,9 @@ pub struct CompactionSnapshot {
     pub rows_written: u64,
     /// Output files rewritten to drop deleted rows.
     pub rewrites: u64,
+    /// Output files a deletion pass left unread: their name's epochs or their row groups' `id`
+    /// statistics showed no pending deletion could match a row.
+    pub files_unread: u64,
     /// Rows dropped because a recorded deletion removes them.
     pub deleted_rows: u64,
     /// Recorded deletions applied to every file of the output directory.
@@ -77,6 +81,7 @@ impl CompactionStats {
             bytes_written: get(&self.bytes_written),
             rows_written: get(&self.rows_written),
             rewrites: get(&self.rewrites),
+            files_unread: get(&self.files_unread),
             deleted_rows: get(&self.deleted_rows),
             deletions_applied: get(&self.deletions_applied),
             deletions_pending: get(&self.deletions_pending),
@@ -99,6 +104,10 @@ impl CompactionStats {
         self.rows_written.fetch_add(rows, Ordering::Relaxed);
         self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
         self.deleted_rows.fetch_add(dropped, Ordering::Relaxed);
+    }
+
+    pub(crate) fn skipped_unread(&self) {
+        self.files_unread.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn applied(&self, deletions: u64) {

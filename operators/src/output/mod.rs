@@ -11,6 +11,7 @@ mod deletions;
 mod error;
 mod file;
 pub(crate) mod fsio;
+mod id_ranges;
 pub mod id_type;
 mod lanes;
 mod merge;
@@ -27,6 +28,7 @@ pub use deletions::{
 };
 pub use error::OutputError;
 pub use fsio::sync_dir;
+pub use id_ranges::{may_hold_any, IdProbe};
 pub use id_type::{canonical_id, IdColumn, IdType, IdValue, ID_TYPE_KEY, STRAY_ID};
 pub use merge::{key_values, merge_files, rewrite_without, Merged, RowFilter};
 pub use naming::{FileKind, PartName, REJECTS_DIR};
