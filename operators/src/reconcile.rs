@@ -152,6 +152,8 @@ pub fn reconcile(
     found.deletion_file = Some(Path::new(FileKind::Deletions.subdir()).join(name.file_name()));
     let snapshot = ledger.snapshot();
     let mut index = DeletionIndex::default();
+    // Only pending deletions can match a row in --out (staged rows are the compactor's).
+    index.forget_settled(snapshot.deletions_applied, u64::MAX);
     index.refresh(&target.out, snapshot.committed, snapshot.deletions_applied)?;
     // Rows per row group for 768 dimensions; the writer bounds row groups by bytes as well.
     let rows = crate::output::schema::default_row_group_rows(768);

@@ -107,7 +107,10 @@ fn run(ledger: &Ledger, s: &CompactionSettings, stats: &CompactionStats, orders:
             Err(RecvTimeoutError::Disconnected) => Some(Order::Stop),
         };
         let flush = matches!(order, Some(Order::FlushAndStop));
-        let (committed, applied) = ledger.read(|cp| (cp.committed, cp.deletions_applied));
+        let (committed, applied, oldest_staged) =
+            ledger.read(|cp| (cp.committed, cp.deletions_applied, cp.staged.iter().map(|f| f.epoch_lo).min()));
+        // Settled deletions are dropped, and never read back (a restart does not load them).
+        deletions.forget_settled(applied, oldest_staged.unwrap_or(committed.saturating_add(1)));
         deletions.refresh(&s.out, committed, applied)?;
         // Catch up, but hear a stop between merges.
         let deleted = |id: &str, epoch: u64| deletions.deletes(id, epoch);

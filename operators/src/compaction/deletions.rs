@@ -26,9 +26,13 @@ use crate::output::{
 };
 
 /// The committed deletions the compactor knows, and which are still to apply to the output.
+/// Memory: the ids of the deletions that can still match a row — pending ones, and those as new
+/// as the oldest staged row ([`DeletionIndex::forget_settled`]) — not every deletion ever made.
 #[derive(Debug, Default)]
 pub struct DeletionIndex {
     set: DeletionSet,
+    /// Deletions of epochs below this were forgotten: settled, they match no row left to filter.
+    floor: u64,
     loaded: HashSet<String>,
     /// Deletions of epochs above the checkpoint's `deletions_applied`.
     pending: u64,
@@ -51,6 +55,10 @@ impl DeletionIndex {
                 continue;
             }
             for d in read_deletions(&out.join(&f.path))? {
+                // (A merged deletion log brings back settled deletions under a new name.)
+                if d.epoch < self.floor {
+                    continue;
+                }
                 self.set.insert(&d.id, d.epoch);
                 if d.epoch > applied {
                     self.pending += 1;
@@ -63,6 +71,20 @@ impl DeletionIndex {
             self.loaded.insert(key);
         }
         Ok(())
+    }
+
+    /// Forgets the deletions no row left to filter can match. A deletion at epoch `d` removes
+    /// rows of epochs ≤ `d`; once it is applied to the output directory (`d ≤ applied`) and every
+    /// row still to be compacted is newer (`d < oldest_unfiltered`: the lowest epoch among the
+    /// staged files, or the first epoch not yet committed when none is staged), it has nothing
+    /// left to remove. Returns the ids still held.
+    pub fn forget_settled(&mut self, applied: u64, oldest_unfiltered: u64) -> usize {
+        let floor = oldest_unfiltered.min(applied.saturating_add(1));
+        if floor > self.floor {
+            self.set.forget_below(floor);
+            self.floor = floor;
+        }
+        self.set.len()
     }
 
     /// Whether a row `(id, epoch)` is deleted.
@@ -270,6 +292,35 @@ mod tests {
         assert!(ids.contains(&(int_id(1500), 6)) && ids.contains(&(int_id(1501), 2)));
         assert_eq!(ledger.read(|cp| (cp.deletions_applied, cp.deletions_done)), (5, 3));
         assert_eq!(index.pending(), 0);
+    }
+
+    #[test]
+    fn settled_deletions_are_forgotten_and_not_read_back_from_a_merged_log() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join(FileKind::Deletions.subdir());
+        std::fs::create_dir_all(&dir).unwrap();
+        let record = |e: u64| Deletion { id: format!("id-{e}"), epoch: e, cluster_time_ms: None };
+        for e in 1..=10u64 {
+            let name = PartName { epoch_lo: e, epoch_hi: e, worker: 0, seq: e };
+            write_deletions(&dir.join(name.file_name()), &[record(e)], IdType::ExtJson, &[]).unwrap();
+        }
+        let mut index = DeletionIndex::default();
+        index.refresh(out.path(), 10, 8).unwrap();
+        assert_eq!(index.pending(), 2);
+        // Applied up to 8, the oldest staged row of epoch 5: deletions of epochs 1–4 are settled.
+        assert_eq!(index.forget_settled(8, 5), 6);
+        assert!(!index.deletes("id-4", 4) && index.deletes("id-5", 5) && index.deletes("id-10", 3));
+        // Nothing staged and everything applied: only what a future row could need… none.
+        assert_eq!(index.forget_settled(8, 11), 2, "pending deletions stay until applied");
+        // A merged log (applied files only) under a new name holds the settled ones again: they
+        // stay forgotten.
+        let merged: Vec<Deletion> = (1..=8).map(record).collect();
+        let name = PartName { epoch_lo: 1, epoch_hi: 8, worker: 0, seq: 99 };
+        write_deletions(&dir.join(name.file_name()), &merged, IdType::ExtJson, &[]).unwrap();
+        index.refresh(out.path(), 10, 8).unwrap();
+        assert!(!index.deletes("id-5", 5) && index.deletes("id-9", 9));
+        assert_eq!(index.pending(), 2, "nothing counted twice");
+        assert_eq!(index.forget_settled(10, 11), 0);
     }
 
     #[test]

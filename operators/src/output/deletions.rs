@@ -276,6 +276,12 @@ impl DeletionSet {
         }
     }
 
+    /// Forgets every id whose latest deletion is of an epoch below `epoch`: they can match no
+    /// row of an epoch `epoch` or later.
+    pub fn forget_below(&mut self, epoch: u64) {
+        self.latest.retain(|_, deleted| *deleted >= epoch);
+    }
+
     /// The highest epoch `id` was deleted by, if it was.
     pub fn deleted_epoch(&self, id: &str) -> Option<u64> {
         self.latest.get(id).copied()
