@@ -14,6 +14,11 @@ pub struct IndexesArgs {
     /// The mark field the work queue's partial filter uses.
     #[arg(long, default_value = "gemma_embedded_768")]
     pub mark_field: String,
+    /// Create the collection (with the indexes) if it does not exist yet. Without it a missing
+    /// collection is an error: MongoDB would create one silently, and a typo in --collection
+    /// would leave an empty indexed collection beside the real one.
+    #[arg(long)]
+    pub create_missing: bool,
 }
 
 /// Creates both indexes; returns their names.
@@ -21,7 +26,25 @@ pub async fn create(args: &IndexesArgs) -> Result<Vec<String>> {
     let client = mongodb::Client::with_uri_str(&args.mongo.mongo_uri)
         .await
         .map_err(|e| anyhow!("bad --mongo-uri: {}", describe(&e)))?;
-    let coll = client.database(&args.mongo.db).collection::<Document>(&args.mongo.collection);
+    let db = client.database(&args.mongo.db);
+    if !args.create_missing {
+        let names = db
+            .list_collection_names()
+            .await
+            .map_err(|e| anyhow!("listing the collections of {}: {}", args.mongo.db, describe(&e)))?;
+        if !names.contains(&args.mongo.collection) {
+            let mut names = names;
+            names.sort();
+            let known = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+            return Err(anyhow!(
+                "no collection {}.{} (its collections: {known}); check --db and --collection, or pass \
+                 --create-missing to create it with the indexes",
+                args.mongo.db,
+                args.mongo.collection
+            ));
+        }
+    }
+    let coll = db.collection::<Document>(&args.mongo.collection);
     tweet_embed_operators::work_queue::create_indexes(&coll, &args.mark_field)
         .await
         .map_err(|e| anyhow!("creating the indexes on {}.{}: {}", args.mongo.db, args.mongo.collection, describe(&e)))

@@ -216,11 +216,21 @@ fn reconcile_finds_the_deletions_a_lost_history_hid() {
     let o = wrong("tweetz");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("has no `embedding_work_queue` index"), "{err}");
-    let indexes = std::process::Command::new(BIN)
-        .args(["indexes", "--mongo-uri", &args.pipeline.mongo.uri, "--collection", "empty"])
-        .output()
-        .expect("indexes");
-    assert!(indexes.status.success());
+    // `indexes` on a collection that does not exist refuses, naming the ones that do, unless
+    // asked to create it.
+    let indexes = |extra: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(["indexes", "--mongo-uri", &args.pipeline.mongo.uri, "--collection", "empty"])
+            .args(extra)
+            .output()
+            .expect("indexes")
+    };
+    let o = indexes(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("tweet-embed: no collection twitter_data.empty (its collections: "), "{err}");
+    assert!(err.contains("tweets") && err.contains("--create-missing"), "{err}");
+    assert!(indexes(&["--create-missing"]).status.success());
     let o = wrong("empty");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
