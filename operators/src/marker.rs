@@ -8,6 +8,12 @@
 //! returned. It never marks a document whose row or rejection is not durable: callers run it only
 //! after a commit.
 //!
+//! A document deleted between its read and its marking is found here: the update matches fewer
+//! documents than it was given. The marker names them ([`Marked::vanished`], one `_id` lookup
+//! for the chunk) so the committer records them as deletions of the epoch: their rows, already
+//! durable, leave the output by the deletion rule (`crate::output::DeletionSet`), even when no
+//! change stream saw the delete (a backfill) or saw it in an earlier epoch than the row's.
+//!
 //! A rejection also records when it was marked (`<mark>_rejected_at`), so [`Marker::requeue`] can
 //! clear the marks of rejections that a setting caused (`tweet-embed requeue`), putting those
 //! documents back in the work queue.
@@ -35,12 +41,14 @@ pub struct Marker {
 }
 
 /// Counts of what a marking call changed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Marked {
     /// Documents set to `true`.
     pub embedded: u64,
     /// Documents set to `false` with a reason.
     pub rejected: u64,
+    /// Ids given to mark that are no longer in the collection (deleted since they were read).
+    pub vanished: Vec<String>,
 }
 
 impl Marker {
@@ -53,12 +61,15 @@ impl Marker {
         let mut out = Marked::default();
         for chunk in embedded.chunks(CHUNK) {
             let ids: Vec<Bson> = chunk.iter().filter_map(|s| id_from_string(s)).collect();
-            let (filter, set) = (doc! {"_id": {"$in": ids}}, doc! {"$set": {&self.mark_field: true}});
+            let (filter, set) = (doc! {"_id": {"$in": ids.clone()}}, doc! {"$set": {&self.mark_field: true}});
             let r = retry(&self.retry, "marking documents embedded", || {
                 self.coll.update_many(filter.clone(), set.clone()).into_future()
             })
             .await?;
             out.embedded += r.matched_count;
+            if r.matched_count < ids.len() as u64 {
+                out.vanished.extend(self.missing(ids).await?);
+            }
         }
         let mut by_reason: BTreeMap<&str, Vec<Bson>> = BTreeMap::new();
         for (id, reason) in rejected {
@@ -77,9 +88,39 @@ impl Marker {
                 })
                 .await?;
                 out.rejected += r.matched_count;
+                if r.matched_count < chunk.len() as u64 {
+                    out.vanished.extend(self.missing(chunk.to_vec()).await?);
+                }
             }
         }
         Ok(out)
+    }
+
+    /// Which of `ids` are not in the collection, in the engine's form
+    /// (`crate::work_queue::id_string`): one `$in` lookup through the `_id` index.
+    async fn missing(&self, ids: Vec<Bson>) -> Result<Vec<String>, mongodb::error::Error> {
+        let filter = doc! {"_id": {"$in": ids.clone()}};
+        let found: Option<Vec<Bson>> = retry(&self.retry, "looking up documents that vanished", || {
+            let filter = filter.clone();
+            async move {
+                let mut cursor = self.coll.find(filter).projection(doc! {"_id": 1}).await?;
+                let mut found = Vec::new();
+                while cursor.advance().await? {
+                    // Raw: an `_id` this build cannot decode leaves the answer unknown.
+                    let id = cursor.current().get("_id").ok().flatten().map(|raw| Bson::try_from(raw.to_raw_bson()));
+                    match id {
+                        Some(Ok(id)) => found.push(id),
+                        _ => return Ok(None),
+                    }
+                }
+                Ok(Some(found))
+            }
+        })
+        .await?;
+        // Unknown: better no deletion than one of a document that is there.
+        let Some(found) = found else { return Ok(Vec::new()) };
+        let present: std::collections::HashSet<String> = found.iter().map(crate::work_queue::id_string).collect();
+        Ok(ids.iter().map(crate::work_queue::id_string).filter(|id| !present.contains(id)).collect())
     }
 
     /// `<mark>_error`: why a document was rejected.

@@ -11,6 +11,7 @@ mod id_types;
 mod invalid_utf8;
 mod lock;
 mod tei_faults;
+mod vanished;
 
 use dev_tei::FaultConfig;
 use test_support::expect::{check_run, pyarrow_check};

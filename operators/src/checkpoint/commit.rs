@@ -89,6 +89,8 @@ pub struct Committer {
     pub commits: u64,
     /// The change stream's positions per epoch, saved with each commit (continuous mode).
     pub positions: Option<StreamPositions>,
+    /// Where documents deleted before their marking are recorded as deletions.
+    pub vanished: super::VanishedLog,
 }
 
 /// Extension trait: the committer.
@@ -190,6 +192,11 @@ fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<()
         .runtime
         .block_on(c.marker.mark(&embedded, &rejected))
         .map_err(|e| format!("marking epoch {epoch} in MongoDB: {}", crate::mongo_error::describe(&e)))?;
+    // Documents deleted since they were read: their rows go by the deletion rule.
+    let vanished = c
+        .vanished
+        .record(&c.ledger, epoch, &marked.vanished)
+        .map_err(|e| format!("recording documents of epoch {epoch} deleted before their marking: {e}"))?;
     // 3. Record the marks; files of marked epochs need no re-marking after a crash.
     c.ledger
         .update(|cp| {
@@ -211,7 +218,7 @@ fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<()
     }
     t.tokens.fetch_add(tokens, Ordering::Relaxed);
     t.files.fetch_add(files, Ordering::Relaxed);
-    t.deletions.fetch_add(deletions, Ordering::Relaxed);
+    t.deletions.fetch_add(deletions + vanished, Ordering::Relaxed);
     t.cancelled.fetch_add(cancelled, Ordering::Relaxed);
     tracing::debug!(
         epoch,

@@ -45,6 +45,7 @@ mod recovery;
 mod shared_out;
 mod stale;
 mod store;
+mod vanished;
 
 pub use commit::{reason_kind, Commit, CommitTotals, Committer};
 pub use ledger::Ledger;
@@ -53,3 +54,4 @@ pub use recovery::{load_or_new, recover, Recovered};
 pub use shared_out::OutMarker;
 pub use stale::{list_files, list_kind, remove_compacted_inputs, remove_stale, remove_unlisted, FoundFile};
 pub use store::{now_ms, Checkpoint, CheckpointStore, SourcePositions, Switch, CHECKPOINT_VERSION, RECENT_COMMITS};
+pub use vanished::VanishedLog;

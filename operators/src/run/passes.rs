@@ -22,7 +22,7 @@ use timely::worker::Worker;
 use super::cluster::{is_peer_loss, peer_lost};
 use super::engine::Engine;
 use crate::change_stream_source::{ChangeStreamSource, StreamFeed};
-use crate::checkpoint::{Commit, Committer, Ledger, OutMarker};
+use crate::checkpoint::{Commit, Committer, Ledger, OutMarker, VanishedLog};
 use crate::dedup::Dedup;
 use crate::embed::{Embed, Embedder};
 use crate::epoch_clock::StopSignal;
@@ -97,6 +97,9 @@ fn lead_pass(engine: &Engine, ledger: &Ledger, failure: &Failure, plan: PassPlan
         None => None,
     };
     let out_marker = OutMarker::place(&config.out, config.cluster.is_cluster(), start_epoch)?;
+    let id_type = ledger.snapshot().id_type.unwrap_or(crate::output::IdType::ExtJson);
+    let mut identity = engine.identity();
+    identity.id_type = Some(id_type);
     let start = PassStart {
         start_epoch,
         scan,
@@ -106,7 +109,7 @@ fn lead_pass(engine: &Engine, ledger: &Ledger, failure: &Failure, plan: PassPlan
         out_marker: out_marker.as_ref().map(|m| m.name.clone()),
         identity: ledger.snapshot().identity.and_then(|i| serde_json::to_string(&i).ok()),
         // Recorded before the first pass (`super::ids`).
-        id_type: ledger.snapshot().id_type.unwrap_or(crate::output::IdType::ExtJson),
+        id_type,
     };
     let committer = Committer {
         ledger: ledger.clone(),
@@ -117,6 +120,7 @@ fn lead_pass(engine: &Engine, ledger: &Ledger, failure: &Failure, plan: PassPlan
         crash_after_commit: config.hooks.crash_after_commit,
         commits: 0,
         positions: plan.stream.as_ref().map(|f| f.positions.clone()),
+        vanished: VanishedLog { out: config.out.clone(), id_type: start.id_type, key_values: identity.key_values() },
     };
     Ok(Lead { start, committer: Some(committer), feed: plan.stream, stop: plan.stop, _out_marker: out_marker })
 }

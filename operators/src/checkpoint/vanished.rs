@@ -1,0 +1,76 @@
+//! [`VanishedLog`]: records documents that were deleted from MongoDB after they were read and
+//! before their epoch was marked (the marker finds them: `crate::marker::Marked::vanished`) as
+//! deletions of that epoch in `<out>/_deletions/`. Their rows are durable already; by the
+//! deletion rule (a deletion at epoch `d` removes rows of that id with epoch ≤ `d`) readers
+//! anti-join them at once and the compactor drops or rewrites them, as for a delete the change
+//! stream saw. Without it a tweet deleted while its embedding was in flight kept its row for ever
+//! in a backfill (no stream), and in `run` when the stream saw the delete in an earlier epoch
+//! than the scan's row.
+//!
+//! The file is renamed into place before the checkpoint counts it; a crash in between leaves a
+//! file the next start keeps (its epoch is committed) and the re-marking finds the same ids again:
+//! a second record of a deletion, which the rule and an anti-join do not mind.
+
+use std::path::{Path, PathBuf};
+
+use super::ledger::Ledger;
+use super::store::now_ms;
+use crate::output::{sync_dir, write_deletions, Deletion, FileKind, IdType, OutputError, PartName};
+
+/// Where and how vanished documents are recorded: the output directory, and the dataset's id
+/// type and file metadata (what every deletion file carries).
+#[derive(Clone, Debug)]
+pub struct VanishedLog {
+    /// The output directory (`--out`); the file goes to its `_deletions/`.
+    pub out: PathBuf,
+    /// The `id` column's type.
+    pub id_type: IdType,
+    /// Key-value metadata of the dataset's files (its identity).
+    pub key_values: Vec<(String, String)>,
+}
+
+impl VanishedLog {
+    /// Records `ids` (the engine's form) as deleted in `epoch`, an epoch committed already, and
+    /// counts them in the checkpoint's `deletions_recorded`. Returns how many it recorded.
+    /// Errors: the file cannot be written or renamed, or the checkpoint saved.
+    pub fn record(&self, ledger: &Ledger, epoch: u64, ids: &[String]) -> Result<u64, OutputError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let now = now_ms();
+        let records: Vec<Deletion> =
+            ids.iter().map(|id| Deletion { id: id.clone(), epoch, cluster_time_ms: Some(now) }).collect();
+        let dir = self.out.join(FileKind::Deletions.subdir());
+        std::fs::create_dir_all(&dir).map_err(|e| OutputError::io("create", &dir, e))?;
+        // A name no writer holds: the ledger's sequence, past any file already there (a writer's
+        // deletion file of this epoch has its own sequence).
+        let mut seq = ledger.update(|cp| {
+            cp.next_file_seq += 1;
+            cp.next_file_seq - 1
+        })?;
+        let name = loop {
+            let name = PartName { epoch_lo: epoch, epoch_hi: epoch, worker: 0, seq };
+            if !dir.join(name.file_name()).exists() && !dir.join(name.partial_name()).exists() {
+                break name;
+            }
+            seq += 1;
+        };
+        let partial = dir.join(name.partial_name());
+        write_deletions(&partial, &records, self.id_type, &self.key_values)?;
+        let dest = dir.join(name.file_name());
+        std::fs::rename(&partial, &dest).map_err(|e| OutputError::io("rename", &partial, e))?;
+        sync_dir(&dir)?;
+        let n = records.len() as u64;
+        ledger.update(|cp| {
+            cp.deletions_recorded += n;
+            cp.next_file_seq = cp.next_file_seq.max(seq + 1);
+        })?;
+        tracing::info!(
+            documents = n,
+            epoch,
+            file = %Path::new(FileKind::Deletions.subdir()).join(name.file_name()).display(),
+            "documents deleted from MongoDB after they were read, before they were marked: recorded as deletions"
+        );
+        Ok(n)
+    }
+}
