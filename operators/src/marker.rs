@@ -61,14 +61,16 @@ impl Marker {
         let mut out = Marked::default();
         for chunk in embedded.chunks(CHUNK) {
             let ids: Vec<Bson> = chunk.iter().filter_map(|s| id_from_string(s)).collect();
-            let (filter, set) = (doc! {"_id": {"$in": ids.clone()}}, doc! {"$set": {&self.mark_field: true}});
+            let given = ids.len() as u64;
+            let (filter, set) = (doc! {"_id": {"$in": ids}}, doc! {"$set": {&self.mark_field: true}});
             let r = retry(&self.retry, "marking documents embedded", || {
                 self.coll.update_many(filter.clone(), set.clone()).into_future()
             })
             .await?;
             out.embedded += r.matched_count;
-            if r.matched_count < ids.len() as u64 {
-                out.vanished.extend(self.missing(ids).await?);
+            if r.matched_count < given {
+                // Rare: the ids again, rather than a copy of every chunk's on the way.
+                out.vanished.extend(self.missing(chunk.iter().filter_map(|s| id_from_string(s)).collect()).await?);
             }
         }
         let mut by_reason: BTreeMap<&str, Vec<Bson>> = BTreeMap::new();

@@ -106,6 +106,14 @@ pub struct Switch {
 pub const RECENT_COMMITS: usize = 64;
 
 impl Checkpoint {
+    /// Files and bytes in the staging directory waiting for compaction: the staged files, and
+    /// the inputs of a switch under way (still there until it ends; the merged file's size
+    /// stands for theirs).
+    pub fn staged_size(&self) -> (u64, u64) {
+        let (files, bytes) = self.compacting.as_ref().map_or((0, 0), |s| (s.inputs.len(), s.output.bytes));
+        ((self.staged.len() + files) as u64, self.staged.iter().map(|f| f.bytes).sum::<u64>() + bytes)
+    }
+
     /// A checkpoint of the current format, stamped now.
     pub fn new(committed: u64, marked: u64, files: Vec<FileMeta>, sources: SourcePositions) -> Self {
         Checkpoint {

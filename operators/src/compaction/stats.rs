@@ -67,14 +67,8 @@ impl CompactionStats {
         // The checkpoint before the counters: the compactor counts a compaction before it
         // forgets the switch, so a snapshot that sees nothing staged sees every compaction that
         // emptied the staging directory.
-        let (staged_files, staged_bytes) = self.ledger.get().map_or((0, 0), |ledger| {
-            ledger.read(|cp| {
-                // A switch under way: its inputs are still in the staging directory; the merged
-                // file's size stands for theirs.
-                let (files, bytes) = cp.compacting.as_ref().map_or((0, 0), |s| (s.inputs.len(), s.output.bytes));
-                ((cp.staged.len() + files) as u64, cp.staged.iter().map(|f| f.bytes).sum::<u64>() + bytes)
-            })
-        });
+        let (staged_files, staged_bytes) =
+            self.ledger.get().map_or((0, 0), |ledger| ledger.read(|cp| cp.staged_size()));
         CompactionSnapshot {
             compactions: get(&self.compactions),
             files_merged: get(&self.files_merged),
