@@ -1,83 +1,106 @@
 //! The whole pipeline against GPUs that take time (`cargo bench --bench backfill_gpus`): the
-//! `tweet-embed run` graph in-process on a collection of documents of 418 tokens, 4 simulated
-//! GPUs calibrated like the old autotune table (19,600 tok/s + 5 ms per batch, TEI 1.9 defaults).
-//! Rows: our defaults (no batch or concurrency flag: the adaptive limit) and the old script's
-//! fixed setting (batch 32, 128 requests over 4 endpoints = 32 each). Throughput and GPU busy
-//! time are the simulator's own accounting over the steady part of the run (after the first
-//! `WARM` seconds until 95% of the documents are done); request latency quantiles come from the
-//! pool through `/metrics`. `BENCH_DOCS` sets the collection size. Every number is simulated.
+//! `tweet-embed run` graph in-process (backfill only) over 4 simulated GPUs calibrated like the
+//! old autotune table (19,500 tok/s + 5 ms per batch, TEI 1.9 defaults: 16,384-token batches,
+//! 512 permits, 32 inputs a request).
+//!
+//! Corpora: tweet-length texts (token lengths log-normal with p50 27, p90 62, p99 ~125, plus
+//! EmbeddingGemma's document prompt on each), and documents of 418 tokens. Servers: padded (TEI's
+//! rule for EmbeddingGemma and every non-flash model: a batch grows while `(n + 1) × longest ≤
+//! max_batch_tokens` and computes `n × longest`) or unpadded (flash models: the plain sum).
+//!
+//! The figure is real tokens over the GPUs' capacity across the run, from the first batch to
+//! each GPU's last: `real / (rate × Σ span)`. It is the product of three parts, each printed:
+//! real / computed tokens (padding), computed tokens per busy second over the rate (the 5 ms a
+//! batch costs), and busy / span. Request p95 is the pool's, read from `/metrics`, against a full
+//! batch's service time. Everything is the simulator's own accounting; every number is simulated.
+//! `BENCH_TWEETS` and `BENCH_DOCS` set the corpus sizes, `BENCH_ONLY` a substring of the rows to run.
 
 use dev_mongo::{DevMongo, DevMongoConfig};
 use dev_tei::{DevTei, GpuStats, SimConfig};
 use mongodb::bson::doc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tweet_embed_operators::epoch_clock::StopSignal;
 use tweet_embed_operators::run::{Continuous, MongoTarget, RunConfig};
-use tweet_embed_operators::tei::Concurrency;
+use tweet_embed_operators::tei::{Concurrency, RequestOrder};
 
-const DOC_TOKENS: usize = 418;
-const TOKENS_PER_SECOND: f64 = 19_600.0;
-const WARM: Duration = Duration::from_secs(10);
+const TOKENS_PER_SECOND: f64 = 19_500.0;
+const BASE: Duration = Duration::from_millis(5);
+const GPUS: usize = 4;
 
-/// A text of exactly `tokens` estimated tokens (the simulator's estimate), distinct per `seed`.
-fn doc_text(tokens: usize, seed: u64) -> String {
-    let words: Vec<String> = (0..tokens - 2)
-        .map(|i| format!("{:04x}", (seed as usize).wrapping_mul(7919).wrapping_add(i * 31) % 0xffff))
-        .collect();
-    words.join(" ")
+#[derive(Clone, Copy, PartialEq)]
+enum Corpus {
+    Tweets,
+    Docs418,
 }
 
-fn sum(stats: &[GpuStats]) -> (u64, f64) {
-    (stats.iter().map(|s| s.tokens).sum(), stats.iter().map(|s| s.busy.as_secs_f64()).sum())
-}
-
-fn scrape_p95(addr: std::net::SocketAddr) -> f64 {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return f64::NAN };
-    let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.lines()
-        .filter(|l| l.starts_with("tweet_embed_tei_request_latency_seconds{") && l.contains("quantile=\"0.95\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .fold(0.0, f64::max)
+struct Setting {
+    name: &'static str,
+    corpus: Corpus,
+    padded: bool,
+    order: RequestOrder,
+    /// `--batch-size` and `--concurrency`: the old script's fixed client.
+    fixed: Option<(usize, usize)>,
 }
 
 struct Row {
     name: &'static str,
-    tok_s: f64,
-    capacity: f64,
+    servers: &'static str,
+    figure: f64,
+    real_share: f64,
+    work_per_busy: f64,
     busy: f64,
-    docs_s: f64,
     p95: f64,
     full_batch: f64,
     errors: u64,
+    client_real_share: f64,
+    secs: f64,
 }
 
-fn run_once(name: &'static str, docs: u64, batch: Option<usize>, concurrency: Option<usize>) -> Row {
+fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return String::new() };
+    let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+fn values<'a>(body: &'a str, prefix: &'a str) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+    body.lines().filter(move |l| l.starts_with(prefix)).filter_map(|l| Some((l, l.rsplit(' ').next()?.parse().ok()?)))
+}
+
+fn run_once(setting: &Setting, tweets: u64, docs: u64) -> Row {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let sim = SimConfig {
-        gpus: 4,
-        base: Duration::from_millis(5),
+        gpus: GPUS,
+        base: BASE,
         tokens_per_second: TOKENS_PER_SECOND,
+        padded: setting.padded,
         ..SimConfig::default()
     };
-    let full_tokens = (sim.max_batch_tokens / DOC_TOKENS * DOC_TOKENS) as f64;
-    let full_batch = 0.005 + full_tokens / TOKENS_PER_SECOND;
-    let capacity = 4.0 * full_tokens / full_batch;
+    let full_batch = BASE.as_secs_f64() + sim.max_batch_tokens as f64 / TOKENS_PER_SECOND;
     let tei = rt.block_on(DevTei::start(sim)).expect("dev-tei");
     let mongo = DevMongo::start(DevMongoConfig::default()).expect("dev-mongo");
+    let count = if setting.corpus == Corpus::Tweets { tweets } else { docs };
     mongo.with_store(|s| {
-        for i in 0..docs {
-            let d = doc! {"_id": i as i64, "lang": "en", "classified": true, "text": doc_text(DOC_TOKENS, i)};
+        for i in 0..count {
+            let text = match setting.corpus {
+                Corpus::Tweets => test_support::lengths::tweet_length_text(i),
+                Corpus::Docs418 => test_support::lengths::text_of_tokens(418, i),
+            };
+            let d = doc! {"_id": i as i64, "lang": "en", "classified": true, "text": text};
             s.insert("twitter_data", "tweets", d).expect("seed");
         }
     });
     rt.block_on(test_support::create_indexes(&mongo)).expect("indexes");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut p = RunConfig::new(MongoTarget::tweets_at(mongo.uri()), tei.urls(), dir.path());
-    p.tei.batch_size = batch;
-    p.tei.concurrency = concurrency.map_or(Concurrency::Adaptive, Concurrency::Fixed);
+    p.tei.batch_size = setting.fixed.map(|f| f.0);
+    p.tei.concurrency = setting.fixed.map_or(Concurrency::Adaptive, |f| Concurrency::Fixed(f.1));
+    p.tei.order = setting.order;
+    if setting.corpus == Corpus::Tweets {
+        p.tei.options.prompt_name = Some("document".into());
+    }
     p.checkpoint_interval = Duration::from_secs(1);
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
@@ -90,73 +113,115 @@ fn run_once(name: &'static str, docs: u64, batch: Option<usize>, concurrency: Op
     let coll = rt.block_on(async { mongodb::Client::with_uri_str(mongo.uri()).await }).expect("client");
     let coll = coll.database("twitter_data").collection::<mongodb::bson::Document>("tweets");
     let done = || rt.block_on(async { coll.count_documents(doc! {"gemma_embedded_768": true}).await }).unwrap_or(0);
-    std::thread::sleep(WARM);
-    let (t1, s1) = (Instant::now(), sum(&tei.stats()));
-    let mut p95 = 0.0;
-    while done() < docs * 95 / 100 {
-        std::thread::sleep(Duration::from_millis(500));
-        p95 = scrape_p95(addr);
-    }
-    let (t2, s2) = (Instant::now(), sum(&tei.stats()));
-    let errors = {
-        let body = {
-            use std::io::{Read, Write};
-            let mut s = std::net::TcpStream::connect(addr).expect("metrics");
-            let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            let mut b = String::new();
-            let _ = s.read_to_string(&mut b);
-            b
-        };
-        body.lines()
-            .filter(|l| {
-                l.starts_with("tweet_embed_tei_errors_total{")
-                    || l.starts_with("tweet_embed_documents_total{outcome=\"rejected\"")
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
-    };
-    while done() < docs {
-        std::thread::sleep(Duration::from_millis(200));
+    let mut last = String::new();
+    while done() < count {
+        std::thread::sleep(Duration::from_millis(300));
+        let body = scrape(addr);
+        if !body.is_empty() {
+            last = body;
+        }
     }
     stop.stop();
     handle.join().expect("thread").expect("run");
-    let secs = (t2 - t1).as_secs_f64();
+    let stats: Vec<GpuStats> = tei.stats();
+    let first = stats.iter().filter_map(|s| s.first_batch_start).min().expect("a batch ran");
+    let spans: f64 = stats
+        .iter()
+        .map(|s| s.last_batch_end.map_or(0.0, |end| end.saturating_duration_since(first).as_secs_f64()))
+        .sum();
+    let real: u64 = stats.iter().map(|s| s.tokens).sum();
+    let computed: u64 = stats.iter().map(|s| s.computed_tokens).sum();
+    let busy: f64 = stats.iter().map(|s| s.busy.as_secs_f64()).sum();
+    let p95 = values(&last, "tweet_embed_tei_request_latency_seconds{")
+        .filter(|(l, _)| l.contains("quantile=\"0.95\""))
+        .map(|(_, v)| v)
+        .fold(0.0, f64::max);
+    let errors = values(&last, "tweet_embed_tei_errors_total{")
+        .chain(values(&last, "tweet_embed_documents_total{outcome=\"rejected\""))
+        .map(|(_, v)| v)
+        .sum::<f64>() as u64;
+    let sent = |kind: &str| {
+        values(&last, "tweet_embed_tei_sent_tokens_total{").find(|(l, _)| l.contains(kind)).map_or(0.0, |(_, v)| v)
+    };
     Row {
-        name,
-        tok_s: (s2.0 - s1.0) as f64 / secs,
-        capacity,
-        busy: (s2.1 - s1.1) / (4.0 * secs),
-        // From the GPUs' tokens: marks trail the GPUs by an epoch, so counting marks in a window
-        // skews its edges.
-        docs_s: (s2.0 - s1.0) as f64 / secs / DOC_TOKENS as f64,
+        name: setting.name,
+        servers: if setting.padded { "padded" } else { "unpadded" },
+        figure: real as f64 / (TOKENS_PER_SECOND * spans),
+        real_share: real as f64 / computed as f64,
+        work_per_busy: computed as f64 / (busy * TOKENS_PER_SECOND),
+        busy: busy / spans,
         p95,
         full_batch,
         errors,
+        client_real_share: sent("real") / sent("padded"),
+        secs: spans / GPUS as f64,
     }
 }
 
 fn main() {
-    let docs: u64 = std::env::var("BENCH_DOCS").ok().and_then(|v| v.parse().ok()).unwrap_or(12_000);
-    let rows = [
-        run_once("ours: no batch or concurrency flag (adaptive)", docs, None, None),
-        run_once("old script: batch 32, concurrency 128 (32 per endpoint)", docs, Some(32), Some(32)),
+    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let (tweets, docs) = (env("BENCH_TWEETS", 20_000), env("BENCH_DOCS", 4_000));
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let old = Some((32, 32));
+    let settings = [
+        Setting { name: "tweets, ours", corpus: Corpus::Tweets, padded: true, order: RequestOrder::Length, fixed: None },
+        Setting {
+            name: "tweets, ours, --request-order arrival",
+            corpus: Corpus::Tweets,
+            padded: true,
+            order: RequestOrder::Arrival,
+            fixed: None,
+        },
+        Setting {
+            name: "tweets, old script: batch 32 × 32 per endpoint",
+            corpus: Corpus::Tweets,
+            padded: true,
+            order: RequestOrder::Arrival,
+            fixed: old,
+        },
+        Setting { name: "tweets, ours", corpus: Corpus::Tweets, padded: false, order: RequestOrder::Length, fixed: None },
+        Setting {
+            name: "tweets, old script: batch 32 × 32 per endpoint",
+            corpus: Corpus::Tweets,
+            padded: false,
+            order: RequestOrder::Arrival,
+            fixed: old,
+        },
+        Setting {
+            name: "418-token documents, ours",
+            corpus: Corpus::Docs418,
+            padded: false,
+            order: RequestOrder::Length,
+            fixed: None,
+        },
     ];
+    let rows: Vec<Row> = settings
+        .iter()
+        .filter(|s| only.is_empty() || format!("{} {}", s.name, if s.padded { "padded" } else { "unpadded" }).contains(&only))
+        .map(|s| {
+            let row = run_once(s, tweets, docs);
+            eprintln!("{} ({}): figure {:.3}", row.name, row.servers, row.figure);
+            row
+        })
+        .collect();
     println!(
-        "\nbackfill end to end, 4 simulated GPUs at 19,600 tok/s + 5 ms/batch, {docs} documents of {DOC_TOKENS} tokens"
+        "\nbackfill end to end, {GPUS} simulated GPUs at {TOKENS_PER_SECOND} tok/s + 5 ms/batch, {tweets} tweets / {docs} documents"
     );
-    println!("| setting | tok/s | capacity | ratio | GPU busy | docs/s | request p95 | p95 / full batch | errors |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| setting | servers | figure | real/computed | work/busy | busy | run | request p95 | p95 / full batch | client real/padded | errors |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         println!(
-            "| {} | {:.0} | {:.0} | {:.3} | {:.1}% | {:.1} | {:.2} s | {:.2} | {} |",
+            "| {} | {} | **{:.3}** | {:.3} | {:.3} | {:.3} | {:.1} s | {:.2} s | {:.2} | {:.3} | {} |",
             r.name,
-            r.tok_s,
-            r.capacity,
-            r.tok_s / r.capacity,
-            r.busy * 100.0,
-            r.docs_s,
+            r.servers,
+            r.figure,
+            r.real_share,
+            r.work_per_busy,
+            r.busy,
+            r.secs,
             r.p95,
             r.p95 / r.full_batch,
+            r.client_real_share,
             r.errors
         );
     }

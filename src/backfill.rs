@@ -92,6 +92,14 @@ pub fn print_summary(what: &str, s: &Summary, out: &std::path::Path) {
         (s.embedded + s.rejected) as f64 / secs,
         s.tokens as f64 / secs
     );
+    if let Some(share) = s.real_share {
+        crate::say!(
+            "  padding            : {:.1}% of the tokens sent were padding on a padded model (real / computed {:.2}; \
+             TEI pads every batch of EmbeddingGemma to its longest input)",
+            (1.0 - share) * 100.0,
+            share
+        );
+    }
     let c = &s.compaction;
     crate::say!(
         "  files              : {} epoch files staged, {} compacted into {} ({:.1} MiB written)",

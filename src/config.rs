@@ -7,7 +7,7 @@ use std::time::Duration;
 use tweet_embed_operators::mongo_error::RetryPolicy;
 use tweet_embed_operators::output::IdType;
 use tweet_embed_operators::run::{RunConfig, TestHooks};
-use tweet_embed_operators::tei::{Api, Concurrency, EmbedOptions, PoolConfig, TruncationDirection};
+use tweet_embed_operators::tei::{Api, Concurrency, EmbedOptions, PoolConfig, RequestOrder, TruncationDirection};
 
 /// Parses `500ms`, `5s`, `2m`, `1h` (a bare number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -178,6 +178,11 @@ pub struct PipelineArgs {
     /// Bounds the adaptive concurrency so request latency stays under this (e.g. 10s).
     #[arg(long, value_parser = parse_duration)]
     pub p95_slo: Option<Duration>,
+    /// Order texts are cut into requests: `length` (neighbouring token lengths, epoch by epoch:
+    /// TEI pads each server batch of a padded model, EmbeddingGemma among them, to its longest
+    /// input) or `arrival` (as read; pads most).
+    #[arg(long, default_value = "length")]
+    pub request_order: RequestOrder,
     /// TEI route: `auto` (base64 vectors from /v1/embeddings where the servers allow), `tei`
     /// (/embed, JSON floats) or `openai` (/v1/embeddings, base64).
     #[arg(long, default_value = "auto", value_parser = parse_api)]
@@ -274,6 +279,7 @@ impl PipelineArgs {
         tei.tokenizer = self.tokenizer.clone();
         tei.concurrency = self.concurrency.map_or(Concurrency::Adaptive, Concurrency::Fixed);
         tei.p95_slo = self.p95_slo;
+        tei.order = self.request_order;
         tei.options = self.embed.options();
         Ok(RunConfig {
             mongo: self.mongo.target(),

@@ -73,6 +73,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
         gpus: args.gpus,
         tokens_per_second: args.gpu_tokens_per_second as f64,
         base: Duration::from_millis(2),
+        // EmbeddingGemma, which the simulator imitates, runs padded on every device in TEI.
+        padded: true,
         ..SimConfig::default()
     };
     let tei = runtime.block_on(DevTei::start(sim))?;

@@ -168,6 +168,14 @@ impl Collector for MetricSources {
         let retries: Vec<(Labels, u64)> =
             pool.retries_by_cause.iter().map(|(c, n)| (l(&[("cause", c.as_str())]), *n)).collect();
         counter(&mut e, "tweet_embed_tei_retries", "TEI requests retried, by cause.", &retries)?;
+        counter(
+            &mut e,
+            "tweet_embed_tei_sent_tokens",
+            "Tokens of the inputs sent in answered requests: `real`, as counted; `padded`, what a padded server \
+             (TEI's EmbeddingGemma, any non-flash model) computes for them, each request's inputs times its \
+             longest. real / padded is the share of the GPU's work that is not padding.",
+            &[(l(&[("kind", "real")]), pool.budget_tokens), (l(&[("kind", "padded")]), pool.padded_tokens)],
+        )?;
         let eps: Vec<(String, &tweet_embed_operators::tei::EndpointStats)> =
             pool.endpoints.iter().map(|s| (redact(&s.url), s)).collect();
         let per = |f: &dyn Fn(&tweet_embed_operators::tei::EndpointStats) -> u64| -> Vec<(Labels, u64)> {

@@ -145,6 +145,8 @@ fn report(sources: ProgressSources, stop: Arc<AtomicBool>) {
         let lag_s = (stream_s > 0).then(|| (now_ms / 1000).saturating_sub(stream_s));
         let pool = sources.pool.as_ref().map(|p| p.stats());
         let retries = pool.as_ref().map_or(0, |p| p.retries);
+        let real_share = pool.as_ref().and_then(|p| p.real_share());
+        let padding = real_share.map(|r| format!(" · padding {:.0}%", (1.0 - r) * 100.0)).unwrap_or_default();
         let endpoints = pool
             .as_ref()
             .map(|p| {
@@ -160,7 +162,7 @@ fn report(sources: ProgressSources, stop: Arc<AtomicBool>) {
         let c = sources.compaction.as_ref().map(|c| c.snapshot()).unwrap_or_default();
         let staged_mib = c.staged_bytes as f64 / (1u64 << 20) as f64;
         let msg = format!(
-            "{docs_rate:.0} docs/s · {tok_rate:.0} tok/s · ETA {} · {rejected} rejected · {retries} retries · in-flight/limit {endpoints} · epoch {epoch} ({epoch_age_s:.1}s ago){lag} · staged {staged_mib:.1} MiB · {} compacted · {} deletions pending",
+            "{docs_rate:.0} docs/s · {tok_rate:.0} tok/s{padding} · ETA {} · {rejected} rejected · {retries} retries · in-flight/limit {endpoints} · epoch {epoch} ({epoch_age_s:.1}s ago){lag} · staged {staged_mib:.1} MiB · {} compacted · {} deletions pending",
             eta_s.map_or("unknown".into(), eta),
             c.compactions,
             c.deletions_pending
@@ -179,6 +181,7 @@ fn report(sources: ProgressSources, stop: Arc<AtomicBool>) {
                 tok_per_s = tok_rate as u64,
                 eta_s = eta_s.map(|s| s as u64),
                 retries,
+                real_over_computed_tokens = real_share,
                 endpoints = %endpoints,
                 epoch,
                 epoch_age_s,

@@ -354,6 +354,7 @@ fn pack_respects_items_tokens_and_payload() {
         version: "1.9.0".into(),
         max_client_batch_size: 32,
         max_batch_tokens: 16_384,
+        max_batch_requests: None,
         max_input_length: 512,
         max_concurrent_requests: 512,
         payload_limit: 2_000_000,

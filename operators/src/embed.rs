@@ -4,10 +4,12 @@
 //! arrives, so the frontier tracks completion, not submission: an epoch is complete only when
 //! every text in it has its vector.
 //!
-//! Requests are cut by the embedder's [`RequestBatcher`] (the only place that cuts, counting
-//! each text once); this operator decides only *when* a request goes: at most `max_in_flight`
-//! per worker are outstanding, and texts are cut just before they are needed, so a text answered
-//! meanwhile is not sent. A text embedded recently is answered from the worker's
+//! Requests are cut by the embedder's [`RequestBatcher`] (the only place that cuts and orders,
+//! counting each text once): jobs wait in its [`WaitingTexts`], which cuts each request from
+//! neighbouring token lengths of one epoch, earlier epochs first. This operator decides only
+//! *when* a request goes: at most `max_in_flight` per worker are outstanding, and texts are cut
+//! just before they are needed, so a text answered meanwhile is not sent, and the texts that
+//! wait meanwhile are the window the batcher orders. A text embedded recently is answered from the worker's
 //! [`VectorCache`] (vector and token count, so it is not even counted), and a text already in an
 //! earlier request waits for that answer (holding its own epoch's capability) instead of being
 //! sent again: a text recurring across epochs goes to the GPUs once.
@@ -16,9 +18,9 @@
 //! channel and wakes the operator.
 
 use crate::record::{EmbeddedRow, Rejection, TextJob, Written};
-use crate::tei::{EndpointPool, InputOutcome, Request, RequestBatcher};
+use crate::tei::{EndpointPool, InputOutcome, Request, RequestBatcher, WaitingKey, WaitingTexts};
 use crate::vector_cache::VectorCache;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -91,12 +93,12 @@ pub trait Embed<'scope> {
     ) -> StreamVec<'scope, u64, Written>;
 }
 
-/// A request as cut: its jobs and, per job, the counts the batcher made.
+/// A request in flight: its epoch's capability, its jobs and, per job, the tokens the batcher
+/// counted (the `tokens` column).
 struct CutRequest {
     cap: Capability<u64>,
     jobs: Vec<TextJob>,
     tokens: Vec<u32>,
-    raw_tokens: Vec<u32>,
 }
 
 impl<'scope> Embed<'scope> for StreamVec<'scope, u64, TextJob> {
@@ -111,23 +113,51 @@ impl<'scope> Embed<'scope> for StreamVec<'scope, u64, TextJob> {
         self.unary_frontier(Pipeline, "Embed", move |_cap, info| {
             let wake = scope.worker().sync_activator_for(info.address.to_vec());
             let (tx, rx) = crossbeam_channel::unbounded::<(u64, Vec<InputOutcome>)>();
-            // Jobs not yet cut, as they arrived.
-            let mut arrived: VecDeque<(Capability<u64>, Vec<TextJob>)> = VecDeque::new();
-            // Cut requests by id, waiting (`ready`, in order) or in flight.
+            // Jobs not yet cut, ordered by the batcher, and the capability of each epoch in it.
+            let mut waiting: WaitingTexts<TextJob> = embedder.batcher().waiting();
+            let mut caps: HashMap<u64, Capability<u64>> = HashMap::new();
+            // Requests in flight, by id.
             let mut requests: HashMap<u64, CutRequest> = HashMap::new();
-            let mut ready: VecDeque<u64> = VecDeque::new();
             let mut in_flight = 0usize;
             let mut next_id = 0u64;
             let mut cache = VectorCache::new(cache_vectors);
-            // Texts in a cut request, by hash: where the job that carries it sits (request, index),
-            // and the jobs of later epochs waiting on its answer.
-            type Waiting = Vec<(Capability<u64>, TextJob)>;
-            let mut pending: HashMap<u64, ((u64, usize), Waiting)> = HashMap::new();
+            // Texts waiting or in flight, by hash: where the job that carries it is, and the jobs
+            // with the same text that wait on its answer (each with its epoch's capability).
+            let mut pending: HashMap<u64, (Leader, Vec<(Capability<u64>, TextJob)>)> = HashMap::new();
             move |(input, _frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     let Some(c) = cap.retain_least(0) else { return };
+                    let epoch = *c.time();
                     for jobs in data {
-                        arrived.push_back((c.clone(), std::mem::take(jobs)));
+                        for job in std::mem::take(jobs) {
+                            if let Some(hit) = cache.get(job.text_hash, &job.text) {
+                                let mut session = output.session(&c);
+                                emit(job, Some(Ok(hit.vector.to_vec())), hit.tokens, |w| session.give(w));
+                                continue;
+                            }
+                            // The same text waiting or in flight? (Same hash and the leader's
+                            // text, read where the leader is, so no text is copied to remember it;
+                            // never a leader of a later epoch, which would hold this one back.)
+                            let same = |leader: &Leader| match leader {
+                                Leader::Waiting(key) => {
+                                    key.epoch <= epoch && waiting.get(key).is_some_and(|l| l.text == job.text)
+                                }
+                                Leader::Sent(id, index) => {
+                                    requests.get(id).and_then(|r| r.jobs.get(*index)).is_some_and(|l| l.text == job.text)
+                                }
+                            };
+                            if let Some((_, waiters)) = pending.get_mut(&job.text_hash).filter(|(l, _)| same(l)) {
+                                waiters.push((c.clone(), job));
+                                continue;
+                            }
+                            let hash = job.text_hash;
+                            let key = waiting.push(embedder.batcher(), epoch, job, |j| j.text.as_str());
+                            // A hash collision with a pending text is sent on its own, unregistered.
+                            pending.entry(hash).or_insert((Leader::Waiting(key), Vec::new()));
+                        }
+                    }
+                    if waiting.holds_epoch(epoch) {
+                        caps.entry(epoch).or_insert(c);
                     }
                 });
                 while let Ok((id, outcomes)) = rx.try_recv() {
@@ -136,17 +166,17 @@ impl<'scope> Embed<'scope> for StreamVec<'scope, u64, TextJob> {
                     let mut outcomes = outcomes.into_iter();
                     for (index, (job, tokens)) in request.jobs.into_iter().zip(request.tokens).enumerate() {
                         let outcome = outcomes.next();
-                        let waiting = match pending.get(&job.text_hash) {
-                            Some((leader, _)) if *leader == (id, index) => {
+                        let waiters = match pending.get(&job.text_hash) {
+                            Some((leader, _)) if *leader == Leader::Sent(id, index) => {
                                 pending.remove(&job.text_hash).map(|(_, w)| w)
                             }
                             _ => None,
                         };
                         if let Some(Ok(v)) = &outcome {
-                            let copies = job.docs.len() + waiting.as_ref().map_or(0, Vec::len);
+                            let copies = job.docs.len() + waiters.as_ref().map_or(0, Vec::len);
                             cache.offer(job.text_hash, &job.text, v, tokens, copies);
                         }
-                        for (wcap, wjob) in waiting.unwrap_or_default() {
+                        for (wcap, wjob) in waiters.unwrap_or_default() {
                             let mut session = output.session(&wcap);
                             emit(wjob, outcome.clone(), tokens, |w| session.give(w));
                         }
@@ -155,59 +185,61 @@ impl<'scope> Embed<'scope> for StreamVec<'scope, u64, TextJob> {
                     }
                 }
                 while in_flight < max_in_flight.max(1) {
-                    if let Some(id) = ready.pop_front() {
-                        let Some(request) = requests.get(&id) else { continue };
-                        let texts = request.jobs.iter().map(|j| j.text.clone()).collect();
-                        let call = embedder.embed(Request { texts, raw_tokens: request.raw_tokens.clone() });
-                        in_flight += 1;
-                        let (tx, wake) = (tx.clone(), wake.clone());
-                        runtime.spawn(async move {
-                            if tx.send((id, call.await)).is_ok() {
-                                let _ = wake.activate();
-                            }
-                        });
-                        continue;
-                    }
-                    let Some((cap, jobs)) = arrived.pop_front() else { break };
-                    let mut fresh = Vec::with_capacity(jobs.len());
-                    for job in jobs {
+                    let Some(epoch) = waiting.first_epoch() else { break };
+                    let Some(cap) = caps.get(&epoch).cloned() else {
+                        // Unreachable: an epoch's capability stays while its texts wait.
+                        tracing::error!(epoch, "embed: texts wait without their epoch's capability");
+                        break;
+                    };
+                    let mut index = 0;
+                    let cut = waiting.next_request(embedder.batcher(), |key, job| {
+                        let leads = matches!(pending.get(&job.text_hash), Some((l, _)) if *l == Leader::Waiting(key));
+                        // Answered meanwhile (another text of the same hash came back): not sent.
                         if let Some(hit) = cache.get(job.text_hash, &job.text) {
+                            let waiters = if leads { pending.remove(&job.text_hash).map(|(_, w)| w) } else { None };
+                            let (vector, tokens) = (hit.vector.to_vec(), hit.tokens);
+                            for (wcap, wjob) in waiters.unwrap_or_default() {
+                                let mut session = output.session(&wcap);
+                                emit(wjob, Some(Ok(vector.clone())), tokens, |w| session.give(w));
+                            }
                             let mut session = output.session(&cap);
-                            emit(job, Some(Ok(hit.vector.to_vec())), hit.tokens, |w| session.give(w));
-                            continue;
+                            emit(job, Some(Ok(vector)), tokens, |w| session.give(w));
+                            return None;
                         }
-                        // The same text in an earlier request? (Same hash and the leader's text,
-                        // read where the leader sits, so no text is copied to remember it.)
-                        let waits_on = pending.get_mut(&job.text_hash).filter(|((id, index), _)| {
-                            requests.get(id).and_then(|r| r.jobs.get(*index)).is_some_and(|l| l.text == job.text)
-                        });
-                        match waits_on {
-                            Some((_, waiting)) => waiting.push((cap.clone(), job)),
-                            None => fresh.push(job),
+                        if leads {
+                            if let Some((leader, _)) = pending.get_mut(&job.text_hash) {
+                                *leader = Leader::Sent(next_id, index);
+                            }
                         }
+                        index += 1;
+                        Some(job)
+                    });
+                    if !waiting.holds_epoch(epoch) {
+                        caps.remove(&epoch);
                     }
-                    let cut = embedder.batcher().cut(fresh.iter().map(|j| j.text.as_str()));
-                    let mut fresh = fresh.into_iter();
-                    for range in cut.requests {
-                        let jobs: Vec<TextJob> = fresh.by_ref().take(range.len()).collect();
-                        for (index, job) in jobs.iter().enumerate() {
-                            // A hash collision with a pending text is sent on its own, unregistered.
-                            pending.entry(job.text_hash).or_insert(((next_id, index), Vec::new()));
+                    let Some(cut) = cut else { continue };
+                    let texts = cut.items.iter().map(|j| j.text.clone()).collect();
+                    let call = embedder.embed(Request { texts, raw_tokens: cut.raw_tokens });
+                    requests.insert(next_id, CutRequest { cap, jobs: cut.items, tokens: cut.tokens });
+                    let (tx, wake, id) = (tx.clone(), wake.clone(), next_id);
+                    next_id += 1;
+                    in_flight += 1;
+                    runtime.spawn(async move {
+                        if tx.send((id, call.await)).is_ok() {
+                            let _ = wake.activate();
                         }
-                        let request = CutRequest {
-                            cap: cap.clone(),
-                            jobs,
-                            tokens: cut.tokens[range.clone()].to_vec(),
-                            raw_tokens: cut.raw_tokens[range].to_vec(),
-                        };
-                        requests.insert(next_id, request);
-                        ready.push_back(next_id);
-                        next_id += 1;
-                    }
+                    });
                 }
             }
         })
     }
+}
+
+/// Where the job that carries a text is: waiting to be cut, or in a request (id, index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leader {
+    Waiting(WaitingKey),
+    Sent(u64, usize),
 }
 
 /// Fans a job's outcome out to one record per document.

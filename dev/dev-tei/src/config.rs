@@ -61,6 +61,11 @@ pub struct SimConfig {
     /// backend forces it, `max_batch_requests: 4` (unless `max_batch_requests` says otherwise),
     /// which the queue enforces.
     pub cpu: bool,
+    /// Simulate a padded model (TEI's `is_padded()`: Gemma3, i.e. EmbeddingGemma, on every
+    /// device; every non-flash model; every CPU backend): the queue cuts a batch while
+    /// `(n + 1) × longest ≤ max_batch_tokens` and the batch costs `n × longest` tokens
+    /// (TEI 1.9 `core/src/queue.rs`). A CPU router is always padded.
+    pub padded: bool,
     /// Embedding dimension.
     pub dim: usize,
     /// Permits per GPU, one per input.
@@ -128,6 +133,7 @@ impl Default for SimConfig {
             prompts: gemma_prompts(),
             default_prompt_name: None,
             cpu: false,
+            padded: false,
             dim: 768,
             max_concurrent_requests: 512,
             max_batch_tokens: 16_384,
@@ -160,12 +166,17 @@ impl SimConfig {
         self.max_batch_requests.or(if self.cpu { Some(CPU_MAX_BATCH_REQUESTS) } else { None })
     }
 
-    /// Checks values that would make the simulator meaningless; the message names the flag.
+    /// Whether batches are padded to their longest input: [`SimConfig::padded`], or a CPU router.
+    pub fn is_padded(&self) -> bool {
+        self.padded || self.cpu
+    }
+
     /// The text of the prompt named `name`.
     pub fn prompt(&self, name: &str) -> Option<&str> {
         self.prompts.iter().find(|(n, _)| n == name).map(|(_, p)| p.as_str())
     }
 
+    /// Checks values that would make the simulator meaningless; the message names the flag.
     pub fn validate(&self) -> Result<(), String> {
         let rate = |name: &str, v: f64| {
             if (0.0..=1.0).contains(&v) {
@@ -257,6 +268,12 @@ pub struct DevTeiFlags {
     /// Act as a TEI router on CPU: max_batch_requests 4 (unless given) and model_dtype float32.
     #[arg(long)]
     pub cpu: bool,
+    /// Simulate a padded model, as TEI runs EmbeddingGemma (Gemma3) on every device and any
+    /// model without flash attention: a server batch grows while (n + 1) × longest input stays
+    /// within --max-batch-tokens and costs n × longest tokens. /metrics reports real and computed
+    /// tokens (dev_tei_real_tokens, dev_tei_computed_tokens). Implied by --cpu.
+    #[arg(long)]
+    pub padded: bool,
     /// Embedding dimension.
     #[arg(long, default_value_t = 768)]
     pub dim: usize,
@@ -343,6 +360,7 @@ impl TryFrom<DevTeiArgs> for SimConfig {
             prompts: if a.prompt.is_empty() { gemma_prompts() } else { a.prompt },
             default_prompt_name: a.default_prompt_name,
             cpu: a.cpu,
+            padded: a.padded,
             dim: a.dim,
             max_concurrent_requests: a.max_concurrent_requests,
             max_batch_tokens: a.max_batch_tokens,

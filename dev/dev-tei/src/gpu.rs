@@ -1,13 +1,20 @@
 //! One simulated GPU: TEI's router queue (`core/src/queue.rs`) and a service-time model of the
 //! backend, and nothing about HTTP.
 //!
-//! Inputs of every request go into one FIFO. A single batcher task cuts a server batch from the
-//! head, up to `max_batch_tokens` (the plain token sum, as TEI's unpadded flash CUDA backends
-//! count it) and `max_batch_requests` inputs if set, always at least one input; then it "runs"
-//! the batch for `base + tokens / tokens_per_second` and completes every input in it. One batch
-//! runs at a time; there is no timer waiting for a batch to fill and no length sorting.
-//! Inputs whose request went away (client gone, connection closed) are skipped when a batch is
-//! cut, as TEI does.
+//! Inputs of every request go into one FIFO of single inputs. A single batcher task cuts a
+//! server batch from the head, always at least one input, and at most `max_batch_requests`
+//! inputs if set, under TEI 1.9's token rule (`queue_blocking_task`):
+//! - unpadded (flash models on CUDA): while the plain token sum stays within `max_batch_tokens`;
+//!   the batch computes that sum;
+//! - padded (`is_padded()`: Gemma3/EmbeddingGemma everywhere, every non-flash model, every CPU
+//!   backend): while `(n + 1) × longest ≤ max_batch_tokens`, where `longest` includes the
+//!   candidate; the batch computes `n × longest` tokens, every input padded to the longest.
+//!
+//! It then "runs" the batch for `base + computed / tokens_per_second` and completes every input
+//! in it. One batch runs at a time; there is no timer waiting for a batch to fill and no length
+//! sorting. Real tokens (the inputs' own) and computed tokens (with padding) are both counted,
+//! so padding can be measured. Inputs whose request went away (client gone, connection closed)
+//! are skipped when a batch is cut, as TEI does.
 //!
 //! Time is scheduled by deadlines: a batch starts at the later of the previous batch's end and
 //! the arrival of its first input, and the task sleeps until the batch's computed end. Waking
@@ -38,10 +45,12 @@ pub(crate) struct GpuModel {
     pub instant: bool,
     pub max_batch_tokens: usize,
     pub max_batch_requests: Option<usize>,
+    /// Batches are padded to their longest input (see the module docs).
+    pub padded: bool,
 }
 
 impl GpuModel {
-    /// Modelled time to run a batch of `tokens` tokens.
+    /// Modelled time to run a batch that computes `tokens` tokens (padding included).
     pub fn service_time(&self, tokens: usize) -> Duration {
         if self.instant {
             return Duration::ZERO;
@@ -59,8 +68,11 @@ pub struct GpuStats {
     pub batches: u64,
     /// Inputs completed.
     pub inputs: u64,
-    /// Tokens completed (after truncation).
+    /// Real tokens completed: the inputs' own, after truncation.
     pub tokens: u64,
+    /// Tokens the batches computed: `n × longest` per batch when padded, else the real tokens.
+    /// `tokens / computed_tokens` is the share of GPU work that was not padding.
+    pub computed_tokens: u64,
     /// Sum of the modelled service times of the completed batches.
     pub busy: Duration,
     /// Inputs waiting in the queue now (not counting the running batch).
@@ -73,6 +85,9 @@ pub struct GpuStats {
     /// end; None before the first batch). Tokens completed between two snapshots over the time
     /// between their `last_batch_end`s is the GPU's measured throughput.
     pub last_batch_end: Option<std::time::Instant>,
+    /// When the first batch started (wall clock; None before the first batch). With
+    /// `last_batch_end`, the span over which the GPU's capacity was on offer.
+    pub first_batch_start: Option<std::time::Instant>,
 }
 
 /// What a request's inputs spent, summed over its inputs (TEI's headers report per-input means).
@@ -200,10 +215,17 @@ impl GpuQueue {
         let mut rest = tokens;
         let now = std::time::Instant::now();
         while !rest.is_empty() {
-            let (n, sum) = fill(rest.iter().copied(), model);
-            self.shared.metrics.observe_batch(n, sum, Duration::ZERO);
-            record(&self.shared.stats, n, sum, Duration::ZERO, now);
-            rest = &rest[n..];
+            let mut batch = Fill::default();
+            for &t in rest {
+                if !batch.admits(t, model) {
+                    break;
+                }
+                batch.add(t);
+            }
+            let computed = batch.computed(model);
+            self.shared.metrics.observe_batch(batch.n, batch.sum, computed, Duration::ZERO);
+            record(&self.shared.stats, &batch, computed, Duration::ZERO, now, now);
+            rest = &rest[batch.n..];
         }
     }
 }
@@ -216,75 +238,101 @@ impl Drop for GpuQueue {
     }
 }
 
-/// Whether an input of `t` tokens may join a batch of `n` inputs and `sum` tokens: always when
-/// the batch is empty, so an input larger than the budget still runs.
-fn fits(n: usize, sum: usize, t: usize, model: &GpuModel) -> bool {
-    let full_tokens = n > 0 && sum + t > model.max_batch_tokens;
-    let full_requests = model.max_batch_requests.is_some_and(|max| n >= max);
-    !(full_tokens || full_requests)
+/// A server batch as it is cut: inputs, their real token sum and the longest input.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fill {
+    pub n: usize,
+    pub sum: usize,
+    pub longest: usize,
 }
 
-/// How many of `tokens` (from the head) fit one batch, and their token sum.
-fn fill(tokens: impl Iterator<Item = usize>, model: &GpuModel) -> (usize, usize) {
-    let (mut n, mut sum) = (0, 0);
-    for t in tokens {
-        if !fits(n, sum, t, model) {
-            break;
+impl Fill {
+    /// Whether an input of `t` tokens may join: always when the batch is empty, so an input
+    /// larger than the budget still runs; then TEI's rule (padded: `(n + 1) × max(longest, t)`
+    /// within `max_batch_tokens`; unpadded: `sum + t`) and `max_batch_requests`.
+    pub fn admits(&self, t: usize, model: &GpuModel) -> bool {
+        if self.n == 0 {
+            return true;
         }
-        n += 1;
-        sum += t;
+        let total = if model.padded { (self.n + 1) * self.longest.max(t) } else { self.sum + t };
+        let full_requests = model.max_batch_requests.is_some_and(|max| self.n >= max);
+        total <= model.max_batch_tokens && !full_requests
     }
-    (n, sum)
+
+    pub fn add(&mut self, t: usize) {
+        self.n += 1;
+        self.sum += t;
+        self.longest = self.longest.max(t);
+    }
+
+    /// Tokens the GPU computes for this batch.
+    pub fn computed(&self, model: &GpuModel) -> usize {
+        if model.padded {
+            self.n * self.longest
+        } else {
+            self.sum
+        }
+    }
 }
 
-fn record(stats: &Mutex<GpuStats>, n: usize, sum: usize, service: Duration, end: std::time::Instant) {
+fn record(
+    stats: &Mutex<GpuStats>,
+    batch: &Fill,
+    computed: usize,
+    service: Duration,
+    start: std::time::Instant,
+    end: std::time::Instant,
+) {
     let mut stats = stats.lock();
     stats.batches += 1;
-    stats.inputs += n as u64;
-    stats.tokens += sum as u64;
+    stats.inputs += batch.n as u64;
+    stats.tokens += batch.sum as u64;
+    stats.computed_tokens += computed as u64;
     stats.busy += service;
-    stats.max_batch_tokens_seen = stats.max_batch_tokens_seen.max(sum);
-    stats.max_batch_size_seen = stats.max_batch_size_seen.max(n);
+    stats.max_batch_tokens_seen = stats.max_batch_tokens_seen.max(computed);
+    stats.max_batch_size_seen = stats.max_batch_size_seen.max(batch.n);
     stats.last_batch_end = Some(end);
+    stats.first_batch_start.get_or_insert(start);
 }
 
-/// Cuts the next batch from the head, dropping cancelled inputs. Returns the entries, their token
-/// sum and the earliest arrival among them.
-fn cut(shared: &Shared) -> Option<(Vec<Entry>, usize, Instant)> {
+/// Cuts the next batch from the head, dropping cancelled inputs. Returns the entries, the
+/// batch's fill and the earliest arrival among them.
+fn cut(shared: &Shared) -> Option<(Vec<Entry>, Fill, Instant)> {
     let mut queue = shared.queue.lock();
     let mut batch = Vec::new();
-    let (mut sum, mut first) = (0, None::<Instant>);
+    let (mut fill, mut first) = (Fill::default(), None::<Instant>);
     while let Some(entry) = queue.front() {
         if entry.request.is_cancelled() {
             queue.pop_front();
             continue;
         }
-        if !fits(batch.len(), sum, entry.tokens, &shared.model) {
+        if !fill.admits(entry.tokens, &shared.model) {
             break;
         }
         let Some(entry) = queue.pop_front() else {
             break;
         };
-        sum += entry.tokens;
+        fill.add(entry.tokens);
         first = Some(first.map_or(entry.enqueued, |f| f.min(entry.enqueued)));
         batch.push(entry);
     }
     shared.metrics.queue_size.set(queue.len() as i64);
-    first.map(|first| (batch, sum, first))
+    first.map(|first| (batch, fill, first))
 }
 
 async fn batcher(shared: Arc<Shared>) {
     let mut prev_end: Option<Instant> = None;
     loop {
-        let Some((batch, tokens, first)) = cut(&shared) else {
+        let Some((batch, fill, first)) = cut(&shared) else {
             shared.wake.notified().await;
             continue;
         };
         // Deadline scheduling: back-to-back batches chain on computed ends, not on wake-ups.
         let start = prev_end.map_or(first, |end| end.max(first));
-        let service = shared.model.service_time(tokens);
+        let computed = fill.computed(&shared.model);
+        let service = shared.model.service_time(computed);
         let end = start + service;
-        shared.metrics.observe_batch(batch.len(), tokens, service);
+        shared.metrics.observe_batch(batch.len(), fill.sum, computed, service);
         *shared.running_end.lock() = Some(end);
         tokio::time::sleep_until(end).await;
         let done_at = std::time::Instant::now();
@@ -293,7 +341,67 @@ async fn batcher(shared: Arc<Shared>) {
             let queue = start.saturating_duration_since(entry.enqueued);
             entry.request.complete_one(queue, service);
         }
-        record(&shared.stats, batch.len(), tokens, service, done_at);
+        record(&shared.stats, &fill, computed, service, start.into_std(), done_at);
         prev_end = Some(end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(padded: bool, max_batch_requests: Option<usize>) -> GpuModel {
+        GpuModel {
+            base: Duration::from_millis(5),
+            tokens_per_second: 1_000.0,
+            instant: false,
+            max_batch_tokens: 100,
+            max_batch_requests,
+            padded,
+        }
+    }
+
+    fn cut_all(tokens: &[usize], model: &GpuModel) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut rest = tokens;
+        while !rest.is_empty() {
+            let mut fill = Fill::default();
+            for &t in rest {
+                if !fill.admits(t, model) {
+                    break;
+                }
+                fill.add(t);
+            }
+            out.push((fill.n, fill.computed(model)));
+            rest = &rest[fill.n..];
+        }
+        out
+    }
+
+    #[test]
+    fn padded_batches_follow_teis_rule_in_arrival_order() {
+        let padded = model(true, None);
+        // 10, 10, 30: (2+1) × 30 = 90 fits; a 4th of 10 would make 4 × 30 = 120: cut.
+        assert_eq!(cut_all(&[10, 10, 30, 10, 10], &padded), vec![(3, 90), (2, 20)]);
+        // A long input after short ones pads all of them: 5 × 20 = 100 fits exactly.
+        assert_eq!(cut_all(&[5, 5, 5, 5, 20, 5], &padded), vec![(5, 100), (1, 5)]);
+        // Alone over the budget still runs, alone.
+        assert_eq!(cut_all(&[150, 1], &padded), vec![(1, 150), (1, 1)]);
+        // The same inputs unpadded: the plain sum.
+        assert_eq!(cut_all(&[10, 10, 30, 10, 10], &model(false, None)), vec![(5, 70)]);
+        // max_batch_requests applies under either rule.
+        assert_eq!(cut_all(&[1, 1, 1, 1, 1], &model(true, Some(2))), vec![(2, 2), (2, 2), (1, 1)]);
+    }
+
+    #[test]
+    fn sorted_inputs_pad_less_than_arrival_order() {
+        let padded = model(true, None);
+        let arrival = [3, 40, 2, 5, 30, 4, 3, 25, 2, 6];
+        let mut sorted = arrival;
+        sorted.sort_unstable();
+        let computed = |t: &[usize]| cut_all(t, &padded).iter().map(|b| b.1).sum::<usize>();
+        let real: usize = arrival.iter().sum();
+        assert!(computed(&arrival) > 2 * real, "{} vs {real}", computed(&arrival));
+        assert!(computed(&sorted) * 10 < computed(&arrival) * 7);
     }
 }

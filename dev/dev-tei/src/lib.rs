@@ -105,6 +105,7 @@ impl DevTei {
             instant: config.instant,
             max_batch_tokens: config.max_batch_tokens,
             max_batch_requests: config.batch_requests(),
+            padded: config.is_padded(),
         };
         // Built up GPU by GPU so a bind failure drops (and stops) the ones already serving.
         let mut tei = DevTei { gpus: Vec::with_capacity(config.gpus) };

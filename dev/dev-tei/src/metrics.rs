@@ -25,6 +25,10 @@ impl TeiCounter {
     pub fn inc(&self) {
         self.0.inc();
     }
+
+    pub fn add(&self, by: u64) {
+        self.0.inc_by(by);
+    }
 }
 
 impl TypedMetric for TeiCounter {
@@ -61,6 +65,8 @@ pub(crate) struct Metrics {
     batch_inference_count: TeiCounter,
     batch_inference_duration: Histogram,
     pub queue_size: Gauge,
+    real_tokens: TeiCounter,
+    computed_tokens: TeiCounter,
 }
 
 /// TEI's duration buckets: 35 steps of ×1.5 from 15 µs.
@@ -92,6 +98,8 @@ impl Metrics {
             batch_inference_count: TeiCounter::default(),
             batch_inference_duration: duration(),
             queue_size: Gauge::default(),
+            real_tokens: TeiCounter::default(),
+            computed_tokens: TeiCounter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -113,6 +121,11 @@ impl Metrics {
         let bdur = m.batch_inference_duration.clone();
         r.register("te_batch_inference_duration", "Server batch time (s)", bdur);
         r.register("te_queue_size", "Inputs waiting in the queue", m.queue_size.clone());
+        // The simulator's own (TEI has no such counters): padding made visible.
+        let real = m.real_tokens.clone();
+        r.register("dev_tei_real_tokens", "Tokens of the inputs run, padding excluded", real);
+        let computed = m.computed_tokens.clone();
+        r.register("dev_tei_computed_tokens", "Tokens the batches computed, padding included", computed);
         Self { registry, ..m }
     }
 
@@ -131,9 +144,12 @@ impl Metrics {
         self.request_failure.get_or_create(&[("err", err)]).inc();
     }
 
-    pub fn observe_batch(&self, size: usize, tokens: usize, service: Duration) {
+    /// One server batch: `size` inputs of `tokens` real tokens, `computed` with padding.
+    pub fn observe_batch(&self, size: usize, tokens: usize, computed: usize, service: Duration) {
         self.batch_next_size.observe(size as f64);
         self.batch_next_tokens.observe(tokens as f64);
+        self.real_tokens.add(tokens as u64);
+        self.computed_tokens.add(computed as u64);
         self.batch_inference_count.inc();
         self.batch_inference_duration.observe(service.as_secs_f64());
     }

@@ -2,7 +2,7 @@
 //! queue in dev-mongo ([`seed`], [`seed_work_queue`], [`fresh_work_queue`]), the dev stack of
 //! dev-mongo plus simulated TEI GPUs ([`Stack`]), the exactly-once check of a run's output
 //! ([`expect`]), child processes ([`proc`]), a child's peak memory for benchmarks ([`peak_rss`])
-//! and a tiny `tokenizer.json` ([`word_tokenizer`]).
+//! a tiny `tokenizer.json` ([`word_tokenizer`]) and texts of tweet-like lengths ([`lengths`]).
 //!
 //! It knows the engine (`tweet-embed-operators`) and the two dev servers, never the CLI: what
 //! needs the `tweet-embed` crate's flags stays with the tests that use them.
@@ -16,6 +16,7 @@
 
 pub mod expect;
 pub mod invalid_utf8;
+pub mod lengths;
 pub mod peak_rss;
 pub mod proc;
 pub mod seed;

@@ -77,6 +77,9 @@ pub struct Summary {
     pub id_type: Option<crate::output::IdType>,
     /// Of the rejected, documents whose `_id` does not fit the id column (strays).
     pub strays: u64,
+    /// Real tokens over what a padded server computes for the requests this process sent
+    /// ([`PoolStats::real_share`](crate::tei::PoolStats::real_share)); None if none was sent.
+    pub real_share: Option<f64>,
 }
 
 impl Engine {
@@ -186,6 +189,7 @@ impl Engine {
         summary.files = t.files.load(Ordering::Relaxed);
         summary.deletions = t.deletions.load(Ordering::Relaxed);
         summary.cancelled = t.cancelled.load(Ordering::Relaxed);
+        summary.real_share = engine.pool.stats().real_share();
         summary.elapsed = started.elapsed();
         Ok(summary)
     }

@@ -67,6 +67,7 @@ pub(crate) struct Slot {
     breaker: Breaker,
     metrics: EndpointMetrics,
     outstanding_tokens: AtomicU64,
+    outstanding_inputs: AtomicU64,
     requests: AtomicU64,
     failures: AtomicU64,
     embedded: AtomicU64,
@@ -85,6 +86,7 @@ impl Slot {
             breaker: Breaker::default(),
             metrics: EndpointMetrics::new(),
             outstanding_tokens: AtomicU64::new(0),
+            outstanding_inputs: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             embedded: AtomicU64::new(0),
@@ -138,6 +140,7 @@ pub(crate) struct Lease<'a> {
     dispatcher: &'a Dispatcher,
     index: usize,
     tokens: u64,
+    inputs: u64,
     in_flight_at_start: usize,
     started: Instant,
     done: bool,
@@ -149,17 +152,18 @@ impl Dispatcher {
     }
 
     /// Waits for a slot on the usable endpoint with the least outstanding tokens and takes it for
-    /// a request of `tokens` budget tokens.
-    pub async fn acquire(&self, tokens: u64) -> Lease<'_> {
+    /// a request of `inputs` inputs costing `tokens` padded tokens (`n × longest`, what a padded
+    /// server computes for it).
+    pub async fn acquire(&self, tokens: u64, inputs: u64) -> Lease<'_> {
         loop {
             // Registered before looking, so a slot freed in between still wakes this request.
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
             let now = Instant::now();
-            if let Some((index, in_flight_at_start)) = self.try_take(now, tokens) {
+            if let Some((index, in_flight_at_start)) = self.try_take(now, tokens, inputs) {
                 let started = Instant::now();
-                return Lease { dispatcher: self, index, tokens, in_flight_at_start, started, done: false };
+                return Lease { dispatcher: self, index, tokens, inputs, in_flight_at_start, started, done: false };
             }
             let wait = self.next_reopen(now).map_or(RECHECK, |at| at.saturating_duration_since(now).min(RECHECK));
             if self.slots.iter().all(|slot| slot.breaker.cap(now).is_none()) {
@@ -173,7 +177,7 @@ impl Dispatcher {
     }
 
     /// Takes a slot on the best usable endpoint: its index and its in-flight count with this one.
-    fn try_take(&self, now: Instant, tokens: u64) -> Option<(usize, usize)> {
+    fn try_take(&self, now: Instant, tokens: u64, inputs: u64) -> Option<(usize, usize)> {
         let usable: Vec<(usize, usize)> =
             self.slots.iter().enumerate().filter_map(|(i, slot)| Some((i, slot.breaker.cap(now)?))).collect();
         // Outstanding tokens in seconds of each endpoint's own unloaded speed, once every usable
@@ -192,8 +196,11 @@ impl Dispatcher {
         order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
         for (_, _, i, cap) in order {
             let slot = &self.slots[i];
-            if let Some(in_flight) = slot.limit.try_acquire(cap) {
+            let tokens_with = slot.outstanding_tokens.load(Ordering::SeqCst) + tokens;
+            let inputs_with = slot.outstanding_inputs.load(Ordering::SeqCst) + inputs;
+            if let Some(in_flight) = slot.limit.try_acquire(cap, tokens_with, inputs_with) {
                 slot.outstanding_tokens.fetch_add(tokens, Ordering::SeqCst);
+                slot.outstanding_inputs.fetch_add(inputs, Ordering::SeqCst);
                 slot.requests.fetch_add(1, Ordering::Relaxed);
                 return Some((i, in_flight));
             }
@@ -296,6 +303,7 @@ impl Lease<'_> {
 
     fn release(&self, slot: &Slot, latency: Duration, signal: Signal) {
         slot.outstanding_tokens.fetch_sub(self.tokens, Ordering::SeqCst);
+        slot.outstanding_inputs.fetch_sub(self.inputs, Ordering::SeqCst);
         let sample = Sample { latency, tokens: self.tokens, in_flight_at_start: self.in_flight_at_start, signal };
         let grown = slot.limit.on_done(sample, std::time::Instant::now());
         // One waiter per slot that opened: the one given back and any the limit grew by.

@@ -27,6 +27,18 @@
 //! re-measured. `--p95-slo` bounds the limit: it does not grow when one more request would push a
 //! latency past the SLO, and shrinks while the p95 of the last [`RECENT`] requests is over it.
 //!
+//! ## A full server batch waiting, whatever the request size
+//! Latency counts requests, but a GPU works in server batches. When requests are much smaller
+//! than a server batch (tweets: a 32-input request is ~1,100 tokens against TEI's 16,384-token
+//! batches), one request queued is a sliver of a batch: the GPU runs small batches, pays their
+//! fixed cost often and waits between them. So an adaptive limit also lets requests in while the
+//! tokens in flight at the endpoint, counted under the server's padded rule (`n × longest` per
+//! request), stay within [`FLOOR_BATCHES`] server batches (and, where the server caps a batch's
+//! inputs, `max_batch_requests`, their inputs within as many batches): one running and at least
+//! half of the next waiting, so TEI cuts full batches, and a request waits at most about two
+//! batches. The permits still cap it (`max`). The latency rule decides above that floor. A pinned
+//! limit has no floor.
+//!
 //! ## Permits shared with others
 //! The cap (`max`) keeps this pool's own inputs in flight within the server's permits, but other
 //! clients, other processes of a cluster, or a request the client gave up on and the server still
@@ -53,6 +65,9 @@ pub enum Concurrency {
     Fixed(usize),
 }
 
+/// Server batches' worth of tokens an adaptive limit lets into flight at an endpoint whatever
+/// latency says (see the module docs).
+pub(crate) const FLOOR_BATCHES: f64 = 1.5;
 /// Grow while fewer requests than this are estimated queued ahead.
 pub(crate) const GROW_BELOW: f64 = 0.5;
 /// Shrink while more than this are estimated queued ahead.
@@ -100,7 +115,31 @@ pub(crate) struct ConcurrencyLimit {
     /// The limit in force now (1 while probing), read by `try_acquire` without the lock.
     current: AtomicUsize,
     in_flight: AtomicUsize,
+    /// Tokens and inputs in flight that are always let in (0: no floor); see the module docs.
+    floor: Floor,
     state: Mutex<Gradient>,
+}
+
+/// How much an adaptive limit lets into flight at an endpoint regardless of latency.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Floor {
+    /// Padded tokens in flight (0: no floor).
+    pub tokens: u64,
+    /// Inputs in flight, where the server caps a batch's inputs.
+    pub inputs: Option<u64>,
+}
+
+impl Floor {
+    /// [`FLOOR_BATCHES`] server batches of `max_batch_tokens` (and `max_batch_requests` inputs).
+    pub fn batches(max_batch_tokens: usize, max_batch_requests: Option<usize>) -> Self {
+        let of = |n: usize| (n as f64 * FLOOR_BATCHES).floor() as u64;
+        Self { tokens: of(max_batch_tokens), inputs: max_batch_requests.map(of) }
+    }
+
+    /// Whether `tokens` and `inputs` in flight (the new request's included) are within it.
+    fn holds(&self, tokens: u64, inputs: u64) -> bool {
+        self.tokens > 0 && tokens <= self.tokens && self.inputs.is_none_or(|max| inputs <= max)
+    }
 }
 
 #[derive(Debug)]
@@ -136,7 +175,22 @@ impl ConcurrencyLimit {
             slo,
             last_cut: None,
         };
-        Self { mode, max, current: AtomicUsize::new(start), in_flight: AtomicUsize::new(0), state: Mutex::new(state) }
+        Self {
+            mode,
+            max,
+            current: AtomicUsize::new(start),
+            in_flight: AtomicUsize::new(0),
+            floor: Floor::default(),
+            state: Mutex::new(state),
+        }
+    }
+
+    /// The same with a floor of work always let in (adaptive only: a pinned limit stays pinned).
+    pub fn with_floor(mut self, floor: Floor) -> Self {
+        if self.mode == Concurrency::Adaptive {
+            self.floor = floor;
+        }
+        self
     }
 
     /// The limit in force now.
@@ -164,10 +218,14 @@ impl ConcurrencyLimit {
         self.state.lock().baseline.get()
     }
 
-    /// Takes a slot if fewer than `min(limit, cap)` are in flight (`cap` lets a recovering
-    /// endpoint be probed with one request at a time). Returns the in-flight count with this one.
-    pub fn try_acquire(&self, cap: usize) -> Option<usize> {
-        let max = self.limit().min(cap.max(1));
+    /// Takes a slot if fewer than `min(limit, cap)` are in flight, or, within the permits
+    /// (`max`) and `cap`, if the endpoint's padded tokens and inputs in flight with this request
+    /// (`tokens`, `inputs`) are within the floor. `cap` lets a recovering endpoint be probed with
+    /// one request at a time. Returns the in-flight count with this one.
+    pub fn try_acquire(&self, cap: usize, tokens: u64, inputs: u64) -> Option<usize> {
+        let by_latency = self.limit();
+        let by_floor = if self.floor.holds(tokens, inputs) { self.max } else { 0 };
+        let max = by_latency.max(by_floor).min(cap.max(1));
         self.in_flight
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
             .ok()
@@ -289,7 +347,7 @@ mod tests {
         for _ in 0..rounds {
             let n = limit.limit();
             let mut slots = Vec::new();
-            while let Some(at_start) = limit.try_acquire(usize::MAX) {
+            while let Some(at_start) = limit.try_acquire(usize::MAX, 0, 0) {
                 slots.push(at_start);
             }
             assert_eq!(slots.len(), n);
@@ -314,7 +372,7 @@ mod tests {
         let mut t = now;
         for _ in 0..300 {
             let mut slots = Vec::new();
-            while let Some(at_start) = flat.try_acquire(usize::MAX) {
+            while let Some(at_start) = flat.try_acquire(usize::MAX, 0, 0) {
                 slots.push(at_start);
             }
             for at_start in slots {
@@ -334,11 +392,11 @@ mod tests {
         // Four times the unloaded latency at two in flight: three queued ahead.
         let queued =
             Sample { latency: Duration::from_millis(800), tokens: 13_376, in_flight_at_start: 2, signal: Signal::Ok };
-        limit.try_acquire(usize::MAX);
+        limit.try_acquire(usize::MAX, 0, 0);
         limit.on_done(queued, now);
         assert!(limit.state.lock().limit < before);
         let state_before = limit.state.lock().limit;
-        limit.try_acquire(usize::MAX);
+        limit.try_acquire(usize::MAX, 0, 0);
         let overload = Sample { signal: Signal::Overload, ..queued };
         limit.on_done(overload, now + Duration::from_secs(1));
         assert!((limit.state.lock().limit - (state_before * OVERLOAD_CUT).max(1.0)).abs() < 1e-9);
@@ -352,7 +410,7 @@ mod tests {
         // Flat latency of 400 ms: without an SLO it would grow to 16; 3 × 400 ms > 1 s stops it.
         let mut t = Instant::now();
         for _ in 0..300 {
-            let Some(at_start) = limit.try_acquire(usize::MAX) else { break };
+            let Some(at_start) = limit.try_acquire(usize::MAX, 0, 0) else { break };
             t += Duration::from_millis(10);
             let latency = Duration::from_millis(400) * at_start as u32;
             limit.on_done(Sample { latency, tokens: 100, in_flight_at_start: at_start, signal: Signal::Ok }, t);
@@ -367,12 +425,12 @@ mod tests {
         assert_eq!(limit.limit(), 2);
         // Past PROBE_EVERY with every request queued behind another: held at 1 until one alone.
         let later = t + PROBE_EVERY + Duration::from_secs(1);
-        limit.try_acquire(usize::MAX);
+        limit.try_acquire(usize::MAX, 0, 0);
         let s =
             Sample { latency: Duration::from_millis(200), tokens: 13_376, in_flight_at_start: 2, signal: Signal::Ok };
         limit.on_done(s, later);
         assert_eq!(limit.limit(), 1);
-        limit.try_acquire(usize::MAX);
+        limit.try_acquire(usize::MAX, 0, 0);
         limit.on_done(Sample { in_flight_at_start: 1, latency: Duration::from_millis(100), ..s }, later);
         assert_eq!(limit.limit(), 2);
     }
@@ -383,14 +441,14 @@ mod tests {
         assert_eq!((limit.limit(), limit.max()), (8, 8));
         let t = Instant::now();
         let s = Sample { latency: Duration::from_millis(100), tokens: 100, in_flight_at_start: 8, signal: Signal::Ok };
-        limit.try_acquire(usize::MAX);
+        limit.try_acquire(usize::MAX, 0, 0);
         limit.on_done(Sample { signal: Signal::Overload, ..s }, t);
         assert_eq!(limit.limit(), 8, "a 503 or a timeout does not move a pinned limit");
-        limit.try_acquire(usize::MAX);
+        limit.try_acquire(usize::MAX, 0, 0);
         limit.on_done(Sample { signal: Signal::NoPermit, ..s }, t);
         assert_eq!(limit.limit(), 6, "a 429: the permits are shared, give way");
         // A burst of 429s from the same moment is one signal.
-        limit.try_acquire(usize::MAX);
+        limit.try_acquire(usize::MAX, 0, 0);
         limit.on_done(Sample { signal: Signal::NoPermit, ..s }, t);
         assert_eq!(limit.limit(), 6);
         let back = drive(&limit, Duration::from_millis(100), 10, t);
@@ -412,5 +470,38 @@ mod tests {
         assert_eq!(window.get(), Some(1.0), "the previous window still counts");
         window.update(3.0, t + BASELINE_WINDOW * 2);
         assert_eq!(window.get(), Some(2.0), "two windows old: forgotten");
+    }
+
+    #[test]
+    fn the_floor_lets_a_server_batch_wait_and_never_past_the_permits() {
+        let floor = Floor::batches(16_384, None);
+        assert_eq!(floor, Floor { tokens: 24_576, inputs: None });
+        let limit = ConcurrencyLimit::new(Concurrency::Adaptive, 16, None).with_floor(floor);
+        assert_eq!(limit.limit(), 1);
+        // Small requests (1,100 padded tokens each): in while the endpoint holds at most 1.5
+        // batches, even though the latency limit is 1.
+        let mut tokens = 0;
+        let mut taken = 0;
+        while let Some(n) = limit.try_acquire(usize::MAX, tokens + 1_100, 0) {
+            tokens += 1_100;
+            taken = n;
+        }
+        assert_eq!(taken, 16, "the permits (max) cap it: 16 × 1,100 is under the floor");
+        // Large requests: the floor lets the first in, the latency limit decides the rest.
+        let big = ConcurrencyLimit::new(Concurrency::Adaptive, 16, None).with_floor(floor);
+        assert_eq!(big.try_acquire(usize::MAX, 13_376, 0), Some(1));
+        assert_eq!(big.try_acquire(usize::MAX, 26_752, 0), None);
+        // A breaker's probe cap holds under the floor too.
+        let probing = ConcurrencyLimit::new(Concurrency::Adaptive, 16, None).with_floor(floor);
+        assert_eq!(probing.try_acquire(1, 100, 0), Some(1));
+        assert_eq!(probing.try_acquire(1, 200, 0), None);
+        // Where the server caps a batch's inputs (a CPU router: 4), inputs count too.
+        let cpu = ConcurrencyLimit::new(Concurrency::Adaptive, 16, None).with_floor(Floor::batches(16_384, Some(4)));
+        assert_eq!(cpu.try_acquire(usize::MAX, 100, 4), Some(1));
+        assert_eq!(cpu.try_acquire(usize::MAX, 200, 8), None, "8 inputs > 1.5 batches of 4");
+        // A pinned limit has none.
+        let pinned = ConcurrencyLimit::new(Concurrency::Fixed(1), 16, None).with_floor(floor);
+        assert_eq!(pinned.try_acquire(usize::MAX, 100, 1), Some(1));
+        assert_eq!(pinned.try_acquire(usize::MAX, 200, 2), None);
     }
 }

@@ -24,6 +24,9 @@ pub struct ServerLimits {
     pub max_client_batch_size: usize,
     /// Token budget of one server batch.
     pub max_batch_tokens: usize,
+    /// Most inputs in one server batch, when the server caps it (`/info.max_batch_requests`;
+    /// TEI's candle CPU backend forces 4, ORT 8; None on CUDA by default).
+    pub max_batch_requests: Option<usize>,
     /// Most tokens of one input, special tokens included; longer inputs are truncated.
     pub max_input_length: usize,
     /// Concurrency permits of the server, one per input in flight.
@@ -46,6 +49,8 @@ struct Info {
     max_client_batch_size: usize,
     #[serde(default = "default_batch_tokens")]
     max_batch_tokens: usize,
+    #[serde(default)]
+    max_batch_requests: Option<usize>,
     max_input_length: usize,
     #[serde(default = "default_concurrent")]
     max_concurrent_requests: usize,
@@ -75,6 +80,7 @@ impl ServerLimits {
             version: String::new(),
             max_client_batch_size: default_client_batch(),
             max_batch_tokens: default_batch_tokens(),
+            max_batch_requests: None,
             max_input_length: 512,
             max_concurrent_requests: default_concurrent(),
             payload_limit: DEFAULT_PAYLOAD_LIMIT,
@@ -102,6 +108,7 @@ impl ServerLimits {
             version: info.version,
             max_client_batch_size: info.max_client_batch_size,
             max_batch_tokens: info.max_batch_tokens,
+            max_batch_requests: info.max_batch_requests.filter(|&n| n > 0),
             max_input_length: info.max_input_length,
             max_concurrent_requests: info.max_concurrent_requests,
             payload_limit,
@@ -118,6 +125,10 @@ impl ServerLimits {
             version: self.version.clone(),
             max_client_batch_size: self.max_client_batch_size.min(other.max_client_batch_size),
             max_batch_tokens: self.max_batch_tokens.min(other.max_batch_tokens),
+            max_batch_requests: match (self.max_batch_requests, other.max_batch_requests) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
             max_input_length: self.max_input_length.min(other.max_input_length),
             max_concurrent_requests: self.max_concurrent_requests.min(other.max_concurrent_requests),
             payload_limit: self.payload_limit.min(other.payload_limit),

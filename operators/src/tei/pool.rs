@@ -16,12 +16,12 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::batcher::{PackLimits, Request, RequestBatcher};
+use super::batcher::{PackLimits, Request, RequestBatcher, RequestOrder};
 use super::budget::TokenBudget;
 use super::dispatch::{Dispatcher, Slot};
 use super::endpoint::{http_client, Api, Endpoint};
 use super::error::{FailureKind, TeiError};
-use super::limiter::{Concurrency, ConcurrencyLimit};
+use super::limiter::{Concurrency, ConcurrencyLimit, Floor};
 use super::limits::{redact, ServerLimits, DEFAULT_PAYLOAD_LIMIT};
 use super::options::EmbedOptions;
 use super::request::{self, InputOutcome, Shared, Step};
@@ -64,6 +64,8 @@ pub struct PoolConfig {
     pub retry_max: Duration,
     /// How the vectors are made: prompt, dimensions, normalization, truncation direction.
     pub options: EmbedOptions,
+    /// The order texts waiting to be sent are cut into requests in (`--request-order`).
+    pub order: RequestOrder,
 }
 
 impl PoolConfig {
@@ -84,6 +86,7 @@ impl PoolConfig {
             retry_initial: Duration::from_millis(50),
             retry_max: Duration::from_secs(5),
             options: EmbedOptions::default(),
+            order: RequestOrder::Length,
         }
     }
 
@@ -143,6 +146,7 @@ impl fmt::Debug for PoolConfig {
             .field("tokenizer", &self.tokenizer)
             .field("retry_initial", &self.retry_initial)
             .field("retry_max", &self.retry_max)
+            .field("order", &self.order)
             .finish()
     }
 }
@@ -283,7 +287,9 @@ impl EndpointPool {
                         );
                     }
                 }
-                Slot::new(endpoint, ConcurrencyLimit::new(config.concurrency, fits, config.p95_slo))
+                let floor = Floor::batches(info.max_batch_tokens, info.max_batch_requests);
+                let limit = ConcurrencyLimit::new(config.concurrency, fits, config.p95_slo).with_floor(floor);
+                Slot::new(endpoint, limit)
             })
             .collect::<Vec<_>>();
         tracing::info!(
@@ -300,7 +306,7 @@ impl EndpointPool {
             "TEI endpoints ready"
         );
         let budget = Arc::new(budget);
-        let batcher = RequestBatcher::new(pack, budget.clone());
+        let batcher = RequestBatcher::new(pack, budget.clone()).with_order(config.order);
         let shared = Shared {
             dispatcher: Dispatcher::new(slots),
             budget,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::batcher::Request;
+use super::batcher::{padded_tokens, Request};
 use super::budget::TokenBudget;
 use super::dispatch::Dispatcher;
 use super::error::{CallError, FailureKind};
@@ -53,11 +53,14 @@ pub(crate) enum Step {
 pub(crate) async fn run(shared: Arc<Shared>, request: Arc<Request>, range: Range<usize>) -> Step {
     let texts = &request.texts[range.clone()];
     let raw = &request.raw_tokens[range.clone()];
-    let budget_tokens: u64 = raw.iter().map(|&r| u64::from(shared.budget.calibrated(r))).sum();
+    let tokens: Vec<u32> = raw.iter().map(|&r| shared.budget.calibrated(r)).collect();
+    let budget_tokens: u64 = tokens.iter().map(|&t| u64::from(t)).sum();
+    // What a padded server computes for it, every input padded to the longest.
+    let padded = padded_tokens(&tokens);
     let counters = &shared.counters;
     let mut attempt: u32 = 0;
     loop {
-        let lease = shared.dispatcher.acquire(budget_tokens).await;
+        let lease = shared.dispatcher.acquire(padded, texts.len() as u64).await;
         Counters::add(&counters.requests, 1);
         let started = Instant::now();
         let result = lease.endpoint().embed(texts).await.and_then(|reply| {
@@ -93,6 +96,7 @@ pub(crate) async fn run(shared: Arc<Shared>, request: Arc<Request>, range: Range
                 Counters::add(&counters.rejected, invalid as u64);
                 Counters::add(&counters.invalid_vectors, invalid as u64);
                 Counters::add(&counters.budget_tokens, budget_tokens);
+                Counters::add(&counters.padded_tokens, padded);
                 if let Some(tokens) = reply.compute_tokens {
                     Counters::add(&counters.compute_tokens, tokens);
                     shared.budget.observe(raw, tokens);

@@ -40,6 +40,10 @@ pub struct PoolStats {
     pub budget_tokens: u64,
     /// Tokens the servers reported computing (`x-compute-tokens`) for successful calls.
     pub compute_tokens: u64,
+    /// What a padded server computes for the successful calls as sent: per request, its inputs
+    /// times its longest input (budget tokens). `budget_tokens / padded_tokens` is the share of
+    /// a padded GPU's work that is real tokens (TEI pads EmbeddingGemma on every device).
+    pub padded_tokens: u64,
     /// The budget's calibration factor (1.0 with a tokenizer).
     pub token_scale: f64,
     /// Latency of successful calls, median, in milliseconds.
@@ -48,6 +52,14 @@ pub struct PoolStats {
     pub latency_p95_ms: u64,
     /// Per endpoint, in the order of the configured URLs.
     pub endpoints: Vec<EndpointStats>,
+}
+
+impl PoolStats {
+    /// Real tokens over the tokens a padded server computes for the requests as sent
+    /// (`budget_tokens / padded_tokens`): 1.0 is no padding. None before any request.
+    pub fn real_share(&self) -> Option<f64> {
+        (self.padded_tokens > 0).then(|| self.budget_tokens as f64 / self.padded_tokens as f64)
+    }
 }
 
 /// One endpoint's share of a [`PoolStats`].
@@ -195,6 +207,7 @@ pub(crate) struct Counters {
     pub invalid_vectors: AtomicU64,
     pub budget_tokens: AtomicU64,
     pub compute_tokens: AtomicU64,
+    pub padded_tokens: AtomicU64,
     by_cause: Mutex<BTreeMap<String, u64>>,
     latency_ms: Mutex<Histogram<u64>>,
 }
@@ -214,6 +227,7 @@ impl Counters {
             invalid_vectors: AtomicU64::new(0),
             budget_tokens: AtomicU64::new(0),
             compute_tokens: AtomicU64::new(0),
+            padded_tokens: AtomicU64::new(0),
             by_cause: Mutex::new(BTreeMap::new()),
             latency_ms: Mutex::new(histogram),
         }
@@ -251,6 +265,7 @@ impl Counters {
             invalid_vectors: get(&self.invalid_vectors),
             budget_tokens: get(&self.budget_tokens),
             compute_tokens: get(&self.compute_tokens),
+            padded_tokens: get(&self.padded_tokens),
             token_scale: 1.0,
             latency_p50_ms: quantile(0.5),
             latency_p95_ms: quantile(0.95),
