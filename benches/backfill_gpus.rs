@@ -13,7 +13,8 @@
 //! real / computed tokens (padding), computed tokens per busy second over the rate (the 5 ms a
 //! batch costs), and busy / span. Request p95 is the pool's, read from `/metrics`, against a full
 //! batch's service time. Everything is the simulator's own accounting; every number is simulated.
-//! `BENCH_TWEETS` and `BENCH_DOCS` set the corpus sizes, `BENCH_ONLY` a substring of the rows to run.
+//! `BENCH_TWEETS` and `BENCH_DOCS` set the corpus sizes, `BENCH_ONLY` a substring of the rows to
+//! run, `BENCH_WORKERS` the workers (the machine's cores otherwise).
 
 use dev_mongo::{DevMongo, DevMongoConfig};
 use dev_tei::{DevTei, GpuStats, SimConfig};
@@ -102,6 +103,9 @@ fn run_once(setting: &Setting, tweets: u64, docs: u64) -> Row {
         p.tei.options.prompt_name = Some("document".into());
     }
     p.checkpoint_interval = Duration::from_secs(1);
+    if let Some(workers) = std::env::var("BENCH_WORKERS").ok().and_then(|v| v.parse().ok()) {
+        p.workers = workers;
+    }
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let polling = Continuous { scan_at_start: true, stream: false };

@@ -90,6 +90,10 @@ pub struct TuneRow {
     pub errors: u64,
     /// Wall time of the setting.
     pub total: Duration,
+    /// Real tokens over what a padded server computes for the requests as sent (each request's
+    /// inputs times its longest): 1.0 is no padding. TEI pads EmbeddingGemma's batches on every
+    /// device, so on such a server the GPU's useful share. None when nothing was sent.
+    pub real_share: Option<f64>,
 }
 
 /// Runs `tweet-embed autotune`.
@@ -208,6 +212,10 @@ async fn measure(
         p95: q(0.95),
         errors: (after.retries - before.retries) + (after.rejected_inputs - before.rejected_inputs),
         total,
+        real_share: {
+            let padded = after.padded_tokens - before.padded_tokens;
+            (padded > 0).then(|| tokens as f64 / padded as f64)
+        },
     }
 }
 
@@ -223,13 +231,14 @@ pub fn recommend(rows: &[TuneRow], slo: Duration) -> Option<&TuneRow> {
 pub fn print_table(out: &mut impl Write, rows: &[TuneRow]) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:>10} {:>11} {:>9} {:>10} {:>8} {:>8} {:>7} {:>14}",
-        "Batch Size", "Concurrency", "Docs/s", "Tok/s", "p50 (s)", "p95 (s)", "Errors", "Total Time (s)"
+        "{:>10} {:>11} {:>9} {:>10} {:>8} {:>8} {:>7} {:>14} {:>13}",
+        "Batch Size", "Concurrency", "Docs/s", "Tok/s", "p50 (s)", "p95 (s)", "Errors", "Total Time (s)", "Real/Padded"
     )?;
     for r in rows {
+        let share = r.real_share.map_or("-".to_string(), |s| format!("{s:.2}"));
         writeln!(
             out,
-            "{:>10} {:>11} {:>9.1} {:>10.0} {:>8.2} {:>8.2} {:>7} {:>14.1}",
+            "{:>10} {:>11} {:>9.1} {:>10.0} {:>8.2} {:>8.2} {:>7} {:>14.1} {:>13}",
             r.batch_size,
             r.concurrency,
             r.docs_per_s,
@@ -237,7 +246,8 @@ pub fn print_table(out: &mut impl Write, rows: &[TuneRow]) -> std::io::Result<()
             r.p50.as_secs_f64(),
             r.p95.as_secs_f64(),
             r.errors,
-            r.total.as_secs_f64()
+            r.total.as_secs_f64(),
+            share
         )?;
     }
     Ok(())
@@ -318,7 +328,8 @@ mod tests {
 
     fn row(batch_size: usize, concurrency: usize, docs_per_s: f64, p95_s: f64, errors: u64) -> TuneRow {
         let p95 = Duration::from_secs_f64(p95_s);
-        TuneRow { batch_size, concurrency, docs_per_s, tokens_per_s: 0.0, p50: p95 / 2, p95, errors, total: p95 }
+        let real_share = Some(0.5);
+        TuneRow { batch_size, concurrency, docs_per_s, tokens_per_s: 0.0, p50: p95 / 2, p95, errors, total: p95, real_share }
     }
 
     #[test]
@@ -342,5 +353,7 @@ mod tests {
         print_table(&mut table, &rows).unwrap();
         let table = String::from_utf8(table).unwrap();
         assert!(table.starts_with("Batch Size Concurrency    Docs/s") && table.contains("Total Time (s)"), "{table}");
+        assert!(table.lines().next().is_some_and(|l| l.ends_with("Real/Padded")), "{table}");
+        assert!(table.lines().nth(1).is_some_and(|l| l.ends_with("0.50")), "{table}");
     }
 }

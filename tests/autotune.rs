@@ -28,6 +28,8 @@ async fn the_recommended_setting_meets_the_slo_with_zero_errors() {
     for (row, &(batch, concurrency)) in rows.iter().zip(&settings) {
         assert_eq!((row.batch_size, row.concurrency, row.errors), (batch, concurrency, 0), "{row:?}");
         assert!(row.docs_per_s > 0.0 && row.tokens_per_s > row.docs_per_s && row.p50 <= row.p95, "{row:?}");
+        // Texts of nearly one length: little padding, and never more real tokens than computed.
+        assert!(row.real_share.is_some_and(|s| (0.8..=1.0).contains(&s)), "{row:?}");
     }
     // Every text went through each setting once, plus one probe per endpoint per pool.
     let served: u64 = tei.stats().iter().map(|s| s.inputs).sum();

@@ -121,3 +121,13 @@ pub enum Written {
     /// A rejected document.
     Reject(Rejection),
 }
+
+impl Written {
+    /// The document's `_id`, as the `id` column writes it.
+    pub fn id(&self) -> &str {
+        match self {
+            Written::Row(r) => &r.doc.id,
+            Written::Reject(r) => &r.doc.id,
+        }
+    }
+}
