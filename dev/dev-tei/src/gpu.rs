@@ -77,7 +77,7 @@ pub struct GpuStats {
     pub busy: Duration,
     /// Inputs waiting in the queue now (not counting the running batch).
     pub queue_len: usize,
-    /// Largest token sum of any batch so far.
+    /// Largest computed tokens of any batch so far (the token sum; `n × longest` when padded).
     pub max_batch_tokens_seen: usize,
     /// Largest input count of any batch so far.
     pub max_batch_size_seen: usize,

@@ -3,7 +3,10 @@
 //! measured speed, so a GPU half as fast gets half the work.
 //!
 //! This module owns the endpoint slots (endpoint, concurrency limit, circuit breaker, outstanding
-//! tokens, counters) and the wait for a free slot. It never gives up: when every endpoint's
+//! tokens, counters) and the wait for a free slot. Requests get slots first come, first served:
+//! the batcher cuts requests in length order (see `batcher`), and a small request taking a slot
+//! ahead of a larger one that waits (it fits the token floor sooner) would leave that larger one
+//! to land later among requests of other lengths, padding TEI's batches. It never gives up: when every endpoint's
 //! breaker is open it waits and says so every [`ALL_DOWN_WARN_EVERY`]. It never decides what a
 //! failure means for the request (see `request`) and never moves a limit itself (see `limiter`).
 //!
@@ -14,6 +17,7 @@
 //! [`OVERLOADED_WARN_EVERY`]. Vectors an endpoint returned that are not usable (see `vectors`)
 //! are counted per endpoint and reported at most once per [`INVALID_WARN_EVERY`].
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -132,6 +136,28 @@ pub(crate) struct Dispatcher {
     pub slots: Vec<Slot>,
     freed: Notify,
     all_down_warn: WarnEvery,
+    /// Tickets of the requests waiting for a slot, in arrival order: only the first may take one.
+    line: Mutex<VecDeque<u64>>,
+    next_ticket: AtomicU64,
+}
+
+/// A request's place in the dispatcher's line; leaves it when dropped (taken or cancelled).
+struct Ticket<'a> {
+    dispatcher: &'a Dispatcher,
+    number: u64,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        let mut line = self.dispatcher.line.lock();
+        let was_first = line.front() == Some(&self.number);
+        line.retain(|&t| t != self.number);
+        drop(line);
+        if was_first {
+            // The next in line may fit where this one did not wait.
+            self.dispatcher.freed.notify_waiters();
+        }
+    }
 }
 
 /// A slot taken for one call. Dropping it without [`Lease::finish`] (the request was cancelled)
@@ -148,20 +174,31 @@ pub(crate) struct Lease<'a> {
 
 impl Dispatcher {
     pub fn new(slots: Vec<Slot>) -> Self {
-        Self { slots, freed: Notify::new(), all_down_warn: WarnEvery::new(ALL_DOWN_WARN_EVERY) }
+        Self {
+            slots,
+            freed: Notify::new(),
+            all_down_warn: WarnEvery::new(ALL_DOWN_WARN_EVERY),
+            line: Mutex::new(VecDeque::new()),
+            next_ticket: AtomicU64::new(0),
+        }
     }
 
     /// Waits for a slot on the usable endpoint with the least outstanding tokens and takes it for
     /// a request of `inputs` inputs costing `tokens` padded tokens (`n × longest`, what a padded
     /// server computes for it).
+    /// Requests take slots in the order they asked.
     pub async fn acquire(&self, tokens: u64, inputs: u64) -> Lease<'_> {
+        let number = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        self.line.lock().push_back(number);
+        let _ticket = Ticket { dispatcher: self, number };
         loop {
             // Registered before looking, so a slot freed in between still wakes this request.
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
             let now = Instant::now();
-            if let Some((index, in_flight_at_start)) = self.try_take(now, tokens, inputs) {
+            let first = self.line.lock().front() == Some(&number);
+            if let Some((index, in_flight_at_start)) = first.then(|| self.try_take(now, tokens, inputs)).flatten() {
                 let started = Instant::now();
                 return Lease { dispatcher: self, index, tokens, inputs, in_flight_at_start, started, done: false };
             }
@@ -305,11 +342,10 @@ impl Lease<'_> {
         slot.outstanding_tokens.fetch_sub(self.tokens, Ordering::SeqCst);
         slot.outstanding_inputs.fetch_sub(self.inputs, Ordering::SeqCst);
         let sample = Sample { latency, tokens: self.tokens, in_flight_at_start: self.in_flight_at_start, signal };
-        let grown = slot.limit.on_done(sample, std::time::Instant::now());
-        // One waiter per slot that opened: the one given back and any the limit grew by.
-        for _ in 0..=grown {
-            self.dispatcher.freed.notify_one();
-        }
+        slot.limit.on_done(sample, std::time::Instant::now());
+        // Every waiter looks again: only the first in line may take the slot, and a wake-up of
+        // another would be lost.
+        self.dispatcher.freed.notify_waiters();
     }
 }
 
