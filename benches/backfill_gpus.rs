@@ -168,7 +168,13 @@ fn main() {
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let old = Some((32, 32));
     let settings = [
-        Setting { name: "tweets, ours", corpus: Corpus::Tweets, padded: true, order: RequestOrder::Length, fixed: None },
+        Setting {
+            name: "tweets, ours",
+            corpus: Corpus::Tweets,
+            padded: true,
+            order: RequestOrder::Length,
+            fixed: None,
+        },
         Setting {
             name: "tweets, ours, --request-order arrival",
             corpus: Corpus::Tweets,
@@ -183,7 +189,13 @@ fn main() {
             order: RequestOrder::Arrival,
             fixed: old,
         },
-        Setting { name: "tweets, ours", corpus: Corpus::Tweets, padded: false, order: RequestOrder::Length, fixed: None },
+        Setting {
+            name: "tweets, ours",
+            corpus: Corpus::Tweets,
+            padded: false,
+            order: RequestOrder::Length,
+            fixed: None,
+        },
         Setting {
             name: "tweets, old script: batch 32 × 32 per endpoint",
             corpus: Corpus::Tweets,
@@ -201,7 +213,9 @@ fn main() {
     ];
     let rows: Vec<Row> = settings
         .iter()
-        .filter(|s| only.is_empty() || format!("{} {}", s.name, if s.padded { "padded" } else { "unpadded" }).contains(&only))
+        .filter(|s| {
+            only.is_empty() || format!("{} {}", s.name, if s.padded { "padded" } else { "unpadded" }).contains(&only)
+        })
         .map(|s| {
             let row = run_once(s, tweets, docs);
             eprintln!("{} ({}): figure {:.3}", row.name, row.servers, row.figure);

@@ -329,7 +329,17 @@ mod tests {
     fn row(batch_size: usize, concurrency: usize, docs_per_s: f64, p95_s: f64, errors: u64) -> TuneRow {
         let p95 = Duration::from_secs_f64(p95_s);
         let real_share = Some(0.5);
-        TuneRow { batch_size, concurrency, docs_per_s, tokens_per_s: 0.0, p50: p95 / 2, p95, errors, total: p95, real_share }
+        TuneRow {
+            batch_size,
+            concurrency,
+            docs_per_s,
+            tokens_per_s: 0.0,
+            p50: p95 / 2,
+            p95,
+            errors,
+            total: p95,
+            real_share,
+        }
     }
 
     #[test]

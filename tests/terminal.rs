@@ -25,4 +25,13 @@ fn demo_under_a_pseudo_terminal_shows_the_bar_and_figures() {
     assert!(screen.contains("=>") || screen.contains("=="), "no bar on the terminal:\n{screen}");
     assert!(screen.contains("\r") || screen.contains("\x1b["), "the line was not redrawn in place");
     assert!(screen.contains("documents embedded"), "no summary:\n{screen}");
+    // The demo's GPUs are padded (EmbeddingGemma in TEI): the summary says how much was padding.
+    let padding = screen.lines().find(|l| l.contains("padding            :")).expect("a padding line in the summary");
+    let share: f64 = padding
+        .split("real / computed ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no real / computed figure in {padding:?}"));
+    assert!((0.5..=1.0).contains(&share), "{padding}");
 }

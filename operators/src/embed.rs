@@ -123,7 +123,7 @@ impl<'scope> Embed<'scope> for StreamVec<'scope, u64, TextJob> {
             let mut cache = VectorCache::new(cache_vectors);
             // Texts waiting or in flight, by hash: where the job that carries it is, and the jobs
             // with the same text that wait on its answer (each with its epoch's capability).
-            let mut pending: HashMap<u64, (Leader, Vec<(Capability<u64>, TextJob)>)> = HashMap::new();
+            let mut pending: HashMap<u64, (Leader, Waiters)> = HashMap::new();
             move |(input, _frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     let Some(c) = cap.retain_least(0) else { return };
@@ -142,9 +142,10 @@ impl<'scope> Embed<'scope> for StreamVec<'scope, u64, TextJob> {
                                 Leader::Waiting(key) => {
                                     key.epoch <= epoch && waiting.get(key).is_some_and(|l| l.text == job.text)
                                 }
-                                Leader::Sent(id, index) => {
-                                    requests.get(id).and_then(|r| r.jobs.get(*index)).is_some_and(|l| l.text == job.text)
-                                }
+                                Leader::Sent(id, index) => requests
+                                    .get(id)
+                                    .and_then(|r| r.jobs.get(*index))
+                                    .is_some_and(|l| l.text == job.text),
                             };
                             if let Some((_, waiters)) = pending.get_mut(&job.text_hash).filter(|(l, _)| same(l)) {
                                 waiters.push((c.clone(), job));
@@ -234,6 +235,9 @@ impl<'scope> Embed<'scope> for StreamVec<'scope, u64, TextJob> {
         })
     }
 }
+
+/// Jobs waiting on another job's answer for the same text, each with its epoch's capability.
+type Waiters = Vec<(Capability<u64>, TextJob)>;
 
 /// Where the job that carries a text is: waiting to be cut, or in a request (id, index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -291,7 +291,7 @@ impl<T> WaitingTexts<T> {
         let key = match self.order {
             RequestOrder::Arrival => 0,
             // Up in even epochs, down in odd ones: one epoch ends where the next begins.
-            RequestOrder::Length if epoch % 2 == 0 => raw,
+            RequestOrder::Length if epoch.is_multiple_of(2) => raw,
             RequestOrder::Length => u32::MAX - raw,
         };
         let key = WaitingKey { epoch, order: key, seq: self.next_seq };
@@ -317,7 +317,8 @@ impl<T> WaitingTexts<T> {
 
     /// Whether a text of `epoch` still waits.
     pub fn holds_epoch(&self, epoch: u64) -> bool {
-        let (first, last) = (WaitingKey { epoch, order: 0, seq: 0 }, WaitingKey { epoch, order: u32::MAX, seq: u64::MAX });
+        let (first, last) =
+            (WaitingKey { epoch, order: 0, seq: 0 }, WaitingKey { epoch, order: u32::MAX, seq: u64::MAX });
         self.queue.range(first..=last).next().is_some()
     }
 

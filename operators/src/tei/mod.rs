@@ -37,7 +37,10 @@ mod request;
 mod stats;
 mod vectors;
 
-pub use batcher::{json_string_len, padded_tokens, Cut, CutItems, PackLimits, Request, RequestBatcher, RequestOrder, WaitingKey, WaitingTexts};
+pub use batcher::{
+    json_string_len, padded_tokens, Cut, CutItems, PackLimits, Request, RequestBatcher, RequestOrder, WaitingKey,
+    WaitingTexts,
+};
 pub use breaker::BreakerState;
 pub use budget::TokenBudget;
 pub use endpoint::{http_client, Api, EmbedReply, Endpoint};
