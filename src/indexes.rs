@@ -11,7 +11,9 @@ pub struct IndexesArgs {
     /// The tweets.
     #[command(flatten)]
     pub mongo: crate::config::MongoArgs,
-    /// The mark field the work queue's partial filter uses.
+    /// The mark field the work queue's partial filter uses. The default's indexes are
+    /// `embedding_work_queue` and `processed_monitor_idx`; another field's get its name appended
+    /// (`embedding_work_queue_<field>`), so outputs of several models can share a collection.
     #[arg(long, default_value = "gemma_embedded_768")]
     pub mark_field: String,
     /// Create the collection (with the indexes) if it does not exist yet. Without it a missing
@@ -45,9 +47,10 @@ pub async fn create(args: &IndexesArgs) -> Result<Vec<String>> {
         }
     }
     let coll = db.collection::<Document>(&args.mongo.collection);
-    tweet_embed_operators::work_queue::create_indexes(&coll, &args.mark_field)
-        .await
-        .map_err(|e| anyhow!("creating the indexes on {}.{}: {}", args.mongo.db, args.mongo.collection, describe(&e)))
+    tweet_embed_operators::work_queue::create_indexes(&coll, &args.mark_field).await.map_err(|e| match e {
+        Ok(conflict) => anyhow!(conflict),
+        Err(e) => anyhow!("creating the indexes on {}.{}: {}", args.mongo.db, args.mongo.collection, describe(&e)),
+    })
 }
 
 /// Runs `tweet-embed indexes`.

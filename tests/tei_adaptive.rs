@@ -58,7 +58,9 @@ async fn backlog(pool: &EndpointPool, concurrent: usize, max_rounds: usize, done
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_adaptive_limit_grows_under_a_backlog_and_the_metrics_say_so() {
-    let tei = DevTei::start(sim(2)).await.unwrap();
+    // Server batches of 512 tokens: one 32-text request fills the token floor (1.25 batches), so
+    // the latency rule alone decides past one request in flight.
+    let tei = DevTei::start(SimConfig { max_batch_tokens: 512, ..sim(2) }).await.unwrap();
     let pool = EndpointPool::connect(config(tei.urls())).await.unwrap();
     let start = pool.stats();
     assert!(start.endpoints.iter().all(|e| e.adaptive && e.concurrency_limit == 1), "{:?}", start.endpoints);

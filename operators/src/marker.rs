@@ -157,7 +157,7 @@ impl Marker {
             .coll
             .find(filter.clone())
             .projection(projection)
-            .hint(mongodb::options::Hint::Name(crate::work_queue::MONITOR_INDEX.to_string()))
+            .hint(mongodb::options::Hint::Name(crate::work_queue::monitor_index_name(&self.mark_field)))
             .await?;
         let mut by_reason: BTreeMap<String, Vec<Bson>> = BTreeMap::new();
         while cursor.advance().await? {

@@ -166,7 +166,8 @@ pub fn reconcile(
 fn same_collection(coll: &Collection<Document>, runtime: &tokio::runtime::Handle) -> Result<()> {
     let ns = coll.namespace();
     let names = runtime.block_on(async { coll.list_index_names().await }).unwrap_or_default();
-    if !names.iter().any(|n| n == crate::work_queue::WORK_QUEUE_INDEX) {
+    // Any mark field's work queue (the default's name, or that name with the field appended).
+    if !names.iter().any(|n| n.starts_with(crate::work_queue::WORK_QUEUE_INDEX)) {
         bail!(
             "{ns} has no `{}` index, so it is not a collection tweet-embed embeds (or it does not exist): check --db \
              and --collection; nothing was recorded",

@@ -12,10 +12,87 @@ use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use mongodb::options::Hint;
 use mongodb::Collection;
 
-/// Name of the work-queue index.
+/// Name of the work-queue index of the default mark field (the seed's name).
 pub const WORK_QUEUE_INDEX: &str = "embedding_work_queue";
-/// Name of the monitoring index.
+/// Name of the monitoring index of the default mark field (the seed's name).
 pub const MONITOR_INDEX: &str = "processed_monitor_idx";
+/// The mark field of the seed's setup, whose indexes keep the seed's names.
+pub const DEFAULT_MARK_FIELD: &str = "gemma_embedded_768";
+
+/// Name of the work-queue index for `mark_field`: the seed's name for the default field, else
+/// the name with the field appended, so one collection can carry the queues of several outputs
+/// (another model or width, each with its own mark field).
+pub fn work_queue_index_name(mark_field: &str) -> String {
+    named(WORK_QUEUE_INDEX, mark_field)
+}
+
+/// Name of the monitoring index for `mark_field` (as [`work_queue_index_name`]).
+pub fn monitor_index_name(mark_field: &str) -> String {
+    named(MONITOR_INDEX, mark_field)
+}
+
+fn named(base: &str, mark_field: &str) -> String {
+    if mark_field == DEFAULT_MARK_FIELD {
+        base.to_string()
+    } else {
+        format!("{base}_{mark_field}")
+    }
+}
+
+/// The index of `coll` named `name`, if any. Errors: listing the indexes failed (a collection
+/// that does not exist has none).
+pub async fn find_index(
+    coll: &Collection<Document>,
+    name: &str,
+) -> Result<Option<mongodb::IndexModel>, mongodb::error::Error> {
+    let mut cursor = match coll.list_indexes().await {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 26) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    while cursor.advance().await? {
+        let model: mongodb::IndexModel = cursor.deserialize_current()?;
+        if model.options.as_ref().and_then(|o| o.name.as_deref()) == Some(name) {
+            return Ok(Some(model));
+        }
+    }
+    Ok(None)
+}
+
+/// How `found` differs from `wanted` in what the pipeline relies on (keys, partial filter,
+/// sparseness), in words; None when it does not. A hint to an index whose partial filter is
+/// narrower than the query's silently returns part of the answer on a real mongod
+/// (SERVER-26413), so the filter is compared, not only the name.
+pub fn index_mismatch(found: &mongodb::IndexModel, wanted: &mongodb::IndexModel) -> Option<String> {
+    let partial = |m: &mongodb::IndexModel| m.options.as_ref().and_then(|o| o.partial_filter_expression.clone());
+    let sparse = |m: &mongodb::IndexModel| m.options.as_ref().and_then(|o| o.sparse).unwrap_or(false);
+    let same_doc = |a: &Document, b: &Document| a.len() == b.len() && a.iter().all(|(k, v)| b.get(k) == Some(v));
+    let filters_agree = match (partial(found), partial(wanted)) {
+        (Some(a), Some(b)) => same_doc(&a, &b),
+        (None, None) => true,
+        _ => false,
+    };
+    if found.keys == wanted.keys && filters_agree && sparse(found) == sparse(wanted) {
+        return None;
+    }
+    let describe = |m: &mongodb::IndexModel| {
+        let filter = partial(m).map_or("no partial filter".to_string(), |f| format!("partial filter {f}"));
+        format!("on {} with {filter}{}", m.keys, if sparse(m) { ", sparse" } else { "" })
+    };
+    Some(format!("is {}, but this run needs it {}", describe(found), describe(wanted)))
+}
+
+/// The one-line refusal for an index named like ours but made otherwise (`mismatch` from
+/// [`index_mismatch`]), with the fix.
+pub fn index_conflict(coll: &Collection<Document>, name: &str, mismatch: &str, mark_field: &str) -> String {
+    let ns = coll.namespace();
+    format!(
+        "the index `{name}` of {ns} {mismatch} (made by another job or another --mark-field?); a hint to it could \
+         read only part of the work queue. Drop it (`db.{}.dropIndex(\"{name}\")`) and run `tweet-embed indexes \
+         --db {} --collection {} --mark-field {mark_field}`, or use another --mark-field (its indexes get their own names)",
+        ns.coll, ns.db, ns.coll
+    )
+}
 
 /// What the queue is made of.
 #[derive(Clone, Debug)]
@@ -67,7 +144,7 @@ pub fn work_queue_index(mark_field: &str) -> mongodb::IndexModel {
         .keys(doc! {"lang": 1, "classified": 1, "_id": 1})
         .options(
             mongodb::options::IndexOptions::builder()
-                .name(WORK_QUEUE_INDEX.to_string())
+                .name(work_queue_index_name(mark_field))
                 .partial_filter_expression(doc! {"retweeted": null, mark_field: null})
                 .build(),
         )
@@ -78,21 +155,37 @@ pub fn work_queue_index(mark_field: &str) -> mongodb::IndexModel {
 pub fn monitor_index(mark_field: &str) -> mongodb::IndexModel {
     mongodb::IndexModel::builder()
         .keys(doc! {mark_field: 1})
-        .options(mongodb::options::IndexOptions::builder().name(MONITOR_INDEX.to_string()).sparse(true).build())
+        .options(mongodb::options::IndexOptions::builder().name(monitor_index_name(mark_field)).sparse(true).build())
         .build()
 }
 
 /// Creates the work-queue and monitoring indexes for `mark_field` on `coll`; returns their names.
-/// Idempotent: existing identical indexes are left as they are.
+/// Idempotent: existing identical indexes are left as they are. An index of the same name made
+/// otherwise is refused with [`index_conflict`]'s words (Err(Ok(line))), before MongoDB answers
+/// `IndexKeySpecsConflict`; a failure of MongoDB is Err(Err(error)).
 pub async fn create_indexes(
     coll: &Collection<Document>,
     mark_field: &str,
-) -> Result<Vec<String>, mongodb::error::Error> {
-    let created = coll.create_indexes(vec![work_queue_index(mark_field), monitor_index(mark_field)]).await?;
+) -> Result<Vec<String>, Result<String, mongodb::error::Error>> {
+    for wanted in [work_queue_index(mark_field), monitor_index(mark_field)] {
+        let name = wanted.options.as_ref().and_then(|o| o.name.clone()).unwrap_or_default();
+        if let Some(found) = find_index(coll, &name).await.map_err(Err)? {
+            if let Some(mismatch) = index_mismatch(&found, &wanted) {
+                return Err(Ok(index_conflict(coll, &name, &mismatch, mark_field)));
+            }
+        }
+    }
+    let created =
+        coll.create_indexes(vec![work_queue_index(mark_field), monitor_index(mark_field)]).await.map_err(Err)?;
     Ok(created.index_names)
 }
 
 impl WorkQueue {
+    /// The name of its index (see [`work_queue_index_name`]).
+    pub fn index_name(&self) -> String {
+        work_queue_index_name(&self.mark_field)
+    }
+
     /// The filter of documents still to embed (the index's partial filter), optionally for one
     /// partition.
     pub fn filter(&self, partition: Option<&Partition>) -> Document {
@@ -114,22 +207,29 @@ impl WorkQueue {
         f
     }
 
-    /// Refuses to run without the work-queue index, saying how to create it.
+    /// Refuses to run without the work-queue index, or with an index of its name made otherwise
+    /// (another filter: a hint to it could read part of the queue), saying how to fix it.
     pub async fn check_index(&self) -> Result<(), String> {
         let ns = self.coll.namespace();
-        let names = match self.coll.list_index_names().await {
-            Ok(n) => n,
-            Err(e) if matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 26) => Vec::new(),
-            Err(e) => return Err(format!("cannot list the indexes of {ns}: {}", crate::mongo_error::describe(&e))),
-        };
-        if names.iter().any(|n| n == WORK_QUEUE_INDEX) {
-            Ok(())
-        } else {
-            Err(format!(
-                "{ns} has no `{WORK_QUEUE_INDEX}` index, so the work queue cannot be scanned without reading the whole \
-                 collection; create it with `tweet-embed indexes --db {} --collection {}`",
+        let name = self.index_name();
+        let found = find_index(&self.coll, &name)
+            .await
+            .map_err(|e| format!("cannot list the indexes of {ns}: {}", crate::mongo_error::describe(&e)))?;
+        let Some(found) = found else {
+            let flag = if self.mark_field == DEFAULT_MARK_FIELD {
+                String::new()
+            } else {
+                format!(" --mark-field {}", self.mark_field)
+            };
+            return Err(format!(
+                "{ns} has no `{name}` index, so the work queue cannot be scanned without reading the whole \
+                 collection; create it with `tweet-embed indexes --db {} --collection {}{flag}`",
                 ns.db, ns.coll
-            ))
+            ));
+        };
+        match index_mismatch(&found, &work_queue_index(&self.mark_field)) {
+            None => Ok(()),
+            Some(mismatch) => Err(index_conflict(&self.coll, &name, &mismatch, &self.mark_field)),
         }
     }
 
@@ -140,7 +240,7 @@ impl WorkQueue {
             doc! {"$group": {"_id": {"lang": "$lang", "classified": "$classified"}}},
             doc! {"$sort": {"_id.lang": 1, "_id.classified": 1}},
         ];
-        let mut cursor = self.coll.aggregate(pipeline).hint(Hint::Name(WORK_QUEUE_INDEX.into())).await?;
+        let mut cursor = self.coll.aggregate(pipeline).hint(Hint::Name(self.index_name())).await?;
         let (mut parts, mut unreadable) = (Vec::new(), Vec::new());
         while cursor.advance().await? {
             // Raw: a `lang` stored as a string that is not UTF-8 must not fail the whole plan.
@@ -174,7 +274,7 @@ impl WorkQueue {
 
     /// Documents left in the queue (a hinted count: index entries only).
     pub async fn remaining(&self) -> Result<u64, mongodb::error::Error> {
-        self.coll.count_documents(self.filter(None)).hint(Hint::Name(WORK_QUEUE_INDEX.into())).await
+        self.coll.count_documents(self.filter(None)).hint(Hint::Name(self.index_name())).await
     }
 
     async fn edge_id(&self, p: &Partition, dir: i32) -> Result<Option<Bson>, mongodb::error::Error> {
@@ -183,7 +283,7 @@ impl WorkQueue {
             .find_one(self.filter(Some(p)))
             .sort(doc! {"_id": dir})
             .projection(doc! {"_id": 1})
-            .hint(Hint::Name(WORK_QUEUE_INDEX.into()))
+            .hint(Hint::Name(self.index_name()))
             .await?;
         Ok(d.and_then(|d| d.get("_id").cloned()))
     }

@@ -12,7 +12,7 @@ use crate::failure::Failure;
 use crate::mongo_error::{describe, Attempts};
 use crate::record::{Candidate, Origin};
 use crate::source_pacing::{send_blocking, OpenEpoch, SourcePacing};
-use crate::work_queue::{ScanRange, WorkQueue, WORK_QUEUE_INDEX};
+use crate::work_queue::{ScanRange, WorkQueue};
 use crossbeam_channel::Sender;
 use mongodb::bson::doc;
 use mongodb::options::Hint;
@@ -146,7 +146,7 @@ async fn scan(queue: WorkQueue, ranges: Vec<ScanRange>, tx: Sender<Msg>, wake: S
                     .coll
                     .find(filter)
                     .sort(doc! {"_id": 1})
-                    .hint(Hint::Name(WORK_QUEUE_INDEX.into()))
+                    .hint(Hint::Name(queue.index_name()))
                     .projection(projection)
                     .batch_size(1_000)
                     .await?;

@@ -10,6 +10,7 @@ mod election;
 mod id_types;
 mod invalid_utf8;
 mod lock;
+mod mark_fields;
 mod tei_faults;
 mod vanished;
 

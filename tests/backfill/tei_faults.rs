@@ -137,3 +137,38 @@ fn vectors_that_are_not_numbers_are_rejections_never_rows_on_both_routes() {
         assert_eq!(stats.retries, 0, "{api:?}: a NaN costs its input, not a retry of the request: {stats:?}");
     }
 }
+
+#[test]
+fn an_input_the_backend_cannot_compute_is_isolated_and_the_rest_is_embedded() {
+    // TEI #61: a 424 `CublasError(CUBLAS_STATUS_NOT_SUPPORTED)` for any request holding one
+    // input. It follows the input, not the endpoint: on two endpoints it must fail on both, on
+    // one twice, and then only that input is rejected; the endpoint stays in rotation.
+    let poison = "POISON-cublas-shape";
+    for gpus in [2, 1] {
+        let faults = FaultConfig { poison: Some(poison.to_string()), ..FaultConfig::default() };
+        let stack = Stack::start_with(SimConfig { gpus, instant: true, seed: 7, faults, ..SimConfig::default() });
+        let seeded = seed(&stack.mongo, 400, 9);
+        let text = format!("a tweet the backend cannot compute {poison} 🙃");
+        stack.mongo.with_store(|s| {
+            let d = doc! {"_id": "poisoned", "lang": "en", "classified": true, "text": text};
+            s.insert("twitter_data", "tweets", d).expect("insert");
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args = stack.args(dir.path(), 2);
+        let (summary, stats) = backfill_within_limit(args.clone());
+        check_run(&stack, &seeded, &args.out);
+        assert_eq!(summary.embedded as usize + summary.rejected as usize, seeded.eligible() + 1, "{gpus} GPUs");
+        let coll = stack.coll();
+        let d = stack.rt.block_on(async { coll.find_one(doc! {"_id": "poisoned"}).await }).expect("find").expect("doc");
+        assert_eq!(d.get_bool("gemma_embedded_768").ok(), Some(false), "{gpus} GPUs");
+        let reason = d.get_str("gemma_embedded_768_error").expect("a reason");
+        assert!(reason.contains("CUBLAS_STATUS_NOT_SUPPORTED"), "{gpus} GPUs: {reason}");
+        let Output { rejects, .. } = read_rows(&args.out);
+        let written = rejects.iter().find(|(id, _)| id.contains("poisoned")).map(|(_, r)| r.as_str());
+        assert_eq!(written, Some(reason), "{gpus} GPUs: in _rejects with the same reason");
+        assert!(stats.bisections >= 1, "{gpus} GPUs: {stats:?}");
+        for e in &stats.endpoints {
+            assert_eq!(e.breaker_opened, 0, "{gpus} GPUs: a poisoned input is not a failing endpoint: {e:?}");
+        }
+    }
+}

@@ -114,7 +114,11 @@ impl Collection {
                 format!("An existing index has the same name as the requested index: {}", spec.name),
             ));
         }
-        if let Some(existing) = self.indexes.iter().find(|i| i.spec.key == spec.key) {
+        // Since MongoDB 5.0 indexes of one key pattern may coexist when their partial filters
+        // differ (the filter is part of the index's identity); otherwise they are one index.
+        let filter = |s: &IndexSpec| s.partial.as_ref().map(|(d, _)| d.clone());
+        if let Some(existing) = self.indexes.iter().find(|i| i.spec.key == spec.key && filter(&i.spec) == filter(&spec))
+        {
             if existing.spec.same_as(&spec) {
                 return Ok(false);
             }

@@ -234,6 +234,12 @@ impl ApiError {
         Self::typed(StatusCode::FAILED_DEPENDENCY, ErrorType::Backend, message)
     }
 
+    /// TEI's answer when the backend fails on a batch (cuBLAS refusing an input's shape, TEI #61).
+    pub fn inference_failed() -> Self {
+        let message = "Backend error: Inference error: CublasError(CUBLAS_STATUS_NOT_SUPPORTED)";
+        Self::typed(StatusCode::FAILED_DEPENDENCY, ErrorType::Backend, message)
+    }
+
     pub fn plain(status: StatusCode, message: impl Into<String>) -> Self {
         Self::Plain { status, message: message.into() }
     }

@@ -328,6 +328,9 @@ pub struct DevTeiFlags {
     /// Fraction of texts whose vector is all NaN (JSON nulls, base64 NaN bytes), chosen by text.
     #[arg(long, default_value_t = 0.0)]
     pub nan_rate: f64,
+    /// Answer 424 (CublasError) to any request holding an input that contains this text.
+    #[arg(long)]
+    pub poison: Option<String>,
     /// GPU:START_S:DURATION_S: take a GPU down (connection refused) and bring it back. Repeatable.
     #[arg(long)]
     pub outage: Vec<Outage>,
@@ -380,6 +383,7 @@ impl TryFrom<DevTeiArgs> for SimConfig {
                 slow_rate: a.slow_rate,
                 slow: Duration::from_millis(a.slow_ms),
                 nan_rate: a.nan_rate,
+                poison: a.poison.filter(|p| !p.is_empty()),
             },
             outages: a.outage,
             seed: a.seed,

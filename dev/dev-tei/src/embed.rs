@@ -114,6 +114,11 @@ pub(crate) async fn run(
             format!("batch size {} > maximum allowed batch size {}", items.len(), config.max_client_batch_size);
         return Err(fail("batch_size", ApiError::validation(message)));
     }
+    if let Some(poison) = state.faults.poison() {
+        if items.iter().any(|i| matches!(i, Input::Text(t) if t.contains(poison.as_str()))) {
+            return Err(fail("backend", ApiError::inference_failed()));
+        }
+    }
     // One permit per input, without waiting: over the limit is 429 at once (TEI 1.9).
     let wanted = u32::try_from(items.len()).unwrap_or(u32::MAX);
     let Ok(permits) = state.permits.try_acquire_many(wanted) else {

@@ -33,6 +33,10 @@ pub struct FaultConfig {
     /// NaN, or base64 NaN bytes): a model overflowing in half precision. Which texts is
     /// [`returns_nan`] of the text, the same on every GPU and every run.
     pub nan_rate: f64,
+    /// Any request holding an input that contains this text is answered 424 `Backend`
+    /// (`CublasError(CUBLAS_STATUS_NOT_SUPPORTED)`, as TEI issue #61 reports for inputs a backend
+    /// cannot compute), on every attempt: a poisoned input, not a failing GPU.
+    pub poison: Option<String>,
 }
 
 /// Whether a GPU whose [`FaultConfig::nan_rate`] is `rate` returns an all-NaN vector for `text`
@@ -83,6 +87,11 @@ impl Faults {
 
     pub fn update(&self, change: impl FnOnce(&mut FaultConfig)) {
         change(&mut self.config.lock());
+    }
+
+    /// The poisoned text now, if any.
+    pub fn poison(&self) -> Option<String> {
+        self.config.lock().poison.clone()
     }
 
     /// The NaN fault's rate now.

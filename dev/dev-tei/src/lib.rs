@@ -253,6 +253,11 @@ impl SimGpu {
         });
     }
 
+    /// Answers 424 to every request holding an input that contains `text` (None: no more).
+    pub fn set_poison(&self, text: Option<String>) {
+        self.endpoint.state.faults.update(|f| f.poison = text);
+    }
+
     /// Fraction of texts whose vector is all NaN from now on (see [`returns_nan`]).
     pub fn set_nan_rate(&self, rate: f64) {
         self.endpoint.state.faults.update(|f| f.nan_rate = rate);

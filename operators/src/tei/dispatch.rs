@@ -80,6 +80,8 @@ pub(crate) struct Slot {
     overloaded_warn: WarnEvery,
     invalid_vectors: AtomicU64,
     invalid_warn: WarnEvery,
+    /// When the endpoint last returned vectors.
+    last_answer: Mutex<Option<Instant>>,
 }
 
 impl Slot {
@@ -98,6 +100,7 @@ impl Slot {
             overloaded_warn: WarnEvery::new(OVERLOADED_WARN_EVERY),
             invalid_vectors: AtomicU64::new(0),
             invalid_warn: WarnEvery::new(INVALID_WARN_EVERY),
+            last_answer: Mutex::new(None),
         }
     }
 
@@ -112,7 +115,8 @@ impl Slot {
         let mut stats = EndpointStats {
             url: self.endpoint.url().to_string(),
             in_flight: self.limit.in_flight(),
-            concurrency_limit: self.limit.limit(),
+            // The latency rule's limit, or what the token floor lets in flight now if more.
+            concurrency_limit: self.limit.limit().max(self.limit.in_flight()),
             concurrency_max: self.limit.max(),
             adaptive: self.limit.is_adaptive(),
             outstanding_tokens: self.outstanding_tokens.load(Ordering::Relaxed),
@@ -186,8 +190,9 @@ impl Dispatcher {
     /// Waits for a slot on the usable endpoint with the least outstanding tokens and takes it for
     /// a request of `inputs` inputs costing `tokens` padded tokens (`n × longest`, what a padded
     /// server computes for it).
-    /// Requests take slots in the order they asked.
-    pub async fn acquire(&self, tokens: u64, inputs: u64) -> Lease<'_> {
+    /// Requests take slots in the order they asked. Endpoints in `avoid` (where this request
+    /// failed in a way that may follow its inputs) are taken only when no other has room.
+    pub async fn acquire(&self, tokens: u64, inputs: u64, avoid: &[usize]) -> Lease<'_> {
         let number = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         self.line.lock().push_back(number);
         let _ticket = Ticket { dispatcher: self, number };
@@ -198,7 +203,9 @@ impl Dispatcher {
             freed.as_mut().enable();
             let now = Instant::now();
             let first = self.line.lock().front() == Some(&number);
-            if let Some((index, in_flight_at_start)) = first.then(|| self.try_take(now, tokens, inputs)).flatten() {
+            if let Some((index, in_flight_at_start)) =
+                first.then(|| self.try_take(now, tokens, inputs, avoid)).flatten()
+            {
                 let started = Instant::now();
                 return Lease { dispatcher: self, index, tokens, inputs, in_flight_at_start, started, done: false };
             }
@@ -214,24 +221,24 @@ impl Dispatcher {
     }
 
     /// Takes a slot on the best usable endpoint: its index and its in-flight count with this one.
-    fn try_take(&self, now: Instant, tokens: u64, inputs: u64) -> Option<(usize, usize)> {
+    fn try_take(&self, now: Instant, tokens: u64, inputs: u64, avoid: &[usize]) -> Option<(usize, usize)> {
         let usable: Vec<(usize, usize)> =
             self.slots.iter().enumerate().filter_map(|(i, slot)| Some((i, slot.breaker.cap(now)?))).collect();
         // Outstanding tokens in seconds of each endpoint's own unloaded speed, once every usable
         // one is measured; plain tokens until then.
         let speeds: Option<Vec<f64>> = usable.iter().map(|&(i, _)| self.slots[i].limit.seconds_per_token()).collect();
-        let mut order: Vec<(f64, usize, usize, usize)> = usable
+        let mut order: Vec<(bool, f64, usize, usize, usize)> = usable
             .iter()
             .enumerate()
             .map(|(k, &(i, cap))| {
                 let slot = &self.slots[i];
                 let outstanding = (slot.outstanding_tokens.load(Ordering::SeqCst) + tokens) as f64;
                 let key = speeds.as_ref().map_or(outstanding, |s| outstanding * s[k]);
-                (key, slot.limit.in_flight(), i, cap)
+                (avoid.contains(&i), key, slot.limit.in_flight(), i, cap)
             })
             .collect();
-        order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-        for (_, _, i, cap) in order {
+        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)).then(a.3.cmp(&b.3)));
+        for (_, _, _, i, cap) in order {
             let slot = &self.slots[i];
             let tokens_with = slot.outstanding_tokens.load(Ordering::SeqCst) + tokens;
             let inputs_with = slot.outstanding_inputs.load(Ordering::SeqCst) + inputs;
@@ -268,6 +275,29 @@ impl Lease<'_> {
         &self.dispatcher.slots[self.index].endpoint
     }
 
+    /// The endpoint's index in the pool.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Whether the endpoint returned vectors for some request within `window` before now: a
+    /// failure of this call then more likely follows its inputs than the endpoint.
+    pub fn answered_within(&self, window: Duration) -> bool {
+        let last = *self.dispatcher.slots[self.index].last_answer.lock();
+        last.is_some_and(|at| at.elapsed() <= window)
+    }
+
+    /// Gives the slot back after a failure that follows the request's inputs, not the endpoint
+    /// (a backend error on an endpoint that answers other requests): counted as an error of the
+    /// endpoint, but neither its breaker nor its limit moves.
+    pub fn finish_input_failure(mut self, err: &CallError) {
+        self.done = true;
+        let slot = &self.dispatcher.slots[self.index];
+        slot.failures.fetch_add(1, Ordering::Relaxed);
+        slot.metrics.error(&err.cause);
+        self.release(slot, self.started.elapsed(), Signal::Neutral);
+    }
+
     /// Counts `count` vectors of this call's answer that were refused (`reason`: one of them),
     /// and says so, at most once per [`INVALID_WARN_EVERY`] for the endpoint.
     pub fn invalid_vectors(&self, count: usize, reason: &str) {
@@ -299,6 +329,7 @@ impl Lease<'_> {
         let latency = self.started.elapsed();
         let (signal, transition) = match outcome {
             Ok((inputs, tokens)) => {
+                *slot.last_answer.lock() = Some(Instant::now());
                 slot.embedded.fetch_add(inputs as u64, Ordering::Relaxed);
                 slot.metrics.success(latency, tokens);
                 slot.overloaded_streak.store(0, Ordering::Relaxed);

@@ -1,7 +1,12 @@
 //! The life of one request of a pool: dispatch, call, and what a failure leads to. Transient
 //! failures are retried with exponential backoff and jitter, forever, on whichever endpoint is
 //! free; a request the server finds too large is split in halves; a request with an input the
-//! server refuses is bisected until that input stands alone and becomes a rejection. Every vector
+//! server refuses is bisected until that input stands alone and becomes a rejection. A backend
+//! error (424, or 500) that follows an input rather than an endpoint — the endpoint answers other
+//! requests, and this request fails on [`SUSPECT_ENDPOINTS`] endpoints (or twice on the only
+//! one) — is bisected the same way, and the one input it follows becomes a rejection with the
+//! server's reason (TEI #61: `CublasError(CUBLAS_STATUS_NOT_SUPPORTED)` for one input's shape);
+//! such failures move neither the endpoint's breaker nor its limit. Every vector
 //! of an answer is checked (`vectors`): one that is not usable (NaN or infinite components, a zero
 //! or non-unit norm, another dimension) is a rejection of its input alone, never a row, and the
 //! others of the answer are kept. Only an answer whose vectors all have another dimension is the
@@ -26,6 +31,18 @@ use super::vectors;
 /// The outcome of one input: its vector, or why it has none (e.g.
 /// `text the server refuses: Input validation error: ...`).
 pub type InputOutcome = Result<Vec<f32>, String>;
+
+/// Distinct endpoints a request must fail on with a backend error, each while answering other
+/// requests, before the failure is taken to follow its inputs.
+pub(crate) const SUSPECT_ENDPOINTS: usize = 2;
+/// How recent an endpoint's last answer must be for its backend error to count against the
+/// request's inputs rather than the endpoint.
+pub(crate) const ANSWERED_WITHIN: Duration = Duration::from_secs(10);
+
+/// Whether `err` is a backend failure that an input can cause: TEI's 424 `Backend`, or a 500.
+fn is_backend_failure(err: &CallError) -> bool {
+    err.cause == "424" || err.cause == "500"
+}
 
 /// What one request of an `embed` call needs from the pool.
 pub(crate) struct Shared {
@@ -59,8 +76,10 @@ pub(crate) async fn run(shared: Arc<Shared>, request: Arc<Request>, range: Range
     let padded = padded_tokens(&tokens);
     let counters = &shared.counters;
     let mut attempt: u32 = 0;
+    // Endpoints this request failed on with a backend error while they answered others.
+    let mut failed_on: Vec<usize> = Vec::new();
     loop {
-        let lease = shared.dispatcher.acquire(padded, texts.len() as u64).await;
+        let lease = shared.dispatcher.acquire(padded, texts.len() as u64, &failed_on).await;
         Counters::add(&counters.requests, 1);
         let started = Instant::now();
         let result = lease.endpoint().embed(texts).await.and_then(|reply| {
@@ -106,7 +125,32 @@ pub(crate) async fn run(shared: Arc<Shared>, request: Arc<Request>, range: Range
             Err(err) => err,
         };
         let url = lease.endpoint().url().to_string();
-        lease.finish(Err(&err));
+        if is_backend_failure(&err) && lease.answered_within(ANSWERED_WITHIN) {
+            failed_on.push(lease.index());
+            lease.finish_input_failure(&err);
+            let mut distinct = failed_on.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            let only_one = shared.dispatcher.slots.len() == 1;
+            if distinct.len() >= SUSPECT_ENDPOINTS || (only_one && failed_on.len() >= SUSPECT_ENDPOINTS) {
+                if range.len() > 1 {
+                    Counters::add(&counters.bisections, 1);
+                    tracing::debug!(endpoint = %url, error = %err, inputs = range.len(), "TEI backend fails on a request's inputs; bisecting");
+                    return Step::Split(halves(range));
+                }
+                Counters::add(&counters.rejected, 1);
+                let reason = format!(
+                    "text the servers fail on: {} (on {} endpoint{}, which embed other texts)",
+                    err.message,
+                    distinct.len(),
+                    if distinct.len() == 1 { "" } else { "s" }
+                );
+                tracing::warn!(endpoint = %url, %reason, "an input the TEI backend cannot compute is rejected; the others go on");
+                return Step::Done(range, vec![Err(reason)]);
+            }
+        } else {
+            lease.finish(Err(&err));
+        }
         match err.kind {
             FailureKind::Transient | FailureKind::Rejected => {
                 counters.retry(&err.cause);

@@ -69,7 +69,8 @@ pub struct EndpointStats {
     pub url: String,
     /// Calls in flight now.
     pub in_flight: usize,
-    /// Its concurrency limit now (1 while the adaptive limit re-measures the unloaded latency).
+    /// Its concurrency limit now: the latency rule's (1 while it re-measures the unloaded
+    /// latency), or the requests in flight when the token floor let more in.
     pub concurrency_limit: usize,
     /// The most the limit may be (what the server's permits allow, or the pinned value).
     pub concurrency_max: usize,
