@@ -217,7 +217,10 @@ fn a_restart_that_would_make_other_vectors_is_refused_until_reset() {
         .stderr(Stdio::piped())
         .output()
         .expect("reset run");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    // Log lines written to a pipe (a log file, `tee`, nohup) carry no colour codes.
+    assert!(err.contains(" INFO ") && !err.contains('\x1b'), "{err}");
     // The marks were cleared, the ones an earlier system set included: every tweet but the
     // retweets is embedded again (or rejected again), once.
     let rows = read_rows(&args.out);

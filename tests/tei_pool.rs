@@ -302,10 +302,12 @@ async fn misconfiguration_is_a_clear_error_naming_the_endpoint() {
     assert!(models.contains("different models") && models.contains(other), "{models}");
     assert!(models.contains("BAAI/bge-m3"), "{models}");
 
-    // A port nobody listens on.
+    // A port nobody listens on, alone: nothing to start with. (Beside a live one it joins
+    // later: `an_endpoint_down_at_start_joins_when_it_answers_as_the_same_model`.)
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dead = format!("http://127.0.0.1:{port}");
-    let unreachable = message(vec![a, &dead]).await;
+    let no_wait = PoolConfig { start_wait: Duration::ZERO, ..config(vec![dead.clone()]) };
+    let unreachable = EndpointPool::connect(no_wait).await.err().expect("refused").to_string();
     assert!(unreachable.starts_with(&format!("TEI at {dead} is not reachable: ")), "{unreachable}");
     assert!(unreachable.ends_with("Connection refused (os error 111)"), "{unreachable}");
     assert!(message(vec![]).await.contains("no TEI URL"));
@@ -319,6 +321,37 @@ async fn misconfiguration_is_a_clear_error_naming_the_endpoint() {
 }
 
 /// The start-up error connecting to `urls`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_down_at_start_joins_when_it_answers_as_the_same_model() {
+    let a = DevTei::start(sim(1)).await.unwrap();
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (loading, impostor) = (free(), free());
+    let urls = vec![a.urls()[0].clone(), format!("http://127.0.0.1:{loading}"), format!("http://127.0.0.1:{impostor}")];
+    // Two of three still loading: the pool starts on the one that answers.
+    let pool = EndpointPool::connect(config(urls)).await.expect("starts with the endpoint that answers");
+    let joining: Vec<bool> = pool.stats().endpoints.iter().map(|e| e.joining).collect();
+    assert_eq!(joining, [false, true, true]);
+    let first = texts(200);
+    assert_all_embedded(&first, &pool.embed(first.clone()).await);
+    // One comes up as the same model, the other as another model of the same width.
+    let same = DevTei::start(SimConfig { base_port: loading, ..sim(1) }).await.unwrap();
+    let other = SimConfig { base_port: impostor, model_id: "BAAI/bge-base-en-v1.5".into(), ..sim(1) };
+    let other = DevTei::start(other).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while pool.stats().endpoints[1].joining {
+        assert!(std::time::Instant::now() < deadline, "the endpoint never joined");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = texts(2000);
+    assert_all_embedded(&second, &pool.embed(second.clone()).await);
+    let stats = pool.stats();
+    assert!(stats.endpoints[1].embedded_inputs > 0, "the joined endpoint serves: {:?}", stats.endpoints[1]);
+    // The other model never serves a vector: it stays out of rotation.
+    assert!(stats.endpoints[2].joining && stats.endpoints[2].requests == 0, "{:?}", stats.endpoints[2]);
+    assert_eq!(other.stats()[0].inputs, 0, "no input reached the other model");
+    assert!(same.stats()[0].inputs > 0);
+}
+
 async fn message(urls: Vec<&String>) -> String {
     let urls = urls.into_iter().cloned().collect();
     EndpointPool::connect(config(urls)).await.err().expect("refused").to_string()

@@ -172,3 +172,19 @@ fn an_input_the_backend_cannot_compute_is_isolated_and_the_rest_is_embedded() {
         }
     }
 }
+
+#[test]
+fn an_endpoint_still_loading_at_start_does_not_stop_the_run() {
+    // Two endpoints, one still loading its model (connection refused): the run starts on the
+    // other and embeds everything (it used to exit 1 at once with 0 of 300 embedded).
+    let stack = Stack::start(1, FaultConfig::default());
+    let seeded = seed(&stack.mongo, 300, 13);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args = stack.args(dir.path(), 2);
+    args.tei.urls.push(format!("http://127.0.0.1:{port}"));
+    let (summary, stats) = backfill_within_limit(args.clone());
+    check_run(&stack, &seeded, &args.out);
+    assert_eq!(summary.embedded as usize + summary.rejected as usize, seeded.eligible());
+    assert!(stats.endpoints[1].joining && stats.endpoints[1].requests == 0, "{:?}", stats.endpoints[1]);
+}

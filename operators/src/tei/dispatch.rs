@@ -82,6 +82,9 @@ pub(crate) struct Slot {
     invalid_warn: WarnEvery,
     /// When the endpoint last returned vectors.
     last_answer: Mutex<Option<Instant>>,
+    /// Out of rotation until checked: it did not answer at start (see `pool::join_late`), with
+    /// the last reason it is not in rotation yet.
+    waiting: Mutex<Option<String>>,
 }
 
 impl Slot {
@@ -101,7 +104,36 @@ impl Slot {
             invalid_vectors: AtomicU64::new(0),
             invalid_warn: WarnEvery::new(INVALID_WARN_EVERY),
             last_answer: Mutex::new(None),
+            waiting: Mutex::new(None),
         }
+    }
+
+    /// A slot out of rotation until [`Slot::join`]: its endpoint did not answer at start
+    /// (`error`).
+    pub fn waiting(endpoint: Endpoint, limit: ConcurrencyLimit, error: String) -> Self {
+        let slot = Self::new(endpoint, limit);
+        *slot.waiting.lock() = Some(error);
+        slot
+    }
+
+    /// Puts a waiting slot in rotation.
+    pub fn join(&self) {
+        *self.waiting.lock() = None;
+    }
+
+    /// Why a waiting slot is still out of rotation.
+    pub fn set_waiting_error(&self, why: &str) {
+        if let Some(reason) = self.waiting.lock().as_mut() {
+            *reason = why.to_string();
+        }
+    }
+
+    /// Whether it takes requests, and how many at once now (its breaker's cap).
+    fn usable(&self, now: Instant) -> Option<usize> {
+        if self.waiting.lock().is_some() {
+            return None;
+        }
+        self.breaker.cap(now)
     }
 
     /// Adds its successful calls' latencies (µs) to `into`.
@@ -127,7 +159,8 @@ impl Slot {
             breaker: self.breaker.state(now),
             breaker_opened,
             breaker_closed,
-            skipped: self.breaker.cap(now).is_none(),
+            skipped: self.usable(now).is_none(),
+            joining: self.waiting.lock().is_some(),
             ..EndpointStats::default()
         };
         self.metrics.fill(&mut stats);
@@ -210,7 +243,7 @@ impl Dispatcher {
                 return Lease { dispatcher: self, index, tokens, inputs, in_flight_at_start, started, done: false };
             }
             let wait = self.next_reopen(now).map_or(RECHECK, |at| at.saturating_duration_since(now).min(RECHECK));
-            if self.slots.iter().all(|slot| slot.breaker.cap(now).is_none()) {
+            if self.slots.iter().all(|slot| slot.usable(now).is_none()) {
                 self.warn_all_down(now);
             }
             tokio::select! {
@@ -223,7 +256,7 @@ impl Dispatcher {
     /// Takes a slot on the best usable endpoint: its index and its in-flight count with this one.
     fn try_take(&self, now: Instant, tokens: u64, inputs: u64, avoid: &[usize]) -> Option<(usize, usize)> {
         let usable: Vec<(usize, usize)> =
-            self.slots.iter().enumerate().filter_map(|(i, slot)| Some((i, slot.breaker.cap(now)?))).collect();
+            self.slots.iter().enumerate().filter_map(|(i, slot)| Some((i, slot.usable(now)?))).collect();
         // Outstanding tokens in seconds of each endpoint's own unloaded speed, once every usable
         // one is measured; plain tokens until then.
         let speeds: Option<Vec<f64>> = usable.iter().map(|&(i, _)| self.slots[i].limit.seconds_per_token()).collect();
@@ -252,6 +285,11 @@ impl Dispatcher {
         None
     }
 
+    /// Wakes every request waiting for a slot (an endpoint joined).
+    pub fn wake(&self) {
+        self.freed.notify_waiters();
+    }
+
     fn next_reopen(&self, now: Instant) -> Option<Instant> {
         self.slots.iter().filter_map(|slot| slot.breaker.reopens_at(now)).min()
     }
@@ -260,8 +298,14 @@ impl Dispatcher {
         if !self.all_down_warn.due(now) {
             return;
         }
-        let errors: Vec<String> =
-            self.slots.iter().map(|slot| format!("{} ({})", slot.endpoint.url(), slot.breaker.last_error())).collect();
+        let errors: Vec<String> = self
+            .slots
+            .iter()
+            .map(|slot| {
+                let why = slot.waiting.lock().clone().unwrap_or_else(|| slot.breaker.last_error());
+                format!("{} ({why})", slot.endpoint.url())
+            })
+            .collect();
         tracing::warn!(
             endpoints = %errors.join("; "),
             "every TEI endpoint is failing; requests wait for one to come back, nothing is dropped"

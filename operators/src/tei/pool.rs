@@ -66,7 +66,17 @@ pub struct PoolConfig {
     pub options: EmbedOptions,
     /// The order texts waiting to be sent are cut into requests in (`--request-order`).
     pub order: RequestOrder,
+    /// How long [`EndpointPool::connect`] waits for a first endpoint to answer `/info` when none
+    /// does (servers still loading their model), with a warning every [`START_WARN_EVERY`]
+    /// naming each endpoint and its error. Endpoints down while others answer never hold the
+    /// start: they join when they answer (see `EndpointPool::connect`).
+    pub start_wait: Duration,
 }
+
+/// How often connect says which endpoints it waits for.
+pub const START_WARN_EVERY: Duration = Duration::from_secs(10);
+/// How often endpoints that did not answer at start are tried again.
+pub const JOIN_EVERY: Duration = Duration::from_secs(2);
 
 impl PoolConfig {
     /// TEI's defaults for `urls`: the API chosen at connect (base64 vectors where the server
@@ -87,6 +97,7 @@ impl PoolConfig {
             retry_max: Duration::from_secs(5),
             options: EmbedOptions::default(),
             order: RequestOrder::Length,
+            start_wait: Duration::from_secs(600),
         }
     }
 
@@ -147,6 +158,7 @@ impl fmt::Debug for PoolConfig {
             .field("retry_initial", &self.retry_initial)
             .field("retry_max", &self.retry_max)
             .field("order", &self.order)
+            .field("start_wait", &self.start_wait)
             .finish()
     }
 }
@@ -160,9 +172,13 @@ pub struct EndpointPool {
 }
 
 impl EndpointPool {
-    /// Connects to every endpoint: reads `/info`, embeds a probe text to learn the dimension,
-    /// and checks that all serve the same model at the same dimension. Any endpoint unreachable
-    /// or disagreeing is an error naming it.
+    /// Connects to the endpoints: reads `/info`, embeds a probe text to learn the dimension,
+    /// and checks that all serve the same model at the same dimension; disagreeing endpoints are
+    /// an error naming them. Endpoints that do not answer yet (a server still loading its model)
+    /// do not hold the start: the pool starts with those that answer, and the others join when
+    /// they answer as the same model, revision and dimension (checked then; one that answers as
+    /// another stays out with an ERROR). With none answering, it waits up to
+    /// [`PoolConfig::start_wait`], warning every [`START_WARN_EVERY`] with each endpoint's error.
     pub async fn connect(config: PoolConfig) -> Result<Self, TeiError> {
         config.validate()?;
         let client = http_client(config.request_timeout)?;
@@ -178,7 +194,9 @@ impl EndpointPool {
             }
             endpoints.push(endpoint);
         }
-        let infos = on_each(&endpoints, |e| async move { e.info().await }).await?;
+        // Endpoints that answer now start the pool; the others join when they answer.
+        let all = endpoints;
+        let (mut endpoints, infos, late) = first_answers(all, config.start_wait).await?;
         let first = &infos[0];
         if let Some((i, other)) = infos.iter().enumerate().find(|(_, l)| l.model_id != first.model_id) {
             return Err(TeiError::Config(format!(
@@ -292,6 +310,22 @@ impl EndpointPool {
                 Slot::new(endpoint, limit)
             })
             .collect::<Vec<_>>();
+        // Endpoints down at start: slots out of rotation until they answer as this pool's model.
+        let mut slots = slots;
+        let joining: Vec<usize> = (slots.len()..slots.len() + late.len()).collect();
+        for (endpoint, error) in late {
+            let endpoint = endpoint.with_api(api);
+            tracing::warn!(
+                endpoint = endpoint.url(),
+                %error,
+                "TEI endpoint does not answer yet; starting without it, it joins when it answers as {} (checked then)",
+                limits.model_id
+            );
+            let fits = (limits.max_concurrent_requests / pack.max_items).max(1);
+            let floor = Floor::batches(limits.max_batch_tokens, limits.max_batch_requests);
+            let limit = ConcurrencyLimit::new(config.concurrency, fits, config.p95_slo).with_floor(floor);
+            slots.push(Slot::waiting(endpoint, limit, error));
+        }
         tracing::info!(
             endpoints = slots.len(),
             model = %limits.model_id,
@@ -317,7 +351,13 @@ impl EndpointPool {
             retry_initial: config.retry_initial,
             retry_max: config.retry_max,
         };
-        Ok(Self { shared: Arc::new(shared), limits: Arc::new(limits), batcher })
+        let shared = Arc::new(shared);
+        if !joining.is_empty() {
+            let identity =
+                Identity { model_id: limits.model_id.clone(), model_sha: limits.model_sha.clone(), dim: dims[0] };
+            tokio::spawn(join_late(Arc::downgrade(&shared), joining, identity));
+        }
+        Ok(Self { shared, limits: Arc::new(limits), batcher })
     }
 
     /// The tightest limits across the endpoints (with the configured payload limit).
@@ -446,6 +486,126 @@ impl EndpointPool {
             }
         }
         outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err("internal error: no outcome".to_string()))).collect()
+    }
+}
+
+/// What a late endpoint must serve to join: the pool's model, revision and dimension.
+#[derive(Debug, Clone)]
+struct Identity {
+    model_id: String,
+    model_sha: Option<String>,
+    dim: usize,
+}
+
+/// The endpoints that answer `/info` (with their limits) and those that do not (with why), in
+/// the configured order. When none answers, waits up to `wait`, trying every [`JOIN_EVERY`] and
+/// naming each endpoint and its error every [`START_WARN_EVERY`]; then the first one's error. A
+/// server that answers but is not usable (no model in `/info`, an unauthorized key) is an error
+/// at once: waiting would not fix it.
+async fn first_answers(
+    endpoints: Vec<Endpoint>,
+    wait: Duration,
+) -> Result<(Vec<Endpoint>, Vec<ServerLimits>, Vec<(Endpoint, String)>), TeiError> {
+    let started = tokio::time::Instant::now();
+    let mut warned: Option<tokio::time::Instant> = None;
+    loop {
+        let mut tasks = JoinSet::new();
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            let endpoint = endpoint.clone();
+            tasks.spawn(async move { (i, endpoint.info().await) });
+        }
+        let mut results: Vec<Option<Result<ServerLimits, TeiError>>> = (0..endpoints.len()).map(|_| None).collect();
+        while let Some(joined) = tasks.join_next().await {
+            let (i, result) = joined.map_err(|e| TeiError::Config(format!("TEI start-up check failed: {e}")))?;
+            results[i] = Some(result);
+        }
+        let (mut up, mut infos, mut down) = (Vec::new(), Vec::new(), Vec::new());
+        for (endpoint, result) in endpoints.iter().zip(results) {
+            match result {
+                Some(Ok(info)) => {
+                    up.push(endpoint.clone());
+                    infos.push(info);
+                }
+                Some(Err(err @ TeiError::Unreachable { .. })) => down.push((endpoint.clone(), err)),
+                Some(Err(err)) => return Err(err),
+                None => return Err(TeiError::Config("TEI start-up check lost a result".to_string())),
+            }
+        }
+        if !up.is_empty() {
+            let down = down.into_iter().map(|(e, err)| (e, err.to_string())).collect();
+            return Ok((up, infos, down));
+        }
+        let now = tokio::time::Instant::now();
+        if now.saturating_duration_since(started) >= wait {
+            let first = down.into_iter().next().map(|(_, err)| err);
+            return Err(first.unwrap_or_else(|| TeiError::Config("no TEI URL given".to_string())));
+        }
+        if warned.is_none_or(|at| now.saturating_duration_since(at) >= START_WARN_EVERY) {
+            let each: Vec<String> = down.iter().map(|(e, err)| format!("{} ({err})", e.url())).collect();
+            tracing::warn!(
+                endpoints = %each.join("; "),
+                waited_s = now.saturating_duration_since(started).as_secs(),
+                gives_up_after_s = wait.as_secs(),
+                "no TEI endpoint answers yet (loading its model?); waiting for one"
+            );
+            warned = Some(now);
+        }
+        tokio::time::sleep(JOIN_EVERY).await;
+    }
+}
+
+/// Brings the endpoints at `joining` (slots out of rotation since start) in when they answer as
+/// `identity`: `/info`'s model and revision, and a probe vector's dimension, on the pool's API. One
+/// that answers as another model stays out, with an ERROR naming both (its answers would mix
+/// another model's vectors into the output); it is checked again, in case it restarts as ours.
+/// Ends when every one has joined or the pool is gone.
+async fn join_late(shared: std::sync::Weak<Shared>, mut joining: Vec<usize>, identity: Identity) {
+    let mut told: HashMap<usize, String> = HashMap::new();
+    while !joining.is_empty() {
+        tokio::time::sleep(JOIN_EVERY).await;
+        let Some(pool) = shared.upgrade() else { return };
+        let mut still = Vec::new();
+        for index in joining {
+            let slot = &pool.dispatcher.slots[index];
+            let endpoint = slot.endpoint.clone();
+            let verdict = match endpoint.info().await {
+                Err(err) => Err((false, err.to_string())),
+                Ok(info) if info.model_id != identity.model_id || info.model_sha != identity.model_sha => Err((
+                    true,
+                    format!(
+                        "serves {} revision {}, not this run's {} revision {}",
+                        info.model_id,
+                        info.model_sha.as_deref().unwrap_or("none"),
+                        identity.model_id,
+                        identity.model_sha.as_deref().unwrap_or("none")
+                    ),
+                )),
+                Ok(_) => match probe_dim(&endpoint).await {
+                    Ok(dim) if dim == identity.dim => Ok(()),
+                    Ok(dim) => Err((true, format!("returns vectors of {dim} dimensions, not {}", identity.dim))),
+                    Err(err) => Err((false, err.to_string())),
+                },
+            };
+            match verdict {
+                Ok(()) => {
+                    slot.join();
+                    pool.dispatcher.wake();
+                    tracing::info!(endpoint = endpoint.url(), "TEI endpoint answers as this run's model; in rotation");
+                }
+                Err((wrong, why)) => {
+                    slot.set_waiting_error(&why);
+                    if wrong && told.get(&index) != Some(&why) {
+                        tracing::error!(
+                            endpoint = endpoint.url(),
+                            "TEI endpoint {why}: kept out of rotation, none of its vectors is used"
+                        );
+                        told.insert(index, why);
+                    }
+                    still.push(index);
+                }
+            }
+        }
+        joining = still;
     }
 }
 

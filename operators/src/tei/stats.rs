@@ -104,8 +104,10 @@ pub struct EndpointStats {
     pub breaker_opened: u64,
     /// Times its breaker closed again.
     pub breaker_closed: u64,
-    /// Whether dispatch is skipping it now (its breaker is open).
+    /// Whether dispatch is skipping it now (its breaker is open, or it has not joined yet).
     pub skipped: bool,
+    /// Whether it did not answer at start and has not joined yet (see `EndpointPool::connect`).
+    pub joining: bool,
 }
 
 /// The window of [`EndpointStats::tokens_per_second`].
