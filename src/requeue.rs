@@ -58,10 +58,12 @@ pub fn run(args: RequeueArgs) -> Result<()> {
         let marker = Marker { coll, mark_field: args.mark_field.clone(), retry: Default::default() };
         marker.requeue(|reason| pattern.is_match(reason), args.since, !args.dry_run).await.map_err(|e| {
             anyhow!(
-                "requeueing rejections in {}.{}: {} (the monitor index `processed_monitor_idx` on `{}` is needed: `tweet-embed indexes` creates it)",
+                "requeueing rejections in {}.{}: {} (the monitor index `{}` on `{}` is needed: `tweet-embed indexes --mark-field {}` creates it)",
                 args.mongo.db,
                 args.mongo.collection,
                 describe(&e),
+                tweet_embed_operators::work_queue::monitor_index_name(&args.mark_field),
+                args.mark_field,
                 args.mark_field
             )
         })

@@ -101,6 +101,10 @@ async fn figures_equal_the_true_counts_and_come_from_the_indexes_alone() {
     assert_eq!((status.embedded, status.rejected, status.remaining), (truth.embedded, truth.rejected, truth.remaining));
     assert_eq!(status.processed, truth.embedded + truth.rejected);
     assert_eq!(status.total, status.processed + truth.remaining);
+    // Outside the queue: the unmarked retweets, from the collection's metadata less the counts.
+    let retweets = s.coll.count_documents(doc! {"retweeted": {"$ne": null}, MARK: null}).await.expect("count");
+    assert!(retweets > 0);
+    assert_eq!(status.outside_queue, Some(retweets));
     let percent = 100.0 * status.processed as f64 / status.total as f64;
     assert!((status.percent_done - percent).abs() < 1e-9);
     assert_eq!((status.checkpoint_committed, status.checkpoint_marked), (Some(42), Some(41)));
@@ -140,12 +144,13 @@ async fn a_missing_or_different_index_is_a_clear_error_not_a_scan() {
     let msg = format!("{:#}", tweet_embed::status::measure(&args_for(&s.mongo, None)).await.expect_err("one missing"));
     assert!(msg.contains("no `processed_monitor_idx`") && !msg.contains("no `embedding_work_queue`"), "{msg}");
 
-    // Indexes made for another mark field cannot count this one.
+    // Another mark field has indexes of its own names: this one's cannot count it.
     s.coll.create_index(tweet_embed_operators::work_queue::monitor_index(MARK)).await.unwrap();
     let mut other = args_for(&s.mongo, None);
     other.mark_field = "other_embedded".into();
     let msg = format!("{:#}", tweet_embed::status::measure(&other).await.expect_err("other mark field"));
-    assert!(msg.contains("made for another --mark-field") && msg.contains("--mark-field other_embedded"), "{msg}");
+    assert!(msg.contains("no `embedding_work_queue_other_embedded`"), "{msg}");
+    assert!(msg.contains("--mark-field other_embedded"), "{msg}");
 
     let mut nowhere = args_for(&s.mongo, None);
     nowhere.mongo.collection = "no_such_tweets".into();
@@ -306,4 +311,38 @@ async fn a_running_pipelines_recent_commits_give_the_rate_at_the_first_look() {
     let mut stale = Monitor::open(&args_for(&s.mongo, Some(state.path()))).await.expect("monitor");
     let later = stale.record(count(&s.coll, MARK).await.expect("count"), now).expect("status");
     assert_ne!(later.rate_docs_per_s, Some(12.0), "a stale pipeline rate was used");
+}
+
+#[test]
+fn raw_twitter_v1_json_is_named_not_reported_as_done() {
+    // Raw Twitter API v1.1 JSON: `"retweeted": false` on every tweet (whether *you* retweeted
+    // it). The work queue takes only `retweeted` null, so none is embedded: the run must say why,
+    // and status must count them instead of reporting 100% done.
+    let stack = test_support::Stack::start(1, dev_tei::FaultConfig::default());
+    stack.mongo.with_store(|s| {
+        for i in 0..1_000i64 {
+            let d = doc! {"_id": i, "lang": "en", "classified": true, "retweeted": false, "text": format!("tweet {i}")};
+            s.insert("twitter_data", "tweets", d).expect("insert");
+        }
+    });
+    stack.rt.block_on(test_support::create_indexes(&stack.mongo)).expect("indexes");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = stack.args(dir.path(), 1);
+    let o = test_support::proc::pipeline_cmd(env!("CARGO_BIN_EXE_tweet-embed"), "backfill", &args)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("backfill");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let warn = err.lines().find(|l| l.contains(" WARN ") && l.contains("`retweeted` is false")).unwrap_or_else(|| {
+        panic!("no WARN naming the cause:\n{err}");
+    });
+    assert!(warn.contains("v1.1") && warn.contains("$unset"), "{warn}");
+    let status = stack
+        .rt
+        .block_on(tweet_embed::status::measure(&StatusArgs::with_defaults(target(&stack.mongo))))
+        .expect("status");
+    assert_eq!((status.processed, status.remaining, status.outside_queue), (0, 0, Some(1_000)));
+    let text = tweet_embed::status::text(&status);
+    assert!(text.contains("outside") && text.contains("1,000") && text.contains("v1.1"), "{text}");
 }

@@ -272,6 +272,33 @@ impl WorkQueue {
         Ok(parts)
     }
 
+    /// An unmarked document the queue leaves out because its `retweeted` is `false` (its `_id`),
+    /// if one is found within 2 s: raw Twitter API v1.1 JSON sets `retweeted: false` on every
+    /// tweet (it says whether the *authenticated user* retweeted it), and the queue's filter
+    /// takes only `retweeted` null or missing, so such a collection is never embedded. Unindexed:
+    /// on a collection without such documents it reads for 2 s and answers None.
+    pub async fn left_out_as_retweeted_false(&self) -> Option<Bson> {
+        let filter = doc! {&self.mark_field: null, "retweeted": false};
+        let found =
+            self.coll.find_one(filter).projection(doc! {"_id": 1}).max_time(std::time::Duration::from_secs(2)).await;
+        found.ok().flatten().and_then(|d| d.get("_id").cloned())
+    }
+
+    /// The one-line explanation of [`WorkQueue::left_out_as_retweeted_false`]'s finding.
+    pub fn retweeted_false_warning(&self, example: &Bson) -> String {
+        let ns = self.coll.namespace();
+        format!(
+            "documents without `{mark}` are left out of the work queue because their `retweeted` is false (e.g. \
+             _id {example}): raw Twitter API v1.1 JSON sets `retweeted: false` on every tweet (it says whether *you* \
+             retweeted it), and the queue takes only documents whose `retweeted` is null or missing (partial filter \
+             {{retweeted: null, {mark}: null}}). If these are such tweets, unset it where false — \
+             db.{coll}.updateMany({{retweeted: false}}, {{$unset: {{retweeted: \"\"}}}}) — and run again \
+             (`tweet-embed status` counts what the queue cannot see)",
+            mark = self.mark_field,
+            coll = ns.coll
+        )
+    }
+
     /// Documents left in the queue (a hinted count: index entries only).
     pub async fn remaining(&self) -> Result<u64, mongodb::error::Error> {
         self.coll.count_documents(self.filter(None)).hint(Hint::Name(self.index_name())).await

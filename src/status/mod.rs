@@ -19,6 +19,7 @@
 //! | `processed` | `embedded + rejected` |
 //! | `remaining` | documents in the work queue |
 //! | `total` | `processed + remaining` (retweets are in neither) |
+//! | `outside_queue` | about how many unmarked documents the work queue does not take (`retweeted` set): the estimated document count less processed and remaining; `null` when not measured |
 //! | `percent_done` | `100 × processed / total` (100 when both are 0) |
 //! | `rate_docs_per_s` | processed documents per second; `null` while measuring (fewer than two samples) |
 //! | `rate_span_s`, `rate_samples` | the span of the samples the rate is over, and how many |
@@ -57,7 +58,9 @@ use std::time::Duration;
 use tweet_embed_operators::checkpoint::{now_ms, CheckpointStore};
 use tweet_embed_operators::mongo_error::describe;
 use tweet_embed_operators::tei::redact;
-use tweet_embed_operators::work_queue::{monitor_index, work_queue_index, WorkQueue, MONITOR_INDEX, WORK_QUEUE_INDEX};
+use tweet_embed_operators::work_queue::{
+    find_index, index_mismatch, monitor_index, monitor_index_name, work_queue_index, WorkQueue,
+};
 
 pub use render::{line, text};
 
@@ -154,6 +157,9 @@ pub struct Status {
     pub deletions_pending: Option<u64>,
     /// How the dataset's vectors are made, as the checkpoint records it.
     pub identity: Option<tweet_embed_operators::identity::DatasetIdentity>,
+    /// About how many unmarked documents the work queue does not take (their `retweeted` is
+    /// set): the collection's estimated count less processed and remaining.
+    pub outside_queue: Option<u64>,
 }
 
 /// A connection to one collection plus its rate history: what `--watch` measures with.
@@ -202,7 +208,9 @@ impl Monitor {
             let uri = &self.args.mongo.mongo_uri;
             anyhow!("{} (MongoDB at {})", scrub(&format!("{e:#}"), uri), redact(uri))
         })?;
-        self.record(counts, now_ms())
+        let mut status = self.record(counts, now_ms())?;
+        status.outside_queue = outside_queue(&self.coll, &counts).await;
+        Ok(status)
     }
 
     /// Turns counts taken at `at_ms` into a status: records them in the history, then reads the
@@ -286,6 +294,7 @@ fn compose(
         staged_bytes: checkpoint.map(|c| c.staged_size().1),
         compacted_files: checkpoint.map(|c| c.compactions),
         deletions_pending: checkpoint.map(|c| c.deletions_recorded.saturating_sub(c.deletions_done)),
+        outside_queue: None,
         identity: checkpoint.and_then(|c| c.identity.clone()),
     }
 }
@@ -296,52 +305,31 @@ pub async fn measure(args: &StatusArgs) -> Result<Status> {
     Monitor::open(args).await?.measure().await
 }
 
-/// Checks that both indexes exist as `tweet-embed indexes` makes them for `mark_field`.
+/// Checks that both indexes exist as `tweet-embed indexes` makes them for `mark_field` (their
+/// names derive from it: `work_queue::work_queue_index_name`).
 pub async fn check_indexes(coll: &Collection<Document>, mark_field: &str) -> Result<()> {
     let ns = coll.namespace();
     let fix = format!("run `tweet-embed indexes --db {} --collection {} --mark-field {mark_field}`", ns.db, ns.coll);
-    let mut cursor = match coll.list_indexes().await {
-        Ok(c) => c,
+    match coll.list_index_names().await {
+        Ok(_) => {}
         Err(e) if matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 26) => {
             bail!("{ns} does not exist (no collection, so no indexes to count with): check --db and --collection")
         }
         Err(e) => return Err(anyhow!("cannot list the indexes of {ns}: {}", describe(&e))),
-    };
-    let (mut queue, mut monitor) = (None, None);
-    while cursor.advance().await.map_err(|e| anyhow!("listing the indexes of {ns}: {}", describe(&e)))? {
-        let model = cursor.deserialize_current().map_err(|e| anyhow!("reading an index of {ns}: {}", describe(&e)))?;
-        match model.options.as_ref().and_then(|o| o.name.as_deref()) {
-            Some(WORK_QUEUE_INDEX) => queue = Some(model),
-            Some(MONITOR_INDEX) => monitor = Some(model),
-            _ => {}
-        }
     }
-    let (want_queue, want_monitor) = (work_queue_index(mark_field), monitor_index(mark_field));
-    let partial = |m: &mongodb::IndexModel| {
-        m.options.as_ref().and_then(|o| o.partial_filter_expression.as_ref()).map_or("none".into(), |f| f.to_string())
-    };
-    let sparse = |m: &mongodb::IndexModel| m.options.as_ref().and_then(|o| o.sparse) == Some(true);
     let mut problems = Vec::new();
-    match &queue {
-        None => problems.push(format!("no `{WORK_QUEUE_INDEX}` index")),
-        Some(q) if q.keys != want_queue.keys || partial(q) != partial(&want_queue) => problems.push(format!(
-            "`{WORK_QUEUE_INDEX}` is on {} with partial filter {}, not on {} with {} (made for another --mark-field?)",
-            q.keys,
-            partial(q),
-            want_queue.keys,
-            partial(&want_queue)
-        )),
-        Some(_) => {}
-    }
-    match &monitor {
-        None => problems.push(format!("no `{MONITOR_INDEX}` index")),
-        Some(m) if m.keys != want_monitor.keys || !sparse(m) => problems.push(format!(
-            "`{MONITOR_INDEX}` is {}on {}, not sparse on {} (made for another --mark-field?)",
-            if sparse(m) { "sparse " } else { "" },
-            m.keys,
-            want_monitor.keys
-        )),
-        Some(_) => {}
+    for wanted in [work_queue_index(mark_field), monitor_index(mark_field)] {
+        let name = wanted.options.as_ref().and_then(|o| o.name.clone()).unwrap_or_default();
+        let found =
+            find_index(coll, &name).await.map_err(|e| anyhow!("cannot list the indexes of {ns}: {}", describe(&e)))?;
+        match found {
+            None => problems.push(format!("no `{name}` index")),
+            Some(found) => {
+                if let Some(mismatch) = index_mismatch(&found, &wanted) {
+                    problems.push(format!("`{name}` {mismatch} (made for another --mark-field?)"));
+                }
+            }
+        }
     }
     if problems.is_empty() {
         return Ok(());
@@ -356,7 +344,7 @@ pub async fn count(coll: &Collection<Document>, mark_field: &str) -> Result<Coun
     check_indexes(coll, mark_field).await?;
     let ns = coll.namespace();
     let marked = |value: bool| {
-        coll.count_documents(doc! {mark_field: value}).hint(Hint::Name(MONITOR_INDEX.into())).into_future()
+        coll.count_documents(doc! {mark_field: value}).hint(Hint::Name(monitor_index_name(mark_field))).into_future()
     };
     let queue = WorkQueue {
         coll: coll.clone(),
@@ -369,6 +357,15 @@ pub async fn count(coll: &Collection<Document>, mark_field: &str) -> Result<Coun
     let (embedded, rejected, remaining) = tokio::try_join!(marked(true), marked(false), queue.remaining())
         .map_err(|e| anyhow!("counting {ns} through its indexes: {}", describe(&e)))?;
     Ok(Counts { embedded, rejected, remaining })
+}
+
+/// About how many unmarked documents are outside the work queue: the estimated document count
+/// (collection metadata, no scan) less what the indexes counted. None when the estimate is not
+/// available. Which ones, and why, would take a scan: status never scans (the run names the
+/// cause at its start).
+async fn outside_queue(coll: &Collection<Document>, c: &Counts) -> Option<u64> {
+    let estimated = coll.estimated_document_count().await.ok()?;
+    Some(estimated.saturating_sub(c.embedded + c.rejected + c.remaining))
 }
 
 /// Removes the URI's password from a message, should a driver error ever quote it.

@@ -17,6 +17,14 @@ pub fn text(s: &Status) -> String {
         thousands(s.rejected)
     );
     let _ = writeln!(out, "  remaining   {:>15}  of {} in all", thousands(s.remaining), thousands(s.total));
+    if let Some(outside) = s.outside_queue.filter(|n| *n > 0) {
+        let _ = writeln!(
+            out,
+            "  outside     {:>15}  about, unmarked but not in the work queue: their `retweeted` is set (retweets; or raw \
+             Twitter API v1.1 JSON, whose every tweet says `retweeted: false`: the run names them at its start)",
+            thousands(outside)
+        );
+    }
     let rate = match (s.rate_docs_per_s, s.rate_span_s, s.rate_samples) {
         (Some(r), Some(span), Some(n)) => format!("{r:.1} docs/s over the last {} ({n} samples)", duration(span)),
         _ => "measuring (run status again, or use --watch)".to_string(),

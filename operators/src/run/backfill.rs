@@ -32,6 +32,11 @@ pub(crate) fn backfill_planner(engine: Arc<Engine>) -> Planner {
             last_done = done;
         }
         let q = &engine.queue;
+        if passes == 0 {
+            if let Some(example) = engine.runtime.block_on(q.left_out_as_retweeted_false()) {
+                tracing::warn!("{}", q.retweeted_false_warning(&example));
+            }
+        }
         let parts = engine
             .runtime
             .block_on(retry(&q.retry, "reading the work queue's partitions", || q.partitions()))

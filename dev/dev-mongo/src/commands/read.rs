@@ -165,7 +165,14 @@ pub fn count(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Document
     let Some(c) = store.coll(&ctx.db, &coll) else {
         return Ok(doc! {"n": 0, "ok": 1.0});
     };
-    let plan = plan(c, &filter, None, cmd.get("hint").filter(|h| !matches!(h, Bson::Null)))?;
+    let hint = cmd.get("hint").filter(|h| !matches!(h, Bson::Null));
+    // As mongod: a count without a predicate (the driver's estimatedDocumentCount) is answered
+    // from the collection's metadata, reading neither keys nor documents.
+    if filter_is_empty(cmd) && hint.is_none() {
+        let n = (c.docs.len() as u64).saturating_sub(skip).min(limit.unwrap_or(u64::MAX));
+        return Ok(doc! {"n": n as i64, "ok": 1.0});
+    }
+    let plan = plan(c, &filter, None, hint)?;
     let total = match count_covered(c, &plan) {
         Some(n) => {
             store.scanned.keys += n;
@@ -186,6 +193,15 @@ pub fn count(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Document
     };
     let n = total.saturating_sub(skip).min(limit.unwrap_or(u64::MAX));
     Ok(doc! {"n": n as i64, "ok": 1.0})
+}
+
+/// Whether `cmd`'s `query` is missing, null or `{}`.
+fn filter_is_empty(cmd: &Document) -> bool {
+    match cmd.get("query") {
+        None | Some(Bson::Null) => true,
+        Some(Bson::Document(d)) => d.is_empty(),
+        Some(_) => false,
+    }
 }
 
 /// `distinct`
