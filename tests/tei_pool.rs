@@ -352,6 +352,32 @@ async fn an_endpoint_down_at_start_joins_when_it_answers_as_the_same_model() {
     assert!(same.stats()[0].inputs > 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_comes_back_as_another_model_never_serves_a_vector() {
+    // A TEI server restarted with another model of the same width: it went away (requests to it
+    // fail to connect), so it is held out until its identity is checked, and the check keeps it
+    // out. None of its vectors may be used.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let a = DevTei::start(sim(1)).await.unwrap();
+    let b = DevTei::start(SimConfig { base_port: free, ..sim(1) }).await.unwrap();
+    let pool = EndpointPool::connect(config(vec![a.urls()[0].clone(), b.urls()[0].clone()])).await.unwrap();
+    let first = texts(400);
+    assert_all_embedded(&first, &pool.embed(first.clone()).await);
+    assert!(pool.stats().endpoints[1].embedded_inputs > 0, "both serve at first");
+    b.shutdown().await;
+    // Work while it is down: its connection failures hold it out.
+    let meanwhile = texts(400);
+    assert_all_embedded(&meanwhile, &pool.embed(meanwhile.clone()).await);
+    let other = SimConfig { base_port: free, model_id: "BAAI/bge-base-en-v1.5".into(), ..sim(1) };
+    let other = DevTei::start(other).await.unwrap();
+    // Long enough for the identity check to have looked at it more than once.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = texts(1000);
+    assert_all_embedded(&after, &pool.embed(after.clone()).await);
+    assert_eq!(other.stats()[0].inputs, 0, "a vector of the other model was asked for");
+    assert!(pool.stats().endpoints[1].skipped, "{:?}", pool.stats().endpoints[1]);
+}
+
 async fn message(urls: Vec<&String>) -> String {
     let urls = urls.into_iter().cloned().collect();
     EndpointPool::connect(config(urls)).await.err().expect("refused").to_string()

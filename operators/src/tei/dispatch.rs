@@ -121,11 +121,14 @@ impl Slot {
         *self.waiting.lock() = None;
     }
 
-    /// Why a waiting slot is still out of rotation.
-    pub fn set_waiting_error(&self, why: &str) {
-        if let Some(reason) = self.waiting.lock().as_mut() {
-            *reason = why.to_string();
-        }
+    /// Takes the slot out of rotation until its identity is checked again (`why`).
+    pub fn hold_out(&self, why: &str) {
+        *self.waiting.lock() = Some(why.to_string());
+    }
+
+    /// Whether it is out of rotation until its identity is checked.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting.lock().is_some()
     }
 
     /// Whether it takes requests, and how many at once now (its breaker's cap).
@@ -322,6 +325,21 @@ impl Lease<'_> {
     /// The endpoint's index in the pool.
     pub fn index(&self) -> usize {
         self.index
+    }
+
+    /// Takes the endpoint out of rotation until its identity is checked again: it failed to
+    /// connect or dropped the connection, and a server that went away may come back serving
+    /// another model (see `pool::watch_identity`).
+    pub fn hold_out_for_check(&self, why: &str) {
+        let slot = &self.dispatcher.slots[self.index];
+        if !slot.is_waiting() {
+            tracing::info!(
+                endpoint = slot.endpoint.url(),
+                error = why,
+                "TEI endpoint went away; out of rotation until it answers as this run's model again"
+            );
+        }
+        slot.hold_out(why);
     }
 
     /// Whether the endpoint returned vectors for some request within `window` before now: a

@@ -75,8 +75,12 @@ pub struct PoolConfig {
 
 /// How often connect says which endpoints it waits for.
 pub const START_WARN_EVERY: Duration = Duration::from_secs(10);
-/// How often endpoints that did not answer at start are tried again.
+/// How often endpoints out of rotation for an identity check (down at start, or back after a
+/// connection failure) are tried again.
 pub const JOIN_EVERY: Duration = Duration::from_secs(2);
+/// How often every endpoint in rotation has its `/info` read again, to catch a server restarted
+/// as another model between two requests that both succeeded.
+pub const RECHECK_EVERY: Duration = Duration::from_secs(30);
 
 impl PoolConfig {
     /// TEI's defaults for `urls`: the API chosen at connect (base64 vectors where the server
@@ -312,7 +316,6 @@ impl EndpointPool {
             .collect::<Vec<_>>();
         // Endpoints down at start: slots out of rotation until they answer as this pool's model.
         let mut slots = slots;
-        let joining: Vec<usize> = (slots.len()..slots.len() + late.len()).collect();
         for (endpoint, error) in late {
             let endpoint = endpoint.with_api(api);
             tracing::warn!(
@@ -352,11 +355,9 @@ impl EndpointPool {
             retry_max: config.retry_max,
         };
         let shared = Arc::new(shared);
-        if !joining.is_empty() {
-            let identity =
-                Identity { model_id: limits.model_id.clone(), model_sha: limits.model_sha.clone(), dim: dims[0] };
-            tokio::spawn(join_late(Arc::downgrade(&shared), joining, identity));
-        }
+        let identity =
+            Identity { model_id: limits.model_id.clone(), model_sha: limits.model_sha.clone(), dim: dims[0] };
+        tokio::spawn(watch_identity(Arc::downgrade(&shared), identity));
         Ok(Self { shared, limits: Arc::new(limits), batcher })
     }
 
@@ -554,19 +555,31 @@ async fn first_answers(
     }
 }
 
-/// Brings the endpoints at `joining` (slots out of rotation since start) in when they answer as
-/// `identity`: `/info`'s model and revision, and a probe vector's dimension, on the pool's API. One
-/// that answers as another model stays out, with an ERROR naming both (its answers would mix
-/// another model's vectors into the output); it is checked again, in case it restarts as ours.
-/// Ends when every one has joined or the pool is gone.
-async fn join_late(shared: std::sync::Weak<Shared>, mut joining: Vec<usize>, identity: Identity) {
+/// Keeps every endpoint in rotation serving `identity` (`/info`'s model and revision, and a probe
+/// vector's dimension on the pool's API), so no other model's vector reaches the output:
+/// - a slot out of rotation for a check (down at start, or back after a connection failure: a
+///   server that went away may come back as another model) is checked every [`JOIN_EVERY`] and
+///   joins when it answers as `identity`;
+/// - every slot in rotation has its `/info` read every [`RECHECK_EVERY`]; one that now serves
+///   another model leaves rotation.
+///
+/// One that answers as another model stays out with an ERROR naming both (said again only when
+/// what it serves changes). Ends when the pool is gone.
+async fn watch_identity(shared: std::sync::Weak<Shared>, identity: Identity) {
     let mut told: HashMap<usize, String> = HashMap::new();
-    while !joining.is_empty() {
+    let mut last_recheck = tokio::time::Instant::now();
+    loop {
         tokio::time::sleep(JOIN_EVERY).await;
         let Some(pool) = shared.upgrade() else { return };
-        let mut still = Vec::new();
-        for index in joining {
-            let slot = &pool.dispatcher.slots[index];
+        let recheck = last_recheck.elapsed() >= RECHECK_EVERY;
+        if recheck {
+            last_recheck = tokio::time::Instant::now();
+        }
+        for (index, slot) in pool.dispatcher.slots.iter().enumerate() {
+            let waiting = slot.is_waiting();
+            if !waiting && !recheck {
+                continue;
+            }
             let endpoint = slot.endpoint.clone();
             let verdict = match endpoint.info().await {
                 Err(err) => Err((false, err.to_string())),
@@ -580,6 +593,8 @@ async fn join_late(shared: std::sync::Weak<Shared>, mut joining: Vec<usize>, ide
                         identity.model_sha.as_deref().unwrap_or("none")
                     ),
                 )),
+                // In rotation and still our model: nothing more to check.
+                Ok(_) if !waiting => Ok(()),
                 Ok(_) => match probe_dim(&endpoint).await {
                     Ok(dim) if dim == identity.dim => Ok(()),
                     Ok(dim) => Err((true, format!("returns vectors of {dim} dimensions, not {}", identity.dim))),
@@ -587,25 +602,28 @@ async fn join_late(shared: std::sync::Weak<Shared>, mut joining: Vec<usize>, ide
                 },
             };
             match verdict {
-                Ok(()) => {
+                Ok(()) if waiting => {
                     slot.join();
+                    told.remove(&index);
                     pool.dispatcher.wake();
                     tracing::info!(endpoint = endpoint.url(), "TEI endpoint answers as this run's model; in rotation");
                 }
+                Ok(()) => {}
+                // A server in rotation that does not answer /info now: the breaker sees its
+                // requests fail; nothing to decide here.
+                Err((false, _)) if !waiting => {}
                 Err((wrong, why)) => {
-                    slot.set_waiting_error(&why);
+                    slot.hold_out(&why);
                     if wrong && told.get(&index) != Some(&why) {
                         tracing::error!(
                             endpoint = endpoint.url(),
-                            "TEI endpoint {why}: kept out of rotation, none of its vectors is used"
+                            "TEI endpoint {why}: out of rotation, none of its vectors is used"
                         );
                         told.insert(index, why);
                     }
-                    still.push(index);
                 }
             }
         }
-        joining = still;
     }
 }
 

@@ -149,6 +149,9 @@ pub(crate) async fn run(shared: Arc<Shared>, request: Arc<Request>, range: Range
                 return Step::Done(range, vec![Err(reason)]);
             }
         } else {
+            if err.is_connect() || err.cause == "connection" {
+                lease.hold_out_for_check(&err.to_string());
+            }
             lease.finish(Err(&err));
         }
         match err.kind {
