@@ -152,9 +152,12 @@ pub fn reconcile(
     found.deletion_file = Some(Path::new(FileKind::Deletions.subdir()).join(name.file_name()));
     let snapshot = ledger.snapshot();
     let mut index = DeletionIndex::default();
-    // Only pending deletions can match a row in --out (staged rows are the compactor's).
-    index.forget_settled(snapshot.deletions_applied, u64::MAX);
-    index.refresh(&target.out, snapshot.committed, snapshot.deletions_applied)?;
+    // Only pending deletions can match a row in --out (staged rows are the compactor's). These
+    // are at the committed epoch, which the deletions already applied may have reached (the
+    // stream's deletes of the last epoch): counted from just below it, they are pending.
+    let applied = snapshot.deletions_applied.min(epoch.saturating_sub(1));
+    index.forget_settled(applied, u64::MAX);
+    index.refresh(&target.out, snapshot.committed, applied)?;
     // Rows per row group for 768 dimensions; the writer bounds row groups by bytes as well.
     let rows = crate::output::schema::default_row_group_rows(768);
     found.rewritten = apply_pending(&ledger, &target.out, rows, &mut index, &CompactionStats::default())?;
