@@ -196,6 +196,12 @@ impl Collector for MetricSources {
         )?;
         gauge(
             &mut e,
+            "tweet_embed_tei_requests_waiting",
+            "Requests waiting for an endpoint slot (every endpoint full, down or being checked).",
+            &[(vec![], pool.requests_waiting as f64)],
+        )?;
+        gauge(
+            &mut e,
             "tweet_embed_tei_in_flight",
             "Requests in flight, per endpoint.",
             &per_f(&|s| s.in_flight as f64),

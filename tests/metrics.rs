@@ -183,3 +183,33 @@ fn a_stalled_run_says_why_every_period_and_exports_the_stalled_time() {
     assert!(status.success(), "{log}");
     test_support::expect::check_run(&stack, &seeded, &args.out);
 }
+
+#[test]
+fn a_total_tei_outage_is_a_stall_and_the_metric_says_so() {
+    // The only TEI server dies mid-run (a real TEI 1.9.3 killed for 40 s used to leave
+    // tweet_embed_stalled_seconds at 0: requests waiting for an endpoint were not pending work).
+    use test_support::proc::{free_port, pipeline_cmd, Logged};
+    let sim = dev_tei::SimConfig { gpus: 1, tokens_per_second: 20_000.0, seed: 7, ..dev_tei::SimConfig::default() };
+    let stack = Stack::start_with(sim);
+    let seeded = seed(&stack.mongo, 3_000, 71);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = stack.args(dir.path(), 2);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let mut cmd = pipeline_cmd(env!("CARGO_BIN_EXE_tweet-embed"), "backfill", &args);
+    cmd.args(["--stall-warning", "1s", "--metrics-addr", &addr.to_string()]);
+    let mut run = Logged::spawn(cmd);
+    run.wait_for_line(&["TEI endpoints ready"], Duration::from_secs(120));
+    let gpu = stack.tei.as_ref().expect("tei").gpus()[0].clone();
+    stack.rt.block_on(gpu.set_down(true)).expect("down");
+    let line = run
+        .wait_for_line(&["WARN", "no progress for", "every TEI endpoint is out of rotation"], Duration::from_secs(300));
+    assert!(line.contains("requests wait for one"), "{line}");
+    let metrics = scrape(addr);
+    assert!(metrics["tweet_embed_stalled_seconds{}"] >= 1.0, "{metrics:?}");
+    assert!(metrics["tweet_embed_tei_requests_waiting{}"] >= 1.0, "{metrics:?}");
+    // The server comes back: the same run finishes exactly once.
+    stack.rt.block_on(gpu.set_down(false)).expect("up");
+    let (status, log) = run.finish(Duration::from_secs(600));
+    assert!(status.success(), "{log}");
+    test_support::expect::check_run(&stack, &seeded, &args.out);
+}

@@ -5,8 +5,9 @@
 //! (`tweet_embed_stalled_seconds`).
 //!
 //! Progress is anything moving: documents committed, the committed epoch, inputs the GPUs
-//! embedded. Work remains while something waits on MongoDB, a TEI request is in flight, or the
-//! sources have closed epochs that are not yet committed; an idle stream is not a stall.
+//! embedded. Work remains while something waits on MongoDB, a TEI request is in flight or waits
+//! for an endpoint (a total TEI outage is a stall), or the sources have closed epochs that are
+//! not yet committed; an idle stream is not a stall.
 //! It only reads counters, from its own thread.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -80,10 +81,11 @@ fn watch(monitor: Monitor, every: Duration, stop: Arc<AtomicBool>) {
 
 impl Monitor {
     /// Whether the run has work it has not finished: something waits on MongoDB, a TEI request
-    /// is in flight, or closed epochs are not committed.
+    /// is in flight or waits for an endpoint, or closed epochs are not committed.
     pub(crate) fn work_pending(&self, pool: &crate::tei::PoolStats) -> bool {
         let committed = self.totals.committed_epoch.load(Ordering::SeqCst);
         !self.waits.is_empty()
+            || pool.requests_waiting > 0
             || pool.endpoints.iter().any(|e| e.in_flight > 0)
             || self.clock.now() > committed.saturating_add(1)
     }
@@ -106,10 +108,19 @@ impl Monitor {
                 .collect();
             return each.join("; ");
         }
-        let open: Vec<String> =
-            pool.endpoints.iter().filter(|e| e.breaker != BreakerState::Closed).map(|e| redact(&e.url)).collect();
+        let open: Vec<String> = pool
+            .endpoints
+            .iter()
+            .filter(|e| e.breaker != BreakerState::Closed || e.skipped)
+            .map(|e| redact(&e.url))
+            .collect();
         if !open.is_empty() && open.len() == pool.endpoints.len() {
-            return format!("every TEI endpoint is open-circuit (down or failing): {}", open.join(", "));
+            return format!(
+                "every TEI endpoint is out of rotation (down, failing, or being checked after it went away), {} \
+                 requests wait for one: {}",
+                pool.requests_waiting,
+                open.join(", ")
+            );
         }
         let in_flight: usize = pool.endpoints.iter().map(|e| e.in_flight).sum();
         if in_flight > 0 {

@@ -288,6 +288,11 @@ impl Dispatcher {
         None
     }
 
+    /// Requests waiting for a slot now.
+    pub fn waiting(&self) -> usize {
+        self.line.lock().len()
+    }
+
     /// Wakes every request waiting for a slot (an endpoint joined).
     pub fn wake(&self) {
         self.freed.notify_waiters();

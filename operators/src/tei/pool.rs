@@ -428,6 +428,7 @@ impl EndpointPool {
         let mut stats = self.shared.counters.snapshot();
         stats.token_scale = self.shared.budget.scale();
         stats.endpoints = self.shared.dispatcher.slots.iter().map(Slot::stats).collect();
+        stats.requests_waiting = self.shared.dispatcher.waiting();
         stats
     }
 

@@ -52,6 +52,8 @@ pub struct PoolStats {
     pub latency_p95_ms: u64,
     /// Per endpoint, in the order of the configured URLs.
     pub endpoints: Vec<EndpointStats>,
+    /// Requests waiting for an endpoint slot now (every endpoint full, or out of rotation).
+    pub requests_waiting: usize,
 }
 
 impl PoolStats {
@@ -273,6 +275,7 @@ impl Counters {
             latency_p50_ms: quantile(0.5),
             latency_p95_ms: quantile(0.95),
             endpoints: Vec::new(),
+            requests_waiting: 0,
         }
     }
 }
