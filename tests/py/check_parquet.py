@@ -8,7 +8,9 @@ of design.md ("Output schema") with the id type the file's metadata records
 strays have a nullable `id` and a `stray_id`), zstd compression, statistics, the row counts,
 that no id appears twice, that every row's epoch lies in its file name's range, and that no temporary or
 partial file is left. Then reads OUT_DIR as one dataset, as a user would, which must give the
-rows and nothing else. Prints "ok ..." and exits 0, or prints what is wrong and exits 1.
+rows and nothing else. Then runs the README's nearest-neighbour queries in DuckDB (the list
+column cast to FLOAT[dim]) and polars: a row is nearest to itself, and they agree. Prints
+"ok ..." and exits 0, or prints what is wrong and exits 1.
 """
 
 import argparse
@@ -135,7 +137,37 @@ def main():
         whole = pq.read_table(args.out_dir)
         if whole.num_rows != args.rows or whole.schema.names != rows_schema(args.dim).names:
             fail(f"reading {args.out_dir} as a dataset gives {whole.num_rows} rows of {whole.schema.names}")
+        nearest_neighbours(args.out_dir, args.dim)
     print(f"ok pyarrow {pa.__version__}: {n_rows} rows in {n_files} files, {r_rows} rejections in {r_files} files")
+
+
+def nearest_neighbours(out_dir, dim):
+    """The README's queries: the tweets nearest to one of them, in DuckDB and in polars."""
+    import duckdb
+    import polars as pl
+
+    glob = f"{out_dir}/*.parquet"
+    first = pq.read_table(next(iter(sorted(out_dir.glob("part-*.parquet")))), columns=["id"])["id"][0].as_py()
+    rows = duckdb.sql(
+        f"""WITH q AS (SELECT embedding::FLOAT[{dim}] AS v FROM '{glob}' WHERE id = $id)
+        SELECT r.id, array_cosine_similarity(r.embedding::FLOAT[{dim}], q.v) AS score
+        FROM '{glob}' r, q ORDER BY score DESC LIMIT 3""",
+        params={"id": first},
+    ).fetchall()
+    q = pl.scan_parquet(glob).filter(pl.col("id") == first).select("embedding").collect().item().to_list()
+    top = (
+        pl.scan_parquet(glob)
+        .select("id", score=pl.col("embedding").arr.to_list().list.eval((pl.element() * pl.Series(q)).sum()).list.first())
+        .sort("score", descending=True)
+        .head(3)
+        .collect()
+        .rows()
+    )
+    # Identical texts have identical vectors: ties may come in any order, so scores are compared.
+    if not rows or abs(rows[0][1] - 1.0) > 1e-4:
+        fail(f"DuckDB's nearest to {first} is {rows[:1]}, not itself")
+    if len(rows) != len(top) or any(abs(a[1] - b[1]) > 1e-4 for a, b in zip(rows, top)):
+        fail(f"DuckDB {rows} and polars {top} disagree")
 
 
 if __name__ == "__main__":
