@@ -155,9 +155,14 @@ def nearest_neighbours(out_dir, dim):
         params={"id": first},
     ).fetchall()
     q = pl.scan_parquet(glob).filter(pl.col("id") == first).select("embedding").collect().item().to_list()
+    # The README's dot product, over the norms: test outputs are not all of unit vectors.
+    vec = pl.col("embedding").arr.to_list()
+    dot = vec.list.eval((pl.element() * pl.Series(q)).sum()).list.first()
+    norm = vec.list.eval(pl.element().pow(2).sum()).list.first().sqrt()
+    q_norm = sum(x * x for x in q) ** 0.5
     top = (
         pl.scan_parquet(glob)
-        .select("id", score=pl.col("embedding").arr.to_list().list.eval((pl.element() * pl.Series(q)).sum()).list.first())
+        .select("id", score=dot / (norm * q_norm))
         .sort("score", descending=True)
         .head(3)
         .collect()
