@@ -256,6 +256,17 @@ impl PipelineArgs {
         if self.workers == 0 {
             bail!("--workers must be at least 1");
         }
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        if self.workers > cores {
+            tracing::warn!(
+                workers = self.workers,
+                cores,
+                "--workers {} is more than this machine's {cores} cores: each worker is a thread with its own \
+                 buffers, so past the cores they add memory and switching, not speed (the GPUs are fed by one \
+                 batching worker per process)",
+                self.workers
+            );
+        }
         if self.tei_urls.iter().all(|u| u.trim().is_empty()) {
             bail!("--tei-urls needs at least one URL");
         }

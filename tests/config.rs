@@ -142,3 +142,58 @@ fn zero_where_a_positive_setting_is_needed_is_refused_before_anything_starts() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn an_unreachable_mongodb_and_too_many_workers_are_said_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("out");
+    let started = std::time::Instant::now();
+    let (ok, _, err) = tweet_embed(
+        &[
+            "backfill",
+            "--workers",
+            "4096",
+            "--tei-urls",
+            "http://127.0.0.1:1",
+            "--out",
+            out_dir.to_str().expect("path"),
+        ],
+        &[
+            ("MONGODB_URI", "mongodb://alice:hunter2@127.0.0.1:1/?directConnection=true&serverSelectionTimeoutMS=4000"),
+            ("TWEET_EMBED_STATE_DIR", dir.path().join("state").to_str().expect("path")),
+        ],
+    );
+    assert!(!ok && started.elapsed() < std::time::Duration::from_secs(60), "{err}");
+    assert!(err.contains("--workers 4096 is more than this machine's"), "{err}");
+    // Said while it waits (2 s in), naming the server without the password, then the refusal.
+    let waiting = err.lines().find(|l| l.contains("MongoDB does not answer yet")).unwrap_or_else(|| panic!("{err}"));
+    assert!(waiting.contains("WARN") && waiting.contains("mongodb://127.0.0.1:1/"), "{waiting}");
+    assert!(err.contains("MongoDB is not reachable at mongodb://127.0.0.1:1/"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn a_db_typo_names_the_databases_and_collections_that_exist() {
+    let mongo = dev_mongo::DevMongo::start(dev_mongo::DevMongoConfig::default()).expect("dev-mongo");
+    test_support::seed(&mongo, 20, 1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("out");
+    let (ok, _, err) = tweet_embed(
+        &[
+            "backfill",
+            "--mongo-uri",
+            &mongo.uri(),
+            "--db",
+            "twiter_data",
+            "--tei-urls",
+            "http://127.0.0.1:1",
+            "--out",
+            out_dir.to_str().expect("path"),
+        ],
+        &[("TWEET_EMBED_STATE_DIR", dir.path().join("state").to_str().expect("path"))],
+    );
+    assert!(!ok);
+    let line = err.lines().find(|l| l.contains("no collection twiter_data.tweets")).unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains("the databases are twitter_data") && line.contains("--db"), "{line}");
+    assert!(!err.contains("tweet-embed indexes"), "creating indexes on a typo would make an empty collection: {err}");
+}

@@ -216,6 +216,9 @@ impl WorkQueue {
             .await
             .map_err(|e| format!("cannot list the indexes of {ns}: {}", crate::mongo_error::describe(&e)))?;
         let Some(found) = found else {
+            if let Some(missing) = self.missing_collection().await {
+                return Err(missing);
+            }
             let flag = if self.mark_field == DEFAULT_MARK_FIELD {
                 String::new()
             } else {
@@ -231,6 +234,30 @@ impl WorkQueue {
             None => Ok(()),
             Some(mismatch) => Err(index_conflict(&self.coll, &name, &mismatch, &self.mark_field)),
         }
+    }
+
+    /// When the collection does not exist (a typo in `--db` or `--collection`), the line that says
+    /// so and names the databases and collections that do; None when it exists or the names
+    /// cannot be listed.
+    async fn missing_collection(&self) -> Option<String> {
+        let ns = self.coll.namespace();
+        let client = self.coll.client();
+        let here = client.database(&ns.db).list_collection_names().await.ok()?;
+        if here.contains(&ns.coll) {
+            return None;
+        }
+        let mut dbs = client.list_database_names().await.unwrap_or_default();
+        dbs.retain(|d| !matches!(d.as_str(), "admin" | "local" | "config"));
+        dbs.sort();
+        let mut here = here;
+        here.sort();
+        let list = |names: &[String]| if names.is_empty() { "none".to_string() } else { names.join(", ") };
+        Some(format!(
+            "no collection {ns}: the collections of {} are {}; the databases are {}. Check --db and --collection",
+            ns.db,
+            list(&here),
+            list(&dbs)
+        ))
     }
 
     /// The partitions present in the queue (or those the flags name).

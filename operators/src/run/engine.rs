@@ -61,6 +61,9 @@ pub struct Engine {
     pub(crate) _lock: StateLock,
 }
 
+/// How long the start's ping may go unanswered before the run says it waits for MongoDB.
+const MONGO_SILENT_FOR: Duration = Duration::from_secs(2);
+
 impl Engine {
     /// Locks the state directory (a second run on it is refused, naming the holder: see
     /// `crate::checkpoint::StateLock`), then connects: MongoDB within 30 s with the work-queue
@@ -81,10 +84,23 @@ impl Engine {
                 .await
                 .map_err(|e| anyhow!("bad --mongo-uri: {}", describe(&e)))?;
             let db = client.database(&config.mongo.db);
-            tokio::time::timeout(Duration::from_secs(30), db.run_command(doc! {"ping": 1}))
-                .await
-                .map_err(|_| anyhow!("MongoDB is not reachable at --mongo-uri (no answer in 30 s)"))?
-                .map_err(|e| anyhow!("MongoDB is not reachable at --mongo-uri: {}", describe(&e)))?;
+            let uri = crate::tei::redact(&config.mongo.uri);
+            let ping = tokio::time::timeout(Duration::from_secs(30), db.run_command(doc! {"ping": 1}));
+            tokio::pin!(ping);
+            // Say at once what the start waits for, not after 30 s of silence.
+            let answered = tokio::select! {
+                answered = &mut ping => answered,
+                _ = tokio::time::sleep(MONGO_SILENT_FOR) => {
+                    tracing::warn!(
+                        uri = %uri,
+                        "MongoDB does not answer yet (a ping at start, through server selection); waiting up to 30 s"
+                    );
+                    ping.await
+                }
+            };
+            answered
+                .map_err(|_| anyhow!("MongoDB is not reachable at {uri} (no answer in 30 s)"))?
+                .map_err(|e| anyhow!("MongoDB is not reachable at {uri}: {}", describe(&e)))?;
             let queue = WorkQueue {
                 coll: db.collection::<Document>(&config.mongo.collection),
                 text_field: config.text_field.clone(),
