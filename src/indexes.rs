@@ -1,4 +1,4 @@
-//! `tweet-embed indexes`: creates the work-queue and monitoring indexes of design.md on a
+//! `tweet-embed indexes`: creates the work-queue and monitoring indexes of DESIGN.md on a
 //! collection. Idempotent: existing identical indexes are left as they are.
 
 use anyhow::{anyhow, Result};

@@ -41,7 +41,7 @@ fn write(path: &Path, batch: &RecordBatch) {
     w.close().unwrap();
 }
 
-/// Our own file: design.md's schema, ids from a pool of 24-hex ids that the old `_id` shards share.
+/// Our own file: DESIGN.md's schema, ids from a pool of 24-hex ids that the old `_id` shards share.
 fn ours(file: usize, rows: usize) -> RecordBatch {
     let ids: Vec<String> = (0..rows).map(|r| format!("{:024x}", (file * 5 + r * 3) % 9000)).collect();
     let values: Vec<f32> = (0..rows).flat_map(|r| vector(file, r)).map(|v| v as f32).collect();

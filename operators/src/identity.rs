@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::tei::{EmbedOptions, TruncationDirection};
 
-/// The identity of a dataset (design.md, "Checkpoints and exactly-once output").
+/// The identity of a dataset (DESIGN.md, "Checkpoints and exactly-once output").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatasetIdentity {
     /// `/info`'s `model_id`.

@@ -253,10 +253,15 @@ impl WorkQueue {
         here.sort();
         let list = |names: &[String]| if names.is_empty() { "none".to_string() } else { names.join(", ") };
         Some(format!(
-            "no collection {ns}: the collections of {} are {}; the databases are {}. Check --db and --collection",
+            "no collection {ns}: the collections of {} are {}; the databases are {}. Check --db and --collection; \
+             for a new collection not written yet, `tweet-embed indexes --db {} --collection {} --create-missing` \
+             creates it with its `{}` index",
             ns.db,
             list(&here),
-            list(&dbs)
+            list(&dbs),
+            ns.db,
+            ns.coll,
+            self.index_name()
         ))
     }
 

@@ -14,7 +14,7 @@
 //! - `embedding`: the first of `embedding`, `vector`; a list, large list or fixed-size list of
 //!   float32 or float64 (float64 is rounded to float32, our output type). No null vectors or
 //!   items; every vector of every file must have the same length.
-//! - The other columns of design.md's schema (`model`, `text_hash`, `tokens`, `lang`,
+//! - The other columns of DESIGN.md's schema (`model`, `text_hash`, `tokens`, `lang`,
 //!   `created_at`, `source`, `epoch`) are carried when a file has them under that name with our
 //!   type (strings may be plain or dictionary; timestamps any unit with a time zone); such a
 //!   column is in the output when at least one file carries it, null for rows of files that do
@@ -71,7 +71,7 @@ pub struct InputFile {
 pub struct Layout {
     /// Vector dimension.
     pub dim: usize,
-    /// The output schema: `id`, `embedding`, then design.md's other columns that some file has.
+    /// The output schema: `id`, `embedding`, then DESIGN.md's other columns that some file has.
     pub schema: SchemaRef,
 }
 
@@ -245,9 +245,9 @@ impl InputFile {
 
 impl Layout {
     /// The output schema for `files` of vectors of `dim`: `id` (Int64 when every file's is,
-    /// else Utf8), `embedding`, and each other column of design.md that some file carries,
+    /// else Utf8), `embedding`, and each other column of DESIGN.md that some file carries,
     /// nullable when ours is or any file lacks it or has it nullable. Only our own files thus
-    /// give exactly design.md's schema.
+    /// give exactly DESIGN.md's schema.
     pub fn decide(files: &[InputFile], dim: usize) -> Result<Layout> {
         let dim_i32 = i32::try_from(dim).ok().filter(|d| *d > 0).ok_or_else(|| anyhow!("vector dimension {dim}"))?;
         let ours = rows_schema(dim_i32);

@@ -393,7 +393,11 @@ fn scan_checked(paths: &[PathBuf], figures: &Figures, one_dim: bool) -> Result<(
         figures.rows.fetch_add(1, Ordering::Relaxed);
     }
     for (column, count) in dropped {
-        tracing::warn!(column, files = count, "column dropped: not one of design.md's output columns with our type");
+        tracing::warn!(
+            column,
+            files = count,
+            "column dropped: not one of the output columns with our type (operators/DESIGN.md, \"The output\")"
+        );
     }
     let layout = match dim {
         Some((d, _)) if files.iter().any(|f| f.rows > 0) => Some(Layout::decide(&files, d)?),

@@ -3,7 +3,7 @@
 usage: check_parquet.py OUT_DIR --rows N --dim D [--rejects M] [--model MODEL]
 
 Reads every final file (part-*.parquet) of OUT_DIR and OUT_DIR/_rejects and checks the schema
-of design.md ("Output schema") with the id type the file's metadata records
+of DESIGN.md ("Output schema") with the id type the file's metadata records
 (tweet_embed.id_type: an int64 `id` for int64, a string one otherwise; rejections of a type with
 strays have a nullable `id` and a `stray_id`), zstd compression, statistics, the row counts,
 that no id appears twice, that every row's epoch lies in its file name's range, and that no temporary or

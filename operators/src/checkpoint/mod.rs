@@ -1,4 +1,4 @@
-//! The checkpoint protocol (design.md, "Checkpoints and exactly-once output"): what makes every
+//! The checkpoint protocol (DESIGN.md, "Checkpoints and exactly-once output"): what makes every
 //! eligible document appear exactly once in the output and be marked in Mongo, whatever instant a
 //! run is killed at.
 //!

@@ -1,6 +1,6 @@
 //! The Arrow schemas of the output and rejects files, and the Parquet settings they are written
 //! with. This is the file format users read with pyarrow, DuckDB or polars: changing a column
-//! here changes the product, so it must follow design.md's "Output schema" table exactly.
+//! here changes the product, so it must follow DESIGN.md's "Output schema" table exactly.
 
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! to Parquet on hot storage, and on `seal` makes every epoch up to a bound durable in the staging
 //! directory, where readers of the output never look (`crate::compaction` merges staged files
 //! into target-size files in the output directory once they are committed). It never decides when an epoch is complete (the caller's frontier does) and never
-//! records a checkpoint: sealing is step 1 of design.md's commit order, the checkpoint step 2.
+//! records a checkpoint: sealing is step 1 of DESIGN.md's commit order, the checkpoint step 2.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
