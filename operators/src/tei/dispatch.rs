@@ -82,7 +82,8 @@ pub(crate) struct Slot {
     invalid_warn: WarnEvery,
     /// When the endpoint last returned vectors.
     last_answer: Mutex<Option<Instant>>,
-    /// Out of rotation until checked: it did not answer at start (see `pool::join_late`), with
+    /// Out of rotation until its identity is checked: it did not answer at start, or went away
+    /// (see `pool::watch_identity`), with
     /// the last reason it is not in rotation yet.
     waiting: Mutex<Option<String>>,
 }
