@@ -215,13 +215,7 @@ impl GpuQueue {
         let mut rest = tokens;
         let now = std::time::Instant::now();
         while !rest.is_empty() {
-            let mut batch = Fill::default();
-            for &t in rest {
-                if !batch.admits(t, model) {
-                    break;
-                }
-                batch.add(t);
-            }
+            let batch = Fill::from_head(rest, model);
             let computed = batch.computed(model);
             self.shared.metrics.observe_batch(batch.n, batch.sum, computed, Duration::ZERO);
             record(&self.shared.stats, &batch, computed, Duration::ZERO, now, now);
@@ -257,6 +251,18 @@ impl Fill {
         let total = if model.padded { (self.n + 1) * self.longest.max(t) } else { self.sum + t };
         let full_requests = model.max_batch_requests.is_some_and(|max| self.n >= max);
         total <= model.max_batch_tokens && !full_requests
+    }
+
+    /// The batch cut from the head of `tokens` (at least one input).
+    pub fn from_head(tokens: &[usize], model: &GpuModel) -> Self {
+        let mut fill = Fill::default();
+        for &t in tokens {
+            if !fill.admits(t, model) {
+                break;
+            }
+            fill.add(t);
+        }
+        fill
     }
 
     pub fn add(&mut self, t: usize) {
@@ -365,13 +371,7 @@ mod tests {
         let mut out = Vec::new();
         let mut rest = tokens;
         while !rest.is_empty() {
-            let mut fill = Fill::default();
-            for &t in rest {
-                if !fill.admits(t, model) {
-                    break;
-                }
-                fill.add(t);
-            }
+            let fill = Fill::from_head(rest, model);
             out.push((fill.n, fill.computed(model)));
             rest = &rest[fill.n..];
         }

@@ -87,6 +87,12 @@ impl PackLimits {
         }
     }
 
+    /// Whether a request of `items` texts already, taking one more to `tokens` and `bytes`, would
+    /// pass a limit (so the next text starts a new request).
+    fn full(&self, items: usize, tokens: usize, bytes: usize) -> bool {
+        items >= self.max_items || tokens > self.max_tokens || bytes > self.max_bytes
+    }
+
     /// Packs items given as `(tokens, bytes)` greedily in order: a request is cut before the item
     /// that would take it past a limit. An item over a limit on its own still gets a request of
     /// its own (the server decides; the pool isolates a refusal).
@@ -96,10 +102,7 @@ impl PackLimits {
         let mut end = 0;
         for (i, (item_tokens, item_bytes)) in items.into_iter().enumerate() {
             let item_tokens = item_tokens as usize;
-            let full = i - start >= self.max_items
-                || tokens + item_tokens > self.max_tokens
-                || bytes + item_bytes > self.max_bytes;
-            if i > start && full {
+            if i > start && self.full(i - start, tokens + item_tokens, bytes + item_bytes) {
                 out.push(start..i);
                 (start, tokens, bytes) = (i, 0, 0);
             }
@@ -348,9 +351,7 @@ impl<T> WaitingTexts<T> {
             let key = *entry.key();
             let waiting = entry.get();
             let item_tokens = batcher.budget.calibrated(waiting.raw);
-            let full = cut.items.len() >= limits.max_items
-                || tokens + item_tokens as usize > limits.max_tokens
-                || bytes + waiting.bytes > limits.max_bytes;
+            let full = limits.full(cut.items.len(), tokens + item_tokens as usize, bytes + waiting.bytes);
             if !cut.items.is_empty() && full {
                 break;
             }

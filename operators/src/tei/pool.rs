@@ -511,26 +511,16 @@ async fn first_answers(
     let started = tokio::time::Instant::now();
     let mut warned: Option<tokio::time::Instant> = None;
     loop {
-        let mut tasks = JoinSet::new();
-        for (i, endpoint) in endpoints.iter().enumerate() {
-            let endpoint = endpoint.clone();
-            tasks.spawn(async move { (i, endpoint.info().await) });
-        }
-        let mut results: Vec<Option<Result<ServerLimits, TeiError>>> = (0..endpoints.len()).map(|_| None).collect();
-        while let Some(joined) = tasks.join_next().await {
-            let (i, result) = joined.map_err(|e| TeiError::Config(format!("TEI start-up check failed: {e}")))?;
-            results[i] = Some(result);
-        }
+        let results = each_result(&endpoints, |e| async move { e.info().await }).await?;
         let (mut up, mut infos, mut down) = (Vec::new(), Vec::new(), Vec::new());
         for (endpoint, result) in endpoints.iter().zip(results) {
             match result {
-                Some(Ok(info)) => {
+                Ok(info) => {
                     up.push(endpoint.clone());
                     infos.push(info);
                 }
-                Some(Err(err @ TeiError::Unreachable { .. })) => down.push((endpoint.clone(), err)),
-                Some(Err(err)) => return Err(err),
-                None => return Err(TeiError::Config("TEI start-up check lost a result".to_string())),
+                Err(err @ TeiError::Unreachable { .. }) => down.push((endpoint.clone(), err)),
+                Err(err) => return Err(err),
             }
         }
         if !up.is_empty() {
@@ -674,6 +664,17 @@ where
     F: Fn(Endpoint) -> Fut,
     Fut: std::future::Future<Output = Result<T, TeiError>> + Send + 'static,
 {
+    each_result(endpoints, call).await?.into_iter().collect()
+}
+
+/// Runs `call` on every endpoint concurrently: each endpoint's result, in endpoint order. Errs
+/// only when a task itself fails.
+async fn each_result<T, F, Fut>(endpoints: &[Endpoint], call: F) -> Result<Vec<Result<T, TeiError>>, TeiError>
+where
+    T: Send + 'static,
+    F: Fn(Endpoint) -> Fut,
+    Fut: std::future::Future<Output = Result<T, TeiError>> + Send + 'static,
+{
     let mut tasks = JoinSet::new();
     for (i, endpoint) in endpoints.iter().enumerate() {
         let fut = call(endpoint.clone());
@@ -684,10 +685,10 @@ where
         let (i, result) = joined.map_err(|e| TeiError::Config(format!("TEI start-up check failed: {e}")))?;
         results[i] = Some(result);
     }
-    results
+    Ok(results
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(TeiError::Config("TEI start-up check lost a result".to_string()))))
-        .collect()
+        .collect())
 }
 
 /// The dimension of `endpoint`'s vectors, from a probe text (retried a few times while the
