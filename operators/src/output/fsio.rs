@@ -18,7 +18,11 @@ pub fn sync_dir(dir: &Path) -> Result<(), OutputError> {
 /// start with its name instead of at the first seal, minutes of GPU time later.
 pub(crate) fn ensure_writable_dir(dir: &Path, probe_name: &str) -> Result<(), OutputError> {
     fs::create_dir_all(dir).map_err(|e| OutputError::io("create directory", dir, e))?;
-    let probe = dir.join(probe_name);
+    // One name per process and call: two processes probing one directory at once (a `status`
+    // beside a running `run`, a test beside its pipeline) must not remove each other's probe.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!("{probe_name}-{}-{call}", std::process::id()));
     File::create(&probe).map_err(|e| OutputError::io("create a file in directory", dir, e))?;
     fs::remove_file(&probe).map_err(|e| OutputError::io("remove", &probe, e))
 }
