@@ -632,3 +632,137 @@ fn identities_of_different_widths_group_into_their_own_folders() {
     let line = succeed(consolidate(&input, &dir.path().join("out"), &["--group-by-identity"]));
     assert!(line.contains("consolidated 2 files (20 rows"), "{line}");
 }
+
+/// The key-value metadata of the one `consolidated-*.parquet` file in `dir`.
+fn output_metadata(dir: &Path) -> Vec<(String, Option<String>)> {
+    let files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("consolidated-"))
+        .collect();
+    assert_eq!(files.len(), 1, "one output file in {}: {files:?}", dir.display());
+    let reader = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&files[0]).unwrap()).unwrap();
+    let meta = parquet::file::reader::FileReader::metadata(&reader).file_metadata().clone();
+    meta.key_value_metadata().cloned().unwrap_or_default().into_iter().map(|kv| (kv.key, kv.value)).collect()
+}
+
+fn identity_of(dir: &Path) -> Option<String> {
+    output_metadata(dir).into_iter().find(|(k, _)| k == "tweet_embed.identity").and_then(|(_, v)| v)
+}
+
+/// The WARN lines of `stderr` that contain `needle`.
+fn warnings<'a>(stderr: &'a str, needle: &str) -> Vec<&'a str> {
+    stderr.lines().filter(|l| l.contains(" WARN ") && l.contains(needle)).collect()
+}
+
+#[test]
+fn inputs_without_an_identity_are_written_without_one_said_once() {
+    use tweet_embed_operators::identity::DatasetIdentity;
+    use tweet_embed_operators::tei::EmbedOptions;
+    let dir = tempfile::tempdir().unwrap();
+    // Six old-script shards, none with an identity, each with a `text` column no output has.
+    let old = dir.path().join("old");
+    for f in 0..6 {
+        write(&old.join(format!("emb_{f}.parquet")), &old_hex(f, 5, |_| DIM));
+    }
+    let out = dir.path().join("old-out");
+    let result = consolidate(&old, &out, &[]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(0), "{stderr}");
+    assert_eq!(identity_of(&out), None, "an identity was invented: {:?}", output_metadata(&out));
+    let said = warnings(&stderr, "record");
+    assert_eq!(said.len(), 1, "the missing identity is said once:\n{stderr}");
+    assert!(said[0].contains("none of the 6 input files records a dataset identity"), "{stderr}");
+    assert!(said[0].contains("the output records none either"), "{stderr}");
+    let dropped = warnings(&stderr, "columns dropped");
+    assert_eq!(dropped.len(), 1, "the dropped column is said once, not per file or per scan:\n{stderr}");
+    assert!(dropped[0].contains("text (Utf8) in 6 files"), "{stderr}");
+
+    // Beside files of one identity: the merged output cannot say which model made the old
+    // vectors, so it records none (the identity is not spread onto them), said once.
+    let doc = EmbedOptions { prompt_name: Some("document".into()), ..EmbedOptions::default() };
+    let gemma = DatasetIdentity::new("google/embeddinggemma-300m", Some("sha1"), DIM, &doc, "text", "mark");
+    let mixed = dir.path().join("mixed");
+    for f in 0..3 {
+        write(&mixed.join(format!("old/emb_{f}.parquet")), &old_hex(f, 5, |_| DIM));
+        write_with_identity(&mixed.join(format!("part-{f}.parquet")), &ours(f, 10), &gemma);
+    }
+    let out = dir.path().join("mixed-out");
+    let result = consolidate(&mixed, &out, &[]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(0), "{stderr}");
+    assert_eq!(identity_of(&out), None, "an identity was stamped on files without one");
+    let said = warnings(&stderr, "no dataset identity");
+    assert_eq!(said.len(), 1, "{stderr}");
+    assert!(said[0].contains("3 of 6 input files record no dataset identity"), "{stderr}");
+    assert!(said[0].contains("--group-by-identity"), "{stderr}");
+
+    // Grouped: the identity's files keep it, the others go to `no-identity` without one.
+    let grouped = dir.path().join("grouped");
+    let result = consolidate(&mixed, &grouped, &["--group-by-identity"]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(0), "{stderr}");
+    assert_eq!(identity_of(&grouped.join("no-identity")), None);
+    let mut folders: Vec<PathBuf> =
+        std::fs::read_dir(&grouped).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    folders.sort();
+    assert_eq!(folders.len(), 2, "{folders:?}");
+    let named = folders.iter().find(|p| !p.ends_with("no-identity")).expect("the identity's folder");
+    let recorded: DatasetIdentity = serde_json::from_str(&identity_of(named).expect("its identity")).unwrap();
+    assert_eq!(recorded, gemma);
+    let said = warnings(&stderr, "no dataset identity");
+    assert_eq!(said.len(), 1, "{stderr}");
+    assert!(said[0].contains("3 of 6") && said[0].contains("no-identity"), "{stderr}");
+
+    // Files that all record the same identity keep it, with nothing to say.
+    let ours_only = dir.path().join("ours");
+    for f in 0..3 {
+        write_with_identity(&ours_only.join(format!("part-{f}.parquet")), &ours(f, 10), &gemma);
+    }
+    let out = dir.path().join("ours-out");
+    let result = consolidate(&ours_only, &out, &[]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(0), "{stderr}");
+    let recorded: DatasetIdentity = serde_json::from_str(&identity_of(&out).expect("the identity")).unwrap();
+    assert_eq!(recorded, gemma);
+    assert!(warnings(&stderr, "").is_empty(), "{stderr}");
+}
+
+#[test]
+fn different_id_types_are_refused_and_a_changed_id_column_is_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two of our datasets: one records int64 ids, the other string ids. The number 5 and the
+    // string "5" cannot share one id column: refused, naming both files and their types.
+    let input = dir.path().join("typed");
+    let ints = input.join("a-int64.parquet");
+    let strings = input.join("b-string.parquet");
+    write_typed(&ints, IdType::Int64, Arc::new(Int64Array::from(vec![5, 6])), 1);
+    write_typed(&strings, IdType::String, Arc::new(StringArray::from(vec!["5", "x"])), 1);
+    fails_cleanly(&input, &ints, "records id type int64 (Int64 column)");
+    let result = consolidate(&input, &dir.path().join("typed-out"), &[]);
+    assert_eq!(result.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    let line = stderr.lines().last().unwrap_or_default();
+    assert!(line.contains(&strings.display().to_string()) && line.contains("string (Utf8 column)"), "{stderr}");
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("tweet-embed: ")).count(), 1, "one line: {stderr}");
+
+    // Old shards whose id columns differ (`tweet_id` int64, `_id` strings) record no id type:
+    // merged into a string id, the change said once however many files there are.
+    let shards = dir.path().join("shards");
+    for f in 0..4 {
+        write(&shards.join(format!("int/emb_{f}.parquet")), &old_int(f, 3));
+        write(&shards.join(format!("hex/emb_{f}.parquet")), &old_hex(f, 3, |_| DIM));
+    }
+    let out = dir.path().join("shards-out");
+    let result = consolidate(&shards, &out, &[]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(0), "{stderr}");
+    let said = warnings(&stderr, "id columns differ");
+    assert_eq!(said.len(), 1, "said once:\n{stderr}");
+    assert!(said[0].contains("has Int64 ids") && said[0].contains("has Utf8 ids"), "{stderr}");
+    assert!(said[0].contains("integer ids of 4 of 8 files written as their decimal text"), "{stderr}");
+    let (ids, ty, recorded) = output_ids(&out);
+    assert_eq!((ids.len(), ty, recorded), (24, DataType::Utf8, None));
+    assert!(ids.contains(&"0".to_string()), "the integer 0 as its decimal text: {ids:?}");
+}

@@ -50,6 +50,8 @@ pub struct InputFile {
     pub bytes: u64,
     /// The file's column holding ids.
     id_column: String,
+    /// That column's type.
+    id_data_type: DataType,
     /// Whether that column is Int64.
     id_int64: bool,
     /// The id type our own files record in their metadata (`None`: not ours, or written before
@@ -164,6 +166,7 @@ impl InputFile {
             rows,
             bytes,
             id_column,
+            id_data_type,
             id_int64,
             id_type,
             embedding_column,
@@ -177,6 +180,11 @@ impl InputFile {
             None => input.first_vector_len(builder)?,
         };
         Ok((input, dim))
+    }
+
+    /// The type of the file's id column.
+    pub fn id_data_type(&self) -> &DataType {
+        &self.id_data_type
     }
 
     fn first_vector_len(&self, builder: ParquetRecordBatchReaderBuilder<File>) -> Result<Option<usize>> {
@@ -248,7 +256,7 @@ impl Layout {
     /// else Utf8), `embedding`, and each other column of DESIGN.md that some file carries,
     /// nullable when ours is or any file lacks it or has it nullable. Only our own files thus
     /// give exactly DESIGN.md's schema.
-    pub fn decide(files: &[InputFile], dim: usize) -> Result<Layout> {
+    pub fn decide(files: &[&InputFile], dim: usize) -> Result<Layout> {
         let dim_i32 = i32::try_from(dim).ok().filter(|d| *d > 0).ok_or_else(|| anyhow!("vector dimension {dim}"))?;
         let ours = rows_schema(dim_i32);
         let id_type = if files.iter().all(|f| f.id_int64) { DataType::Int64 } else { DataType::Utf8 };

@@ -18,6 +18,14 @@
 //! id from a file without an `epoch` column (a null `epoch` in the mapped rows). The set of
 //! deleted ids is held in memory; it holds ids only, no vectors. Applying it again to the output
 //! drops nothing more, since the rows kept keep their epochs.
+//!
+//! Identity and ids: an output records a dataset identity (`tweet_embed.identity`) only when
+//! every one of its files records that same one; it never takes one from flags, defaults or the
+//! other files. Files that record none (the old scripts', or ours from before identities) make
+//! an output that records none, said once with a WARN; with `--group-by-identity` they are merged
+//! on their own into the subfolder `no-identity`. Files that record different id types
+//! (`tweet_embed.id_type`) are refused, naming two of them; files whose `id` columns merely have
+//! different types (integers beside strings) are merged into a string `id`, said once with a WARN.
 
 pub mod input;
 mod output;
@@ -90,7 +98,8 @@ pub struct ConsolidateArgs {
     pub no_deletions: bool,
     /// Inputs of different dataset identities (another model, dimension, prompt … in their
     /// `tweet_embed.identity` metadata) are refused: their vectors cannot be compared. With this
-    /// flag each identity is merged on its own, into a subfolder of --output named after it.
+    /// flag each identity is merged on its own, into a subfolder of --output named after it, and
+    /// the files that record no identity into the subfolder `no-identity`.
     #[arg(long)]
     pub group_by_identity: bool,
 }
@@ -195,14 +204,18 @@ pub fn run(args: &ConsolidateArgs) -> Result<Summary> {
     let reporter = Reporter::start();
     let figures = reporter.figures();
     check_output_apart(args)?;
-    // Identities first (a file of another identity is refused for that), dimensions per group.
-    let (files, _) = scan_checked(&paths, figures, false)?;
-    let groups = by_identity(&files);
+    // Every footer once: identities first (a file of another identity is refused for that), then
+    // each output's dimension and id column, all before anything is written.
+    let scanned = scan(&paths, figures)?;
+    let files_in = scanned.len();
+    let rows_in: u64 = scanned.iter().map(|s| s.file.rows).sum();
+    let bytes_in: u64 = scanned.iter().map(|s| s.file.bytes).sum();
+    let groups = by_identity(scanned);
     let known = groups.iter().filter(|g| g.identity.is_some()).count();
     if known > 1 && !args.group_by_identity {
         let named: Vec<String> = groups
             .iter()
-            .map(|g| format!("{} ({} files, e.g. {})", g.label(), g.files.len(), g.files[0].display()))
+            .map(|g| format!("{} ({} files, e.g. {})", g.label(), g.files.len(), g.files[0].file.path.display()))
             .collect();
         bail!(
             "the inputs hold vectors of {known} dataset identities, which cannot be compared: {}. Merge each on its \
@@ -210,21 +223,25 @@ pub fn run(args: &ConsolidateArgs) -> Result<Summary> {
             named.join("; ")
         );
     }
-    let grouped = known > 1;
-    let rows_in: u64 = files.iter().map(|f| f.rows).sum();
-    let bytes_in: u64 = files.iter().map(|f| f.bytes).sum();
-    let mut summary = Summary { files_in: files.len(), rows_in, bytes_in, ..Summary::default() };
+    let grouped = args.group_by_identity && groups.len() > 1;
+    let groups = if grouped { groups } else { vec![IdentityGroup::merge(groups)] };
+    warn_unknown_identity(&groups, files_in, grouped);
+    let mut planned = Vec::with_capacity(groups.len());
+    for group in groups {
+        let layout = group.layout()?;
+        planned.push((group, layout));
+    }
+    let mut summary = Summary { files_in, rows_in, bytes_in, ..Summary::default() };
     let deletions = load_deletions(args, &mut summary)?;
-    for group in &groups {
+    for (group, layout) in &planned {
         let output = if grouped { args.output.join(group.slug()) } else { args.output.clone() };
-        let identity = if grouped { group.identity.clone() } else { groups.iter().find_map(|g| g.identity.clone()) };
-        let (files, layout) = scan(&group.files, figures)?;
         let Some(layout) = layout else { continue };
+        let files: Vec<&InputFile> = group.files.iter().map(|s| &s.file).collect();
         let rows_in: u64 = files.iter().map(|f| f.rows).sum();
         let mut part = Summary { rows_in, ..Summary::default() };
         let scratch = Scratch::create(&output)?;
-        let parts =
-            write(args, &files, &layout, identity.as_deref(), deletions.as_ref(), &scratch, figures, &mut part)?;
+        let identity = group.identity.as_deref();
+        let parts = write(args, &files, layout, identity, deletions.as_ref(), &scratch, figures, &mut part)?;
         let Some(kept) = rows_in.checked_sub(part.duplicates + part.deleted_rows) else {
             bail!(
                 "verification failed: {} duplicates and {} deleted rows dropped of {rows_in} rows",
@@ -241,12 +258,10 @@ pub fn run(args: &ConsolidateArgs) -> Result<Summary> {
         if grouped {
             summary.groups.push(output);
         }
-        if !grouped {
-            break;
-        }
     }
     drop(reporter);
     if args.delete_inputs {
+        let files: Vec<&InputFile> = planned.iter().flat_map(|(g, _)| g.files.iter().map(|s| &s.file)).collect();
         summary.inputs_deleted = delete_inputs(&files)?;
     }
     summary.elapsed = started.elapsed();
@@ -291,10 +306,19 @@ fn check_output_apart(args: &ConsolidateArgs) -> Result<()> {
     Ok(())
 }
 
-/// The inputs of one dataset identity (or of none recorded).
+/// An input file as its footer describes it, and the length of its vectors (`None` for a file
+/// without rows whose footer does not say it).
+struct Scanned {
+    file: InputFile,
+    dim: Option<usize>,
+}
+
+/// The inputs of one output: of one dataset identity, or of none recorded.
 struct IdentityGroup {
+    /// The identity the output records: `None` unless every file of the group records this one.
     identity: Option<String>,
-    files: Vec<PathBuf>,
+    /// In path order.
+    files: Vec<Scanned>,
 }
 
 impl IdentityGroup {
@@ -310,7 +334,7 @@ impl IdentityGroup {
     /// The subfolder name of the group: `dim768-prompt-document-<FNV-1a of the identity>`, or
     /// `no-identity`.
     fn slug(&self) -> String {
-        let Some(json) = &self.identity else { return "no-identity".into() };
+        let Some(json) = &self.identity else { return NO_IDENTITY.into() };
         let hash = json.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
         match serde_json::from_str::<tweet_embed_operators::identity::DatasetIdentity>(json) {
             Ok(i) => format!("dim{}-prompt-{}-{hash:016x}", i.dim, i.prompt_name.as_deref().unwrap_or("none"))
@@ -320,26 +344,136 @@ impl IdentityGroup {
             Err(_) => format!("identity-{hash:016x}"),
         }
     }
+
+    /// All `groups` as one output, in path order. It records the identity only when there is
+    /// one group with one: an identity is never stamped on files that do not record it.
+    fn merge(groups: Vec<IdentityGroup>) -> IdentityGroup {
+        let identity = match groups.as_slice() {
+            [one] => one.identity.clone(),
+            _ => None,
+        };
+        let mut files: Vec<Scanned> = groups.into_iter().flat_map(|g| g.files).collect();
+        files.sort_by(|a, b| a.file.path.cmp(&b.file.path));
+        IdentityGroup { identity, files }
+    }
+
+    /// The output's layout (`None` when no file has a row), after checking that every vector
+    /// has one length and that no two files record different id types; says once when the
+    /// output's `id` column changes some file's ids (integers written as decimal text).
+    fn layout(&self) -> Result<Option<Layout>> {
+        let mut dim: Option<(usize, &Path)> = None;
+        for s in &self.files {
+            match (dim, s.dim) {
+                (Some((d, first)), Some(fd)) if d != fd => bail!(
+                    "{}: vectors have {fd} dimensions, but {} has {d}; consolidate files of one model at a time",
+                    s.file.path.display(),
+                    first.display()
+                ),
+                (None, Some(fd)) => dim = Some((fd, &s.file.path)),
+                _ => {}
+            }
+        }
+        let files: Vec<&InputFile> = self.files.iter().map(|s| &s.file).collect();
+        check_id_types(&files)?;
+        let layout = match dim {
+            Some((d, _)) if files.iter().any(|f| f.rows > 0) => Layout::decide(&files, d)?,
+            _ => return Ok(None),
+        };
+        warn_id_conversion(&files, &layout);
+        Ok(Some(layout))
+    }
 }
 
-/// The inputs grouped by identity, in order of first appearance. Files with no recorded identity
-/// join the one recorded identity when there is only one (old files of the same run).
-fn by_identity(files: &[InputFile]) -> Vec<IdentityGroup> {
+/// The subfolder of `--group-by-identity` for the files that record no identity.
+const NO_IDENTITY: &str = "no-identity";
+
+/// The inputs grouped by identity, in order of first appearance, each group in path order.
+/// Files that record no identity are a group of their own: nothing tells which model made them.
+fn by_identity(files: Vec<Scanned>) -> Vec<IdentityGroup> {
     let mut groups: Vec<IdentityGroup> = Vec::new();
-    for f in files {
-        match groups.iter_mut().find(|g| g.identity == f.identity) {
-            Some(g) => g.files.push(f.path.clone()),
-            None => groups.push(IdentityGroup { identity: f.identity.clone(), files: vec![f.path.clone()] }),
+    for s in files {
+        match groups.iter_mut().find(|g| g.identity == s.file.identity) {
+            Some(g) => g.files.push(s),
+            None => groups.push(IdentityGroup { identity: s.file.identity.clone(), files: vec![s] }),
         }
     }
-    let known = groups.iter().filter(|g| g.identity.is_some()).count();
-    if known == 1 && groups.len() == 2 {
-        let unknown = groups.iter().position(|g| g.identity.is_none()).unwrap_or(0);
-        let moved = groups.remove(unknown);
-        groups[0].files.extend(moved.files);
-        groups[0].files.sort();
-    }
     groups
+}
+
+/// Says once, when some output holds files that record no identity, that it records none.
+fn warn_unknown_identity(groups: &[IdentityGroup], files_in: usize, grouped: bool) {
+    for g in groups.iter().filter(|g| g.identity.is_none()) {
+        let unknown: Vec<&Path> =
+            g.files.iter().filter(|s| s.file.identity.is_none()).map(|s| s.file.path.as_path()).collect();
+        let Some(example) = unknown.first() else { continue };
+        let n = unknown.len();
+        if grouped {
+            tracing::warn!(
+                "{n} of {files_in} input files record no dataset identity (e.g. {}): they are merged into the \
+                 subfolder {NO_IDENTITY}, whose files record none either",
+                example.display()
+            );
+        } else if n == files_in {
+            tracing::warn!(
+                "none of the {files_in} input files records a dataset identity (model, revision, dimension, prompt: \
+                 tweet_embed.identity; e.g. {}): the output records none either",
+                example.display()
+            );
+        } else {
+            tracing::warn!(
+                "{n} of {files_in} input files record no dataset identity (e.g. {}): the output cannot say which \
+                 model made their vectors and records none; --group-by-identity keeps the identity of the others \
+                 (the files without one go to the subfolder {NO_IDENTITY})",
+                example.display()
+            );
+        }
+    }
+}
+
+/// Refuses files that record different id types ([`ID_TYPE_KEY`]): one `id` column would hold
+/// ids that name documents differently (the number 5 and the string "5" would be one id).
+fn check_id_types(files: &[&InputFile]) -> Result<()> {
+    let mut recorded = files.iter().filter_map(|f| f.id_type.map(|t| (f, t)));
+    let Some((first, t)) = recorded.next() else { return Ok(()) };
+    if let Some((other, u)) = recorded.find(|(_, u)| *u != t) {
+        bail!(
+            "the inputs' ids are of different types: {} records id type {t} ({} column) and {} records {u} ({} \
+             column); one id column cannot hold both (the number 5 and the string \"5\" would be one id). \
+             Consolidate each dataset on its own",
+            first.path.display(),
+            first.id_data_type(),
+            other.path.display(),
+            other.id_data_type()
+        );
+    }
+    Ok(())
+}
+
+/// Says once when the output's `id` column is a string column but some file's ids are
+/// integers, which are written as their decimal text.
+fn warn_id_conversion(files: &[&InputFile], layout: &Layout) {
+    if layout.schema.field(0).data_type() != &DataType::Utf8 {
+        return;
+    }
+    let integer = |t: &DataType| match t {
+        DataType::Dictionary(_, v) => v.is_integer(),
+        t => t.is_integer(),
+    };
+    let integers: Vec<&&InputFile> = files.iter().filter(|f| integer(f.id_data_type())).collect();
+    let Some(int_file) = integers.first() else { return };
+    let other = files.iter().find(|f| f.id_data_type() != int_file.id_data_type());
+    let beside = match other {
+        Some(o) => format!(" and {} has {} ids", o.path.display(), o.id_data_type()),
+        None => String::new(),
+    };
+    tracing::warn!(
+        "the inputs' id columns differ: {} has {} ids{beside}; the output's id is a string column, the integer ids \
+         of {} of {} files written as their decimal text",
+        int_file.path.display(),
+        int_file.id_data_type(),
+        integers.len(),
+        files.len()
+    );
 }
 
 /// The deletions to apply: `None` when the input has no `_deletions/` or `--no-deletions` keeps
@@ -363,54 +497,34 @@ fn load_deletions(args: &ConsolidateArgs, summary: &mut Summary) -> Result<Optio
     Ok((!set.is_empty()).then_some(set))
 }
 
-/// Reads every footer: the files, and the layout (`None` when no file has a row).
-fn scan(paths: &[PathBuf], figures: &Figures) -> Result<(Vec<InputFile>, Option<Layout>)> {
-    scan_checked(paths, figures, true)
-}
-
-/// [`scan`]; without `one_dim`, files of different dimensions are accepted (for grouping them
-/// by identity first) and no layout is decided.
-fn scan_checked(paths: &[PathBuf], figures: &Figures, one_dim: bool) -> Result<(Vec<InputFile>, Option<Layout>)> {
+/// Reads every footer, in path order; says once which columns no output has.
+fn scan(paths: &[PathBuf], figures: &Figures) -> Result<Vec<Scanned>> {
     figures.phase("scanning files", paths.len() as u64);
     let mut files = Vec::with_capacity(paths.len());
-    let mut dim: Option<(usize, PathBuf)> = None;
     let mut dropped: BTreeMap<String, usize> = BTreeMap::new();
     for path in paths {
-        let (file, file_dim) = InputFile::open(path)?;
-        match (&dim, file_dim) {
-            (Some((d, first)), Some(fd)) if *d != fd && one_dim => bail!(
-                "{}: vectors have {fd} dimensions, but {} has {d}; consolidate files of one model at a time",
-                path.display(),
-                first.display()
-            ),
-            (None, Some(fd)) => dim = Some((fd, path.clone())),
-            _ => {}
-        }
+        let (file, dim) = InputFile::open(path)?;
         for col in &file.dropped {
             *dropped.entry(col.clone()).or_default() += 1;
         }
-        files.push(file);
+        files.push(Scanned { file, dim });
         figures.rows.fetch_add(1, Ordering::Relaxed);
     }
-    for (column, count) in dropped {
+    if !dropped.is_empty() {
+        let columns: Vec<String> = dropped.iter().map(|(c, n)| format!("{c} in {n} files")).collect();
         tracing::warn!(
-            column,
-            files = count,
-            "column dropped: not one of the output columns with our type (operators/DESIGN.md, \"The output\")"
+            "columns dropped, not one of the output columns with our type (operators/DESIGN.md, \"The output\"): {}",
+            columns.join(", ")
         );
     }
-    let layout = match dim {
-        Some((d, _)) if files.iter().any(|f| f.rows > 0) => Some(Layout::decide(&files, d)?),
-        _ => None,
-    };
-    Ok((files, layout))
+    Ok(files)
 }
 
 /// Streams every row into parts in the scratch directory; fills the row counts of `summary`.
 #[allow(clippy::too_many_arguments)]
 fn write(
     args: &ConsolidateArgs,
-    files: &[InputFile],
+    files: &[&InputFile],
     layout: &Layout,
     identity: Option<&str>,
     deletions: Option<&DeletionSet>,
@@ -486,7 +600,7 @@ fn consume(rx: Receiver<Result<RecordBatch>>, mut sink: impl FnMut(&RecordBatch)
 
 /// What the reader thread reads, and where it counts.
 struct Reading<'a> {
-    files: &'a [InputFile],
+    files: &'a [&'a InputFile],
     layout: &'a Layout,
     /// Rows to drop, if any.
     deletions: Option<&'a DeletionSet>,
@@ -537,7 +651,7 @@ fn read_all(r: &Reading<'_>, tx: SyncSender<Result<RecordBatch>>) {
 
 /// The id type to record in the output's metadata: the one every input records, else `int64`
 /// for an Int64 `id`; none for a mix.
-fn output_id_type(files: &[InputFile], layout: &Layout) -> Option<IdType> {
+fn output_id_type(files: &[&InputFile], layout: &Layout) -> Option<IdType> {
     let first = files.first().and_then(|f| f.id_type);
     match first {
         Some(t) if files.iter().all(|f| f.id_type == Some(t)) => Some(t),
@@ -589,7 +703,7 @@ fn drop_deleted(batch: &RecordBatch, deletions: &DeletionSet, id_type: Option<Id
 }
 
 /// Deletes the inputs (only called after the output is in place) and fsyncs their directories.
-fn delete_inputs(files: &[InputFile]) -> Result<usize> {
+fn delete_inputs(files: &[&InputFile]) -> Result<usize> {
     let mut dirs: Vec<&Path> = Vec::new();
     for f in files {
         std::fs::remove_file(&f.path).with_context(|| format!("cannot delete input {}", f.path.display()))?;
