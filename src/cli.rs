@@ -9,10 +9,10 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[command(name = "tweet-embed", version, about, long_about = None)]
 pub struct Cli {
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `tweet_embed=debug`.
-    #[arg(long, global = true, env = "TWEET_EMBED_LOG", default_value = "info")]
+    #[arg(long, global = true, help_heading = LOGGING, env = "TWEET_EMBED_LOG", default_value = "info")]
     pub log: String,
     /// Log lines as text for people or JSON for machines.
-    #[arg(long, global = true, value_enum, default_value = "text")]
+    #[arg(long, global = true, help_heading = LOGGING, value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// A TOML file of flag values (`batch_size = 32`); flags and environment variables win.
     #[arg(long, global = true, env = "TWEET_EMBED_CONFIG")]
@@ -30,9 +30,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// What to run.
+/// What to run, listed in the order of a deployment: `indexes` first.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Creates the work-queue and monitoring indexes (idempotent).
+    Indexes(crate::indexes::IndexesArgs),
     /// Embeds every document of the work queue once, then exits (the one-shot backfill).
     Backfill(Box<crate::config::PipelineArgs>),
     /// Embeds the backfill and then new tweets as they arrive, until SIGINT/SIGTERM.
@@ -43,8 +45,6 @@ pub enum Command {
     Autotune(Box<crate::autotune::AutotuneArgs>),
     /// Progress from the two indexes and the checkpoint: done, remaining, rate, ETA, cost.
     Status(crate::status::StatusArgs),
-    /// Creates the work-queue and monitoring indexes (idempotent).
-    Indexes(crate::indexes::IndexesArgs),
     /// Clears the marks of rejections matching a reason, so the next run embeds them again.
     Requeue(crate::requeue::RequeueArgs),
     /// Records as deletions the output ids whose tweet is gone from the collection, and removes them.
@@ -59,6 +59,13 @@ pub enum Command {
     DevTei(dev_tei::DevTeiArgs),
 }
 
+/// The help heading of the log flags, shown last, after the pipeline's MongoDB, TEI, Model,
+/// Output, Run and Cluster headings (`crate::config::PipelineArgs`).
+pub const LOGGING: &str = "Logging";
+
+/// The flags of `run` beyond `backfill`'s, shown under the pipeline's "Run" heading.
+const RUN_FLAGS: [&str; 2] = ["no_backfill", "no_stream"];
+
 /// The environment variable of a flag without a conventional one.
 pub fn env_name(id: &str) -> String {
     format!("TWEET_EMBED_{}", id.to_uppercase())
@@ -66,7 +73,9 @@ pub fn env_name(id: &str) -> String {
 
 /// The CLI with an environment variable on every flag.
 pub fn command() -> clap::Command {
-    with_env(Cli::command())
+    with_env(Cli::command()).mut_subcommand("run", |run| {
+        run.mut_args(|a| if RUN_FLAGS.contains(&a.get_id().as_str()) { a.help_heading("Run") } else { a })
+    })
 }
 
 fn with_env(cmd: clap::Command) -> clap::Command {

@@ -125,127 +125,130 @@ fn parse_direction(s: &str) -> Result<TruncationDirection, String> {
     s.parse()
 }
 
-/// Flags of `tweet-embed backfill`.
+/// Flags of `tweet-embed backfill` (and `run`), declared and shown under help headings in the
+/// order of a deployment: MongoDB, TEI, Model, Output, Run, Cluster (then the global Logging
+/// flags). A heading's place in `-h` is where its first flag is declared, so keep each field
+/// with its heading.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PipelineArgs {
     /// The tweets.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "MongoDB")]
     pub mongo: MongoArgs,
-    /// TEI endpoints, comma-separated, one per GPU (`/embed` suffix accepted).
-    #[arg(long, value_delimiter = ',', required = true)]
-    pub tei_urls: Vec<String>,
-    /// Output directory for the final Parquet files (cold storage).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Directory for the checkpoint (hot storage).
-    #[arg(long)]
-    pub state_dir: PathBuf,
-    /// Directory for files being written (hot storage); default `<state-dir>/tmp`.
-    #[arg(long)]
-    pub tmp_dir: Option<PathBuf>,
-    /// Worker threads (per process in a cluster).
-    #[arg(long, default_value_t = 2)]
-    pub workers: usize,
-    /// Running as one process of a cluster.
-    #[command(flatten)]
-    pub cluster: crate::cluster::ClusterArgs,
     /// Field holding the tweet's text.
-    #[arg(long, default_value = "text")]
+    #[arg(long, help_heading = "MongoDB", default_value = "text")]
     pub text_field: String,
     /// Field set when a document is done (`true` embedded, `false` rejected).
-    #[arg(long, default_value = "gemma_embedded_768")]
+    #[arg(long, help_heading = "MongoDB", default_value = "gemma_embedded_768")]
     pub mark_field: String,
     /// Only these languages (comma-separated).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, help_heading = "MongoDB", value_delimiter = ',')]
     pub lang: Option<Vec<String>>,
     /// Only documents with this `classified` value.
-    #[arg(long)]
+    #[arg(long, help_heading = "MongoDB")]
     pub classified: Option<bool>,
-    /// Type of the output's `id` column: `int64`, `string`, `objectid` (24 hex digits) or
-    /// `extjson` (extended JSON, for collections of mixed `_id` types); `auto` decides at the first
-    /// start from the smallest and largest `_id`. Recorded in the checkpoint: a later run cannot
-    /// change it. An `_id` that does not fit is rejected with the reason.
-    #[arg(long, default_value = "auto", value_parser = parse_id_type)]
-    pub id_type: IdTypeArg,
+    /// The longest wait between tries of a MongoDB operation that failed with an error that
+    /// heals (an election, a dropped connection); tries go on for as long as it lasts.
+    #[arg(long, help_heading = "MongoDB", default_value = "5s", value_parser = parse_duration, hide = true)]
+    pub mongo_retry_max: Duration,
+    /// TEI endpoints, comma-separated, one per GPU (`/embed` suffix accepted).
+    #[arg(long, help_heading = "TEI", value_delimiter = ',', required = true)]
+    pub tei_urls: Vec<String>,
+    /// TEI route: `auto` (base64 vectors from /v1/embeddings where the servers allow), `tei`
+    /// (/embed, JSON floats) or `openai` (/v1/embeddings, base64).
+    #[arg(long, help_heading = "TEI", default_value = "auto", value_parser = parse_api)]
+    pub api: Api,
+    /// Bearer token for TEI (`--api-key` on the servers); `TEI_API_KEY` is read too.
+    #[arg(long, help_heading = "TEI", env = "TWEET_EMBED_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// At most this many texts per request (the server's max_client_batch_size otherwise); never
     /// more than the server's permits (--max-concurrent-requests: TEI takes one per input).
-    #[arg(long)]
+    #[arg(long, help_heading = "TEI")]
     pub batch_size: Option<usize>,
     /// Pins the requests in flight per TEI endpoint (capped so their inputs fit the server's
     /// permits, and eased for a while after a 429); adaptive per endpoint when not given.
-    #[arg(long)]
+    #[arg(long, help_heading = "TEI")]
     pub concurrency: Option<usize>,
     /// Bounds the adaptive concurrency so request latency stays under this (e.g. 10s).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, help_heading = "TEI", value_parser = parse_duration)]
     pub p95_slo: Option<Duration>,
     /// Order texts are cut into requests: `length` (neighbouring token lengths, epoch by epoch:
     /// TEI pads each server batch of a padded model, EmbeddingGemma among them, to its longest
     /// input) or `arrival` (as read; pads most).
-    #[arg(long, default_value = "length")]
+    #[arg(long, help_heading = "TEI", default_value = "length")]
     pub request_order: RequestOrder,
-    /// TEI route: `auto` (base64 vectors from /v1/embeddings where the servers allow), `tei`
-    /// (/embed, JSON floats) or `openai` (/v1/embeddings, base64).
-    #[arg(long, default_value = "auto", value_parser = parse_api)]
-    pub api: Api,
-    /// The model's tokenizer.json, for exact token counts (an estimate otherwise).
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
     /// How the vectors are made.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Model")]
     pub embed: EmbedOptionArgs,
-    /// When this run's settings or servers would make other vectors than the output holds
-    /// (another model, revision, dimension, prompt …): delete the output and its checkpoint and
-    /// clear the marks, so everything is embedded again. Without it such a run refuses.
-    #[arg(long)]
-    pub reset_output: bool,
-    /// Time between checkpoints (epochs close at this interval).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    pub checkpoint_interval: Duration,
-    /// Size of the files compaction writes into --out, e.g. `512MiB`, `1GB` or bytes. Below it
-    /// only the tail: one file of each kind when a backfill ends, and in `run` files older than
-    /// --max-file-age.
-    #[arg(long, default_value = "512MiB", value_parser = crate::consolidate::parse_size)]
-    pub target_file_bytes: u64,
+    /// The model's tokenizer.json, for exact token counts (an estimate otherwise).
+    #[arg(long, help_heading = "Model")]
+    pub tokenizer: Option<PathBuf>,
+    /// Output directory for the final Parquet files (cold storage).
+    #[arg(long, help_heading = "Output")]
+    pub out: PathBuf,
+    /// Directory for the checkpoint (hot storage).
+    #[arg(long, help_heading = "Output")]
+    pub state_dir: PathBuf,
+    /// Directory for files being written (hot storage); default `<state-dir>/tmp`.
+    #[arg(long, help_heading = "Output")]
+    pub tmp_dir: Option<PathBuf>,
     /// Where committed epochs' small files wait for compaction (hot storage; readers of --out
     /// never see them); default `<state-dir>/staging`, and `<out>/_staging` in a cluster, where
     /// it must be shared by every process.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub staging_dir: Option<PathBuf>,
+    /// Type of the output's `id` column: `int64`, `string`, `objectid` (24 hex digits) or
+    /// `extjson` (extended JSON, for collections of mixed `_id` types); `auto` decides at the first
+    /// start from the smallest and largest `_id`. Recorded in the checkpoint: a later run cannot
+    /// change it. An `_id` that does not fit is rejected with the reason.
+    #[arg(long, help_heading = "Output", default_value = "auto", value_parser = parse_id_type)]
+    pub id_type: IdTypeArg,
+    /// Size of the files compaction writes into --out, e.g. `512MiB`, `1GB` or bytes. Below it
+    /// only the tail: one file of each kind when a backfill ends, and in `run` files older than
+    /// --max-file-age.
+    #[arg(long, help_heading = "Output", default_value = "512MiB", value_parser = crate::consolidate::parse_size)]
+    pub target_file_bytes: u64,
     /// In `run`, staged rows are compacted into --out once the oldest has waited this long, even
     /// below --target-file-bytes, so fresh rows become visible.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, help_heading = "Output", default_value = "1h", value_parser = parse_duration)]
     pub max_file_age: Duration,
     /// A tweet deleted in MongoDB (seen by the change stream, or found by `reconcile`) leaves the
     /// files in --out within this time: files holding deleted rows are rewritten without them.
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, help_heading = "Output", default_value = "24h", value_parser = parse_duration)]
     pub delete_within: Duration,
-    /// Serve Prometheus metrics on this address (`127.0.0.1:9898`), path `/metrics`.
-    #[arg(long)]
-    pub metrics_addr: Option<std::net::SocketAddr>,
-    /// Bearer token for TEI (`--api-key` on the servers); `TEI_API_KEY` is read too.
-    #[arg(long, env = "TWEET_EMBED_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    /// When this run's settings or servers would make other vectors than the output holds
+    /// (another model, revision, dimension, prompt …): delete the output and its checkpoint and
+    /// clear the marks, so everything is embedded again. Without it such a run refuses.
+    #[arg(long, help_heading = "Output")]
+    pub reset_output: bool,
+    /// Worker threads (per process in a cluster).
+    #[arg(long, help_heading = "Run", default_value_t = 2)]
+    pub workers: usize,
+    /// Time between checkpoints (epochs close at this interval).
+    #[arg(long, help_heading = "Run", default_value = "5s", value_parser = parse_duration)]
+    pub checkpoint_interval: Duration,
     /// On SIGTERM/SIGINT, how long `run` waits for the epochs in flight to commit before it
     /// exits non-zero saying what was still in flight (the next start resumes from the
     /// checkpoint, so nothing is lost).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, help_heading = "Run", default_value = "60s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
     /// A run that makes no progress while work remains warns this often, with its best guess
     /// why (and `tweet_embed_stalled_seconds` on /metrics counts up).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, help_heading = "Run", default_value = "60s", value_parser = parse_duration)]
     pub stall_warning: Duration,
-    /// The longest wait between tries of a MongoDB operation that failed with an error that
-    /// heals (an election, a dropped connection); tries go on for as long as it lasts.
-    #[arg(long, default_value = "5s", value_parser = parse_duration, hide = true)]
-    pub mongo_retry_max: Duration,
+    /// Serve Prometheus metrics on this address (`127.0.0.1:9898`), path `/metrics`.
+    #[arg(long, help_heading = "Run")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Test hook: abort right after the n-th commit is saved, before marking, to prove that
     /// recovery re-marks committed epochs.
-    #[arg(long, hide = true, env = "TWEET_EMBED_CRASH_AFTER_COMMIT")]
+    #[arg(long, help_heading = "Run", hide = true, env = "TWEET_EMBED_CRASH_AFTER_COMMIT")]
     pub crash_after_commit: Option<u64>,
     /// Test hook: pause compaction after writing a merged file and after recording its switch,
     /// so a crash test can kill the process while a compaction is under way.
-    #[arg(long, hide = true, value_parser = parse_duration, env = "TWEET_EMBED_COMPACTION_PAUSE")]
+    #[arg(long, help_heading = "Run", hide = true, value_parser = parse_duration, env = "TWEET_EMBED_COMPACTION_PAUSE")]
     pub compaction_pause: Option<Duration>,
+    /// Running as one process of a cluster.
+    #[command(flatten, next_help_heading = "Cluster")]
+    pub cluster: crate::cluster::ClusterArgs,
 }
 
 impl PipelineArgs {

@@ -198,3 +198,65 @@ fn a_db_typo_names_the_databases_and_collections_that_exist() {
     // Creating indexes is offered only for a collection not written yet, never as the fix of a typo.
     assert!(line.contains("--create-missing") && line.contains("not written yet"), "{line}");
 }
+
+/// Where each heading of a help text starts: its line index, or a panic naming what is missing.
+fn heading_at(help: &str, heading: &str) -> usize {
+    help.lines().position(|l| l == format!("{heading}:")).unwrap_or_else(|| panic!("no heading {heading}: in\n{help}"))
+}
+
+/// The help text's line index of `--flag`.
+fn flag_at(help: &str, flag: &str) -> usize {
+    help.lines()
+        .position(|l| l.trim_start().starts_with(&format!("{flag} ")) || l.trim() == flag)
+        .unwrap_or_else(|| panic!("no {flag} in\n{help}"))
+}
+
+#[test]
+fn help_groups_the_pipeline_flags_in_the_order_of_a_deployment() {
+    let order = ["MongoDB", "TEI", "Model", "Output", "Run", "Cluster", "Logging"];
+    // A few flags of each heading, as a user looks for them.
+    let under = [
+        ("MongoDB", &["--mongo-uri", "--db", "--collection", "--text-field", "--mark-field"][..]),
+        ("TEI", &["--tei-urls", "--api", "--api-key", "--batch-size", "--concurrency"][..]),
+        ("Model", &["--prompt-name", "--dimensions", "--normalize", "--tokenizer"][..]),
+        ("Output", &["--out", "--state-dir", "--staging-dir", "--id-type", "--reset-output"][..]),
+        ("Run", &["--workers", "--checkpoint-interval", "--drain-timeout", "--metrics-addr"][..]),
+        ("Cluster", &["--processes", "--process", "--hostfile"][..]),
+        ("Logging", &["--log", "--log-format"][..]),
+    ];
+    for command in ["backfill", "run"] {
+        for help_flag in ["-h", "--help"] {
+            let (ok, help, err) = tweet_embed(&[command, help_flag], &[]);
+            assert!(ok, "{command} {help_flag}: {err}");
+            let at: Vec<usize> = order.iter().map(|h| heading_at(&help, h)).collect();
+            assert!(at.windows(2).all(|w| w[0] < w[1]), "{command} {help_flag}: headings out of order {at:?}\n{help}");
+            for (heading, flags) in under {
+                let i = order.iter().position(|h| *h == heading).expect("a heading");
+                let end = at.get(i + 1).copied().unwrap_or(usize::MAX);
+                for flag in flags {
+                    let line = flag_at(&help, flag);
+                    assert!(
+                        at[i] < line && line < end,
+                        "{command} {help_flag}: {flag} is not under {heading}:\n{help}"
+                    );
+                }
+            }
+        }
+    }
+    // `run`'s own flags are run settings.
+    let (_, help, _) = tweet_embed(&["run", "-h"], &[]);
+    let (run, cluster) = (heading_at(&help, "Run"), heading_at(&help, "Cluster"));
+    for flag in ["--no-backfill", "--no-stream"] {
+        assert!((run..cluster).contains(&flag_at(&help, flag)), "{flag} is not under Run:\n{help}");
+    }
+    // The top-level list starts where a deployment does: the indexes, then the backfill.
+    let (ok, help, err) = tweet_embed(&["-h"], &[]);
+    assert!(ok, "{err}");
+    let command_at = |name: &str| {
+        help.lines()
+            .position(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{help}"))
+    };
+    assert!(command_at("indexes") < command_at("backfill"), "{help}");
+    assert!(command_at("backfill") < command_at("run"), "{help}");
+}
