@@ -273,6 +273,21 @@ impl PipelineArgs {
         if self.tei_urls.iter().all(|u| u.trim().is_empty()) {
             bail!("--tei-urls needs at least one URL");
         }
+        // A URL that cannot work (no scheme, another scheme) is said before anything starts.
+        for url in self.tei_urls.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
+            tweet_embed_operators::tei::base_url(url)?;
+        }
+        let dirs = [
+            ("--out", Some(&self.out), "the Parquet files are written into"),
+            ("--state-dir", Some(&self.state_dir), "the checkpoint is kept in"),
+            ("--tmp-dir", self.tmp_dir.as_ref(), "files being written are kept in"),
+            ("--staging-dir", self.staging_dir.as_ref(), "committed files wait in"),
+        ];
+        for (flag, dir, what) in dirs {
+            if let Some(dir) = dir {
+                directory_or_absent(flag, dir, what)?;
+            }
+        }
         if self.batch_size == Some(0) || self.concurrency == Some(0) {
             bail!("--batch-size and --concurrency must be at least 1");
         }
@@ -322,6 +337,27 @@ impl PipelineArgs {
             reset_output: self.reset_output,
             hooks: TestHooks { crash_after_commit: self.crash_after_commit, compaction_pause: self.compaction_pause },
         })
+    }
+}
+
+/// Refuses a directory flag naming something that exists and is not a directory (a file, say
+/// `--out vectors.parquet`), saying what the flag is for and a directory to give instead.
+fn directory_or_absent(flag: &str, path: &std::path::Path, what: &str) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_dir() => {
+            let instead = match path.extension() {
+                Some(_) if !path.with_extension("").exists() => {
+                    format!(", e.g. {flag} {}", path.with_extension("").display())
+                }
+                _ => String::new(),
+            };
+            bail!(
+                "{flag} {} is a file, not a directory: {flag} names the directory {what} (created if missing); \
+                 give a directory{instead}",
+                path.display()
+            )
+        }
+        _ => Ok(()),
     }
 }
 

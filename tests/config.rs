@@ -260,3 +260,63 @@ fn help_groups_the_pipeline_flags_in_the_order_of_a_deployment() {
     assert!(command_at("indexes") < command_at("backfill"), "{help}");
     assert!(command_at("backfill") < command_at("run"), "{help}");
 }
+
+/// Runs `tweet-embed` with `args` (and none of our variables): its exit code and stderr.
+fn exit_and_stderr(args: &[&str]) -> (Option<i32>, String) {
+    let mut c = Command::new(BIN);
+    c.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TWEET_EMBED_") || k == "MONGODB_URI" || k == "TEI_API_KEY" {
+            c.env_remove(k);
+        }
+    }
+    let o = c.output().expect("run tweet-embed");
+    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// The one error line a user reads: `tweet-embed: …`, alone on stderr, no panic.
+fn the_error_line(code: Option<i32>, err: &str) -> String {
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {err}");
+    assert!(lines[0].starts_with("tweet-embed: "), "{err}");
+    lines[0].to_string()
+}
+
+#[test]
+fn a_tei_url_without_a_scheme_is_refused_with_the_url_to_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8 path");
+    for (url, fixed) in [("127.0.0.1:8080", "http://127.0.0.1:8080"), ("gpu0:8080/embed", "http://gpu0:8080/embed")] {
+        // An unreachable MongoDB: the URL is refused before anything starts.
+        let mongo = "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=60000";
+        for command in ["backfill", "run"] {
+            let args = [command, "--mongo-uri", mongo, "--tei-urls", url, "--out", d, "--state-dir", d];
+            let (code, err) = exit_and_stderr(&args);
+            let line = the_error_line(code, &err);
+            assert!(line.contains(&format!("TEI URL {url:?} has no scheme")), "{line}");
+            assert!(line.contains(&format!("write {fixed} ")), "{line}");
+        }
+    }
+}
+
+#[test]
+fn an_out_that_is_a_file_is_refused_saying_it_must_be_a_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("vectors.parquet");
+    std::fs::write(&file, b"PAR1").expect("write");
+    let state = dir.path().join("state");
+    let (f, s) = (file.to_str().expect("utf-8 path"), state.to_str().expect("utf-8 path"));
+    let mongo = "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=60000";
+    for command in ["backfill", "run"] {
+        let args = [command, "--mongo-uri", mongo, "--tei-urls", "http://127.0.0.1:1", "--out", f, "--state-dir", s];
+        let (code, err) = exit_and_stderr(&args);
+        let line = the_error_line(code, &err);
+        assert!(line.contains(&format!("--out {f} is a file, not a directory")), "{line}");
+        let instead = dir.path().join("vectors");
+        assert!(line.contains(&format!("e.g. --out {}", instead.display())), "{line}");
+    }
+    assert_eq!(std::fs::read(&file).expect("read"), b"PAR1", "the file is left as it was");
+    assert!(!state.exists(), "nothing started");
+}

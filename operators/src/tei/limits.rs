@@ -141,10 +141,23 @@ impl ServerLimits {
 /// script's form), `/v1/embeddings` or `/`. A path prefix (a proxy's route) is kept.
 pub fn base_url(url: &str) -> Result<String, TeiError> {
     let trimmed = url.trim();
+    if !trimmed.contains("://") {
+        // `127.0.0.1:8080` does not parse, and `gpu0:8080` parses as the scheme `gpu0`: say
+        // what to write either way (without any password the text holds).
+        let http = redact(&format!("http://{trimmed}"));
+        let shown = http.trim_start_matches("http://");
+        return Err(TeiError::Config(format!(
+            "TEI URL {shown:?} has no scheme: TEI serves plain HTTP, so write {http} (https:// only for a TLS proxy \
+             in front of it)"
+        )));
+    }
     let parsed = reqwest::Url::parse(trimmed)
         .map_err(|e| TeiError::Config(format!("TEI URL {:?} is not a URL: {e}", redact(trimmed))))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(TeiError::Config(format!("TEI URL {:?} must be http(s)://host[:port]", redact(trimmed))));
+        return Err(TeiError::Config(format!(
+            "TEI URL {:?} must be http://host[:port] (https:// for a TLS proxy in front of TEI)",
+            redact(trimmed)
+        )));
     }
     let mut base = trimmed.split(['?', '#']).next().unwrap_or(trimmed).trim_end_matches('/');
     for suffix in ["/v1/embeddings", "/embed"] {
@@ -186,7 +199,15 @@ mod tests {
             assert_eq!(base_url(url).unwrap(), "http://localhost:18080", "{url}");
         }
         assert_eq!(base_url("https://gpu/tei0/embed").unwrap(), "https://gpu/tei0");
-        assert!(base_url("localhost:18080").is_err());
+        // No scheme: the fix is said, with the URL as it should be written.
+        for (url, fixed) in
+            [("localhost:18080", "http://localhost:18080"), ("127.0.0.1:8080/embed", "http://127.0.0.1:8080/embed")]
+        {
+            let err = base_url(url).unwrap_err().to_string();
+            assert!(err.contains("has no scheme") && err.contains(&format!("write {fixed} ")), "{err}");
+        }
+        let err = base_url("alice:pw@gpu0:8080").unwrap_err().to_string();
+        assert!(!err.contains("pw") && err.contains("http://gpu0:8080"), "{err}");
         assert!(base_url("ftp://host/embed").is_err());
         let err = base_url("http://user:secret@").unwrap_err().to_string();
         assert!(!err.contains("secret"), "{err}");
