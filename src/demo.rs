@@ -104,7 +104,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         let written = writer.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the demo's writer panicked")));
         let stream_s = monitor.totals.stream_time_s.load(Ordering::Relaxed);
         lag_s = (stream_s > 0)
-            .then(|| (tweet_embed_operators::checkpoint::now_ms() / 1000) as u64 - stream_s.min(i64::MAX as u64));
+            .then(|| (tweet_embed_operators::clock::wall_ms() / 1000) as u64 - stream_s.min(i64::MAX as u64));
         let summary = summary?;
         if let Err(e) = written {
             tweet_embed_operators::failure::to_stderr(&format!(

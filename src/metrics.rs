@@ -23,7 +23,7 @@ use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tweet_embed_operators::checkpoint::now_ms;
+use tweet_embed_operators::clock::{steady_ms, wall_ms};
 use tweet_embed_operators::checkpoint::CommitTotals;
 use tweet_embed_operators::output::OutputStats;
 use tweet_embed_operators::tei::{redact, EndpointPool};
@@ -140,7 +140,7 @@ impl Collector for MetricSources {
             "Committed files waiting in the staging directory for compaction.",
             &[(vec![], c.staged_files as f64)],
         )?;
-        let now = now_ms().max(0) as u64;
+        let now = steady_ms().max(0) as u64;
         let committed_at = load(&t.committed_at_ms);
         gauge(
             &mut e,
@@ -151,7 +151,8 @@ impl Collector for MetricSources {
         let age = if committed_at > 0 { now.saturating_sub(committed_at) as f64 / 1e3 } else { 0.0 };
         gauge(&mut e, "tweet_embed_checkpoint_age_seconds", "Seconds since the last commit.", &[(vec![], age)])?;
         let stream = load(&t.stream_time_s);
-        let lag = if stream > 0 { (now / 1000).saturating_sub(stream) as f64 } else { 0.0 };
+        let wall_s = wall_ms().max(0) as u64 / 1000;
+        let lag = if stream > 0 { wall_s.saturating_sub(stream) as f64 } else { 0.0 };
         gauge(
             &mut e,
             "tweet_embed_stream_lag_seconds",

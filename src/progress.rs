@@ -138,11 +138,14 @@ fn report(sources: ProgressSources, stop: Arc<AtomicBool>) {
         let remaining = queue.as_ref().map(|q| q.remaining.saturating_sub(done - q.done_then.min(done)));
         let total = remaining.map(|r| done + r);
         let eta_s = remaining.and_then(|r| eta_seconds(r, docs_rate));
-        let now_ms = tweet_embed_operators::checkpoint::now_ms().max(0) as u64;
+        // An epoch's age on the steady clock it was stamped with; the stream's lag against the
+        // wall clock, as cluster times are the server's wall clock.
+        let steady_now = tweet_embed_operators::clock::steady_ms().max(0) as u64;
         let committed_at = totals.committed_at_ms.load(Ordering::Relaxed);
-        let epoch_age_s = if committed_at > 0 { now_ms.saturating_sub(committed_at) as f64 / 1e3 } else { 0.0 };
+        let epoch_age_s = if committed_at > 0 { steady_now.saturating_sub(committed_at) as f64 / 1e3 } else { 0.0 };
         let stream_s = totals.stream_time_s.load(Ordering::Relaxed);
-        let lag_s = (stream_s > 0).then(|| (now_ms / 1000).saturating_sub(stream_s));
+        let wall_s = tweet_embed_operators::clock::wall_ms().max(0) as u64 / 1000;
+        let lag_s = (stream_s > 0).then(|| wall_s.saturating_sub(stream_s));
         let pool = sources.pool.as_ref().map(|p| p.stats());
         let retries = pool.as_ref().map_or(0, |p| p.retries);
         let real_share = pool.as_ref().and_then(|p| p.real_share());

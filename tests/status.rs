@@ -174,7 +174,7 @@ async fn rate_eta_and_cost_follow_from_two_samples() {
 
     // Two samples a minute apart, 600 documents processed between them: 10 docs/s. They are
     // placed in time through the library rather than by sleeping.
-    let t0 = tweet_embed_operators::checkpoint::now_ms() - 120_000;
+    let t0 = tweet_embed_operators::clock::wall_ms() - 120_000;
     let mut monitor = Monitor::open(&args).await.expect("monitor");
     let earlier = Counts { embedded: now.embedded - 600, rejected: now.rejected, remaining: now.remaining + 600 };
     let first = monitor.record(earlier, t0).expect("first sample");
@@ -243,8 +243,8 @@ async fn the_binary_prints_json_and_watches() {
     assert_eq!(v["gpus"], 4);
     assert!(v["rate_docs_per_s"].is_null(), "{v}");
 
-    // --watch, bounded: a JSON line per refresh; the second has a rate from the two samples
-    // (0 docs/s: nothing runs), so no ETA.
+    // --watch, bounded: a JSON line per refresh; two samples 50 ms apart are no rate (a rate
+    // needs 5 s of samples), so no ETA.
     let out = bin()
         .args(["status", "--json", "--mongo-uri", &uri, "--watch", "50ms", "--watch-count", "2"])
         .output()
@@ -254,7 +254,7 @@ async fn the_binary_prints_json_and_watches() {
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     assert_eq!(lines.len(), 2);
     assert!(lines[0]["rate_docs_per_s"].is_null());
-    assert_eq!(lines[1]["rate_docs_per_s"], 0.0);
+    assert!(lines[1]["rate_docs_per_s"].is_null(), "{}", lines[1]);
     assert!(lines[1]["eta_s"].is_null());
 
     // Off a terminal, plain --watch writes a line per refresh.
@@ -296,7 +296,7 @@ async fn a_running_pipelines_recent_commits_give_the_rate_at_the_first_look() {
     let state = tempfile::tempdir().expect("tempdir");
     let args = args_for(&s.mongo, Some(state.path()));
     // The committer's record: 1,200 documents marked over the last two minutes.
-    let now = tweet_embed_operators::checkpoint::now_ms();
+    let now = tweet_embed_operators::clock::wall_ms();
     let mut cp = Checkpoint::new(9, 9, Vec::new(), SourcePositions::default());
     cp.documents_marked = 5_000;
     cp.recent = vec![(now - 120_000, 3_800), (now - 60_000, 4_400), (now - 1_000, 5_000)];
@@ -345,4 +345,57 @@ fn raw_twitter_v1_json_is_named_not_reported_as_done() {
     assert_eq!((status.processed, status.remaining, status.outside_queue), (0, 0, Some(1_000)));
     let text = tweet_embed::status::text(&status);
     assert!(text.contains("outside") && text.contains("1,000") && text.contains("v1.1"), "{text}");
+}
+
+#[test]
+fn status_after_a_finished_backfill_prints_no_rate_over_0s() {
+    // A backfill of a few seconds commits every 200 ms: its recent commits span a second or two,
+    // which used to print as "… docs/s over the last 0s".
+    let stack = test_support::Stack::start(1, dev_tei::FaultConfig::default());
+    let seeded = test_support::seed(&stack.mongo, 2_000, 5);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = stack.args(dir.path(), 1);
+    let backfill = test_support::proc::pipeline_cmd(env!("CARGO_BIN_EXE_tweet-embed"), "backfill", &args)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("backfill");
+    assert!(backfill.status.success(), "{}", String::from_utf8_lossy(&backfill.stderr));
+
+    let uri = stack.mongo.uri();
+    let status = |json: bool| {
+        let mut c = bin();
+        c.args(["status", "--mongo-uri", &uri, "--collection", "tweets", "--state-dir"]).arg(&args.state_dir);
+        if json {
+            c.arg("--json");
+        }
+        c.output().expect("run tweet-embed status")
+    };
+    let out = status(false);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("over the last 0s"), "{text}");
+    let rate =
+        text.lines().find(|l| l.trim_start().starts_with("rate")).unwrap_or_else(|| panic!("no rate line:\n{text}"));
+    assert!(rate.contains("nothing remains in the work queue"), "{text}");
+    assert!(text.contains(&format!("processed   {:>15}", thousands(seeded.eligible()))), "{text}");
+
+    let out = status(true);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["remaining"], 0);
+    let span = &v["rate_span_s"];
+    assert!(span.is_null() || span.as_f64().is_some_and(|s| s >= 5.0), "a rate over a moment: {v}");
+}
+
+/// `1234567` → `1,234,567`, as status prints counts.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
 }

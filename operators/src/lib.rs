@@ -8,6 +8,7 @@ pub mod candidate;
 pub mod change_stream;
 pub mod change_stream_source;
 pub mod checkpoint;
+pub mod clock;
 pub mod compaction;
 pub mod dedup;
 pub mod embed;

@@ -17,7 +17,8 @@ use mongodb::bson::{doc, Bson, Document};
 use mongodb::Collection;
 
 use crate::candidate::raw_id;
-use crate::checkpoint::{list_files, now_ms, CheckpointStore, Ledger, StateLock};
+use crate::checkpoint::{list_files, CheckpointStore, Ledger, StateLock};
+use crate::clock::steady_ms;
 use crate::compaction::{apply_pending, CompactionStats, DeletionIndex};
 use crate::mongo_error::{describe, retry, MongoRetry};
 use crate::output::{canonical_id, read_row_ids, write_deletions, Deletion, FileKind, IdType, PartName};
@@ -140,7 +141,7 @@ pub fn reconcile(
     let dir = target.out.join(FileKind::Deletions.subdir());
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let partial = dir.join(name.partial_name());
-    let now = now_ms();
+    let now = steady_ms();
     let deletions: Vec<Deletion> =
         missing.into_iter().map(|id| Deletion { id, epoch, cluster_time_ms: Some(now) }).collect();
     // `write_deletions` adds the id type to the metadata.

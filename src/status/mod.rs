@@ -55,7 +55,8 @@ use serde::Serialize;
 use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::time::Duration;
-use tweet_embed_operators::checkpoint::{now_ms, CheckpointStore};
+use tweet_embed_operators::checkpoint::CheckpointStore;
+use tweet_embed_operators::clock::wall_ms;
 use tweet_embed_operators::mongo_error::describe;
 use tweet_embed_operators::tei::redact;
 use tweet_embed_operators::work_queue::{
@@ -208,7 +209,7 @@ impl Monitor {
             let uri = &self.args.mongo.mongo_uri;
             anyhow!("{} (MongoDB at {})", scrub(&format!("{e:#}"), uri), redact(uri))
         })?;
-        let mut status = self.record(counts, now_ms())?;
+        let mut status = self.record(counts, wall_ms())?;
         status.outside_queue = outside_queue(&self.coll, &counts).await;
         Ok(status)
     }

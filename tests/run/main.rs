@@ -2,6 +2,7 @@
 //! stream together while a writer inserts and updates, through dropped connections, after a lost
 //! history, and through kill -9 — always every eligible document exactly once, all marked.
 
+mod clock_step;
 mod crash;
 mod deletions;
 mod drain;

@@ -11,7 +11,7 @@
 //! stays valid.
 
 use super::ledger::Ledger;
-use super::store::now_ms;
+use crate::clock::steady_ms;
 use crate::change_stream::{token_to_json, StreamPositions};
 use crate::failure::Failure;
 use crate::marker::Marker;
@@ -265,7 +265,7 @@ fn commit_position(c: &mut Committer, complete: u64) -> Result<(), String> {
 
 fn note_commit(t: &CommitTotals, epoch: u64, stream_time_s: Option<u64>) {
     t.committed_epoch.store(epoch, Ordering::SeqCst);
-    t.committed_at_ms.store(now_ms().max(0) as u64, Ordering::Relaxed);
+    t.committed_at_ms.store(steady_ms().max(0) as u64, Ordering::Relaxed);
     if let Some(s) = stream_time_s.filter(|s| *s > 0) {
         t.stream_time_s.store(s, Ordering::Relaxed);
     }

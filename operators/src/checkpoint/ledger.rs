@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::store::{now_ms, Checkpoint, CheckpointStore};
+use super::store::{Checkpoint, CheckpointStore};
+use crate::clock::wall_ms;
 use crate::output::OutputError;
 
 /// The checkpoint of a running leader. Cheap to clone; every clone is the same checkpoint.
@@ -39,7 +40,7 @@ impl Ledger {
         let mut held = self.checkpoint.lock();
         let mut next = held.clone();
         let r = change(&mut next);
-        next.updated_at_ms = now_ms();
+        next.updated_at_ms = wall_ms();
         self.store.save(&next)?;
         *held = next;
         Ok(r)

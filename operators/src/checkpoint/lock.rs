@@ -59,7 +59,7 @@ impl StateLock {
                 return Err(format!("cannot lock {} (is the file system read-only?): {e}", path.display()))
             }
         }
-        let me = format!("pid={} host={} since_ms={}\n", std::process::id(), hostname(), super::now_ms());
+        let me = format!("pid={} host={} since_ms={}\n", std::process::id(), hostname(), crate::clock::wall_ms());
         let written = file
             .set_len(0)
             .and_then(|()| file.seek(SeekFrom::Start(0)))

@@ -53,5 +53,5 @@ pub use lock::{StateLock, LOCK_FILE};
 pub use recovery::{load_or_new, recover, Recovered};
 pub use shared_out::OutMarker;
 pub use stale::{list_files, list_kind, remove_compacted_inputs, remove_stale, remove_unlisted, FoundFile};
-pub use store::{now_ms, Checkpoint, CheckpointStore, SourcePositions, Switch, CHECKPOINT_VERSION, RECENT_COMMITS};
+pub use store::{Checkpoint, CheckpointStore, SourcePositions, Switch, CHECKPOINT_VERSION, RECENT_COMMITS};
 pub use vanished::VanishedLog;

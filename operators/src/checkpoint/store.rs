@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use crate::clock::wall_ms;
 
 use serde::{Deserialize, Serialize};
 
@@ -130,7 +130,7 @@ impl Checkpoint {
             deletions_done: 0,
             identity: None,
             sources,
-            updated_at_ms: now_ms(),
+            updated_at_ms: wall_ms(),
             documents_marked: 0,
             recent: Vec::new(),
             id_type: None,
@@ -146,16 +146,12 @@ impl Checkpoint {
     /// Counts `n` more documents marked, now.
     pub fn note_marked(&mut self, n: u64) {
         self.documents_marked += n;
-        self.recent.push((now_ms(), self.documents_marked));
+        self.recent.push((wall_ms(), self.documents_marked));
         let excess = self.recent.len().saturating_sub(RECENT_COMMITS);
         self.recent.drain(..excess);
     }
 }
 
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
-}
 
 /// The checkpoint file of a state directory. One run at a time may use a state directory.
 #[derive(Clone, Debug)]

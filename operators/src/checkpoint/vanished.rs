@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use super::ledger::Ledger;
-use super::store::now_ms;
+use crate::clock::steady_ms;
 use crate::output::{sync_dir, write_deletions, Deletion, FileKind, IdType, OutputError, PartName};
 
 /// Where and how vanished documents are recorded: the output directory, and the dataset's id
@@ -37,7 +37,7 @@ impl VanishedLog {
         if ids.is_empty() {
             return Ok(0);
         }
-        let now = now_ms();
+        let now = steady_ms();
         let records: Vec<Deletion> =
             ids.iter().map(|id| Deletion { id: id.clone(), epoch, cluster_time_ms: Some(now) }).collect();
         let dir = self.out.join(FileKind::Deletions.subdir());

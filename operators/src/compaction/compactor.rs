@@ -15,7 +15,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use super::deletions::{apply_pending, compact_deletion_log, DeletionIndex};
 use super::policy::pick;
 use super::stats::{thread_cpu_ns, CompactionStats};
-use crate::checkpoint::{now_ms, remove_compacted_inputs, Ledger, Switch};
+use crate::checkpoint::{remove_compacted_inputs, Ledger, Switch};
+use crate::clock::steady_ms;
 use crate::failure::Failure;
 use crate::output::{key_values, merge_files, sync_dir, FileKind, FileMeta, PartName, RowFilter};
 
@@ -152,7 +153,7 @@ pub fn compact_step(
 ) -> Result<bool> {
     for kind in [FileKind::Rows, FileKind::Rejects] {
         let (due, seq) = ledger.read(|cp| {
-            (pick(&cp.staged, kind, cp.marked, s.target_file_bytes, s.max_file_age, flush, now_ms()), cp.next_file_seq)
+            (pick(&cp.staged, kind, cp.marked, s.target_file_bytes, s.max_file_age, flush, steady_ms()), cp.next_file_seq)
         });
         let Some(inputs) = due else { continue };
         counting_cpu(stats, || merge_into_output(ledger, s, stats, drop, kind, &inputs, seq))?;
@@ -200,7 +201,7 @@ fn merge_into_output(
         rows: merged.rows,
         bytes: merged.bytes,
         worker: 0,
-        staged_at_ms: now_ms(),
+        staged_at_ms: steady_ms(),
     };
     let inputs_listed: Vec<PathBuf> = used.iter().map(|f| f.path.clone()).collect();
     let switch = Switch { output, partial: partial.clone(), inputs: inputs_listed.clone() };

@@ -19,7 +19,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::stats::CompactionStats;
-use crate::checkpoint::{list_files, list_kind, now_ms, Ledger};
+use crate::checkpoint::{list_files, list_kind, Ledger};
+use crate::clock::steady_ms;
 use crate::output::{
     key_values, may_hold_any, read_deletions, read_row_ids, rewrite_without, sync_dir, DeletionSet, FileKind, IdProbe,
     IdType, PartName, ID_TYPE_KEY,
@@ -41,14 +42,15 @@ pub struct DeletionIndex {
     pending_ids: Vec<String>,
     /// The highest epoch among them.
     pending_upto: u64,
-    /// When the oldest of them happened (ms since the Unix epoch).
+    /// When the oldest of them happened ([`steady_ms`]; a time ahead of the clock when read
+    /// counts as then).
     oldest_pending_ms: Option<i64>,
 }
 
 impl DeletionIndex {
     /// Reads the deletion files of epochs ≤ `committed` in `out/_deletions/` not read before.
     pub fn refresh(&mut self, out: &Path, committed: u64, applied: u64) -> Result<()> {
-        let now = now_ms();
+        let now = steady_ms();
         for f in list_kind(out, FileKind::Deletions)? {
             let key = f.path.to_string_lossy().into_owned();
             if f.name.epoch_lo > committed || self.loaded.contains(&key) {
@@ -101,7 +103,7 @@ impl DeletionIndex {
     /// `delete_within` of their deletion (half of it, so the pass itself has the other half).
     pub fn due(&self, delete_within: Duration) -> bool {
         let half = i64::try_from(delete_within.as_millis() / 2).unwrap_or(i64::MAX);
-        self.oldest_pending_ms.is_some_and(|t| now_ms().saturating_sub(t) >= half)
+        self.oldest_pending_ms.is_some_and(|t| steady_ms().saturating_sub(t) >= half)
     }
 }
 

@@ -1,7 +1,8 @@
 //! Which staged files a compaction takes, and when: enough committed and marked bytes of one
 //! kind to fill a target-size file; or, below target, everything when the backfill ends (the
 //! tail) or when the oldest staged file has waited `--max-file-age` (so fresh rows become
-//! visible in continuous mode). Pure: it reads the list and the clock it is given.
+//! visible in continuous mode). Pure: it reads the list and the clock it is given
+//! (`clock::steady_ms`, so a wall-clock step never delays or hurries the age rule).
 
 use std::time::Duration;
 
@@ -10,7 +11,9 @@ use crate::output::{FileKind, FileMeta};
 /// The staged files of `kind` to merge next, oldest epochs first, or `None` when nothing is
 /// due. Only files of epochs ≤ `marked` are taken: recovery re-marks from staged files, so a
 /// file must stay staged until its documents are marked. `now_ms` and each file's
-/// `staged_at_ms` are ms since the Unix epoch.
+/// `staged_at_ms` are `clock::steady_ms` readings. A stamp ahead of `now_ms` was made by an
+/// earlier process before the wall clock stepped back: its age is unknown, so it counts as aged
+/// (one early compaction, where waiting for the clock to catch up could hide rows for hours).
 pub fn pick(
     staged: &[FileMeta],
     kind: FileKind,
@@ -27,8 +30,10 @@ pub fn pick(
     ready.sort_by(|a, b| (a.epoch_lo, a.worker, &a.path).cmp(&(b.epoch_lo, b.worker, &b.path)));
     let total: u64 = ready.iter().map(|f| f.bytes).sum();
     let oldest = ready.iter().map(|f| f.staged_at_ms).min().unwrap_or(now_ms);
-    let aged =
-        max_age.is_some_and(|age| now_ms.saturating_sub(oldest) >= i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+    let newest = ready.iter().map(|f| f.staged_at_ms).max().unwrap_or(now_ms);
+    let aged = max_age.is_some_and(|age| {
+        newest > now_ms || now_ms.saturating_sub(oldest) >= i64::try_from(age.as_millis()).unwrap_or(i64::MAX)
+    });
     (total >= target_bytes || flush || aged).then_some(ready)
 }
 
@@ -59,6 +64,15 @@ mod tests {
         assert!(pick(&staged, FileKind::Rows, 3, 200, age, false, 11_000).is_some());
         assert!(pick(&staged, FileKind::Rows, 3, 120, None, false, 5_000).is_some());
         assert_eq!(pick(&staged, FileKind::Rejects, 3, 1, None, true, 5_000), None);
+    }
+
+    #[test]
+    fn a_stamp_from_before_the_clock_stepped_back_is_due_at_once() {
+        // Staged by a process whose clock read one hour later than this one's does now.
+        let staged = [file(1, 40, 3_600_000 + 5_000)];
+        let age = Some(Duration::from_secs(10));
+        assert!(pick(&staged, FileKind::Rows, 1, 200, age, false, 5_000).is_some());
+        assert_eq!(pick(&staged, FileKind::Rows, 1, 200, None, false, 5_000), None, "no age rule, no flush");
     }
 
     #[test]

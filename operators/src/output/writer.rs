@@ -251,7 +251,7 @@ impl EpochWriter {
         finished.sort_by_key(|f| f.name.seq);
         let mut metas = Vec::with_capacity(finished.len());
         let mut dirs: Vec<PathBuf> = Vec::new();
-        let now = crate::checkpoint::now_ms();
+        let now = crate::clock::steady_ms();
         let mut cancelled = 0;
         for mut file in finished {
             if !cancel.is_empty() {
@@ -321,7 +321,7 @@ impl EpochWriter {
             rows: deletions.len() as u64,
             bytes,
             worker: self.ctx.worker,
-            staged_at_ms: crate::checkpoint::now_ms(),
+            staged_at_ms: crate::clock::steady_ms(),
         }))
     }
 
