@@ -138,25 +138,60 @@ fn budgets_count_the_prompt_tei_prepends() {
     assert!(most > 800, "requests are packed close to the budget: {most}");
 }
 
+/// The one error line a failed start leaves (`tweet-embed: …`), after checking it is the only
+/// one, with no panic, no relayed TEI flag the user never set and no blame on the base64 route.
+fn start_error(o: &std::process::Output, flags: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{flags:?}: {err}");
+    assert!(!err.contains("panicked"), "{flags:?}: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("tweet-embed: ")).collect();
+    assert_eq!(lines.len(), 1, "{flags:?}: one error line: {err}");
+    // The first and only message is the real refusal: nothing before it blames the route.
+    assert!(!err.contains("base64") && !err.contains("not usable"), "{flags:?}: {err}");
+    assert!(!err.contains("default-prompt-name"), "{flags:?}: a server flag the user never set: {err}");
+    lines[0].to_string()
+}
+
 #[test]
 fn an_unknown_prompt_or_an_impossible_dimension_fails_at_start_with_one_line() {
     let stack = Stack::start(1, dev_tei::FaultConfig::default());
     seed(&stack.mongo, 50, 83);
     let marked_before = marked(&stack);
+    let says_prompts = "has no prompt named \"nope\": its model's prompts are query, document, Retrieval-query";
+    let says_width = "its model's vectors have 768 dimensions; use --dimensions 768 or fewer";
     for (flags, says) in [
-        (&["--prompt-name", "nope"][..], "prompt name `nope` is not one of the model's prompts"),
-        (&["--dimensions", "1024"][..], "`dimensions` must be between 1 and 768"),
-        (&["--prompt-name", "document", "--api", "openai"][..], "--prompt-name needs TEI's native route"),
+        (&["--prompt-name", "nope"][..], &[says_prompts, "give one of them to --prompt-name"][..]),
+        // TEI's own reason is relayed, then what to do; never "/v1/embeddings with base64".
+        (
+            &["--dimensions", "1000"][..],
+            &["refuses --dimensions 1000 (`dimensions` should be smaller than the maximum embedding", says_width][..],
+        ),
+        (&["--dimensions", "1000", "--api", "tei"][..], &["refuses --dimensions 1000", says_width][..]),
+        (&["--dimensions", "1000", "--api", "openai"][..], &["refuses --dimensions 1000", says_width][..]),
+        (&["--prompt-name", "document", "--api", "openai"][..], &["--prompt-name needs TEI's native route"][..]),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let args = stack.args(dir.path(), 1);
         let o = pipeline_cmd(BIN, "backfill", &args).args(flags).stderr(Stdio::piped()).output().expect("run");
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "{flags:?}: {err}");
-        assert!(err.contains(says), "{flags:?}: {err}");
-        assert!(!err.contains("panicked"), "{err}");
+        let line = start_error(&o, flags);
+        for part in says {
+            assert!(line.contains(part), "{flags:?}: {line}");
+        }
         assert!(out_files(&args.out).iter().all(|n| !n.ends_with(".parquet")), "nothing written");
     }
+    // A model without prompts: said so, not TEI's words about a server flag.
+    let bare = SimConfig { gpus: 1, instant: true, prompts: Vec::new(), ..SimConfig::default() };
+    let bare = stack.rt.block_on(dev_tei::DevTei::start(bare)).expect("dev-tei");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args = stack.args(dir.path(), 1);
+    args.tei.urls = bare.urls();
+    let flags = ["--prompt-name", "document"];
+    let o = pipeline_cmd(BIN, "backfill", &args).args(flags).stderr(Stdio::piped()).output().expect("run");
+    let line = start_error(&o, &flags);
+    assert!(
+        line.contains("has no prompts, so no --prompt-name document") && line.contains("drop --prompt-name"),
+        "{line}"
+    );
     assert_eq!(marked(&stack), marked_before, "nothing marked");
 }
 

@@ -46,20 +46,27 @@ pub(crate) struct Shape {
     pub normalize: bool,
 }
 
-/// Checks `dimensions` against the model's.
+/// Checks `dimensions` against the model's, with TEI 1.9's messages (`core/src/infer.rs`): they
+/// do not say the model's width. TEI truncates to any width up to the model's, a Matryoshka
+/// size or not.
 pub(crate) fn shape(state: &GpuState, dimensions: Option<usize>, normalize: bool) -> Result<Shape, ApiError> {
     let dim = state.config.dim;
+    let refuse = |message: &str| {
+        state.metrics.failure("validation");
+        Err(ApiError::validation(format!("Input validation error: {message}")))
+    };
     match dimensions {
-        Some(d) if d == 0 || d > dim => Err(ApiError::validation(format!(
-            "Input validation error: `dimensions` must be between 1 and {dim}. Given: {d}"
-        ))),
+        Some(0) => refuse("`dimensions` should be positive"),
+        Some(d) if d > dim => refuse("`dimensions` should be smaller than the maximum embedding dimension."),
         Some(d) => Ok(Shape { dim: d, normalize }),
         None => Ok(Shape { dim, normalize }),
     }
 }
 
 /// The text of the prompt a request names, or of the server's default prompt; `None` without
-/// either. An unknown name is TEI's validation error (422).
+/// either. An unknown name is TEI's validation error (422), in TEI 1.9's words
+/// (`core/src/tokenization.rs`, `prepare_pre_prompt`): they speak of `default-prompt-name`
+/// even for a request's `prompt_name`, and list the prompts as a Rust debug list.
 pub(crate) fn prompt(state: &GpuState, name: Option<&str>) -> Result<Option<String>, ApiError> {
     let config = &state.config;
     let Some(name) = name.or(config.default_prompt_name.as_deref()) else { return Ok(None) };
@@ -68,10 +75,18 @@ pub(crate) fn prompt(state: &GpuState, name: Option<&str>) -> Result<Option<Stri
         None => {
             state.metrics.failure("validation");
             let known: Vec<&str> = config.prompts.iter().map(|(n, _)| n.as_str()).collect();
-            Err(ApiError::validation(format!(
-                "Input validation error: prompt name `{name}` is not one of the model's prompts: {}",
-                if known.is_empty() { "it has none".to_string() } else { known.join(", ") }
-            )))
+            let why = if known.is_empty() {
+                format!(
+                    "`default-prompt-name` is set to `{name}` but no prompts were found in the Sentence \
+                     Transformers configuration"
+                )
+            } else {
+                format!(
+                    "`default-prompt-name` is set to `{name}` but it was not found in the Sentence Transformers \
+                     prompts. Available prompts: {known:?}"
+                )
+            };
+            Err(ApiError::validation(format!("Input validation error: {why}")))
         }
     }
 }

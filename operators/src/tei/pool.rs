@@ -20,7 +20,7 @@ use super::batcher::{PackLimits, Request, RequestBatcher, RequestOrder};
 use super::budget::TokenBudget;
 use super::dispatch::{Dispatcher, Slot};
 use super::endpoint::{http_client, Api, Endpoint};
-use super::error::{FailureKind, TeiError};
+use super::error::{CallError, FailureKind, TeiError};
 use super::limiter::{Concurrency, ConcurrencyLimit, Floor};
 use super::limits::{redact, ServerLimits, DEFAULT_PAYLOAD_LIMIT};
 use super::options::EmbedOptions;
@@ -638,9 +638,12 @@ async fn choose_api(
         Api::Auto if infos.iter().all(|i| i.auto_truncate) => match probe(endpoints, Api::OpenAi).await {
             (chosen, Ok(dims)) => (chosen, dims),
             (_, Err(err)) => {
-                tracing::info!(error = %err, "TEI's /v1/embeddings with base64 is not usable; using /embed");
+                // The native route decides. When it refuses too, its refusal is the one to tell:
+                // an impossible --dimensions is refused on both routes, and is not about base64.
                 let (chosen, dims) = probe(endpoints, Api::Tei).await;
-                (chosen, dims?)
+                let dims = dims?;
+                tracing::info!(error = %err, "TEI's /v1/embeddings with base64 is not usable; using /embed");
+                (chosen, dims)
             }
         },
         Api::Auto => {
@@ -717,7 +720,7 @@ async fn probe_dim(endpoint: &Endpoint) -> Result<usize, TeiError> {
                          its permits (--max-concurrent-requests) are all taken, so no request can fit"
                     )
                 } else if !endpoint.options().describe().is_empty() && err.kind != FailureKind::Transient {
-                    format!("refuses the embedding options {}: {err}", endpoint.options().describe())
+                    refused_options(endpoint, &err).await
                 } else {
                     format!("cannot embed a probe text: {err}")
                 };
@@ -731,6 +734,63 @@ async fn probe_dim(endpoint: &Endpoint) -> Result<usize, TeiError> {
         }
     }
     Err(TeiError::Protocol { url, message: format!("returns no usable vector for its probe texts: {refused}") })
+}
+
+/// What to say of a server refusing the run's embedding options (after "TEI at <url>"): TEI's
+/// reason made into what the user can do. TEI 1.9 words an unknown `prompt_name` as a
+/// `default-prompt-name` server flag the user never set, with the prompts it has as a debug
+/// list (`core/src/tokenization.rs`); `/info` does not list them. It refuses `dimensions` over the
+/// model's width without saying the width (`core/src/infer.rs`), so a probe without it learns it.
+async fn refused_options(endpoint: &Endpoint, err: &CallError) -> String {
+    let options = endpoint.options();
+    let reason = err.message.trim_start_matches("Input validation error:").trim().trim_end_matches('.');
+    let about = |word: &str| err.message.to_ascii_lowercase().contains(word);
+    if let Some(name) = options.prompt_name.as_deref().filter(|_| about("prompt")) {
+        return match server_prompts(&err.message) {
+            Some(prompts) if prompts.is_empty() => format!(
+                "has no prompts, so no --prompt-name {name}: its model's config_sentence_transformers.json names \
+                 none; drop --prompt-name, or serve a model whose configuration has prompts"
+            ),
+            Some(prompts) => format!(
+                "has no prompt named {name:?}: its model's prompts are {}; give one of them to --prompt-name",
+                prompts.join(", ")
+            ),
+            None => format!(
+                "refuses --prompt-name {name}: {reason} (the prompts a TEI server has are those of its model's \
+                 config_sentence_transformers.json)"
+            ),
+        };
+    }
+    if let Some(wanted) = options.dimensions.filter(|_| about("dimension")) {
+        let sizes = "a size the model was trained to be cut to (EmbeddingGemma: 768, 512, 256 or 128)";
+        let plain = endpoint.clone().with_options(EmbedOptions { dimensions: None, ..options.clone() });
+        let width = plain
+            .embed(&[PROBE_TEXTS[0].to_string()])
+            .await
+            .ok()
+            .and_then(|reply| reply.vectors.first().map(Vec::len))
+            .filter(|&width| width > 0);
+        return match width {
+            Some(width) if width < wanted => format!(
+                "refuses --dimensions {wanted} ({reason}): its model's vectors have {width} dimensions; use \
+                 --dimensions {width} or fewer, {sizes}"
+            ),
+            _ => format!("refuses --dimensions {wanted} ({reason}): use fewer dimensions, {sizes}"),
+        };
+    }
+    format!("refuses the embedding options {}: {err}", options.describe())
+}
+
+/// The prompts a server has, from TEI's refusal of an unknown one: its "Available prompts:
+/// [\"query\", \"document\"]", or none when it found "no prompts"; None when the message says
+/// neither.
+fn server_prompts(message: &str) -> Option<Vec<String>> {
+    if message.contains("no prompts were found") {
+        return Some(Vec::new());
+    }
+    let listed = message.split("Available prompts:").nth(1)?.trim();
+    let inner = listed.strip_prefix('[')?.split(']').next()?;
+    Some(inner.split(',').map(|p| p.trim().trim_matches('"').to_string()).filter(|p| !p.is_empty()).collect())
 }
 
 /// Tokens of the prompt the server prepends to every input: a one-input request with and without
@@ -758,3 +818,20 @@ async fn prompt_tokens(endpoint: &Endpoint) -> u32 {
 
 /// Tokens counted for a prompt whose length the server does not tell.
 pub const PROMPT_TOKENS_UNKNOWN: u32 = 32;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prompts_a_server_has_are_read_from_its_refusal() {
+        // TEI 1.9's words (`core/src/tokenization.rs`), after "Input validation error: ".
+        let some = "Input validation error: `default-prompt-name` is set to `nope` but it was not found in the \
+                    Sentence Transformers prompts. Available prompts: [\"query\", \"document\"]";
+        assert_eq!(server_prompts(some), Some(vec!["query".to_string(), "document".to_string()]));
+        let none = "Input validation error: `default-prompt-name` is set to `nope` but no prompts were found in \
+                    the Sentence Transformers configuration";
+        assert_eq!(server_prompts(none), Some(Vec::new()));
+        assert_eq!(server_prompts("Input validation error: bad prompt"), None);
+    }
+}
