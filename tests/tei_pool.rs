@@ -542,3 +542,80 @@ async fn a_server_whose_permits_never_free_is_a_start_up_error_not_a_stall() {
     assert!(!hog.is_finished(), "refused only after the permit was free again ({:?})", started.elapsed());
     hog.abort();
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
+
+/// `backfill` of a seeded collection with `--tei-urls tei_url`: the one error line it exits 1
+/// with, after checking that nothing else says `tweet-embed:`, nothing panicked, no HTML reached
+/// the terminal, and nothing was written.
+fn backfill_refused(stack: &test_support::Stack, tei_url: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args = stack.args(dir.path(), 1);
+    args.tei.urls = vec![tei_url.to_string()];
+    let cmd = test_support::proc::pipeline_cmd(BIN, "backfill", &args);
+    // Refused at start; the bound only keeps a regression (waiting for the server) from hanging.
+    let (status, log) = test_support::proc::Logged::spawn(cmd).finish(Duration::from_secs(120));
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    let lower = log.to_ascii_lowercase();
+    assert!(!lower.contains("<html") && !lower.contains("<!doctype") && !lower.contains("<body"), "{log}");
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("tweet-embed: ")).collect();
+    assert_eq!(lines.len(), 1, "one error line: {log}");
+    let written = std::fs::read_dir(&args.out).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(written, 0, "nothing written to --out");
+    lines[0].to_string()
+}
+
+#[test]
+fn an_https_url_to_a_plain_http_server_says_to_use_http() {
+    let stack = test_support::Stack::start(1, FaultConfig::default());
+    test_support::seed(&stack.mongo, 20, 91);
+    let http = stack.tei_urls()[0].clone();
+    let https = http.replacen("http://", "https://", 1);
+    let line = backfill_refused(&stack, &https);
+    assert!(line.contains(&format!("{https} speaks plain HTTP, not HTTPS")), "{line}");
+    assert!(line.ends_with(&format!("use http://, as in --tei-urls {http}")), "{line}");
+    // The same URL with `/embed`, as the README writes them: the same advice.
+    let line = backfill_refused(&stack, &format!("{https}/embed"));
+    assert!(line.contains("speaks plain HTTP") && line.contains(&format!("--tei-urls {http}")), "{line}");
+}
+
+#[test]
+fn a_url_that_is_not_tei_says_what_answered_without_its_page() {
+    let stack = test_support::Stack::start(1, FaultConfig::default());
+    test_support::seed(&stack.mongo, 20, 92);
+    // A real web server on loopback, as a wrong port in --tei-urls finds one: Python's
+    // http.server over a directory where /ui/info is a web page and /gone/info is missing.
+    let site = tempfile::tempdir().expect("tempdir");
+    let page = site.path().join("ui/info");
+    std::fs::create_dir_all(&page).expect("mkdir");
+    let body = "<!DOCTYPE html><html><head><title>Grafana</title></head><body>".to_string()
+        + &"<div>a dashboard, not an embedding server</div>".repeat(200)
+        + "</body></html>";
+    std::fs::write(page.join("index.html"), body).expect("write");
+    let port = test_support::proc::free_port();
+    let py = std::env::var("TWEET_EMBED_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let server = std::process::Command::new(&py)
+        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+        .arg(site.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{py} -m http.server: {e}"));
+    let _server = test_support::proc::Proc(server);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "http.server never listened on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let base = format!("http://127.0.0.1:{port}");
+    // A page: its status, content type and title, never the page.
+    let line = backfill_refused(&stack, &format!("{base}/ui"));
+    assert!(line.contains(&format!("{base}/ui is not a TEI server: its /info answered 200 OK (text/html)")), "{line}");
+    assert!(line.contains("an HTML page titled \"Grafana\"") && line.contains("check the host and port"), "{line}");
+    assert!(!line.contains("dashboard"), "{line}");
+    // A 404 page: the same, with its status.
+    let line = backfill_refused(&stack, &format!("{base}/gone"));
+    assert!(line.contains("is not a TEI server: its /info answered 404 Not Found (text/html)"), "{line}");
+    assert!(line.chars().count() < 400, "a line, not a page: {line}");
+}

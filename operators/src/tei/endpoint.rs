@@ -130,25 +130,60 @@ impl Endpoint {
         }
     }
 
-    /// Reads `GET /info`. Errors are for the operator: unreachable, refused key, not TEI.
+    /// Reads `GET /info`. Errors are for the operator: unreachable, refused key, an `https://`
+    /// URL to a server speaking plain HTTP, not TEI (what `/info` answered, never the page).
     pub async fn info(&self) -> Result<ServerLimits, TeiError> {
         let url = self.label.clone();
-        let resp = self
-            .request(reqwest::Method::GET, "/info")
-            .send()
-            .await
-            .map_err(|e| TeiError::Unreachable { url: url.clone(), message: describe(&e) })?;
+        let resp = match self.request(reqwest::Method::GET, "/info").send().await {
+            Ok(resp) => resp,
+            Err(e) => return Err(self.unreachable(&e).await),
+        };
         let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
+            .filter(|v| !v.is_empty());
         let body = resp.bytes().await.map_err(|e| TeiError::Unreachable { url: url.clone(), message: describe(&e) })?;
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             let message = format!("refused the API key ({status}): set the one the server was started with");
             return Err(TeiError::Protocol { url, message });
         }
-        if !status.is_success() {
-            let err = CallError::from_status(status.as_u16(), &String::from_utf8_lossy(&body));
-            return Err(TeiError::Protocol { url, message: format!("answered /info with {err}") });
+        // TEI answers /info with a JSON object naming its model; anything else is another server
+        // (a web page, a proxy's error, another API) at that host and port.
+        let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+        let names_a_model = json.as_ref().and_then(|v| v.get("model_id")).is_some_and(serde_json::Value::is_string);
+        if !status.is_success() || !names_a_model {
+            let answered = answered(status, content_type.as_deref(), &body, json.is_some());
+            return Err(TeiError::Config(format!(
+                "{url} is not a TEI server: its /info answered {answered}; check the host and port in --tei-urls (TEI \
+                 answers /info with JSON naming its model_id)"
+            )));
         }
         ServerLimits::from_info(&body, self.payload_limit).map_err(|message| TeiError::Protocol { url, message })
+    }
+
+    /// Why `/info` could not be read: [`TeiError::Unreachable`] (down, loading, wrong port: the
+    /// pool waits for it), or, for an `https://` URL whose TLS handshake read something that is
+    /// not TLS from a server that answers plain HTTP at the same address, a configuration error
+    /// saying to use `http://` (TEI serves plain HTTP; waiting would not fix it).
+    async fn unreachable(&self, err: &reqwest::Error) -> TeiError {
+        let message = describe(err);
+        if let Some(rest) = self.base.strip_prefix("https://") {
+            if !err.is_timeout() && not_tls(&message) {
+                let plain = format!("http://{rest}");
+                if self.client.get(format!("{plain}/info")).send().await.is_ok() {
+                    return TeiError::Config(format!(
+                        "{} speaks plain HTTP, not HTTPS (the TLS handshake read: {message}): use http://, as in \
+                         --tei-urls {}",
+                        self.label,
+                        redact(&plain)
+                    ));
+                }
+            }
+        }
+        TeiError::Unreachable { url: self.label.clone(), message }
     }
 
     /// Embeds `texts` in one call (the server truncates long ones). Any failure is classified.
@@ -385,6 +420,59 @@ fn transport(err: &reqwest::Error) -> CallError {
     CallError::transport(FailureKind::Transient, cause, describe(err))
 }
 
+/// Whether a failed TLS handshake read bytes that are not TLS (rustls: "received corrupt
+/// message of type InvalidContentType"; OpenSSL: "wrong version number"), as it does from a
+/// plain HTTP server.
+fn not_tls(message: &str) -> bool {
+    ["InvalidContentType", "corrupt message", "wrong version number", "http request"]
+        .iter()
+        .any(|sign| message.to_ascii_lowercase().contains(&sign.to_ascii_lowercase()))
+}
+
+/// Most characters of a non-TEI answer quoted in a message.
+const GLIMPSE: usize = 80;
+
+/// What a server that is not TEI answered `/info`: its status, content type and, instead of the
+/// body, an HTML page's title or the first [`GLIMPSE`] characters of anything else, on one line.
+fn answered(status: reqwest::StatusCode, content_type: Option<&str>, body: &[u8], json: bool) -> String {
+    let text = String::from_utf8_lossy(body);
+    let one_line = |s: &str| -> String {
+        let words: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let clean: String = words.chars().filter(|c| !c.is_control()).collect();
+        match clean.char_indices().nth(GLIMPSE) {
+            Some((cut, _)) => format!("{:?}…", &clean[..cut]),
+            None => format!("{clean:?}"),
+        }
+    };
+    let html = content_type.is_some_and(|t| t.contains("html")) || text.trim_start().starts_with('<');
+    let what = if text.trim().is_empty() {
+        "an empty body".to_string()
+    } else if html {
+        let lower = text.to_ascii_lowercase();
+        let title = lower.find("<title").and_then(|open| {
+            let start = open + lower[open..].find('>')? + 1;
+            let end = start + lower[start..].find("</title")?;
+            text.get(start..end).filter(|t| !t.trim().is_empty())
+        });
+        match title {
+            Some(title) => format!("an HTML page titled {}", one_line(title)),
+            None => "an HTML page".to_string(),
+        }
+    } else if json && status.is_success() {
+        format!("JSON without a model_id: {}", one_line(&text))
+    } else {
+        one_line(&text)
+    };
+    let status = match status.canonical_reason() {
+        Some(reason) => format!("{} {reason}", status.as_u16()),
+        None => status.as_u16().to_string(),
+    };
+    match content_type {
+        Some(t) => format!("{status} ({t}) with {what}"),
+        None => format!("{status} with {what}"),
+    }
+}
+
 /// A reqwest error and its causes on one line, without the URL (it may hold credentials).
 pub(crate) fn describe(err: &reqwest::Error) -> String {
     let mut parts = Vec::new();
@@ -407,6 +495,27 @@ pub(crate) fn describe(err: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_server_that_is_not_tei_answered_fits_a_line() {
+        let page = format!(
+            "<!DOCTYPE html>\n<HTML><head><Title>\n Welcome to nginx! </title></head>{}",
+            "<p>x</p>".repeat(999)
+        );
+        let said = answered(reqwest::StatusCode::OK, Some("text/html"), page.as_bytes(), false);
+        assert_eq!(said, r#"200 OK (text/html) with an HTML page titled "Welcome to nginx!""#);
+        let said = answered(reqwest::StatusCode::NOT_FOUND, None, b"<html><body>gone</body></html>", false);
+        assert_eq!(said, "404 Not Found with an HTML page");
+        let long = "no such route ".repeat(50);
+        let said = answered(reqwest::StatusCode::NOT_FOUND, Some("text/plain"), long.as_bytes(), false);
+        assert!(said.starts_with(r#"404 Not Found (text/plain) with "no such route"#) && said.ends_with('…'), "{said}");
+        assert!(said.chars().count() < 130, "{said}");
+        let said = answered(reqwest::StatusCode::OK, Some("application/json"), br#"{"status":"ok"}"#, true);
+        assert_eq!(said, r#"200 OK (application/json) with JSON without a model_id: "{\"status\":\"ok\"}""#);
+        assert_eq!(answered(reqwest::StatusCode::BAD_GATEWAY, None, b"", false), "502 Bad Gateway with an empty body");
+        assert!(not_tls("error sending request: received corrupt message of type InvalidContentType"));
+        assert!(!not_tls("invalid peer certificate: UnknownIssuer"));
+    }
 
     #[test]
     fn a_null_or_bare_nan_costs_one_vector_not_the_answer() {
