@@ -136,8 +136,9 @@ impl History {
 
     /// The processed rate ending at the newest sample of `ns`: from the oldest sample within
     /// `window` before it; when the window holds no earlier sample (status last ran long ago), from
-    /// the newest earlier one, over its longer span. `None` with fewer than two samples, or when
-    /// the count went down (marks were cleared), which makes no rate at all.
+    /// the newest earlier one, over its longer span. `None` with fewer than two samples, with
+    /// none [`MIN_RATE_SPAN`] before the newest, or when the count went down (marks were
+    /// cleared), which makes no rate at all.
     pub fn rate(&self, ns: &str, window: Duration) -> Option<Rate> {
         let mine: Vec<(i64, u64)> =
             self.samples.iter().filter(|s| s.ns == ns).map(|s| (s.at_ms, s.processed)).collect();
@@ -145,16 +146,25 @@ impl History {
     }
 }
 
+/// The shortest span a rate is measured over: the samples of a run that ended seconds after it
+/// began, or of a `--watch` a moment old, say nothing of a speed (and would print as "over the
+/// last 0s").
+pub const MIN_RATE_SPAN: Duration = Duration::from_secs(5);
+
 /// The rate over `(ms, count)` points in time order: from the earliest point within `window`
-/// before the last (or the last earlier point when none is), to the last.
+/// before the last (or the last earlier point when none is), to the last. Points less than
+/// [`MIN_RATE_SPAN`] before the last are never the start: `None` when only those are.
 pub fn rate_over(points: &[(i64, u64)], window: Duration) -> Option<Rate> {
     let (last, earlier) = points.split_last()?;
     let earlier: Vec<&(i64, u64)> = earlier.iter().filter(|s| s.0 < last.0).collect();
     let since = last.0.saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
-    let in_window = earlier.iter().position(|s| s.0 >= since);
+    let latest_start = last.0.saturating_sub(i64::try_from(MIN_RATE_SPAN.as_millis()).unwrap_or(i64::MAX));
+    // Points in time order: those that may start the rate come first.
+    let starts = earlier.iter().take_while(|s| s.0 <= latest_start).count();
+    let in_window = earlier[..starts].iter().position(|s| s.0 >= since);
     let (base, samples) = match in_window {
         Some(i) => (earlier[i], earlier.len() - i + 1),
-        None => (*earlier.last()?, 2),
+        None => (*earlier[..starts].last()?, earlier.len() - starts + 2),
     };
     let span_s = (last.0 - base.0) as f64 / 1000.0;
     let done = last.1.checked_sub(base.1)?;
@@ -187,6 +197,20 @@ mod tests {
         assert_eq!(h.rate("other:m", window), None, "another collection's samples never mix in");
         h.record(s(1700, 10)).unwrap();
         assert_eq!(h.rate("db.c:m", window), None, "marks cleared: no rate rather than a negative one");
+    }
+
+    #[test]
+    fn a_span_of_a_few_seconds_is_no_rate() {
+        let window = Duration::from_secs(600);
+        // A run that ended 300 ms after it began: its commits are no rate, not one "over 0s".
+        assert_eq!(rate_over(&[(1_000, 0), (1_300, 2_000)], window), None);
+        assert_eq!(rate_over(&[(0, 0), (3_000, 600), (4_999, 1_000)], window), None);
+        // From 5 s on, the points within the last 5 s count as samples, never as the start.
+        let r = rate_over(&[(0, 0), (3_000, 600), (5_000, 1_000)], window);
+        assert_eq!(r, Some(Rate { docs_per_s: 200.0, span_s: 5.0, samples: 3 }));
+        // Long ago, then just now: from the old point, over the long span.
+        let r = rate_over(&[(0, 0), (1_000_000, 9_000), (1_002_000, 10_020)], window);
+        assert_eq!(r, Some(Rate { docs_per_s: 10.0, span_s: 1_002.0, samples: 3 }));
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! | `total` | `processed + remaining` (retweets are in neither) |
 //! | `outside_queue` | about how many unmarked documents the work queue does not take (`retweeted` set): the estimated document count less processed and remaining; `null` when not measured |
 //! | `percent_done` | `100 × processed / total` (100 when both are 0) |
-//! | `rate_docs_per_s` | processed documents per second; `null` while measuring (fewer than two samples) |
+//! | `rate_docs_per_s` | processed documents per second; `null` while measuring (fewer than two samples, or none 5 s before the newest: a run that took a second has no rate) |
 //! | `rate_span_s`, `rate_samples` | the span of the samples the rate is over, and how many |
 //! | `eta_s` | `remaining / rate`; 0 when nothing remains; `null` without a rate or when it is under 0.01 docs/s |
 //! | `gpu_hour_cost`, `gpus` | the flags, `null` without them |

@@ -26,7 +26,12 @@ pub fn text(s: &Status) -> String {
         );
     }
     let rate = match (s.rate_docs_per_s, s.rate_span_s, s.rate_samples) {
+        (Some(r), Some(span), Some(n)) if s.remaining == 0 => format!(
+            "none: nothing remains in the work queue (it was {r:.1} docs/s over the last {}, {n} samples)",
+            duration(span)
+        ),
         (Some(r), Some(span), Some(n)) => format!("{r:.1} docs/s over the last {} ({n} samples)", duration(span)),
+        _ if s.remaining == 0 => "none: nothing remains in the work queue".to_string(),
         _ => "measuring (run status again, or use --watch)".to_string(),
     };
     let _ = writeln!(out, "  rate        {rate}");
