@@ -6,6 +6,15 @@
 //! (which set the mark) never come back as work; and every delete, whose `documentKey` becomes a
 //! deletion in the dataset. It owns no task and no operator: the source
 //! operator (`change_stream_source`) drives it, the committer records its [`StreamPosition`]s.
+//!
+//! Events are projected to the fields the pipeline reads (the work queue scan's projection), so a
+//! large document rarely makes an event over mongod's 16 MB limit (BSONObjectTooLarge, 10334,
+//! on the `getMore`, which no resume can pass). One that is still too large is skipped by
+//! [`ChangeFeed::skip_too_large`]: it names the document and the event's cluster time, and the
+//! document stays unmarked in the work queue for the next scan. `$changeStreamSplitLargeEvent`
+//! (MongoDB 7.0) is not used: it splits an event by top-level field, and after the projection the
+//! only large field left is `fullDocument`, which it cannot split (a field alone over the limit
+//! fails with code 7182803; MongoDB docs, "Large Change Stream Events").
 
 use crate::work_queue::WorkQueue;
 use mongodb::bson::{doc, Bson, Document, RawBsonRef, RawDocument, RawDocumentBuf, Timestamp};
@@ -16,6 +25,9 @@ use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// BSONObjectTooLarge: a change event over 16 MB (mongod's `BSONObjMaxInternalSize`).
+pub const EVENT_TOO_LARGE_CODES: [i32; 1] = [10334];
 
 /// Server codes that mean the stream cannot resume from where it was: ChangeStreamHistoryLost
 /// (286), ChangeStreamFatalError (280) and InvalidResumeToken (260).
@@ -136,8 +148,22 @@ pub struct ChangeFeed {
 
 impl ChangeFeed {
     /// The aggregation pipeline: eligible documents after inserts, updates and replaces, and
-    /// every delete.
+    /// every delete, projected to the fields the pipeline reads.
     pub fn pipeline(&self) -> Vec<Document> {
+        let mut keep = doc! {"_id": 1, "operationType": 1, "clusterTime": 1, "documentKey": 1};
+        for field in ["_id", self.queue.text_field.as_str(), "lang", "created_at"] {
+            keep.insert(format!("fullDocument.{field}"), 1);
+        }
+        vec![self.matching(), doc! {"$project": keep}]
+    }
+
+    /// The pipeline that reads past an event too large to return: the same events, without
+    /// their documents.
+    fn slim_pipeline(&self) -> Vec<Document> {
+        vec![self.matching(), doc! {"$project": {"_id": 1, "operationType": 1, "clusterTime": 1, "documentKey": 1}}]
+    }
+
+    fn matching(&self) -> Document {
         let mut m = doc! {
             "operationType": {"$in": ["insert", "update", "replace"]},
             "fullDocument._id": {"$exists": true},
@@ -145,15 +171,72 @@ impl ChangeFeed {
         for (k, v) in self.queue.filter(None) {
             m.insert(format!("fullDocument.{k}"), v);
         }
-        vec![doc! {"$match": {"$or": [m, {"operationType": "delete"}]}}]
+        doc! {"$match": {"$or": [m, {"operationType": "delete"}]}}
     }
 
     /// Opens the stream at `start`.
     pub async fn open(&self, start: &StreamStart) -> Result<EventStream, mongodb::error::Error> {
+        self.open_with(start, self.pipeline()).await
+    }
+
+    /// Opens the stream at `start`, past any event there too large to return (see the module
+    /// docs): the stream, and the event skipped if one was.
+    pub async fn open_past_large(
+        &self,
+        start: &StreamStart,
+    ) -> Result<(EventStream, Option<SkippedEvent>), mongodb::error::Error> {
+        match self.open(start).await {
+            Err(e) if is_event_too_large(&e) => {
+                let (stream, skipped) = self.skip_too_large(start, &e).await?;
+                Ok((stream, Some(skipped)))
+            }
+            other => other.map(|s| (s, None)),
+        }
+    }
+
+    /// After `failed` (BSONObjectTooLarge) at `start`: reads the next event without its document,
+    /// logs an ERROR naming it, and reopens the stream just after it. Errors: the server's, or
+    /// `failed` again when the next event cannot be read even without its document.
+    pub async fn skip_too_large(
+        &self,
+        start: &StreamStart,
+        failed: &mongodb::error::Error,
+    ) -> Result<(EventStream, SkippedEvent), mongodb::error::Error> {
+        let mut slim = self.open_with(start, self.slim_pipeline()).await?;
+        // The event is there already (the server failed to return it): a few empty polls at
+        // most, while the cursor catches up; bounded so a vanished event cannot hold us.
+        for _ in 0..10 {
+            let Some(raw) = slim.next_if_any().await? else { continue };
+            let event = read_event(&raw).map_err(|e| mongodb::error::Error::custom(e))?;
+            let id = event.document_key.as_deref().map(crate::candidate::raw_id);
+            let skipped = SkippedEvent {
+                position: StreamPosition::new(event.id.clone(), event.cluster_time),
+                document_id: id.as_ref().map(crate::work_queue::id_string),
+                operation: event.operation,
+            };
+            tracing::error!(
+                document = skipped.document_id.as_deref().unwrap_or("unknown"),
+                cluster_time = %skipped.position.cluster_time.map_or("unknown".to_string(), |(t, i)| format!("Timestamp({t}, {i})")),
+                operation = %skipped.operation,
+                error = %crate::mongo_error::describe(failed),
+                "skipped a change event over MongoDB's 16 MB limit (BSONObjectTooLarge); the document stays \
+                 unmarked in the work queue, and the next scan (the next start of run, or backfill) embeds it"
+            );
+            let after = StreamStart::After(skipped.position.token.clone());
+            return Ok((self.open(&after).await?, skipped));
+        }
+        Err(failed.clone())
+    }
+
+    async fn open_with(
+        &self,
+        start: &StreamStart,
+        pipeline: Vec<Document>,
+    ) -> Result<EventStream, mongodb::error::Error> {
         let coll = self.queue.coll.clone_with_type::<RawDocumentBuf>();
         let watch = coll
             .watch()
-            .pipeline(self.pipeline())
+            .pipeline(pipeline)
             .full_document(FullDocumentType::UpdateLookup)
             .max_await_time(self.max_await);
         match start {
@@ -164,6 +247,22 @@ impl ChangeFeed {
         }
         .map(|s| s.with_type::<RawDocumentBuf>())
     }
+}
+
+/// A change event read past because it was too large to return.
+#[derive(Clone, Debug)]
+pub struct SkippedEvent {
+    /// Its position: the stream goes on just after it.
+    pub position: StreamPosition,
+    /// Its document's `_id` (the engine's form), when the event has a `documentKey`.
+    pub document_id: Option<String>,
+    /// Its `operationType`.
+    pub operation: String,
+}
+
+/// Whether `e` is a change event over 16 MB (BSONObjectTooLarge).
+pub fn is_event_too_large(e: &mongodb::error::Error) -> bool {
+    matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if EVENT_TOO_LARGE_CODES.contains(&c.code))
 }
 
 /// Whether `e` says the stream's resume point is no longer in the server's history.

@@ -12,7 +12,8 @@
 use crate::candidate::from_raw;
 use crate::candidate::raw_id;
 use crate::change_stream::{
-    is_history_lost, read_event, ChangeFeed, EventStream, StreamPosition, StreamPositions, StreamStart,
+    is_event_too_large, is_history_lost, read_event, ChangeFeed, EventStream, StreamPosition, StreamPositions,
+    StreamStart,
 };
 use crate::failure::Failure;
 use crate::mongo_error::{describe, Attempts};
@@ -244,7 +245,8 @@ fn record(
 /// Follows the stream until the operator drops its receiver or the history is lost. A failed
 /// `getMore` the driver could not resume itself reopens the stream after the last position sent,
 /// with backoff, for as long as the error heals (an election, a dropped connection); an error that
-/// cannot heal stops the run through `failure`.
+/// cannot heal stops the run through `failure`. An event over 16 MB is skipped
+/// ([`ChangeFeed::skip_too_large`]) and its position sent, so the next epoch's checkpoint is past it.
 async fn follow(
     feed: ChangeFeed,
     mut stream: EventStream,
@@ -316,16 +318,37 @@ async fn follow(
             }
             Err(e) if is_history_lost(&e) => Msg::HistoryLost,
             Err(e) => {
+                let start = last_sent.as_ref().map_or(StreamStart::Now, |p| StreamStart::After(p.token.clone()));
                 let mut failed = e;
+                if is_event_too_large(&failed) {
+                    match feed.skip_too_large(&start, &failed).await {
+                        Ok((s, skipped)) => {
+                            stream = s;
+                            last_sent = Some(skipped.position.clone());
+                            let msg = Msg::Position(skipped.position);
+                            if tokio::task::block_in_place(|| send(&tx, msg, &wake)).is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        Err(e) => failed = e,
+                    }
+                }
                 loop {
                     match attempts.failed(failed) {
                         Ok(wait) => tokio::time::sleep(wait).await,
                         Err(e) => return give_up(&e),
                     }
-                    let start = last_sent.as_ref().map_or(StreamStart::Now, |p| StreamStart::After(p.token.clone()));
-                    match feed.open(&start).await {
-                        Ok(s) => {
+                    match feed.open_past_large(&start).await {
+                        Ok((s, skipped)) => {
                             stream = s;
+                            if let Some(skipped) = skipped {
+                                last_sent = Some(skipped.position.clone());
+                                let msg = Msg::Position(skipped.position);
+                                if tokio::task::block_in_place(|| send(&tx, msg, &wake)).is_err() {
+                                    return;
+                                }
+                            }
                             break;
                         }
                         Err(e) if is_history_lost(&e) => {

@@ -8,6 +8,7 @@ mod deletions;
 mod drain;
 mod invalid_utf8;
 mod invalidate;
+mod large_event;
 #[allow(dead_code)]
 mod workload;
 

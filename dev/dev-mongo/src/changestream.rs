@@ -14,6 +14,9 @@ use super::projection::Projection;
 use mongodb::bson::{doc, Bson, Document, Timestamp};
 use std::collections::BTreeMap;
 
+/// mongod's `BSONObjMaxInternalSize`: the largest change event it returns (16 MB + 16 KB).
+pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024 + 16 * 1024;
+
 /// An open change stream.
 #[derive(Debug)]
 pub struct ChangeCursor {
@@ -29,6 +32,8 @@ pub struct ChangeCursor {
     pub stages: Vec<EventStage>,
     /// The stream was invalidated (its collection dropped).
     pub invalidated: bool,
+    /// The largest event it returns (`Store::max_event_bytes`).
+    pub max_event_bytes: usize,
 }
 
 /// A stage applied to change events.
@@ -48,6 +53,7 @@ impl ChangeCursor {
         spec: &Document,
         rest: &[Bson],
         oplog: &mut Oplog,
+        max_event_bytes: usize,
     ) -> CmdResult<ChangeCursor> {
         let lookup = match spec.get("fullDocument") {
             None => false,
@@ -99,11 +105,21 @@ impl ChangeCursor {
                 }
             }
         }
-        Ok(ChangeCursor { db: db.to_string(), coll: coll.map(str::to_string), pos, lookup, stages, invalidated: false })
+        Ok(ChangeCursor {
+            db: db.to_string(),
+            coll: coll.map(str::to_string),
+            pos,
+            lookup,
+            stages,
+            invalidated: false,
+            max_event_bytes,
+        })
     }
 
     /// Returns up to `max` events after the current position and advances it past every entry
-    /// examined; when caught up, the position moves to the oplog's high-water mark.
+    /// examined; when caught up, the position moves to the oplog's high-water mark. An event over
+    /// `max_event_bytes` fails the whole batch with BSONObjectTooLarge, as on mongod (whose
+    /// cursor then dies; the caller drops this one), and the position stays where it was.
     pub fn poll(
         &mut self,
         oplog: &mut Oplog,
@@ -113,6 +129,7 @@ impl ChangeCursor {
         if !oplog.retains_after(self.pos) {
             return Err(history_lost());
         }
+        let start = self.pos;
         let mut out = Vec::new();
         let mut caught_up = true;
         let mut invalidate_at = None;
@@ -130,6 +147,18 @@ impl ChangeCursor {
                 invalidate_at = Some(entry.ts);
             }
             if let Some(event) = self.apply_stages(event) {
+                let size = mongodb::bson::to_vec(&event).map_or(0, |b| b.len());
+                if size > self.max_event_bytes {
+                    self.pos = start;
+                    let first = event.get("_id").map(|t| t.to_string()).unwrap_or_default();
+                    return Err(CommandError::new(
+                        code::BSON_OBJECT_TOO_LARGE,
+                        format!(
+                            "Executor error during getMore :: caused by :: BSONObj size: {size} (0x{size:X}) is \
+                             invalid. Size must be between 0 and 16793600(16MB) First element: _id: {first}"
+                        ),
+                    ));
+                }
                 out.push(event);
             }
             if let Some(ts) = invalidate_at.take() {

@@ -36,6 +36,7 @@ pub mod code {
     pub const CHANGE_STREAM_FATAL: i32 = 280;
     pub const CHANGE_STREAM_HISTORY_LOST: i32 = 286;
     pub const DUPLICATE_KEY: i32 = 11000;
+    pub const BSON_OBJECT_TOO_LARGE: i32 = 10334;
     pub const LOCATION_40324: i32 = 40324;
 }
 
@@ -68,6 +69,7 @@ pub fn code_name(code: i32) -> &'static str {
         280 => "ChangeStreamFatalError",
         286 => "ChangeStreamHistoryLost",
         10107 => "NotWritablePrimary",
+        10334 => "BSONObjectTooLarge",
         11000 => "DuplicateKey",
         11600 => "InterruptedAtShutdown",
         11602 => "InterruptedDueToReplStateChange",

@@ -179,6 +179,13 @@ impl DevMongo {
         self.shared.store.lock().fail = fail;
     }
 
+    /// Fault hook: change events larger than `bytes` (BSON, after the stream's own stages) fail
+    /// the `aggregate`/`getMore` that would return them with BSONObjectTooLarge (10334), as
+    /// events over 16 MB do on mongod; a small limit stands in for a 16 MB document in tests.
+    pub fn set_max_event_bytes(&self, bytes: usize) {
+        self.shared.store.lock().max_event_bytes = bytes;
+    }
+
     /// Fault hook: keeps only `entries` oplog entries from now on (older tokens become lost).
     pub fn set_history(&self, entries: usize) {
         self.shared.store.lock().oplog.set_capacity(entries);

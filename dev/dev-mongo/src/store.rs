@@ -52,6 +52,10 @@ pub struct Store {
     pub writes: u64,
     /// Scan work done so far (`serverStatus.metrics.queryExecutor`).
     pub scanned: ScanTotals,
+    /// The largest change event a change stream returns, in BSON bytes (mongod's
+    /// `BSONObjMaxInternalSize`, 16 MB + 16 KB); a larger one fails the command with
+    /// BSONObjectTooLarge (10334).
+    pub max_event_bytes: usize,
     next_cursor: i64,
 }
 
@@ -70,6 +74,7 @@ impl Store {
             fail: None,
             writes: 0,
             scanned: ScanTotals::default(),
+            max_event_bytes: super::changestream::MAX_EVENT_BYTES,
             next_cursor: 0,
         }
     }

@@ -114,9 +114,10 @@ fn open_stream(engine: &Engine, ledger: &Ledger) -> Result<(StreamFeed, bool)> {
             // An election or a dropped connection is waited out; a lost history is answered.
             let (feed, start) = (&feed, &start);
             let opened = retry(retrying, "opening the change stream", || async move {
-                match feed.open(start).await {
+                // (An event over 16 MB at the token is skipped, with an ERROR naming it.)
+                match feed.open_past_large(start).await {
                     Err(e) if is_history_lost(&e) => Ok(None),
-                    other => other.map(Some),
+                    other => other.map(|(s, _)| Some(s)),
                 }
             })
             .await?;

@@ -102,6 +102,8 @@ pub fn get_more(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Outco
             buf.is_empty()
         }
         CursorKind::Change(cc) => {
+            // The limit as it is now: a test may lower it under an open stream.
+            cc.max_event_bytes = store.max_event_bytes;
             out = cc.poll(&mut store.oplog, &store.dbs, batch)?;
             token = Some(cc.resume_token());
             if out.is_empty() && !ctx.final_attempt && !cc.invalidated {
