@@ -220,6 +220,11 @@ pub struct PipelineArgs {
     /// clear the marks, so everything is embedded again. Without it such a run refuses.
     #[arg(long, help_heading = "Output")]
     pub reset_output: bool,
+    /// Commit and mark an epoch even when nearly all of it is rejected for one reason, or most
+    /// of it are strays. Without it such an epoch (the mark of a wrong --text-field or --id-type)
+    /// stops the run before anything of it is marked.
+    #[arg(long, help_heading = "Output")]
+    pub allow_mass_rejection: bool,
     /// Worker threads (per process in a cluster).
     #[arg(long, help_heading = "Run", default_value_t = 2)]
     pub workers: usize,
@@ -335,6 +340,7 @@ impl PipelineArgs {
             stall_warn_every: self.stall_warning,
             drain_timeout: self.drain_timeout,
             reset_output: self.reset_output,
+            allow_mass_rejection: self.allow_mass_rejection,
             hooks: TestHooks { crash_after_commit: self.crash_after_commit, compaction_pause: self.compaction_pause },
         })
     }

@@ -11,6 +11,7 @@ mod id_types;
 mod invalid_utf8;
 mod lock;
 mod mark_fields;
+mod settings_mistakes;
 mod tei_faults;
 mod vanished;
 

@@ -11,8 +11,8 @@
 //! stays valid.
 
 use super::ledger::Ledger;
-use crate::clock::steady_ms;
 use crate::change_stream::{token_to_json, StreamPositions};
+use crate::clock::steady_ms;
 use crate::failure::Failure;
 use crate::marker::Marker;
 use crate::write_parquet::Sealed;
@@ -91,6 +91,8 @@ pub struct Committer {
     pub positions: Option<StreamPositions>,
     /// Where documents deleted before their marking are recorded as deletions.
     pub vanished: super::VanishedLog,
+    /// Stops the run before an epoch rejected wholesale by a likely settings mistake is committed.
+    pub guard: super::RejectionGuard,
 }
 
 /// Extension trait: the committer.
@@ -169,6 +171,19 @@ fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<()
         tokens += s.tokens;
     }
     let files = staged.len() as u64;
+    // 0. Not an epoch a settings mistake rejected wholesale (nothing of it is committed if so).
+    if let Err(m) =
+        c.guard.judge(epoch, embedded.len(), &rejected, strays as usize, c.totals.embedded.load(Ordering::Relaxed))
+    {
+        let fields = match (&m.example, m.text_field_suspect) {
+            (Some(id), true) => c.runtime.block_on(string_fields(&c.marker.coll, id)),
+            _ => None,
+        };
+        return Err(match fields {
+            Some(f) if !f.is_empty() => format!("{}. One of them has the string fields: {}", m.line, f.join(", ")),
+            _ => m.line,
+        });
+    }
     // 1. The files are durable in staging: record the commit, and where the stream had got to.
     let position = stream_position(c, epoch)?;
     c.ledger
@@ -229,6 +244,22 @@ fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<()
         "epoch committed and marked"
     );
     Ok(())
+}
+
+/// The top-level fields holding strings of the document with the engine's id `id` (at most 12),
+/// to show what `--text-field` could be; `None` if it cannot be read.
+async fn string_fields(coll: &mongodb::Collection<mongodb::bson::Document>, id: &str) -> Option<Vec<String>> {
+    let key = crate::work_queue::id_from_string(id)?;
+    let raw = coll.clone_with_type::<mongodb::bson::RawDocumentBuf>();
+    let doc = raw.find_one(mongodb::bson::doc! {"_id": key}).await.ok()??;
+    let fields = doc
+        .iter_elements()
+        .flatten()
+        .filter(|e| e.element_type() == mongodb::bson::spec::ElementType::String)
+        .map(|e| e.key().to_string())
+        .take(12)
+        .collect();
+    Some(fields)
 }
 
 /// The stream's latest position recorded for an epoch ≤ `epoch` (forgetting those up to it):

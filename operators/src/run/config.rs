@@ -137,6 +137,8 @@ pub struct RunConfig {
     /// When the recorded dataset identity differs from this run's: delete the output and the
     /// checkpoint and clear the marks, so everything is embedded again (`--reset-output`).
     pub reset_output: bool,
+    /// Commit epochs that `checkpoint::RejectionGuard` would stop (`--allow-mass-rejection`).
+    pub allow_mass_rejection: bool,
     /// Test hooks.
     pub hooks: TestHooks,
 }
@@ -169,6 +171,7 @@ impl RunConfig {
             stall_warn_every: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(60),
             reset_output: false,
+            allow_mass_rejection: false,
             hooks: TestHooks::default(),
         }
     }

@@ -26,6 +26,7 @@ mod ids;
 mod passes;
 mod reset;
 mod stall;
+mod written;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -87,7 +88,7 @@ impl Engine {
     /// and marked. Errors: recovery failing, a pass that reads nothing of what remains, a write
     /// or marking failure, a lost cluster peer.
     pub fn backfill(self) -> Result<Summary> {
-        self.drive(false, |engine, _ledger| Ok(backfill::backfill_planner(engine)))
+        self.drive(false, None, |engine, _ledger| Ok(backfill::backfill_planner(engine)))
     }
 
     /// Continuous mode: the work queue (unless `options` skip it) and the change stream, until
@@ -96,7 +97,8 @@ impl Engine {
         // Without a stream the run ends when the work queue is drained, as a backfill does.
         // Without a stream the run is a backfill that rescans: no file ages out mid-run.
         let follows = options.stream;
-        self.drive(follows, move |engine, ledger| {
+        let waits = stop.clone();
+        self.drive(follows, Some(waits), move |engine, ledger| {
             Ok(continuous::continuous_planner(options, engine, ledger.clone(), stop))
         })
     }
@@ -106,7 +108,13 @@ impl Engine {
     /// so its rows are visible; a failed one leaves them staged and listed for the next run.
     /// With `follows` (continuous mode) staged files older than `--max-file-age` are compacted
     /// as the run goes.
-    fn drive(self, follows: bool, planner: impl FnOnce(Arc<Engine>, &Ledger) -> Result<Planner>) -> Result<Summary> {
+    /// `stop` ends the wait for a first document on an empty collection (`ids::settle`).
+    fn drive(
+        self,
+        follows: bool,
+        stop: Option<StopSignal>,
+        planner: impl FnOnce(Arc<Engine>, &Ledger) -> Result<Planner>,
+    ) -> Result<Summary> {
         let started = Instant::now();
         let engine = Arc::new(self);
         let mut summary = Summary::default();
@@ -119,12 +127,24 @@ impl Engine {
             let staging = config.staging_dir();
             // Before recovery marks or removes anything: the output must hold vectors like ours.
             let identity = engine.identity();
-            if let Some(recorded) = store.load()?.and_then(|cp| cp.identity) {
-                if let Err(refusal) = identity.check(&recorded, &config.out.display().to_string()) {
-                    if !config.reset_output {
-                        anyhow::bail!(refusal);
+            let mut adopt = false;
+            if let Some(cp) = store.load()? {
+                if let Some(recorded) = cp.identity.as_ref() {
+                    if let Err(refusal) = identity.check(recorded, &config.out.display().to_string()) {
+                        if !written::Holdings::of(&cp, &config.out)?.vectors {
+                            // Only rejections (a wrong --text-field, requeued): no vector to mix with.
+                            tracing::warn!(
+                                recorded = %recorded.summary(),
+                                now = %identity.summary(),
+                                "the output holds no vector yet: this run's settings replace the identity recorded for it"
+                            );
+                            adopt = true;
+                        } else if !config.reset_output {
+                            anyhow::bail!(refusal);
+                        } else {
+                            reset::reset_output(&engine, &store, &staging)?;
+                        }
                     }
-                    reset::reset_output(&engine, &store, &staging)?;
                 }
             }
             ids::refuse_another(&store, config.id_type, &config.out)?;
@@ -137,7 +157,9 @@ impl Engine {
             engine.clock.advance_to(recovered.committed);
             _watch = Some(StallWatch::start(engine.monitor(), config.stall_warn_every));
             let ledger = Ledger::new(store, checkpoint);
-            if ledger.snapshot().identity.is_none() {
+            if adopt {
+                ledger.update(|cp| cp.identity = None)?;
+            } else if ledger.snapshot().identity.is_none() {
                 if ledger.snapshot().committed > 0 {
                     tracing::warn!(
                         identity = %identity.summary(),
@@ -145,9 +167,11 @@ impl Engine {
                          run's settings as its identity (they cannot be checked against the earlier rows)"
                     );
                 }
+            }
+            if ledger.snapshot().identity.is_none() {
                 ledger.update(|cp| cp.identity = Some(identity.clone()))?;
             }
-            let id_type = ids::settle(&engine, &ledger)?;
+            let id_type = ids::settle(&engine, &ledger, stop.as_ref())?;
             summary.id_type = Some(id_type);
             // The id column's type is part of how the dataset is made.
             if ledger.snapshot().identity.is_some_and(|i| i.id_type.is_none()) {

@@ -22,7 +22,7 @@ use timely::worker::Worker;
 use super::cluster::{is_peer_loss, peer_lost};
 use super::engine::Engine;
 use crate::change_stream_source::{ChangeStreamSource, StreamFeed};
-use crate::checkpoint::{Commit, Committer, Ledger, OutMarker, VanishedLog};
+use crate::checkpoint::{Commit, Committer, Ledger, OutMarker, RejectionGuard, VanishedLog};
 use crate::dedup::Dedup;
 use crate::embed::{Embed, Embedder};
 use crate::epoch_clock::StopSignal;
@@ -121,6 +121,11 @@ fn lead_pass(engine: &Engine, ledger: &Ledger, failure: &Failure, plan: PassPlan
         commits: 0,
         positions: plan.stream.as_ref().map(|f| f.positions.clone()),
         vanished: VanishedLog { out: config.out.clone(), id_type: start.id_type, key_values: identity.key_values() },
+        guard: RejectionGuard {
+            text_field: engine.queue.text_field.clone(),
+            id_type: start.id_type,
+            allow: config.allow_mass_rejection,
+        },
     };
     Ok(Lead { start, committer: Some(committer), feed: plan.stream, stop: plan.stop, _out_marker: out_marker })
 }
