@@ -4,11 +4,11 @@
 //! old or the new checkpoint, never a mix. A checkpoint that exists but cannot be read is an
 //! error, never "no checkpoint": that would silently redo and duplicate committed output.
 
+use crate::clock::wall_ms;
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use crate::clock::wall_ms;
 
 use serde::{Deserialize, Serialize};
 
@@ -151,7 +151,6 @@ impl Checkpoint {
         self.recent.drain(..excess);
     }
 }
-
 
 /// The checkpoint file of a state directory. One run at a time may use a state directory.
 #[derive(Clone, Debug)]

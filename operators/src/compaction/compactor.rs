@@ -153,7 +153,10 @@ pub fn compact_step(
 ) -> Result<bool> {
     for kind in [FileKind::Rows, FileKind::Rejects] {
         let (due, seq) = ledger.read(|cp| {
-            (pick(&cp.staged, kind, cp.marked, s.target_file_bytes, s.max_file_age, flush, steady_ms()), cp.next_file_seq)
+            (
+                pick(&cp.staged, kind, cp.marked, s.target_file_bytes, s.max_file_age, flush, steady_ms()),
+                cp.next_file_seq,
+            )
         });
         let Some(inputs) = due else { continue };
         counting_cpu(stats, || merge_into_output(ledger, s, stats, drop, kind, &inputs, seq))?;

@@ -52,7 +52,8 @@ pub fn aggregate(store: &mut Store, ctx: &Ctx, cmd: &Document) -> CmdResult<Docu
 
     if let Some(Ok(spec)) = stages.first().map(|s| s.get_document("$changeStream")) {
         let rest: Vec<Bson> = stages[1..].iter().cloned().map(Bson::Document).collect();
-        let mut cc = ChangeCursor::open(&ctx.db, coll.as_deref(), spec, &rest, &mut store.oplog, store.max_event_bytes)?;
+        let mut cc =
+            ChangeCursor::open(&ctx.db, coll.as_deref(), spec, &rest, &mut store.oplog, store.max_event_bytes)?;
         let first = cc.poll(&mut store.oplog, &store.dbs, batch)?;
         let token = cc.resume_token();
         let mut reply = cursor_reply(store, ctx, &ns_coll, first, Some(CursorKind::Change(Box::new(cc))));
