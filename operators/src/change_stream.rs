@@ -207,7 +207,7 @@ impl ChangeFeed {
         // most, while the cursor catches up; bounded so a vanished event cannot hold us.
         for _ in 0..10 {
             let Some(raw) = slim.next_if_any().await? else { continue };
-            let event = read_event(&raw).map_err(|e| mongodb::error::Error::custom(e))?;
+            let event = read_event(&raw).map_err(mongodb::error::Error::custom)?;
             let id = event.document_key.as_deref().map(crate::candidate::raw_id);
             let skipped = SkippedEvent {
                 position: StreamPosition::new(event.id.clone(), event.cluster_time),

@@ -159,14 +159,12 @@ impl Engine {
             let ledger = Ledger::new(store, checkpoint);
             if adopt {
                 ledger.update(|cp| cp.identity = None)?;
-            } else if ledger.snapshot().identity.is_none() {
-                if ledger.snapshot().committed > 0 {
-                    tracing::warn!(
-                        identity = %identity.summary(),
-                        "this output was written before datasets recorded how their vectors were made: recording this \
-                         run's settings as its identity (they cannot be checked against the earlier rows)"
-                    );
-                }
+            } else if ledger.snapshot().identity.is_none() && ledger.snapshot().committed > 0 {
+                tracing::warn!(
+                    identity = %identity.summary(),
+                    "this output was written before datasets recorded how their vectors were made: recording this \
+                     run's settings as its identity (they cannot be checked against the earlier rows)"
+                );
             }
             if ledger.snapshot().identity.is_none() {
                 ledger.update(|cp| cp.identity = Some(identity.clone()))?;
