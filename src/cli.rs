@@ -52,10 +52,13 @@ pub enum Command {
     /// Merges small Parquet files of vectors (ours or the old scripts') into large ones.
     Consolidate(crate::consolidate::ConsolidateArgs),
     /// Runs the embedded default: dev-mongo with synthetic tweets and simulated TEI GPUs.
+    #[cfg(feature = "dev")]
     Demo(crate::demo::DemoArgs),
     /// Runs the MongoDB wire-protocol dev server on loopback (a dev server, not a database).
+    #[cfg(feature = "dev")]
     DevMongo(dev_mongo::DevMongoArgs),
     /// Runs simulated TEI GPUs, one HTTP endpoint per GPU, on loopback.
+    #[cfg(feature = "dev")]
     DevTei(dev_tei::DevTeiArgs),
 }
 

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tweet_embed_operators::mongo_error::RetryPolicy;
 use tweet_embed_operators::output::IdType;
-use tweet_embed_operators::run::{RunConfig, TestHooks};
+use tweet_embed_operators::run::RunConfig;
+#[cfg(feature = "test-hooks")]
+use tweet_embed_operators::run::TestHooks;
 use tweet_embed_operators::tei::{Api, Concurrency, EmbedOptions, PoolConfig, RequestOrder, TruncationDirection};
 
 /// Parses `500ms`, `5s`, `2m`, `1h` (a bare number is seconds).
@@ -245,10 +247,12 @@ pub struct PipelineArgs {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Test hook: abort right after the n-th commit is saved, before marking, to prove that
     /// recovery re-marks committed epochs.
+    #[cfg(feature = "test-hooks")]
     #[arg(long, help_heading = "Run", hide = true, env = "TWEET_EMBED_CRASH_AFTER_COMMIT")]
     pub crash_after_commit: Option<u64>,
     /// Test hook: pause compaction after writing a merged file and after recording its switch,
     /// so a crash test can kill the process while a compaction is under way.
+    #[cfg(feature = "test-hooks")]
     #[arg(long, help_heading = "Run", hide = true, value_parser = parse_duration, env = "TWEET_EMBED_COMPACTION_PAUSE")]
     pub compaction_pause: Option<Duration>,
     /// Running as one process of a cluster.
@@ -341,6 +345,7 @@ impl PipelineArgs {
             drain_timeout: self.drain_timeout,
             reset_output: self.reset_output,
             allow_mass_rejection: self.allow_mass_rejection,
+            #[cfg(feature = "test-hooks")]
             hooks: TestHooks { crash_after_commit: self.crash_after_commit, compaction_pause: self.compaction_pause },
         })
     }

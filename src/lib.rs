@@ -9,6 +9,10 @@
 //! wire-protocol server, and `dev-tei` (`dev/dev-tei`, `tweet-embed dev-tei`), a TEI GPU
 //! simulator. Synthetic tweets and seeding, shared by the demo, the tests and the benches, are the
 //! `test-support` crate (`dev/test-support`).
+//!
+//! The dev stack (`demo`, `dev-mongo`, `dev-tei`) and the crash tests' hooks come with the `dev`
+//! feature, on by default; the binary to deploy is built without it
+//! (`cargo build --release --no-default-features`) and links no simulator.
 
 pub mod autotune;
 pub mod backfill;
@@ -17,6 +21,7 @@ pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub mod consolidate;
+#[cfg(feature = "dev")]
 pub mod demo;
 pub mod indexes;
 pub mod metrics;

@@ -45,8 +45,11 @@ fn main() {
         Command::Reconcile(args) => tweet_embed::reconcile::run(args),
         Command::Consolidate(args) => tweet_embed::consolidate::run(&args)
             .map(|s| tweet_embed::say!("{}", tweet_embed::consolidate::summary_line(&s))),
+        #[cfg(feature = "dev")]
         Command::Demo(args) => tweet_embed::demo::run(args),
+        #[cfg(feature = "dev")]
         Command::DevMongo(args) => dev_mongo::run(args),
+        #[cfg(feature = "dev")]
         Command::DevTei(args) => dev_tei::run(args),
     };
     if let Err(err) = result {

@@ -84,6 +84,7 @@ pub struct Committer {
     pub failure: Failure,
     /// Test hook: abort the process right after the n-th commit is recorded, before marking
     /// (`TWEET_EMBED_CRASH_AFTER_COMMIT`), to prove recovery re-marks committed epochs.
+    #[cfg(feature = "test-hooks")]
     pub crash_after_commit: Option<u64>,
     /// Commits recorded in this run.
     pub commits: u64,
@@ -199,6 +200,7 @@ fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<()
         })
         .map_err(|e| format!("saving the checkpoint: {e}"))?;
     c.commits += 1;
+    #[cfg(feature = "test-hooks")]
     if c.crash_after_commit == Some(c.commits) {
         std::process::abort();
     }

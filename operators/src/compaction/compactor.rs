@@ -41,6 +41,7 @@ pub struct CompactionSettings {
     pub delete_within: Duration,
     /// Test hook: pause this long after writing a merged file and again after recording its
     /// switch, to widen the window a crash test aims at.
+    #[cfg(feature = "test-hooks")]
     pub pause: Option<Duration>,
 }
 
@@ -235,8 +236,12 @@ fn merge_into_output(
     Ok(())
 }
 
+#[cfg(feature = "test-hooks")]
 fn pause(s: &CompactionSettings) {
     if let Some(p) = s.pause {
         std::thread::sleep(p);
     }
 }
+
+#[cfg(not(feature = "test-hooks"))]
+fn pause(_: &CompactionSettings) {}

@@ -73,7 +73,9 @@ impl ClusterConfig {
     }
 }
 
-/// Hooks that tests inject to prove the crash cases; all off by default.
+/// Hooks that tests inject to prove the crash cases; all off by default, and absent without the
+/// `test-hooks` feature.
+#[cfg(feature = "test-hooks")]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TestHooks {
     /// Abort the process right after the n-th commit is saved, before marking.
@@ -140,6 +142,7 @@ pub struct RunConfig {
     /// Commit epochs that `checkpoint::RejectionGuard` would stop (`--allow-mass-rejection`).
     pub allow_mass_rejection: bool,
     /// Test hooks.
+    #[cfg(feature = "test-hooks")]
     pub hooks: TestHooks,
 }
 
@@ -172,6 +175,7 @@ impl RunConfig {
             drain_timeout: Duration::from_secs(60),
             reset_output: false,
             allow_mass_rejection: false,
+            #[cfg(feature = "test-hooks")]
             hooks: TestHooks::default(),
         }
     }

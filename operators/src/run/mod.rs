@@ -35,7 +35,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 pub use cluster::{is_peer_loss, peer_lost};
-pub use config::{ClusterConfig, MongoTarget, RunConfig, TestHooks};
+#[cfg(feature = "test-hooks")]
+pub use config::TestHooks;
+pub use config::{ClusterConfig, MongoTarget, RunConfig};
 pub use continuous::Continuous;
 pub use engine::{Engine, Monitor};
 
@@ -186,6 +188,7 @@ impl Engine {
                 max_file_age: follows.then_some(config.max_file_age),
                 row_group_rows: default_row_group_rows(engine.pool.dim()),
                 delete_within: config.delete_within,
+                #[cfg(feature = "test-hooks")]
                 pause: config.hooks.compaction_pause,
             };
             compactor = Some(Compactor::start(ledger.clone(), settings, engine.compaction.clone(), failure.clone()));

@@ -118,6 +118,7 @@ fn lead_pass(engine: &Engine, ledger: &Ledger, failure: &Failure, plan: PassPlan
         runtime: engine.runtime.handle().clone(),
         totals: engine.totals.clone(),
         failure: failure.clone(),
+        #[cfg(feature = "test-hooks")]
         crash_after_commit: config.hooks.crash_after_commit,
         commits: 0,
         positions: plan.stream.as_ref().map(|f| f.positions.clone()),
