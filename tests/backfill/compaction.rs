@@ -57,6 +57,10 @@ fn parquet_files_under(dir: &Path) -> Vec<String> {
     found
 }
 
+/// What a staged file costs beyond its rows (footer, schema, key-value metadata, page indexes):
+/// about 6 KB measured for files of 35 rows.
+const PER_FILE_OVERHEAD: u64 = 10 * 1024;
+
 #[test]
 fn files_reach_the_target_at_slow_gpu_speed_while_readers_poll() {
     let stack = Stack::start_with(slow_gpus());
@@ -88,11 +92,14 @@ fn files_reach_the_target_at_slow_gpu_speed_while_readers_poll() {
         parquet_files_under(&args.staging_dir())
     );
     // Each row is rewritten at most once: staged bytes plus compacted bytes ≤ 2 × the output (+2% for
-    // the staged files' smaller row groups).
+    // the staged files' smaller row groups, and each staged file's own footer, schema and page
+    // indexes: epochs of a few dozen rows at these GPU speeds and a 300 ms interval). A second
+    // rewrite would be 3×.
     let out_bytes: u64 = files.iter().map(|f| f.0).sum();
     let written = summary.staged_bytes + summary.compaction.bytes_written;
+    let overhead = summary.files * PER_FILE_OVERHEAD;
     eprintln!("bytes written {written} for {out_bytes} of output: {:.2}×", written as f64 / out_bytes as f64);
-    assert!(written as f64 <= 2.04 * out_bytes as f64, "{written} written for {out_bytes}");
+    assert!(written as f64 <= 2.04 * out_bytes as f64 + overhead as f64, "{written} written for {out_bytes}");
     assert!(summary.compaction.compactions as usize >= rows.len());
 }
 

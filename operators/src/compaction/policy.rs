@@ -8,6 +8,13 @@ use std::time::Duration;
 
 use crate::output::{FileKind, FileMeta};
 
+/// How many times the target the staged bytes must reach before a merge below the age and tail
+/// rules. Each staged file carries its own footer, schema and page indexes, which the merged file
+/// pays once: small epochs (slow GPUs) make the staged sum overstate the merged size by 5–10 %,
+/// and a merge of exactly a target's staged bytes came out below target. The merge stops at
+/// the target, so the inputs beyond it stay staged.
+pub const STAGED_HEADROOM: f64 = 1.25;
+
 /// The staged files of `kind` to merge next, oldest epochs first, or `None` when nothing is
 /// due. Only files of epochs ≤ `marked` are taken: recovery re-marks from staged files, so a
 /// file must stay staged until its documents are marked. `now_ms` and each file's
@@ -34,7 +41,8 @@ pub fn pick(
     let aged = max_age.is_some_and(|age| {
         newest > now_ms || now_ms.saturating_sub(oldest) >= i64::try_from(age.as_millis()).unwrap_or(i64::MAX)
     });
-    (total >= target_bytes || flush || aged).then_some(ready)
+    let enough = total as f64 >= target_bytes as f64 * STAGED_HEADROOM;
+    (enough || flush || aged).then_some(ready)
 }
 
 #[cfg(test)]
@@ -62,7 +70,8 @@ mod tests {
         let flushed = pick(&staged, FileKind::Rows, 3, 200, age, true, 5_000).unwrap();
         assert_eq!(flushed.iter().map(|f| f.epoch_lo).collect::<Vec<_>>(), [1, 2, 3]);
         assert!(pick(&staged, FileKind::Rows, 3, 200, age, false, 11_000).is_some());
-        assert!(pick(&staged, FileKind::Rows, 3, 120, None, false, 5_000).is_some());
+        assert!(pick(&staged, FileKind::Rows, 3, 96, None, false, 5_000).is_some());
+        assert_eq!(pick(&staged, FileKind::Rows, 3, 100, None, false, 5_000), None, "120 bytes < 1.25 × 100");
         assert_eq!(pick(&staged, FileKind::Rejects, 3, 1, None, true, 5_000), None);
     }
 
