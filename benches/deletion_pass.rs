@@ -24,9 +24,7 @@ use tweet_embed_operators::output::{
 };
 use tweet_embed_operators::record::{DocMeta, EmbeddedRow, Origin};
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+use test_support::bench::env_or;
 
 fn int_id(i: u64) -> String {
     format!(r#"{{"$numberLong":"{i}"}}"#)
@@ -51,10 +49,7 @@ fn build(out: &Path, tmp: &Path, files: u64, rows: u64) {
 /// The `k`-th of 1,000 deleted ids.
 type Placement = Box<dyn Fn(u64) -> u64>;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+use test_support::bench::median;
 
 fn main() {
     let files: u64 = env_or("BENCH_FILES", 40);

@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+use test_support::bench::env_or;
 
 fn main() {
     let rate: u64 = env_or("BENCH_RATE", 1_000);

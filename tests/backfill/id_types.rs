@@ -375,12 +375,8 @@ fn another_id_type_than_the_recorded_one_is_refused_with_one_line_naming_both() 
 }
 
 /// Waits for `done`, at most a minute.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    test_support::wait::until(what, Duration::from_secs(60), done);
 }
 
 /// Deletes from the change stream (one of a tweet inserted and deleted within its epoch) and from

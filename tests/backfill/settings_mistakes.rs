@@ -4,7 +4,7 @@
 //! again; `run` on an empty collection chooses the id type from its first document.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dev_tei::FaultConfig;
 use mongodb::bson::{doc, Bson, Document};
@@ -124,12 +124,13 @@ fn run_on_an_empty_collection_chooses_the_id_type_from_its_first_document() {
     run.wait_for_line(&["the collection is empty: waiting for its first document"], Duration::from_secs(120));
     let coll = stack.coll();
     stack.rt.block_on(async { coll.insert_many(tweets(0, 200, "text")).await }).expect("insert");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while count(&stack, doc! {MARK: true}) < 200 {
-        assert!(Instant::now() < deadline, "not embedded:\n{}", run.log());
-        assert!(run.proc.0.try_wait().expect("try_wait").is_none(), "run exited:\n{}", run.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let embedded = || count(&stack, doc! {MARK: true}) == 200;
+    test_support::wait::until_while_running(
+        "the 200 tweets are embedded",
+        Duration::from_secs(300),
+        &mut run,
+        embedded,
+    );
     terminate(&run.proc.0);
     let (status, log) = run.finish(Duration::from_secs(60));
     assert!(status.success(), "{status:?}\n{log}");

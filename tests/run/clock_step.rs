@@ -11,9 +11,10 @@ use super::workload::remaining;
 use dev_tei::FaultConfig;
 use mongodb::bson::{doc, Bson};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use test_support::expect::{check_run_after_deletes, read_visible};
 use test_support::proc::{terminate, Logged};
+use test_support::wait::until_while_running;
 use test_support::{seed, Seeded, Stack};
 use tweet_embed_operators::output::read_deletion_dir;
 use tweet_embed_operators::work_queue::id_string;
@@ -34,15 +35,6 @@ fn libfaketime() -> PathBuf {
     found.expect("libfaketime is missing: install Debian's `faketime` (.ci/run does) or set TWEET_EMBED_LIBFAKETIME")
 }
 
-fn wait_until(what: &str, limit: Duration, run: &Logged, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}\n{}", run.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    start.elapsed()
-}
-
 #[test]
 fn after_the_wall_clock_steps_back_an_hour_rows_appear_and_deletions_apply_within_their_bounds() {
     let stack = Stack::start(2, FaultConfig::default());
@@ -59,12 +51,12 @@ fn after_the_wall_clock_steps_back_an_hour_rows_appear_and_deletions_apply_withi
         .env("FAKETIME_TIMESTAMP_FILE", &offset)
         .env("FAKETIME_CACHE_DURATION", "1")
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-    let run = Logged::spawn(cmd);
+    let mut run = Logged::spawn(cmd);
     let coll = stack.coll();
     // The backfill is embedded and visible.
     let all_visible =
         || stack.rt.block_on(remaining(&coll)) == 0 && read_visible(&out).counts.len() == seeded.eligible();
-    wait_until("the backfill is visible in --out", Duration::from_secs(300), &run, all_visible);
+    until_while_running("the backfill is visible in --out", Duration::from_secs(300), &mut run, all_visible);
     // New tweets and deletions, committed (marked; recorded in _deletions/) but not yet visible
     // nor applied: their deadlines are 10 s and 20 s away when the clock steps.
     let visible = read_visible(&out);
@@ -83,10 +75,15 @@ fn after_the_wall_clock_steps_back_an_hour_rows_appear_and_deletions_apply_withi
         coll.insert_many(new).await.expect("insert");
         coll.delete_many(doc! {"_id": {"$in": gone_ids}}).await.expect("delete");
     });
-    wait_until("the new tweets are marked and the deletions recorded", Duration::from_secs(120), &run, || {
-        let recorded: Vec<String> = read_deletion_dir(&out).unwrap_or_default().into_iter().map(|d| d.id).collect();
-        stack.rt.block_on(remaining(&coll)) == 0 && gone.iter().all(|id| recorded.contains(id))
-    });
+    until_while_running(
+        "the new tweets are marked and the deletions recorded",
+        Duration::from_secs(120),
+        &mut run,
+        || {
+            let recorded: Vec<String> = read_deletion_dir(&out).unwrap_or_default().into_iter().map(|d| d.id).collect();
+            stack.rt.block_on(remaining(&coll)) == 0 && gone.iter().all(|id| recorded.contains(id))
+        },
+    );
     let before = read_visible(&out);
     assert!(
         new_ids.iter().all(|id| !before.counts.contains_key(id)) && gone.iter().all(|id| before.counts.contains_key(id)),
@@ -94,14 +91,16 @@ fn after_the_wall_clock_steps_back_an_hour_rows_appear_and_deletions_apply_withi
     );
     std::fs::write(&offset, "-1h\n").expect("step the clock back");
     // Within their bounds (10 s, 20 s), with room for a loaded machine; an hour without the fix.
-    let shown = wait_until("the new rows reach --out after the step", Duration::from_secs(60), &run, || {
-        let v = read_visible(&out);
-        new_ids.iter().all(|id| v.counts.contains_key(id))
-    });
-    let applied = wait_until("the deleted rows leave --out after the step", Duration::from_secs(60), &run, || {
-        let v = read_visible(&out);
-        gone.iter().all(|id| !v.counts.contains_key(id))
-    });
+    let shown =
+        until_while_running("the new rows reach --out after the step", Duration::from_secs(60), &mut run, || {
+            let v = read_visible(&out);
+            new_ids.iter().all(|id| v.counts.contains_key(id))
+        });
+    let applied =
+        until_while_running("the deleted rows leave --out after the step", Duration::from_secs(60), &mut run, || {
+            let v = read_visible(&out);
+            gone.iter().all(|id| !v.counts.contains_key(id))
+        });
     eprintln!("after the step: new rows visible in {shown:?}, deletions applied {applied:?} later");
     // And the clock stepping forward an hour storms nothing: the run goes on and stops cleanly.
     std::fs::write(&offset, "+0\n").expect("step the clock forward");

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use test_support::expect::{check_run_after_deletes, read_rows, read_visible};
 use test_support::{seed, Stack};
 use tweet_embed_operators::checkpoint::CheckpointStore;
@@ -31,12 +31,8 @@ fn embedded_ids(stack: &Stack, n: i64) -> Vec<Bson> {
     })
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    test_support::wait::until(what, Duration::from_secs(300), done);
 }
 
 /// Every id in any Parquet file under `dirs` (and their `_rejects/`), read as a poller would:

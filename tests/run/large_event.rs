@@ -12,19 +12,14 @@ use super::crash::run_cmd;
 use super::workload::remaining;
 use dev_tei::FaultConfig;
 use mongodb::bson::{doc, Bson};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use test_support::expect::read_rows;
 use test_support::proc::{terminate, Logged};
 use test_support::{seed, Stack};
 use tweet_embed_operators::work_queue::id_string;
 
-fn wait_until(what: &str, run: &mut Logged, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}:\n{}", run.log());
-        assert!(run.proc.0.try_wait().expect("try_wait").is_none(), "run exited early:\n{}", run.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_until(what: &str, run: &mut Logged, done: impl FnMut() -> bool) {
+    test_support::wait::until_while_running(what, Duration::from_secs(300), run, done);
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! queue in dev-mongo ([`seed`], [`seed_work_queue`], [`fresh_work_queue`]), the dev stack of
 //! dev-mongo plus simulated TEI GPUs ([`Stack`]), the exactly-once check of a run's output
 //! ([`expect`]), child processes ([`proc`]), a child's peak memory for benchmarks ([`peak_rss`])
-//! a tiny `tokenizer.json` ([`word_tokenizer`]) and texts of tweet-like lengths ([`lengths`]).
+//! a tiny `tokenizer.json` ([`word_tokenizer`]), texts of tweet-like lengths ([`lengths`]),
+//! bounded waits ([`wait`]) and the benchmarks' settings and medians ([`bench`]).
 //!
 //! It knows the engine (`tweet-embed-operators`) and the two dev servers, never the CLI: what
 //! needs the `tweet-embed` crate's flags stays with the tests that use them.
@@ -14,6 +15,7 @@
 //! println!("{} to embed at {}, GPUs at {:?}", seeded.eligible(), stack.mongo.uri(), stack.tei_urls());
 //! ```
 
+pub mod bench;
 pub mod expect;
 pub mod invalid_utf8;
 pub mod lengths;
@@ -22,6 +24,7 @@ pub mod proc;
 pub mod seed;
 mod stack;
 pub mod synth;
+pub mod wait;
 pub mod word_tokenizer;
 
 pub use seed::{create_indexes, fresh_work_queue, insert_range, insert_tweets, seed, seed_work_queue, Seeded};
