@@ -15,8 +15,8 @@
 //! - every other field (`lang`, `created_at`, `_id`, …) is decoded lossily (U+FFFD for each bad
 //!   sequence): they only label a row, and losing the document for a bad label would be worse.
 
+use crate::document_id::{id_string, raw_id};
 use crate::record::{Candidate, DocMeta, Origin};
-use crate::work_queue::id_string;
 use mongodb::bson::serde_helpers::Utf8LossyDeserialization;
 use mongodb::bson::spec::ElementType;
 use mongodb::bson::{Bson, Document, RawDocument};
@@ -48,23 +48,6 @@ pub fn from_raw(raw: &RawDocument, text_field: &str, origin: Origin) -> (Bson, C
             (id, Candidate { doc: meta, text: Err(format!("document is not readable BSON: {e}")) })
         }
     }
-}
-
-/// The `_id` of a document as the server sent it, decoded lossily; `Null` if unreadable.
-pub fn raw_id(raw: &RawDocument) -> Bson {
-    let Some(Ok(el)) = raw.iter_elements().find(|e| e.as_ref().is_ok_and(|e| e.key() == "_id")) else {
-        return Bson::Null;
-    };
-    if let Ok(v) = el.value() {
-        if let Ok(b) = Bson::try_from(v.to_raw_bson()) {
-            return b;
-        }
-    }
-    // A string `_id` (or one holding strings) that is not UTF-8: decode the document lossily.
-    mongodb::bson::from_slice::<Utf8LossyDeserialization<Document>>(raw.as_bytes())
-        .ok()
-        .and_then(|d| d.0.get("_id").cloned())
-        .unwrap_or(Bson::Null)
 }
 
 /// Reads a document into a candidate: its text, or the reason it has none usable. Takes the

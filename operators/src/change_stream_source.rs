@@ -10,16 +10,16 @@
 //! history is reported ([`StreamOutcome::HistoryLost`]) for the run to rescan the work queue.
 
 use crate::candidate::from_raw;
-use crate::candidate::raw_id;
 use crate::change_stream::{
     is_event_too_large, is_history_lost, read_event, ChangeFeed, EventStream, StreamPosition, StreamPositions,
     StreamStart,
 };
+use crate::document_id::id_string;
+use crate::document_id::raw_id;
 use crate::failure::Failure;
 use crate::mongo_error::{describe, Attempts};
 use crate::record::{Candidate, Change, Deleted, Origin};
 use crate::source_pacing::{send_blocking as send, OpenEpoch, SourcePacing};
-use crate::work_queue::id_string;
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use std::collections::HashSet;

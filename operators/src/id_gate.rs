@@ -14,9 +14,10 @@
 //! It holds the ids of unmarked epochs (bounded by the sources' pacing). It never lets a copy
 //! through on a failed query: it retries, holding the worker, as marking does.
 
+use crate::document_id::id_from_string;
 use crate::mongo_error::{describe, Attempts};
 use crate::record::{text_hash, Candidate};
-use crate::work_queue::{id_from_string, WorkQueue};
+use crate::work_queue::WorkQueue;
 use mongodb::bson::{doc, Bson, Document};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -130,9 +131,9 @@ async fn query(queue: &WorkQueue, filter: Document) -> Result<Vec<String>, mongo
     let mut found = Vec::new();
     while cursor.advance().await? {
         // Raw, so that an `_id` holding a string that is not UTF-8 costs nothing here.
-        let id = crate::candidate::raw_id(cursor.current());
+        let id = crate::document_id::raw_id(cursor.current());
         if id != Bson::Null {
-            found.push(crate::work_queue::id_string(&id));
+            found.push(crate::document_id::id_string(&id));
         }
     }
     Ok(found)

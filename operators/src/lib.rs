@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod compaction;
 pub mod dedup;
+pub mod document_id;
 pub mod embed;
 pub mod epoch_clock;
 pub mod failure;

@@ -18,8 +18,8 @@
 //! clear the marks of rejections that a setting caused (`tweet-embed requeue`), putting those
 //! documents back in the work queue.
 
+use crate::document_id::id_from_string;
 use crate::mongo_error::{retry, MongoRetry};
-use crate::work_queue::id_from_string;
 use mongodb::bson::{doc, Bson, DateTime, Document};
 use mongodb::Collection;
 use std::collections::BTreeMap;
@@ -99,7 +99,7 @@ impl Marker {
     }
 
     /// Which of `ids` are not in the collection, in the engine's form
-    /// (`crate::work_queue::id_string`): one `$in` lookup through the `_id` index.
+    /// (`crate::document_id::id_string`): one `$in` lookup through the `_id` index.
     async fn missing(&self, ids: Vec<Bson>) -> Result<Vec<String>, mongodb::error::Error> {
         let filter = doc! {"_id": {"$in": ids.clone()}};
         let found: Option<Vec<Bson>> = retry(&self.retry, "looking up documents that vanished", || {
@@ -121,8 +121,8 @@ impl Marker {
         .await?;
         // Unknown: better no deletion than one of a document that is there.
         let Some(found) = found else { return Ok(Vec::new()) };
-        let present: std::collections::HashSet<String> = found.iter().map(crate::work_queue::id_string).collect();
-        Ok(ids.iter().map(crate::work_queue::id_string).filter(|id| !present.contains(id)).collect())
+        let present: std::collections::HashSet<String> = found.iter().map(crate::document_id::id_string).collect();
+        Ok(ids.iter().map(crate::document_id::id_string).filter(|id| !present.contains(id)).collect())
     }
 
     /// `<mark>_error`: why a document was rejected.

@@ -16,13 +16,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::Collection;
 
-use crate::candidate::raw_id;
 use crate::checkpoint::{list_files, CheckpointStore, Ledger, StateLock};
 use crate::clock::steady_ms;
 use crate::compaction::{apply_pending, CompactionStats, DeletionIndex};
+use crate::document_id::raw_id;
+use crate::document_id::{id_from_string, id_string};
 use crate::mongo_error::{describe, retry, MongoRetry};
 use crate::output::{canonical_id, read_row_ids, write_deletions, Deletion, FileKind, IdType, PartName};
-use crate::work_queue::{id_from_string, id_string};
 
 /// Ids per `$in` lookup.
 pub const LOOKUP_BATCH: usize = 1_000;

@@ -7,8 +7,9 @@
 //! It only reads, besides creating its two indexes ([`create_indexes`], for `tweet-embed indexes`
 //! and the dev stack); marking is [`crate::marker`]'s job.
 
+use crate::document_id::{oid_floor, prev_oid};
 use mongodb::bson::serde_helpers::Utf8LossyDeserialization;
-use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
+use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::Hint;
 use mongodb::Collection;
 
@@ -356,7 +357,7 @@ impl WorkQueue {
         let mut edges = [None, None];
         for (edge, dir) in edges.iter_mut().zip([1, -1]) {
             let d = raw.find_one(doc! {}).sort(doc! {"_id": dir}).projection(doc! {"_id": 1}).await?;
-            *edge = d.map(|d| crate::candidate::raw_id(&d));
+            *edge = d.map(|d| crate::document_id::raw_id(&d));
         }
         let [min, max] = edges;
         Ok((min, max))
@@ -473,50 +474,10 @@ impl ScanPlan {
     }
 }
 
-/// The smallest ObjectId with this timestamp.
-fn oid_floor(secs: i64) -> ObjectId {
-    let mut b = [0u8; 12];
-    b[..4].copy_from_slice(&(secs.clamp(0, u32::MAX as i64) as u32).to_be_bytes());
-    ObjectId::from_bytes(b)
-}
-
-/// The ObjectId just below `b` (so `(prev, x]` starts exactly at `b`).
-fn prev_oid(b: &Bson) -> ObjectId {
-    let Bson::ObjectId(o) = b else { return ObjectId::from_bytes([0; 12]) };
-    let v = u128::from_be_bytes({
-        let mut w = [0u8; 16];
-        w[4..].copy_from_slice(&o.bytes());
-        w
-    });
-    let p = v.saturating_sub(1).to_be_bytes();
-    let mut out = [0u8; 12];
-    out.copy_from_slice(&p[4..]);
-    ObjectId::from_bytes(out)
-}
-
-/// The `_id` as the output's `id` column shows it: 24 hex digits for an ObjectId, canonical
-/// extended JSON otherwise.
-pub fn id_string(id: &Bson) -> String {
-    match id {
-        Bson::ObjectId(o) => o.to_hex(),
-        other => other.clone().into_canonical_extjson().to_string(),
-    }
-}
-
-/// The inverse of [`id_string`].
-pub fn id_from_string(s: &str) -> Option<Bson> {
-    if s.len() == 24 {
-        if let Ok(o) = ObjectId::parse_str(s) {
-            return Some(Bson::ObjectId(o));
-        }
-    }
-    let v: serde_json::Value = serde_json::from_str(s).ok()?;
-    Bson::try_from(v).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mongodb::bson::oid::ObjectId;
 
     #[test]
     fn one_plan_gives_disjoint_ranges_that_cover_every_id() {
@@ -550,25 +511,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn ids_round_trip() {
-        let o = ObjectId::new();
-        for b in [Bson::ObjectId(o), Bson::Int64(5), Bson::String("x".into()), Bson::Int32(-3)] {
-            assert_eq!(id_from_string(&id_string(&b)), Some(b.clone()), "{b:?}");
-        }
-        assert_eq!(id_string(&Bson::ObjectId(o)).len(), 24);
-    }
-
-    #[test]
-    fn prev_oid_is_just_below() {
-        let o = oid_floor(100);
-        let p = prev_oid(&Bson::ObjectId(o));
-        assert!(p < o);
-        assert_eq!(
-            prev_oid(&Bson::ObjectId(ObjectId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]))).bytes()[11],
-            0xff
-        );
     }
 }

@@ -20,9 +20,9 @@ use test_support::expect::{pyarrow_check, python_with, read_rows, Output};
 use test_support::proc::{free_port, Proc};
 use test_support::{create_indexes, Stack};
 use tweet_embed_operators::checkpoint::CheckpointStore;
+use tweet_embed_operators::document_id::id_string;
 use tweet_embed_operators::output::{canonical_id, IdType, ID_TYPE_KEY, REJECTS_DIR};
 use tweet_embed_operators::run::Engine;
-use tweet_embed_operators::work_queue::id_string;
 
 use super::crash::backfill_cmd;
 

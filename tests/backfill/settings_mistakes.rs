@@ -140,5 +140,5 @@ fn run_on_an_empty_collection_chooses_the_id_type_from_its_first_document() {
     assert_eq!((rows.vectors.len(), rows.rejects.len()), (200, 0), "no strays");
     assert!(rows
         .vectors
-        .contains_key(&tweet_embed_operators::work_queue::id_string(&Bson::Int64(1_500_000_000_000_000_000))));
+        .contains_key(&tweet_embed_operators::document_id::id_string(&Bson::Int64(1_500_000_000_000_000_000))));
 }

@@ -13,8 +13,8 @@ use std::time::Duration;
 use test_support::expect::{check_run_after_deletes, read_rows, read_visible};
 use test_support::{seed, Stack};
 use tweet_embed_operators::checkpoint::CheckpointStore;
+use tweet_embed_operators::document_id::id_string;
 use tweet_embed_operators::output::read_deletion_dir;
-use tweet_embed_operators::work_queue::id_string;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use test_support::expect::read_rows;
 use test_support::proc::{terminate, Logged};
 use test_support::{seed, Stack};
-use tweet_embed_operators::work_queue::id_string;
+use tweet_embed_operators::document_id::id_string;
 
 fn wait_until(what: &str, run: &mut Logged, done: impl FnMut() -> bool) {
     test_support::wait::until_while_running(what, Duration::from_secs(300), run, done);

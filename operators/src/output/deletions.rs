@@ -36,12 +36,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::OutputError;
 use super::id_type::{IdBuilder, IdColumn, IdType, ID_TYPE_KEY, STRAY_ID};
-use super::naming::FileKind;
+use super::naming::{FileKind, DELETIONS_DIR};
 use super::schema::{timestamp_utc, writer_properties, ROW_GROUP_ROWS, UTC};
-
-/// The subdirectory of the output directory that holds deletion files. The leading `_` keeps it
-/// out of the dataset that readers see, like [`super::REJECTS_DIR`].
-pub const DELETIONS_DIR: &str = "_deletions";
 
 const SUFFIX: &str = ".parquet";
 
@@ -53,7 +49,7 @@ const SUFFIX: &str = ".parquet";
 /// the old Python scripts' shards) is removed whenever its id matches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deletion {
-    /// The deleted document's `_id` in the engine's form (`crate::work_queue::id_string`), as
+    /// The deleted document's `_id` in the engine's form (`crate::document_id::id_string`), as
     /// ids read back from rows files are.
     pub id: String,
     /// The dataflow epoch that carried the delete.

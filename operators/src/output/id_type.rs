@@ -14,7 +14,7 @@
 //! (`crate::run`); every file says it in its key-value metadata ([`ID_TYPE_KEY`]).
 //!
 //! Inside the engine an id is always the unambiguous string of
-//! [`crate::work_queue::id_string`] (24-hex for an ObjectId, canonical extended JSON otherwise):
+//! [`crate::document_id::id_string`] (24-hex for an ObjectId, canonical extended JSON otherwise):
 //! this module converts only at the Parquet boundary, [`IdType::value`] on the way in and
 //! [`IdColumn`] on the way out. An id read back is that same string, except that an Int32 `_id`
 //! comes back as Int64 (one `int64` column holds both; MongoDB matches numbers by value, so
@@ -133,7 +133,7 @@ impl IdType {
     }
 
     /// The value the `id` column holds for the engine's id `id` (see
-    /// [`crate::work_queue::id_string`]), or, for a stray, the reason of its rejection.
+    /// [`crate::document_id::id_string`]), or, for a stray, the reason of its rejection.
     pub fn value(self, id: &str) -> Result<IdValue<'_>, String> {
         let fits = match self {
             IdType::ExtJson => Some(IdValue::Str(Cow::Borrowed(id))),
@@ -215,7 +215,7 @@ fn integer(id: &str) -> Option<i64> {
     digits.parse().ok()
 }
 
-/// The engine's id of `_id` (as `crate::work_queue::id_string` makes it).
+/// The engine's id of `_id` (as `crate::document_id::id_string` makes it).
 fn parse(id: &str) -> Option<Bson> {
     if is_object_id(id) {
         return ObjectId::parse_str(id).ok().map(Bson::ObjectId);
@@ -405,7 +405,7 @@ impl<'a> IdColumn<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::work_queue::id_string;
+    use crate::document_id::id_string;
 
     #[test]
     fn names_round_trip_through_str_and_serde() {

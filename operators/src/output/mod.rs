@@ -23,15 +23,13 @@ mod stats;
 mod tests;
 mod writer;
 
-pub use deletions::{
-    deletions_schema, read_deletion_dir, read_deletions, write_deletions, Deletion, DeletionSet, DELETIONS_DIR,
-};
+pub use deletions::{deletions_schema, read_deletion_dir, read_deletions, write_deletions, Deletion, DeletionSet};
 pub use error::OutputError;
 pub use fsio::sync_dir;
 pub use id_ranges::{may_hold_any, IdProbe};
 pub use id_type::{canonical_id, IdColumn, IdType, IdValue, ID_TYPE_KEY, STRAY_ID};
 pub use merge::{key_values, merge_files, rewrite_without, Merged, RowFilter};
-pub use naming::{FileKind, PartName, REJECTS_DIR};
+pub use naming::{FileKind, PartName, DELETIONS_DIR, REJECTS_DIR};
 pub use read::{read_rejects, read_row_ids, read_rows};
 pub use stats::{OutputStats, StatsSnapshot};
 pub use writer::{EpochWriter, FileMeta, OutputConfig, DEFAULT_TARGET_FILE_BYTES, STAGING_DIR};

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 /// `rejects` they silently read rejections as rows with null vectors.
 pub const REJECTS_DIR: &str = "_rejects";
 
+/// The subdirectory of the output directory that holds deletion files. The leading `_` keeps it
+/// out of the dataset that readers see, like [`REJECTS_DIR`].
+pub const DELETIONS_DIR: &str = "_deletions";
+
 const PREFIX: &str = "part-e";
 const SUFFIX: &str = ".parquet";
 const PARTIAL_SUFFIX: &str = ".partial";
@@ -38,7 +42,7 @@ impl FileKind {
         match self {
             FileKind::Rows => "",
             FileKind::Rejects => REJECTS_DIR,
-            FileKind::Deletions => super::deletions::DELETIONS_DIR,
+            FileKind::Deletions => DELETIONS_DIR,
         }
     }
 }

@@ -10,7 +10,6 @@ use mongodb::bson::{doc, Document};
 use mongodb::Client;
 
 use super::config::RunConfig;
-use super::stall::StalledMs;
 use crate::checkpoint::{CommitTotals, StateLock};
 use crate::compaction::CompactionStats;
 use crate::epoch_clock::EpochClock;
@@ -40,7 +39,7 @@ pub struct Monitor {
     /// MongoDB operations waiting out an error that heals.
     pub waits: Waits,
     /// How long the run has made no progress while work remains ([`Monitor::stalled_seconds`]).
-    pub(crate) stalled_ms: StalledMs,
+    pub(crate) stalled_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A connected run.
@@ -56,7 +55,7 @@ pub struct Engine {
     pub(crate) compaction: Arc<CompactionStats>,
     pub(crate) totals: Arc<CommitTotals>,
     pub(crate) clock: EpochClock,
-    pub(crate) stalled_ms: StalledMs,
+    pub(crate) stalled_ms: Arc<std::sync::atomic::AtomicU64>,
     /// This run's hold on its state directory, released when the engine is dropped.
     pub(crate) _lock: StateLock,
 }
@@ -125,7 +124,7 @@ impl Engine {
             compaction: Arc::default(),
             totals: Arc::new(CommitTotals::default()),
             clock: EpochClock::new(0),
-            stalled_ms: StalledMs::default(),
+            stalled_ms: Arc::default(),
             _lock: lock,
         })
     }

@@ -10,7 +10,7 @@
 //! not yet committed; an idle stream is not a stall.
 //! It only reads counters, from its own thread.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -158,6 +158,3 @@ impl Monitor {
         self.stalled_ms.load(Ordering::Relaxed) as f64 / 1e3
     }
 }
-
-/// Stalled milliseconds, shared by the watch and its readers.
-pub(crate) type StalledMs = Arc<AtomicU64>;
