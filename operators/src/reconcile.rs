@@ -10,9 +10,9 @@
 //! output files and records in the checkpoint.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::Collection;
 
@@ -22,7 +22,7 @@ use crate::compaction::{apply_pending, CompactionStats, DeletionIndex};
 use crate::document_id::raw_id;
 use crate::document_id::{id_from_string, id_string};
 use crate::mongo_error::{describe, retry, MongoRetry};
-use crate::output::{canonical_id, read_row_ids, write_deletions, Deletion, FileKind, IdType, PartName};
+use crate::output::{append_to_log, canonical_id, free_log_name, read_row_ids, Deletion, FileKind, IdType};
 
 /// Ids per `$in` lookup.
 pub const LOOKUP_BATCH: usize = 1_000;
@@ -137,20 +137,14 @@ pub fn reconcile(
         cp.deletions_recorded += recorded;
         cp.next_file_seq - 1
     })?;
-    let name = PartName { epoch_lo: epoch, epoch_hi: epoch, worker: RECONCILE_WORKER, seq };
-    let dir = target.out.join(FileKind::Deletions.subdir());
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let partial = dir.join(name.partial_name());
+    let name = free_log_name(&target.out, epoch, epoch, RECONCILE_WORKER, seq);
     let now = steady_ms();
     let deletions: Vec<Deletion> =
         missing.into_iter().map(|id| Deletion { id, epoch, cluster_time_ms: Some(now) }).collect();
-    // `write_deletions` adds the id type to the metadata.
+    // `append_to_log` adds the id type to the metadata.
     let kv = [("tweet_embed.written_by".to_string(), "reconcile".to_string())];
-    write_deletions(&partial, &deletions, id_type, &kv)?;
-    let dest = dir.join(name.file_name());
-    std::fs::rename(&partial, &dest).with_context(|| format!("renaming {} into place", partial.display()))?;
-    crate::output::sync_dir(&dir)?;
-    found.deletion_file = Some(Path::new(FileKind::Deletions.subdir()).join(name.file_name()));
+    let (path, _) = append_to_log(&target.out, name, &deletions, id_type, &kv)?;
+    found.deletion_file = Some(path);
     let snapshot = ledger.snapshot();
     let mut index = DeletionIndex::default();
     // Only pending deletions can match a row in --out (staged rows are the compactor's). These

@@ -11,11 +11,11 @@
 //! file the next start keeps (its epoch is committed) and the re-marking finds the same ids again:
 //! a second record of a deletion, which the rule and an anti-join do not mind.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::ledger::Ledger;
 use crate::clock::steady_ms;
-use crate::output::{sync_dir, write_deletions, Deletion, FileKind, IdType, OutputError, PartName};
+use crate::output::{append_to_log, free_log_name, Deletion, IdType, OutputError};
 
 /// Where and how vanished documents are recorded: the output directory, and the dataset's id
 /// type and file metadata (what every deletion file carries).
@@ -40,35 +40,23 @@ impl VanishedLog {
         let now = steady_ms();
         let records: Vec<Deletion> =
             ids.iter().map(|id| Deletion { id: id.clone(), epoch, cluster_time_ms: Some(now) }).collect();
-        let dir = self.out.join(FileKind::Deletions.subdir());
-        std::fs::create_dir_all(&dir).map_err(|e| OutputError::io("create", &dir, e))?;
         // A name no writer holds: the ledger's sequence, past any file already there (a writer's
         // deletion file of this epoch has its own sequence).
-        let mut seq = ledger.update(|cp| {
+        let seq = ledger.update(|cp| {
             cp.next_file_seq += 1;
             cp.next_file_seq - 1
         })?;
-        let name = loop {
-            let name = PartName { epoch_lo: epoch, epoch_hi: epoch, worker: 0, seq };
-            if !dir.join(name.file_name()).exists() && !dir.join(name.partial_name()).exists() {
-                break name;
-            }
-            seq += 1;
-        };
-        let partial = dir.join(name.partial_name());
-        write_deletions(&partial, &records, self.id_type, &self.key_values)?;
-        let dest = dir.join(name.file_name());
-        std::fs::rename(&partial, &dest).map_err(|e| OutputError::io("rename", &partial, e))?;
-        sync_dir(&dir)?;
+        let name = free_log_name(&self.out, epoch, epoch, 0, seq);
+        let (path, _) = append_to_log(&self.out, name, &records, self.id_type, &self.key_values)?;
         let n = records.len() as u64;
         ledger.update(|cp| {
             cp.deletions_recorded += n;
-            cp.next_file_seq = cp.next_file_seq.max(seq + 1);
+            cp.next_file_seq = cp.next_file_seq.max(name.seq + 1);
         })?;
         tracing::info!(
             documents = n,
             epoch,
-            file = %Path::new(FileKind::Deletions.subdir()).join(name.file_name()).display(),
+            file = %path.display(),
             "documents deleted from MongoDB after they were read, before they were marked: recorded as deletions"
         );
         Ok(n)

@@ -205,18 +205,15 @@ pub fn compact_deletion_log(ledger: &Ledger, out: &Path) -> Result<bool> {
     })?;
     let lo = files.iter().map(|f| f.name.epoch_lo).min().unwrap_or(0);
     let hi = files.iter().map(|f| f.name.epoch_hi).max().unwrap_or(0);
-    let name = PartName { epoch_lo: lo, epoch_hi: hi, worker: 0, seq };
+    let name = crate::output::free_log_name(out, lo, hi, 0, seq);
     let dir = out.join(FileKind::Deletions.subdir());
-    let partial = dir.join(name.partial_name());
     let kv = key_values(&out.join(&files[0].path))?;
     // The dataset's id type, as its files record it (extjson for files from before id types).
     let id_type = match kv.iter().find(|(k, _)| k == ID_TYPE_KEY) {
         Some((_, v)) => v.parse().map_err(|e: String| anyhow::anyhow!("{}: {e}", files[0].path.display()))?,
         None => IdType::ExtJson,
     };
-    crate::output::write_deletions(&partial, &records, id_type, &kv)?;
-    fs::rename(&partial, dir.join(name.file_name())).with_context(|| format!("renaming {}", partial.display()))?;
-    sync_dir(&dir)?;
+    crate::output::append_to_log(out, name, &records, id_type, &kv)?;
     for f in &files {
         let path = out.join(&f.path);
         fs::remove_file(&path).with_context(|| format!("removing merged deletion file {}", path.display()))?;

@@ -1,5 +1,5 @@
-//! Deletions recorded durably: the file format of `<out>/_deletions/`, writing one such file,
-//! reading them back, and the rule that says which rows a deletion removes.
+//! The deletion log: the file format of `<out>/_deletions/`, the one function that adds a file to
+//! it ([`append_to_log`]), reading it back, and the rule that says which rows a deletion removes.
 //!
 //! A MongoDB change stream reports deletes; rows already written for the deleted documents stay
 //! in their rows files (those are never rewritten in place). Instead each delete is recorded as a
@@ -17,9 +17,11 @@
 //! null `id` and its extended JSON in `stray_id`. Every id this module hands out or compares is
 //! the engine's form, as `super::read` gives it.
 //!
-//! This module owns the format and the rule only. It never reads, rewrites or deletes rows files,
-//! never renames a file into place and never syncs a directory: the producer writes a file under
-//! a temporary name with [`write_deletions`] and moves it into place itself.
+//! Every producer (the Parquet writer's seal, the marker's vanished documents, `reconcile`, the
+//! compactor's merge of the log) adds its file through [`append_to_log`]: written under a partial
+//! name readers skip, fsynced, renamed into place, the directory synced. The producer picks the
+//! name (its own sequence, or the checkpoint's through [`free_log_name`]). This module never
+//! reads, rewrites or deletes rows files.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -36,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::OutputError;
 use super::id_type::{IdBuilder, IdColumn, IdType, ID_TYPE_KEY, STRAY_ID};
-use super::naming::{FileKind, DELETIONS_DIR};
+use super::naming::{FileKind, PartName, DELETIONS_DIR};
 use super::schema::{timestamp_utc, writer_properties, ROW_GROUP_ROWS, UTC};
 
 const SUFFIX: &str = ".parquet";
@@ -79,11 +81,50 @@ pub fn deletions_schema_for(id_type: IdType) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// Adds `deletions` to the deletion log of the output directory `out` as the file `name`:
+/// written under its partial name (which readers and recovery skip), fsynced, renamed into place
+/// and the directory synced, so a reader sees the whole file or none. Ids are of `id_type`;
+/// `key_values` go into its metadata (plus the id type's key when they lack it). Returns the
+/// file's path relative to `out` and its size in bytes. Errors: the directory cannot be made,
+/// the name is taken (see [`free_log_name`]), any write, sync or rename.
+pub fn append_to_log(
+    out: &Path,
+    name: PartName,
+    deletions: &[Deletion],
+    id_type: IdType,
+    key_values: &[(String, String)],
+) -> Result<(PathBuf, u64), OutputError> {
+    let dir = out.join(DELETIONS_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| OutputError::io("create", &dir, e))?;
+    let (partial, dest) = (dir.join(name.partial_name()), dir.join(name.file_name()));
+    if dest.exists() {
+        return Err(OutputError::io("create", &dest, io::Error::from(io::ErrorKind::AlreadyExists)));
+    }
+    let bytes = write_deletions(&partial, deletions, id_type, key_values)?;
+    std::fs::rename(&partial, &dest).map_err(|e| OutputError::io("rename", &partial, e))?;
+    super::sync_dir(&dir)?;
+    Ok((Path::new(DELETIONS_DIR).join(name.file_name()), bytes))
+}
+
+/// The first name of the deletion log of `out` for epochs `epoch_lo..=epoch_hi` of `worker` at
+/// sequence `seq` or above that no file (final or partial) holds yet: for producers that take
+/// their sequence from the checkpoint, which a writer's own sequence may have reached already.
+pub fn free_log_name(out: &Path, epoch_lo: u64, epoch_hi: u64, worker: usize, mut seq: u64) -> PartName {
+    let dir = out.join(DELETIONS_DIR);
+    loop {
+        let name = PartName { epoch_lo, epoch_hi, worker, seq };
+        if !dir.join(name.file_name()).exists() && !dir.join(name.partial_name()).exists() {
+            return name;
+        }
+        seq += 1;
+    }
+}
+
 /// Writes `deletions` as a new Parquet file at `path` (failing if anything exists there) with
 /// ids of `id_type`, with `key_values` as its key-value metadata (plus the id type's key when
 /// they lack it), fsyncs it and returns its size in bytes. It neither renames the file nor syncs
-/// its directory: the caller moves it into place. On failure after the file was created, the
-/// partial file is removed.
+/// its directory ([`append_to_log`] does). On failure after the file was created, the partial
+/// file is removed. Public for tests and benchmarks that lay out a log by hand.
 pub fn write_deletions(
     path: &Path,
     deletions: &[Deletion],

@@ -23,7 +23,10 @@ mod stats;
 mod tests;
 mod writer;
 
-pub use deletions::{deletions_schema, read_deletion_dir, read_deletions, write_deletions, Deletion, DeletionSet};
+pub use deletions::{
+    append_to_log, deletions_schema, free_log_name, read_deletion_dir, read_deletions, write_deletions, Deletion,
+    DeletionSet,
+};
 pub use error::OutputError;
 pub use fsio::sync_dir;
 pub use id_ranges::{may_hold_any, IdProbe};

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::batch::{RejectStage, RowStage};
-use super::deletions::{write_deletions, Deletion};
+use super::deletions::{append_to_log, Deletion};
 use super::error::OutputError;
 use super::file::FinishedFile;
 use super::fsio::{durable_move, ensure_writable_dir, sync_dir};
@@ -306,15 +306,10 @@ impl EpochWriter {
         }
         let seq = self.ctx.next_seq;
         self.ctx.next_seq += 1;
-        let tmp = self.ctx.tmp_dir.join(super::naming::tmp_name(self.ctx.worker, seq));
-        let kv = self.ctx.file_meta.clone();
-        let bytes = write_deletions(&tmp, deletions, self.id_type, &kv)?;
         let name = PartName { epoch_lo: epoch, epoch_hi: epoch, worker: self.ctx.worker, seq };
-        let dir = self.out_dir.join(FileKind::Deletions.subdir());
-        durable_move(&tmp, &dir, &name.file_name(), &name.partial_name(), self.force_copy)?;
-        sync_dir(&dir)?;
+        let (path, bytes) = append_to_log(&self.out_dir, name, deletions, self.id_type, &self.ctx.file_meta)?;
         Ok(Some(FileMeta {
-            path: Path::new(FileKind::Deletions.subdir()).join(name.file_name()),
+            path,
             kind: FileKind::Deletions,
             epoch_lo: epoch,
             epoch_hi: epoch,
