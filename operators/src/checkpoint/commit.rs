@@ -204,24 +204,9 @@ fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<()
     if c.crash_after_commit == Some(c.commits) {
         std::process::abort();
     }
-    // 2. Mark the epoch's documents.
-    let marked = c
-        .runtime
-        .block_on(c.marker.mark(&embedded, &rejected))
-        .map_err(|e| format!("marking epoch {epoch} in MongoDB: {}", crate::mongo_error::describe(&e)))?;
-    // Documents deleted since they were read: their rows go by the deletion rule.
-    let vanished = c
-        .vanished
-        .record(&c.ledger, epoch, &marked.vanished)
-        .map_err(|e| format!("recording documents of epoch {epoch} deleted before their marking: {e}"))?;
-    // 3. Record the marks; files of marked epochs need no re-marking after a crash.
-    c.ledger
-        .update(|cp| {
-            cp.marked = epoch;
-            cp.note_marked((embedded.len() + rejected.len()) as u64);
-            cp.files.retain(|f| f.epoch_hi > epoch);
-        })
-        .map_err(|e| format!("saving the checkpoint: {e}"))?;
+    // 2. and 3. Mark the epoch's documents, then record the marks.
+    let (marked, vanished) =
+        super::mark_epoch(&c.ledger, &c.marker, &c.runtime, &c.vanished, epoch, &embedded, &rejected)?;
     let t = &c.totals;
     note_commit(t, epoch, position.map(|(_, time)| time.map_or(0, |(s, _)| s as u64)));
     t.embedded.fetch_add(embedded.len() as u64, Ordering::Relaxed);

@@ -41,6 +41,7 @@
 mod commit;
 mod ledger;
 mod lock;
+mod mark;
 mod recovery;
 mod rejection_guard;
 mod shared_out;
@@ -51,6 +52,7 @@ mod vanished;
 pub use commit::{reason_kind, Commit, CommitTotals, Committer};
 pub use ledger::Ledger;
 pub use lock::{StateLock, LOCK_FILE};
+pub use mark::mark_epoch;
 pub use recovery::{load_or_new, recover, Recovered};
 pub use rejection_guard::{MassRejection, RejectionGuard};
 pub use shared_out::OutMarker;

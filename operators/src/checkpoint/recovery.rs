@@ -90,33 +90,21 @@ pub fn recover(
                 FileKind::Deletions => {}
             }
         }
-        let marked = runtime
-            .block_on(marker.mark(&embedded, &rejected))
-            .map_err(|e| anyhow!("re-marking committed epochs: {}", crate::mongo_error::describe(&e)))?;
+        // Deleted since they were read: recorded at the last committed epoch, which is at least
+        // every re-marked row's.
+        let id_type = cp.id_type.unwrap_or(crate::output::IdType::ExtJson);
+        let key_values = cp.identity.clone().map_or_else(Vec::new, |mut identity| {
+            identity.id_type = Some(id_type);
+            identity.key_values()
+        });
+        let (from, epoch) = (cp.marked + 1, cp.committed);
+        let ledger = super::Ledger::new(store.clone(), cp);
+        let log = super::VanishedLog { out: out.to_path_buf(), id_type, key_values };
+        let (marked, _) = super::mark_epoch(&ledger, marker, runtime, &log, epoch, &embedded, &rejected)
+            .map_err(|e| anyhow!("re-marking committed epochs: {e}"))?;
         recovered.remarked = marked.embedded + marked.rejected;
-        if !marked.vanished.is_empty() {
-            // Deleted since they were read: recorded at the last committed epoch, which is at
-            // least every re-marked row's.
-            let id_type = cp.id_type.unwrap_or(crate::output::IdType::ExtJson);
-            let key_values = cp.identity.clone().map_or_else(Vec::new, |mut identity| {
-                identity.id_type = Some(id_type);
-                identity.key_values()
-            });
-            let ledger = super::Ledger::new(store.clone(), cp);
-            let log = super::VanishedLog { out: out.to_path_buf(), id_type, key_values };
-            let epoch = ledger.read(|cp| cp.committed);
-            log.record(&ledger, epoch, &marked.vanished)?;
-            cp = ledger.snapshot();
-        }
-        tracing::info!(
-            from = cp.marked + 1,
-            to = cp.committed,
-            documents = recovered.remarked,
-            "re-marked committed epochs"
-        );
-        cp.marked = cp.committed;
-        cp.files.clear();
-        store.save(&cp)?;
+        tracing::info!(from, to = epoch, documents = recovered.remarked, "re-marked committed epochs");
+        cp = ledger.snapshot();
     }
     Ok((recovered, cp))
 }
