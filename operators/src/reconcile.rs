@@ -132,11 +132,7 @@ pub fn reconcile(
     let id_type = cp.recorded_id_type().unwrap_or(IdType::ExtJson);
     let ledger = Ledger::new(store, cp);
     let recorded = missing.len() as u64;
-    let seq = ledger.update(|cp| {
-        cp.next_file_seq += 1;
-        cp.deletions_recorded += recorded;
-        cp.next_file_seq - 1
-    })?;
+    let seq = ledger.reserve_seq()?;
     let name = free_log_name(&target.out, epoch, epoch, RECONCILE_WORKER, seq);
     let now = steady_ms();
     let deletions: Vec<Deletion> =
@@ -144,6 +140,7 @@ pub fn reconcile(
     // `append_to_log` adds the id type to the metadata.
     let kv = [("tweet_embed.written_by".to_string(), "reconcile".to_string())];
     let (path, _) = append_to_log(&target.out, name, &deletions, id_type, &kv)?;
+    ledger.note_deletions_recorded(recorded, name.seq)?;
     found.deletion_file = Some(path);
     let snapshot = ledger.snapshot();
     let mut index = DeletionIndex::default();

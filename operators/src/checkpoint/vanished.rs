@@ -42,17 +42,11 @@ impl VanishedLog {
             ids.iter().map(|id| Deletion { id: id.clone(), epoch, cluster_time_ms: Some(now) }).collect();
         // A name no writer holds: the ledger's sequence, past any file already there (a writer's
         // deletion file of this epoch has its own sequence).
-        let seq = ledger.update(|cp| {
-            cp.next_file_seq += 1;
-            cp.next_file_seq - 1
-        })?;
+        let seq = ledger.reserve_seq()?;
         let name = free_log_name(&self.out, epoch, epoch, 0, seq);
         let (path, _) = append_to_log(&self.out, name, &records, self.id_type, &self.key_values)?;
         let n = records.len() as u64;
-        ledger.update(|cp| {
-            cp.deletions_recorded += n;
-            cp.next_file_seq = cp.next_file_seq.max(name.seq + 1);
-        })?;
+        ledger.note_deletions_recorded(n, name.seq)?;
         tracing::info!(
             documents = n,
             epoch,

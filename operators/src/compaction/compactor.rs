@@ -209,12 +209,7 @@ fn merge_into_output(
     };
     let inputs_listed: Vec<PathBuf> = used.iter().map(|f| f.path.clone()).collect();
     let switch = Switch { output, partial: partial.clone(), inputs: inputs_listed.clone() };
-    ledger.update(|cp| {
-        cp.staged.retain(|f| !inputs_listed.contains(&f.path));
-        cp.compacting = Some(switch);
-        cp.next_file_seq = cp.next_file_seq.max(seq + 1);
-        cp.compactions += 1;
-    })?;
+    ledger.begin_switch(switch, seq)?;
     pause(s);
     // 3. Into place.
     fs::rename(dir.join(&partial), &dest).with_context(|| format!("renaming {partial} into place"))?;
@@ -224,7 +219,7 @@ fn merge_into_output(
     // Counted before the switch is forgotten: the staged gauges count a switch's inputs, so a
     // reader never sees them gone and the compaction not yet counted.
     stats.compacted(used.len(), merged.rows, merged.bytes, merged.dropped);
-    ledger.update(|cp| cp.compacting = None)?;
+    ledger.end_switch()?;
     tracing::info!(
         file = %dest.display(),
         inputs = used.len(),

@@ -138,10 +138,7 @@ pub fn apply_pending(
         rewrite(&path, f.kind, &f.name, row_group_rows, index, stats)?;
         rewritten += 1;
     }
-    ledger.update(|cp| {
-        cp.deletions_applied = cp.deletions_applied.max(upto);
-        cp.deletions_done = (cp.deletions_done + count).min(cp.deletions_recorded);
-    })?;
+    ledger.note_deletions_applied(upto, count)?;
     stats.applied(count);
     index.pending = 0;
     index.pending_ids.clear();
@@ -199,10 +196,7 @@ pub fn compact_deletion_log(ledger: &Ledger, out: &Path) -> Result<bool> {
     }
     let mut records: Vec<crate::output::Deletion> = latest.into_values().collect();
     records.sort_by(|a, b| (a.epoch, &a.id).cmp(&(b.epoch, &b.id)));
-    let seq = ledger.update(|cp| {
-        cp.next_file_seq += 1;
-        cp.next_file_seq - 1
-    })?;
+    let seq = ledger.reserve_seq()?;
     let lo = files.iter().map(|f| f.name.epoch_lo).min().unwrap_or(0);
     let hi = files.iter().map(|f| f.name.epoch_hi).max().unwrap_or(0);
     let name = crate::output::free_log_name(out, lo, hi, 0, seq);

@@ -154,12 +154,7 @@ fn log_history_lost(once: &mut bool) {
 
 /// Forgets the checkpoint's token after its history was lost, so the next pass opens at now.
 fn clear_token(ledger: &Ledger) -> Result<()> {
-    ledger
-        .update(|cp| {
-            cp.sources.resume_token = None;
-            cp.sources.cluster_time = None;
-        })
-        .context("saving the checkpoint")
+    ledger.forget_stream_position().context("saving the checkpoint")
 }
 
 fn sleep_unless_stopped(stop: &StopSignal, d: Duration) {

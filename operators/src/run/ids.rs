@@ -51,7 +51,7 @@ pub(super) fn settle(engine: &Engine, ledger: &Ledger, wait: Option<&StopSignal>
     if let Some(recorded) = recorded {
         if Holdings::of(&checkpoint, &engine.config.out)?.files {
             if checkpoint.id_type.is_none() {
-                ledger.update(|cp| cp.id_type = Some(recorded))?;
+                ledger.set_id_type(recorded, false)?;
             }
             return Ok(recorded);
         }
@@ -105,11 +105,6 @@ pub(super) fn settle(engine: &Engine, ledger: &Ledger, wait: Option<&StopSignal>
     if let Some(was) = recorded.filter(|r| *r != chosen) {
         tracing::info!(was = %was, now = %chosen, "the output holds no file yet: its id column type is chosen again");
     }
-    ledger.update(|cp| {
-        cp.id_type = Some(chosen);
-        if let Some(identity) = cp.identity.as_mut().filter(|i| i.id_type.is_some()) {
-            identity.id_type = Some(chosen);
-        }
-    })?;
+    ledger.set_id_type(chosen, false)?;
     Ok(chosen)
 }

@@ -160,7 +160,7 @@ impl Engine {
             _watch = Some(StallWatch::start(engine.monitor(), config.stall_warn_every));
             let ledger = Ledger::new(store, checkpoint);
             if adopt {
-                ledger.update(|cp| cp.identity = None)?;
+                ledger.set_identity(None)?;
             } else if ledger.snapshot().identity.is_none() && ledger.snapshot().committed > 0 {
                 tracing::warn!(
                     identity = %identity.summary(),
@@ -169,17 +169,13 @@ impl Engine {
                 );
             }
             if ledger.snapshot().identity.is_none() {
-                ledger.update(|cp| cp.identity = Some(identity.clone()))?;
+                ledger.set_identity(Some(identity.clone()))?;
             }
             let id_type = ids::settle(&engine, &ledger, stop.as_ref())?;
             summary.id_type = Some(id_type);
             // The id column's type is part of how the dataset is made.
             if ledger.snapshot().identity.is_some_and(|i| i.id_type.is_none()) {
-                ledger.update(|cp| {
-                    if let Some(i) = cp.identity.as_mut() {
-                        i.id_type = Some(id_type);
-                    }
-                })?;
+                ledger.set_id_type(id_type, true)?;
             }
             let settings = CompactionSettings {
                 out: config.out.clone(),
