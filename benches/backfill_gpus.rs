@@ -14,7 +14,8 @@
 //! batch costs), and busy / span. Request p95 is the pool's, read from `/metrics`, against a full
 //! batch's service time. Everything is the simulator's own accounting; every number is simulated.
 //! `BENCH_TWEETS` and `BENCH_DOCS` set the corpus sizes, `BENCH_ONLY` a substring of the rows to
-//! run, `BENCH_WORKERS` the workers (the machine's cores otherwise).
+//! run, `BENCH_WORKERS` the workers (the machine's cores otherwise), `BENCH_INTERVAL_MS` the
+//! checkpoint interval (1,000).
 
 use dev_mongo::{DevMongo, DevMongoConfig};
 use dev_tei::{DevTei, GpuStats, SimConfig};
@@ -102,7 +103,7 @@ fn run_once(setting: &Setting, tweets: u64, docs: u64) -> Row {
     if setting.corpus == Corpus::Tweets {
         p.tei.options.prompt_name = Some("document".into());
     }
-    p.checkpoint_interval = Duration::from_secs(1);
+    p.checkpoint_interval = Duration::from_millis(test_support::bench::env_or("BENCH_INTERVAL_MS", 1_000));
     if let Some(workers) = std::env::var("BENCH_WORKERS").ok().and_then(|v| v.parse().ok()) {
         p.workers = workers;
     }

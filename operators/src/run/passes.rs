@@ -39,10 +39,9 @@ use crate::work_queue::ScanPlan;
 use crate::work_queue_source::WorkQueueSource;
 use crate::write_parquet::WriteParquet;
 
-/// Documents per worker after which an epoch closes whatever the checkpoint interval and the
-/// completion rate say (`source_pacing::EpochSizer` sizes epochs below it): every open epoch
-/// holds its rows in the writer until it is sealed, so this bounds memory (about 30 MiB of
-/// 768-float rows per epoch per worker).
+/// Documents per worker after which an epoch closes even before the checkpoint interval: every
+/// open epoch holds its rows in the writer until it is sealed, so this bounds memory (about 30 MiB
+/// of 768-float rows per epoch per worker) at the price of smaller files.
 const EPOCH_DOCS: usize = 10_000;
 
 /// Vectors of recent texts each worker keeps, so recurring texts are embedded once: about
