@@ -9,9 +9,12 @@
 //!
 //! Events are projected to the fields the pipeline reads (the work queue scan's projection), so a
 //! large document rarely makes an event over mongod's 16 MB limit (BSONObjectTooLarge, 10334,
-//! on the `getMore`, which no resume can pass). One that is still too large is skipped by
-//! [`ChangeFeed::skip_too_large`]: it names the document and the event's cluster time, and the
-//! document stays unmarked in the work queue for the next scan. `$changeStreamSplitLargeEvent`
+//! on the `getMore`, which no resume can pass). The failure fails a whole batch, so the stream
+//! first reopens at the last position with one event per batch ([`ChangeFeed::past_too_large`]):
+//! the events before the large one are read as usual, and when the failure comes again the large
+//! event is the next one. That one is skipped ([`ChangeFeed::skip_too_large`]), with an ERROR naming
+//! the document and the event's cluster time, and the document stays unmarked in the work queue
+//! for the next scan; then the stream reopens as usual. `$changeStreamSplitLargeEvent`
 //! (MongoDB 7.0) is not used: it splits an event by top-level field, and after the projection the
 //! only large field left is `fullDocument`, which it cannot split (a field alone over the limit
 //! fails with code 7182803; MongoDB docs, "Large Change Stream Events").
@@ -176,33 +179,49 @@ impl ChangeFeed {
 
     /// Opens the stream at `start`.
     pub async fn open(&self, start: &StreamStart) -> Result<EventStream, mongodb::error::Error> {
-        self.open_with(start, self.pipeline()).await
+        self.open_with(start, self.pipeline(), None).await
     }
 
-    /// Opens the stream at `start`, past any event there too large to return (see the module
-    /// docs): the stream, and the event skipped if one was.
-    pub async fn open_past_large(
-        &self,
-        start: &StreamStart,
-    ) -> Result<(EventStream, Option<SkippedEvent>), mongodb::error::Error> {
+    /// Opens the stream at `start`, or, if an event there is too large to return, a stream as
+    /// [`ChangeFeed::past_too_large`] gives it.
+    pub async fn open_past_large(&self, start: &StreamStart) -> Result<PastLarge, mongodb::error::Error> {
         match self.open(start).await {
-            Err(e) if is_event_too_large(&e) => {
-                let (stream, skipped) = self.skip_too_large(start, &e).await?;
-                Ok((stream, Some(skipped)))
-            }
-            other => other.map(|s| (s, None)),
+            Err(e) if is_event_too_large(&e) => self.past_too_large(start, false, &e).await,
+            other => other.map(|stream| PastLarge { stream, one_at_a_time: false, skipped: None }),
         }
     }
 
-    /// After `failed` (BSONObjectTooLarge) at `start`: reads the next event without its document,
-    /// logs an ERROR naming it, and reopens the stream just after it. Errors: the server's, or
-    /// `failed` again when the next event cannot be read even without its document.
+    /// After `failed` (BSONObjectTooLarge) reading after `start`: a stream that goes on. Unless
+    /// `one_at_a_time` already, it reopens at `start` with one event per batch, so that the events
+    /// before the large one are read, and the failure, if it comes again, is the next event's.
+    /// Otherwise (or if that open fails the same way) the next event is the large one: skipped.
+    pub async fn past_too_large(
+        &self,
+        start: &StreamStart,
+        one_at_a_time: bool,
+        failed: &mongodb::error::Error,
+    ) -> Result<PastLarge, mongodb::error::Error> {
+        if !one_at_a_time {
+            match self.open_with(start, self.pipeline(), Some(1)).await {
+                Ok(stream) => return Ok(PastLarge { stream, one_at_a_time: true, skipped: None }),
+                Err(e) if is_event_too_large(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let (stream, skipped) = self.skip_too_large(start, failed).await?;
+        Ok(PastLarge { stream, one_at_a_time: false, skipped: Some(skipped) })
+    }
+
+    /// After `failed` (BSONObjectTooLarge) on the first event after `start`: reads that event
+    /// without its document, logs an ERROR naming it, and reopens the stream just after it.
+    /// Errors: the server's, or `failed` again when the next event cannot be read even without its
+    /// document.
     pub async fn skip_too_large(
         &self,
         start: &StreamStart,
         failed: &mongodb::error::Error,
     ) -> Result<(EventStream, SkippedEvent), mongodb::error::Error> {
-        let mut slim = self.open_with(start, self.slim_pipeline()).await?;
+        let mut slim = self.open_with(start, self.slim_pipeline(), Some(1)).await?;
         // The event is there already (the server failed to return it): a few empty polls at
         // most, while the cursor catches up; bounded so a vanished event cannot hold us.
         for _ in 0..10 {
@@ -232,13 +251,17 @@ impl ChangeFeed {
         &self,
         start: &StreamStart,
         pipeline: Vec<Document>,
+        batch_size: Option<u32>,
     ) -> Result<EventStream, mongodb::error::Error> {
         let coll = self.queue.coll.clone_with_type::<RawDocumentBuf>();
-        let watch = coll
+        let mut watch = coll
             .watch()
             .pipeline(pipeline)
             .full_document(FullDocumentType::UpdateLookup)
             .max_await_time(self.max_await);
+        if let Some(n) = batch_size {
+            watch = watch.batch_size(n);
+        }
         match start {
             StreamStart::Now => watch.await,
             // startAfter, not resumeAfter: it also opens after an `invalidate` event's token (the
@@ -247,6 +270,17 @@ impl ChangeFeed {
         }
         .map(|s| s.with_type::<RawDocumentBuf>())
     }
+}
+
+/// A stream opened past an event too large to return.
+#[derive(Debug)]
+pub struct PastLarge {
+    /// The stream.
+    pub stream: EventStream,
+    /// It returns one event per batch (to find the large one); reopen it as usual once past.
+    pub one_at_a_time: bool,
+    /// The event skipped, if one was.
+    pub skipped: Option<SkippedEvent>,
 }
 
 /// A change event read past because it was too large to return.

@@ -50,6 +50,9 @@ pub struct StreamFeed {
     pub feed: ChangeFeed,
     /// The open stream.
     pub stream: EventStream,
+    /// It returns one event per batch, to find an event too large to return
+    /// ([`ChangeFeed::past_too_large`]).
+    pub one_at_a_time: bool,
     /// Positions per epoch, for the committer.
     pub positions: StreamPositions,
     /// Set when the stream cannot go on.
@@ -109,9 +112,10 @@ impl<'scope> ChangeStreamSource<'scope> for Scope<'scope, u64> {
             let me = scope.activator_for(info.address.clone());
             // Workers without the stream hold nothing.
             let (mut rx, positions, outcome) = match feed {
-                Some(StreamFeed { feed, stream, positions, outcome }) => {
+                Some(StreamFeed { feed, stream, one_at_a_time, positions, outcome }) => {
                     let (tx, rx) = crossbeam_channel::bounded::<Msg>(8_192);
                     let text_field = feed.queue.text_field.clone();
+                    let stream = Following { stream, one_at_a_time, since_narrowed: 0 };
                     runtime.spawn(follow(feed, stream, tx, wake, text_field, pacing.failure.clone()));
                     (Some(rx), positions, outcome)
                 }
@@ -242,6 +246,18 @@ fn record(
     }
 }
 
+/// The stream being followed, and whether it is narrowed to one event per batch.
+struct Following {
+    stream: EventStream,
+    one_at_a_time: bool,
+    /// Events read since it was narrowed.
+    since_narrowed: u32,
+}
+
+/// Events read one at a time with no large one among them, after which the stream reopens as
+/// usual (the large event's document may have shrunk since: `updateLookup` reads it anew).
+const NARROWED_FOR: u32 = 1_000;
+
 /// Follows the stream until the operator drops its receiver or the history is lost. A failed
 /// `getMore` the driver could not resume itself reopens the stream after the last position sent,
 /// with backoff, for as long as the error heals (an election, a dropped connection); an error that
@@ -249,14 +265,14 @@ fn record(
 /// ([`ChangeFeed::skip_too_large`]) and its position sent, so the next epoch's checkpoint is past it.
 async fn follow(
     feed: ChangeFeed,
-    mut stream: EventStream,
+    mut following: Following,
     tx: Sender<Msg>,
     wake: SyncActivator,
     text_field: String,
     failure: Failure,
 ) {
     // The start point: recorded with the first epoch, and where a reopen starts before any event.
-    let mut last_sent = stream.resume_token().map(|t| StreamPosition::new(t, None));
+    let mut last_sent = following.stream.resume_token().map(|t| StreamPosition::new(t, None));
     if let Some(p) = last_sent.clone() {
         if tokio::task::block_in_place(|| send(&tx, Msg::Position(p), &wake)).is_err() {
             return;
@@ -268,9 +284,12 @@ async fn follow(
         let _ = wake.activate();
     };
     loop {
-        let msg = match stream.next_if_any().await {
+        let msg = match following.stream.next_if_any().await {
             Ok(Some(raw)) => {
                 attempts.succeeded();
+                if following.one_at_a_time {
+                    following.since_narrowed += 1;
+                }
                 let event = match read_event(&raw) {
                     Ok(e) => e,
                     Err(e) => {
@@ -299,7 +318,7 @@ async fn follow(
                 last_sent = Some(pos.clone());
                 Msg::Event(ev, pos)
             }
-            Ok(None) if !stream.is_alive() => {
+            Ok(None) if !following.stream.is_alive() => {
                 // The server closed the stream without an event we saw (an `invalidate` a
                 // pipeline filtered): polling a dead stream would spin for ever.
                 tracing::error!("the server closed the change stream: the watched collection was dropped or renamed, or its database dropped");
@@ -307,7 +326,7 @@ async fn follow(
             }
             Ok(None) => {
                 attempts.succeeded();
-                match stream.resume_token() {
+                match following.stream.resume_token() {
                     Some(token) if last_sent.as_ref().map(|p| &p.token) != Some(&token) => {
                         let pos = StreamPosition::new(token, None);
                         last_sent = Some(pos.clone());
@@ -321,14 +340,18 @@ async fn follow(
                 let start = last_sent.as_ref().map_or(StreamStart::Now, |p| StreamStart::After(p.token.clone()));
                 let mut failed = e;
                 if is_event_too_large(&failed) {
-                    match feed.skip_too_large(&start, &failed).await {
-                        Ok((s, skipped)) => {
-                            stream = s;
-                            last_sent = Some(skipped.position.clone());
-                            let msg = Msg::Position(skipped.position);
-                            if tokio::task::block_in_place(|| send(&tx, msg, &wake)).is_err() {
-                                return;
+                    match feed.past_too_large(&start, following.one_at_a_time, &failed).await {
+                        Ok(past) => {
+                            if let Some(skipped) = past.skipped {
+                                last_sent = Some(skipped.position.clone());
+                                if tokio::task::block_in_place(|| send(&tx, Msg::Position(skipped.position), &wake))
+                                    .is_err()
+                                {
+                                    return;
+                                }
                             }
+                            following =
+                                Following { stream: past.stream, one_at_a_time: past.one_at_a_time, since_narrowed: 0 };
                             continue;
                         }
                         Err(e) => failed = e,
@@ -340,15 +363,16 @@ async fn follow(
                         Err(e) => return give_up(&e),
                     }
                     match feed.open_past_large(&start).await {
-                        Ok((s, skipped)) => {
-                            stream = s;
-                            if let Some(skipped) = skipped {
+                        Ok(past) => {
+                            if let Some(skipped) = past.skipped {
                                 last_sent = Some(skipped.position.clone());
                                 let msg = Msg::Position(skipped.position);
                                 if tokio::task::block_in_place(|| send(&tx, msg, &wake)).is_err() {
                                     return;
                                 }
                             }
+                            following =
+                                Following { stream: past.stream, one_at_a_time: past.one_at_a_time, since_narrowed: 0 };
                             break;
                         }
                         Err(e) if is_history_lost(&e) => {
@@ -369,6 +393,16 @@ async fn follow(
         let _ = wake.activate();
         if lost {
             return;
+        }
+        if following.one_at_a_time && following.since_narrowed >= NARROWED_FOR {
+            // Past the large event without meeting it again: back to full batches (a failed
+            // open keeps the narrowed stream, and tries again after as many events).
+            following.since_narrowed = 0;
+            if let Some(p) = &last_sent {
+                if let Ok(stream) = feed.open(&StreamStart::After(p.token.clone())).await {
+                    following = Following { stream, one_at_a_time: false, since_narrowed: 0 };
+                }
+            }
         }
     }
 }

@@ -37,8 +37,14 @@ fn an_event_over_the_size_limit_is_skipped_by_the_stream_and_embedded_by_the_nex
     // ObjectIds, as the seeded tweets': the output's id type.
     let oid = |_: &str| Bson::ObjectId(mongodb::bson::oid::ObjectId::new());
     let (big, elsewhere) = (oid("big-text"), oid("big-elsewhere"));
+    let before: Vec<Bson> = (0..3).map(|_| oid("before")).collect();
     let after: Vec<Bson> = (0..10).map(|_| oid("after")).collect();
-    let new: Vec<mongodb::bson::Document> = std::iter::once(doc! {"_id": big.clone(), "text": big_text, "lang": "en"})
+    // One insert_many: the events before the big one share its getMore batch, which the server
+    // fails as a whole; they must still be read, and only the big one skipped.
+    let new: Vec<mongodb::bson::Document> = before
+        .iter()
+        .map(|id| doc! {"_id": id, "text": "a tweet in the big one's batch", "lang": "en"})
+        .chain(std::iter::once(doc! {"_id": big.clone(), "text": big_text, "lang": "en"}))
         .chain(std::iter::once(doc! {
             "_id": elsewhere.clone(),
             "text": "a short tweet with a large user object",
@@ -52,13 +58,15 @@ fn an_event_over_the_size_limit_is_skipped_by_the_stream_and_embedded_by_the_nex
                 .map(|(i, id)| doc! {"_id": id, "text": format!("a tweet after the big one {i}"), "lang": "en"}),
         )
         .collect();
+    // A delete of an embedded tweet right behind them: a skipped delete would keep its row.
+    let deleted = test_support::expect::read_rows(&args.out).vectors.into_keys().next().expect("an embedded tweet");
+    let deleted_id = Bson::ObjectId(mongodb::bson::oid::ObjectId::parse_str(&deleted).expect("an ObjectId"));
     stack.rt.block_on(async {
-        for d in new {
-            coll.insert_one(d).await.expect("insert");
-        }
+        coll.insert_many(new).await.expect("insert");
+        coll.delete_one(doc! {"_id": deleted_id}).await.expect("delete");
     });
     // Everything but the tweet whose text alone is over the limit is embedded by the stream.
-    wait_until("the tweets after the big one were embedded", &mut run, || stack.rt.block_on(remaining(&coll)) == 1);
+    wait_until("the tweets around the big one were embedded", &mut run, || stack.rt.block_on(remaining(&coll)) == 1);
     let left = stack
         .rt
         .block_on(async { coll.find_one(doc! {"retweeted": null, "gemma_embedded_768": null}).await })
@@ -70,6 +78,12 @@ fn an_event_over_the_size_limit_is_skipped_by_the_stream_and_embedded_by_the_nex
     );
     assert!(line.contains("ERROR") && line.contains("cluster_time"), "{line}");
     eprintln!("{line}");
+    let skipped = run.log().lines().filter(|l| l.contains("skipped a change event")).count();
+    assert_eq!(skipped, 1, "only the big event is skipped:\n{}", run.log());
+    let recorded_delete = || {
+        tweet_embed_operators::output::read_deletion_dir(&args.out).unwrap_or_default().iter().any(|d| d.id == deleted)
+    };
+    test_support::wait::until("the delete behind the big event is recorded", Duration::from_secs(60), recorded_delete);
     terminate(&run.proc.0);
     let (status, log) = run.finish(Duration::from_secs(60));
     assert!(status.success(), "{status:?}\n{log}");
@@ -81,9 +95,10 @@ fn an_event_over_the_size_limit_is_skipped_by_the_stream_and_embedded_by_the_nex
     assert!(status.success(), "{status:?}\n{log}");
     let rows = read_rows(&args.out);
     // (Not `check_run`: it reads any ObjectId as a seeded tweet's.)
-    for id in [&big, &elsewhere].into_iter().chain(&after) {
+    for id in [&big, &elsewhere].into_iter().chain(&before).chain(&after) {
         assert_eq!(rows.counts.get(&id_string(id)), Some(&1), "{id}");
     }
     assert!(rows.counts.values().all(|n| *n == 1), "a row twice");
-    assert_eq!(rows.counts.len(), seeded.eligible() + 12);
+    assert!(!rows.counts.contains_key(&deleted), "the deleted tweet's row is gone by the deletion rule");
+    assert_eq!(rows.counts.len(), seeded.eligible() + 15 - 1);
 }

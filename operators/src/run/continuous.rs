@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 
 use super::engine::Engine;
 use super::passes::{PassPlan, Planner};
-use crate::change_stream::{is_history_lost, token_from_json, ChangeFeed, StreamPositions, StreamStart};
+use crate::change_stream::{is_history_lost, token_from_json, ChangeFeed, PastLarge, StreamPositions, StreamStart};
 use crate::change_stream_source::{StreamFeed, StreamOutcome};
 use crate::checkpoint::Ledger;
 use crate::epoch_clock::StopSignal;
@@ -117,13 +117,15 @@ fn open_stream(engine: &Engine, ledger: &Ledger) -> Result<(StreamFeed, bool)> {
                 // (An event over 16 MB at the token is skipped, with an ERROR naming it.)
                 match feed.open_past_large(start).await {
                     Err(e) if is_history_lost(&e) => Ok(None),
-                    other => other.map(|(s, _)| Some(s)),
+                    other => other.map(Some),
                 }
             })
             .await?;
             match opened {
                 Some(s) => Ok((s, false)),
-                None => retry(retrying, "opening the change stream", || feed.open(&now)).await.map(|s| (s, true)),
+                None => retry(retrying, "opening the change stream", || feed.open(&now))
+                    .await
+                    .map(|stream| (PastLarge { stream, one_at_a_time: false, skipped: None }, true)),
             }
         })
         .map_err(|e| {
@@ -134,7 +136,8 @@ fn open_stream(engine: &Engine, ledger: &Ledger) -> Result<(StreamFeed, bool)> {
         })?;
     let feed = StreamFeed {
         feed,
-        stream,
+        stream: stream.stream,
+        one_at_a_time: stream.one_at_a_time,
         positions: StreamPositions::default(),
         outcome: Arc::new(Mutex::new(StreamOutcome::Running)),
     };
