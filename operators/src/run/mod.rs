@@ -99,8 +99,10 @@ impl Engine {
         // Without a stream the run ends when the work queue is drained, as a backfill does.
         // Without a stream the run is a backfill that rescans: no file ages out mid-run.
         let follows = options.stream;
-        let waits = stop.clone();
-        self.drive(follows, Some(waits), move |engine, ledger| {
+        // Only a run that follows the stream waits for an empty collection's first document;
+        // without one it ends when the (empty) queue is drained, as a backfill does.
+        let waits = follows.then(|| stop.clone());
+        self.drive(follows, waits, move |engine, ledger| {
             Ok(continuous::continuous_planner(options, engine, ledger.clone(), stop))
         })
     }
