@@ -15,9 +15,12 @@ mod id_ranges;
 pub mod id_type;
 mod lanes;
 mod merge;
+#[cfg(test)]
+mod merge_tests;
 pub(crate) mod naming;
 mod read;
 pub mod schema;
+mod splice;
 mod stats;
 #[cfg(test)]
 mod tests;
