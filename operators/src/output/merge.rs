@@ -3,12 +3,13 @@
 //! renames, removes or decides anything: what to merge, and when the result counts, is
 //! `crate::compaction`'s.
 //!
-//! A row group that keeps all its rows is copied as it is encoded: its column chunks' bytes, their
-//! statistics and page indexes go into the new file unchanged (Parquet's own concatenation,
-//! `SerializedRowGroupWriter::append_column`), so the vectors are never decompressed. Only row
-//! groups that lose rows, and small ones (which would otherwise stay small row groups for
-//! good), are decoded and encoded again. Deciding which rows leave reads the `id` and `epoch`
-//! columns only. Memory is a batch plus one row group, whatever the sizes.
+//! A row group that keeps all its rows is copied as it is encoded: its column chunks go into the
+//! new file with their statistics and page indexes (Parquet's own concatenation,
+//! `SerializedRowGroupWriter::append_column`), their bytes copied from file to file by the kernel
+//! (`super::splice`), so the vectors are never read, decompressed or encoded. Only row groups
+//! that lose rows, and small ones (which would otherwise stay small row groups for good), are
+//! decoded and encoded again. Deciding which rows leave reads the `id` and `epoch` columns only.
+//! Memory is a batch plus the row group being encoded, whatever the sizes.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -312,7 +313,7 @@ impl Input {
                 .inner_mut()
                 .splice(at, &self.file, offset, len)
                 .map_err(|e| OutputError::io("copy row groups into", dest, e))?;
-            at += len;
+            at = at.checked_add(len).ok_or_else(|| self.bad("a column chunk's size"))?;
         }
         let failed = |e: ParquetError| match e {
             ParquetError::External(_) => OutputError::parquet("copy row groups into", dest, e),
@@ -344,7 +345,7 @@ impl Input {
                 source: ParquetError::General(format!(
                     "a row group of {} took {} bytes, its chunks {}",
                     self.path.display(),
-                    writer.bytes_written() as u64 - base,
+                    (writer.bytes_written() as u64).saturating_sub(base),
                     at - base
                 )),
             });
