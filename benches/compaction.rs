@@ -77,7 +77,7 @@ fn main() {
             while polling.load(Ordering::Relaxed) {
                 if let Ok(Some(cp)) = store.load() {
                     let mut seen = staged.lock();
-                    for f in cp.staged.iter().filter(|f| f.kind == tweet_embed_operators::output::FileKind::Rows) {
+                    for f in cp.staged().iter().filter(|f| f.kind == tweet_embed_operators::output::FileKind::Rows) {
                         seen.insert(f.path.to_string_lossy().into_owned(), f.bytes);
                     }
                 }

@@ -89,11 +89,11 @@ fn main() {
             }
             full.push(started.elapsed().as_secs_f64());
             assert_eq!(ids as u64, total);
-            let mut cp = Checkpoint::new(deleted_at, deleted_at, Vec::new(), SourcePositions::default());
-            cp.id_type = Some(IdType::Int64);
-            cp.deletions_applied = files;
-            cp.deletions_recorded = 1000;
+            let cp = Checkpoint::new(deleted_at, deleted_at, Vec::new(), SourcePositions::default());
             let ledger = Ledger::new(CheckpointStore::open(&state).expect("state"), cp);
+            ledger.set_id_type(IdType::Int64).expect("id type");
+            ledger.note_deletions_recorded(1000, 1).expect("recorded");
+            ledger.note_deletions_applied(files, 0).expect("applied");
             let mut index = DeletionIndex::default();
             index.refresh(&out, deleted_at, files).expect("refresh");
             let stats = CompactionStats::default();

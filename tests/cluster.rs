@@ -14,7 +14,7 @@ use test_support::expect::check_run;
 use test_support::proc::{free_port, terminate, Proc};
 use test_support::synth::Kind;
 use test_support::{seed, Seeded, Stack};
-use tweet_embed_operators::checkpoint::{Checkpoint, CheckpointStore, SourcePositions};
+use tweet_embed_operators::checkpoint::{Checkpoint, CheckpointStore, CommitHistory, SourcePositions};
 use tweet_embed_operators::run::RunConfig;
 
 /// The dev stack with 4 simulated GPUs and `docs` seeded tweets, and a directory for a cluster.
@@ -195,7 +195,7 @@ fn two_processes_run_stream_and_stop_on_a_signal_to_process_0() {
 /// The leader's last committed epoch, 0 before its first commit.
 fn committed(dir: &Path) -> u64 {
     let store = CheckpointStore::open(dir.join("state-0")).expect("store");
-    store.load().ok().flatten().map_or(0, |cp| cp.committed)
+    store.load().ok().flatten().map_or(0, |cp| cp.committed())
 }
 
 /// Waits until the leader commits past `epoch`, while it runs.
@@ -253,7 +253,7 @@ fn an_error_on_process_0_between_passes_ends_every_process_with_it() {
     // after both processes joined.
     let sources = SourcePositions { resume_token: Some("not a token".into()), ..SourcePositions::default() };
     let store = CheckpointStore::open(setup.dir.path().join("state-0")).expect("store");
-    store.save(&Checkpoint::new(0, 0, Vec::new(), sources)).expect("save");
+    store.save(&Checkpoint::new(0, 0, Vec::new(), sources), &CommitHistory::default()).expect("save");
     all_fail_saying(&mut setup.spawn("run"), "resume token is unreadable");
 }
 

@@ -103,7 +103,7 @@ print(len(files), "files carry the identity")
     assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     // The checkpoint records it, and `status` shows it.
     let cp = CheckpointStore::open(&args.state_dir).unwrap().load().unwrap().expect("checkpoint");
-    let identity = cp.identity.expect("identity");
+    let identity = cp.identity().expect("identity");
     assert_eq!((identity.dim, identity.prompt_name.as_deref()), (256, Some("document")));
     let o = Command::new(BIN)
         .args(["status", "--mongo-uri", &args.mongo.uri, "--state-dir"])
@@ -265,5 +265,5 @@ fn a_restart_that_would_make_other_vectors_is_refused_until_reset() {
     assert!(rows.counts.values().all(|n| *n == 1));
     assert!(rows.vectors.values().all(|v| v.len() == 768));
     let cp = CheckpointStore::open(&args.state_dir).unwrap().load().unwrap().expect("checkpoint");
-    assert_eq!(cp.identity.and_then(|i| i.prompt_name).as_deref(), Some("document"));
+    assert_eq!(cp.identity().and_then(|i| i.prompt_name).as_deref(), Some("document"));
 }

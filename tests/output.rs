@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-use tweet_embed_operators::checkpoint::{remove_stale, Checkpoint, CheckpointStore, SourcePositions};
+use tweet_embed_operators::checkpoint::{remove_stale, Checkpoint, CheckpointStore, CommitHistory, SourcePositions};
 use tweet_embed_operators::output::{
     read_rejects, read_row_ids, read_rows, EpochWriter, FileKind, FileMeta, OutputConfig,
 };
@@ -184,7 +184,9 @@ fn a_crash_between_seal_and_checkpoint_leaves_each_row_once() {
         }
     }
     let committed_files = w.seal(2).unwrap();
-    store.save(&Checkpoint::new(2, 2, committed_files.clone(), SourcePositions::default())).unwrap();
+    store
+        .save(&Checkpoint::new(2, 2, committed_files.clone(), SourcePositions::default()), &CommitHistory::default())
+        .unwrap();
     let lost = w.seal(3).unwrap();
     assert_eq!(lost.len(), 1);
     std::fs::write(out.path().join(".part-e000000000004-e000000000004-w000-0009.parquet.partial"), b"half").unwrap();
@@ -192,7 +194,7 @@ fn a_crash_between_seal_and_checkpoint_leaves_each_row_once() {
 
     // Restart: clean up by the checkpoint, replay epochs 3-4 from the sources.
     let cp = store.load().unwrap().expect("checkpoint");
-    let removed = remove_stale(out.path(), cp.committed).unwrap();
+    let removed = remove_stale(out.path(), cp.committed()).unwrap();
     assert_eq!(removed.len(), 2, "{removed:?}");
     let mut w = EpochWriter::new(cfg()).unwrap();
     for i in 200..400u64 {

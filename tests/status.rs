@@ -13,7 +13,7 @@ use test_support::synth::{kind_of, tweet, Kind};
 use tweet_embed::config::MongoArgs;
 use tweet_embed::status::history::{History, Sample, FILE_NAME};
 use tweet_embed::status::{count, Counts, Monitor, StatusArgs};
-use tweet_embed_operators::checkpoint::{Checkpoint, CheckpointStore, SourcePositions};
+use tweet_embed_operators::checkpoint::{Checkpoint, CheckpointStore, CommitHistory, SourcePositions};
 
 const MARK: &str = "gemma_embedded_768";
 const SEED: u64 = 3;
@@ -90,7 +90,9 @@ async fn figures_equal_the_true_counts_and_come_from_the_indexes_alone() {
 
     let state = tempfile::tempdir().expect("tempdir");
     let store = CheckpointStore::open(state.path()).expect("checkpoint store");
-    store.save(&Checkpoint::new(42, 41, Vec::new(), SourcePositions::default())).expect("checkpoint");
+    store
+        .save(&Checkpoint::new(42, 41, Vec::new(), SourcePositions::default()), &CommitHistory::default())
+        .expect("checkpoint");
 
     let before = scanned(&s.coll).await;
     let status = tweet_embed::status::measure(&args_for(&s.mongo, Some(state.path()))).await.expect("status");
@@ -298,17 +300,16 @@ async fn a_running_pipelines_recent_commits_give_the_rate_at_the_first_look() {
     let args = args_for(&s.mongo, Some(state.path()));
     // The committer's record: 1,200 documents marked over the last two minutes.
     let now = tweet_embed_operators::clock::wall_ms();
-    let mut cp = Checkpoint::new(9, 9, Vec::new(), SourcePositions::default());
-    cp.documents_marked = 5_000;
-    cp.recent = vec![(now - 120_000, 3_800), (now - 60_000, 4_400), (now - 1_000, 5_000)];
-    CheckpointStore::open(state.path()).expect("store").save(&cp).expect("save");
+    let cp = Checkpoint::new(9, 9, Vec::new(), SourcePositions::default());
+    let recent = CommitHistory::new(5_000, vec![(now - 120_000, 3_800), (now - 60_000, 4_400), (now - 1_000, 5_000)]);
+    CheckpointStore::open(state.path()).expect("store").save(&cp, &recent).expect("save");
     let first = tweet_embed::status::measure(&args).await.expect("status");
     let r = first.rate_docs_per_s.expect("a rate at the first look");
     assert!((r - 1_200.0 / 119.0).abs() < 1e-6, "{r}");
     assert_eq!(first.rate_samples, Some(3));
     // A pipeline that stopped long ago says nothing about the rate now.
-    cp.recent = vec![(now - 7_200_000, 3_800), (now - 7_100_000, 5_000)];
-    CheckpointStore::open(state.path()).expect("store").save(&cp).expect("save");
+    let stale_history = CommitHistory::new(5_000, vec![(now - 7_200_000, 3_800), (now - 7_100_000, 5_000)]);
+    CheckpointStore::open(state.path()).expect("store").save(&cp, &stale_history).expect("save");
     let mut stale = Monitor::open(&args_for(&s.mongo, Some(state.path()))).await.expect("monitor");
     let later = stale.record(count(&s.coll, MARK).await.expect("count"), now).expect("status");
     assert_ne!(later.rate_docs_per_s, Some(12.0), "a stale pipeline rate was used");

@@ -75,12 +75,13 @@ pub fn reconcile(
 ) -> Result<Reconciled> {
     let _lock = StateLock::acquire(&target.state_dir).map_err(|e| anyhow!(e))?;
     let store = CheckpointStore::open(&target.state_dir)?;
-    let Some(cp) = store.load()? else {
+    let Some(ledger) = Ledger::open(store)? else {
         bail!(
             "{} has no checkpoint: nothing was committed there, so there is nothing to reconcile",
             target.state_dir.display()
         );
     };
+    let cp = ledger.snapshot();
     same_collection(coll, runtime)?;
     same_dataset(&cp, &target.out, &target.state_dir)?;
     // Deletions already recorded need no second record.
@@ -90,7 +91,7 @@ pub fn reconcile(
         .filter(|f| f.kind != FileKind::Deletions)
         .map(|f| target.out.join(f.path))
         .collect();
-    files.extend(cp.staged.iter().map(|f| target.staging_dir.join(&f.path)));
+    files.extend(cp.staged().iter().map(|f| target.staging_dir.join(&f.path)));
     let policy = MongoRetry::default();
     let mut found = Reconciled { files: files.len(), ..Reconciled::default() };
     let mut seen: HashSet<String> = HashSet::new();
@@ -128,9 +129,8 @@ pub fn reconcile(
         );
     }
     // A deletion at the committed epoch removes every row written so far.
-    let epoch = cp.committed;
+    let epoch = cp.committed();
     let id_type = cp.recorded_id_type().unwrap_or(IdType::ExtJson);
-    let ledger = Ledger::new(store, cp);
     let recorded = missing.len() as u64;
     let seq = ledger.reserve_seq()?;
     let name = free_log_name(&target.out, epoch, epoch, RECONCILE_WORKER, seq);
@@ -147,9 +147,9 @@ pub fn reconcile(
     // Only pending deletions can match a row in --out (staged rows are the compactor's). These
     // are at the committed epoch, which the deletions already applied may have reached (the
     // stream's deletes of the last epoch): counted from just below it, they are pending.
-    let applied = snapshot.deletions_applied.min(epoch.saturating_sub(1));
+    let applied = snapshot.deletions_applied().min(epoch.saturating_sub(1));
     index.forget_settled(applied, u64::MAX);
-    index.refresh(&target.out, snapshot.committed, applied)?;
+    index.refresh(&target.out, snapshot.committed(), applied)?;
     // Rows per row group for 768 dimensions; the writer bounds row groups by bytes as well.
     let rows = crate::output::schema::default_row_group_rows(768);
     found.rewritten = apply_pending(&ledger, &target.out, rows, &mut index, &CompactionStats::default())?;
@@ -175,13 +175,13 @@ fn same_collection(coll: &Collection<Document>, runtime: &tokio::runtime::Handle
 /// The output must be the dataset the checkpoint describes: another run's `--out` with this
 /// `--state-dir` would be reconciled against the wrong identity and id type.
 fn same_dataset(cp: &crate::checkpoint::Checkpoint, out: &std::path::Path, state_dir: &std::path::Path) -> Result<()> {
-    let Some(expected) = &cp.identity else { return Ok(()) };
+    let Some(expected) = cp.identity() else { return Ok(()) };
     for f in list_files(out)?.into_iter().filter(|f| f.kind == FileKind::Rows) {
         let path = out.join(&f.path);
         let kv = crate::output::key_values(&path)?;
         let Some((_, json)) = kv.iter().find(|(k, _)| k == "tweet_embed.identity") else { continue };
         let Ok(found) = serde_json::from_str::<crate::identity::DatasetIdentity>(json) else { continue };
-        let diff = found.differences(expected);
+        let diff = found.differences(&expected);
         if !diff.is_empty() {
             let changes: Vec<String> = diff.iter().map(|(what, a, b)| format!("{what} {a} vs {b}")).collect();
             bail!(

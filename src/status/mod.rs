@@ -229,17 +229,17 @@ impl Monitor {
                 tracing::warn!(error = %format!("{e:#}"), "the rate history is not saved: the rate covers this process's samples only");
             }
         }
-        let checkpoint = match &self.checkpoints {
-            Some(store) => store.load().map_err(|e| anyhow!("reading the checkpoint: {e}"))?,
-            None => None,
+        let (checkpoint, commits) = match &self.checkpoints {
+            Some(store) => store.load_with_history().map_err(|e| anyhow!("reading the checkpoint: {e}"))?.unzip(),
+            None => (None, None),
         };
         // The pipeline's own recent commits give the rate at once while it runs; when its last
         // commit is older than the window (stopped), status's own samples tell the truth.
         let window_ms = i64::try_from(a.rate_window.as_millis()).unwrap_or(i64::MAX);
-        let from_commits = checkpoint
+        let from_commits = commits
             .as_ref()
-            .filter(|cp| cp.recent.last().is_some_and(|(t, _)| at_ms.saturating_sub(*t) <= window_ms))
-            .and_then(|cp| history::rate_over(&cp.recent, a.rate_window));
+            .filter(|h| h.recent().last().is_some_and(|(t, _)| at_ms.saturating_sub(*t) <= window_ms))
+            .and_then(|h| history::rate_over(h.recent(), a.rate_window));
         let rate = from_commits.or_else(|| self.history.rate(&ns, a.rate_window)).filter(|r| r.docs_per_s.is_finite());
         Ok(compose(a, counts, at_ms, rate, checkpoint.as_ref()))
     }
@@ -288,15 +288,15 @@ fn compose(
         gpus: pricing.map(|p| p.1),
         cost_so_far: so_far_s.and_then(cost_of),
         cost_to_go: eta_s.and_then(cost_of),
-        checkpoint_committed: checkpoint.map(|c| c.committed),
-        checkpoint_marked: checkpoint.map(|c| c.marked),
-        checkpoint_age_s: checkpoint.map(|c| (at_ms - c.updated_at_ms).max(0) as f64 / 1000.0),
+        checkpoint_committed: checkpoint.map(|c| c.committed()),
+        checkpoint_marked: checkpoint.map(|c| c.marked()),
+        checkpoint_age_s: checkpoint.map(|c| (at_ms - c.updated_at_ms()).max(0) as f64 / 1000.0),
         staged_files: checkpoint.map(|c| c.staged_size().0),
         staged_bytes: checkpoint.map(|c| c.staged_size().1),
-        compacted_files: checkpoint.map(|c| c.compactions),
-        deletions_pending: checkpoint.map(|c| c.deletions_recorded.saturating_sub(c.deletions_done)),
+        compacted_files: checkpoint.map(|c| c.compactions()),
+        deletions_pending: checkpoint.map(|c| c.deletions_recorded().saturating_sub(c.deletions_done())),
         outside_queue: None,
-        identity: checkpoint.and_then(|c| c.identity.clone()),
+        identity: checkpoint.and_then(|c| c.identity()),
     }
 }
 

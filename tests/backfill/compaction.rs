@@ -117,7 +117,7 @@ fn kill_9_during_compactions_then_restart_is_exactly_once() {
     std::fs::create_dir_all(&args.out).expect("out");
     let poller = DatasetPoller::start(&args.out, dir.path());
     let store = CheckpointStore::open(&args.state_dir).expect("store");
-    let compacting = || store.load().ok().flatten().is_some_and(|cp| cp.compacting.is_some());
+    let compacting = || store.load().ok().flatten().is_some_and(|cp| cp.compacting().is_some());
     let mut rng = fastrand::Rng::with_seed(101);
     let (mut killed, mut during) = (0, 0);
     for round in 0..14 {
@@ -163,8 +163,8 @@ fn kill_9_during_compactions_then_restart_is_exactly_once() {
     let polled = poller.finish();
     eprintln!("readers: {polled}");
     let cp = store.load().expect("load").expect("checkpoint");
-    assert_eq!(cp.committed, cp.marked);
-    assert!(cp.staged.is_empty() && cp.compacting.is_none(), "{cp:?}");
+    assert_eq!(cp.committed(), cp.marked());
+    assert!(cp.staged().is_empty() && cp.compacting().is_none(), "{cp:?}");
     assert!(
         parquet_files_under(&args.staging_dir()).is_empty(),
         "left staged: {:?}",

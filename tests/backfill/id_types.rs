@@ -206,7 +206,7 @@ fn each_id_type_round_trips_in_its_natural_column_and_duckdb_joins_it_without_a_
         assert_eq!(summary.id_type, Some(ids.id_type()), "{ids:?}: auto chose from the _id edges");
         assert_eq!((summary.embedded, summary.rejected, summary.strays), (384, 16, 0), "{ids:?}");
         let cp = CheckpointStore::open(&args.state_dir).unwrap().load().unwrap().expect("checkpoint");
-        assert_eq!(cp.id_type, Some(ids.id_type()), "{ids:?}: recorded");
+        assert_eq!(cp.id_type(), Some(ids.id_type()), "{ids:?}: recorded");
         let coll = stack.coll();
         assert_eq!(check_output(&stack, &coll, &args.out, ids.id_type()), (384, 16), "{ids:?}");
         pyarrow_check(&args.out, summary.embedded, summary.rejected);
@@ -264,8 +264,8 @@ fn a_crash_between_commit_and_marks_re_marks_from_natural_id_columns() {
         let status = backfill_cmd(&args).env("TWEET_EMBED_CRASH_AFTER_COMMIT", "1").status().expect("run to the hook");
         assert_eq!(status.signal(), Some(6), "{ids:?}: the crash hook aborts the run: {status:?}");
         let cp = CheckpointStore::open(&args.state_dir).unwrap().load().unwrap().expect("checkpoint");
-        assert!(cp.committed > cp.marked, "{ids:?}: crashed between commit and marks");
-        assert_eq!(cp.id_type, Some(ids.id_type()), "{ids:?}");
+        assert!(cp.committed() > cp.marked(), "{ids:?}: crashed between commit and marks");
+        assert_eq!(cp.id_type(), Some(ids.id_type()), "{ids:?}");
         let marked =
             stack.rt.block_on(async { coll.count_documents(doc! {MARK: {"$ne": null}}).await }).expect("count");
         assert_eq!(marked, 0, "{ids:?}: nothing marked before the crash");
@@ -279,7 +279,7 @@ fn a_crash_between_commit_and_marks_re_marks_from_natural_id_columns() {
             .unwrap_or_else(|| panic!("{ids:?}: no re-marking in the summary:\n{stdout}"));
         assert!(remarked > 0, "{ids:?}: {stdout}");
         let cp = CheckpointStore::open(&args.state_dir).unwrap().load().unwrap().expect("checkpoint");
-        assert_eq!(cp.committed, cp.marked, "{ids:?}");
+        assert_eq!(cp.committed(), cp.marked(), "{ids:?}");
         assert_eq!(check_output(&stack, &coll, &args.out, ids.id_type()), (2_880, 120), "{ids:?}");
     }
 }
@@ -473,7 +473,7 @@ fn deletes_and_reconcile_work_on_int32_ids_in_an_int64_column() {
                 .and_then(|s| s.load())
                 .ok()
                 .flatten()
-                .map(|c| (c.committed, c.marked, c.deletions_recorded, c.deletions_done));
+                .map(|c| (c.committed(), c.marked(), c.deletions_recorded(), c.deletions_done()));
             panic!("{id} still in --out: in files {files:?}, deletions {dels:?}, checkpoint {cp:?}, found {found:?}");
         }
     }

@@ -111,7 +111,7 @@ fn an_id_type_the_documents_do_not_fit_stops_before_marking_and_the_next_start_c
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(count(&stack, doc! {MARK: true}), 300);
     let cp = CheckpointStore::open(&args.state_dir).expect("store").load().expect("load").expect("checkpoint");
-    assert_eq!(cp.id_type, Some(IdType::Int64));
+    assert_eq!(cp.id_type(), Some(IdType::Int64));
 }
 
 #[test]
@@ -135,7 +135,7 @@ fn run_on_an_empty_collection_chooses_the_id_type_from_its_first_document() {
     let (status, log) = run.finish(Duration::from_secs(60));
     assert!(status.success(), "{status:?}\n{log}");
     let cp = CheckpointStore::open(&args.state_dir).expect("store").load().expect("load").expect("checkpoint");
-    assert_eq!(cp.id_type, Some(IdType::Int64), "{log}");
+    assert_eq!(cp.id_type(), Some(IdType::Int64), "{log}");
     let rows = read_rows(&args.out);
     assert_eq!((rows.vectors.len(), rows.rejects.len()), (200, 0), "no strays");
     assert!(rows

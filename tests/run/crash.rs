@@ -54,6 +54,6 @@ fn kill_9_during_inserts_and_updates_then_restart_is_exactly_once() {
     let status = child.wait().expect("wait");
     assert!(status.success(), "run after SIGTERM: {status:?}");
     let cp = CheckpointStore::open(&args.state_dir).unwrap().load().unwrap().expect("checkpoint");
-    assert_eq!(cp.committed, cp.marked);
+    assert_eq!(cp.committed(), cp.marked());
     stack.rt.block_on(check(&args.out, &coll, &w, None));
 }

@@ -118,7 +118,7 @@ fn deleted_tweets_leave_the_output_and_an_insert_deleted_in_its_epoch_never_appe
             let visible = read_visible(&out);
             let recorded: HashSet<String> =
                 read_deletion_dir(&out).unwrap_or_default().into_iter().map(|d| d.id).collect();
-            let applied = store.load().ok().flatten().is_some_and(|c| c.deletions_recorded == c.deletions_done);
+            let applied = store.load().ok().flatten().is_some_and(|c| c.deletions_recorded() == c.deletions_done());
             applied
                 && gone.iter().all(|id| recorded.contains(id))
                 && gone.iter().all(|id| !visible.counts.contains_key(id))
@@ -166,7 +166,8 @@ fn reconcile_finds_the_deletions_a_lost_history_hid() {
     args.pipeline.max_file_age = Duration::from_millis(200);
     let out = args.pipeline.out.clone();
     let store = CheckpointStore::open(&args.pipeline.state_dir).expect("store");
-    let compacted = || store.load().ok().flatten().is_some_and(|cp| cp.staged.is_empty() && cp.compacting.is_none());
+    let compacted =
+        || store.load().ok().flatten().is_some_and(|cp| cp.staged().is_empty() && cp.compacting().is_none());
     run_while(&stack, &args, || {
         wait_until("the backfill drained", || stack.rt.block_on(super::remaining(&stack.coll())) == 0);
         wait_until("everything was compacted", compacted);

@@ -69,8 +69,8 @@ fn drop_then_restart(gone: Gone) {
     assert!(line.contains("twitter_data.tweets was invalidated"), "{line}");
     assert!(line.contains("recreate the collection, run `tweet-embed indexes`"), "{line}");
     let cp = CheckpointStore::open(&args.pipeline.state_dir).unwrap().load().unwrap().expect("checkpoint");
-    assert!(cp.sources.resume_token.is_some(), "the stream's position is committed");
-    assert_eq!(cp.marked, cp.committed, "everything before the drop is committed and marked");
+    assert!(cp.sources().resume_token.is_some(), "the stream's position is committed");
+    assert_eq!(cp.marked(), cp.committed(), "everything before the drop is committed and marked");
 
     // Recreated, with its indexes and new tweets: the same run starts again and embeds them.
     stack.mongo.with_store(|s| {

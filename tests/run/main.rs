@@ -95,8 +95,8 @@ fn stream_and_backfill_together_embed_every_document_once() {
     assert!(by.get("change_stream").copied().unwrap_or(0) > 0, "{by:?}");
     eprintln!("rows by source: {by:?}");
     let cp = CheckpointStore::open(&args.pipeline.state_dir).unwrap().load().unwrap().expect("checkpoint");
-    assert_eq!(cp.committed, cp.marked);
-    assert!(cp.sources.resume_token.is_some(), "the stream's position is in the checkpoint");
+    assert_eq!(cp.committed(), cp.marked());
+    assert!(cp.sources().resume_token.is_some(), "the stream's position is in the checkpoint");
 }
 
 #[test]
@@ -135,7 +135,7 @@ fn lost_history_is_logged_and_rescanned_exactly_once() {
     // While it runs, only another collection is written: no event matches, yet the stream's
     // post-batch resume token moves on and reaches the checkpoint (the quiet-weekend case).
     let store = CheckpointStore::open(&args.pipeline.state_dir).unwrap();
-    let token = || store.load().ok().flatten().and_then(|cp| cp.sources.resume_token);
+    let token = || store.load().ok().flatten().and_then(|cp| cp.sources().resume_token.clone());
     run_while(&stack, &args, || {
         let deadline = Instant::now() + Duration::from_secs(600);
         let first = loop {

@@ -11,6 +11,7 @@
 //! stays valid.
 
 use super::ledger::Ledger;
+use super::state::Checkpoint;
 use crate::change_stream::{token_to_json, StreamPositions};
 use crate::clock::steady_ms;
 use crate::failure::Failure;
@@ -188,16 +189,7 @@ fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<()
     // 1. The files are durable in staging: record the commit, and where the stream had got to.
     let position = stream_position(c, epoch)?;
     c.ledger
-        .update(|cp| {
-            cp.files.extend(staged.iter().cloned());
-            cp.staged.extend(staged);
-            cp.committed = epoch;
-            cp.deletions_recorded += deletions;
-            if let Some((token, cluster_time)) = &position {
-                cp.sources.resume_token = Some(token.clone());
-                cp.sources.cluster_time = *cluster_time;
-            }
-        })
+        .commit(epoch, staged, deletions, position.as_ref().map(|(token, time)| (token.as_str(), *time)))
         .map_err(|e| format!("saving the checkpoint: {e}"))?;
     c.commits += 1;
     #[cfg(feature = "test-hooks")]
@@ -262,21 +254,14 @@ fn stream_position(c: &Committer, epoch: u64) -> Result<Option<Position>, String
 /// to write or mark, so committed and marked move together.
 fn commit_position(c: &mut Committer, complete: u64) -> Result<(), String> {
     let Some(positions) = c.positions.as_ref() else { return Ok(()) };
-    let committed = c.ledger.read(|cp| cp.committed);
+    let committed = c.ledger.read(Checkpoint::committed);
     if complete <= committed {
         return Ok(());
     }
     let Some((epoch, pos)) = positions.take_upto(complete) else { return Ok(()) };
     let epoch = epoch.max(committed);
     let token = token_to_json(&pos.token)?;
-    c.ledger
-        .update(|cp| {
-            cp.sources.resume_token = Some(token);
-            cp.sources.cluster_time = pos.cluster_time;
-            cp.committed = epoch;
-            cp.marked = epoch;
-        })
-        .map_err(|e| format!("saving the checkpoint: {e}"))?;
+    c.ledger.commit_position(epoch, token, pos.cluster_time).map_err(|e| format!("saving the checkpoint: {e}"))?;
     note_commit(&c.totals, epoch, Some(pos.cluster_time.map_or(0, |(s, _)| s as u64)));
     Ok(())
 }

@@ -28,12 +28,6 @@ pub fn mark_epoch(
         .record(ledger, epoch, &marked.vanished)
         .map_err(|e| format!("recording documents of epoch {epoch} deleted before their marking: {e}"))?;
     // Files of marked epochs need no re-marking after a crash.
-    ledger
-        .update(|cp| {
-            cp.marked = epoch;
-            cp.note_marked((embedded.len() + rejected.len()) as u64);
-            cp.files.retain(|f| f.epoch_hi > epoch);
-        })
-        .map_err(|e| format!("saving the checkpoint: {e}"))?;
+    ledger.mark(epoch, (embedded.len() + rejected.len()) as u64).map_err(|e| format!("saving the checkpoint: {e}"))?;
     Ok((marked, deletions))
 }

@@ -5,6 +5,9 @@
 //! The checkpoint is one small file on hot storage ([`CheckpointStore`]), replaced atomically
 //! (write a temporary file, fsync, rename, fsync the directory). It records `committed`, `marked`,
 //! the files of epochs in `(marked, committed]`, and the change stream's resume token.
+//! [`Checkpoint`] is that state, its fields its own: readers use its accessors, and it changes
+//! only through the named steps of the one in-memory copy, [`Ledger`]. Status's rate history
+//! ([`CommitHistory`]) is saved in the same file but is no part of the protocol.
 //!
 //! **Invariant.** A file in the output directory whose epochs are all ≤ `committed` holds only
 //! committed rows; every document of an epoch ≤ `marked` is marked; every document of an epoch in
@@ -39,6 +42,7 @@
 //! rows; it deletes only files whose names are ours.
 
 mod commit;
+mod history;
 mod ledger;
 mod lock;
 mod mark;
@@ -46,10 +50,12 @@ mod recovery;
 mod rejection_guard;
 mod shared_out;
 mod stale;
+mod state;
 mod store;
 mod vanished;
 
 pub use commit::{reason_kind, Commit, CommitTotals, Committer};
+pub use history::{CommitHistory, RECENT_COMMITS};
 pub use ledger::Ledger;
 pub use lock::{StateLock, LOCK_FILE};
 pub use mark::mark_epoch;
@@ -57,5 +63,6 @@ pub use recovery::{load_or_new, recover, Recovered};
 pub use rejection_guard::{MassRejection, RejectionGuard};
 pub use shared_out::OutMarker;
 pub use stale::{list_files, list_kind, remove_compacted_inputs, remove_stale, remove_unlisted, FoundFile};
-pub use store::{Checkpoint, CheckpointStore, SourcePositions, Switch, CHECKPOINT_VERSION, RECENT_COMMITS};
+pub use state::{Checkpoint, SourcePositions, Switch, CHECKPOINT_VERSION};
+pub use store::CheckpointStore;
 pub use vanished::VanishedLog;

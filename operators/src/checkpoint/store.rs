@@ -1,156 +1,21 @@
-//! The checkpoint: one small JSON file on hot storage recording how far the run is committed
-//! and marked, the files a restart must mark again, and where the sources resume. It is
+//! The checkpoint file: one small JSON file on hot storage recording how far the run is committed
+//! and marked, the files a restart must mark again, and where the sources resume ([`Checkpoint`],
+//! in the format [`Stored`] says), with status's [`CommitHistory`] beside it. It is
 //! replaced atomically (temp file, fsync, rename, fsync the directory), so a crash leaves the
 //! old or the new checkpoint, never a mix. A checkpoint that exists but cannot be read is an
 //! error, never "no checkpoint": that would silently redo and duplicate committed output.
 
-use crate::clock::wall_ms;
-use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
+use super::history::CommitHistory;
+use super::state::{Checkpoint, Stored};
 use crate::output::fsio::{ensure_writable_dir, sync_dir};
-use crate::output::{FileMeta, IdType, OutputError};
+use crate::output::OutputError;
 
-/// The format version this build writes. Version 1 (before staging and compaction) is read as
-/// a checkpoint with nothing staged: its files are all in the output directory already.
-pub const CHECKPOINT_VERSION: u32 = 2;
 const FILE_NAME: &str = "checkpoint.json";
 const TMP_NAME: &str = "checkpoint.json.tmp";
-
-/// Where the sources resume after the last committed epoch.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourcePositions {
-    /// Backfill cursor per partition key: the last `_id` read, as extended JSON.
-    pub backfill: BTreeMap<String, String>,
-    /// The change stream's resume token, as JSON text.
-    pub resume_token: Option<String>,
-    /// The cluster time to start the change stream at when there is no token: `(t, i)`.
-    pub cluster_time: Option<(u32, u32)>,
-}
-
-/// The durable state of a run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    /// Format version, [`CHECKPOINT_VERSION`].
-    pub version: u32,
-    /// Every epoch ≤ this is durable in the output directory.
-    pub committed: u64,
-    /// Every epoch ≤ this is marked in Mongo; never above `committed`.
-    pub marked: u64,
-    /// Files holding epochs > `marked`: what a restart must mark again (paths relative to the
-    /// staging directory; every one is also in `staged`).
-    pub files: Vec<FileMeta>,
-    /// Committed files in the staging directory, not yet compacted into the output directory
-    /// (paths relative to the staging directory). Recovery removes every staged file not listed.
-    #[serde(default)]
-    pub staged: Vec<FileMeta>,
-    /// A compaction's switch under way: its output is listed here from the moment its inputs
-    /// leave `staged`, so a crash leaves exactly one of the two listed (see `crate::compaction`).
-    #[serde(default)]
-    pub compacting: Option<Switch>,
-    /// Recorded deletions (`_deletions/`) of epochs ≤ this are applied to every file in the
-    /// output directory.
-    #[serde(default)]
-    pub deletions_applied: u64,
-    /// The next number for a compacted file's name, so names never repeat across runs.
-    #[serde(default)]
-    pub next_file_seq: u64,
-    /// Files compaction wrote into the output directory, all runs together.
-    #[serde(default)]
-    pub compactions: u64,
-    /// Deletions recorded in `_deletions/` (by the change stream or `reconcile`), all runs together.
-    #[serde(default)]
-    pub deletions_recorded: u64,
-    /// Of those, how many are applied to the output directory's files.
-    #[serde(default)]
-    pub deletions_done: u64,
-    /// How the dataset's vectors are made; `None` until a run records it (and in checkpoints
-    /// written before identities were recorded).
-    #[serde(default)]
-    pub identity: Option<crate::identity::DatasetIdentity>,
-    /// Where the sources resume.
-    pub sources: SourcePositions,
-    /// When it was written, ms since the Unix epoch.
-    pub updated_at_ms: i64,
-    /// Documents marked through this state directory, all runs together.
-    #[serde(default)]
-    pub documents_marked: u64,
-    /// `(ms since the Unix epoch, documents_marked)` at the last [`RECENT_COMMITS`] commits, for
-    /// `status` to tell the rate without watching.
-    #[serde(default)]
-    pub recent: Vec<(i64, u64)>,
-    /// The type of the output's `id` column, decided at the dataset's first start and never
-    /// again (`crate::output::id_type`); `None` before that, and in checkpoints written before
-    /// id types were recorded (see [`Checkpoint::recorded_id_type`]).
-    #[serde(default)]
-    pub id_type: Option<IdType>,
-}
-
-/// A compaction's switch from staged files to one file in the output directory, recorded before
-/// the output is renamed into place.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Switch {
-    /// The output file (path relative to the output directory, its final name).
-    pub output: FileMeta,
-    /// The name it is written under until the rename (in the same directory).
-    pub partial: String,
-    /// The staged inputs (paths relative to the staging directory), removed after the rename.
-    pub inputs: Vec<PathBuf>,
-}
-
-/// Commits kept in [`Checkpoint::recent`].
-pub const RECENT_COMMITS: usize = 64;
-
-impl Checkpoint {
-    /// Files and bytes in the staging directory waiting for compaction: the staged files, and
-    /// the inputs of a switch under way (still there until it ends; the merged file's size
-    /// stands for theirs).
-    pub fn staged_size(&self) -> (u64, u64) {
-        let (files, bytes) = self.compacting.as_ref().map_or((0, 0), |s| (s.inputs.len(), s.output.bytes));
-        ((self.staged.len() + files) as u64, self.staged.iter().map(|f| f.bytes).sum::<u64>() + bytes)
-    }
-
-    /// A checkpoint of the current format, stamped now.
-    pub fn new(committed: u64, marked: u64, files: Vec<FileMeta>, sources: SourcePositions) -> Self {
-        Checkpoint {
-            version: CHECKPOINT_VERSION,
-            committed,
-            marked,
-            files,
-            staged: Vec::new(),
-            compacting: None,
-            deletions_applied: 0,
-            next_file_seq: 0,
-            compactions: 0,
-            deletions_recorded: 0,
-            deletions_done: 0,
-            identity: None,
-            sources,
-            updated_at_ms: wall_ms(),
-            documents_marked: 0,
-            recent: Vec::new(),
-            id_type: None,
-        }
-    }
-
-    /// The id type of the dataset's files: as recorded; `extjson`, the only encoding there was,
-    /// when epochs were committed before id types were recorded; `None` while nothing is.
-    pub fn recorded_id_type(&self) -> Option<IdType> {
-        self.id_type.or((self.committed > 0).then_some(IdType::ExtJson))
-    }
-
-    /// Counts `n` more documents marked, now.
-    pub fn note_marked(&mut self, n: u64) {
-        self.documents_marked += n;
-        self.recent.push((wall_ms(), self.documents_marked));
-        let excess = self.recent.len().saturating_sub(RECENT_COMMITS);
-        self.recent.drain(..excess);
-    }
-}
 
 /// The checkpoint file of a state directory. One run at a time may use a state directory.
 #[derive(Clone, Debug)]
@@ -176,45 +41,32 @@ impl CheckpointStore {
     /// The checkpoint, or `None` when none was ever saved. A temporary file left by a crash
     /// during `save` is ignored: the rename that would have published it never happened.
     pub fn load(&self) -> Result<Option<Checkpoint>, OutputError> {
+        Ok(self.load_with_history()?.map(|(checkpoint, _)| checkpoint))
+    }
+
+    /// The checkpoint and status's commit history saved beside it, or `None` when none was ever
+    /// saved (see [`Self::load`]).
+    pub fn load_with_history(&self) -> Result<Option<(Checkpoint, CommitHistory)>, OutputError> {
         let text = match fs::read(&self.path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(OutputError::io("read checkpoint", &self.path, e)),
         };
         let corrupt = |reason: String| OutputError::CorruptCheckpoint { path: self.path.clone(), reason };
-        let mut checkpoint: Checkpoint = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
-        if checkpoint.version != CHECKPOINT_VERSION && checkpoint.version != 1 {
-            return Err(corrupt(format!(
-                "format version {} (this build reads {CHECKPOINT_VERSION})",
-                checkpoint.version
-            )));
-        }
-        if checkpoint.marked > checkpoint.committed {
-            return Err(corrupt(format!("marked {} is above committed {}", checkpoint.marked, checkpoint.committed)));
-        }
-        if checkpoint.version == 1 {
-            // Version 1 wrote every file straight into the output directory and listed files to
-            // re-mark by their path there; nothing was staged.
-            if !checkpoint.files.is_empty() {
-                return Err(corrupt(
-                    "format version 1 with epochs still to mark: finish them with the previous release first".into(),
-                ));
-            }
-            checkpoint.version = CHECKPOINT_VERSION;
-            checkpoint.deletions_applied = checkpoint.committed;
-        }
-        Ok(Some(checkpoint))
+        let stored: Stored = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+        stored.into_parts().map(Some).map_err(corrupt)
     }
 
-    /// Replaces the checkpoint atomically and durably.
-    pub fn save(&self, checkpoint: &Checkpoint) -> Result<(), OutputError> {
-        if checkpoint.marked > checkpoint.committed {
+    /// Replaces the checkpoint, and the commit history saved beside it, atomically and durably.
+    pub fn save(&self, checkpoint: &Checkpoint, history: &CommitHistory) -> Result<(), OutputError> {
+        if checkpoint.marked() > checkpoint.committed() {
             return Err(OutputError::Config(format!(
                 "refusing to save a checkpoint marked at {} above committed {}",
-                checkpoint.marked, checkpoint.committed
+                checkpoint.marked(),
+                checkpoint.committed()
             )));
         }
-        let text = serde_json::to_vec_pretty(checkpoint)
+        let text = serde_json::to_vec_pretty(&Stored::new(checkpoint, history))
             .map_err(|e| OutputError::io("encode checkpoint", &self.path, io::Error::other(e)))?;
         let tmp = self.dir.join(TMP_NAME);
         let mut file = OpenOptions::new()
@@ -234,7 +86,11 @@ impl CheckpointStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::SourcePositions;
+    use crate::identity::DatasetIdentity;
     use crate::output::naming::FileKind;
+    use crate::output::{FileMeta, IdType};
+    use crate::tei::TruncationDirection;
 
     fn sample() -> Checkpoint {
         let mut sources = SourcePositions::default();
@@ -254,34 +110,129 @@ mod tests {
         Checkpoint::new(7, 6, vec![file], sources)
     }
 
+    fn identity() -> DatasetIdentity {
+        DatasetIdentity {
+            model_id: "m".into(),
+            model_sha: None,
+            dim: 4,
+            prompt_name: None,
+            normalize: true,
+            truncation_direction: TruncationDirection::Right,
+            text_field: "text".into(),
+            mark_field: "mark".into(),
+            id_type: None,
+        }
+    }
+
+    /// The file `store` holds, as JSON.
+    fn on_disk(store: &CheckpointStore) -> serde_json::Value {
+        serde_json::from_slice(&fs::read(store.path()).unwrap()).unwrap()
+    }
+
     #[test]
     fn missing_is_none_and_saved_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore::open(dir.path().join("state")).unwrap();
         assert_eq!(store.load().unwrap(), None);
-        let cp = sample();
-        store.save(&cp).unwrap();
-        assert_eq!(store.load().unwrap(), Some(cp.clone()));
-        let next = Checkpoint { committed: 8, marked: 8, files: vec![], ..cp };
-        store.save(&next).unwrap();
-        assert_eq!(store.load().unwrap(), Some(next));
+        let mut cp = sample();
+        let history = CommitHistory::new(5_000, vec![(1_000, 4_000), (2_000, 5_000)]);
+        store.save(&cp, &history).unwrap();
+        assert_eq!(store.load_with_history().unwrap(), Some((cp.clone(), history.clone())));
+        cp.commit(8, Vec::new(), 0, None);
+        cp.mark(8);
+        store.save(&cp, &history).unwrap();
+        assert_eq!(store.load().unwrap(), Some(cp));
     }
 
     #[test]
-    fn the_id_type_is_recorded_and_older_checkpoints_are_extjson() {
+    fn the_file_keeps_the_names_earlier_builds_wrote() {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore::open(dir.path()).unwrap();
-        let cp = Checkpoint { id_type: Some(IdType::Int64), ..sample() };
-        store.save(&cp).unwrap();
+        let mut cp = sample();
+        cp.set_identity(Some(identity()));
+        cp.set_id_type(IdType::Int64);
+        store.save(&cp, &CommitHistory::new(3, vec![(1, 3)])).unwrap();
+        let json = on_disk(&store);
+        let mut keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "committed",
+                "compacting",
+                "compactions",
+                "deletions_applied",
+                "deletions_done",
+                "deletions_recorded",
+                "documents_marked",
+                "files",
+                "id_type",
+                "identity",
+                "marked",
+                "next_file_seq",
+                "recent",
+                "sources",
+                "staged",
+                "updated_at_ms",
+                "version"
+            ]
+        );
+        assert_eq!((json["version"].as_u64(), json["documents_marked"].as_u64()), (Some(2), Some(3)));
+        // Earlier builds read the id type from either place.
+        assert_eq!((json["id_type"].as_str(), json["identity"]["id_type"].as_str()), (Some("int64"), Some("int64")));
+    }
+
+    #[test]
+    fn the_id_type_is_kept_once_and_read_from_either_place_of_an_older_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        let mut cp = sample();
+        cp.set_identity(Some(DatasetIdentity { id_type: Some(IdType::String), ..identity() }));
+        // The identity's own id type is not taken: the checkpoint's is the one.
+        assert_eq!((cp.id_type(), cp.identity().and_then(|i| i.id_type)), (None, None));
+        cp.set_id_type(IdType::Int64);
+        assert_eq!(cp.identity().and_then(|i| i.id_type), Some(IdType::Int64));
+        store.save(&cp, &CommitHistory::default()).unwrap();
         assert_eq!(store.load().unwrap().and_then(|c| c.recorded_id_type()), Some(IdType::Int64));
-        // A checkpoint of an earlier build has no such field.
-        let mut old = serde_json::to_value(sample()).unwrap();
-        old.as_object_mut().unwrap().remove("id_type");
-        fs::write(store.path(), old.to_string()).unwrap();
-        let loaded = store.load().unwrap().unwrap();
-        assert_eq!((loaded.id_type, loaded.recorded_id_type()), (None, Some(IdType::ExtJson)));
+        let saved = on_disk(&store);
+        let load = |json: &serde_json::Value| {
+            fs::write(store.path(), json.to_string()).unwrap();
+            store.load().unwrap().unwrap()
+        };
+        // Only at the top (a build that recorded the identity without it).
+        let mut top = saved.clone();
+        top["identity"].as_object_mut().unwrap().remove("id_type");
+        let loaded = load(&top);
+        assert_eq!(
+            (loaded.id_type(), loaded.identity().and_then(|i| i.id_type)),
+            (Some(IdType::Int64), Some(IdType::Int64))
+        );
+        // Only in the identity.
+        let mut inner = saved.clone();
+        inner.as_object_mut().unwrap().remove("id_type");
+        assert_eq!(load(&inner).id_type(), Some(IdType::Int64));
+        // In neither (a build before id types): extjson once epochs are committed.
+        inner["identity"].as_object_mut().unwrap().remove("id_type");
+        let loaded = load(&inner);
+        assert_eq!((loaded.id_type(), loaded.recorded_id_type()), (None, Some(IdType::ExtJson)));
         let fresh = Checkpoint::new(0, 0, Vec::new(), SourcePositions::default());
         assert_eq!(fresh.recorded_id_type(), None);
+    }
+
+    #[test]
+    fn a_version_1_checkpoint_has_everything_applied_and_nothing_staged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        let v1 = r#"{"version":1,"committed":9,"marked":9,"files":[],"sources":{"backfill":{},"resume_token":null,"cluster_time":null},"updated_at_ms":5}"#;
+        fs::write(store.path(), v1).unwrap();
+        let (cp, history) = store.load_with_history().unwrap().unwrap();
+        assert_eq!((cp.committed(), cp.deletions_applied(), cp.staged().len()), (9, 9, 0));
+        assert_eq!(history, CommitHistory::default());
+        let mut to_mark: serde_json::Value = serde_json::from_str(v1).unwrap();
+        to_mark["marked"] = 8.into();
+        to_mark["files"] = serde_json::to_value(sample().files()).unwrap();
+        fs::write(store.path(), to_mark.to_string()).unwrap();
+        assert!(store.load().unwrap_err().to_string().contains("previous release"));
     }
 
     #[test]
@@ -291,7 +242,7 @@ mod tests {
         fs::write(dir.path().join(TMP_NAME), b"{\"version\":1,\"committ").unwrap();
         assert_eq!(store.load().unwrap(), None);
         let cp = sample();
-        store.save(&cp).unwrap();
+        store.save(&cp, &CommitHistory::default()).unwrap();
         fs::write(dir.path().join(TMP_NAME), b"garbage").unwrap();
         assert_eq!(store.load().unwrap(), Some(cp));
     }
@@ -306,18 +257,23 @@ mod tests {
             assert!(matches!(err, OutputError::CorruptCheckpoint { .. }), "{err}");
             assert!(err.to_string().contains("checkpoint.json"), "{err}");
         }
-        let mut wrong_version = serde_json::to_value(sample()).unwrap();
+        store.save(&sample(), &CommitHistory::default()).unwrap();
+        let mut wrong_version = on_disk(&store);
         wrong_version["version"] = 3.into();
         fs::write(store.path(), wrong_version.to_string()).unwrap();
         assert!(store.load().unwrap_err().to_string().contains("format version 3"));
+        wrong_version["version"] = 2.into();
+        wrong_version["marked"] = 8.into();
+        fs::write(store.path(), wrong_version.to_string()).unwrap();
+        assert!(store.load().unwrap_err().to_string().contains("marked 8 is above committed 7"));
     }
 
     #[test]
     fn marked_above_committed_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore::open(dir.path()).unwrap();
-        let cp = Checkpoint { marked: 9, ..sample() };
-        assert!(store.save(&cp).is_err());
+        let cp = Checkpoint::new(7, 9, Vec::new(), SourcePositions::default());
+        assert!(store.save(&cp, &CommitHistory::default()).is_err());
         assert_eq!(store.load().unwrap(), None);
     }
 }

@@ -110,7 +110,7 @@ fn run(ledger: &Ledger, s: &CompactionSettings, stats: &CompactionStats, orders:
         };
         let flush = matches!(order, Some(Order::FlushAndStop));
         let (committed, applied, oldest_staged) =
-            ledger.read(|cp| (cp.committed, cp.deletions_applied, cp.staged.iter().map(|f| f.epoch_lo).min()));
+            ledger.read(|cp| (cp.committed(), cp.deletions_applied(), cp.staged().iter().map(|f| f.epoch_lo).min()));
         // Settled deletions are dropped, and never read back (a restart does not load them).
         deletions.forget_settled(applied, oldest_staged.unwrap_or(committed.saturating_add(1)));
         deletions.refresh(&s.out, committed, applied)?;
@@ -155,8 +155,8 @@ pub fn compact_step(
     for kind in [FileKind::Rows, FileKind::Rejects] {
         let (due, seq) = ledger.read(|cp| {
             (
-                pick(&cp.staged, kind, cp.marked, s.target_file_bytes, s.max_file_age, flush, steady_ms()),
-                cp.next_file_seq,
+                pick(cp.staged(), kind, cp.marked(), s.target_file_bytes, s.max_file_age, flush, steady_ms()),
+                cp.next_file_seq(),
             )
         });
         let Some(inputs) = due else { continue };

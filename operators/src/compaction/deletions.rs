@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::stats::CompactionStats;
-use crate::checkpoint::{list_files, list_kind, Ledger};
+use crate::checkpoint::{list_files, list_kind, Checkpoint, Ledger};
 use crate::clock::steady_ms;
 use crate::output::{
     key_values, may_hold_any, read_deletions, read_row_ids, rewrite_without, sync_dir, DeletionSet, FileKind, IdProbe,
@@ -120,7 +120,7 @@ pub fn apply_pending(
     stats: &CompactionStats,
 ) -> Result<usize> {
     let (upto, count) = (index.pending_upto, index.pending);
-    let id_type = ledger.read(|cp| cp.id_type).unwrap_or(IdType::ExtJson);
+    let id_type = ledger.read(Checkpoint::id_type).unwrap_or(IdType::ExtJson);
     let probe = IdProbe::new(id_type, index.pending_ids.iter().map(String::as_str));
     let (mut rewritten, mut unread) = (0, 0);
     for f in list_files(out)?.into_iter().filter(|f| f.kind != FileKind::Deletions) {
@@ -177,7 +177,7 @@ pub const DELETION_FILES_MERGED: usize = 32;
 /// are removed: a crash in between leaves records twice, which an anti-join does not mind and
 /// the next merge folds. Returns whether it merged.
 pub fn compact_deletion_log(ledger: &Ledger, out: &Path) -> Result<bool> {
-    let applied = ledger.read(|cp| cp.deletions_applied);
+    let applied = ledger.read(Checkpoint::deletions_applied);
     let files: Vec<_> =
         list_files(out)?.into_iter().filter(|f| f.kind == FileKind::Deletions && f.name.epoch_hi <= applied).collect();
     if files.len() < DELETION_FILES_MERGED {
@@ -263,11 +263,11 @@ mod tests {
         ];
         let name = PartName { epoch_lo: 5, epoch_hi: 5, worker: 0, seq: 9 };
         write_deletions(&dir.join(name.file_name()), &records, IdType::Int64, &[]).unwrap();
-        let mut cp = Checkpoint::new(6, 6, Vec::new(), SourcePositions::default());
-        cp.id_type = Some(IdType::Int64);
-        cp.deletions_applied = 4;
-        cp.deletions_recorded = 3;
+        let cp = Checkpoint::new(6, 6, Vec::new(), SourcePositions::default());
         let ledger = Ledger::new(CheckpointStore::open(state.path()).unwrap(), cp);
+        ledger.set_id_type(IdType::Int64).unwrap();
+        ledger.note_deletions_recorded(3, 9).unwrap();
+        ledger.note_deletions_applied(4, 0).unwrap();
         let mut index = DeletionIndex::default();
         index.refresh(out.path(), 6, 4).unwrap();
         assert_eq!(index.pending(), 3);
@@ -283,7 +283,7 @@ mod tests {
         assert_eq!(ids.len(), 3000 - 2 + 1);
         assert!(!ids.contains(&(int_id(1777), 2)) && !ids.contains(&(int_id(1500), 2)));
         assert!(ids.contains(&(int_id(1500), 6)) && ids.contains(&(int_id(1501), 2)));
-        assert_eq!(ledger.read(|cp| (cp.deletions_applied, cp.deletions_done)), (5, 3));
+        assert_eq!(ledger.read(|cp| (cp.deletions_applied(), cp.deletions_done())), (5, 3));
         assert_eq!(index.pending(), 0);
     }
 
@@ -331,10 +331,11 @@ mod tests {
             let name = PartName { epoch_lo: e, epoch_hi: e, worker: 0, seq: e };
             write_deletions(&dir.join(name.file_name()), &records, IdType::ExtJson, &[]).unwrap();
         }
-        let mut cp = Checkpoint::new(40, 40, Vec::new(), SourcePositions::default());
-        cp.deletions_applied = 35;
-        cp.next_file_seq = 100;
+        let cp = Checkpoint::new(40, 40, Vec::new(), SourcePositions::default());
         let ledger = Ledger::new(CheckpointStore::open(state.path()).unwrap(), cp);
+        // Applied up to 35, and names up to sequence 99 taken.
+        ledger.note_deletions_applied(35, 0).unwrap();
+        ledger.note_deletions_recorded(0, 99).unwrap();
         assert!(compact_deletion_log(&ledger, out.path()).unwrap());
         let left: Vec<_> = list_files(out.path()).unwrap().into_iter().map(|f| f.name).collect();
         assert_eq!(left.len(), 6, "{left:?}");
@@ -363,10 +364,10 @@ mod tests {
             let kv = [(crate::output::ID_TYPE_KEY.to_string(), "int64".to_string())];
             write_deletions(&dir.join(name.file_name()), &records, IdType::Int64, &kv).unwrap();
         }
-        let mut cp = Checkpoint::new(n, n, Vec::new(), SourcePositions::default());
-        cp.deletions_applied = n;
-        cp.next_file_seq = 100;
+        let cp = Checkpoint::new(n, n, Vec::new(), SourcePositions::default());
         let ledger = Ledger::new(CheckpointStore::open(state.path()).unwrap(), cp);
+        ledger.note_deletions_applied(n, 0).unwrap();
+        ledger.note_deletions_recorded(0, 99).unwrap();
         assert!(compact_deletion_log(&ledger, out.path()).unwrap());
         let left: Vec<_> = list_files(out.path()).unwrap();
         assert_eq!(left.len(), 1, "{left:?}");

@@ -99,7 +99,7 @@ pub(crate) fn continuous_planner(
 /// (the stream is then opened at now instead).
 fn open_stream(engine: &Engine, ledger: &Ledger) -> Result<(StreamFeed, bool)> {
     let cp = ledger.snapshot();
-    let start = match cp.sources.resume_token.as_deref() {
+    let start = match cp.sources().resume_token.as_deref() {
         Some(json) => StreamStart::After(
             token_from_json(json).map_err(|e| anyhow::anyhow!("the checkpoint's resume token is unreadable: {e}"))?,
         ),

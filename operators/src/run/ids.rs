@@ -50,8 +50,8 @@ pub(super) fn settle(engine: &Engine, ledger: &Ledger, wait: Option<&StopSignal>
     let recorded = checkpoint.recorded_id_type();
     if let Some(recorded) = recorded {
         if Holdings::of(&checkpoint, &engine.config.out)?.files {
-            if checkpoint.id_type.is_none() {
-                ledger.set_id_type(recorded, false)?;
+            if checkpoint.id_type().is_none() {
+                ledger.set_id_type(recorded)?;
             }
             return Ok(recorded);
         }
@@ -105,6 +105,6 @@ pub(super) fn settle(engine: &Engine, ledger: &Ledger, wait: Option<&StopSignal>
     if let Some(was) = recorded.filter(|r| *r != chosen) {
         tracing::info!(was = %was, now = %chosen, "the output holds no file yet: its id column type is chosen again");
     }
-    ledger.set_id_type(chosen, false)?;
+    ledger.set_id_type(chosen)?;
     Ok(chosen)
 }

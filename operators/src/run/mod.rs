@@ -41,7 +41,7 @@ pub use config::{ClusterConfig, MongoTarget, RunConfig};
 pub use continuous::Continuous;
 pub use engine::{Engine, Monitor};
 
-use crate::checkpoint::{recover, CheckpointStore, Ledger};
+use crate::checkpoint::{recover, Checkpoint, CheckpointStore, Ledger};
 use crate::compaction::{CompactionSettings, Compactor};
 use crate::epoch_clock::StopSignal;
 use crate::failure::Failure;
@@ -133,8 +133,8 @@ impl Engine {
             let identity = engine.identity();
             let mut adopt = false;
             if let Some(cp) = store.load()? {
-                if let Some(recorded) = cp.identity.as_ref() {
-                    if let Err(refusal) = identity.check(recorded, &config.out.display().to_string()) {
+                if let Some(recorded) = cp.identity() {
+                    if let Err(refusal) = identity.check(&recorded, &config.out.display().to_string()) {
                         if !written::Holdings::of(&cp, &config.out)?.vectors {
                             // Only rejections (a wrong --text-field, requeued): no vector to mix with.
                             tracing::warn!(
@@ -152,32 +152,31 @@ impl Engine {
                 }
             }
             ids::refuse_another(&store, config.id_type, &config.out)?;
-            let (recovered, checkpoint) =
-                recover(&store, &config.out, &staging, &engine.marker, engine.runtime.handle())?;
+            let (recovered, ledger) = recover(&store, &config.out, &staging, &engine.marker, engine.runtime.handle())?;
             summary.stale_removed = recovered.stale_removed;
             summary.remarked = recovered.remarked;
             // Everything up to the checkpoint is committed and marked now.
             engine.totals.committed_epoch.fetch_max(recovered.committed, Ordering::SeqCst);
             engine.clock.advance_to(recovered.committed);
             _watch = Some(StallWatch::start(engine.monitor(), config.stall_warn_every));
-            let ledger = Ledger::new(store, checkpoint);
             if adopt {
                 ledger.set_identity(None)?;
-            } else if ledger.snapshot().identity.is_none() && ledger.snapshot().committed > 0 {
+            } else if ledger.read(|cp| !cp.has_identity() && cp.committed() > 0) {
                 tracing::warn!(
                     identity = %identity.summary(),
                     "this output was written before datasets recorded how their vectors were made: recording this \
                      run's settings as its identity (they cannot be checked against the earlier rows)"
                 );
             }
-            if ledger.snapshot().identity.is_none() {
+            if !ledger.read(Checkpoint::has_identity) {
                 ledger.set_identity(Some(identity.clone()))?;
             }
             let id_type = ids::settle(&engine, &ledger, stop.as_ref())?;
             summary.id_type = Some(id_type);
-            // The id column's type is part of how the dataset is made.
-            if ledger.snapshot().identity.is_some_and(|i| i.id_type.is_none()) {
-                ledger.set_id_type(id_type, true)?;
+            // The id column's type is part of how the dataset is made: one `settle` chose without
+            // recording it (an empty collection) is recorded now.
+            if ledger.read(|cp| cp.id_type().is_none()) {
+                ledger.set_id_type(id_type)?;
             }
             let settings = CompactionSettings {
                 out: config.out.clone(),

@@ -83,7 +83,7 @@ struct Lead {
 /// Prepares a pass on the leading process: its first epoch, the scan plan, the committer.
 fn lead_pass(engine: &Engine, ledger: &Ledger, failure: &Failure, plan: PassPlan) -> Result<Lead> {
     let config = &engine.config;
-    let start_epoch = ledger.snapshot().committed + 1;
+    let start_epoch = ledger.snapshot().committed() + 1;
     // One scan plan for all workers, taken after the stream was opened (the planner opened it).
     let scan = match plan.scan {
         Some(whole) => {
@@ -97,7 +97,7 @@ fn lead_pass(engine: &Engine, ledger: &Ledger, failure: &Failure, plan: PassPlan
         None => None,
     };
     let out_marker = OutMarker::place(&config.out, config.cluster.is_cluster(), start_epoch)?;
-    let id_type = ledger.snapshot().id_type.unwrap_or(crate::output::IdType::ExtJson);
+    let id_type = ledger.snapshot().id_type().unwrap_or(crate::output::IdType::ExtJson);
     let mut identity = engine.identity();
     identity.id_type = Some(id_type);
     let start = PassStart {
@@ -107,7 +107,7 @@ fn lead_pass(engine: &Engine, ledger: &Ledger, failure: &Failure, plan: PassPlan
         finish: false,
         failed: None,
         out_marker: out_marker.as_ref().map(|m| m.name.clone()),
-        identity: ledger.snapshot().identity.and_then(|i| serde_json::to_string(&i).ok()),
+        identity: ledger.snapshot().identity().and_then(|i| serde_json::to_string(&i).ok()),
         // Recorded before the first pass (`super::ids`).
         id_type,
     };

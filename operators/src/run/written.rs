@@ -22,7 +22,7 @@ impl Holdings {
     /// Reads the checkpoint's lists and the output directory's file names. Errors: `out` cannot
     /// be listed.
     pub fn of(cp: &Checkpoint, out: &Path) -> Result<Holdings, OutputError> {
-        let listed = cp.staged.iter().chain(&cp.files).chain(cp.compacting.as_ref().map(|s| &s.output));
+        let listed = cp.staged().iter().chain(cp.files()).chain(cp.compacting().map(|s| &s.output));
         let (mut vectors, mut files) = (false, false);
         for f in listed {
             files = true;
