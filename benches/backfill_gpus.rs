@@ -21,7 +21,7 @@ use dev_mongo::{DevMongo, DevMongoConfig};
 use dev_tei::{DevTei, GpuStats, SimConfig};
 use mongodb::bson::doc;
 use std::time::Duration;
-use tweet_embed_operators::epoch_clock::StopSignal;
+use tweet_embed_operators::dataflow::epoch_clock::StopSignal;
 use tweet_embed_operators::run::{Continuous, MongoTarget, RunConfig};
 use tweet_embed_operators::tei::{Concurrency, RequestOrder};
 

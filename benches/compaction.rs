@@ -18,9 +18,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tweet_embed_operators::checkpoint::CheckpointStore;
-use tweet_embed_operators::output::PartName;
 use tweet_embed_operators::run::{Engine, MongoTarget, RunConfig};
+use tweet_embed_operators::table::checkpoint::CheckpointStore;
+use tweet_embed_operators::table::output::PartName;
 
 const TOKENS_PER_SECOND: f64 = 19_600.0;
 
@@ -77,7 +77,9 @@ fn main() {
             while polling.load(Ordering::Relaxed) {
                 if let Ok(Some(cp)) = store.load() {
                     let mut seen = staged.lock();
-                    for f in cp.staged().iter().filter(|f| f.kind == tweet_embed_operators::output::FileKind::Rows) {
+                    for f in
+                        cp.staged().iter().filter(|f| f.kind == tweet_embed_operators::table::output::FileKind::Rows)
+                    {
                         seen.insert(f.path.to_string_lossy().into_owned(), f.bytes);
                     }
                 }

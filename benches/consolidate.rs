@@ -22,8 +22,8 @@ use arrow::array::{
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Int32Type, Schema};
 use parquet::arrow::ArrowWriter;
-use tweet_embed_operators::output::schema::{embedding_item, rows_schema, writer_properties, UTC};
-use tweet_embed_operators::output::FileKind;
+use tweet_embed_operators::table::output::schema::{embedding_item, rows_schema, writer_properties, UTC};
+use tweet_embed_operators::table::output::FileKind;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 const DIM: usize = 768;

@@ -17,12 +17,12 @@
 use std::path::Path;
 use std::time::Instant;
 
-use tweet_embed_operators::checkpoint::{list_files, Checkpoint, CheckpointStore, Ledger, SourcePositions};
-use tweet_embed_operators::compaction::{apply_pending, CompactionStats, DeletionIndex};
-use tweet_embed_operators::output::{
+use tweet_embed_operators::dataflow::record::{DocMeta, EmbeddedRow, Origin};
+use tweet_embed_operators::table::checkpoint::{list_files, Checkpoint, CheckpointStore, Ledger, SourcePositions};
+use tweet_embed_operators::table::compaction::{apply_pending, CompactionStats, DeletionIndex};
+use tweet_embed_operators::table::output::{
     read_row_ids, write_deletions, Deletion, EpochWriter, FileKind, IdType, OutputConfig, PartName,
 };
-use tweet_embed_operators::record::{DocMeta, EmbeddedRow, Origin};
 
 use test_support::bench::env_or;
 

@@ -73,7 +73,7 @@ fn main() {
             }
             let now = Instant::now();
             // A staged file may be compacted away between the listing and the read.
-            let Ok(ids) = tweet_embed_operators::output::read_row_ids(&p) else { continue };
+            let Ok(ids) = tweet_embed_operators::table::output::read_row_ids(&p) else { continue };
             for (id, _) in ids {
                 if let Some(t) = sent.remove(&id) {
                     lat.record(now.duration_since(t).as_millis().max(1) as u64).expect("record");

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tweet_embed_operators::mongo_error::describe;
+use tweet_embed_operators::mongo::error::describe;
 
 use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::Histogram;

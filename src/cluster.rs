@@ -3,7 +3,7 @@
 //!
 //! Process 0 leads: it owns the checkpoint, recovery, the change stream and every decision about
 //! passes, and hands each pass's start to the others through the dataflow
-//! (`tweet_embed_operators::pass_control`). The other processes follow until it says the run is
+//! (`tweet_embed_operators::dataflow::pass_control`). The other processes follow until it says the run is
 //! over. This module owns the flags, the hostfile and the panic hook for a lost peer; it never decides
 //! anything about the work.
 
@@ -107,7 +107,7 @@ pub fn exit_on_lost_peer() {
             std::thread::current().name().is_some_and(|n| n.starts_with("timely:recv") || n.starts_with("timely:send"));
         if is_peer_loss(&message) || transport {
             tracing::error!(cause = %message, "lost the connection to another process of the cluster");
-            tweet_embed_operators::failure::to_stderr(&format!("tweet-embed: {:#}", peer_lost()));
+            tweet_embed_operators::run::failure::to_stderr(&format!("tweet-embed: {:#}", peer_lost()));
             std::process::exit(1);
         }
         previous(info);

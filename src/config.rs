@@ -4,11 +4,11 @@
 use anyhow::{bail, Result};
 use std::path::PathBuf;
 use std::time::Duration;
-use tweet_embed_operators::mongo_error::RetryPolicy;
-use tweet_embed_operators::output::IdType;
+use tweet_embed_operators::mongo::error::RetryPolicy;
 use tweet_embed_operators::run::RunConfig;
 #[cfg(feature = "test-hooks")]
 use tweet_embed_operators::run::TestHooks;
+use tweet_embed_operators::table::output::IdType;
 use tweet_embed_operators::tei::{Api, Concurrency, EmbedOptions, PoolConfig, RequestOrder, TruncationDirection};
 
 /// Parses `500ms`, `5s`, `2m`, `1h` (a bare number is seconds).

@@ -15,7 +15,7 @@ use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tweet_embed_operators::epoch_clock::StopSignal;
+use tweet_embed_operators::dataflow::epoch_clock::StopSignal;
 use tweet_embed_operators::run::{Continuous, Monitor, RunConfig};
 
 /// Flags of `tweet-embed demo`.
@@ -107,7 +107,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             .then(|| (tweet_embed_operators::clock::wall_ms() / 1000) as u64 - stream_s.min(i64::MAX as u64));
         let summary = summary?;
         if let Err(e) = written {
-            tweet_embed_operators::failure::to_stderr(&format!(
+            tweet_embed_operators::run::failure::to_stderr(&format!(
                 "tweet-embed demo: the live phase stopped early: {e:#}"
             ));
         }

@@ -3,7 +3,7 @@
 
 use anyhow::{anyhow, Result};
 use mongodb::bson::Document;
-use tweet_embed_operators::mongo_error::describe;
+use tweet_embed_operators::mongo::error::describe;
 
 /// Flags of `tweet-embed indexes`.
 #[derive(Debug, Clone, clap::Args)]
@@ -47,7 +47,7 @@ pub async fn create(args: &IndexesArgs) -> Result<Vec<String>> {
         }
     }
     let coll = db.collection::<Document>(&args.mongo.collection);
-    tweet_embed_operators::work_queue::create_indexes(&coll, &args.mark_field).await.map_err(|e| match e {
+    tweet_embed_operators::mongo::work_queue::create_indexes(&coll, &args.mark_field).await.map_err(|e| match e {
         Ok(conflict) => anyhow!(conflict),
         Err(e) => anyhow!("creating the indexes on {}.{}: {}", args.mongo.db, args.mongo.collection, describe(&e)),
     })

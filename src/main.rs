@@ -10,7 +10,7 @@ fn main() {
     let (command, from_file) = match tweet_embed::config_file::layered(tweet_embed::cli::command(), &argv) {
         Ok(layered) => layered,
         Err(err) => {
-            tweet_embed_operators::failure::to_stderr(&format!("tweet-embed: {err:#}"));
+            tweet_embed_operators::run::failure::to_stderr(&format!("tweet-embed: {err:#}"));
             std::process::exit(2);
         }
     };
@@ -53,7 +53,7 @@ fn main() {
         Command::DevTei(args) => dev_tei::run(args),
     };
     if let Err(err) = result {
-        tweet_embed_operators::failure::to_stderr(&format!("tweet-embed: {err:#}"));
+        tweet_embed_operators::run::failure::to_stderr(&format!("tweet-embed: {err:#}"));
         std::process::exit(1);
     }
 }

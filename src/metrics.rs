@@ -23,9 +23,9 @@ use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tweet_embed_operators::checkpoint::CommitTotals;
 use tweet_embed_operators::clock::{steady_ms, wall_ms};
-use tweet_embed_operators::output::OutputStats;
+use tweet_embed_operators::table::checkpoint::CommitTotals;
+use tweet_embed_operators::table::output::OutputStats;
 use tweet_embed_operators::tei::{redact, EndpointPool};
 
 /// What the exporter reads at each scrape.

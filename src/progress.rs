@@ -19,9 +19,9 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tweet_embed_operators::checkpoint::CommitTotals;
+use tweet_embed_operators::mongo::work_queue::WorkQueue;
+use tweet_embed_operators::table::checkpoint::CommitTotals;
 use tweet_embed_operators::tei::{EndpointPool, PoolStats};
-use tweet_embed_operators::work_queue::WorkQueue;
 
 /// What the reporter reads.
 #[derive(Clone)]
@@ -33,7 +33,7 @@ pub struct ProgressSources {
     /// The work queue and a runtime to count it on, for the total and ETA.
     pub queue: Option<(WorkQueue, tokio::runtime::Handle)>,
     /// Compaction and deletions: staged bytes, compacted files, pending deletions.
-    pub compaction: Option<Arc<tweet_embed_operators::compaction::CompactionStats>>,
+    pub compaction: Option<Arc<tweet_embed_operators::table::compaction::CompactionStats>>,
 }
 
 /// A background reporter; stops when dropped or on [`Reporter::stop`].

@@ -2,14 +2,14 @@
 //! recorded deletions (`_deletions/`), and the output files holding them are rewritten without
 //! them. For deletions the change stream could not show: made in a gap after its history was
 //! lost (the run says so once in its log), or while nothing was following the stream. The
-//! library is `tweet_embed_operators::reconcile`.
+//! library is `tweet_embed_operators::table::reconcile`.
 
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
 use mongodb::bson::Document;
-use tweet_embed_operators::mongo_error::describe;
-use tweet_embed_operators::reconcile::{reconcile, ReconcileTarget};
+use tweet_embed_operators::mongo::error::describe;
+use tweet_embed_operators::table::reconcile::{reconcile, ReconcileTarget};
 
 /// Flags of `tweet-embed reconcile`.
 #[derive(Debug, Clone, clap::Args)]

@@ -11,8 +11,8 @@
 
 use anyhow::{anyhow, bail, Result};
 use mongodb::bson::{DateTime, Document};
-use tweet_embed_operators::marker::Marker;
-use tweet_embed_operators::mongo_error::describe;
+use tweet_embed_operators::mongo::error::describe;
+use tweet_embed_operators::mongo::marker::Marker;
 
 /// Flags of `tweet-embed requeue`.
 #[derive(Debug, Clone, clap::Args)]
@@ -62,7 +62,7 @@ pub fn run(args: RequeueArgs) -> Result<()> {
                 args.mongo.db,
                 args.mongo.collection,
                 describe(&e),
-                tweet_embed_operators::work_queue::monitor_index_name(&args.mark_field),
+                tweet_embed_operators::mongo::work_queue::monitor_index_name(&args.mark_field),
                 args.mark_field,
                 args.mark_field
             )

@@ -11,7 +11,7 @@ use crate::config::PipelineArgs;
 use anyhow::{Context, Result};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tweet_embed_operators::epoch_clock::StopSignal;
+use tweet_embed_operators::dataflow::epoch_clock::StopSignal;
 use tweet_embed_operators::run::{Continuous, Monitor};
 
 /// Flags of `tweet-embed run`.
@@ -104,7 +104,7 @@ pub fn stop_on_signals(leads: bool, drain_timeout: Duration, running: Arc<OnceLo
                              next start resumes from the checkpoint (nothing committed is lost or repeated)"
                         );
                         tracing::error!("{line}");
-                        tweet_embed_operators::failure::to_stderr(&format!("tweet-embed: {line}"));
+                        tweet_embed_operators::run::failure::to_stderr(&format!("tweet-embed: {line}"));
                         std::process::exit(1);
                     }
                 }

@@ -19,7 +19,7 @@ pub fn write(text: std::fmt::Arguments<'_>) {
     if let Err(e) = out.write_fmt(text).and_then(|()| out.flush()) {
         CLOSED.store(true, Ordering::Relaxed);
         if e.kind() != std::io::ErrorKind::BrokenPipe {
-            tweet_embed_operators::failure::to_stderr(&format!("tweet-embed: writing to stdout: {e}"));
+            tweet_embed_operators::run::failure::to_stderr(&format!("tweet-embed: writing to stdout: {e}"));
         }
     }
 }

@@ -14,8 +14,8 @@ use test_support::expect::check_run;
 use test_support::proc::{free_port, terminate, Proc};
 use test_support::synth::Kind;
 use test_support::{seed, Seeded, Stack};
-use tweet_embed_operators::checkpoint::{Checkpoint, CheckpointStore, CommitHistory, SourcePositions};
 use tweet_embed_operators::run::RunConfig;
+use tweet_embed_operators::table::checkpoint::{Checkpoint, CheckpointStore, CommitHistory, SourcePositions};
 
 /// The dev stack with 4 simulated GPUs and `docs` seeded tweets, and a directory for a cluster.
 struct Setup {

@@ -22,8 +22,8 @@ use arrow::array::{
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Int32Type, Schema};
 use parquet::arrow::ArrowWriter;
-use tweet_embed_operators::output::schema::{embedding_item, rows_schema, rows_schema_for, UTC};
-use tweet_embed_operators::output::{write_deletions, Deletion, IdType, DELETIONS_DIR, ID_TYPE_KEY};
+use tweet_embed_operators::table::output::schema::{embedding_item, rows_schema, rows_schema_for, UTC};
+use tweet_embed_operators::table::output::{write_deletions, Deletion, IdType, DELETIONS_DIR, ID_TYPE_KEY};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 const DIM: usize = 16;
@@ -530,7 +530,11 @@ fn a_foreign_deletion_file_fails_with_its_path_and_leaves_nothing_behind() {
 }
 
 /// Writes `batch` with `identity` as its `tweet_embed.identity` metadata.
-fn write_with_identity(path: &Path, batch: &RecordBatch, identity: &tweet_embed_operators::identity::DatasetIdentity) {
+fn write_with_identity(
+    path: &Path,
+    batch: &RecordBatch,
+    identity: &tweet_embed_operators::table::identity::DatasetIdentity,
+) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let kv: Vec<parquet::file::metadata::KeyValue> =
         identity.key_values().into_iter().map(|(k, v)| parquet::file::metadata::KeyValue::new(k, v)).collect();
@@ -542,7 +546,7 @@ fn write_with_identity(path: &Path, batch: &RecordBatch, identity: &tweet_embed_
 
 #[test]
 fn files_of_different_identities_are_refused_unless_grouped() {
-    use tweet_embed_operators::identity::DatasetIdentity;
+    use tweet_embed_operators::table::identity::DatasetIdentity;
     use tweet_embed_operators::tei::EmbedOptions;
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
@@ -607,7 +611,7 @@ fn an_output_beside_or_inside_its_inputs_is_refused() {
 #[test]
 fn identities_of_different_widths_group_into_their_own_folders() {
     use arrow::array::AsArray;
-    use tweet_embed_operators::identity::DatasetIdentity;
+    use tweet_embed_operators::table::identity::DatasetIdentity;
     use tweet_embed_operators::tei::EmbedOptions;
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
@@ -658,7 +662,7 @@ fn warnings<'a>(stderr: &'a str, needle: &str) -> Vec<&'a str> {
 
 #[test]
 fn inputs_without_an_identity_are_written_without_one_said_once() {
-    use tweet_embed_operators::identity::DatasetIdentity;
+    use tweet_embed_operators::table::identity::DatasetIdentity;
     use tweet_embed_operators::tei::EmbedOptions;
     let dir = tempfile::tempdir().unwrap();
     // Six old-script shards, none with an identity, each with a `text` column no output has.

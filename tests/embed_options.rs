@@ -11,8 +11,8 @@ use mongodb::bson::doc;
 use test_support::expect::{python_with, read_rows};
 use test_support::proc::pipeline_cmd;
 use test_support::{seed, Stack};
-use tweet_embed_operators::checkpoint::CheckpointStore;
 use tweet_embed_operators::run::Engine;
+use tweet_embed_operators::table::checkpoint::CheckpointStore;
 use tweet_embed_operators::tei::{EmbedOptions, EndpointPool, PoolConfig, TruncationDirection};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");

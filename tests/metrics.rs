@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 use test_support::{seed, Stack};
-use tweet_embed_operators::epoch_clock::StopSignal;
+use tweet_embed_operators::dataflow::epoch_clock::StopSignal;
 use tweet_embed_operators::run::Continuous;
 
 /// Samples of a scrape: `name{k=v,...}` → value, parsed by Python's prometheus_client.

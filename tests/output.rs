@@ -10,11 +10,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-use tweet_embed_operators::checkpoint::{remove_stale, Checkpoint, CheckpointStore, CommitHistory, SourcePositions};
-use tweet_embed_operators::output::{
+use tweet_embed_operators::dataflow::record::{DocMeta, EmbeddedRow, Origin, Rejection};
+use tweet_embed_operators::table::checkpoint::{
+    remove_stale, Checkpoint, CheckpointStore, CommitHistory, SourcePositions,
+};
+use tweet_embed_operators::table::output::{
     read_rejects, read_row_ids, read_rows, EpochWriter, FileKind, FileMeta, OutputConfig,
 };
-use tweet_embed_operators::record::{DocMeta, EmbeddedRow, Origin, Rejection};
 
 const DIM: usize = 64;
 const MODEL: &str = "google/embeddinggemma-300m";

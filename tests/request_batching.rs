@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use dev_tei::{DevTei, SimConfig};
 use timely::dataflow::operators::{Capture, Concat, Input, OkErr, Probe};
-use tweet_embed_operators::dedup::Dedup;
-use tweet_embed_operators::embed::{Embed, Embedder};
-use tweet_embed_operators::record::{Candidate, DocMeta, Origin, TextJob, Work, Written};
+use tweet_embed_operators::dataflow::dedup::Dedup;
+use tweet_embed_operators::dataflow::embed::{Embed, Embedder};
+use tweet_embed_operators::dataflow::record::{Candidate, DocMeta, Origin, TextJob, Work, Written};
 use tweet_embed_operators::run::Engine;
 use tweet_embed_operators::tei::{EndpointPool, PoolConfig, RequestOrder};
 use tweet_embed_operators::timely;

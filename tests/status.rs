@@ -13,7 +13,7 @@ use test_support::synth::{kind_of, tweet, Kind};
 use tweet_embed::config::MongoArgs;
 use tweet_embed::status::history::{History, Sample, FILE_NAME};
 use tweet_embed::status::{count, Counts, Monitor, StatusArgs};
-use tweet_embed_operators::checkpoint::{Checkpoint, CheckpointStore, CommitHistory, SourcePositions};
+use tweet_embed_operators::table::checkpoint::{Checkpoint, CheckpointStore, CommitHistory, SourcePositions};
 
 const MARK: &str = "gemma_embedded_768";
 const SEED: u64 = 3;
@@ -143,12 +143,12 @@ async fn a_missing_or_different_index_is_a_clear_error_not_a_scan() {
     assert!(msg.contains("tweet-embed indexes"), "{msg}");
 
     // Only the monitor index missing: named alone.
-    s.coll.create_index(tweet_embed_operators::work_queue::work_queue_index(MARK)).await.unwrap();
+    s.coll.create_index(tweet_embed_operators::mongo::work_queue::work_queue_index(MARK)).await.unwrap();
     let msg = format!("{:#}", tweet_embed::status::measure(&args_for(&s.mongo, None)).await.expect_err("one missing"));
     assert!(msg.contains("no `processed_monitor_idx`") && !msg.contains("no `embedding_work_queue`"), "{msg}");
 
     // Another mark field has indexes of its own names: this one's cannot count it.
-    s.coll.create_index(tweet_embed_operators::work_queue::monitor_index(MARK)).await.unwrap();
+    s.coll.create_index(tweet_embed_operators::mongo::work_queue::monitor_index(MARK)).await.unwrap();
     let mut other = args_for(&s.mongo, None);
     other.mark_field = "other_embedded".into();
     let msg = format!("{:#}", tweet_embed::status::measure(&other).await.expect_err("other mark field"));

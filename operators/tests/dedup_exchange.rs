@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use timely::communication::Config as CommConfig;
 use timely::dataflow::operators::{Inspect, ToStream};
-use tweet_embed_operators::dedup::Dedup;
-use tweet_embed_operators::record::{Candidate, DocMeta, Origin, Work};
+use tweet_embed_operators::dataflow::dedup::Dedup;
+use tweet_embed_operators::dataflow::record::{Candidate, DocMeta, Origin, Work};
 
 fn run(config: timely::Config) -> BTreeMap<String, Vec<String>> {
     let seen: Arc<Mutex<BTreeMap<String, Vec<String>>>> = Arc::default();

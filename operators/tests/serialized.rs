@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 use timely::dataflow::operators::capture::Event;
 use timely::dataflow::operators::{Capture, Input};
 use timely::{CommunicationConfig, WorkerConfig};
-use tweet_embed_operators::dedup::Dedup;
-use tweet_embed_operators::epoch_clock::{EpochClock, StopSignal};
-use tweet_embed_operators::pass_control::{agree, PassRelay, PassStart};
-use tweet_embed_operators::record::{Candidate, DocMeta, Origin, Work};
+use tweet_embed_operators::dataflow::dedup::Dedup;
+use tweet_embed_operators::dataflow::epoch_clock::{EpochClock, StopSignal};
+use tweet_embed_operators::dataflow::pass_control::{agree, PassRelay, PassStart};
+use tweet_embed_operators::dataflow::record::{Candidate, DocMeta, Origin, Work};
 
 fn configs() -> Vec<(&'static str, timely::Config)> {
     let with = |communication| timely::Config { communication, worker: WorkerConfig::default() };
@@ -90,7 +90,7 @@ fn a_pass_start_and_its_signals_reach_every_worker() {
                 failed: Some("why".into()),
                 out_marker: Some(".marker".into()),
                 identity: Some("{\"dim\":256}".into()),
-                id_type: tweet_embed_operators::output::IdType::Int64,
+                id_type: tweet_embed_operators::table::output::IdType::Int64,
             };
             let received = agree(worker, (index == 0).then(|| start.clone()), &|| false);
             // Each worker its own stop and clock, as processes have.

@@ -31,8 +31,8 @@ use arrow::compute::{cast_with_options, CastOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
-use tweet_embed_operators::output::schema::{embedding_item, rows_schema};
-use tweet_embed_operators::output::{IdType, ID_TYPE_KEY};
+use tweet_embed_operators::table::output::schema::{embedding_item, rows_schema};
+use tweet_embed_operators::table::output::{IdType, ID_TYPE_KEY};
 
 /// Names tried, in order, for the id column.
 pub const ID_COLUMNS: [&str; 3] = ["id", "_id", "tweet_id"];

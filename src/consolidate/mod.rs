@@ -13,7 +13,7 @@
 //! modifies or deletes an input without `--delete-inputs`, never modifies or deletes
 //! `_deletions/` (it is not an input of rows), and never overwrites a file.
 //!
-//! Deletions follow the rule of [`tweet_embed_operators::output::Deletion`]: a recorded
+//! Deletions follow the rule of [`tweet_embed_operators::table::output::Deletion`]: a recorded
 //! `(id, d)` drops every row with that id whose `epoch` is at most `d`, and every row with that
 //! id from a file without an `epoch` column (a null `epoch` in the mapped rows). The set of
 //! deleted ids is held in memory; it holds ids only, no vectors. Applying it again to the output
@@ -43,8 +43,8 @@ use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Int64Type, UInt64Type};
 use parquet::file::metadata::KeyValue;
-use tweet_embed_operators::output::schema::{default_row_group_rows, writer_properties};
-use tweet_embed_operators::output::{sync_dir, DeletionSet, FileKind, IdType, DELETIONS_DIR, ID_TYPE_KEY};
+use tweet_embed_operators::table::output::schema::{default_row_group_rows, writer_properties};
+use tweet_embed_operators::table::output::{sync_dir, DeletionSet, FileKind, IdType, DELETIONS_DIR, ID_TYPE_KEY};
 
 use input::{InputFile, Layout};
 use output::{PartWriter, Scratch};
@@ -324,7 +324,11 @@ struct IdentityGroup {
 impl IdentityGroup {
     /// For people: the identity's summary line, or "no recorded identity".
     fn label(&self) -> String {
-        match self.identity.as_deref().map(serde_json::from_str::<tweet_embed_operators::identity::DatasetIdentity>) {
+        match self
+            .identity
+            .as_deref()
+            .map(serde_json::from_str::<tweet_embed_operators::table::identity::DatasetIdentity>)
+        {
             Some(Ok(i)) => i.summary(),
             Some(Err(_)) => "an unreadable identity".into(),
             None => "no recorded identity".into(),
@@ -336,7 +340,7 @@ impl IdentityGroup {
     fn slug(&self) -> String {
         let Some(json) = &self.identity else { return NO_IDENTITY.into() };
         let hash = json.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-        match serde_json::from_str::<tweet_embed_operators::identity::DatasetIdentity>(json) {
+        match serde_json::from_str::<tweet_embed_operators::table::identity::DatasetIdentity>(json) {
             Ok(i) => format!("dim{}-prompt-{}-{hash:016x}", i.dim, i.prompt_name.as_deref().unwrap_or("none"))
                 .chars()
                 .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
@@ -663,7 +667,7 @@ fn output_id_type(files: &[&InputFile], layout: &Layout) -> Option<IdType> {
 /// `batch` (of the output layout: `id` first, `epoch` if any file has it), read from a file of
 /// `id_type` (its metadata's), without the rows `deletions` deletes; a null `epoch` (a file
 /// without one) matches any deletion of its id. A deletion names a row as the engine does
-/// (`tweet_embed_operators::output::id_type`): an `int64` file's `5` as `{"$numberLong":"5"}`,
+/// (`tweet_embed_operators::table::output::id_type`): an `int64` file's `5` as `{"$numberLong":"5"}`,
 /// a `string` file's `abc` as `"abc"`; other files' ids as they are.
 fn drop_deleted(batch: &RecordBatch, deletions: &DeletionSet, id_type: Option<IdType>) -> Result<RecordBatch> {
     let ids = batch.column(0);

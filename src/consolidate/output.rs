@@ -14,7 +14,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
-use tweet_embed_operators::output::sync_dir;
+use tweet_embed_operators::table::output::sync_dir;
 
 /// The prefix of a run's scratch directory; the leading `.` makes readers of `--output` as a
 /// dataset, and `consolidate` itself, skip it.

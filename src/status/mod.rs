@@ -55,13 +55,13 @@ use serde::Serialize;
 use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::time::Duration;
-use tweet_embed_operators::checkpoint::CheckpointStore;
 use tweet_embed_operators::clock::wall_ms;
-use tweet_embed_operators::mongo_error::describe;
-use tweet_embed_operators::tei::redact;
-use tweet_embed_operators::work_queue::{
+use tweet_embed_operators::mongo::error::describe;
+use tweet_embed_operators::mongo::work_queue::{
     find_index, index_mismatch, monitor_index, monitor_index_name, work_queue_index, WorkQueue,
 };
+use tweet_embed_operators::table::checkpoint::CheckpointStore;
+use tweet_embed_operators::tei::redact;
 
 pub use render::{line, text};
 
@@ -157,7 +157,7 @@ pub struct Status {
     /// Recorded deletions not yet applied to the output directory's files.
     pub deletions_pending: Option<u64>,
     /// How the dataset's vectors are made, as the checkpoint records it.
-    pub identity: Option<tweet_embed_operators::identity::DatasetIdentity>,
+    pub identity: Option<tweet_embed_operators::table::identity::DatasetIdentity>,
     /// About how many unmarked documents the work queue does not take (their `retweeted` is
     /// set): the collection's estimated count less processed and remaining.
     pub outside_queue: Option<u64>,
@@ -250,7 +250,7 @@ fn compose(
     c: Counts,
     at_ms: i64,
     rate: Option<Rate>,
-    checkpoint: Option<&tweet_embed_operators::checkpoint::Checkpoint>,
+    checkpoint: Option<&tweet_embed_operators::table::checkpoint::Checkpoint>,
 ) -> Status {
     let processed = c.embedded + c.rejected;
     let total = processed + c.remaining;
@@ -409,7 +409,7 @@ async fn run_async(args: StatusArgs) -> Result<()> {
             // The first failure is a setup problem (no index, bad URI): stop with it.
             Err(e) if taken == 0 => return Err(e),
             // Later ones are a network blip in a multi-day watch: say so and try again.
-            Err(e) => tweet_embed_operators::failure::to_stderr(&format!(
+            Err(e) => tweet_embed_operators::run::failure::to_stderr(&format!(
                 "tweet-embed status: {e:#} (trying again in {interval:?})"
             )),
         }

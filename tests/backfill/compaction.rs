@@ -12,9 +12,9 @@ use dev_tei::SimConfig;
 use test_support::expect::{check_run, check_run_in, DatasetPoller};
 use test_support::proc::Proc;
 use test_support::{seed, Seeded, Stack};
-use tweet_embed_operators::checkpoint::CheckpointStore;
-use tweet_embed_operators::output::{FileKind, PartName};
 use tweet_embed_operators::run::Engine;
+use tweet_embed_operators::table::checkpoint::CheckpointStore;
+use tweet_embed_operators::table::output::{FileKind, PartName};
 
 use super::crash::{backfill_cmd, persisted_dev_mongo, seed_through_driver};
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use test_support::expect::check_run_in;
 use test_support::proc::{free_port, Proc};
 use test_support::{Seeded, Stack};
-use tweet_embed_operators::checkpoint::CheckpointStore;
+use tweet_embed_operators::table::checkpoint::CheckpointStore;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 

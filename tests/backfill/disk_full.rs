@@ -7,7 +7,7 @@ use dev_tei::FaultConfig;
 use std::os::unix::process::CommandExt;
 use test_support::expect::check_run;
 use test_support::{seed, Stack};
-use tweet_embed_operators::checkpoint::CheckpointStore;
+use tweet_embed_operators::table::checkpoint::CheckpointStore;
 
 #[test]
 fn a_failed_write_stops_cleanly_and_a_restart_finishes_exactly_once() {

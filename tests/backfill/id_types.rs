@@ -19,10 +19,10 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use test_support::expect::{pyarrow_check, python_with, read_rows, Output};
 use test_support::proc::{free_port, Proc};
 use test_support::{create_indexes, Stack};
-use tweet_embed_operators::checkpoint::CheckpointStore;
-use tweet_embed_operators::document_id::id_string;
-use tweet_embed_operators::output::{canonical_id, IdType, ID_TYPE_KEY, REJECTS_DIR};
+use tweet_embed_operators::mongo::document_id::id_string;
 use tweet_embed_operators::run::Engine;
+use tweet_embed_operators::table::checkpoint::CheckpointStore;
+use tweet_embed_operators::table::output::{canonical_id, IdType, ID_TYPE_KEY, REJECTS_DIR};
 
 use super::crash::backfill_cmd;
 
@@ -384,10 +384,10 @@ fn wait_until(what: &str, done: impl FnMut() -> bool) {
 /// the cancelled tweet is never written — the Int32 ids compared with what reads back as Int64.
 #[test]
 fn deletes_and_reconcile_work_on_int32_ids_in_an_int64_column() {
-    use tweet_embed_operators::epoch_clock::StopSignal;
-    use tweet_embed_operators::output::read_deletion_dir;
-    use tweet_embed_operators::reconcile::{reconcile, ReconcileTarget};
+    use tweet_embed_operators::dataflow::epoch_clock::StopSignal;
     use tweet_embed_operators::run::Continuous;
+    use tweet_embed_operators::table::output::read_deletion_dir;
+    use tweet_embed_operators::table::reconcile::{reconcile, ReconcileTarget};
 
     let stack = Stack::start(2, FaultConfig::default());
     insert(&stack, &tweets(Ids::Int32, 200));
@@ -469,7 +469,7 @@ fn deletes_and_reconcile_work_on_int32_ids_in_an_int64_column() {
                 .filter(|d| d.id == key)
                 .map(|d| format!("epoch {}", d.epoch))
                 .collect();
-            let cp = tweet_embed_operators::checkpoint::CheckpointStore::open(&args.state_dir)
+            let cp = tweet_embed_operators::table::checkpoint::CheckpointStore::open(&args.state_dir)
                 .and_then(|s| s.load())
                 .ok()
                 .flatten()

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use test_support::expect::check_run;
 use test_support::proc::Proc;
 use test_support::{seed, Stack};
-use tweet_embed_operators::checkpoint::{StateLock, LOCK_FILE};
 use tweet_embed_operators::run::Engine;
+use tweet_embed_operators::table::checkpoint::{StateLock, LOCK_FILE};
 
 #[test]
 fn a_second_run_on_the_same_state_dir_is_refused_naming_the_first() {

@@ -6,8 +6,8 @@ use dev_tei::FaultConfig;
 use mongodb::bson::{doc, Document};
 use test_support::expect::read_rows;
 use test_support::{seed, Stack};
+use tweet_embed_operators::mongo::work_queue::{create_indexes, find_index};
 use tweet_embed_operators::run::Engine;
-use tweet_embed_operators::work_queue::{create_indexes, find_index};
 
 #[test]
 fn two_mark_fields_two_widths_two_outputs_both_complete() {

@@ -11,8 +11,8 @@ use mongodb::bson::{doc, Bson, Document};
 use test_support::expect::read_rows;
 use test_support::proc::{pipeline_cmd, terminate, Logged};
 use test_support::{create_indexes, Stack};
-use tweet_embed_operators::checkpoint::CheckpointStore;
-use tweet_embed_operators::output::IdType;
+use tweet_embed_operators::table::checkpoint::CheckpointStore;
+use tweet_embed_operators::table::output::IdType;
 
 use super::crash::backfill_cmd;
 
@@ -140,5 +140,5 @@ fn run_on_an_empty_collection_chooses_the_id_type_from_its_first_document() {
     assert_eq!((rows.vectors.len(), rows.rejects.len()), (200, 0), "no strays");
     assert!(rows
         .vectors
-        .contains_key(&tweet_embed_operators::document_id::id_string(&Bson::Int64(1_500_000_000_000_000_000))));
+        .contains_key(&tweet_embed_operators::mongo::document_id::id_string(&Bson::Int64(1_500_000_000_000_000_000))));
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use test_support::expect::read_visible;
 use test_support::synth::{kind_of, tweet, Kind};
 use test_support::{seed, Stack};
-use tweet_embed_operators::output::read_deletion_dir;
 use tweet_embed_operators::run::Engine;
+use tweet_embed_operators::table::output::read_deletion_dir;
 
 #[test]
 fn a_tweet_deleted_while_its_embedding_is_in_flight_leaves_no_row() {

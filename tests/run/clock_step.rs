@@ -16,8 +16,8 @@ use test_support::expect::{check_run_after_deletes, read_visible};
 use test_support::proc::{terminate, Logged};
 use test_support::wait::until_while_running;
 use test_support::{seed, Seeded, Stack};
-use tweet_embed_operators::document_id::id_string;
-use tweet_embed_operators::output::read_deletion_dir;
+use tweet_embed_operators::mongo::document_id::id_string;
+use tweet_embed_operators::table::output::read_deletion_dir;
 
 /// libfaketime's preload library: `TWEET_EMBED_LIBFAKETIME`, or where Debian and a source build
 /// put it.

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use test_support::proc::terminate;
 use test_support::{seed, Stack};
-use tweet_embed_operators::checkpoint::CheckpointStore;
+use tweet_embed_operators::table::checkpoint::CheckpointStore;
 
 /// `tweet-embed run` with `args`' flags, logging at info.
 pub fn run_cmd(args: &tweet_embed_operators::run::RunConfig) -> Command {

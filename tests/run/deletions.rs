@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use test_support::expect::{check_run_after_deletes, read_rows, read_visible};
 use test_support::{seed, Stack};
-use tweet_embed_operators::checkpoint::CheckpointStore;
-use tweet_embed_operators::document_id::id_string;
-use tweet_embed_operators::output::read_deletion_dir;
+use tweet_embed_operators::mongo::document_id::id_string;
+use tweet_embed_operators::table::checkpoint::CheckpointStore;
+use tweet_embed_operators::table::output::read_deletion_dir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 
@@ -62,7 +62,7 @@ fn deleted_tweets_leave_the_output_and_an_insert_deleted_in_its_epoch_never_appe
     let dir = tempfile::tempdir().expect("tempdir");
     let mut args = run_args(&stack, dir.path());
     // String `_id`s join a collection of ObjectIds: mixed ids, extended JSON.
-    args.pipeline.id_type = Some(tweet_embed_operators::output::IdType::ExtJson);
+    args.pipeline.id_type = Some(tweet_embed_operators::table::output::IdType::ExtJson);
     // Long enough epochs that an insert and its delete, sent back to back, share one.
     args.pipeline.checkpoint_interval = Duration::from_secs(1);
     args.pipeline.max_file_age = Duration::from_millis(500);

@@ -19,7 +19,7 @@ fn tweets_not_utf8_on_the_stream_cost_only_themselves() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut args = run_args(&stack, dir.path());
     // String `_id`s join a collection of ObjectIds: mixed ids, extended JSON.
-    args.pipeline.id_type = Some(tweet_embed_operators::output::IdType::ExtJson);
+    args.pipeline.id_type = Some(tweet_embed_operators::table::output::IdType::ExtJson);
     let coll = stack.coll();
     let summary = run_while(&stack, &args, || {
         // The scan first drains the queue; after that only the stream brings work.

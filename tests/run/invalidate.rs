@@ -9,9 +9,9 @@ use dev_tei::FaultConfig;
 use mongodb::bson::doc;
 use std::time::{Duration, Instant};
 use test_support::{create_indexes, seed, Stack};
-use tweet_embed_operators::checkpoint::CheckpointStore;
-use tweet_embed_operators::epoch_clock::StopSignal;
+use tweet_embed_operators::dataflow::epoch_clock::StopSignal;
 use tweet_embed_operators::run::{Continuous, Engine, RunConfig, Summary};
+use tweet_embed_operators::table::checkpoint::CheckpointStore;
 
 /// `run` in a thread: its stop signal and its end.
 fn follow(config: &RunConfig) -> (StopSignal, std::thread::JoinHandle<anyhow::Result<Summary>>) {
@@ -37,7 +37,7 @@ fn drop_then_restart(gone: Gone) {
     let mut args = run_args(&stack, dir.path());
     // The recreated collection's `_id`s are numbers, the first one's ObjectIds: one dataset of
     // mixed ids, so ids are extended JSON (with the ObjectId type the numbers would be strays).
-    args.pipeline.id_type = Some(tweet_embed_operators::output::IdType::ExtJson);
+    args.pipeline.id_type = Some(tweet_embed_operators::table::output::IdType::ExtJson);
     let coll = stack.coll();
     let (_stop, run) = follow(&args.pipeline);
     let deadline = Instant::now() + Duration::from_secs(300);

@@ -16,7 +16,7 @@ use std::time::Duration;
 use test_support::expect::read_rows;
 use test_support::proc::{terminate, Logged};
 use test_support::{seed, Stack};
-use tweet_embed_operators::document_id::id_string;
+use tweet_embed_operators::mongo::document_id::id_string;
 
 fn wait_until(what: &str, run: &mut Logged, done: impl FnMut() -> bool) {
     test_support::wait::until_while_running(what, Duration::from_secs(300), run, done);
@@ -81,7 +81,10 @@ fn an_event_over_the_size_limit_is_skipped_by_the_stream_and_embedded_by_the_nex
     let skipped = run.log().lines().filter(|l| l.contains("skipped a change event")).count();
     assert_eq!(skipped, 1, "only the big event is skipped:\n{}", run.log());
     let recorded_delete = || {
-        tweet_embed_operators::output::read_deletion_dir(&args.out).unwrap_or_default().iter().any(|d| d.id == deleted)
+        tweet_embed_operators::table::output::read_deletion_dir(&args.out)
+            .unwrap_or_default()
+            .iter()
+            .any(|d| d.id == deleted)
     };
     test_support::wait::until("the delete behind the big event is recorded", Duration::from_secs(60), recorded_delete);
     terminate(&run.proc.0);

@@ -15,9 +15,9 @@ mod workload;
 use dev_tei::FaultConfig;
 use std::time::{Duration, Instant};
 use test_support::{seed, Stack};
-use tweet_embed_operators::checkpoint::CheckpointStore;
-use tweet_embed_operators::epoch_clock::StopSignal;
+use tweet_embed_operators::dataflow::epoch_clock::StopSignal;
 use tweet_embed_operators::run::{Continuous, Engine, RunConfig, Summary};
+use tweet_embed_operators::table::checkpoint::CheckpointStore;
 use workload::{check, remaining, rows_by_source, Workload};
 
 /// A continuous run's settings and options.

@@ -79,7 +79,9 @@ async fn main() {
 
     // The full collection streamed through find/getMore (driver default batch sizes).
     let c = client.database("bench").collection::<Document>("bulk");
-    c.create_index(tweet_embed_operators::work_queue::work_queue_index("gemma_embedded_768")).await.expect("index");
+    c.create_index(tweet_embed_operators::mongo::work_queue::work_queue_index("gemma_embedded_768"))
+        .await
+        .expect("index");
     let mut rates = Vec::new();
     for _ in 0..RUNS {
         let start = Instant::now();

@@ -12,7 +12,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use tweet_embed_operators::output::{canonical_id, IdColumn, IdType};
+use tweet_embed_operators::table::output::{canonical_id, IdColumn, IdType};
 
 use crate::seed::Seeded;
 use crate::synth::{kind_of, Kind};
@@ -32,11 +32,11 @@ pub struct Output {
 /// beside it), where committed epochs wait for compaction, less the rows that the deletions
 /// recorded in `out/_deletions/` remove (as a reader's anti-join would).
 pub fn read_rows(out: &Path) -> Output {
-    let mut dirs = vec![out.to_path_buf(), out.join(tweet_embed_operators::output::STAGING_DIR)];
+    let mut dirs = vec![out.to_path_buf(), out.join(tweet_embed_operators::table::output::STAGING_DIR)];
     if let Some(parent) = out.parent() {
         dirs.push(parent.join("state").join("staging"));
     }
-    let deleted = tweet_embed_operators::output::DeletionSet::load(out).expect("read _deletions/");
+    let deleted = tweet_embed_operators::table::output::DeletionSet::load(out).expect("read _deletions/");
     read_dirs(&dirs, &deleted)
 }
 
@@ -46,12 +46,13 @@ pub fn read_visible(out: &Path) -> Output {
     read_dirs(&[out.to_path_buf()], &Default::default())
 }
 
-fn read_dirs(roots: &[std::path::PathBuf], deleted: &tweet_embed_operators::output::DeletionSet) -> Output {
+fn read_dirs(roots: &[std::path::PathBuf], deleted: &tweet_embed_operators::table::output::DeletionSet) -> Output {
     let mut vectors = HashMap::new();
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     let mut rejects = HashMap::new();
-    let dirs =
-        roots.iter().flat_map(|r| [(r.clone(), false), (r.join(tweet_embed_operators::output::REJECTS_DIR), true)]);
+    let dirs = roots
+        .iter()
+        .flat_map(|r| [(r.clone(), false), (r.join(tweet_embed_operators::table::output::REJECTS_DIR), true)]);
     for (dir, is_rejects) in dirs {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for e in entries.flatten() {
@@ -151,7 +152,7 @@ pub fn check_run_after_deletes(
     for d in &docs {
         // Documents a test added besides the synthetic ones are checked by that test.
         let Ok(oid) = d.get_object_id("_id") else {
-            let id = tweet_embed_operators::document_id::id_string(d.get("_id").expect("_id"));
+            let id = tweet_embed_operators::mongo::document_id::id_string(d.get("_id").expect("_id"));
             let id = canonical_id(&id).into_owned();
             if rejects.contains_key(&id) {
                 expected_rejects += 1;

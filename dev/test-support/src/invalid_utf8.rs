@@ -8,7 +8,7 @@ use crate::synth::raw_tweet;
 use crate::Stack;
 use mongodb::bson::serde_helpers::Utf8LossyDeserialization;
 use mongodb::bson::{doc, Document, RawDocumentBuf};
-use tweet_embed_operators::document_id::id_string;
+use tweet_embed_operators::mongo::document_id::id_string;
 
 /// The stored bytes of the text that is not UTF-8.
 pub const BAD_TEXT: &[u8] = b"caf\xe9 au lait \xff\xfe";

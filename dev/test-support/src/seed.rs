@@ -50,7 +50,7 @@ pub fn insert_range(mongo: &DevMongo, range: std::ops::Range<u64>, seed: u64) ->
 pub async fn create_indexes(mongo: &DevMongo) -> Result<Vec<String>> {
     let client = mongodb::Client::with_uri_str(mongo.uri()).await.context("connecting to dev-mongo")?;
     let coll = client.database(DB).collection::<Document>(COLLECTION);
-    tweet_embed_operators::work_queue::create_indexes(&coll, MARK_FIELD).await.map_err(|e| match e {
+    tweet_embed_operators::mongo::work_queue::create_indexes(&coll, MARK_FIELD).await.map_err(|e| match e {
         Ok(conflict) => anyhow::anyhow!(conflict),
         Err(e) => anyhow::Error::new(e).context(format!("creating the indexes on {DB}.{COLLECTION}")),
     })

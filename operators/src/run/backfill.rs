@@ -9,8 +9,8 @@ use anyhow::{anyhow, bail};
 
 use super::engine::Engine;
 use super::passes::{PassPlan, Planner};
-use crate::epoch_clock::StopSignal;
-use crate::mongo_error::{describe, retry};
+use crate::dataflow::epoch_clock::StopSignal;
+use crate::mongo::error::{describe, retry};
 
 pub(crate) fn backfill_planner(engine: Arc<Engine>) -> Planner {
     let (mut passes, mut last_done) = (0usize, 0u64);

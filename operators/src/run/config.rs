@@ -126,10 +126,10 @@ pub struct RunConfig {
     /// The type of the output's `id` column (`--id-type`); `None` (`auto`): decided at the
     /// dataset's first start from its smallest and largest `_id`. Either way it is recorded in
     /// the checkpoint, and a later run asking for another type refuses.
-    pub id_type: Option<crate::output::IdType>,
+    pub id_type: Option<crate::table::output::IdType>,
     /// How MongoDB operations that fail with an error that heals (an election, a dropped
     /// connection) back off between tries; they retry for as long as it lasts.
-    pub mongo_retry: crate::mongo_error::RetryPolicy,
+    pub mongo_retry: crate::mongo::error::RetryPolicy,
     /// A run that makes no progress while work remains says so at WARN this often, with its
     /// best guess why.
     pub stall_warn_every: Duration,
@@ -170,7 +170,7 @@ impl RunConfig {
             checkpoint_interval: Duration::from_secs(5),
             target_file_bytes: 512 * 1024 * 1024,
             id_type: None,
-            mongo_retry: crate::mongo_error::RetryPolicy::default(),
+            mongo_retry: crate::mongo::error::RetryPolicy::default(),
             stall_warn_every: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(60),
             reset_output: false,
@@ -185,7 +185,7 @@ impl RunConfig {
     pub fn staging_dir(&self) -> PathBuf {
         match &self.staging_dir {
             Some(dir) => dir.clone(),
-            None if self.cluster.is_cluster() => self.out.join(crate::output::STAGING_DIR),
+            None if self.cluster.is_cluster() => self.out.join(crate::table::output::STAGING_DIR),
             None => self.state_dir.join("staging"),
         }
     }

@@ -14,11 +14,13 @@ use parking_lot::Mutex;
 
 use super::engine::Engine;
 use super::passes::{PassPlan, Planner};
-use crate::change_stream::{is_history_lost, token_from_json, ChangeFeed, PastLarge, StreamPositions, StreamStart};
-use crate::change_stream_source::{StreamFeed, StreamOutcome};
-use crate::checkpoint::Ledger;
-use crate::epoch_clock::StopSignal;
-use crate::mongo_error::{describe, retry};
+use crate::dataflow::change_stream_source::{StreamFeed, StreamOutcome};
+use crate::dataflow::epoch_clock::StopSignal;
+use crate::mongo::change_stream::{
+    is_history_lost, token_from_json, ChangeFeed, PastLarge, StreamPositions, StreamStart,
+};
+use crate::mongo::error::{describe, retry};
+use crate::table::checkpoint::Ledger;
 
 /// What continuous mode reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

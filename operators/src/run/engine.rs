@@ -10,14 +10,14 @@ use mongodb::bson::{doc, Document};
 use mongodb::Client;
 
 use super::config::RunConfig;
-use crate::checkpoint::{CommitTotals, StateLock};
-use crate::compaction::CompactionStats;
-use crate::epoch_clock::EpochClock;
-use crate::marker::Marker;
-use crate::mongo_error::{describe, MongoRetry, Waits};
-use crate::output::OutputStats;
+use crate::dataflow::epoch_clock::EpochClock;
+use crate::mongo::error::{describe, MongoRetry, Waits};
+use crate::mongo::marker::Marker;
+use crate::mongo::work_queue::WorkQueue;
+use crate::table::checkpoint::{CommitTotals, StateLock};
+use crate::table::compaction::CompactionStats;
+use crate::table::output::OutputStats;
 use crate::tei::EndpointPool;
-use crate::work_queue::WorkQueue;
 
 /// What progress displays and metrics exporters read while a run goes on. Cheap to clone.
 #[derive(Clone)]
@@ -65,7 +65,7 @@ const MONGO_SILENT_FOR: Duration = Duration::from_secs(2);
 
 impl Engine {
     /// Locks the state directory (a second run on it is refused, naming the holder: see
-    /// `crate::checkpoint::StateLock`), then connects: MongoDB within 30 s with the work-queue
+    /// `crate::table::checkpoint::StateLock`), then connects: MongoDB within 30 s with the work-queue
     /// index present, then every TEI endpoint (one model, one dimension). Errors name what to
     /// fix; URIs are never in them.
     pub fn connect(config: RunConfig) -> Result<Engine> {
@@ -131,9 +131,9 @@ impl Engine {
 
     /// How this run's vectors are made: its servers' model, revision and dimension, its
     /// embedding options, text and mark fields.
-    pub fn identity(&self) -> crate::identity::DatasetIdentity {
+    pub fn identity(&self) -> crate::table::identity::DatasetIdentity {
         let limits = self.pool.limits();
-        crate::identity::DatasetIdentity::new(
+        crate::table::identity::DatasetIdentity::new(
             &limits.model_id,
             limits.model_sha.as_deref(),
             self.pool.dim(),

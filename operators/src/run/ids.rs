@@ -1,4 +1,4 @@
-//! The type of a dataset's `id` column (`crate::output::id_type`): decided at the first start and
+//! The type of a dataset's `id` column (`crate::table::output::id_type`): decided at the first start and
 //! recorded in the checkpoint, which every later start reuses once the dataset holds a file.
 //!
 //! `--id-type auto` (the default) decides from the collection's `_id` index, never from a scan: the
@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use super::engine::Engine;
 use super::written::Holdings;
-use crate::checkpoint::{CheckpointStore, Ledger};
-use crate::epoch_clock::StopSignal;
-use crate::mongo_error::{describe, retry};
-use crate::output::IdType;
+use crate::dataflow::epoch_clock::StopSignal;
+use crate::mongo::error::{describe, retry};
+use crate::table::checkpoint::{CheckpointStore, Ledger};
+use crate::table::output::IdType;
 
 /// Refuses a run whose `wanted` id type (`None`: auto) differs from the type `store`'s
 /// checkpoint records for the output `out`, with one line naming both.

@@ -2,7 +2,7 @@
 //!
 //! [`Engine::connect`] reaches MongoDB and the TEI endpoints; [`Engine::backfill`] embeds the
 //! work queue once; [`Engine::continuous`] backfills and then follows the change stream until its
-//! stop signal. Both recover from the checkpoint first (`crate::checkpoint`) and run passes of
+//! stop signal. Both recover from the checkpoint first (`crate::table::checkpoint`) and run passes of
 //! one graph (`passes`); [`Engine::monitor`] hands progress displays and exporters what to read.
 //!
 //! ```no_run
@@ -22,6 +22,7 @@ mod cluster;
 mod config;
 mod continuous;
 mod engine;
+pub mod failure;
 mod ids;
 mod passes;
 mod reset;
@@ -41,11 +42,11 @@ pub use config::{ClusterConfig, MongoTarget, RunConfig};
 pub use continuous::Continuous;
 pub use engine::{Engine, Monitor};
 
-use crate::checkpoint::{recover, Checkpoint, CheckpointStore, Ledger};
-use crate::compaction::{CompactionSettings, Compactor};
-use crate::epoch_clock::StopSignal;
-use crate::failure::Failure;
-use crate::output::schema::default_row_group_rows;
+use crate::dataflow::epoch_clock::StopSignal;
+use crate::run::failure::Failure;
+use crate::table::checkpoint::{recover, Checkpoint, CheckpointStore, Ledger};
+use crate::table::compaction::{CompactionSettings, Compactor};
+use crate::table::output::schema::default_row_group_rows;
 use passes::{execute, Leading, Planner};
 use stall::StallWatch;
 
@@ -75,9 +76,9 @@ pub struct Summary {
     /// Bytes the writers sealed into the staging directory (each row's first write).
     pub staged_bytes: u64,
     /// Compaction and deletions, as the run ended.
-    pub compaction: crate::compaction::CompactionSnapshot,
+    pub compaction: crate::table::compaction::CompactionSnapshot,
     /// The type of the output's `id` column (on the leading process).
-    pub id_type: Option<crate::output::IdType>,
+    pub id_type: Option<crate::table::output::IdType>,
     /// Of the rejected, documents whose `_id` does not fit the id column (strays).
     pub strays: u64,
     /// Real tokens over what a padded server computes for the requests this process sent

@@ -21,23 +21,23 @@ use timely::worker::Worker;
 
 use super::cluster::{is_peer_loss, peer_lost};
 use super::engine::Engine;
-use crate::change_stream_source::{ChangeStreamSource, StreamFeed};
-use crate::checkpoint::{Commit, Committer, Ledger, OutMarker, RejectionGuard, VanishedLog};
-use crate::dedup::Dedup;
-use crate::embed::{Embed, Embedder};
-use crate::epoch_clock::StopSignal;
-use crate::failure::Failure;
-use crate::id_gate::IdGate;
-use crate::mongo_error::{describe, retry};
-use crate::output::{EpochWriter, OutputConfig};
-use crate::pass_control::{agree, PassRelay, PassStart};
-use crate::record::{text_hash, Candidate, Change, Deleted, TextJob, Work, Written};
-use crate::source_pacing::SourcePacing;
+use crate::dataflow::change_stream_source::{ChangeStreamSource, StreamFeed};
+use crate::dataflow::dedup::Dedup;
+use crate::dataflow::embed::{Embed, Embedder};
+use crate::dataflow::epoch_clock::StopSignal;
+use crate::dataflow::id_gate::IdGate;
+use crate::dataflow::pass_control::{agree, PassRelay, PassStart};
+use crate::dataflow::record::{text_hash, Candidate, Change, Deleted, TextJob, Work, Written};
+use crate::dataflow::source_pacing::SourcePacing;
+use crate::dataflow::work_queue_source::WorkQueueSource;
+use crate::dataflow::write_parquet::WriteParquet;
+use crate::mongo::error::{describe, retry};
+use crate::mongo::work_queue::ScanPlan;
+use crate::run::failure::Failure;
+use crate::table::checkpoint::{Commit, Committer, Ledger, OutMarker, RejectionGuard, VanishedLog};
+use crate::table::output::{EpochWriter, OutputConfig};
 use crate::tei::EndpointPool;
 use crate::timely;
-use crate::work_queue::ScanPlan;
-use crate::work_queue_source::WorkQueueSource;
-use crate::write_parquet::WriteParquet;
 
 /// Documents per worker after which an epoch closes even before the checkpoint interval: every
 /// open epoch holds its rows in the writer until it is sealed, so this bounds memory (about 30 MiB
@@ -97,7 +97,7 @@ fn lead_pass(engine: &Engine, ledger: &Ledger, failure: &Failure, plan: PassPlan
         None => None,
     };
     let out_marker = OutMarker::place(&config.out, config.cluster.is_cluster(), start_epoch)?;
-    let id_type = ledger.snapshot().id_type().unwrap_or(crate::output::IdType::ExtJson);
+    let id_type = ledger.snapshot().id_type().unwrap_or(crate::table::output::IdType::ExtJson);
     let mut identity = engine.identity();
     identity.id_type = Some(id_type);
     let start = PassStart {
@@ -322,7 +322,7 @@ pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>, failure: F
 /// `Ok` when this process's settings and servers make the vectors of the identity the leading
 /// process recorded (`json`); else the line that says how they differ.
 fn same_identity(engine: &Engine, json: &str) -> Result<(), String> {
-    let recorded: crate::identity::DatasetIdentity =
+    let recorded: crate::table::identity::DatasetIdentity =
         serde_json::from_str(json).map_err(|e| format!("process 0 sent an unreadable dataset identity: {e}"))?;
     let out = engine.config.out.display().to_string();
     engine
@@ -339,7 +339,7 @@ fn abandon(worker: &mut Worker, fail: &Failure, cluster: bool) {
     if cluster {
         let e = fail.lock().clone().unwrap_or_default();
         tracing::error!(error = %e, "this process of the cluster stops");
-        crate::failure::to_stderr(&format!("tweet-embed: {e}"));
+        crate::run::failure::to_stderr(&format!("tweet-embed: {e}"));
         std::process::exit(1);
     }
     for id in worker.installed_dataflows() {

@@ -10,8 +10,8 @@ use anyhow::{anyhow, Context, Result};
 use mongodb::bson::{doc, Document};
 
 use super::engine::Engine;
-use crate::checkpoint::{list_files, remove_unlisted, CheckpointStore};
-use crate::mongo_error::{describe, retry};
+use crate::mongo::error::{describe, retry};
+use crate::table::checkpoint::{list_files, remove_unlisted, CheckpointStore};
 
 /// Deletes the output (our files in `--out`, `_rejects/`, `_deletions/` and the staging
 /// directory `staging`), the checkpoint in `store`, and the marks of `engine`'s mark field.

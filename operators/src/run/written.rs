@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use crate::checkpoint::{list_files, Checkpoint};
-use crate::output::{FileKind, OutputError};
+use crate::table::checkpoint::{list_files, Checkpoint};
+use crate::table::output::{FileKind, OutputError};
 
 /// What the dataset of checkpoint `cp` and output directory `out` holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
