@@ -196,18 +196,35 @@ pub fn check_run_after_deletes(
 }
 
 /// pyarrow, a reader nobody here wrote, checks the output in `out`: schema, row counts, unique
-/// ids (`tests/py/check_parquet.py`, run with `$TWEET_EMBED_PYTHON`, else `python3`).
+/// ids (`tests/py/check_parquet.py`, run with `$TWEET_EMBED_PYTHON`, else `python3`), for
+/// 768-dimension vectors of any model.
 pub fn pyarrow_check(out: &Path, rows: u64, rejects: u64) {
+    pyarrow_check_as(out, rows, rejects, 768, None);
+}
+
+/// [`pyarrow_check`] of `dim`-dimension vectors, and, given `model`, of rows of that model only;
+/// returns the script's `ok …` line (it panics with the script's output unless the check
+/// passed).
+pub fn pyarrow_check_as(out: &Path, rows: u64, rejects: u64, dim: usize, model: Option<&str>) -> String {
     let py = python_with("pyarrow");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/py/check_parquet.py");
-    let o = std::process::Command::new(&py)
-        .arg(script)
-        .arg(out)
-        .args(["--rows", &rows.to_string(), "--dim", "768", "--rejects", &rejects.to_string()])
-        .output()
-        .expect("run python");
+    let mut cmd = std::process::Command::new(&py);
+    cmd.arg(script).arg(out).args([
+        "--rows",
+        &rows.to_string(),
+        "--dim",
+        &dim.to_string(),
+        "--rejects",
+        &rejects.to_string(),
+    ]);
+    if let Some(model) = model {
+        cmd.args(["--model", model]);
+    }
+    let o = cmd.output().expect("run python");
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "pyarrow check failed:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.starts_with("ok"), "{stdout}");
+    stdout.trim_end().to_string()
 }
 
 /// The Python interpreter the tests use (`$TWEET_EMBED_PYTHON`, else `python3`), once it has shown

@@ -3,7 +3,10 @@
 //! dev-mongo plus simulated TEI GPUs ([`Stack`]), the exactly-once check of a run's output
 //! ([`expect`]), child processes ([`proc`]), a child's peak memory for benchmarks ([`peak_rss`])
 //! a tiny `tokenizer.json` ([`word_tokenizer`]), texts of tweet-like lengths ([`lengths`]),
-//! bounded waits ([`wait`]) and the benchmarks' settings and medians ([`bench`]).
+//! bounded waits ([`wait`]), the benchmarks' settings and medians ([`bench`]), the start of a
+//! pipeline test ([`Fixture`]), simulated GPUs with a service time ([`gpu`]), texts for the TEI
+//! pool ([`texts`]) and the vectors it must return ([`embedded`]), and directory listings
+//! ([`files`]).
 //!
 //! It knows the engine (`tweet-embed-operators`) and the two dev servers, never the CLI: what
 //! needs the `tweet-embed` crate's flags stays with the tests that use them.
@@ -16,7 +19,11 @@
 //! ```
 
 pub mod bench;
+pub mod embedded;
 pub mod expect;
+pub mod files;
+mod fixture;
+pub mod gpu;
 pub mod invalid_utf8;
 pub mod lengths;
 pub mod peak_rss;
@@ -24,9 +31,13 @@ pub mod proc;
 pub mod seed;
 mod stack;
 pub mod synth;
+pub mod texts;
 pub mod wait;
 pub mod word_tokenizer;
 
-pub use seed::{create_indexes, fresh_work_queue, insert_range, insert_tweets, seed, seed_work_queue, Seeded};
+pub use fixture::Fixture;
+pub use seed::{
+    create_indexes, fresh_work_queue, insert_docs, insert_range, insert_tweets, seed, seed_work_queue, Seeded,
+};
 pub use stack::Stack;
 pub use word_tokenizer::word_tokenizer;

@@ -77,3 +77,15 @@ pub fn fresh_work_queue(rt: &tokio::runtime::Runtime, mongo: &DevMongo, n: u64, 
     let seeded = rt.block_on(seed_work_queue(mongo, n, seed)).expect("seeding");
     seeded.eligible() as u64
 }
+
+/// A work queue of the test's own documents: inserts `docs` as they are into
+/// `twitter_data.tweets` of `stack`'s dev-mongo (straight into the store), then creates the
+/// indexes ([`create_indexes`]); panics when either fails.
+pub fn insert_docs(stack: &crate::Stack, docs: &[Document]) {
+    stack.mongo.with_store(|s| {
+        for d in docs {
+            s.insert(DB, COLLECTION, d.clone()).expect("insert");
+        }
+    });
+    stack.rt.block_on(create_indexes(&stack.mongo)).expect("indexes");
+}
