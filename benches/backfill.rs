@@ -16,6 +16,7 @@ use dev_tei::{DevTei, SimConfig};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use test_support::bench::{env_or, median_by};
 use test_support::fresh_work_queue;
 use test_support::peak_rss::PeakRss;
 
@@ -60,15 +61,10 @@ fn backfill(bin: &str, mongo: &DevMongo, tei: &DevTei, dir: &Path, workers: usiz
     run_child(&mut cmd)
 }
 
-fn median(mut v: Vec<Measured>) -> Measured {
-    v.sort_by_key(|m| m.wall);
-    v.swap_remove(v.len() / 2)
-}
-
 fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    let large: u64 = std::env::var("BENCH_DOCS_LARGE").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let large_workers: usize = std::env::var("BENCH_LARGE_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let runs: usize = env_or("BENCH_RUNS", 3);
+    let large: u64 = env_or("BENCH_DOCS_LARGE", 1_000_000);
+    let large_workers: usize = env_or("BENCH_LARGE_WORKERS", 2);
     let bins: Vec<String> = std::env::var("BENCH_BINS")
         .map(|v| v.split(',').map(str::to_string).collect())
         .unwrap_or_else(|_| vec![BIN.to_string()]);
@@ -89,7 +85,7 @@ fn main() {
             }
         }
         for (bin, m) in bins.iter().zip(ms) {
-            rows.push((bin.clone(), docs, workers, median(m)));
+            rows.push((bin.clone(), docs, workers, median_by(m, |m| m.wall.as_secs_f64())));
         }
     }
     println!("\nbackfill, 4 simulated GPUs --instant, dim 768, pipeline in its own process (median of {runs}; 1 run at {large})");

@@ -12,17 +12,15 @@ use dev_tei::{DevTei, SimConfig};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use test_support::bench::{env_or, median_by};
 use test_support::fresh_work_queue;
+use test_support::proc::free_port;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 
 struct Measured {
     wall: Duration,
     cpu: Duration,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
 }
 
 /// Runs `processes` pipeline processes of `workers` threads each to completion.
@@ -72,8 +70,8 @@ fn backfill(mongo: &DevMongo, tei: &DevTei, dir: &Path, processes: usize, worker
 }
 
 fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    let docs: u64 = std::env::var("BENCH_DOCS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let runs: usize = env_or("BENCH_RUNS", 3);
+    let docs: u64 = env_or("BENCH_DOCS", 100_000);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let tei =
         rt.block_on(DevTei::start(SimConfig { gpus: 4, instant: true, ..SimConfig::default() })).expect("dev-tei");
@@ -93,9 +91,8 @@ fn main() {
     println!("| processes × workers | wall (s) | docs/s | pipeline CPU-µs/doc (all processes) |");
     println!("|---|---:|---:|---:|");
     let mut medians = Vec::new();
-    for ((processes, workers), mut ms) in shapes.iter().zip(results) {
-        ms.sort_by_key(|m| m.wall);
-        let m = ms.swap_remove(ms.len() / 2);
+    for ((processes, workers), ms) in shapes.iter().zip(results) {
+        let m = median_by(ms, |m| m.wall.as_secs_f64());
         let rate = eligible as f64 / m.wall.as_secs_f64();
         let cpu = m.cpu.as_secs_f64() * 1e6 / eligible as f64;
         println!("| {processes} × {workers} | {:.1} | {rate:.0} | {cpu:.1} |", m.wall.as_secs_f64());

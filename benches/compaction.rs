@@ -13,20 +13,18 @@
 //! tweets, over 10 simulated minutes). Every number is simulated; the machine's disk is real.
 
 use dev_mongo::{DevMongo, DevMongoConfig};
-use dev_tei::{DevTei, SimConfig};
+use dev_tei::DevTei;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use test_support::bench::env_or;
+use test_support::gpu::Gpu;
 use tweet_embed_operators::run::{Engine, MongoTarget, RunConfig};
 use tweet_embed_operators::table::checkpoint::CheckpointStore;
 use tweet_embed_operators::table::output::PartName;
 
 const TOKENS_PER_SECOND: f64 = 19_600.0;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 fn mib(b: u64) -> f64 {
     b as f64 / (1u64 << 20) as f64
@@ -51,12 +49,7 @@ fn main() {
     let docs: u64 = env_or("BENCH_DOCS", 1_750_000);
     let scale: f64 = env_or("BENCH_TIME_SCALE", 2.0);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let sim = SimConfig {
-        gpus: 4,
-        base: Duration::from_secs_f64(0.005 / scale),
-        tokens_per_second: TOKENS_PER_SECOND * scale,
-        ..SimConfig::default()
-    };
+    let sim = Gpu { base: Duration::from_secs_f64(0.005 / scale), tokens_per_second: TOKENS_PER_SECOND * scale }.sim(4);
     let tei = rt.block_on(DevTei::start(sim)).expect("dev-tei");
     let mongo = DevMongo::start(DevMongoConfig::default()).expect("dev-mongo");
     let seeded = test_support::insert_tweets(&mongo, docs, 3).expect("seed");

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use dev_tei::{DevTei, GpuStats, SimConfig};
 use hdrhistogram::Histogram;
+use test_support::gpu::Gpu;
 use tweet_embed_operators::tei::{Concurrency, EndpointPool, PoolConfig};
 
 const DOC_TOKENS: usize = 418;
@@ -40,8 +41,9 @@ fn doc(tokens: usize, seed: usize) -> String {
     words.join(" ")
 }
 
-fn sim(gpus: usize, tokens_per_second: f64) -> SimConfig {
-    SimConfig { gpus, base: Duration::from_millis(5), tokens_per_second, ..SimConfig::default() }
+/// A simulated GPU of `tokens_per_second` and 5 ms per batch.
+fn gpu(tokens_per_second: f64) -> Gpu {
+    Gpu { base: Duration::from_millis(5), tokens_per_second }
 }
 
 /// Tokens of one full server batch of whole documents, and its service time.
@@ -179,7 +181,7 @@ async fn pool(urls: Vec<String>, concurrency: Concurrency) -> EndpointPool {
 }
 
 async fn run_homogeneous() -> (Row, Row, f64) {
-    let config = sim(4, TOKENS_PER_SECOND);
+    let config = gpu(TOKENS_PER_SECOND).sim(4);
     let (_, batch) = full_batch(&config);
     let cap = capacity(&config);
     let tei = DevTei::start(config.clone()).await.expect("simulator starts");
@@ -196,8 +198,8 @@ async fn run_homogeneous() -> (Row, Row, f64) {
 }
 
 async fn run_heterogeneous() -> Row {
-    let fast = sim(3, TOKENS_PER_SECOND);
-    let slow = sim(1, TOKENS_PER_SECOND / 2.0);
+    let fast = gpu(TOKENS_PER_SECOND).sim(3);
+    let slow = gpu(TOKENS_PER_SECOND / 2.0).sim(1);
     let cap = capacity(&fast) + capacity(&slow);
     let (a, b) = (DevTei::start(fast).await.expect("starts"), DevTei::start(slow).await.expect("starts"));
     let urls: Vec<String> = a.urls().into_iter().chain(b.urls()).collect();
@@ -215,7 +217,7 @@ async fn run_outage() {
     const DOWN: Duration = Duration::from_secs(30);
     const AFTER: Duration = Duration::from_secs(20);
     const STEP: Duration = Duration::from_millis(2500);
-    let config = sim(4, TOKENS_PER_SECOND);
+    let config = gpu(TOKENS_PER_SECOND).sim(4);
     let cap = capacity(&config);
     let tei = DevTei::start(config).await.expect("simulator starts");
     let adaptive = pool(tei.urls(), Concurrency::Adaptive).await;

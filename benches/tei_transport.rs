@@ -7,22 +7,17 @@
 //! decoding the vectors. Each route embeds the same tweets in requests of 32, 8 at a time;
 //! median of 5 alternating runs.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use test_support::bench::median_by;
+use test_support::proc::{free_port, Proc};
+use test_support::texts;
 use tweet_embed_operators::tei::{Api, Concurrency, EndpointPool, PoolConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweet-embed");
 const TWEETS: usize = 40_000;
 const RUNS: usize = 5;
-
-fn tweet(seed: usize) -> String {
-    format!(
-        "Just watched the game #{seed} — what a finish!! Can't believe it 😂🔥 @friend{} we need \
-         to talk about that last play. Thoughts? https://t.co/x{seed:x}",
-        seed % 97
-    )
-}
 
 /// This process's user + system CPU time.
 fn cpu() -> Duration {
@@ -33,17 +28,8 @@ fn cpu() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server() -> (Server, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
+fn start_server() -> (Proc, String) {
+    let port = free_port();
     let child = Command::new(BIN)
         .args(["dev-tei", "--gpus", "1", "--instant", "--base-port", &port.to_string()])
         .stdout(Stdio::null())
@@ -55,7 +41,7 @@ fn start_server() -> (Server, String) {
         assert!(Instant::now() < deadline, "dev-tei did not listen");
         std::thread::sleep(Duration::from_millis(50));
     }
-    (Server(child), format!("http://127.0.0.1:{port}"))
+    (Proc(child), format!("http://127.0.0.1:{port}"))
 }
 
 /// CPU-µs per tweet and tweets/s embedding every tweet with `pool`.
@@ -74,17 +60,12 @@ async fn run(pool: &EndpointPool, tweets: &[String]) -> (f64, f64) {
     (cpu.as_secs_f64() * 1e6 / tweets.len() as f64, tweets.len() as f64 / wall.as_secs_f64())
 }
 
-fn median(mut v: Vec<(f64, f64)>) -> (f64, f64) {
-    v.sort_by(|a, b| a.0.total_cmp(&b.0));
-    v[v.len() / 2]
-}
-
 fn main() {
     let (_server, url) = start_server();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     runtime.block_on(async {
-        let tweets: Vec<String> = (0..TWEETS).map(tweet).collect();
+        let tweets: Vec<String> = (0..TWEETS).map(texts::tweet).collect();
         let connect = |api| {
             let config = PoolConfig { api, concurrency: Concurrency::Fixed(8), ..PoolConfig::new([url.clone()]) };
             async move { EndpointPool::connect(config).await.expect("connects") }
@@ -98,7 +79,7 @@ fn main() {
             j.push(run(&json, &tweets).await);
             b.push(run(&base64, &tweets).await);
         }
-        let ((jc, jr), (bc, br)) = (median(j), median(b));
+        let ((jc, jr), (bc, br)) = (median_by(j, |r| r.0), median_by(b, |r| r.0));
         println!("\nTEI client CPU per tweet, dim 768, requests of 32, simulator in its own process (median of {RUNS} x {TWEETS} tweets)");
         println!("| route | client CPU-µs/tweet | tweets/s |");
         println!("|---|---:|---:|");

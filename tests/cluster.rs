@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use test_support::expect::check_run;
 use test_support::proc::{free_port, terminate, Proc};
 use test_support::synth::Kind;
-use test_support::{seed, Seeded, Stack};
+use test_support::{Fixture, Seeded, Stack};
 use tweet_embed_operators::run::RunConfig;
 use tweet_embed_operators::table::checkpoint::{Checkpoint, CheckpointStore, CommitHistory, SourcePositions};
 
@@ -27,10 +27,8 @@ struct Setup {
 
 impl Setup {
     fn new(docs: u64, seed_with: u64) -> Setup {
-        let stack = Stack::start(4, FaultConfig::default());
-        let seeded = seed(&stack.mongo, docs, seed_with);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut args = stack.args(dir.path(), 2);
+        let Fixture { stack, seeded, dir, mut args } =
+            Fixture::new(Stack::start(4, FaultConfig::default()), Seeded { n: docs, seed: seed_with }, 2);
         // Compaction under way while the cluster runs: small files, and a short age in `run`.
         args.target_file_bytes = 2 << 20;
         args.max_file_age = Duration::from_secs(1);

@@ -10,7 +10,7 @@ use dev_tei::{embedding_for, raw_embedding_for, Received, SimConfig};
 use mongodb::bson::doc;
 use test_support::expect::{python_with, read_rows};
 use test_support::proc::pipeline_cmd;
-use test_support::{seed, Stack};
+use test_support::{files, seed, Fixture, Seeded, Stack};
 use tweet_embed_operators::run::Engine;
 use tweet_embed_operators::table::checkpoint::CheckpointStore;
 use tweet_embed_operators::tei::{EmbedOptions, EndpointPool, PoolConfig, TruncationDirection};
@@ -25,20 +25,10 @@ fn marked(stack: &Stack) -> u64 {
         .expect("count")
 }
 
-fn out_files(out: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(out)
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 #[test]
 fn options_reach_the_server_and_the_vectors_have_the_asked_width() {
-    let stack = Stack::start(2, dev_tei::FaultConfig::default());
-    let seeded = seed(&stack.mongo, 800, 81);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut args = stack.args(dir.path(), 2);
+    let Fixture { stack, seeded, dir: _dir, mut args } =
+        Fixture::new(Stack::start(2, dev_tei::FaultConfig::default()), Seeded { n: 800, seed: 81 }, 2);
     args.tei.options = EmbedOptions {
         prompt_name: Some("document".into()),
         dimensions: Some(256),
@@ -177,7 +167,7 @@ fn an_unknown_prompt_or_an_impossible_dimension_fails_at_start_with_one_line() {
         for part in says {
             assert!(line.contains(part), "{flags:?}: {line}");
         }
-        assert!(out_files(&args.out).iter().all(|n| !n.ends_with(".parquet")), "nothing written");
+        assert!(files::names(&args.out).iter().all(|n| !n.ends_with(".parquet")), "nothing written");
     }
     // A model without prompts: said so, not TEI's words about a server flag.
     let bare = SimConfig { gpus: 1, instant: true, prompts: Vec::new(), ..SimConfig::default() };
@@ -197,15 +187,13 @@ fn an_unknown_prompt_or_an_impossible_dimension_fails_at_start_with_one_line() {
 
 #[test]
 fn a_restart_that_would_make_other_vectors_is_refused_until_reset() {
-    let stack = Stack::start(2, dev_tei::FaultConfig::default());
-    let seeded = seed(&stack.mongo, 6_000, 85);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
+    let Fixture { stack, seeded, dir: _dir, args } =
+        Fixture::new(Stack::start(2, dev_tei::FaultConfig::default()), Seeded { n: 6_000, seed: 85 }, 2);
     // The first run dies after its first commit: part of the queue is done.
     let status =
         pipeline_cmd(BIN, "backfill", &args).env("TWEET_EMBED_CRASH_AFTER_COMMIT", "1").status().expect("first run");
     assert!(!status.success());
-    let before = (marked(&stack), out_files(&args.out), out_files(&args.staging_dir()));
+    let before = (marked(&stack), files::names(&args.out), files::names(&args.staging_dir()));
     assert!(before.0 > 0 || !before.2.is_empty());
     // Another dimension: refused with one line naming the old and new values; nothing changes.
     let o = pipeline_cmd(BIN, "backfill", &args)
@@ -218,7 +206,7 @@ fn a_restart_that_would_make_other_vectors_is_refused_until_reset() {
     assert!(err.contains("dimension 768 → 256") && err.contains("--reset-output"), "{err}");
     assert!(!err.contains("panicked"), "one line, no panic from a thread still counting: {err}");
     assert_eq!(
-        (marked(&stack), out_files(&args.out), out_files(&args.staging_dir())),
+        (marked(&stack), files::names(&args.out), files::names(&args.staging_dir())),
         before,
         "nothing written or marked"
     );
@@ -239,7 +227,7 @@ fn a_restart_that_would_make_other_vectors_is_refused_until_reset() {
     assert!(err.contains("model google/embeddinggemma-300m → other/embedder"), "{err}");
     assert!(err.contains("model revision (model_sha)") && err.contains("→ 0ther"), "{err}");
     assert_eq!(
-        (marked(&stack), out_files(&args.out), out_files(&args.staging_dir())),
+        (marked(&stack), files::names(&args.out), files::names(&args.staging_dir())),
         before,
         "nothing written or marked"
     );

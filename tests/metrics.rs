@@ -6,7 +6,7 @@ use dev_tei::FaultConfig;
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
-use test_support::{seed, Stack};
+use test_support::{seed, Fixture, Seeded, Stack};
 use tweet_embed_operators::dataflow::epoch_clock::StopSignal;
 use tweet_embed_operators::run::Continuous;
 
@@ -153,10 +153,8 @@ fn metrics_during_a_run_match_its_summary() {
 fn a_stalled_run_says_why_every_period_and_exports_the_stalled_time() {
     use dev_mongo::faults::FailPoint;
     use test_support::proc::{free_port, pipeline_cmd, Logged};
-    let stack = Stack::start(2, FaultConfig::default());
-    let seeded = seed(&stack.mongo, 2_000, 67);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
+    let Fixture { stack, seeded, dir: _dir, args } =
+        Fixture::new(Stack::start(2, FaultConfig::default()), Seeded { n: 2_000, seed: 67 }, 2);
     // An election that does not end until the test says so: marking waits on it.
     stack.mongo.set_fail_point(Some(FailPoint {
         times: u32::MAX,
@@ -190,10 +188,8 @@ fn a_total_tei_outage_is_a_stall_and_the_metric_says_so() {
     // tweet_embed_stalled_seconds at 0: requests waiting for an endpoint were not pending work).
     use test_support::proc::{free_port, pipeline_cmd, Logged};
     let sim = dev_tei::SimConfig { gpus: 1, tokens_per_second: 20_000.0, seed: 7, ..dev_tei::SimConfig::default() };
-    let stack = Stack::start_with(sim);
-    let seeded = seed(&stack.mongo, 3_000, 71);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
+    let Fixture { stack, seeded, dir: _dir, args } =
+        Fixture::new(Stack::start_with(sim), Seeded { n: 3_000, seed: 71 }, 2);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let mut cmd = pipeline_cmd(env!("CARGO_BIN_EXE_tweet-embed"), "backfill", &args);
     cmd.args(["--stall-warning", "1s", "--metrics-addr", &addr.to_string()]);

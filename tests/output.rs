@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Command;
+use test_support::expect::pyarrow_check_as;
 
 use tweet_embed_operators::dataflow::record::{DocMeta, EmbeddedRow, Origin, Rejection};
 use tweet_embed_operators::table::checkpoint::{
@@ -46,24 +46,6 @@ fn reject(i: u64) -> Rejection {
         doc: row(i).doc,
         reason: if i.is_multiple_of(2) { "empty text".into() } else { "no text field".into() },
     }
-}
-
-/// Runs check_parquet.py on `out_dir`; fails with install instructions when pyarrow is missing.
-fn pyarrow_check(out_dir: &Path, rows: usize, rejects: usize) {
-    let py = test_support::expect::python_with("pyarrow");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/check_parquet.py");
-    let out = Command::new(&py)
-        .arg(script)
-        .arg(out_dir)
-        .args(["--rows", &rows.to_string(), "--dim", &DIM.to_string(), "--rejects", &rejects.to_string()])
-        .args(["--model", MODEL])
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "pyarrow check failed:\n{stdout}\n{stderr}");
-    assert!(stdout.starts_with("ok"), "{stdout}");
-    println!("{stdout}");
 }
 
 /// A temporary directory for hot storage on another file system than `cold`, when there is one.
@@ -152,7 +134,7 @@ fn rows_round_trip_and_pyarrow_reads_them() {
     assert!(files.iter().all(|f| f.epoch_lo == f.epoch_hi && f.epoch_lo != 6));
     verify(out.path(), &files, &pushed, rejected);
     assert_eq!(std::fs::read_dir(hot.path()).expect("list hot").count(), 0, "hot storage is left empty");
-    pyarrow_check(out.path(), pushed.len(), rejected);
+    println!("{}", pyarrow_check_as(out.path(), pushed.len() as u64, rejected as u64, DIM, Some(MODEL)));
 }
 
 #[test]
@@ -165,7 +147,7 @@ fn forced_cross_device_copy_leaves_the_same_output() {
     });
     verify(out.path(), &files, &pushed, rejected);
     assert_eq!(std::fs::read_dir(hot.path()).expect("list hot").count(), 0);
-    pyarrow_check(out.path(), pushed.len(), rejected);
+    println!("{}", pyarrow_check_as(out.path(), pushed.len() as u64, rejected as u64, DIM, Some(MODEL)));
 }
 
 #[test]
@@ -207,5 +189,5 @@ fn a_crash_between_seal_and_checkpoint_leaves_each_row_once() {
     let mut files = committed_files;
     files.extend(w.seal(4).unwrap());
     verify(out.path(), &files, &pushed, 0);
-    pyarrow_check(out.path(), 400, 0);
+    println!("{}", pyarrow_check_as(out.path(), 400, 0, DIM, Some(MODEL)));
 }

@@ -3,33 +3,20 @@
 
 use std::time::{Duration, Instant};
 
-use dev_tei::{embedding_for, DevTei, SimConfig};
+use dev_tei::{DevTei, SimConfig};
+use test_support::embedded::assert_all_embedded;
+use test_support::gpu::Gpu;
+use test_support::texts;
 use tweet_embed_operators::tei::{Api, BreakerState, Concurrency, EndpointPool, PoolConfig};
 
 /// GPUs slow enough that requests queue (a 32-text request of short texts takes ~5 ms).
-fn sim(gpus: usize) -> SimConfig {
-    SimConfig { gpus, base: Duration::from_millis(2), tokens_per_second: 200_000.0, ..SimConfig::default() }
-}
+const GPU: Gpu = Gpu { base: Duration::from_millis(2), tokens_per_second: 200_000.0 };
 
 fn config(urls: Vec<String>) -> PoolConfig {
     PoolConfig {
         retry_initial: Duration::from_millis(5),
         retry_max: Duration::from_millis(200),
         ..PoolConfig::new(urls)
-    }
-}
-
-fn texts(n: usize, tag: &str) -> Vec<String> {
-    (0..n).map(|i| format!("{tag} tweet number {i} about the game tonight, what a finish 🔥 #{}", i % 13)).collect()
-}
-
-fn assert_all_embedded(texts: &[String], outcomes: &[Result<Vec<f32>, String>]) {
-    assert_eq!(outcomes.len(), texts.len());
-    for (i, (text, outcome)) in texts.iter().zip(outcomes).enumerate() {
-        match outcome {
-            Ok(v) => assert!(v == &embedding_for(text, 768), "input {i} got another text's vector"),
-            Err(reason) => panic!("input {i} rejected: {reason}"),
-        }
     }
 }
 
@@ -41,7 +28,7 @@ async fn backlog(pool: &EndpointPool, concurrent: usize, max_rounds: usize, done
         let calls: Vec<_> = (0..concurrent)
             .map(|c| {
                 let pool = pool.clone();
-                let texts = texts(32, &format!("r{rounds}c{c}"));
+                let texts = texts::tagged(32, &format!("r{rounds}c{c}"));
                 tokio::spawn(async move {
                     let outcomes = pool.embed(texts.clone()).await;
                     assert_all_embedded(&texts, &outcomes);
@@ -60,7 +47,7 @@ async fn backlog(pool: &EndpointPool, concurrent: usize, max_rounds: usize, done
 async fn the_adaptive_limit_grows_under_a_backlog_and_the_metrics_say_so() {
     // Server batches of 512 tokens: one 32-text request fills the token floor (1.25 batches), so
     // the latency rule alone decides past one request in flight.
-    let tei = DevTei::start(SimConfig { max_batch_tokens: 512, ..sim(2) }).await.unwrap();
+    let tei = DevTei::start(SimConfig { max_batch_tokens: 512, ..GPU.sim(2) }).await.unwrap();
     let pool = EndpointPool::connect(config(tei.urls())).await.unwrap();
     let start = pool.stats();
     assert!(start.endpoints.iter().all(|e| e.adaptive && e.concurrency_limit == 1), "{:?}", start.endpoints);
@@ -90,11 +77,11 @@ async fn the_adaptive_limit_grows_under_a_backlog_and_the_metrics_say_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gpu_that_dies_and_comes_back_loses_nothing_and_serves_again() {
-    let tei = DevTei::start(sim(3)).await.unwrap();
+    let tei = DevTei::start(GPU.sim(3)).await.unwrap();
     let pool = EndpointPool::connect(config(tei.urls())).await.unwrap();
     let gpu = tei.gpus()[1].clone();
     // Work is running when GPU 1 dies.
-    let texts_all = texts(6000, "outage");
+    let texts_all = texts::tagged(6000, "outage");
     let run = tokio::spawn({
         let (pool, texts) = (pool.clone(), texts_all.clone());
         async move { pool.embed(texts).await }
@@ -108,7 +95,7 @@ async fn a_gpu_that_dies_and_comes_back_loses_nothing_and_serves_again() {
     // Its breaker opens: out of rotation while the others carry the run.
     while pool.stats().endpoints[1].breaker_opened == 0 {
         assert!(Instant::now() < deadline, "breaker never opened");
-        let more = texts(64, "while-down");
+        let more = texts::tagged(64, "while-down");
         assert_all_embedded(&more, &pool.embed(more.clone()).await);
     }
     // A batch the GPU cut before it went down still finishes and counts: wait until it has.
@@ -122,7 +109,7 @@ async fn a_gpu_that_dies_and_comes_back_loses_nothing_and_serves_again() {
         served_while_down = now;
         assert!(Instant::now() < deadline, "GPU 1 kept counting inputs while down");
     }
-    let more = texts(500, "down");
+    let more = texts::tagged(500, "down");
     assert_all_embedded(&more, &pool.embed(more.clone()).await);
     assert_eq!(gpu.stats().inputs, served_while_down, "a dead GPU serves nothing");
     gpu.set_down(false).await.unwrap();
@@ -133,7 +120,7 @@ async fn a_gpu_that_dies_and_comes_back_loses_nothing_and_serves_again() {
     let deadline = Instant::now() + Duration::from_secs(120);
     while gpu.stats().inputs == served_while_down || pool.stats().endpoints[1].breaker != BreakerState::Closed {
         assert!(Instant::now() < deadline, "GPU 1 never used again");
-        let more = texts(256, "after");
+        let more = texts::tagged(256, "after");
         assert_all_embedded(&more, &pool.embed(more.clone()).await);
     }
     let stats = pool.stats();
@@ -148,7 +135,7 @@ async fn a_gpu_that_dies_and_comes_back_loses_nothing_and_serves_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unhealthy_endpoints_breaker_opens_then_closes_when_it_recovers() {
-    let tei = DevTei::start(sim(2)).await.unwrap();
+    let tei = DevTei::start(GPU.sim(2)).await.unwrap();
     let pool = EndpointPool::connect(config(tei.urls())).await.unwrap();
     let sick = tei.gpus()[0].clone();
     sick.set_unhealthy(true);
@@ -156,7 +143,7 @@ async fn an_unhealthy_endpoints_breaker_opens_then_closes_when_it_recovers() {
     // 503 after 503: three in a row open it; its work goes to GPU 1 meanwhile.
     while pool.stats().endpoints[0].breaker_opened == 0 {
         assert!(Instant::now() < deadline, "breaker never opened");
-        let more = texts(64, "sick");
+        let more = texts::tagged(64, "sick");
         assert_all_embedded(&more, &pool.embed(more.clone()).await);
     }
     assert_ne!(pool.stats().endpoints[0].breaker, BreakerState::Closed);
@@ -165,7 +152,7 @@ async fn an_unhealthy_endpoints_breaker_opens_then_closes_when_it_recovers() {
     let before = sick.stats().inputs;
     while pool.stats().endpoints[0].breaker_closed == 0 || sick.stats().inputs == before {
         assert!(Instant::now() < deadline, "breaker never closed");
-        let more = texts(64, "healed");
+        let more = texts::tagged(64, "healed");
         assert_all_embedded(&more, &pool.embed(more.clone()).await);
     }
     assert_eq!(pool.stats().endpoints[0].breaker, BreakerState::Closed);
@@ -173,13 +160,13 @@ async fn an_unhealthy_endpoints_breaker_opens_then_closes_when_it_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn base64_vectors_equal_json_ones_and_auto_picks_base64_where_it_can() {
-    let tei = DevTei::start(SimConfig { api_key: Some("k3y".into()), ..sim(2) }).await.unwrap();
+    let tei = DevTei::start(SimConfig { api_key: Some("k3y".into()), ..GPU.sim(2) }).await.unwrap();
     let keyed = PoolConfig { api_key: Some("k3y".into()), ..config(tei.urls()) };
     let json = EndpointPool::connect(PoolConfig { api: Api::Tei, ..keyed.clone() }).await.unwrap();
     let base64 = EndpointPool::connect(PoolConfig { api: Api::OpenAi, ..keyed.clone() }).await.unwrap();
     let auto = EndpointPool::connect(keyed.clone()).await.unwrap();
     assert_eq!((json.api(), base64.api(), auto.api()), (Api::Tei, Api::OpenAi, Api::OpenAi));
-    let texts = texts(300, "transport");
+    let texts = texts::tagged(300, "transport");
     let from_json = json.embed(texts.clone()).await;
     let from_base64 = base64.embed(texts.clone()).await;
     assert_all_embedded(&texts, &from_json);
@@ -193,7 +180,7 @@ async fn base64_vectors_equal_json_ones_and_auto_picks_base64_where_it_can() {
 
     // A server that does not truncate on its own: the OpenAI route cannot ask it to, so auto
     // keeps the native route, which can.
-    let strict = DevTei::start(SimConfig { auto_truncate: false, ..sim(1) }).await.unwrap();
+    let strict = DevTei::start(SimConfig { auto_truncate: false, ..GPU.sim(1) }).await.unwrap();
     let pool = EndpointPool::connect(config(strict.urls())).await.unwrap();
     assert_eq!(pool.api(), Api::Tei);
     let long = vec![format!("long {}", "many words ".repeat(400))];

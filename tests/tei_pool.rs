@@ -3,18 +3,18 @@
 //! misconfiguration reported, and the token budget counting like the server.
 
 use std::time::{Duration, Instant};
-use test_support::word_tokenizer;
+use test_support::embedded::{assert_all_embedded, expected};
+use test_support::gpu::Gpu;
+use test_support::{texts, word_tokenizer};
 
-use dev_tei::{embedding_for, estimate_truncate, DevTei, FaultConfig, SimConfig};
+use dev_tei::{embedding_for, DevTei, FaultConfig, SimConfig};
 use tweet_embed_operators::tei::{
     self, json_string_len, Api, Concurrency, Endpoint, EndpointPool, FailureKind, PackLimits, PoolConfig,
     RequestBatcher, ServerLimits, TokenBudget,
 };
 
 /// A simulated GPU fast enough for tests, slow enough that requests overlap.
-fn sim(gpus: usize) -> SimConfig {
-    SimConfig { gpus, base: Duration::from_millis(1), tokens_per_second: 2_000_000.0, ..SimConfig::default() }
-}
+const GPU: Gpu = Gpu { base: Duration::from_millis(1), tokens_per_second: 2_000_000.0 };
 
 /// Quick retries so fault tests stay fast.
 fn config(urls: Vec<String>) -> PoolConfig {
@@ -25,52 +25,13 @@ fn config(urls: Vec<String>) -> PoolConfig {
     }
 }
 
-/// `n` distinct texts of every kind: short, unicode, whitespace inside, and every 97th one far
-/// over 512 tokens (the server truncates it).
-fn texts(n: usize) -> Vec<String> {
-    let kinds = [
-        "just setting up my twttr",
-        "café crème brûlée — ça va?",
-        "東京は今日も雨です",
-        "Привет, как дела?",
-        "مرحبا بالعالم",
-        "family: 👨‍👩‍👧 and flags 🇺🇸 👍🏽",
-        "e\u{301} combining\tand\ncontrol \u{7} chars \"quoted\" \\ back",
-    ];
-    (0..n)
-        .map(|i| {
-            let base = format!("{} #{i}", kinds[i % kinds.len()]);
-            if i % 97 == 50 {
-                format!("{base} {}", "long words repeated ".repeat(400))
-            } else {
-                base
-            }
-        })
-        .collect()
-}
-
-/// The vector the simulator returns for `text` (truncated from the right to 512 tokens).
-fn expected(text: &str) -> Vec<f32> {
-    embedding_for(estimate_truncate(text, 512), 768)
-}
-
-fn assert_all_embedded(texts: &[String], outcomes: &[tei::InputOutcome]) {
-    assert_eq!(outcomes.len(), texts.len());
-    for (i, (text, outcome)) in texts.iter().zip(outcomes).enumerate() {
-        match outcome {
-            Ok(vector) => assert!(vector == &expected(text), "input {i} got another text's vector"),
-            Err(reason) => panic!("input {i} rejected: {reason}"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_vector_matches_in_order_across_four_endpoints() {
-    let tei = DevTei::start(sim(4)).await.unwrap();
+    let tei = DevTei::start(GPU.sim(4)).await.unwrap();
     let pool = EndpointPool::connect(config(tei.urls())).await.unwrap();
     assert_eq!((pool.dim(), pool.model_id()), (768, "google/embeddinggemma-300m"));
     assert_eq!(pool.limits().max_client_batch_size, 32);
-    let texts = texts(2000);
+    let texts = texts::varied(2000);
     let outcomes = pool.embed(texts.clone()).await;
     assert_all_embedded(&texts, &outcomes);
     assert!(pool.embed(Vec::new()).await.is_empty());
@@ -90,9 +51,9 @@ async fn every_vector_matches_in_order_across_four_endpoints() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embed_suffix_openai_base64_and_api_key() {
-    let tei = DevTei::start(SimConfig { api_key: Some("s3cret".into()), ..sim(2) }).await.unwrap();
+    let tei = DevTei::start(SimConfig { api_key: Some("s3cret".into()), ..GPU.sim(2) }).await.unwrap();
     let urls: Vec<String> = tei.urls().iter().map(|u| format!("{u}/embed")).collect();
-    let texts = texts(300);
+    let texts = texts::varied(300);
 
     let keyed = PoolConfig { api_key: Some("s3cret".into()), ..config(urls.clone()) };
     let native = EndpointPool::connect(keyed.clone()).await.unwrap();
@@ -111,14 +72,14 @@ async fn embed_suffix_openai_base64_and_api_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_and_dropped_connections_lose_nothing() {
     let faults = FaultConfig { error_rate: 0.05, drop_rate: 0.05, ..FaultConfig::default() };
-    let tei = DevTei::start(SimConfig { faults: FaultConfig::default(), seed: 7, ..sim(4) }).await.unwrap();
+    let tei = DevTei::start(SimConfig { faults: FaultConfig::default(), seed: 7, ..GPU.sim(4) }).await.unwrap();
     // Small requests: a few hundred calls, so every kind of fault shows up.
     let pool = EndpointPool::connect(PoolConfig { batch_size: Some(8), ..config(tei.urls()) }).await.unwrap();
     for gpu in tei.gpus() {
         gpu.set_error_rate(faults.error_rate);
         gpu.set_drop_rate(faults.drop_rate);
     }
-    let texts = texts(3000);
+    let texts = texts::varied(3000);
     let outcomes = pool.embed(texts.clone()).await;
     assert_all_embedded(&texts, &outcomes);
     let stats = pool.stats();
@@ -133,10 +94,10 @@ async fn errors_and_dropped_connections_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gpu_down_mid_run_loses_nothing_and_is_used_again_after() {
     // Slower GPUs, so the run is still going when GPU 1 dies and comes back.
-    let slow = SimConfig { base: Duration::from_millis(3), tokens_per_second: 20_000.0, ..sim(4) };
+    let slow = SimConfig { base: Duration::from_millis(3), tokens_per_second: 20_000.0, ..GPU.sim(4) };
     let tei = DevTei::start(slow).await.unwrap();
     let pool = EndpointPool::connect(config(tei.urls())).await.unwrap();
-    let texts = texts(8000);
+    let texts = texts::varied(8000);
     let run = tokio::spawn({
         let pool = pool.clone();
         let texts = texts.clone();
@@ -168,11 +129,11 @@ async fn a_gpu_down_mid_run_loses_nothing_and_is_used_again_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_endpoint_times_out_and_others_take_its_work() {
-    let tei = DevTei::start(sim(2)).await.unwrap();
+    let tei = DevTei::start(GPU.sim(2)).await.unwrap();
     let quick = PoolConfig { request_timeout: Duration::from_millis(300), ..config(tei.urls()) };
     let pool = EndpointPool::connect(quick).await.unwrap();
     tei.gpus()[0].set_slow(1.0, Duration::from_secs(3));
-    let texts = texts(500);
+    let texts = texts::varied(500);
     let outcomes = pool.embed(texts.clone()).await;
     assert_all_embedded(&texts, &outcomes);
     let stats = pool.stats();
@@ -196,13 +157,13 @@ fn the_pool_and_its_futures_are_send_and_sync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_endpoints_down_waits_then_finishes() {
-    let tei = DevTei::start(sim(2)).await.unwrap();
+    let tei = DevTei::start(GPU.sim(2)).await.unwrap();
     // Small requests: a few hundred calls, so every kind of fault shows up.
     let pool = EndpointPool::connect(PoolConfig { batch_size: Some(8), ..config(tei.urls()) }).await.unwrap();
     for gpu in tei.gpus() {
         gpu.set_down(true).await.unwrap();
     }
-    let texts = texts(200);
+    let texts = texts::varied(200);
     let run = tokio::spawn({
         let pool = pool.clone();
         let texts = texts.clone();
@@ -218,7 +179,7 @@ async fn all_endpoints_down_waits_then_finishes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn size_refusals_split_until_the_server_accepts() {
     // The server takes 20 KB bodies; the pool believes 10 MB: 413s, then halves.
-    let tei = DevTei::start(SimConfig { payload_limit: 20_000, ..sim(2) }).await.unwrap();
+    let tei = DevTei::start(SimConfig { payload_limit: 20_000, ..GPU.sim(2) }).await.unwrap();
     let pool = EndpointPool::connect(PoolConfig { payload_limit: 10_000_000, ..config(tei.urls()) }).await.unwrap();
     let mut texts: Vec<String> = (0..200).map(|i| format!("{i} {}", "word ".repeat(200))).collect();
     // One text over the server's limit on its own: the only rejection.
@@ -237,7 +198,7 @@ async fn size_refusals_split_until_the_server_accepts() {
 
     // More items than max_client_batch_size on one call: classified as "split me" (422, 1.9).
     let endpoint = Endpoint::new(&tei.urls()[0], tei::http_client(Duration::from_secs(10)).unwrap()).unwrap();
-    let err = endpoint.embed(&self::texts(40)).await.unwrap_err();
+    let err = endpoint.embed(&texts::varied(40)).await.unwrap_err();
     assert_eq!((err.kind, err.cause.as_str()), (FailureKind::TooLarge, "422"), "{err}");
     // Over the payload limit it knows of, the endpoint refuses locally.
     let err = endpoint.with_payload_limit(1000).embed(&texts[..4]).await.unwrap_err();
@@ -246,7 +207,7 @@ async fn size_refusals_split_until_the_server_accepts() {
 
 /// 31 good texts with `bad` ones mixed in, at `positions`.
 fn with_bad(bad: &[(usize, String)]) -> Vec<String> {
-    let mut texts = texts(31 + bad.len());
+    let mut texts = texts::varied(31 + bad.len());
     for (position, text) in bad {
         texts[*position] = text.clone();
     }
@@ -255,7 +216,7 @@ fn with_bad(bad: &[(usize, String)]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_input_is_isolated_and_the_others_embedded() {
-    let tei = DevTei::start(sim(2)).await.unwrap();
+    let tei = DevTei::start(GPU.sim(2)).await.unwrap();
     let pool = EndpointPool::connect(config(tei.urls())).await.unwrap();
     // Empty is refused (400); whitespace-only is a valid input to TEI.
     let texts = with_bad(&[(5, String::new()), (20, "   ".into())]);
@@ -273,7 +234,7 @@ async fn a_refused_input_is_isolated_and_the_others_embedded() {
     assert!(stats.bisections >= 1 && stats.bisections <= 10, "{stats:?}");
 
     // Without truncation (OpenAI route, server --auto-truncate false) a long input is refused.
-    let strict = DevTei::start(SimConfig { auto_truncate: false, ..sim(1) }).await.unwrap();
+    let strict = DevTei::start(SimConfig { auto_truncate: false, ..GPU.sim(1) }).await.unwrap();
     let pool = EndpointPool::connect(PoolConfig { api: Api::OpenAi, ..config(strict.urls()) }).await.unwrap();
     let long = "many words ".repeat(300);
     let texts = with_bad(&[(0, long), (32, String::new())]);
@@ -289,10 +250,11 @@ async fn a_refused_input_is_isolated_and_the_others_embedded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misconfiguration_is_a_clear_error_naming_the_endpoint() {
-    let a = DevTei::start(sim(1)).await.unwrap();
-    let small = DevTei::start(SimConfig { dim: 384, ..sim(1) }).await.unwrap();
-    let other = DevTei::start(SimConfig { model_id: "BAAI/bge-m3".into(), ..sim(1) }).await.unwrap();
-    let tight = DevTei::start(SimConfig { max_client_batch_size: 8, max_input_length: 256, ..sim(1) }).await.unwrap();
+    let a = DevTei::start(GPU.sim(1)).await.unwrap();
+    let small = DevTei::start(SimConfig { dim: 384, ..GPU.sim(1) }).await.unwrap();
+    let other = DevTei::start(SimConfig { model_id: "BAAI/bge-m3".into(), ..GPU.sim(1) }).await.unwrap();
+    let tight =
+        DevTei::start(SimConfig { max_client_batch_size: 8, max_input_length: 256, ..GPU.sim(1) }).await.unwrap();
     let (a, small, other, tight) = (&a.urls()[0], &small.urls()[0], &other.urls()[0], &tight.urls()[0]);
 
     let dims = message(vec![a, small]).await;
@@ -323,7 +285,7 @@ async fn misconfiguration_is_a_clear_error_naming_the_endpoint() {
 /// The start-up error connecting to `urls`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_down_at_start_joins_when_it_answers_as_the_same_model() {
-    let a = DevTei::start(sim(1)).await.unwrap();
+    let a = DevTei::start(GPU.sim(1)).await.unwrap();
     let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (loading, impostor) = (free(), free());
     let urls = vec![a.urls()[0].clone(), format!("http://127.0.0.1:{loading}"), format!("http://127.0.0.1:{impostor}")];
@@ -331,18 +293,18 @@ async fn an_endpoint_down_at_start_joins_when_it_answers_as_the_same_model() {
     let pool = EndpointPool::connect(config(urls)).await.expect("starts with the endpoint that answers");
     let joining: Vec<bool> = pool.stats().endpoints.iter().map(|e| e.joining).collect();
     assert_eq!(joining, [false, true, true]);
-    let first = texts(200);
+    let first = texts::varied(200);
     assert_all_embedded(&first, &pool.embed(first.clone()).await);
     // One comes up as the same model, the other as another model of the same width.
-    let same = DevTei::start(SimConfig { base_port: loading, ..sim(1) }).await.unwrap();
-    let other = SimConfig { base_port: impostor, model_id: "BAAI/bge-base-en-v1.5".into(), ..sim(1) };
+    let same = DevTei::start(SimConfig { base_port: loading, ..GPU.sim(1) }).await.unwrap();
+    let other = SimConfig { base_port: impostor, model_id: "BAAI/bge-base-en-v1.5".into(), ..GPU.sim(1) };
     let other = DevTei::start(other).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while pool.stats().endpoints[1].joining {
         assert!(std::time::Instant::now() < deadline, "the endpoint never joined");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let second = texts(2000);
+    let second = texts::varied(2000);
     assert_all_embedded(&second, &pool.embed(second.clone()).await);
     let stats = pool.stats();
     assert!(stats.endpoints[1].embedded_inputs > 0, "the joined endpoint serves: {:?}", stats.endpoints[1]);
@@ -358,21 +320,21 @@ async fn a_server_that_comes_back_as_another_model_never_serves_a_vector() {
     // fail to connect), so it is held out until its identity is checked, and the check keeps it
     // out. None of its vectors may be used.
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let a = DevTei::start(sim(1)).await.unwrap();
-    let b = DevTei::start(SimConfig { base_port: free, ..sim(1) }).await.unwrap();
+    let a = DevTei::start(GPU.sim(1)).await.unwrap();
+    let b = DevTei::start(SimConfig { base_port: free, ..GPU.sim(1) }).await.unwrap();
     let pool = EndpointPool::connect(config(vec![a.urls()[0].clone(), b.urls()[0].clone()])).await.unwrap();
-    let first = texts(400);
+    let first = texts::varied(400);
     assert_all_embedded(&first, &pool.embed(first.clone()).await);
     assert!(pool.stats().endpoints[1].embedded_inputs > 0, "both serve at first");
     b.shutdown().await;
     // Work while it is down: its connection failures hold it out.
-    let meanwhile = texts(400);
+    let meanwhile = texts::varied(400);
     assert_all_embedded(&meanwhile, &pool.embed(meanwhile.clone()).await);
-    let other = SimConfig { base_port: free, model_id: "BAAI/bge-base-en-v1.5".into(), ..sim(1) };
+    let other = SimConfig { base_port: free, model_id: "BAAI/bge-base-en-v1.5".into(), ..GPU.sim(1) };
     let other = DevTei::start(other).await.unwrap();
     // Long enough for the identity check to have looked at it more than once.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let after = texts(1000);
+    let after = texts::varied(1000);
     assert_all_embedded(&after, &pool.embed(after.clone()).await);
     assert_eq!(other.stats()[0].inputs, 0, "a vector of the other model was asked for");
     assert!(pool.stats().endpoints[1].skipped, "{:?}", pool.stats().endpoints[1]);
@@ -386,7 +348,7 @@ async fn message(urls: Vec<&String>) -> String {
 #[test]
 fn pack_respects_items_tokens_and_payload() {
     let budget = std::sync::Arc::new(TokenBudget::estimated(512));
-    let texts = texts(3000);
+    let texts = texts::varied(3000);
     let limits = PackLimits { max_items: 32, max_tokens: 2000, max_bytes: 40_000 };
     let batcher = RequestBatcher::new(limits, budget.clone());
     let requests = batcher.cut(texts.iter().map(String::as_str)).requests;
@@ -435,7 +397,7 @@ async fn a_tokenizer_counts_like_the_server_and_the_estimate_calibrates_toward_i
         .collect();
 
     let short =
-        DevTei::start(SimConfig { tokenizer: Some(path.clone()), max_input_length: 6, ..sim(1) }).await.unwrap();
+        DevTei::start(SimConfig { tokenizer: Some(path.clone()), max_input_length: 6, ..GPU.sim(1) }).await.unwrap();
     let budget = TokenBudget::from_tokenizer_file(&path, 6).unwrap();
     assert!(budget.is_exact());
     assert_eq!(budget.count("the cat"), 4);
@@ -449,7 +411,7 @@ async fn a_tokenizer_counts_like_the_server_and_the_estimate_calibrates_toward_i
     assert_eq!(stats.budget_tokens, stats.compute_tokens, "exact counts: {stats:?}");
     assert_eq!(stats.token_scale, 1.0);
 
-    let server = DevTei::start(SimConfig { tokenizer: Some(path), ..sim(1) }).await.unwrap();
+    let server = DevTei::start(SimConfig { tokenizer: Some(path), ..GPU.sim(1) }).await.unwrap();
     let pool = EndpointPool::connect(PoolConfig { batch_size: Some(4), ..config(server.urls()) }).await.unwrap();
     let estimate_before: u32 = texts.iter().map(|t| pool.budget().count(t)).sum();
     pool.embed(texts.clone()).await;
@@ -466,12 +428,12 @@ async fn a_tokenizer_counts_like_the_server_and_the_estimate_calibrates_toward_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_shrink_to_fit_the_permits_and_clients_sharing_them_converge() {
     // 6 permits, 32 inputs a request: TEI answers 429 to any request of more than 6 inputs.
-    let sim = SimConfig { max_concurrent_requests: 6, base: Duration::from_millis(2), ..sim(1) };
+    let sim = SimConfig { max_concurrent_requests: 6, base: Duration::from_millis(2), ..GPU.sim(1) };
     let tei = DevTei::start(sim).await.unwrap();
     let alone = EndpointPool::connect(config(tei.urls())).await.unwrap();
     assert_eq!(alone.pack_limits().max_items, 3, "two requests of 3 fit 6 permits");
     assert_eq!(alone.max_in_flight(), 2);
-    let texts = texts(400);
+    let texts = texts::varied(400);
     assert_all_embedded(&texts, &alone.embed(texts.clone()).await);
     assert_eq!(alone.stats().retries, 0, "{:?}", alone.stats());
 
@@ -514,8 +476,9 @@ async fn requests_shrink_to_fit_the_permits_and_clients_sharing_them_converge() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_whose_permits_never_free_is_a_start_up_error_not_a_stall() {
     // One permit, held by another client's request for 10 s: not even a one-input probe fits.
-    let tei =
-        DevTei::start(SimConfig { max_concurrent_requests: 1, base: Duration::from_secs(10), ..sim(1) }).await.unwrap();
+    let tei = DevTei::start(SimConfig { max_concurrent_requests: 1, base: Duration::from_secs(10), ..GPU.sim(1) })
+        .await
+        .unwrap();
     let url = tei.urls()[0].clone();
     let hog = tokio::spawn({
         let url = url.clone();

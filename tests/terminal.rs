@@ -57,10 +57,11 @@ fn a_long_epoch_shows_its_work_before_it_commits() {
     // One simulated GPU at 20,000 tokens/s, so the backfill lasts seconds, and a checkpoint
     // interval of an hour: the documents commit as one epoch when the work queue is done. Until
     // then the committed count stands at 0; the line must show the work going on.
-    let stack = test_support::Stack::start_with(dev_tei::SimConfig { gpus: 1, seed: 7, ..Default::default() });
-    let seeded = test_support::seed(&stack.mongo, 2_000, 11);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 1);
+    let test_support::Fixture { stack: _stack, seeded, dir: _dir, args } = test_support::Fixture::new(
+        test_support::Stack::start_with(dev_tei::SimConfig { gpus: 1, seed: 7, ..Default::default() }),
+        test_support::Seeded { n: 2_000, seed: 11 },
+        1,
+    );
     let pipeline = test_support::proc::pipeline_cmd(BIN, "backfill", &args);
     let mut words: Vec<String> = vec![BIN.to_string()];
     let mut interval_next = false;

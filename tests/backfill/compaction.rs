@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use dev_tei::SimConfig;
 use test_support::expect::{check_run, check_run_in, DatasetPoller};
 use test_support::proc::Proc;
-use test_support::{seed, Seeded, Stack};
+use test_support::{Fixture, Seeded, Stack};
 use tweet_embed_operators::run::Engine;
 use tweet_embed_operators::table::checkpoint::CheckpointStore;
 use tweet_embed_operators::table::output::{FileKind, PartName};
@@ -63,10 +63,8 @@ const PER_FILE_OVERHEAD: u64 = 10 * 1024;
 
 #[test]
 fn files_reach_the_target_at_slow_gpu_speed_while_readers_poll() {
-    let stack = Stack::start_with(slow_gpus());
-    let seeded = seed(&stack.mongo, 16_000, 71);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut args = stack.args(dir.path(), 2);
+    let Fixture { stack, seeded, dir, mut args } =
+        Fixture::new(Stack::start_with(slow_gpus()), Seeded { n: 16_000, seed: 71 }, 2);
     args.target_file_bytes = TARGET;
     std::fs::create_dir_all(&args.out).expect("out");
     let poller = DatasetPoller::start(&args.out, dir.path());

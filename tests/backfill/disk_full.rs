@@ -6,15 +6,13 @@ use super::crash::backfill_cmd;
 use dev_tei::FaultConfig;
 use std::os::unix::process::CommandExt;
 use test_support::expect::check_run;
-use test_support::{seed, Stack};
+use test_support::{Fixture, Seeded, Stack};
 use tweet_embed_operators::table::checkpoint::CheckpointStore;
 
 #[test]
 fn a_failed_write_stops_cleanly_and_a_restart_finishes_exactly_once() {
-    let stack = Stack::start(2, FaultConfig::default());
-    let seeded = seed(&stack.mongo, 6_000, 71);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
+    let Fixture { stack, seeded, dir: _dir, args } =
+        Fixture::new(Stack::start(2, FaultConfig::default()), Seeded { n: 6_000, seed: 71 }, 2);
     let mut cmd = backfill_cmd(&args);
     cmd.stderr(std::process::Stdio::piped());
     // SAFETY: only async-signal-safe calls between fork and exec.

@@ -10,7 +10,7 @@ use dev_tei::FaultConfig;
 use std::time::Duration;
 use test_support::expect::check_run;
 use test_support::proc::Logged;
-use test_support::{seed, Stack};
+use test_support::{Fixture, Seeded, Stack};
 
 /// Backfills 3,000 documents with 2 workers in one process while `commands` fail 40 times with `code`; returns
 /// the run's log and the failures it left unused, after asserting it finished exactly once.
@@ -22,10 +22,8 @@ fn backfill_through_an_election(commands: &[&str], code: i32, name: &str, seed_n
 
 /// The same with `n` documents and `workers` workers.
 fn backfill_through(n: u64, workers: usize, commands: &[&str], code: i32, name: &str, seed_no: u64) -> (String, u32) {
-    let stack = Stack::start(2, FaultConfig::default());
-    let seeded = seed(&stack.mongo, n, seed_no);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), workers);
+    let Fixture { stack, seeded, dir: _dir, args } =
+        Fixture::new(Stack::start(2, FaultConfig::default()), Seeded { n, seed: seed_no }, workers);
     stack.mongo.set_fail_point(Some(FailPoint {
         times: 40,
         code: Some(code),
@@ -70,10 +68,8 @@ fn counting_rides_out_an_election() {
 
 #[test]
 fn an_error_that_cannot_heal_ends_the_run_with_one_readable_line() {
-    let stack = Stack::start(2, FaultConfig::default());
-    let seeded = seed(&stack.mongo, 2_000, 103);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
+    let Fixture { stack, seeded, dir: _dir, args } =
+        Fixture::new(Stack::start(2, FaultConfig::default()), Seeded { n: 2_000, seed: 103 }, 2);
     // No permission to write: retrying cannot help.
     stack.mongo.set_fail_point(Some(FailPoint {
         times: 1,

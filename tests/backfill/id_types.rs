@@ -18,7 +18,7 @@ use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use test_support::expect::{pyarrow_check, python_with, read_rows, Output};
 use test_support::proc::{free_port, Proc};
-use test_support::{create_indexes, Stack};
+use test_support::{create_indexes, insert_docs, wait, Fixture, Stack};
 use tweet_embed_operators::mongo::document_id::id_string;
 use tweet_embed_operators::run::Engine;
 use tweet_embed_operators::table::checkpoint::CheckpointStore;
@@ -75,16 +75,6 @@ fn tweets(ids: Ids, n: u64) -> Vec<Document> {
             doc! {"_id": ids.id(i), "lang": "en", "classified": true, "text": text}
         })
         .collect()
-}
-
-/// Inserts `docs` into the in-process dev-mongo's tweets and creates the indexes.
-fn insert(stack: &Stack, docs: &[Document]) {
-    stack.mongo.with_store(|s| {
-        for d in docs {
-            s.insert("twitter_data", "tweets", d.clone()).expect("insert");
-        }
-    });
-    stack.rt.block_on(create_indexes(&stack.mongo)).expect("indexes");
 }
 
 /// Every document of `coll`, read through the driver.
@@ -198,10 +188,8 @@ fn duckdb_join(out: &Path, export: &Path, id_type: IdType) -> (u64, u64, u64, u6
 #[test]
 fn each_id_type_round_trips_in_its_natural_column_and_duckdb_joins_it_without_a_cast() {
     for ids in [Ids::Int64, Ids::Int32, Ids::Strings, Ids::Oids] {
-        let stack = Stack::start(2, FaultConfig::default());
-        insert(&stack, &tweets(ids, 400));
-        let dir = tempfile::tempdir().expect("tempdir");
-        let args = stack.args(dir.path(), 2);
+        let Fixture { stack, dir, args, .. } = Fixture::unseeded(Stack::start(2, FaultConfig::default()), 2);
+        insert_docs(&stack, &tweets(ids, 400));
         let summary = Engine::connect(args.clone()).and_then(Engine::backfill).expect("backfill");
         assert_eq!(summary.id_type, Some(ids.id_type()), "{ids:?}: auto chose from the _id edges");
         assert_eq!((summary.embedded, summary.rejected, summary.strays), (384, 16, 0), "{ids:?}");
@@ -286,10 +274,8 @@ fn a_crash_between_commit_and_marks_re_marks_from_natural_id_columns() {
 
 #[test]
 fn strays_of_another_type_are_rejections_with_the_reason_and_nothing_is_lost() {
-    let stack = Stack::start(2, FaultConfig::default());
-    insert(&stack, &tweets(Ids::Int64, 100));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
+    let Fixture { stack, dir: _dir, args, .. } = Fixture::unseeded(Stack::start(2, FaultConfig::default()), 2);
+    insert_docs(&stack, &tweets(Ids::Int64, 100));
     let first = Engine::connect(args.clone()).and_then(Engine::backfill).expect("first backfill");
     assert_eq!((first.id_type, first.strays), (Some(IdType::Int64), 0));
 
@@ -301,7 +287,7 @@ fn strays_of_another_type_are_rejections_with_the_reason_and_nothing_is_lost() {
             doc! {"_id": "not-a-number", "lang": "en", "classified": true, "text": "a tweet whose _id is a string"},
         ])
         .collect();
-    insert(&stack, &more);
+    insert_docs(&stack, &more);
     let second = Engine::connect(args.clone()).and_then(Engine::backfill).expect("strays never fail a run");
     assert_eq!(second.id_type, Some(IdType::Int64));
     assert_eq!((second.embedded, second.rejected, second.strays), (10, 2, 2));
@@ -351,10 +337,8 @@ fn strays_of_another_type_are_rejections_with_the_reason_and_nothing_is_lost() {
 
 #[test]
 fn another_id_type_than_the_recorded_one_is_refused_with_one_line_naming_both() {
-    let stack = Stack::start(1, FaultConfig::default());
-    insert(&stack, &tweets(Ids::Int64, 50));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut args = stack.args(dir.path(), 1);
+    let Fixture { stack, dir: _dir, mut args, .. } = Fixture::unseeded(Stack::start(1, FaultConfig::default()), 1);
+    insert_docs(&stack, &tweets(Ids::Int64, 50));
     Engine::connect(args.clone()).and_then(Engine::backfill).expect("backfill records int64");
 
     args.id_type = Some(IdType::String);
@@ -374,11 +358,6 @@ fn another_id_type_than_the_recorded_one_is_refused_with_one_line_naming_both() 
     Engine::connect(args).and_then(Engine::backfill).expect("--id-type int64 as recorded");
 }
 
-/// Waits for `done`, at most a minute.
-fn wait_until(what: &str, done: impl FnMut() -> bool) {
-    test_support::wait::until(what, Duration::from_secs(60), done);
-}
-
 /// Deletes from the change stream (one of a tweet inserted and deleted within its epoch) and from
 /// `reconcile`, on Int32 `_id`s: `_deletions/` has the rows' Int64 `id`, the rows leave `--out`,
 /// the cancelled tweet is never written — the Int32 ids compared with what reads back as Int64.
@@ -389,10 +368,8 @@ fn deletes_and_reconcile_work_on_int32_ids_in_an_int64_column() {
     use tweet_embed_operators::table::output::read_deletion_dir;
     use tweet_embed_operators::table::reconcile::{reconcile, ReconcileTarget};
 
-    let stack = Stack::start(2, FaultConfig::default());
-    insert(&stack, &tweets(Ids::Int32, 200));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut args = stack.args(dir.path(), 2);
+    let Fixture { stack, dir: _dir, mut args, .. } = Fixture::unseeded(Stack::start(2, FaultConfig::default()), 2);
+    insert_docs(&stack, &tweets(Ids::Int32, 200));
     args.checkpoint_interval = Duration::from_secs(1);
     args.max_file_age = Duration::from_millis(200);
     args.delete_within = Duration::from_secs(1);
@@ -403,7 +380,7 @@ fn deletes_and_reconcile_work_on_int32_ids_in_an_int64_column() {
         std::thread::spawn(move || Engine::connect(args).and_then(|e| e.continuous(Continuous::default(), stop)))
     };
     let unmarked = || stack.rt.block_on(async { coll.count_documents(doc! {MARK: null}).await }).expect("count");
-    wait_until("the backfill drained", || unmarked() == 0);
+    wait::until("the backfill drained", Duration::from_secs(60), || unmarked() == 0);
     // Ten embedded tweets go; one tweet comes and goes within an epoch.
     let gone: Vec<Bson> = (0..10).map(|i| Ids::Int32.id(i)).collect();
     let flash = Bson::Int32(99_999);
@@ -416,7 +393,7 @@ fn deletes_and_reconcile_work_on_int32_ids_in_an_int64_column() {
     let keys: Vec<String> = gone.iter().map(|id| canonical_id(&id_string(id)).into_owned()).collect();
     let visible = || test_support::expect::read_visible(&out);
     // Recorded, and gone from --out (rows still staged would only leave it at their compaction).
-    wait_until("the deleted rows left --out", || {
+    wait::until("the deleted rows left --out", Duration::from_secs(60), || {
         let recorded: Vec<String> = read_deletion_dir(&out).unwrap_or_default().into_iter().map(|d| d.id).collect();
         let v = visible();
         keys.iter().all(|k| recorded.contains(k))

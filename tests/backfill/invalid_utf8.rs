@@ -6,16 +6,14 @@
 use dev_tei::FaultConfig;
 use test_support::expect::check_run;
 use test_support::invalid_utf8::{check_bad_tweets, insert_bad_tweets};
-use test_support::{seed, Stack};
+use test_support::{Fixture, Seeded, Stack};
 use tweet_embed_operators::run::Engine;
 
 #[test]
 fn a_text_that_is_not_utf8_is_rejected_and_the_backfill_goes_on() {
-    let stack = Stack::start(2, FaultConfig::default());
-    let seeded = seed(&stack.mongo, 3_000, 17);
+    let Fixture { stack, seeded, dir: _dir, args } =
+        Fixture::new(Stack::start(2, FaultConfig::default()), Seeded { n: 3_000, seed: 17 }, 2);
     insert_bad_tweets(&stack);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
     let summary = Engine::connect(args.clone()).and_then(Engine::backfill).expect("backfill ends");
     assert_eq!(summary.embedded as usize + summary.rejected as usize, seeded.eligible() + 2);
     check_run(&stack, &seeded, &args.out);

@@ -8,16 +8,14 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use test_support::expect::check_run;
 use test_support::proc::Proc;
-use test_support::{seed, Stack};
+use test_support::{Fixture, Seeded, Stack};
 use tweet_embed_operators::run::Engine;
 use tweet_embed_operators::table::checkpoint::{StateLock, LOCK_FILE};
 
 #[test]
 fn a_second_run_on_the_same_state_dir_is_refused_naming_the_first() {
-    let stack = Stack::start(2, FaultConfig::default());
-    let seeded = seed(&stack.mongo, 20_000, 83);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
+    let Fixture { stack, seeded, dir: _dir, args } =
+        Fixture::new(Stack::start(2, FaultConfig::default()), Seeded { n: 20_000, seed: 83 }, 2);
     let mut first = Proc(backfill_cmd(&args).spawn().expect("spawn the first run"));
     let pid = first.0.id();
     let tei = stack.tei.as_ref().expect("tei");
@@ -68,9 +66,7 @@ fn a_second_run_on_the_same_state_dir_is_refused_naming_the_first() {
 
 #[test]
 fn a_held_lock_stops_the_engine_before_it_connects() {
-    let stack = Stack::start(1, FaultConfig::default());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 1);
+    let Fixture { stack, dir: _dir, args, .. } = Fixture::unseeded(Stack::start(1, FaultConfig::default()), 1);
     let held = StateLock::acquire(&args.state_dir).expect("lock");
     let err = Engine::connect(args.clone()).and_then(Engine::backfill).expect_err("refused");
     let msg = format!("{err:#}");

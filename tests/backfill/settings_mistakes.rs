@@ -10,7 +10,7 @@ use dev_tei::FaultConfig;
 use mongodb::bson::{doc, Bson, Document};
 use test_support::expect::read_rows;
 use test_support::proc::{pipeline_cmd, terminate, Logged};
-use test_support::{create_indexes, Stack};
+use test_support::{create_indexes, insert_docs, Fixture, Stack};
 use tweet_embed_operators::table::checkpoint::CheckpointStore;
 use tweet_embed_operators::table::output::IdType;
 
@@ -30,15 +30,6 @@ fn tweets(from: i64, n: i64, field: &str) -> Vec<Document> {
         .collect()
 }
 
-fn insert(stack: &Stack, docs: &[Document]) {
-    stack.mongo.with_store(|s| {
-        for d in docs {
-            s.insert("twitter_data", "tweets", d.clone()).expect("insert");
-        }
-    });
-    stack.rt.block_on(create_indexes(&stack.mongo)).expect("indexes");
-}
-
 fn count(stack: &Stack, filter: Document) -> u64 {
     let coll = stack.coll();
     stack.rt.block_on(async { coll.count_documents(filter).await }).expect("count")
@@ -52,10 +43,8 @@ fn output(cmd: &mut Command) -> (Option<i32>, String) {
 
 #[test]
 fn a_wrong_text_field_stops_before_marking_and_the_fixed_rerun_embeds_everything() {
-    let stack = Stack::start(2, FaultConfig::default());
-    insert(&stack, &tweets(0, 3_000, "full_text"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
+    let Fixture { stack, dir: _dir, args, .. } = Fixture::unseeded(Stack::start(2, FaultConfig::default()), 2);
+    insert_docs(&stack, &tweets(0, 3_000, "full_text"));
     let (code, stderr) = output(&mut backfill_cmd(&args));
     assert_eq!(code, Some(1), "{stderr}");
     let line = test_support::proc::Logged::error_line(&stderr);
@@ -73,10 +62,8 @@ fn a_wrong_text_field_stops_before_marking_and_the_fixed_rerun_embeds_everything
 
 #[test]
 fn rejections_marked_on_purpose_and_requeued_leave_the_identity_free_to_change() {
-    let stack = Stack::start(2, FaultConfig::default());
-    insert(&stack, &tweets(0, 500, "full_text"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
+    let Fixture { stack, dir: _dir, args, .. } = Fixture::unseeded(Stack::start(2, FaultConfig::default()), 2);
+    insert_docs(&stack, &tweets(0, 500, "full_text"));
     let (code, stderr) = output(backfill_cmd(&args).arg("--allow-mass-rejection"));
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(count(&stack, doc! {MARK: false}), 500, "marked rejected, as asked");
@@ -95,10 +82,8 @@ fn rejections_marked_on_purpose_and_requeued_leave_the_identity_free_to_change()
 
 #[test]
 fn an_id_type_the_documents_do_not_fit_stops_before_marking_and_the_next_start_chooses_again() {
-    let stack = Stack::start(2, FaultConfig::default());
-    insert(&stack, &tweets(0, 300, "text"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
+    let Fixture { stack, dir: _dir, args, .. } = Fixture::unseeded(Stack::start(2, FaultConfig::default()), 2);
+    insert_docs(&stack, &tweets(0, 300, "text"));
     let (code, stderr) = output(backfill_cmd(&args).args(["--id-type", "objectid"]));
     assert_eq!(code, Some(1), "{stderr}");
     let line = test_support::proc::Logged::error_line(&stderr);
@@ -116,10 +101,8 @@ fn an_id_type_the_documents_do_not_fit_stops_before_marking_and_the_next_start_c
 
 #[test]
 fn run_on_an_empty_collection_chooses_the_id_type_from_its_first_document() {
-    let stack = Stack::start(2, FaultConfig::default());
+    let Fixture { stack, dir: _dir, args, .. } = Fixture::unseeded(Stack::start(2, FaultConfig::default()), 2);
     stack.rt.block_on(create_indexes(&stack.mongo)).expect("indexes");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
     let mut run = Logged::spawn(pipeline_cmd(BIN, "run", &args));
     run.wait_for_line(&["the collection is empty: waiting for its first document"], Duration::from_secs(120));
     let coll = stack.coll();

@@ -8,8 +8,9 @@ use std::time::Duration;
 use dev_tei::{embedding_for, returns_nan, FaultConfig, SimConfig};
 use mongodb::bson::{doc, Bson, Document};
 use test_support::expect::{check_run, read_rows, Output};
+use test_support::proc::free_port;
 use test_support::synth::{kind_of, Kind};
-use test_support::{seed, Stack};
+use test_support::{seed, Fixture, Seeded, Stack};
 use tweet_embed_operators::run::{Engine, RunConfig, Summary};
 use tweet_embed_operators::tei::{Api, Concurrency, PoolStats};
 
@@ -61,10 +62,8 @@ fn a_server_with_fewer_permits_than_a_request_holds_still_finishes_exactly_once(
     ];
     for (permits, items, concurrency) in cases {
         let case = format!("{permits} permits, {items} items a request, {concurrency:?}");
-        let stack = Stack::start_with(tight(permits, items));
-        let seeded = seed(&stack.mongo, 400, 3);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut args = stack.args(dir.path(), 2);
+        let Fixture { stack, seeded, dir: _dir, mut args } =
+            Fixture::new(Stack::start_with(tight(permits, items)), Seeded { n: 400, seed: 3 }, 2);
         args.tei.concurrency = concurrency;
         let (summary, stats) = backfill_within_limit(args.clone());
         check_run(&stack, &seeded, &args.out);
@@ -80,10 +79,11 @@ fn vectors_that_are_not_numbers_are_rejections_never_rows_on_both_routes() {
     let rate = 0.02;
     for api in [Api::Tei, Api::OpenAi] {
         let faults = FaultConfig { nan_rate: rate, ..FaultConfig::default() };
-        let stack = Stack::start_with(SimConfig { instant: true, seed: 7, faults, ..SimConfig::default() });
-        let seeded = seed(&stack.mongo, 300, 5);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut args = stack.args(dir.path(), 2);
+        let Fixture { stack, seeded, dir: _dir, mut args } = Fixture::new(
+            Stack::start_with(SimConfig { instant: true, seed: 7, faults, ..SimConfig::default() }),
+            Seeded { n: 300, seed: 5 },
+            2,
+        );
         args.tei.api = api;
         let (summary, stats) = backfill_within_limit(args.clone());
 
@@ -177,11 +177,9 @@ fn an_input_the_backend_cannot_compute_is_isolated_and_the_rest_is_embedded() {
 fn an_endpoint_still_loading_at_start_does_not_stop_the_run() {
     // Two endpoints, one still loading its model (connection refused): the run starts on the
     // other and embeds everything (it used to exit 1 at once with 0 of 300 embedded).
-    let stack = Stack::start(1, FaultConfig::default());
-    let seeded = seed(&stack.mongo, 300, 13);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut args = stack.args(dir.path(), 2);
+    let port = free_port();
+    let Fixture { stack, seeded, dir: _dir, mut args } =
+        Fixture::new(Stack::start(1, FaultConfig::default()), Seeded { n: 300, seed: 13 }, 2);
     args.tei.urls.push(format!("http://127.0.0.1:{port}"));
     let (summary, stats) = backfill_within_limit(args.clone());
     check_run(&stack, &seeded, &args.out);

@@ -8,18 +8,18 @@ use mongodb::bson::doc;
 use std::time::{Duration, Instant};
 use test_support::expect::read_visible;
 use test_support::synth::{kind_of, tweet, Kind};
-use test_support::{seed, Stack};
+use test_support::{Fixture, Seeded, Stack};
 use tweet_embed_operators::run::Engine;
 use tweet_embed_operators::table::output::read_deletion_dir;
 
 #[test]
 fn a_tweet_deleted_while_its_embedding_is_in_flight_leaves_no_row() {
     // Every answer 10 s late: the first batches are computed, and wait, while the test deletes.
-    let stack =
-        Stack::start(2, FaultConfig { slow_rate: 1.0, slow: Duration::from_secs(10), ..FaultConfig::default() });
-    let seeded = seed(&stack.mongo, 300, 83);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
+    let Fixture { stack, seeded, dir: _dir, args } = Fixture::new(
+        Stack::start(2, FaultConfig { slow_rate: 1.0, slow: Duration::from_secs(10), ..FaultConfig::default() }),
+        Seeded { n: 300, seed: 83 },
+        2,
+    );
     let out = args.out.clone();
     let tei = stack.tei.as_ref().expect("tei");
     tei.record_texts();

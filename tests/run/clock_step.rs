@@ -15,7 +15,7 @@ use std::time::Duration;
 use test_support::expect::{check_run_after_deletes, read_visible};
 use test_support::proc::{terminate, Logged};
 use test_support::wait::until_while_running;
-use test_support::{seed, Seeded, Stack};
+use test_support::{Fixture, Seeded, Stack};
 use tweet_embed_operators::mongo::document_id::id_string;
 use tweet_embed_operators::table::output::read_deletion_dir;
 
@@ -37,10 +37,8 @@ fn libfaketime() -> PathBuf {
 
 #[test]
 fn after_the_wall_clock_steps_back_an_hour_rows_appear_and_deletions_apply_within_their_bounds() {
-    let stack = Stack::start(2, FaultConfig::default());
-    let seeded = seed(&stack.mongo, 600, 131);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut args = stack.args(dir.path(), 2);
+    let Fixture { stack, seeded, dir, mut args } =
+        Fixture::new(Stack::start(2, FaultConfig::default()), Seeded { n: 600, seed: 131 }, 2);
     args.max_file_age = Duration::from_secs(10);
     args.delete_within = Duration::from_secs(20);
     let out = args.out.clone();

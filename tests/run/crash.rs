@@ -7,7 +7,7 @@ use dev_tei::FaultConfig;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use test_support::proc::terminate;
-use test_support::{seed, Stack};
+use test_support::{Fixture, Seeded, Stack};
 use tweet_embed_operators::table::checkpoint::CheckpointStore;
 
 /// `tweet-embed run` with `args`' flags, logging at info.
@@ -19,11 +19,9 @@ pub fn run_cmd(args: &tweet_embed_operators::run::RunConfig) -> Command {
 
 #[test]
 fn kill_9_during_inserts_and_updates_then_restart_is_exactly_once() {
-    let stack = Stack::start(4, FaultConfig::default());
     let w = Workload { seeded: 20_000, inserted: 5_000, updates: 500, seed: 53 };
-    seed(&stack.mongo, w.seeded, w.seed);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
+    let Fixture { stack, dir: _dir, args, .. } =
+        Fixture::new(Stack::start(4, FaultConfig::default()), Seeded { n: w.seeded, seed: w.seed }, 2);
     let coll = stack.coll();
     let writer = {
         let coll = coll.clone();

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use test_support::expect::{check_run_after_deletes, read_rows, read_visible};
-use test_support::{seed, Stack};
+use test_support::{seed, wait, Stack};
 use tweet_embed_operators::mongo::document_id::id_string;
 use tweet_embed_operators::table::checkpoint::CheckpointStore;
 use tweet_embed_operators::table::output::read_deletion_dir;
@@ -29,10 +29,6 @@ fn embedded_ids(stack: &Stack, n: i64) -> Vec<Bson> {
         }
         ids
     })
-}
-
-fn wait_until(what: &str, done: impl FnMut() -> bool) {
-    test_support::wait::until(what, Duration::from_secs(300), done);
 }
 
 /// Every id in any Parquet file under `dirs` (and their `_rejects/`), read as a poller would:
@@ -85,7 +81,9 @@ fn deleted_tweets_leave_the_output_and_an_insert_deleted_in_its_epoch_never_appe
     let coll = stack.coll();
     let (mut deleted, mut flashes): (Vec<Bson>, Vec<String>) = (Vec::new(), Vec::new());
     run_while(&stack, &args, || {
-        wait_until("the backfill drained", || stack.rt.block_on(super::remaining(&coll)) == 0);
+        wait::until("the backfill drained", Duration::from_secs(300), || {
+            stack.rt.block_on(super::remaining(&coll)) == 0
+        });
         deleted = embedded_ids(&stack, 100);
         assert_eq!(deleted.len(), 100);
         stack.rt.block_on(async {
@@ -109,12 +107,14 @@ fn deleted_tweets_leave_the_output_and_an_insert_deleted_in_its_epoch_never_appe
                     .expect("update");
             }
         });
-        wait_until("the new tweets were embedded", || stack.rt.block_on(super::remaining(&coll)) == 0);
+        wait::until("the new tweets were embedded", Duration::from_secs(300), || {
+            stack.rt.block_on(super::remaining(&coll)) == 0
+        });
         // Within --delete-within of the last delete (give or take a loaded machine's delays): no
         // file in --out holds a deleted row, and every recorded deletion is applied.
         let gone: Vec<String> = deleted.iter().map(id_string).collect();
         let store = CheckpointStore::open(&args.pipeline.state_dir).expect("store");
-        wait_until("the deleted rows left --out", || {
+        wait::until("the deleted rows left --out", Duration::from_secs(300), || {
             let visible = read_visible(&out);
             let recorded: HashSet<String> =
                 read_deletion_dir(&out).unwrap_or_default().into_iter().map(|d| d.id).collect();
@@ -169,8 +169,10 @@ fn reconcile_finds_the_deletions_a_lost_history_hid() {
     let compacted =
         || store.load().ok().flatten().is_some_and(|cp| cp.staged().is_empty() && cp.compacting().is_none());
     run_while(&stack, &args, || {
-        wait_until("the backfill drained", || stack.rt.block_on(super::remaining(&stack.coll())) == 0);
-        wait_until("everything was compacted", compacted);
+        wait::until("the backfill drained", Duration::from_secs(300), || {
+            stack.rt.block_on(super::remaining(&stack.coll())) == 0
+        });
+        wait::until("everything was compacted", Duration::from_secs(300), compacted);
     });
     // While nothing follows the stream, 40 embedded tweets go, and the server forgets that history.
     let mut rows: Vec<String> = read_visible(&out).vectors.into_keys().collect();

@@ -9,14 +9,12 @@ use dev_tei::FaultConfig;
 use std::time::{Duration, Instant};
 use test_support::expect::check_run;
 use test_support::proc::{terminate, Logged};
-use test_support::{seed, Stack};
+use test_support::{Fixture, Seeded, Stack};
 
 #[test]
 fn a_drain_that_cannot_finish_exits_non_zero_within_the_timeout_naming_what_was_in_flight() {
-    let stack = Stack::start(2, FaultConfig::default());
-    seed(&stack.mongo, 2_000, 107);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
+    let Fixture { stack, dir: _dir, args, .. } =
+        Fixture::new(Stack::start(2, FaultConfig::default()), Seeded { n: 2_000, seed: 107 }, 2);
     let tei = stack.tei.as_ref().expect("tei");
     let coll = stack.coll();
     let mut cmd = run_cmd(&args);
@@ -71,11 +69,9 @@ fn a_drain_that_cannot_finish_exits_non_zero_within_the_timeout_naming_what_was_
 
 #[test]
 fn one_stop_delivered_twice_at_once_still_drains() {
-    let stack = Stack::start(2, FaultConfig::default());
-    let seeded = seed(&stack.mongo, 1_000, 109);
+    let Fixture { stack, seeded, dir: _dir, args } =
+        Fixture::new(Stack::start(2, FaultConfig::default()), Seeded { n: 1_000, seed: 109 }, 2);
     let coll = stack.coll();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
     let run = Logged::spawn(run_cmd(&args));
     let deadline = Instant::now() + Duration::from_secs(600);
     while stack.rt.block_on(remaining(&coll)) > 0 {

@@ -8,7 +8,7 @@ use super::{run_args, workload::remaining};
 use dev_tei::FaultConfig;
 use mongodb::bson::doc;
 use std::time::{Duration, Instant};
-use test_support::{create_indexes, seed, Stack};
+use test_support::{create_indexes, seed, Fixture, Seeded, Stack};
 use tweet_embed_operators::dataflow::epoch_clock::StopSignal;
 use tweet_embed_operators::run::{Continuous, Engine, RunConfig, Summary};
 use tweet_embed_operators::table::checkpoint::CheckpointStore;
@@ -111,10 +111,8 @@ fn dropping_its_database_does_the_same() {
 /// The binary as a user runs it: the drop ends the process by itself with exit 1 and the line.
 #[test]
 fn the_binary_exits_1_with_the_line_when_the_collection_is_dropped() {
-    let stack = Stack::start(2, FaultConfig::default());
-    seed(&stack.mongo, 300, 31);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
+    let Fixture { stack, dir: _dir, args, .. } =
+        Fixture::new(Stack::start(2, FaultConfig::default()), Seeded { n: 300, seed: 31 }, 2);
     let coll = stack.coll();
     let run = test_support::proc::Logged::spawn(super::crash::run_cmd(&args));
     let deadline = Instant::now() + Duration::from_secs(300);

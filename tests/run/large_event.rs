@@ -15,22 +15,18 @@ use mongodb::bson::{doc, Bson};
 use std::time::Duration;
 use test_support::expect::read_rows;
 use test_support::proc::{terminate, Logged};
-use test_support::{seed, Stack};
+use test_support::{wait, Fixture, Seeded, Stack};
 use tweet_embed_operators::mongo::document_id::id_string;
-
-fn wait_until(what: &str, run: &mut Logged, done: impl FnMut() -> bool) {
-    test_support::wait::until_while_running(what, Duration::from_secs(300), run, done);
-}
 
 #[test]
 fn an_event_over_the_size_limit_is_skipped_by_the_stream_and_embedded_by_the_next_scan() {
-    let stack = Stack::start(2, FaultConfig::default());
-    let seeded = seed(&stack.mongo, 300, 137);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = stack.args(dir.path(), 2);
+    let Fixture { stack, seeded, dir: _dir, args } =
+        Fixture::new(Stack::start(2, FaultConfig::default()), Seeded { n: 300, seed: 137 }, 2);
     let coll = stack.coll();
     let mut run = Logged::spawn(run_cmd(&args));
-    wait_until("the backfill drained", &mut run, || stack.rt.block_on(remaining(&coll)) == 0);
+    wait::until_while_running("the backfill drained", Duration::from_secs(300), &mut run, || {
+        stack.rt.block_on(remaining(&coll)) == 0
+    });
     stack.mongo.set_max_event_bytes(2_000);
     let big_text = (0..400).map(|i| format!("word{i}")).collect::<Vec<_>>().join(" ");
     assert!(big_text.len() > 2_000);
@@ -66,7 +62,12 @@ fn an_event_over_the_size_limit_is_skipped_by_the_stream_and_embedded_by_the_nex
         coll.delete_one(doc! {"_id": deleted_id}).await.expect("delete");
     });
     // Everything but the tweet whose text alone is over the limit is embedded by the stream.
-    wait_until("the tweets around the big one were embedded", &mut run, || stack.rt.block_on(remaining(&coll)) == 1);
+    wait::until_while_running(
+        "the tweets around the big one were embedded",
+        Duration::from_secs(300),
+        &mut run,
+        || stack.rt.block_on(remaining(&coll)) == 1,
+    );
     let left = stack
         .rt
         .block_on(async { coll.find_one(doc! {"retweeted": null, "gemma_embedded_768": null}).await })
@@ -92,7 +93,9 @@ fn an_event_over_the_size_limit_is_skipped_by_the_stream_and_embedded_by_the_nex
     assert!(status.success(), "{status:?}\n{log}");
     // The next start's scan embeds it; the stream, still limited, goes on.
     let mut run = Logged::spawn(run_cmd(&args));
-    wait_until("the big tweet was embedded by the scan", &mut run, || stack.rt.block_on(remaining(&coll)) == 0);
+    wait::until_while_running("the big tweet was embedded by the scan", Duration::from_secs(300), &mut run, || {
+        stack.rt.block_on(remaining(&coll)) == 0
+    });
     terminate(&run.proc.0);
     let (status, log) = run.finish(Duration::from_secs(60));
     assert!(status.success(), "{status:?}\n{log}");
