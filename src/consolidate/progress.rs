@@ -1,35 +1,18 @@
 //! Progress of a consolidate run: rows done of the current phase (reading, merging) as a bar on a
-//! terminal, a `tracing` line every 10 seconds otherwise. It only reads a counter the run bumps;
-//! it never blocks the run.
+//! terminal, a `tracing` line every 10 seconds otherwise. It only reads the counters the run
+//! bumps ([`Figures`]); it never blocks the run.
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use parking_lot::Mutex;
+use tweet_embed_operators::table::consolidate::Figures;
 
 /// How often a line is logged when stderr is not a terminal.
 const LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// The figures the reporter shows; the run updates them.
-#[derive(Default)]
-pub struct Figures {
-    /// Rows done in the current phase.
-    pub rows: AtomicU64,
-    /// Input bytes read (the reading phase only).
-    pub bytes: AtomicU64,
-    phase: Mutex<(&'static str, u64)>,
-}
-
-impl Figures {
-    /// Starts `phase` with `total` rows to do.
-    pub fn phase(&self, phase: &'static str, total: u64) {
-        *self.phase.lock() = (phase, total);
-        self.rows.store(0, Ordering::Relaxed);
-    }
-}
 
 /// The background reporter; stops when dropped.
 pub struct Reporter {
@@ -47,9 +30,13 @@ impl Reporter {
         let thread = std::thread::Builder::new().name("consolidate-progress".into()).spawn(move || report(&f, &s)).ok();
         Reporter { figures, stop, thread }
     }
+}
 
-    /// The figures to update.
-    pub fn figures(&self) -> &Figures {
+impl Deref for Reporter {
+    type Target = Figures;
+
+    /// The figures the run updates.
+    fn deref(&self) -> &Figures {
         &self.figures
     }
 }
@@ -76,7 +63,7 @@ fn report(figures: &Figures, stop: &AtomicBool) {
     let mut shown = "";
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
-        let (phase, total) = *figures.phase.lock();
+        let (phase, total) = figures.current();
         let rows = figures.rows.load(Ordering::Relaxed);
         let mib = figures.bytes.load(Ordering::Relaxed) as f64 / (1u64 << 20) as f64;
         if tty {

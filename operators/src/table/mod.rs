@@ -10,6 +10,7 @@
 
 pub mod checkpoint;
 pub mod compaction;
+pub mod consolidate;
 pub mod identity;
 pub mod output;
 pub mod reconcile;

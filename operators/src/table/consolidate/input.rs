@@ -25,14 +25,14 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::table::output::schema::{embedding_item, rows_schema};
+use crate::table::output::{IdType, ID_TYPE_KEY};
 use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::{new_null_array, Array, ArrayRef, AsArray, FixedSizeListArray, RecordBatch};
 use arrow::compute::{cast_with_options, CastOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
-use tweet_embed_operators::table::output::schema::{embedding_item, rows_schema};
-use tweet_embed_operators::table::output::{IdType, ID_TYPE_KEY};
 
 /// Names tried, in order, for the id column.
 pub const ID_COLUMNS: [&str; 3] = ["id", "_id", "tweet_id"];

@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use crate::table::output::sync_dir;
 use anyhow::{bail, Context, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -14,7 +15,6 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
-use tweet_embed_operators::table::output::sync_dir;
 
 /// The prefix of a run's scratch directory; the leading `.` makes readers of `--output` as a
 /// dataset, and `consolidate` itself, skip it.
