@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tweet_embed_operators::mongo::work_queue::WorkQueue;
+use tweet_embed_operators::run::status::eta_seconds;
 use tweet_embed_operators::table::checkpoint::CommitTotals;
 use tweet_embed_operators::tei::{EndpointPool, PoolStats};
 
@@ -81,19 +82,6 @@ fn count(sources: &ProgressSources, done: u64) -> Option<QueueCount> {
     let (queue, rt) = sources.queue.as_ref()?;
     let remaining = rt.block_on(queue.remaining()).ok()?;
     Some(QueueCount { remaining, done_then: done, at: Instant::now() })
-}
-
-/// Seconds until `remaining` documents are done at `docs_per_s`; `None` (shown as unknown) while
-/// nothing moves, rather than a count of seconds longer than the universe is old.
-pub fn eta_seconds(remaining: u64, docs_per_s: f64) -> Option<f64> {
-    if remaining == 0 {
-        return Some(0.0);
-    }
-    // Under one document every 100 s is not a rate to extrapolate from.
-    if !docs_per_s.is_finite() || docs_per_s < 0.01 {
-        return None;
-    }
-    Some(remaining as f64 / docs_per_s)
 }
 
 fn eta(seconds: f64) -> String {
@@ -335,11 +323,6 @@ mod tests {
 
     #[test]
     fn no_rate_is_an_unknown_eta_not_a_huge_one() {
-        assert_eq!(eta_seconds(20_000, 0.0), None);
-        assert_eq!(eta_seconds(20_000, 1e-9), None);
-        assert_eq!(eta_seconds(20_000, f64::NAN), None);
-        assert_eq!(eta_seconds(0, 0.0), Some(0.0));
-        assert_eq!(eta_seconds(20_000, 100.0), Some(200.0));
         assert_eq!(eta(200.0), "3m20s");
         assert_eq!(eta(f64::INFINITY), "unknown");
     }

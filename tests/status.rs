@@ -11,8 +11,9 @@ use std::path::Path;
 use std::process::Command;
 use test_support::synth::{kind_of, tweet, Kind};
 use tweet_embed::config::MongoArgs;
-use tweet_embed::status::history::{History, Sample, FILE_NAME};
-use tweet_embed::status::{count, Counts, Monitor, StatusArgs};
+use tweet_embed::status::StatusArgs;
+use tweet_embed_operators::run::status::history::{History, Sample, FILE_NAME};
+use tweet_embed_operators::run::status::{count, Counts, Monitor};
 use tweet_embed_operators::table::checkpoint::{Checkpoint, CheckpointStore, CommitHistory, SourcePositions};
 
 const MARK: &str = "gemma_embedded_768";

@@ -1,8 +1,8 @@
 //! How a [`Status`] reads: a block for a person at a terminal, one `key=value` line per refresh
 //! for logs. Formatting only; every figure comes from the status as measured.
 
-use super::Status;
 use std::fmt::Write;
+use tweet_embed_operators::run::status::Status;
 
 /// The block `status` prints (and `--watch` redraws on a terminal).
 pub fn text(s: &Status) -> String {

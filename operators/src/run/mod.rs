@@ -27,6 +27,7 @@ mod ids;
 mod passes;
 mod reset;
 mod stall;
+pub mod status;
 mod written;
 
 use std::sync::atomic::Ordering;
