@@ -1,10 +1,7 @@
-//! `tweet-embed autotune`: sweeps batch size × concurrency per endpoint on a real sample of
-//! texts, prints the old `autotune_embed.py` table, recommends the setting with the most docs/s
-//! that meets `--p95-slo` with zero errors, and writes it as TOML.
-//!
-//! This module owns the sweep, the table and the recommendation. It never changes the pool's
-//! rules (each setting is a pool with the concurrency pinned) and never writes to Mongo: the
-//! sample is read with the work-queue filter and left as it is.
+//! `tweet-embed autotune`: the flags of a sweep, resolved into the engine's pool settings and
+//! sample (`tweet_embed_operators::run::autotune`, which measures and recommends), and the
+//! terminal side: the progress bar, the old `autotune_embed.py` table, the recommendation line,
+//! and the recommended setting written as TOML. It measures nothing itself.
 //!
 //! The file it writes (`--write FILE.toml`) holds two keys, `batch_size` (texts per request, the
 //! `--batch-size` flag) and `concurrency` (requests in flight per endpoint, the `--concurrency`
@@ -13,17 +10,13 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tweet_embed_operators::mongo::error::describe;
+use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
-use hdrhistogram::Histogram;
+use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use mongodb::bson::{doc, Bson, Document};
-use parking_lot::Mutex;
-use tweet_embed_operators::tei::{Api, Concurrency, EndpointPool, PoolConfig};
+use tweet_embed_operators::run::autotune::{recommend, texts_from_file, texts_from_mongo, TuneRow, Watch};
+use tweet_embed_operators::tei::{Api, PoolConfig};
 
 use crate::config::{parse_api, parse_duration, MongoArgs};
 
@@ -71,31 +64,6 @@ pub struct AutotuneArgs {
     pub embed: crate::config::EmbedOptionArgs,
 }
 
-/// One setting's measurements: the old table's columns.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TuneRow {
-    /// Texts per request (after the server's `max_client_batch_size`).
-    pub batch_size: usize,
-    /// Requests in flight per endpoint.
-    pub concurrency: usize,
-    /// Texts embedded per second.
-    pub docs_per_s: f64,
-    /// Tokens embedded per second.
-    pub tokens_per_s: f64,
-    /// Median latency of an `embed` call of one batch.
-    pub p50: Duration,
-    /// 95th percentile.
-    pub p95: Duration,
-    /// Failed calls (retried) plus texts refused.
-    pub errors: u64,
-    /// Wall time of the setting.
-    pub total: Duration,
-    /// Real tokens over what a padded server computes for the requests as sent (each request's
-    /// inputs times its longest): 1.0 is no padding. TEI pads EmbeddingGemma's batches on every
-    /// device, so on such a server the GPU's useful share. None when nothing was sent.
-    pub real_share: Option<f64>,
-}
-
 /// Runs `tweet-embed autotune`.
 pub fn run(args: AutotuneArgs) -> Result<()> {
     if args.batch_sizes.iter().chain(&args.concurrency).any(|&n| n == 0) || args.sample == 0 {
@@ -106,7 +74,7 @@ pub fn run(args: AutotuneArgs) -> Result<()> {
     runtime.block_on(async {
         let texts = match &args.texts_file {
             Some(path) => texts_from_file(path, args.sample)?,
-            None => texts_from_mongo(&args).await?,
+            None => texts_from_mongo(&args.mongo.target(), &args.text_field, &args.mark_field, args.sample).await?,
         };
         if texts.is_empty() {
             bail!("the sample is empty: nothing to embed (check --texts-file, or the work queue of --collection)");
@@ -147,84 +115,28 @@ pub fn run(args: AutotuneArgs) -> Result<()> {
     })
 }
 
-/// Measures every `(batch size, concurrency)` of `settings` on `texts`, each with a fresh pool.
+/// The engine's sweep ([`tweet_embed_operators::run::autotune::sweep`]) with `bar` showing the
+/// setting being measured and the texts done.
 pub async fn sweep(
     base: &PoolConfig,
     texts: &[String],
     settings: &[(usize, usize)],
     bar: &ProgressBar,
 ) -> Result<Vec<TuneRow>> {
-    let mut rows = Vec::with_capacity(settings.len());
-    for &(batch_size, concurrency) in settings {
-        bar.set_message(format!("batch {batch_size}, concurrency {concurrency}"));
-        let config =
-            PoolConfig { batch_size: Some(batch_size), concurrency: Concurrency::Fixed(concurrency), ..base.clone() };
-        let pool = EndpointPool::connect(config).await.map_err(|e| anyhow!("{e}"))?;
-        rows.push(measure(&pool, texts, batch_size, concurrency, bar).await);
-    }
-    Ok(rows)
+    tweet_embed_operators::run::autotune::sweep(base, texts, settings, Arc::new(Bar(bar.clone()))).await
 }
 
-/// Embeds `texts` in batches of `batch_size`, with as many callers as the endpoints' limits let
-/// run at once (so calls do not wait for a slot: their latency is the request's).
-async fn measure(
-    pool: &EndpointPool,
-    texts: &[String],
-    batch_size: usize,
-    concurrency: usize,
-    bar: &ProgressBar,
-) -> TuneRow {
-    let batch_size = batch_size.min(pool.pack_limits().max_items);
-    let batches: Arc<Vec<Vec<String>>> = Arc::new(texts.chunks(batch_size).map(<[String]>::to_vec).collect());
-    let next = Arc::new(AtomicUsize::new(0));
-    // Constant, valid bounds (1 µs to an hour): this cannot fail.
-    let latency = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")));
-    let before = pool.stats();
-    let started = Instant::now();
-    let callers = pool.stats().endpoints.iter().map(|e| e.concurrency_limit).sum::<usize>().max(1);
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..callers {
-        let (pool, batches, next, latency, bar) =
-            (pool.clone(), batches.clone(), next.clone(), latency.clone(), bar.clone());
-        tasks.spawn(async move {
-            while let Some(batch) = batches.get(next.fetch_add(1, Ordering::Relaxed)) {
-                let t = Instant::now();
-                pool.embed(batch.clone()).await;
-                let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
-                latency.lock().saturating_record(us);
-                bar.inc(batch.len() as u64);
-            }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    let total = started.elapsed();
-    let after = pool.stats();
-    let latency = latency.lock();
-    let q = |q: f64| Duration::from_micros(latency.value_at_quantile(q));
-    let secs = total.as_secs_f64().max(1e-9);
-    let tokens = after.budget_tokens - before.budget_tokens;
-    TuneRow {
-        batch_size,
-        concurrency,
-        docs_per_s: (after.embedded_inputs - before.embedded_inputs) as f64 / secs,
-        tokens_per_s: tokens as f64 / secs,
-        p50: q(0.5),
-        p95: q(0.95),
-        errors: (after.retries - before.retries) + (after.rejected_inputs - before.rejected_inputs),
-        total,
-        real_share: {
-            let padded = after.padded_tokens - before.padded_tokens;
-            (padded > 0).then(|| tokens as f64 / padded as f64)
-        },
-    }
-}
+/// A progress bar watching a sweep.
+struct Bar(ProgressBar);
 
-/// The row with the most docs/s among those with zero errors and p95 within `slo` (fewer
-/// requests in flight on a tie).
-pub fn recommend(rows: &[TuneRow], slo: Duration) -> Option<&TuneRow> {
-    rows.iter().filter(|r| r.errors == 0 && r.p95 <= slo).max_by(|a, b| {
-        a.docs_per_s.total_cmp(&b.docs_per_s).then((b.concurrency * b.batch_size).cmp(&(a.concurrency * a.batch_size)))
-    })
+impl Watch for Bar {
+    fn setting(&self, batch_size: usize, concurrency: usize) {
+        self.0.set_message(format!("batch {batch_size}, concurrency {concurrency}"));
+    }
+
+    fn embedded(&self, texts: u64) {
+        self.0.inc(texts);
+    }
 }
 
 /// The old script's table.
@@ -280,55 +192,12 @@ fn progress_bar(total: u64) -> ProgressBar {
     bar
 }
 
-/// Up to `n` non-blank lines of `path`.
-pub fn texts_from_file(path: &Path, n: usize) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read --texts-file {}", path.display()))?;
-    Ok(text.lines().filter(|l| !l.trim().is_empty()).take(n).map(str::to_string).collect())
-}
-
-/// Up to `--sample` texts of the work queue (documents still to embed), read as they come.
-async fn texts_from_mongo(args: &AutotuneArgs) -> Result<Vec<String>> {
-    let client = mongodb::Client::with_uri_str(&args.mongo.mongo_uri)
-        .await
-        .map_err(|e| anyhow!("bad --mongo-uri: {}", describe(&e)))?;
-    let coll = client.database(&args.mongo.db).collection::<Document>(&args.mongo.collection);
-    let filter = doc! {"retweeted": null, &args.mark_field: null, &args.text_field: {"$type": "string"}};
-    let cursor = tokio::time::timeout(
-        Duration::from_secs(30),
-        coll.find(filter).projection(doc! {&args.text_field: 1}).limit(i64::try_from(args.sample).unwrap_or(i64::MAX)),
-    )
-    .await
-    .map_err(|_| anyhow!("MongoDB is not reachable at --mongo-uri (no answer in 30 s)"))?
-    .map_err(|e| {
-        anyhow!("cannot read the sample from {}.{}: {}", args.mongo.db, args.mongo.collection, describe(&e))
-    })?;
-    let mut cursor = cursor;
-    let mut docs = Vec::new();
-    let read_err =
-        |e: mongodb::error::Error| anyhow!("cannot read the sample from {}: {}", args.mongo.collection, describe(&e));
-    while cursor.advance().await.map_err(read_err)? {
-        // A sample text that is not UTF-8 is left out, as a run would reject it (see
-        // `candidate`), instead of failing the sweep.
-        if let Ok(d) = mongodb::bson::Document::try_from(cursor.current()) {
-            docs.push(d);
-        }
-    }
-    Ok(docs
-        .into_iter()
-        .filter_map(|d| match d.get(&args.text_field) {
-            Some(Bson::String(s)) if !s.trim().is_empty() => Some(s.clone()),
-            _ => None,
-        })
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn row(batch_size: usize, concurrency: usize, docs_per_s: f64, p95_s: f64, errors: u64) -> TuneRow {
+    fn row(batch_size: usize, concurrency: usize, docs_per_s: f64, p95_s: f64) -> TuneRow {
         let p95 = Duration::from_secs_f64(p95_s);
-        let real_share = Some(0.5);
         TuneRow {
             batch_size,
             concurrency,
@@ -336,26 +205,18 @@ mod tests {
             tokens_per_s: 0.0,
             p50: p95 / 2,
             p95,
-            errors,
+            errors: 0,
             total: p95,
-            real_share,
+            real_share: Some(0.5),
         }
     }
 
     #[test]
-    fn the_recommendation_meets_the_slo_with_zero_errors_and_is_the_fastest_that_does() {
-        let rows = [
-            row(32, 1, 150.0, 0.8, 0),
-            row(32, 2, 186.0, 1.6, 0),
-            row(32, 16, 188.0, 25.0, 0),
-            row(64, 8, 190.0, 5.0, 3),
-        ];
-        let best = recommend(&rows, Duration::from_secs(10)).unwrap();
-        assert_eq!((best.batch_size, best.concurrency), (32, 2));
-        assert_eq!(recommend(&rows, Duration::from_millis(500)), None);
+    fn the_toml_holds_the_two_keys_and_the_table_the_old_columns() {
+        let rows = [row(32, 1, 150.0, 0.8), row(32, 2, 186.0, 1.6)];
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tune.toml");
-        write_toml(&path, best, Duration::from_secs(10)).unwrap();
+        write_toml(&path, &rows[1], Duration::from_secs(10)).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let keys: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(keys, ["batch_size = 32", "concurrency = 2"]);

@@ -6,7 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use dev_tei::{DevTei, SimConfig};
-use tweet_embed::autotune::{recommend, sweep};
+use tweet_embed::autotune::sweep;
+use tweet_embed_operators::run::autotune::recommend;
 use tweet_embed_operators::tei::PoolConfig;
 
 fn sim() -> SimConfig {

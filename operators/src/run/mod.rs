@@ -17,6 +17,7 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+pub mod autotune;
 mod backfill;
 mod cluster;
 mod config;
