@@ -93,7 +93,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let stop = StopSignal::default();
     let live = args.live;
     let mut lag_s = None;
-    let summary = crate::backfill::execute(config, None, |engine| {
+    let summary = crate::session::execute(config, None, |engine| {
         let monitor = engine.monitor();
         let writer = {
             let (monitor, stop, uri) = (monitor.clone(), stop.clone(), mongo.uri());
@@ -113,7 +113,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         }
         Ok(summary)
     })?;
-    crate::backfill::print_summary("demo", &summary, &out);
+    crate::session::print_summary("demo", &summary, &out);
     if let Some(lag) = lag_s {
         crate::say!("  stream lag         : {lag} s behind MongoDB when it stopped");
     }

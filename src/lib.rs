@@ -29,5 +29,6 @@ pub mod progress;
 pub mod reconcile;
 pub mod requeue;
 pub mod run;
+pub mod session;
 pub mod status;
 pub mod stdout;

@@ -34,14 +34,14 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let running: Arc<OnceLock<Monitor>> = Arc::default();
     let stop = stop_on_signals(config.cluster.leads(), config.drain_timeout, running.clone())?;
     let options = Continuous { scan_at_start: !args.no_backfill, stream: !args.no_stream };
-    let summary = crate::backfill::execute(config, args.pipeline.metrics_addr, |engine| {
+    let summary = crate::session::execute(config, args.pipeline.metrics_addr, |engine| {
         let _ = running.set(engine.monitor());
         engine.continuous(options, stop)
     })?;
     if args.pipeline.cluster.leads() {
-        crate::backfill::print_summary("run", &summary, &args.pipeline.out);
+        crate::session::print_summary("run", &summary, &args.pipeline.out);
     } else {
-        crate::backfill::print_follower_summary("run", &summary, args.pipeline.cluster.process);
+        crate::session::print_follower_summary("run", &summary, args.pipeline.cluster.process);
     }
     Ok(())
 }
