@@ -173,7 +173,7 @@ pub struct PipelineArgs {
     /// Bounds the adaptive concurrency so request latency stays under this (e.g. 10s).
     #[arg(long, help_heading = "TEI", value_parser = parse_duration)]
     pub p95_slo: Option<Duration>,
-    /// Order texts are cut into requests: `length` (neighbouring token lengths, epoch by epoch:
+    /// Order texts are cut into requests: `length` (neighbouring token lengths, one sweep up and down:
     /// TEI pads each server batch of a padded model, EmbeddingGemma among them, to its longest
     /// input) or `arrival` (as read; pads most).
     #[arg(long, help_heading = "TEI", default_value = "length")]

@@ -7,6 +7,7 @@ mod compaction;
 mod crash;
 mod disk_full;
 mod election;
+mod epochs;
 mod id_types;
 mod invalid_utf8;
 mod lock;

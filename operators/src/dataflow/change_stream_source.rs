@@ -155,7 +155,7 @@ impl<'scope> ChangeStreamSource<'scope> for Scope<'scope, u64> {
                     inserted.clear();
                     deleted.clear();
                 }
-                if pacing.too_far_ahead(*c.time()) {
+                if open.held_back(&pacing, *c.time()) {
                     me.activate_after(Duration::from_millis(5));
                     return;
                 }
@@ -194,7 +194,7 @@ impl<'scope> ChangeStreamSource<'scope> for Scope<'scope, u64> {
                                     None => {}
                                 }
                                 latest = Some(pos);
-                                if open.full(&pacing) {
+                                if open.full(&pacing) || open.docs_ahead() >= pacing.max_docs_ahead {
                                     break;
                                 }
                             }

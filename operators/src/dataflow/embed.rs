@@ -6,7 +6,7 @@
 //!
 //! Requests are cut by the embedder's [`RequestBatcher`] (the only place that cuts and orders,
 //! counting each text once): jobs wait in its [`WaitingTexts`], which cuts each request from
-//! neighbouring token lengths of one epoch, earlier epochs first. This operator decides only
+//! neighbouring token lengths in one sweep across epochs. This operator decides only
 //! *when* a request goes: at most `max_in_flight` per worker are outstanding, and texts are cut
 //! just before they are needed, so a text answered meanwhile is not sent, and the texts that
 //! wait meanwhile are the window the batcher orders. A text embedded recently is answered from the worker's
@@ -93,10 +93,10 @@ pub trait Embed<'scope> {
     ) -> StreamVec<'scope, u64, Written>;
 }
 
-/// A request in flight: its epoch's capability, its jobs and, per job, the tokens the batcher
+/// A request in flight: its jobs and, per job, its epoch's capability and the tokens the batcher
 /// counted (the `tokens` column).
 struct CutRequest {
-    cap: Capability<u64>,
+    caps: Vec<Capability<u64>>,
     jobs: Vec<TextJob>,
     tokens: Vec<u32>,
 }
@@ -165,7 +165,8 @@ impl<'scope> Embed<'scope> for StreamVec<'scope, u64, TextJob> {
                     in_flight = in_flight.saturating_sub(1);
                     let Some(request) = requests.remove(&id) else { continue };
                     let mut outcomes = outcomes.into_iter();
-                    for (index, (job, tokens)) in request.jobs.into_iter().zip(request.tokens).enumerate() {
+                    let jobs = request.jobs.into_iter().zip(request.caps).zip(request.tokens);
+                    for (index, ((job, cap), tokens)) in jobs.enumerate() {
                         let outcome = outcomes.next();
                         let waiters = match pending.get(&job.text_hash) {
                             Some((leader, _)) if *leader == Leader::Sent(id, index) => {
@@ -181,29 +182,23 @@ impl<'scope> Embed<'scope> for StreamVec<'scope, u64, TextJob> {
                             let mut session = output.session(&wcap);
                             emit(wjob, outcome.clone(), tokens, |w| session.give(w));
                         }
-                        let mut session = output.session(&request.cap);
+                        let mut session = output.session(&cap);
                         emit(job, outcome, tokens, |w| session.give(w));
                     }
                 }
                 while in_flight < max_in_flight.max(1) {
-                    let Some(epoch) = waiting.first_epoch() else { break };
-                    let Some(cap) = caps.get(&epoch).cloned() else {
-                        // Unreachable: an epoch's capability stays while its texts wait.
-                        tracing::error!(epoch, "embed: texts wait without their epoch's capability");
-                        break;
-                    };
                     let mut index = 0;
                     let cut = waiting.next_request(embedder.batcher(), |key, job| {
                         let leads = matches!(pending.get(&job.text_hash), Some((l, _)) if *l == Leader::Waiting(key));
                         // Answered meanwhile (another text of the same hash came back): not sent.
-                        if let Some(hit) = cache.get(job.text_hash, &job.text) {
+                        if let (Some(hit), Some(cap)) = (cache.get(job.text_hash, &job.text), caps.get(&key.epoch)) {
                             let waiters = if leads { pending.remove(&job.text_hash).map(|(_, w)| w) } else { None };
                             let (vector, tokens) = (hit.vector.to_vec(), hit.tokens);
                             for (wcap, wjob) in waiters.unwrap_or_default() {
                                 let mut session = output.session(&wcap);
                                 emit(wjob, Some(Ok(vector.clone())), tokens, |w| session.give(w));
                             }
-                            let mut session = output.session(&cap);
+                            let mut session = output.session(cap);
                             emit(job, Some(Ok(vector)), tokens, |w| session.give(w));
                             return None;
                         }
@@ -215,13 +210,19 @@ impl<'scope> Embed<'scope> for StreamVec<'scope, u64, TextJob> {
                         index += 1;
                         Some(job)
                     });
-                    if !waiting.holds_epoch(epoch) {
-                        caps.remove(&epoch);
-                    }
-                    let Some(cut) = cut else { continue };
+                    let Some(cut) = cut else { break };
+                    // A request may hold texts of several epochs (the sweep runs across them):
+                    // each keeps its own epoch's capability until its answer.
+                    let item_caps: Option<Vec<_>> = cut.epochs.iter().map(|e| caps.get(e).cloned()).collect();
+                    caps.retain(|epoch, _| waiting.holds_epoch(*epoch));
+                    let Some(item_caps) = item_caps else {
+                        // Unreachable: an epoch's capability stays while its texts wait.
+                        tracing::error!(epochs = ?cut.epochs, "embed: texts were cut without their epoch's capability");
+                        break;
+                    };
                     let texts = cut.items.iter().map(|j| j.text.clone()).collect();
                     let call = embedder.embed(Request { texts, raw_tokens: cut.raw_tokens });
-                    requests.insert(next_id, CutRequest { cap, jobs: cut.items, tokens: cut.tokens });
+                    requests.insert(next_id, CutRequest { caps: item_caps, jobs: cut.items, tokens: cut.tokens });
                     let (tx, wake, id) = (tx.clone(), wake.clone(), next_id);
                     next_id += 1;
                     in_flight += 1;

@@ -83,7 +83,7 @@ impl<'scope> WorkQueueSource<'scope> for Scope<'scope, u64> {
                 if open.docs() > 0 && (open.due(&pacing) || open.full(&pacing)) {
                     open.close(&pacing, c);
                 }
-                if pacing.too_far_ahead(*c.time()) {
+                if open.held_back(&pacing, *c.time()) {
                     me.activate_after(Duration::from_millis(5));
                     return;
                 }
@@ -95,7 +95,7 @@ impl<'scope> WorkQueueSource<'scope> for Scope<'scope, u64> {
                             Ok(Msg::Doc(d)) => {
                                 session.give(d);
                                 open.add();
-                                if open.full(&pacing) {
+                                if open.full(&pacing) || open.docs_ahead() >= pacing.max_docs_ahead {
                                     break;
                                 }
                             }

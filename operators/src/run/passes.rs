@@ -39,9 +39,10 @@ use crate::table::output::{EpochWriter, OutputConfig};
 use crate::tei::EndpointPool;
 use crate::timely;
 
-/// Documents per worker after which an epoch closes even before the checkpoint interval: every
-/// open epoch holds its rows in the writer until it is sealed, so this bounds memory (about 30 MiB
-/// of 768-float rows per epoch per worker) at the price of smaller files.
+/// Documents per worker after which an epoch closes whatever the checkpoint interval and the
+/// completion rate say (`source_pacing::EpochSizer` sizes epochs below it): every open epoch
+/// holds its rows in the writer until it is sealed, so this bounds memory (about 30 MiB of
+/// 768-float rows per epoch per worker).
 const EPOCH_DOCS: usize = 10_000;
 
 /// Vectors of recent texts each worker keeps, so recurring texts are embedded once: about

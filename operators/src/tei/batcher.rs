@@ -13,22 +13,20 @@
 //! order (p50 ~27 tokens, p99 ~130) make most of that padding. So [`WaitingTexts`] holds the texts
 //! not yet sent and cuts each request from neighbouring lengths ([`RequestOrder::Length`], the
 //! default): what waits at an endpoint is of similar lengths and a server batch pads little.
-//! Within an epoch the sweep goes up in even epochs and down in odd ones, so the requests of one
-//! epoch's end and the next epoch's start are of the same lengths too (no long-then-short seam),
-//! and an earlier epoch is always cut before a later one, so epochs still complete in order.
-//! Requests never mix epochs. [`RequestOrder::Arrival`] keeps arrival order (for comparison).
+//! The sweep runs across epochs, up and down ([`super::waiting`] says how and why), so small
+//! epochs cost no padding. [`RequestOrder::Arrival`] keeps arrival order (for comparison).
 //!
 //! Each text is counted once with the pool's [`TokenBudget`] and the counts travel with the
 //! request (for calibration, for the `tokens` column, for splitting a refused request). The
 //! embed operator cuts through [`WaitingTexts`], [`EndpointPool::embed`](super::EndpointPool::embed)
 //! through [`RequestBatcher::cut`]; nothing else packs requests. It never talks to a server.
 
-use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
 use super::budget::TokenBudget;
 use super::limits::ServerLimits;
+use super::waiting::WaitingTexts;
 
 /// Bytes a request's envelope takes besides its texts (`{"inputs":[…],"truncate":true}`, or
 /// OpenAI's with `"encoding_format":"base64"`), rounded up generously.
@@ -89,7 +87,7 @@ impl PackLimits {
 
     /// Whether a request of `items` texts already, taking one more to `tokens` and `bytes`, would
     /// pass a limit (so the next text starts a new request).
-    fn full(&self, items: usize, tokens: usize, bytes: usize) -> bool {
+    pub(super) fn full(&self, items: usize, tokens: usize, bytes: usize) -> bool {
         items >= self.max_items || tokens > self.max_tokens || bytes > self.max_bytes
     }
 
@@ -134,7 +132,7 @@ pub fn json_string_len(text: &str) -> usize {
 /// The order requests are cut in (`--request-order`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RequestOrder {
-    /// Neighbouring token lengths, epoch by epoch (see the module docs): little padding on
+    /// Neighbouring token lengths, one sweep across epochs (see the module docs): little padding on
     /// padded servers, the same work on unpadded ones.
     #[default]
     Length,
@@ -207,7 +205,7 @@ impl RequestBatcher {
 
     /// An empty queue of texts to cut from, in this batcher's order.
     pub fn waiting<T>(&self) -> WaitingTexts<T> {
-        WaitingTexts { order: self.order, queue: BTreeMap::new(), next_seq: 0 }
+        WaitingTexts::new(self.order)
     }
 
     /// The bounds of every request it cuts.
@@ -244,129 +242,6 @@ impl RequestBatcher {
     }
 }
 
-/// Texts not yet sent, each with the item it belongs to, from which requests are cut in the
-/// batcher's [`RequestOrder`]. Items are counted once when pushed. Made by
-/// [`RequestBatcher::waiting`].
-pub struct WaitingTexts<T> {
-    order: RequestOrder,
-    /// The first entry is the next to cut.
-    queue: BTreeMap<WaitingKey, Waiting<T>>,
-    next_seq: u64,
-}
-
-/// Where a text waits in [`WaitingTexts`]: its epoch, its place in the order, its arrival.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct WaitingKey {
-    /// The epoch it was pushed with.
-    pub epoch: u64,
-    order: u32,
-    seq: u64,
-}
-
-struct Waiting<T> {
-    item: T,
-    raw: u32,
-    bytes: usize,
-}
-
-/// One request cut from [`WaitingTexts`]: its items in order, all of one epoch, with their
-/// counts (see [`Cut`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CutItems<T> {
-    /// The epoch every item was pushed with.
-    pub epoch: u64,
-    /// The items, in request order.
-    pub items: Vec<T>,
-    /// Raw count per item, for [`Request::raw_tokens`].
-    pub raw_tokens: Vec<u32>,
-    /// Tokens per item after truncation as the budget counts them now.
-    pub tokens: Vec<u32>,
-}
-
-impl<T> WaitingTexts<T> {
-    /// Adds `item` of `epoch`, whose text `text` reads, counting its tokens with `batcher`'s
-    /// budget.
-    /// Returns where it waits.
-    pub fn push(&mut self, batcher: &RequestBatcher, epoch: u64, item: T, text: impl Fn(&T) -> &str) -> WaitingKey {
-        let text = text(&item);
-        let raw = batcher.budget.raw_count(text);
-        let bytes = json_string_len(text);
-        let key = match self.order {
-            RequestOrder::Arrival => 0,
-            // Up in even epochs, down in odd ones: one epoch ends where the next begins.
-            RequestOrder::Length if epoch.is_multiple_of(2) => raw,
-            RequestOrder::Length => u32::MAX - raw,
-        };
-        let key = WaitingKey { epoch, order: key, seq: self.next_seq };
-        self.next_seq += 1;
-        self.queue.insert(key, Waiting { item, raw, bytes });
-        key
-    }
-
-    /// The item waiting at `key`, if it still waits.
-    pub fn get(&self, key: &WaitingKey) -> Option<&T> {
-        self.queue.get(key).map(|w| &w.item)
-    }
-
-    /// Texts waiting.
-    pub fn len(&self) -> usize {
-        self.queue.len()
-    }
-
-    /// Whether none waits.
-    pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
-    }
-
-    /// Whether a text of `epoch` still waits.
-    pub fn holds_epoch(&self, epoch: u64) -> bool {
-        let (first, last) =
-            (WaitingKey { epoch, order: 0, seq: 0 }, WaitingKey { epoch, order: u32::MAX, seq: u64::MAX });
-        self.queue.range(first..=last).next().is_some()
-    }
-
-    /// The earliest epoch with a text waiting.
-    pub fn first_epoch(&self) -> Option<u64> {
-        self.queue.keys().next().map(|key| key.epoch)
-    }
-
-    /// Cuts the next request: texts from the front, of the front's epoch, until the next would
-    /// take the request past `batcher`'s limits. `keep` sees each item (and where it waited) as
-    /// it is taken and may answer it itself (a cached vector, say) by returning None; the others
-    /// go in the request. None when nothing waits, or when `keep` took every item of the
-    /// front's epoch (call again to go on).
-    pub fn next_request(
-        &mut self,
-        batcher: &RequestBatcher,
-        mut keep: impl FnMut(WaitingKey, T) -> Option<T>,
-    ) -> Option<CutItems<T>> {
-        let epoch = self.first_epoch()?;
-        let limits = batcher.limits;
-        let mut cut = CutItems { epoch, items: Vec::new(), raw_tokens: Vec::new(), tokens: Vec::new() };
-        let (mut tokens, mut bytes) = (0usize, 0usize);
-        while let Some(entry) = self.queue.first_entry() {
-            if entry.key().epoch != epoch {
-                break;
-            }
-            let key = *entry.key();
-            let waiting = entry.get();
-            let item_tokens = batcher.budget.calibrated(waiting.raw);
-            let full = limits.full(cut.items.len(), tokens + item_tokens as usize, bytes + waiting.bytes);
-            if !cut.items.is_empty() && full {
-                break;
-            }
-            let waiting = entry.remove();
-            let Some(item) = keep(key, waiting.item) else { continue };
-            tokens += item_tokens as usize;
-            bytes += waiting.bytes;
-            cut.items.push(item);
-            cut.raw_tokens.push(waiting.raw);
-            cut.tokens.push(item_tokens);
-        }
-        (!cut.items.is_empty()).then_some(cut)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,57 +272,5 @@ mod tests {
         assert_eq!(cut.raw_tokens, cut.tokens);
         assert_eq!(cut.requests, vec![0..2, 2..3]);
         assert_eq!(batcher.budget().texts_counted(), 3);
-    }
-
-    fn batcher(order: RequestOrder, max_items: usize) -> RequestBatcher {
-        let limits = PackLimits { max_items, max_tokens: 1_000, max_bytes: 1_000_000 };
-        RequestBatcher::new(limits, Arc::new(TokenBudget::estimated(512))).with_order(order)
-    }
-
-    /// A text of `n` estimated tokens (two special tokens and `n - 2` words).
-    fn text(n: usize) -> String {
-        vec!["w"; n - 2].join(" ")
-    }
-
-    fn drain(waiting: &mut WaitingTexts<(usize, String)>, batcher: &RequestBatcher) -> Vec<(u64, Vec<usize>)> {
-        std::iter::from_fn(|| {
-            let cut = waiting.next_request(batcher, |_, t| Some(t))?;
-            Some((cut.epoch, cut.items.into_iter().map(|(i, _)| i).collect()))
-        })
-        .collect()
-    }
-
-    #[test]
-    fn length_order_sweeps_up_then_down_and_never_mixes_epochs() {
-        let b = batcher(RequestOrder::Length, 2);
-        let mut waiting = b.waiting();
-        // Epoch 1 pushed first, epoch 0 later: the earlier epoch is still cut first.
-        for (i, n) in [(10, 9), (11, 3), (12, 6)] {
-            waiting.push(&b, 1, (i, text(n)), |t| &t.1);
-        }
-        for (i, n) in [(0, 7), (1, 3), (2, 12), (3, 5), (4, 4)] {
-            waiting.push(&b, 0, (i, text(n)), |t| &t.1);
-        }
-        assert_eq!(
-            drain(&mut waiting, &b),
-            vec![(0, vec![1, 4]), (0, vec![3, 0]), (0, vec![2]), (1, vec![10, 12]), (1, vec![11])]
-        );
-        assert!(waiting.is_empty());
-    }
-
-    #[test]
-    fn arrival_order_keeps_arrival_and_keep_can_answer_items() {
-        let b = batcher(RequestOrder::Arrival, 3);
-        let mut waiting = b.waiting();
-        for (i, n) in [9, 3, 6, 4].into_iter().enumerate() {
-            waiting.push(&b, 0, (i, text(n)), |t| &t.1);
-        }
-        // Item 1 answered by `keep` (say, from a cache): the request fills up with the next.
-        let cut = waiting.next_request(&b, |_, t| (t.0 != 1).then_some(t)).expect("a request");
-        assert_eq!(cut.items.iter().map(|t| t.0).collect::<Vec<_>>(), vec![0, 2, 3]);
-        assert_eq!(cut.tokens, vec![9, 6, 4]);
-        assert_eq!(b.budget().texts_counted(), 4, "counted once, when pushed");
-        assert!(!waiting.holds_epoch(0));
-        assert_eq!(padded_tokens(&cut.tokens), 27);
     }
 }

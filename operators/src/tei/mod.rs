@@ -36,11 +36,9 @@ mod pool;
 mod request;
 mod stats;
 mod vectors;
+mod waiting;
 
-pub use batcher::{
-    json_string_len, padded_tokens, Cut, CutItems, PackLimits, Request, RequestBatcher, RequestOrder, WaitingKey,
-    WaitingTexts,
-};
+pub use batcher::{json_string_len, padded_tokens, Cut, PackLimits, Request, RequestBatcher, RequestOrder};
 pub use breaker::BreakerState;
 pub use budget::TokenBudget;
 pub use endpoint::{http_client, Api, EmbedReply, Endpoint};
@@ -52,3 +50,4 @@ pub use options::{EmbedOptions, TruncationDirection};
 pub use pool::{EndpointPool, PoolConfig};
 pub use request::InputOutcome;
 pub use stats::{EndpointStats, PoolStats, RATE_WINDOW};
+pub use waiting::{CutItems, WaitingKey, WaitingTexts};
