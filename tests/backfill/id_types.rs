@@ -18,7 +18,7 @@ use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use test_support::expect::{pyarrow_check, python_with, read_rows, Output};
 use test_support::proc::{free_port, Proc};
-use test_support::{create_indexes, insert_docs, wait, Fixture, Stack};
+use test_support::{insert_docs, wait, Fixture, Stack};
 use tweet_embed_operators::mongo::document_id::id_string;
 use tweet_embed_operators::run::Engine;
 use tweet_embed_operators::table::checkpoint::CheckpointStore;
