@@ -134,8 +134,9 @@ pub(super) fn warn_unknown_identity(groups: &[IdentityGroup], files_in: usize, g
     }
 }
 
-/// Refuses files that record different id types ([`crate::table::output::ID_TYPE_KEY`]): one `id` column would hold
-/// ids that name documents differently (the number 5 and the string "5" would be one id).
+/// Refuses files that record different id types ([`crate::table::output::ID_TYPE_KEY`]): one `id`
+/// column would hold ids that name documents differently (the number 5 and the string "5" would be
+/// one id).
 fn check_id_types(files: &[&InputFile]) -> Result<()> {
     let mut recorded = files.iter().filter_map(|f| f.id_type.map(|t| (f, t)));
     let Some((first, t)) = recorded.next() else { return Ok(()) };
