@@ -280,7 +280,7 @@ async fn follow(
     }
     let mut attempts = Attempts::new(&feed.queue.retry, "following the change stream");
     let give_up = |e: &mongodb::error::Error| {
-        failure.lock().get_or_insert(format!("following the change stream: {}", describe(e)));
+        failure.report(format!("following the change stream: {}", describe(e)));
         let _ = wake.activate();
     };
     loop {

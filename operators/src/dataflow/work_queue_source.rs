@@ -183,7 +183,7 @@ async fn scan(queue: WorkQueue, ranges: Vec<ScanRange>, tx: Sender<Msg>, wake: S
                     match attempts.failed(e) {
                         Ok(wait) => tokio::time::sleep(wait).await,
                         Err(e) => {
-                            failure.lock().get_or_insert(format!("{what}: {}", describe(&e)));
+                            failure.report(format!("{what}: {}", describe(&e)));
                             let _ = wake.activate();
                             return;
                         }

@@ -92,7 +92,7 @@ impl<'scope> WriteParquet<'scope> for StreamVec<'scope, u64, Written> {
                             continue;
                         }
                         if let Err(e) = push(&mut writer, &mut entry.1, record) {
-                            *failure.lock() = Some(e);
+                            failure.report(e);
                             failed = true;
                         }
                     }
@@ -110,7 +110,7 @@ impl<'scope> WriteParquet<'scope> for StreamVec<'scope, u64, Written> {
                     match seal(&mut writer, &mut sealed, t, &gone, records) {
                         Ok(()) => output.session(&cap).give(sealed),
                         Err(e) => {
-                            *failure.lock() = Some(e.to_string());
+                            failure.report(e.to_string());
                             failed = true;
                             open.insert(t, (cap, sealed));
                             return;

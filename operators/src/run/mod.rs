@@ -126,7 +126,7 @@ impl Engine {
         let engine = Arc::new(self);
         let mut summary = Summary::default();
         let mut _watch = None;
-        let failure: Failure = Arc::default();
+        let failure = Failure::default();
         let mut compactor = None;
         let leading = if engine.config.cluster.leads() {
             let config = &engine.config;

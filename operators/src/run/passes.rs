@@ -167,7 +167,7 @@ pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>, failure: F
         // One worker per process tells the others where the process's epoch clock is.
         let speaks = index % threads == 0;
         let mut next_lead = if index == 0 { next_lead.lock().take() } else { None };
-        let failed = || fail.lock().is_some();
+        let failed = || fail.is_set();
         let mut passes = 0;
         loop {
             let mut lead = None;
@@ -195,13 +195,13 @@ pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>, failure: F
             }
             passes += 1;
             if let Some(Err(e)) = start.identity.as_deref().map(|json| same_identity(engine, json)) {
-                *fail.lock() = Some(e);
+                fail.report(e);
                 abandon(worker, &fail, cluster);
                 return passes;
             }
             if let Some(name) = &start.out_marker {
                 if let Err(e) = OutMarker::expect(&config.out, name) {
-                    *fail.lock() = Some(e);
+                    fail.report(e);
                     abandon(worker, &fail, cluster);
                     return passes;
                 }
@@ -209,7 +209,7 @@ pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>, failure: F
             let ranges = match start.scan.as_deref().map(ScanPlan::from_bytes).transpose() {
                 Ok(plan) => plan.map(|p| p.ranges_for(index, peers)).unwrap_or_default(),
                 Err(e) => {
-                    *fail.lock() = Some(e);
+                    fail.report(e);
                     abandon(worker, &fail, cluster);
                     return passes;
                 }
@@ -236,7 +236,7 @@ pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>, failure: F
             let writer = match EpochWriter::new(out) {
                 Ok(w) => w,
                 Err(e) => {
-                    *fail.lock() = Some(e.to_string());
+                    fail.report(e.to_string());
                     abandon(worker, &fail, cluster);
                     return passes;
                 }
@@ -314,7 +314,7 @@ pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>, failure: F
             r => passes = passes.max(r.map_err(|e| anyhow!("a worker failed: {e}"))?),
         }
     }
-    if let Some(e) = failure.lock().take().or_else(|| ended_with.lock().take()) {
+    if let Some(e) = failure.take().or_else(|| ended_with.lock().take()) {
         bail!(e);
     }
     Ok(passes)
@@ -338,7 +338,7 @@ fn same_identity(engine: &Engine, json: &str) -> Result<(), String> {
 /// connections, which stops those processes too (see [`peer_lost`]).
 fn abandon(worker: &mut Worker, fail: &Failure, cluster: bool) {
     if cluster {
-        let e = fail.lock().clone().unwrap_or_default();
+        let e = fail.first().unwrap_or_default();
         tracing::error!(error = %e, "this process of the cluster stops");
         crate::run::failure::to_stderr(&format!("tweet-embed: {e}"));
         std::process::exit(1);

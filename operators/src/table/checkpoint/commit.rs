@@ -123,21 +123,21 @@ impl<'scope> Commit<'scope> for StreamVec<'scope, u64, Sealed> {
                         pending.entry(t).or_default().extend(data.flat_map(|d| d.drain(..)));
                     });
                     let Some(c) = committer.as_mut() else { return };
-                    if c.failure.lock().is_some() {
+                    if c.failure.is_set() {
                         return;
                     }
                     let ready: Vec<u64> = pending.keys().copied().filter(|t| !frontier.less_equal(t)).collect();
                     for t in ready {
                         let sealed = pending.remove(&t).unwrap_or_default();
                         if let Err(e) = commit_epoch(c, t, sealed) {
-                            *c.failure.lock() = Some(e);
+                            c.failure.report(e);
                             return;
                         }
                     }
                     // Epochs with no output still carry the stream's position forward (an idle stream).
                     let complete = frontier.frontier().first().map_or(u64::MAX, |f| f.saturating_sub(1));
                     if let Err(e) = commit_position(c, complete) {
-                        *c.failure.lock() = Some(e);
+                        c.failure.report(e);
                         return;
                     }
                     // Not yet committed: what is pending, and whatever the input may still bring.

@@ -67,14 +67,14 @@ impl Compactor {
         let thread = std::thread::Builder::new().name("tweet-embed-compactor".into()).spawn(move || {
             let result = run(&ledger, &settings, &stats, &rx);
             if let Err(e) = &result {
-                failed.lock().get_or_insert(format!("compacting the output: {e:#}"));
+                failed.report(format!("compacting the output: {e:#}"));
             }
             result
         });
         match thread {
             Ok(t) => Compactor { orders, thread: Some(t) },
             Err(e) => {
-                failure.lock().get_or_insert(format!("starting the compactor thread: {e}"));
+                failure.report(format!("starting the compactor thread: {e}"));
                 Compactor { orders, thread: None }
             }
         }
