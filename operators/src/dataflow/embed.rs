@@ -114,7 +114,7 @@ impl<'scope> Embed<'scope> for StreamVec<'scope, u64, TextJob> {
             let wake = scope.worker().sync_activator_for(info.address.to_vec());
             let (tx, rx) = crossbeam_channel::unbounded::<(u64, Vec<InputOutcome>)>();
             // Jobs not yet cut, ordered by the batcher, and the capability of each epoch in it.
-            let mut waiting: WaitingTexts<TextJob> = embedder.batcher().waiting();
+            let mut waiting: WaitingTexts<TextJob> = WaitingTexts::new(embedder.batcher());
             let mut caps: HashMap<u64, Capability<u64>> = HashMap::new();
             // Requests in flight, by id.
             let mut requests: HashMap<u64, CutRequest> = HashMap::new();

@@ -10,15 +10,15 @@
 //! EmbeddingGemma — on every device, every model without a flash variant, every CPU backend) a
 //! server batch grows while `(n + 1) × longest ≤ max_batch_tokens` and computes `n × longest`
 //! tokens (TEI 1.9 `core/src/queue.rs`, `queue_blocking_task`; `notes/tei.md`). Tweets in arrival
-//! order (p50 ~27 tokens, p99 ~130) make most of that padding. So [`WaitingTexts`] holds the texts
+//! order (p50 ~27 tokens, p99 ~130) make most of that padding. So [`WaitingTexts`](super::WaitingTexts) holds the texts
 //! not yet sent and cuts each request from neighbouring lengths ([`RequestOrder::Length`], the
 //! default): what waits at an endpoint is of similar lengths and a server batch pads little.
-//! The sweep runs across epochs, up and down ([`super::waiting`] says how and why), so small
+//! The sweep runs across epochs, up and down (`tei/waiting.rs` says how and why), so small
 //! epochs cost no padding. [`RequestOrder::Arrival`] keeps arrival order (for comparison).
 //!
 //! Each text is counted once with the pool's [`TokenBudget`] and the counts travel with the
 //! request (for calibration, for the `tokens` column, for splitting a refused request). The
-//! embed operator cuts through [`WaitingTexts`], [`EndpointPool::embed`](super::EndpointPool::embed)
+//! embed operator cuts through [`WaitingTexts`](super::WaitingTexts), [`EndpointPool::embed`](super::EndpointPool::embed)
 //! through [`RequestBatcher::cut`]; nothing else packs requests. It never talks to a server.
 
 use std::ops::Range;
@@ -26,7 +26,6 @@ use std::sync::Arc;
 
 use super::budget::TokenBudget;
 use super::limits::ServerLimits;
-use super::waiting::WaitingTexts;
 
 /// Bytes a request's envelope takes besides its texts (`{"inputs":[…],"truncate":true}`, or
 /// OpenAI's with `"encoding_format":"base64"`), rounded up generously.
@@ -193,19 +192,14 @@ impl RequestBatcher {
         Self { limits, budget, order: RequestOrder::Length }
     }
 
-    /// The same, cutting [`WaitingTexts`] in `order`.
+    /// The same, cutting [`WaitingTexts`](super::WaitingTexts) in `order`.
     pub fn with_order(self, order: RequestOrder) -> Self {
         Self { order, ..self }
     }
 
-    /// The order its [`WaitingTexts`] cut in.
+    /// The order its [`WaitingTexts`](super::WaitingTexts) cut in.
     pub fn order(&self) -> RequestOrder {
         self.order
-    }
-
-    /// An empty queue of texts to cut from, in this batcher's order.
-    pub fn waiting<T>(&self) -> WaitingTexts<T> {
-        WaitingTexts::new(self.order)
     }
 
     /// The bounds of every request it cuts.

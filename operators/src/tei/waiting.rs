@@ -10,11 +10,12 @@
 //! epochs. It moves up the lengths, then down, taking whatever waits at each length, of any epoch;
 //! a request may hold texts of several epochs, each carrying its own.
 //!
-//! Bounds: a pass takes only the texts that waited when it began; those that arrive meanwhile
-//! wait for the next pass, which runs the other way. So a pass is never longer than what waited
-//! when it began, and every text is cut within two passes of its arrival: an epoch completes
-//! within two passes over what the source's pacing lets in (a few epochs), however texts keep
-//! arriving. [`RequestOrder::Arrival`] cuts first in, first out, across epochs alike.
+//! Bounds: a pass takes the texts that waited when it began, and of those that arrive meanwhile
+//! ahead of it at most as many again (at least [`MIN_LATE`]: the first epochs of a run arrive
+//! while the first pass runs, and belong to it); the others wait for the next pass, which runs
+//! the other way. So a pass is never longer than twice what waited when it began (or the floor),
+//! and every text is cut within two passes of its arrival: an epoch completes within two passes
+//! over what the source's pacing lets in, however texts keep arriving. [`RequestOrder::Arrival`] cuts first in, first out, across epochs alike.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -22,8 +23,7 @@ use std::ops::Bound;
 use super::batcher::{json_string_len, RequestBatcher, RequestOrder};
 
 /// Texts not yet sent, each with the item it belongs to, from which requests are cut in the
-/// batcher's [`RequestOrder`]. Items are counted once when pushed. Made by
-/// [`RequestBatcher::waiting`].
+/// batcher's [`RequestOrder`]. Items are counted once when pushed.
 pub struct WaitingTexts<T> {
     order: RequestOrder,
     queue: BTreeMap<WaitingKey, Waiting<T>>,
@@ -31,16 +31,24 @@ pub struct WaitingTexts<T> {
     epochs: BTreeMap<u64, usize>,
     sweep: Sweep,
     next_seq: u64,
+    /// The least a pass may take of late arrivals ([`MIN_LATE`]).
+    min_late: usize,
 }
 
 /// Where the sweep is: its direction, the last key it passed (None: a pass starts at the end it
-/// moves from), and the first arrival a pass leaves to the next.
+/// moves from), the first arrival that is late for this pass, and how many late arrivals ahead
+/// of it the pass may still take.
 #[derive(Debug, Clone, Copy)]
 struct Sweep {
     up: bool,
     at: Option<WaitingKey>,
     limit: u64,
+    late: usize,
 }
+
+/// Late arrivals a pass may take at least: when little waited as it began (the first epochs of
+/// a run), the texts that arrive ahead of it are the same sweep, not a new one.
+const MIN_LATE: usize = 8_192;
 
 /// Where a text waits in [`WaitingTexts`]: its place in the order (its token count in length
 /// order), its arrival, and its epoch. Ordered by place, then arrival.
@@ -73,10 +81,17 @@ pub struct CutItems<T> {
 }
 
 impl<T> WaitingTexts<T> {
-    pub(super) fn new(order: RequestOrder) -> Self {
+    /// An empty queue of texts to cut from in `batcher`'s order.
+    pub fn new(batcher: &RequestBatcher) -> Self {
+        let order = batcher.order();
         // A pass down that took nothing: the first cut turns it into a pass up over all that waits.
-        let sweep = Sweep { up: false, at: None, limit: 0 };
-        WaitingTexts { order, queue: BTreeMap::new(), epochs: BTreeMap::new(), sweep, next_seq: 0 }
+        let sweep = Sweep { up: false, at: None, limit: 0, late: 0 };
+        WaitingTexts { order, queue: BTreeMap::new(), epochs: BTreeMap::new(), sweep, next_seq: 0, min_late: MIN_LATE }
+    }
+
+    #[cfg(test)]
+    fn with_min_late(self, min_late: usize) -> Self {
+        Self { min_late, ..self }
     }
 
     /// Adds `item` of `epoch`, whose text `text` reads, counting its tokens with `batcher`'s
@@ -142,6 +157,9 @@ impl<T> WaitingTexts<T> {
             }
             // Taken: the sweep moves past it.
             self.sweep.at = Some(key);
+            if key.seq >= self.sweep.limit {
+                self.sweep.late = self.sweep.late.saturating_sub(1);
+            }
             let Some(waiting) = self.remove(&key) else { break };
             let Some(item) = keep(key, waiting.item) else { continue };
             tokens += item_tokens as usize;
@@ -170,10 +188,24 @@ impl<T> WaitingTexts<T> {
             let mut passed = None;
             let found = if sweep.up {
                 let mut range = self.queue.range((from, Bound::Unbounded)).map(|(k, _)| *k);
-                range.find(|k| if k.seq < sweep.limit { true } else { passed = Some(*k); false })
+                range.find(|k| {
+                    if k.seq < sweep.limit || sweep.late > 0 {
+                        true
+                    } else {
+                        passed = Some(*k);
+                        false
+                    }
+                })
             } else {
                 let mut range = self.queue.range((Bound::Unbounded, from)).rev().map(|(k, _)| *k);
-                range.find(|k| if k.seq < sweep.limit { true } else { passed = Some(*k); false })
+                range.find(|k| {
+                    if k.seq < sweep.limit || sweep.late > 0 {
+                        true
+                    } else {
+                        passed = Some(*k);
+                        false
+                    }
+                })
             };
             if let Some(key) = found {
                 // Late arrivals passed on the way are the next pass's, not scanned again by this one.
@@ -182,7 +214,8 @@ impl<T> WaitingTexts<T> {
                 }
                 return Some(key);
             }
-            self.sweep = Sweep { up: !sweep.up, at: None, limit: self.next_seq };
+            let late = self.queue.len().max(self.min_late);
+            self.sweep = Sweep { up: !sweep.up, at: None, limit: self.next_seq, late };
         }
         None
     }
@@ -228,7 +261,7 @@ mod tests {
     #[test]
     fn length_order_sweeps_up_then_down_across_epochs() {
         let b = batcher(RequestOrder::Length, 2);
-        let mut waiting = b.waiting();
+        let mut waiting = WaitingTexts::new(&b);
         for (i, n) in [(10, 9), (11, 3), (12, 6)] {
             waiting.push(&b, 1, (i, text(n)), |t| &t.1);
         }
@@ -242,21 +275,35 @@ mod tests {
     }
 
     #[test]
-    fn texts_arriving_during_a_pass_wait_for_the_pass_back() {
+    fn texts_arriving_ahead_join_the_pass_and_those_behind_wait_for_the_pass_back() {
         let b = batcher(RequestOrder::Length, 1);
-        let mut waiting = b.waiting();
+        let mut waiting = WaitingTexts::new(&b).with_min_late(0);
         for (i, n) in [(0, 4), (1, 6), (2, 8)] {
             waiting.push(&b, 0, (i, text(n)), |t| &t.1);
         }
         assert_eq!(drain_one(&mut waiting, &b), Some(0)); // 4, going up
-        // A 10 arrives ahead of the sweep and a 3 behind it; more 6s keep arriving at its place.
+                                                          // A 10 arrives ahead of the sweep and a 3 behind it.
         waiting.push(&b, 1, (3, text(10)), |t| &t.1);
         waiting.push(&b, 1, (4, text(3)), |t| &t.1);
         assert_eq!(drain_one(&mut waiting, &b), Some(1)); // 6
-        waiting.push(&b, 1, (5, text(6)), |t| &t.1);
-        assert_eq!(drain_one(&mut waiting, &b), Some(2)); // 8: the late 6 is behind, the 10 is the next pass's
-        // The pass up is over (it took what waited when it began); the pass down takes all.
-        assert_eq!(drain(&mut waiting, &b), vec![vec![3], vec![5], vec![4]]);
+        assert_eq!(drain_one(&mut waiting, &b), Some(2)); // 8
+        assert_eq!(drain_one(&mut waiting, &b), Some(3)); // the 10 joined the pass up
+        assert_eq!(drain(&mut waiting, &b), vec![vec![4]]); // the 3, on the pass down
+    }
+
+    #[test]
+    fn a_pass_takes_at_most_as_many_late_arrivals_as_waited_when_it_began() {
+        let b = batcher(RequestOrder::Length, 1);
+        let mut waiting = WaitingTexts::new(&b).with_min_late(0);
+        for (i, n) in [(0, 4), (1, 9)] {
+            waiting.push(&b, 0, (i, text(n)), |t| &t.1);
+        }
+        assert_eq!(drain_one(&mut waiting, &b), Some(0)); // 4; the pass may take 2 late ones
+        for i in 2..6 {
+            waiting.push(&b, 1, (i, text(6)), |t| &t.1);
+        }
+        // Two late 6s, then the 9 that waited, then (turned) the other two 6s.
+        assert_eq!(drain(&mut waiting, &b), vec![vec![2], vec![3], vec![1], vec![5], vec![4]]);
     }
 
     fn drain_one(waiting: &mut WaitingTexts<(usize, String)>, b: &RequestBatcher) -> Option<usize> {
@@ -265,10 +312,10 @@ mod tests {
 
     #[test]
     fn a_pass_ends_however_texts_keep_arriving_at_its_place() {
-        // One text of 5 a cut behind: every cut, another text of the sweep's length arrives. A
-        // sweep that took late arrivals would stay at length 5 for ever; this one turns.
+        // Every cut, another text of the sweep's length arrives. A sweep that took every late
+        // arrival would stay at length 5 for ever; this one turns.
         let b = batcher(RequestOrder::Length, 1);
-        let mut waiting = b.waiting();
+        let mut waiting = WaitingTexts::new(&b).with_min_late(0);
         waiting.push(&b, 0, (0, text(5)), |t| &t.1);
         waiting.push(&b, 0, (1, text(9)), |t| &t.1);
         let mut taken = Vec::new();
@@ -282,7 +329,7 @@ mod tests {
     #[test]
     fn arrival_order_keeps_arrival_and_keep_can_answer_items() {
         let b = batcher(RequestOrder::Arrival, 3);
-        let mut waiting = b.waiting();
+        let mut waiting = WaitingTexts::new(&b);
         for (i, n) in [9, 3, 6, 4].into_iter().enumerate() {
             waiting.push(&b, 0, (i, text(n)), |t| &t.1);
         }
