@@ -113,7 +113,7 @@ fn run_once(setting: &Setting, tweets: u64, docs: u64) -> Row {
     let stop = StopSignal::default();
     let handle = {
         let stop = stop.clone();
-        std::thread::spawn(move || tweet_embed::backfill::execute(p, Some(addr), |e| e.continuous(polling, stop)))
+        std::thread::spawn(move || tweet_embed::session::execute(p, Some(addr), |e| e.continuous(polling, stop)))
     };
     let coll = rt.block_on(async { mongodb::Client::with_uri_str(mongo.uri()).await }).expect("client");
     let coll = coll.database("twitter_data").collection::<mongodb::bson::Document>("tweets");

@@ -2,12 +2,9 @@
 //! ([`crate::session`]: connect, progress, metrics, summary) with the engine's one-shot backfill.
 
 use crate::config::PipelineArgs;
-use crate::session::{print_follower_summary, print_summary};
+use crate::session::{execute, print_follower_summary, print_summary};
 use anyhow::Result;
 use tweet_embed_operators::run::Engine;
-
-/// The shared run session, under the name the metrics test and the multi-GPU bench call it by.
-pub use crate::session::execute;
 
 /// Runs the backfill of `args` and prints its summary.
 pub fn run(args: &PipelineArgs) -> Result<()> {

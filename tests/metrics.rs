@@ -92,7 +92,7 @@ fn metrics_during_a_run_match_its_summary() {
     let handle = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            tweet_embed::backfill::execute(config, Some(addr), |e| e.continuous(Continuous::default(), stop))
+            tweet_embed::session::execute(config, Some(addr), |e| e.continuous(Continuous::default(), stop))
         })
     };
     // Scrape while it works, then once everything is committed.
