@@ -5,14 +5,14 @@
 use std::process::Command;
 use std::time::Duration;
 
-use dev_tei::{DevTei, SimConfig};
+use dev_tei::DevTei;
+use test_support::gpu::Gpu;
 use tweet_embed::autotune::sweep;
 use tweet_embed_operators::run::autotune::recommend;
 use tweet_embed_operators::tei::PoolConfig;
 
-fn sim() -> SimConfig {
-    SimConfig { gpus: 2, base: Duration::from_millis(2), tokens_per_second: 400_000.0, ..SimConfig::default() }
-}
+/// Two fast simulated GPUs: the sweep's settings differ in latency, never in errors.
+const GPU: Gpu = Gpu { base: Duration::from_millis(2), tokens_per_second: 400_000.0 };
 
 fn texts(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("sample tweet {i}: the match went to extra time and we lost it 😭 #{}", i % 7)).collect()
@@ -20,7 +20,7 @@ fn texts(n: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_recommended_setting_meets_the_slo_with_zero_errors() {
-    let tei = DevTei::start(sim()).await.unwrap();
+    let tei = DevTei::start(GPU.sim(2)).await.unwrap();
     let texts = texts(400);
     let settings = [(8, 1), (8, 4), (32, 1), (32, 4)];
     let bar = indicatif::ProgressBar::hidden();
@@ -43,7 +43,7 @@ async fn the_recommended_setting_meets_the_slo_with_zero_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_prints_the_table_and_writes_the_toml() {
-    let tei = DevTei::start(sim()).await.unwrap();
+    let tei = DevTei::start(GPU.sim(2)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (file, toml) = (dir.path().join("texts.txt"), dir.path().join("tune.toml"));
     std::fs::write(&file, texts(200).join("\n")).unwrap();
