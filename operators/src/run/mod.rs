@@ -24,6 +24,7 @@ mod config;
 mod continuous;
 mod engine;
 pub mod failure;
+mod graph;
 mod ids;
 mod passes;
 mod reset;

@@ -1,11 +1,11 @@
 //! The passes of a run, in one timely computation (one set of connections in a cluster): the
-//! graph — work-queue source (+ change-stream source and `IdGate` when streaming) → dedup →
-//! embed (rejections split off after dedup and joined again at the writer) → write Parquet →
-//! commit — built on every worker of every process once per pass.
+//! graph (`super::graph`) is built on every worker of every process once per pass.
 //!
-//! It owns the worker side: asking the planner for the next pass (worker 0 of the leading
-//! process), handing its start to every worker, building and stepping the graph, and stopping on
-//! a failure. What a pass reads and when the run ends is the planner's (`backfill`,
+//! It owns the worker side, in four steps per pass: **agree** (worker 0 of the leading process
+//! asks the planner for the next pass and hands its start to every worker, `lead_pass` and
+//! `pass_control::agree`), **join** (each worker checks the start against its process and opens
+//! its writer, [`join_pass`]), **build** ([`PassGraph::build`]) and **step** ([`step_pass`]),
+//! stopping on a failure. What a pass reads and when the run ends is the planner's (`backfill`,
 //! `continuous`); the commit order and recovery are `checkpoint`'s.
 
 use std::sync::Arc;
@@ -13,28 +13,21 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use parking_lot::Mutex;
-use timely::dataflow::operators::generic::operator::empty;
-use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Concat, Exchange, OkErr, Probe};
 use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
 
 use super::cluster::{is_peer_loss, peer_lost};
 use super::engine::Engine;
-use crate::dataflow::change_stream_source::{ChangeStreamSource, StreamFeed};
-use crate::dataflow::dedup::Dedup;
-use crate::dataflow::embed::{Embed, Embedder};
-use crate::dataflow::epoch_clock::StopSignal;
-use crate::dataflow::id_gate::IdGate;
+use super::graph::PassGraph;
+use crate::dataflow::change_stream_source::StreamFeed;
+use crate::dataflow::embed::Embedder;
+use crate::dataflow::epoch_clock::{EpochClock, StopSignal};
 use crate::dataflow::pass_control::{agree, PassRelay, PassStart};
-use crate::dataflow::record::{text_hash, Candidate, Change, Deleted, TextJob, Work, Written};
 use crate::dataflow::source_pacing::SourcePacing;
-use crate::dataflow::work_queue_source::WorkQueueSource;
-use crate::dataflow::write_parquet::WriteParquet;
 use crate::mongo::error::{describe, retry};
 use crate::mongo::work_queue::ScanPlan;
 use crate::run::failure::Failure;
-use crate::table::checkpoint::{Commit, Committer, Ledger, OutMarker, RejectionGuard, VanishedLog};
+use crate::table::checkpoint::{Committer, Ledger, OutMarker, RejectionGuard, VanishedLog};
 use crate::table::output::{EpochWriter, OutputConfig};
 use crate::tei::EndpointPool;
 use crate::timely;
@@ -44,10 +37,6 @@ use crate::timely;
 /// holds its rows in the writer until it is sealed, so this bounds memory (about 30 MiB of
 /// 768-float rows per epoch per worker).
 const EPOCH_DOCS: usize = 10_000;
-
-/// Vectors of recent texts each worker keeps, so recurring texts are embedded once: about
-/// 12 MiB of 768-float vectors per worker, and 1.5 MiB more for the window of texts seen once.
-const VECTOR_CACHE: usize = 4_096;
 
 /// What one pass of the dataflow reads.
 pub(crate) struct PassPlan {
@@ -162,7 +151,7 @@ pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>, failure: F
     let (cluster, threads) = (config.cluster.is_cluster(), config.workers.max(1));
     let guards = timely::execute(config.cluster.timely_config(config.workers), move |worker| {
         let engine = &*shared;
-        let (config, rt) = (&engine.config, engine.runtime.handle());
+        let config = &engine.config;
         let (index, peers) = (worker.index(), worker.peers());
         // One worker per process tells the others where the process's epoch clock is.
         let speaks = index % threads == 0;
@@ -194,18 +183,15 @@ pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>, failure: F
                 return passes;
             }
             passes += 1;
-            if let Some(Err(e)) = start.identity.as_deref().map(|json| same_identity(engine, json)) {
-                fail.report(e);
-                abandon(worker, &fail, cluster);
-                return passes;
-            }
-            if let Some(name) = &start.out_marker {
-                if let Err(e) = OutMarker::expect(&config.out, name) {
+            // Join: this process checks the start against its own settings and opens its writer.
+            let writer = match join_pass(engine, &start, index) {
+                Ok(writer) => writer,
+                Err(e) => {
                     fail.report(e);
                     abandon(worker, &fail, cluster);
                     return passes;
                 }
-            }
+            };
             let ranges = match start.scan.as_deref().map(ScanPlan::from_bytes).transpose() {
                 Ok(plan) => plan.map(|p| p.ranges_for(index, peers)).unwrap_or_default(),
                 Err(e) => {
@@ -219,84 +205,20 @@ pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>, failure: F
             // history) and relay it; every other worker's sources hear it from the relay.
             let stop = lead.as_ref().map_or_else(StopSignal::default, |l| l.stop.clone());
             let mut relay = PassRelay::new(worker, stop.clone(), clock.clone());
-            let mut out = OutputConfig::new(
-                config.out.clone(),
-                config.tmp_dir.clone(),
-                index,
-                engine.pool.dim(),
-                engine.pool.model_id(),
-            );
-            out.target_file_bytes = config.target_file_bytes;
-            let mut identity = engine.identity();
-            identity.id_type = Some(start.id_type);
-            out.key_values = identity.key_values();
-            out.staging_dir = config.staging_dir();
-            out.id_type = start.id_type;
-            out.stats = engine.output_stats.clone();
-            let writer = match EpochWriter::new(out) {
-                Ok(w) => w,
-                Err(e) => {
-                    fail.report(e.to_string());
-                    abandon(worker, &fail, cluster);
-                    return passes;
-                }
-            };
-            // The committer and the change stream live on worker 0: the stream's positions reach
-            // the checkpoint through memory, not through the graph.
+            // Build: the committer and the change stream live on worker 0, so the stream's
+            // positions reach the checkpoint through memory, not through the graph.
             let (committer, feed) = lead.as_mut().map_or((None, None), |l| (l.committer.take(), l.feed.take()));
-            let (probe, committed) = (ProbeHandle::new(), ProbeHandle::new());
             let mut pacing =
-                SourcePacing::new(start.start_epoch, config.checkpoint_interval, EPOCH_DOCS, probe.clone());
+                SourcePacing::new(start.start_epoch, config.checkpoint_interval, EPOCH_DOCS, ProbeHandle::new());
             pacing.clock = clock.clone();
             pacing.stop = stop.clone();
             pacing.failure = fail.clone();
-            worker.dataflow::<u64, _, _>(|scope| {
-                let scanned = scope.work_queue_source(engine.queue.clone(), ranges, rt.clone(), pacing.clone());
-                let (candidates, deletions) = if start.streaming {
-                    let streamed = scope.change_stream_source(feed, rt.clone(), pacing);
-                    let (upserts, deletes) =
-                        streamed.ok_err::<Vec<Candidate>, _, Vec<Deleted>, _, _>(|change| match change {
-                            Change::Upsert(c) => Ok(c),
-                            Change::Delete(d) => Err(d),
-                        });
-                    // Two sources can read one document: the gate lets it through once.
-                    let gated = scanned.concat(upserts).id_gate(engine.queue.clone(), rt.clone(), committed.clone());
-                    // Every writer must see every deletion: a deleted document's row may be on any.
-                    (gated, deletes.broadcast())
-                } else {
-                    (scanned, empty(scope))
-                };
-                // Rejections skip the GPUs: split off after dedup, joined again at the writer.
-                let (jobs, rejects) = candidates.dedup().ok_err::<Vec<TextJob>, _, Vec<Written>, _, _>(|w| match w {
-                    Work::Job(job) => Ok(job),
-                    Work::Reject(r) => Err(Written::Reject(r)),
-                });
-                // One batching owner per process: every text job goes to the process's first
-                // worker, whose batcher orders them all by length. Workers cutting their own
-                // shares would each sweep the lengths at their own pace, and the endpoints'
-                // queues would mix their requests into padded batches (bench backfill_gpus:
-                // 0.75 of capacity with 2 workers, 0.86 with 1). The rows go back to the
-                // process's workers by id for writing (never across processes).
-                let (funnel, local) = ((index / threads * threads) as u64, threads as u64);
-                jobs.exchange(move |_| funnel)
-                    .embed(embedder.clone(), rt.clone(), in_flight, VECTOR_CACHE)
-                    .exchange(move |w| funnel + text_hash(w.id()) % local)
-                    .concat(rejects)
-                    .write_parquet(deletions, writer, index == 0, fail.clone())
-                    .probe_with(&probe)
-                    .commit(committer)
-                    .probe_with(&committed);
-            });
-            while worker.step_or_park(Some(Duration::from_millis(20))) {
-                if failed() {
-                    // The run stops with the failure; the checkpoint is as the last commit left it.
-                    abandon(worker, &fail, cluster);
-                    return passes;
-                }
-                relay.poll(index, speaks, &stop, &clock);
-                if probe.done() {
-                    relay.close();
-                }
+            let pass = PassGraph { ranges, writer, committer, feed, pacing, embedder: embedder.clone(), in_flight };
+            let probe = pass.build(worker, engine, start.streaming, fail.clone());
+            // Step: until the graph is done, or a failure stops the run.
+            if !step_pass(worker, &probe, &mut relay, &fail, speaks, &stop, &clock) {
+                abandon(worker, &fail, cluster);
+                return passes;
             }
         }
     })
@@ -318,6 +240,54 @@ pub(crate) fn execute(engine: &Arc<Engine>, leading: Option<Leading>, failure: F
         bail!(e);
     }
     Ok(passes)
+}
+
+/// Joins a pass on this process: checks the start against this process's settings and servers
+/// (the dataset identity, the `--out` marker) and opens worker `index`'s writer for it. Errs with
+/// the line that says what differs.
+fn join_pass(engine: &Engine, start: &PassStart, index: usize) -> Result<EpochWriter, String> {
+    let config = &engine.config;
+    if let Some(json) = start.identity.as_deref() {
+        same_identity(engine, json)?;
+    }
+    if let Some(name) = &start.out_marker {
+        OutMarker::expect(&config.out, name)?;
+    }
+    let mut out =
+        OutputConfig::new(config.out.clone(), config.tmp_dir.clone(), index, engine.pool.dim(), engine.pool.model_id());
+    out.target_file_bytes = config.target_file_bytes;
+    let mut identity = engine.identity();
+    identity.id_type = Some(start.id_type);
+    out.key_values = identity.key_values();
+    out.staging_dir = config.staging_dir();
+    out.id_type = start.id_type;
+    out.stats = engine.output_stats.clone();
+    EpochWriter::new(out).map_err(|e| e.to_string())
+}
+
+/// Steps `worker` until the pass's graph is done (`probe`): true; or until a failure stops the
+/// run: false. Meanwhile the relay carries the pass's stop and the epoch clock between workers.
+fn step_pass(
+    worker: &mut Worker,
+    probe: &ProbeHandle<u64>,
+    relay: &mut PassRelay,
+    fail: &Failure,
+    speaks: bool,
+    stop: &StopSignal,
+    clock: &EpochClock,
+) -> bool {
+    let index = worker.index();
+    while worker.step_or_park(Some(Duration::from_millis(20))) {
+        if fail.is_set() {
+            // The run stops with the failure; the checkpoint is as the last commit left it.
+            return false;
+        }
+        relay.poll(index, speaks, stop, clock);
+        if probe.done() {
+            relay.close();
+        }
+    }
+    true
 }
 
 /// `Ok` when this process's settings and servers make the vectors of the identity the leading
