@@ -19,7 +19,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use test_support::expect::{pyarrow_check, python_with, read_rows, Output};
 use test_support::proc::{free_port, Proc};
 use test_support::{insert_docs, wait, Fixture, Stack};
-use tweet_embed_operators::mongo::document_id::id_string;
+use tweet_embed_operators::mongo::document_id::DocId;
 use tweet_embed_operators::run::Engine;
 use tweet_embed_operators::table::checkpoint::CheckpointStore;
 use tweet_embed_operators::table::output::{canonical_id, IdType, ID_TYPE_KEY, REJECTS_DIR};
@@ -142,7 +142,7 @@ fn check_output(stack: &Stack, coll: &mongodb::Collection<Document>, out: &Path,
     let (mut rows, mut rejected, mut natural) = (0, 0, BTreeSet::new());
     for d in stored(stack, coll) {
         let id = d.get("_id").expect("_id");
-        let key = canonical_id(&id_string(id)).into_owned();
+        let key = canonical_id(&DocId::of(id).into_string()).into_owned();
         let text = d.get_str("text").expect("text");
         if text.is_empty() {
             rejected += 1;
@@ -301,7 +301,11 @@ fn strays_of_another_type_are_rejections_with_the_reason_and_nothing_is_lost() {
         let want = format!("`_id` of type {ty} does not fit this dataset's id column (int64)");
         assert!(reason.starts_with(&want), "{reason}");
         let rows = read_rows(&args.out);
-        assert_eq!(rows.rejects.get(&id_string(&id)).map(String::as_str), Some(reason), "{id} in _rejects");
+        assert_eq!(
+            rows.rejects.get(&DocId::of(&id).into_string()).map(String::as_str),
+            Some(reason),
+            "{id} in _rejects"
+        );
     }
     // Everything else exactly once and marked; the strays are in `_rejects/` under `stray_id`,
     // with a null `id`, beside the Int64 ids of the other rejections.
@@ -330,7 +334,8 @@ fn strays_of_another_type_are_rejections_with_the_reason_and_nothing_is_lost() {
         }
     }
     let want: BTreeSet<String> =
-        [id_string(&Bson::Double(2.5)), id_string(&Bson::String("not-a-number".into()))].into();
+        [DocId::of(&Bson::Double(2.5)).into_string(), DocId::of(&Bson::String("not-a-number".into())).into_string()]
+            .into();
     assert_eq!(strays, want);
     pyarrow_check(&args.out, 106, 6);
 }
@@ -390,7 +395,7 @@ fn deletes_and_reconcile_work_on_int32_ids_in_an_int64_column() {
         coll.insert_one(d).await.expect("insert");
         coll.delete_one(doc! {"_id": flash.clone()}).await.expect("delete at once");
     });
-    let keys: Vec<String> = gone.iter().map(|id| canonical_id(&id_string(id)).into_owned()).collect();
+    let keys: Vec<String> = gone.iter().map(|id| canonical_id(&DocId::of(id).into_string()).into_owned()).collect();
     let visible = || test_support::expect::read_visible(&out);
     // Recorded, and gone from --out (rows still staged would only leave it at their compaction).
     wait::until("the deleted rows left --out", Duration::from_secs(60), || {
@@ -406,7 +411,7 @@ fn deletes_and_reconcile_work_on_int32_ids_in_an_int64_column() {
     for k in &keys {
         assert!(recorded.contains(k), "deletion of {k} not recorded: {recorded:?}");
     }
-    let flash_key = canonical_id(&id_string(&flash)).into_owned();
+    let flash_key = canonical_id(&DocId::of(&flash).into_string()).into_owned();
     assert!(!visible().counts.contains_key(&flash_key), "the cancelled tweet was written");
     for e in std::fs::read_dir(out.join("_deletions")).expect("_deletions").flatten() {
         let b =
@@ -428,7 +433,7 @@ fn deletes_and_reconcile_work_on_int32_ids_in_an_int64_column() {
     assert_eq!((found.missing, found.unreadable), (5, 0), "{found:?}");
     let v = visible();
     for id in &more {
-        let key = canonical_id(&id_string(id)).into_owned();
+        let key = canonical_id(&DocId::of(id).into_string()).into_owned();
         if v.counts.contains_key(&key) {
             let mut files = Vec::new();
             for e in std::fs::read_dir(&out).expect("out").flatten() {

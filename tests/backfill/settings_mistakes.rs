@@ -121,7 +121,7 @@ fn run_on_an_empty_collection_chooses_the_id_type_from_its_first_document() {
     assert_eq!(cp.id_type(), Some(IdType::Int64), "{log}");
     let rows = read_rows(&args.out);
     assert_eq!((rows.vectors.len(), rows.rejects.len()), (200, 0), "no strays");
-    assert!(rows
-        .vectors
-        .contains_key(&tweet_embed_operators::mongo::document_id::id_string(&Bson::Int64(1_500_000_000_000_000_000))));
+    assert!(rows.vectors.contains_key(
+        &tweet_embed_operators::mongo::document_id::DocId::of(&Bson::Int64(1_500_000_000_000_000_000)).into_string()
+    ));
 }

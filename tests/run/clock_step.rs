@@ -16,7 +16,7 @@ use test_support::expect::{check_run_after_deletes, read_visible};
 use test_support::proc::{terminate, Logged};
 use test_support::wait::until_while_running;
 use test_support::{Fixture, Seeded, Stack};
-use tweet_embed_operators::mongo::document_id::id_string;
+use tweet_embed_operators::mongo::document_id::DocId;
 use tweet_embed_operators::table::output::read_deletion_dir;
 
 /// libfaketime's preload library: `TWEET_EMBED_LIBFAKETIME`, or where Debian and a source build
@@ -67,7 +67,8 @@ fn after_the_wall_clock_steps_back_an_hour_rows_appear_and_deletions_apply_withi
     let new: Vec<mongodb::bson::Document> = test_support::synth::tweets(600, 650, 131).collect();
     // The new ones to embed or reject (retweets and pre-marked ones never appear).
     let eligible = |d: &&mongodb::bson::Document| d.get("retweeted").is_none() && d.get("gemma_embedded_768").is_none();
-    let new_ids: Vec<String> = new.iter().filter(eligible).map(|d| id_string(d.get("_id").expect("_id"))).collect();
+    let new_ids: Vec<String> =
+        new.iter().filter(eligible).map(|d| DocId::of(d.get("_id").expect("_id")).into_string()).collect();
     assert!(new_ids.len() > 30);
     stack.rt.block_on(async {
         coll.insert_many(new).await.expect("insert");

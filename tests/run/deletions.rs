@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use test_support::expect::{check_run_after_deletes, read_rows, read_visible};
 use test_support::{seed, wait, Stack};
-use tweet_embed_operators::mongo::document_id::id_string;
+use tweet_embed_operators::mongo::document_id::DocId;
 use tweet_embed_operators::table::checkpoint::CheckpointStore;
 use tweet_embed_operators::table::output::read_deletion_dir;
 
@@ -93,7 +93,7 @@ fn deleted_tweets_leave_the_output_and_an_insert_deleted_in_its_epoch_never_appe
                 let d = doc! {"_id": &id, "text": format!("a tweet deleted at once {i}"), "lang": "en"};
                 coll.insert_one(d).await.expect("insert");
                 coll.delete_one(doc! {"_id": &id}).await.expect("delete");
-                flashes.push(id_string(&Bson::String(id)));
+                flashes.push(DocId::of(&Bson::String(id)).into_string());
             }
             let kept: Vec<Document> = (0..200)
                 .map(|i| doc! {"_id": format!("kept-{i}"), "text": format!("a tweet that stays {i}"), "lang": "en"})
@@ -112,7 +112,7 @@ fn deleted_tweets_leave_the_output_and_an_insert_deleted_in_its_epoch_never_appe
         });
         // Within --delete-within of the last delete (give or take a loaded machine's delays): no
         // file in --out holds a deleted row, and every recorded deletion is applied.
-        let gone: Vec<String> = deleted.iter().map(id_string).collect();
+        let gone: Vec<String> = deleted.iter().map(|id| DocId::of(id).into_string()).collect();
         let store = CheckpointStore::open(&args.pipeline.state_dir).expect("store");
         wait::until("the deleted rows left --out", Duration::from_secs(300), || {
             let visible = read_visible(&out);
@@ -130,7 +130,7 @@ fn deleted_tweets_leave_the_output_and_an_insert_deleted_in_its_epoch_never_appe
     // The deletions of embedded tweets are recorded; those of tweets inserted in the same epoch
     // need no record, and their rows never reached any file, staged or not.
     let recorded: HashSet<String> = read_deletion_dir(&out).expect("_deletions").into_iter().map(|d| d.id).collect();
-    for id in deleted.iter().map(id_string) {
+    for id in deleted.iter().map(|id| DocId::of(id).into_string()) {
         assert!(recorded.contains(&id), "deletion of embedded {id} not recorded");
     }
     let same_epoch: Vec<&String> = flashes.iter().filter(|id| !recorded.contains(*id)).collect();
@@ -152,7 +152,7 @@ fn deleted_tweets_leave_the_output_and_an_insert_deleted_in_its_epoch_never_appe
     check_run_after_deletes(&stack, stack.coll(), &seeded, &out, 100);
     let rows = read_rows(&out);
     for i in 0..200 {
-        let id = id_string(&Bson::String(format!("kept-{i}")));
+        let id = DocId::of(&Bson::String(format!("kept-{i}"))).into_string();
         assert_eq!(rows.counts.get(&id), Some(&1), "{id}");
     }
 }
@@ -186,7 +186,7 @@ fn reconcile_finds_the_deletions_a_lost_history_hid() {
     stack.rt.block_on(async { coll.delete_many(doc! {"_id": {"$in": gone.clone()}}).await }).expect("delete");
     stack.mongo.truncate_history();
     run_while(&stack, &args, || {});
-    let gone: Vec<String> = gone.iter().map(id_string).collect();
+    let gone: Vec<String> = gone.iter().map(|id| DocId::of(id).into_string()).collect();
     let visible = read_visible(&out);
     let unseen: Vec<&String> = gone.iter().filter(|id| !visible.counts.contains_key(*id)).collect();
     let recorded = read_deletion_dir(&out).expect("_deletions");

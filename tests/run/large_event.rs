@@ -16,7 +16,7 @@ use std::time::Duration;
 use test_support::expect::read_rows;
 use test_support::proc::{terminate, Logged};
 use test_support::{wait, Fixture, Seeded, Stack};
-use tweet_embed_operators::mongo::document_id::id_string;
+use tweet_embed_operators::mongo::document_id::DocId;
 
 #[test]
 fn an_event_over_the_size_limit_is_skipped_by_the_stream_and_embedded_by_the_next_scan() {
@@ -74,7 +74,7 @@ fn an_event_over_the_size_limit_is_skipped_by_the_stream_and_embedded_by_the_nex
         .expect("find");
     assert_eq!(left.and_then(|d| d.get("_id").cloned()).as_ref(), Some(&big));
     let line = run.wait_for_line(
-        &["skipped a change event over MongoDB's 16 MB limit", &id_string(&big)],
+        &["skipped a change event over MongoDB's 16 MB limit", &DocId::of(&big).into_string()],
         Duration::from_secs(10),
     );
     assert!(line.contains("ERROR") && line.contains("cluster_time"), "{line}");
@@ -102,7 +102,7 @@ fn an_event_over_the_size_limit_is_skipped_by_the_stream_and_embedded_by_the_nex
     let rows = read_rows(&args.out);
     // (Not `check_run`: it reads any ObjectId as a seeded tweet's.)
     for id in [&big, &elsewhere].into_iter().chain(&before).chain(&after) {
-        assert_eq!(rows.counts.get(&id_string(id)), Some(&1), "{id}");
+        assert_eq!(rows.counts.get(&DocId::of(id).into_string()), Some(&1), "{id}");
     }
     assert!(rows.counts.values().all(|n| *n == 1), "a row twice");
     assert!(!rows.counts.contains_key(&deleted), "the deleted tweet's row is gone by the deletion rule");

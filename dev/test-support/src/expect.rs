@@ -19,7 +19,7 @@ use crate::synth::{kind_of, Kind};
 use crate::Stack;
 
 /// Everything written: vectors by id, occurrences by id, reject reasons by id. Ids are in the
-/// engine's form (`document_id::id_string`), as read back from a file: an Int32 `_id` as Int64
+/// engine's form (`document_id::DocId`), as read back from a file: an Int32 `_id` as Int64
 /// (compare through `output::canonical_id`).
 pub struct Output {
     pub vectors: HashMap<String, Vec<f32>>,
@@ -152,7 +152,7 @@ pub fn check_run_after_deletes(
     for d in &docs {
         // Documents a test added besides the synthetic ones are checked by that test.
         let Ok(oid) = d.get_object_id("_id") else {
-            let id = tweet_embed_operators::mongo::document_id::id_string(d.get("_id").expect("_id"));
+            let id = tweet_embed_operators::mongo::document_id::DocId::of(d.get("_id").expect("_id")).into_string();
             let id = canonical_id(&id).into_owned();
             if rejects.contains_key(&id) {
                 expected_rejects += 1;

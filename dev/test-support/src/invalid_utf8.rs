@@ -8,7 +8,7 @@ use crate::synth::raw_tweet;
 use crate::Stack;
 use mongodb::bson::serde_helpers::Utf8LossyDeserialization;
 use mongodb::bson::{doc, Document, RawDocumentBuf};
-use tweet_embed_operators::mongo::document_id::id_string;
+use tweet_embed_operators::mongo::document_id::DocId;
 
 /// The stored bytes of the text that is not UTF-8.
 pub const BAD_TEXT: &[u8] = b"caf\xe9 au lait \xff\xfe";
@@ -26,7 +26,7 @@ pub fn insert_bad_tweets(stack: &Stack) {
 /// The outcome in Mongo and in the output of the two tweets [`insert_bad_tweets`] added.
 pub fn check_bad_tweets(stack: &Stack, out: &std::path::Path) {
     let rows = read_rows(out);
-    let (text_id, lang_id) = (id_string(&"bad-text".into()), id_string(&"bad-lang".into()));
+    let (text_id, lang_id) = (DocId::of(&"bad-text".into()).into_string(), DocId::of(&"bad-lang".into()).into_string());
     assert_eq!(rows.rejects.get(&text_id).map(String::as_str), Some("text is not valid UTF-8"));
     assert!(!rows.vectors.contains_key(&text_id));
     assert!(rows.vectors.contains_key(&lang_id), "the tweet whose lang is not UTF-8 is embedded");

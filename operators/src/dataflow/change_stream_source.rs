@@ -16,8 +16,7 @@ use crate::mongo::change_stream::{
     is_event_too_large, is_history_lost, read_event, ChangeFeed, EventStream, StreamPosition, StreamPositions,
     StreamStart,
 };
-use crate::mongo::document_id::id_string;
-use crate::mongo::document_id::raw_id;
+use crate::mongo::document_id::DocId;
 use crate::mongo::error::{describe, Attempts};
 use crate::run::failure::Failure;
 use crossbeam_channel::Sender;
@@ -308,7 +307,7 @@ async fn follow(
                     return;
                 }
                 let ev = if event.operation == "delete" {
-                    let id = event.document_key.as_deref().map(raw_id).map(|id| id_string(&id));
+                    let id = event.document_key.as_deref().map(|raw| DocId::read(raw).into_string());
                     let time = event.cluster_time.map(|t| i64::from(t.time) * 1000);
                     id.map(|id| Ev::Delete(id, time))
                 } else {

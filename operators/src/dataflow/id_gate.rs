@@ -15,7 +15,7 @@
 //! through on a failed query: it retries, holding the worker, as marking does.
 
 use crate::dataflow::record::{text_hash, Candidate};
-use crate::mongo::document_id::id_from_string;
+use crate::mongo::document_id::DocId;
 use crate::mongo::error::{describe, Attempts};
 use crate::mongo::work_queue::WorkQueue;
 use mongodb::bson::{doc, Bson, Document};
@@ -93,7 +93,7 @@ impl<'scope> IdGate<'scope> for StreamVec<'scope, u64, Candidate> {
 async fn still_unmarked(queue: &WorkQueue, cands: &[Candidate]) -> HashSet<String> {
     let mut out = HashSet::new();
     for chunk in cands.chunks(CHUNK) {
-        let ids: Vec<Bson> = chunk.iter().filter_map(|c| id_from_string(&c.doc.id)).collect();
+        let ids: Vec<Bson> = chunk.iter().filter_map(|c| DocId::decode(&c.doc.id)).collect();
         let filter = doc! {"_id": {"$in": ids}, &queue.mark_field: null};
         let mut attempts = Attempts::new(&queue.retry, "checking the marks of streamed documents");
         loop {
@@ -131,9 +131,9 @@ async fn query(queue: &WorkQueue, filter: Document) -> Result<Vec<String>, mongo
     let mut found = Vec::new();
     while cursor.advance().await? {
         // Raw, so that an `_id` holding a string that is not UTF-8 costs nothing here.
-        let id = crate::mongo::document_id::raw_id(cursor.current());
+        let id = DocId::read_bson(cursor.current());
         if id != Bson::Null {
-            found.push(crate::mongo::document_id::id_string(&id));
+            found.push(DocId::of(&id).into_string());
         }
     }
     Ok(found)

@@ -16,7 +16,7 @@
 //!   sequence): they only label a row, and losing the document for a bad label would be worse.
 
 use crate::dataflow::record::{Candidate, DocMeta, Origin};
-use crate::mongo::document_id::{id_string, raw_id};
+use crate::mongo::document_id::DocId;
 use mongodb::bson::serde_helpers::Utf8LossyDeserialization;
 use mongodb::bson::spec::ElementType;
 use mongodb::bson::{Bson, Document, RawDocument};
@@ -43,8 +43,8 @@ pub fn from_raw(raw: &RawDocument, text_field: &str, origin: Origin) -> (Bson, C
         Err(e) => {
             // Not BSON even lossily (a field name that is not UTF-8, a broken length): a reason
             // for this document, under whatever `_id` can be read.
-            let id = raw_id(raw);
-            let meta = DocMeta { id: id_string(&id), lang: None, created_at_ms: None, origin };
+            let id = DocId::read_bson(raw);
+            let meta = DocMeta { id: DocId::of(&id).into_string(), lang: None, created_at_ms: None, origin };
             (id, Candidate { doc: meta, text: Err(format!("document is not readable BSON: {e}")) })
         }
     }
@@ -70,7 +70,7 @@ pub fn to_candidate(mut doc: Document, text_field: &str, origin: Origin) -> Cand
         Some(Bson::Null) => Err(format!("{text_field} is null")),
         Some(other) => Err(format!("{text_field} is not a string ({:?})", other.element_type())),
     };
-    Candidate { doc: DocMeta { id: id_string(&id), lang, created_at_ms, origin }, text }
+    Candidate { doc: DocMeta { id: DocId::of(&id).into_string(), lang, created_at_ms, origin }, text }
 }
 
 /// `created_at` as a date, a Twitter date string (`Wed Oct 10 20:19:24 +0000 2018`) or RFC 3339.

@@ -227,10 +227,10 @@ impl ChangeFeed {
         for _ in 0..10 {
             let Some(raw) = slim.next_if_any().await? else { continue };
             let event = read_event(&raw).map_err(mongodb::error::Error::custom)?;
-            let id = event.document_key.as_deref().map(crate::mongo::document_id::raw_id);
+            let id = event.document_key.as_deref().map(crate::mongo::document_id::DocId::read_bson);
             let skipped = SkippedEvent {
                 position: StreamPosition::new(event.id.clone(), event.cluster_time),
-                document_id: id.as_ref().map(crate::mongo::document_id::id_string),
+                document_id: id.as_ref().map(|id| crate::mongo::document_id::DocId::of(id).into_string()),
                 operation: event.operation,
             };
             tracing::error!(

@@ -18,7 +18,7 @@
 //! clear the marks of rejections that a setting caused (`tweet-embed requeue`), putting those
 //! documents back in the work queue.
 
-use crate::mongo::document_id::id_from_string;
+use crate::mongo::document_id::DocId;
 use crate::mongo::error::{retry, MongoRetry};
 use mongodb::bson::{doc, Bson, DateTime, Document};
 use mongodb::Collection;
@@ -60,7 +60,7 @@ impl Marker {
     ) -> Result<Marked, mongodb::error::Error> {
         let mut out = Marked::default();
         for chunk in embedded.chunks(CHUNK) {
-            let ids: Vec<Bson> = chunk.iter().filter_map(|s| id_from_string(s)).collect();
+            let ids: Vec<Bson> = chunk.iter().filter_map(|s| DocId::decode(s)).collect();
             let given = ids.len() as u64;
             let (filter, set) = (doc! {"_id": {"$in": ids}}, doc! {"$set": {&self.mark_field: true}});
             let r = retry(&self.retry, "marking documents embedded", || {
@@ -70,12 +70,12 @@ impl Marker {
             out.embedded += r.matched_count;
             if r.matched_count < given {
                 // Rare: the ids again, rather than a copy of every chunk's on the way.
-                out.vanished.extend(self.missing(chunk.iter().filter_map(|s| id_from_string(s)).collect()).await?);
+                out.vanished.extend(self.missing(chunk.iter().filter_map(|s| DocId::decode(s)).collect()).await?);
             }
         }
         let mut by_reason: BTreeMap<&str, Vec<Bson>> = BTreeMap::new();
         for (id, reason) in rejected {
-            if let Some(b) = id_from_string(id) {
+            if let Some(b) = DocId::decode(id) {
                 by_reason.entry(reason.as_str()).or_default().push(b);
             }
         }
@@ -99,7 +99,7 @@ impl Marker {
     }
 
     /// Which of `ids` are not in the collection, in the engine's form
-    /// (`crate::mongo::document_id::id_string`): one `$in` lookup through the `_id` index.
+    /// (`crate::mongo::document_id::DocId`): one `$in` lookup through the `_id` index.
     async fn missing(&self, ids: Vec<Bson>) -> Result<Vec<String>, mongodb::error::Error> {
         let filter = doc! {"_id": {"$in": ids.clone()}};
         let found: Option<Vec<Bson>> = retry(&self.retry, "looking up documents that vanished", || {
@@ -121,9 +121,8 @@ impl Marker {
         .await?;
         // Unknown: better no deletion than one of a document that is there.
         let Some(found) = found else { return Ok(Vec::new()) };
-        let present: std::collections::HashSet<String> =
-            found.iter().map(crate::mongo::document_id::id_string).collect();
-        Ok(ids.iter().map(crate::mongo::document_id::id_string).filter(|id| !present.contains(id)).collect())
+        let present: std::collections::HashSet<String> = found.iter().map(|id| DocId::of(id).into_string()).collect();
+        Ok(ids.iter().map(|id| DocId::of(id).into_string()).filter(|id| !present.contains(id)).collect())
     }
 
     /// `<mark>_error`: why a document was rejected.

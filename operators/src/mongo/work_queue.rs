@@ -7,7 +7,7 @@
 //! It only reads, besides creating its two indexes ([`create_indexes`], for `tweet-embed indexes`
 //! and the dev stack); marking is [`crate::mongo::marker`]'s job.
 
-use crate::mongo::document_id::{oid_floor, prev_oid};
+use crate::mongo::document_id::DocId;
 use mongodb::bson::serde_helpers::Utf8LossyDeserialization;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::Hint;
@@ -357,7 +357,7 @@ impl WorkQueue {
         let mut edges = [None, None];
         for (edge, dir) in edges.iter_mut().zip([1, -1]) {
             let d = raw.find_one(doc! {}).sort(doc! {"_id": dir}).projection(doc! {"_id": 1}).await?;
-            *edge = d.map(|d| crate::mongo::document_id::raw_id(&d));
+            *edge = d.map(|d| DocId::read_bson(&d));
         }
         let [min, max] = edges;
         Ok((min, max))
@@ -451,15 +451,15 @@ impl ScanPlan {
                         (lo.timestamp().timestamp_millis() / 1000, hi.timestamp().timestamp_millis() / 1000 + 1);
                     let step = ((b - a) as f64 / workers as f64).max(1.0);
                     let bound = |k: usize| -> Option<Bson> {
-                        (k < workers).then(|| Bson::ObjectId(oid_floor(a + (step * k as f64) as i64)))
+                        (k < workers).then(|| Bson::ObjectId(DocId::oid_floor(a + (step * k as f64) as i64)))
                     };
                     // Range k is (floor(k), floor(k+1)] in ObjectId order; the first starts below
                     // all, the last has no end (documents inserted after planning included).
                     let after = if index == 0 { None } else { bound(index) };
-                    let upto = bound(index + 1).map(|b| Bson::ObjectId(prev_oid(&b)));
+                    let upto = bound(index + 1).map(|b| Bson::ObjectId(DocId::prev_oid(&b)));
                     mine.push(ScanRange {
                         partition: p.clone(),
-                        after: after.map(|a| Bson::ObjectId(prev_oid(&a))),
+                        after: after.map(|a| Bson::ObjectId(DocId::prev_oid(&a))),
                         upto,
                     });
                 }

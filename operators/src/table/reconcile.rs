@@ -17,8 +17,7 @@ use mongodb::bson::{doc, Bson, Document};
 use mongodb::Collection;
 
 use crate::clock::steady_ms;
-use crate::mongo::document_id::raw_id;
-use crate::mongo::document_id::{id_from_string, id_string};
+use crate::mongo::document_id::DocId;
 use crate::mongo::error::{describe, retry, MongoRetry};
 use crate::table::checkpoint::{list_files, CheckpointStore, Ledger, StateLock};
 use crate::table::compaction::{apply_pending, CompactionStats, DeletionIndex};
@@ -210,7 +209,7 @@ async fn absent(coll: &Collection<Document>, batch: &[String]) -> Result<Absent,
     let mut keys: Vec<Bson> = Vec::with_capacity(batch.len());
     let mut unreadable = 0;
     for id in batch {
-        match id_from_string(id) {
+        match DocId::decode(id) {
             Some(b) => keys.push(b),
             None => unreadable += 1,
         }
@@ -219,8 +218,8 @@ async fn absent(coll: &Collection<Document>, batch: &[String]) -> Result<Absent,
     let mut present: HashSet<String> = HashSet::new();
     while cursor.advance().await? {
         // As the output's ids read back: an Int32 `_id` as Int64.
-        present.insert(canonical_id(&id_string(&raw_id(cursor.current()))).into_owned());
+        present.insert(canonical_id(DocId::read(cursor.current()).as_str()).into_owned());
     }
-    let ids = batch.iter().filter(|id| id_from_string(id).is_some() && !present.contains(*id)).cloned().collect();
+    let ids = batch.iter().filter(|id| DocId::decode(id).is_some() && !present.contains(*id)).cloned().collect();
     Ok(Absent { ids, unreadable })
 }

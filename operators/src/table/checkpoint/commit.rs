@@ -228,7 +228,7 @@ fn commit_epoch(c: &mut Committer, epoch: u64, sealed: Vec<Sealed>) -> Result<()
 /// The top-level fields holding strings of the document with the engine's id `id` (at most 12),
 /// to show what `--text-field` could be; `None` if it cannot be read.
 async fn string_fields(coll: &mongodb::Collection<mongodb::bson::Document>, id: &str) -> Option<Vec<String>> {
-    let key = crate::mongo::document_id::id_from_string(id)?;
+    let key = crate::mongo::document_id::DocId::decode(id)?;
     let raw = coll.clone_with_type::<mongodb::bson::RawDocumentBuf>();
     let doc = raw.find_one(mongodb::bson::doc! {"_id": key}).await.ok()??;
     let fields = doc

@@ -51,7 +51,7 @@ const SUFFIX: &str = ".parquet";
 /// the old Python scripts' shards) is removed whenever its id matches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deletion {
-    /// The deleted document's `_id` in the engine's form (`crate::mongo::document_id::id_string`), as
+    /// The deleted document's `_id` in the engine's form (`crate::mongo::document_id::DocId`), as
     /// ids read back from rows files are.
     pub id: String,
     /// The dataflow epoch that carried the delete.

@@ -28,7 +28,7 @@ pub struct IdProbe {
 }
 
 impl IdProbe {
-    /// `ids` (the engine's form, `crate::mongo::document_id::id_string`) as `id_type`'s column holds them.
+    /// `ids` (the engine's form, `crate::mongo::document_id::DocId`) as `id_type`'s column holds them.
     pub fn new<'a>(id_type: IdType, ids: impl IntoIterator<Item = &'a str>) -> IdProbe {
         let mut probe = IdProbe::default();
         for id in ids {

@@ -14,7 +14,7 @@
 //! (`crate::run`); every file says it in its key-value metadata ([`ID_TYPE_KEY`]).
 //!
 //! Inside the engine an id is always the unambiguous string of
-//! [`crate::mongo::document_id::id_string`] (24-hex for an ObjectId, canonical extended JSON otherwise):
+//! [`crate::mongo::document_id::DocId`] (24-hex for an ObjectId, canonical extended JSON otherwise):
 //! this module converts only at the Parquet boundary, [`IdType::value`] on the way in and
 //! [`IdColumn`] on the way out. An id read back is that same string, except that an Int32 `_id`
 //! comes back as Int64 (one `int64` column holds both; MongoDB matches numbers by value, so
@@ -41,11 +41,12 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, Int64Builder, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
-use mongodb::bson::oid::ObjectId;
 use mongodb::bson::spec::ElementType;
 use mongodb::bson::Bson;
 use parquet::file::metadata::KeyValue;
 use serde::{Deserialize, Serialize};
+
+use crate::mongo::document_id::DocId;
 
 /// The key of the id type in every file's key-value metadata.
 pub const ID_TYPE_KEY: &str = "tweet_embed.id_type";
@@ -133,7 +134,7 @@ impl IdType {
     }
 
     /// The value the `id` column holds for the engine's id `id` (see
-    /// [`crate::mongo::document_id::id_string`]), or, for a stray, the reason of its rejection.
+    /// [`crate::mongo::document_id::DocId`]), or, for a stray, the reason of its rejection.
     pub fn value(self, id: &str) -> Result<IdValue<'_>, String> {
         let fits = match self {
             IdType::ExtJson => Some(IdValue::Str(Cow::Borrowed(id))),
@@ -215,17 +216,9 @@ fn integer(id: &str) -> Option<i64> {
     digits.parse().ok()
 }
 
-/// The engine's id of `_id` (as `crate::mongo::document_id::id_string` makes it).
-fn parse(id: &str) -> Option<Bson> {
-    if is_object_id(id) {
-        return ObjectId::parse_str(id).ok().map(Bson::ObjectId);
-    }
-    serde_json::from_str::<serde_json::Value>(id).ok().and_then(|v| Bson::try_from(v).ok())
-}
-
 /// MongoDB's name (`$type` alias) of the type of the engine's id `id`.
 fn type_name(id: &str) -> &'static str {
-    let Some(b) = parse(id) else { return "unknown" };
+    let Some(b) = DocId::decode(id) else { return "unknown" };
     match b.element_type() {
         ElementType::Double => "double",
         ElementType::String => "string",
@@ -405,7 +398,7 @@ impl<'a> IdColumn<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mongo::document_id::id_string;
+    use mongodb::bson::oid::ObjectId;
 
     #[test]
     fn names_round_trip_through_str_and_serde() {
@@ -439,11 +432,11 @@ mod tests {
     #[test]
     fn values_fit_their_type_and_strays_say_why() {
         let oid = ObjectId::new();
-        let int = id_string(&Bson::Int64(-42));
-        let small = id_string(&Bson::Int32(7));
-        let s = id_string(&Bson::String("12\"3 ☀".into()));
-        let hex = id_string(&Bson::ObjectId(oid));
-        let dbl = id_string(&Bson::Double(1.5));
+        let int = DocId::of(&Bson::Int64(-42)).into_string();
+        let small = DocId::of(&Bson::Int32(7)).into_string();
+        let s = DocId::of(&Bson::String("12\"3 ☀".into())).into_string();
+        let hex = DocId::of(&Bson::ObjectId(oid)).into_string();
+        let dbl = DocId::of(&Bson::Double(1.5)).into_string();
         assert_eq!(IdType::Int64.value(&int), Ok(IdValue::Int(-42)));
         assert_eq!(IdType::Int64.value(&small), Ok(IdValue::Int(7)));
         assert_eq!(IdType::String.value(&s), Ok(IdValue::Str("12\"3 ☀".into())));
@@ -458,7 +451,7 @@ mod tests {
         assert!(IdType::String.value(&hex).unwrap_err().contains("type objectId"));
         assert!(IdType::ObjectId.value(&s).unwrap_err().contains("(objectid)"));
         // A 24-hex string `_id` is a string, not an ObjectId.
-        assert!(!IdType::ObjectId.fits(&id_string(&Bson::String(oid.to_hex()))));
+        assert!(!IdType::ObjectId.fits(&DocId::of(&Bson::String(oid.to_hex())).into_string()));
     }
 
     #[test]
@@ -466,11 +459,18 @@ mod tests {
         let ids = [
             (
                 IdType::Int64,
-                vec![id_string(&Bson::Int64(5)), id_string(&Bson::Int32(-3)), id_string(&Bson::Double(2.5))],
+                vec![
+                    DocId::of(&Bson::Int64(5)).into_string(),
+                    DocId::of(&Bson::Int32(-3)).into_string(),
+                    DocId::of(&Bson::Double(2.5)).into_string(),
+                ],
             ),
-            (IdType::String, vec![id_string(&Bson::String("a\"b".into())), id_string(&Bson::Int64(1))]),
-            (IdType::ObjectId, vec![ObjectId::new().to_hex(), id_string(&Bson::String("x".into()))]),
-            (IdType::ExtJson, vec![id_string(&Bson::Double(2.5)), ObjectId::new().to_hex()]),
+            (
+                IdType::String,
+                vec![DocId::of(&Bson::String("a\"b".into())).into_string(), DocId::of(&Bson::Int64(1)).into_string()],
+            ),
+            (IdType::ObjectId, vec![ObjectId::new().to_hex(), DocId::of(&Bson::String("x".into())).into_string()]),
+            (IdType::ExtJson, vec![DocId::of(&Bson::Double(2.5)).into_string(), ObjectId::new().to_hex()]),
         ];
         for (t, ids) in ids {
             let mut b = IdBuilder::new(t, true);
@@ -501,8 +501,8 @@ mod tests {
 
     #[test]
     fn canonical_ids_read_int32_as_int64() {
-        assert_eq!(canonical_id(&id_string(&Bson::Int32(9))), id_string(&Bson::Int64(9)));
-        for id in [id_string(&Bson::Int64(9)), "\"x\"".to_string(), ObjectId::new().to_hex()] {
+        assert_eq!(canonical_id(&DocId::of(&Bson::Int32(9)).into_string()), DocId::of(&Bson::Int64(9)).into_string());
+        for id in [DocId::of(&Bson::Int64(9)).into_string(), "\"x\"".to_string(), ObjectId::new().to_hex()] {
             assert_eq!(canonical_id(&id), id);
         }
     }
