@@ -114,9 +114,12 @@ fn run(ledger: &Ledger, s: &CompactionSettings, stats: &CompactionStats, orders:
         // Settled deletions are dropped, and never read back (a restart does not load them).
         deletions.forget_settled(applied, oldest_staged.unwrap_or(committed.saturating_add(1)));
         deletions.refresh(&s.out, committed, applied)?;
-        // Catch up, but hear a stop between merges.
+        // Catch up, but hear a stop between merges. Every staged row is at least as new as the
+        // oldest staged file: when no deletion reaches that far, merges read no id at all.
         let deleted = |id: &str, epoch: u64| deletions.deletes(id, epoch);
-        while compact_step(ledger, s, stats, &deleted, flush)? {
+        let reaches = oldest_staged.is_some_and(|oldest| deletions.may_delete_from(oldest));
+        let drop: Option<RowFilter<'_>> = if reaches { Some(&deleted) } else { None };
+        while compact_step(ledger, s, stats, drop, flush)? {
             if !flush && !orders.is_empty() {
                 break;
             }
@@ -143,13 +146,14 @@ fn counting_cpu<T>(stats: &CompactionStats, work: impl FnOnce() -> T) -> T {
 }
 
 /// Merges the staged files that are due (see [`pick`]) of one kind, rows first, into one output
-/// file, through the switch of the parent module; `drop` removes deleted rows on the way.
+/// file, through the switch of the parent module; `drop` removes deleted rows on the way (None:
+/// no deletion can reach the staged rows).
 /// Returns whether it merged anything. With `flush`, files below target are due too.
 pub fn compact_step(
     ledger: &Ledger,
     s: &CompactionSettings,
     stats: &CompactionStats,
-    drop: RowFilter<'_>,
+    drop: Option<RowFilter<'_>>,
     flush: bool,
 ) -> Result<bool> {
     for kind in [FileKind::Rows, FileKind::Rejects] {
@@ -170,7 +174,7 @@ fn merge_into_output(
     ledger: &Ledger,
     s: &CompactionSettings,
     stats: &CompactionStats,
-    drop: RowFilter<'_>,
+    drop: Option<RowFilter<'_>>,
     kind: FileKind,
     inputs: &[FileMeta],
     seq: u64,

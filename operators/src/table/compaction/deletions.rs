@@ -42,6 +42,8 @@ pub struct DeletionIndex {
     pending_ids: Vec<String>,
     /// The highest epoch among them.
     pending_upto: u64,
+    /// The newest epoch of any deletion held (it only grows; forgetting keeps it).
+    newest: Option<u64>,
     /// When the oldest of them happened ([`steady_ms`]; a time ahead of the clock when read
     /// counts as then).
     oldest_pending_ms: Option<i64>,
@@ -62,6 +64,7 @@ impl DeletionIndex {
                     continue;
                 }
                 self.set.insert(&d.id, d.epoch);
+                self.newest = Some(self.newest.map_or(d.epoch, |n| n.max(d.epoch)));
                 if d.epoch > applied {
                     self.pending += 1;
                     self.pending_ids.push(d.id.clone());
@@ -87,6 +90,12 @@ impl DeletionIndex {
             self.floor = floor;
         }
         self.set.len()
+    }
+
+    /// Whether a deletion held can remove a row of epoch `epoch` or later (a deletion at epoch `d`
+    /// removes rows of epochs ≤ `d`). False lets a merge of rows that new skip reading ids.
+    pub fn may_delete_from(&self, epoch: u64) -> bool {
+        !self.set.is_empty() && self.newest.is_some_and(|n| n >= epoch)
     }
 
     /// Whether a row `(id, epoch)` is deleted.

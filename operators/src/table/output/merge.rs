@@ -25,6 +25,7 @@ use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::column::writer::ColumnCloseResult;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{KeyValue, PageIndexPolicy};
+use parquet::file::statistics::Statistics;
 use parquet::file::writer::SerializedFileWriter;
 
 use super::error::OutputError;
@@ -61,7 +62,9 @@ pub struct Merged {
 }
 
 /// Writes the rows of `inputs` (files of one `kind`, one schema), in order, to `dest`, dropping
-/// those `drop` selects; stops after the first input that brings the file to `target` bytes.
+/// those `drop` selects (None: no row can be dropped, so no `id` is read: whole row groups are
+/// copied and the epoch range comes from the footer's statistics); stops after the first input
+/// that brings the file to `target` bytes.
 /// The file gets the first input's schema and `key_values` in its footer (plus its epoch range),
 /// and is fsynced; its directory is not. Row groups that keep every row are copied as they are
 /// (so they keep the size they were written with); the others are encoded again in row groups
@@ -75,7 +78,7 @@ pub fn merge_files(
     target: Option<u64>,
     row_group_rows: usize,
     key_values: &[(String, String)],
-    drop: RowFilter<'_>,
+    drop: Option<RowFilter<'_>>,
 ) -> Result<Merged, OutputError> {
     merge_with(inputs, kind, dest, target, row_group_rows, key_values, drop, COPY_MIN_BYTES)
 }
@@ -89,7 +92,7 @@ pub(super) fn merge_with(
     target: Option<u64>,
     row_group_rows: usize,
     key_values: &[(String, String)],
-    drop: RowFilter<'_>,
+    drop: Option<RowFilter<'_>>,
     copy_min_bytes: u64,
 ) -> Result<Merged, OutputError> {
     let first = inputs.first().ok_or_else(|| OutputError::Config("nothing to merge".into()))?;
@@ -123,7 +126,10 @@ pub(super) fn merge_with(
                 reason: format!("its columns differ from {}", first.display()),
             });
         }
-        let keep = input.keep(drop, &mut merged)?;
+        let keep = match drop.map(|drop| input.keep(drop, &mut merged)) {
+            Some(keep) => keep?,
+            None => input.keep_all(&mut merged)?,
+        };
         let copyable = {
             let (ours, theirs) = (writer.schema_descr(), input.meta.metadata().file_metadata().schema_descr());
             ours.num_columns() == theirs.num_columns()
@@ -200,7 +206,7 @@ pub fn rewrite_without(
     drop: RowFilter<'_>,
 ) -> Result<Merged, OutputError> {
     let kv = key_values(path)?;
-    let merged = merge_files(&[path.to_path_buf()], kind, scratch, None, row_group_rows, &kv, drop)?;
+    let merged = merge_files(&[path.to_path_buf()], kind, scratch, None, row_group_rows, &kv, Some(drop))?;
     std::fs::rename(scratch, path).map_err(|e| OutputError::io("replace", path, e))?;
     Ok(merged)
 }
@@ -290,6 +296,31 @@ impl Input {
             }
         }
         Ok(keep)
+    }
+
+    /// Every row stays: the epoch range into `merged` from the `epoch` column's statistics in
+    /// the footer, without decoding a page (read from the column when a row group has none).
+    fn keep_all(&self, merged: &mut Merged) -> Result<Vec<bool>, OutputError> {
+        let meta = self.meta.metadata();
+        let rows = usize::try_from(meta.file_metadata().num_rows()).map_err(|_| self.bad("its row count"))?;
+        let column = self.meta.parquet_schema().columns().iter().position(|c| c.path().string() == "epoch");
+        let mut range: Option<(u64, u64)> = None;
+        for group in meta.row_groups() {
+            let stats = column.and_then(|c| group.column(c).statistics());
+            let Some(Statistics::Int64(stats)) = stats else {
+                return self.keep(&|_, _| false, merged);
+            };
+            let (Some(&lo), Some(&hi)) = (stats.min_opt(), stats.max_opt()) else {
+                return self.keep(&|_, _| false, merged);
+            };
+            // An unsigned column's statistics are its values' bits (epochs are far below 2^63).
+            let (lo, hi) = (lo as u64, hi as u64);
+            range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+        }
+        if let Some((lo, hi)) = range {
+            merged.epochs = Some(merged.epochs.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+        }
+        Ok(vec![true; rows])
     }
 
     /// Appends row group `group` to `writer` as it is encoded: the column chunks' bytes, copied

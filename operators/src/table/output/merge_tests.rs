@@ -97,12 +97,27 @@ fn keep_all(_: &str, _: u64) -> bool {
 }
 
 #[test]
+fn with_nothing_to_drop_no_id_is_read_and_the_result_is_the_same() {
+    // `None`: the compactor knows no deletion can reach these epochs. The epoch range then
+    // comes from the footer's statistics; the file is what a keep-all filter makes.
+    let d = tempfile::tempdir().unwrap();
+    let inputs = staged(d.path(), &[700, 300, 1000], 500, IdType::Int64);
+    let (filtered, unread) = (d.path().join("filtered.parquet"), d.path().join("unread.parquet"));
+    let a = merge_with(&inputs, FileKind::Rows, &filtered, None, 4096, &[], Some(&keep_all), 0).unwrap();
+    let b = merge_with(&inputs, FileKind::Rows, &unread, None, 4096, &[], None, 0).unwrap();
+    assert_eq!((b.inputs_used, b.rows, b.dropped, b.epochs), (3, 2000, 0, Some((1, 3))));
+    assert_eq!((a.rows, a.epochs, a.bytes), (b.rows, b.epochs, b.bytes));
+    assert_eq!(read_rows(&unread).unwrap(), rows_of(&inputs));
+    assert_eq!(chunks(&unread), chunks(&filtered));
+}
+
+#[test]
 fn whole_row_groups_are_copied_byte_for_byte_with_their_statistics() {
     let d = tempfile::tempdir().unwrap();
     let inputs = staged(d.path(), &[700, 300, 1000], 500, IdType::ObjectId);
     let dest = d.path().join("merged.parquet");
     let kv_in = key_values(&inputs[0]).unwrap();
-    let merged = merge_with(&inputs, FileKind::Rows, &dest, None, 4096, &kv_in, &keep_all, 0).unwrap();
+    let merged = merge_with(&inputs, FileKind::Rows, &dest, None, 4096, &kv_in, Some(&keep_all), 0).unwrap();
     assert_eq!((merged.inputs_used, merged.rows, merged.dropped, merged.epochs), (3, 2000, 0, Some((1, 3))));
     assert_eq!(merged.bytes, fs::metadata(&dest).unwrap().len());
     assert_eq!(read_rows(&dest).unwrap(), rows_of(&inputs));
@@ -153,7 +168,7 @@ fn only_row_groups_that_lose_rows_are_encoded_again() {
         let n: u64 = id.trim_start_matches(r#"{"$numberLong":""#).trim_end_matches(r#""}"#).parse().unwrap();
         [1400, 1401, 1799].contains(&n) || (epoch == 3 && n > 1800)
     };
-    let merged = merge_with(&inputs, FileKind::Rows, &dest, None, 4096, &[], &gone, 0).unwrap();
+    let merged = merge_with(&inputs, FileKind::Rows, &dest, None, 4096, &[], Some(&gone), 0).unwrap();
     assert_eq!((merged.rows, merged.dropped, merged.epochs), (798, 402, Some((1, 3))));
     let before = rows_of(&inputs);
     let expected: Vec<_> = before.iter().filter(|(e, r)| !gone(&r.doc.id, *e)).cloned().collect();
@@ -177,7 +192,7 @@ fn small_row_groups_are_encoded_together_and_big_ones_keep_their_place() {
     let inputs = staged(d.path(), &[20, 30, 600, 10, 10], 1000, IdType::ObjectId);
     let dest = d.path().join("merged.parquet");
     let big = footer(&inputs[2]).row_group(0).compressed_size() as u64;
-    let merged = merge_with(&inputs, FileKind::Rows, &dest, None, 4096, &[], &keep_all, big).unwrap();
+    let merged = merge_with(&inputs, FileKind::Rows, &dest, None, 4096, &[], Some(&keep_all), big).unwrap();
     assert_eq!(merged.rows, 670);
     assert_eq!(read_rows(&dest).unwrap(), rows_of(&inputs), "rows keep their order");
     let out = chunks(&dest);
@@ -187,7 +202,7 @@ fn small_row_groups_are_encoded_together_and_big_ones_keep_their_place() {
     // By default (64 KiB) the small ones are small: one row group.
     let small = [&inputs[..2], &inputs[3..]].concat();
     let dest = d.path().join("default.parquet");
-    merge_files(&small, FileKind::Rows, &dest, None, 4096, &[], &keep_all).unwrap();
+    merge_files(&small, FileKind::Rows, &dest, None, 4096, &[], Some(&keep_all)).unwrap();
     assert_eq!(footer(&dest).num_row_groups(), 1);
     assert_eq!(read_rows(&dest).unwrap(), rows_of(&small));
 }
@@ -197,7 +212,7 @@ fn encoded_rows_respect_the_row_group_size() {
     let d = tempfile::tempdir().unwrap();
     let inputs = staged(d.path(), &[250, 250, 250], 1000, IdType::ObjectId);
     let dest = d.path().join("merged.parquet");
-    merge_with(&inputs, FileKind::Rows, &dest, None, 300, &[], &keep_all, u64::MAX).unwrap();
+    merge_with(&inputs, FileKind::Rows, &dest, None, 300, &[], Some(&keep_all), u64::MAX).unwrap();
     let rows: Vec<_> = footer(&dest).row_groups().iter().map(|rg| rg.num_rows()).collect();
     assert_eq!(rows, [300, 300, 150]);
     assert_eq!(read_rows(&dest).unwrap(), rows_of(&inputs));
@@ -209,7 +224,7 @@ fn the_target_stops_after_the_input_that_reaches_it() {
     let inputs = staged(d.path(), &[500, 500, 500, 500], 1000, IdType::ObjectId);
     let one = fs::metadata(&inputs[0]).unwrap().len();
     let dest = d.path().join("merged.parquet");
-    let merged = merge_with(&inputs, FileKind::Rows, &dest, Some(one * 3 / 2), 4096, &[], &keep_all, 0).unwrap();
+    let merged = merge_with(&inputs, FileKind::Rows, &dest, Some(one * 3 / 2), 4096, &[], Some(&keep_all), 0).unwrap();
     assert_eq!((merged.inputs_used, merged.rows, merged.epochs), (2, 1000, Some((1, 2))));
     assert_eq!(read_rows(&dest).unwrap(), rows_of(&inputs[..2]));
 }
@@ -257,7 +272,7 @@ fn rejects_merge_too() {
     assert_eq!(before.len(), 15);
     let dest = d.path().join("merged.parquet");
     let stray = format!("{:024x}", 2);
-    let merged = merge_with(&paths, FileKind::Rejects, &dest, None, 4096, &[], &|id, _| id == stray, 0).unwrap();
+    let merged = merge_with(&paths, FileKind::Rejects, &dest, None, 4096, &[], Some(&|id, _| id == stray), 0).unwrap();
     assert_eq!((merged.rows, merged.dropped), (14, 1));
     let expected: Vec<_> = before.into_iter().filter(|r| r.0 != stray).collect();
     assert_eq!(read_rejects(&dest).unwrap(), expected);
