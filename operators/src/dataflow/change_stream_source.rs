@@ -8,9 +8,13 @@
 //! It runs on one worker (the committer's); the others get an empty stream. It never marks and
 //! never skips: a dropped connection reopens the stream after the last position sent, and a lost
 //! history is reported ([`StreamOutcome::HistoryLost`]) for the run to rescan the work queue.
+//!
+//! The operator is `crate::dataflow::async_source` over [`StreamState`], which decides what each
+//! message means (positions, the open epoch's inserts and deletes); [`follow`] is the task.
 
+use crate::dataflow::async_source::{async_source, OpenView, SourceSender, SourceState, Step};
 use crate::dataflow::record::{Candidate, Change, Deleted, Origin};
-use crate::dataflow::source_pacing::{send_blocking as send, OpenEpoch, SourcePacing};
+use crate::dataflow::source_pacing::SourcePacing;
 use crate::mongo::candidate::from_raw;
 use crate::mongo::change_stream::{
     is_event_too_large, is_history_lost, read_event, ChangeFeed, EventStream, StreamPosition, StreamPositions,
@@ -19,14 +23,10 @@ use crate::mongo::change_stream::{
 use crate::mongo::document_id::DocId;
 use crate::mongo::error::{describe, Attempts};
 use crate::run::failure::Failure;
-use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
-use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
-use timely::scheduling::SyncActivator;
 
 /// How the stream ended, for the run to act on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -59,17 +59,25 @@ pub struct StreamFeed {
 }
 
 /// An event the operator emits.
-enum Ev {
+#[derive(Debug, PartialEq)]
+pub(crate) enum Ev {
     /// A document to embed; `true` for an `insert` (no earlier version can have a row).
     Upsert(Candidate, bool),
     /// A deleted document's id and the delete's cluster time (ms).
     Delete(String, Option<i64>),
 }
 
-enum Msg {
+/// What the following task sends.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Msg {
+    /// An event (`None`: one with nothing to emit), and the stream position after it.
     Event(Option<Ev>, StreamPosition),
+    /// The stream moved on without an event to emit (a post-batch resume token, a skipped
+    /// event too large to return).
     Position(StreamPosition),
+    /// The history to resume from is gone.
     HistoryLost,
+    /// The server ended the stream.
     Invalidated,
 }
 
@@ -105,143 +113,117 @@ impl<'scope> ChangeStreamSource<'scope> for Scope<'scope, u64> {
         runtime: tokio::runtime::Handle,
         pacing: SourcePacing,
     ) -> StreamVec<'scope, u64, Change> {
-        let scope = self;
-        source(scope, "ChangeStreamSource", move |cap, info| {
-            let wake = scope.worker().sync_activator_for(info.address.to_vec());
-            let me = scope.activator_for(info.address.clone());
-            // Workers without the stream hold nothing.
-            let (mut rx, positions, outcome) = match feed {
-                Some(StreamFeed { feed, stream, one_at_a_time, positions, outcome }) => {
-                    let (tx, rx) = crossbeam_channel::bounded::<Msg>(8_192);
-                    let text_field = feed.queue.text_field.clone();
-                    let stream = Following { stream, one_at_a_time, since_narrowed: 0 };
-                    runtime.spawn(follow(feed, stream, tx, wake, text_field, pacing.failure.clone()));
-                    (Some(rx), positions, outcome)
-                }
-                None => (None, StreamPositions::default(), Arc::default()),
-            };
-            let mut cap = rx.is_some().then_some(cap);
-            if let Some(c) = cap.as_mut() {
-                c.downgrade(&pacing.clock.advance_to(pacing.start_epoch));
-            }
-            let mut open = OpenEpoch::new();
-            let mut latest: Option<StreamPosition> = None;
-            let mut recorded: Option<StreamPosition> = None;
-            // The open epoch's inserted and deleted ids, and an event held for the next epoch.
-            let (mut inserted, mut deleted) = (HashSet::<String>::new(), HashSet::<String>::new());
-            let mut held: Option<Msg> = None;
-            move |output| {
-                let Some(c) = cap.as_mut() else { return };
-                if pacing.stop.is_stopped() {
-                    record(&positions, &mut recorded, *c.time(), &latest);
-                    cap = None;
-                    rx = None;
-                    return;
-                }
-                let Some(rx) = rx.as_ref() else { return };
-                let before = *c.time();
-                if open.follow(&pacing, c) {
-                    record(&positions, &mut recorded, before, &latest);
-                }
-                // An idle stream still closes epochs while its position moves, so the position
-                // reaches the checkpoint.
-                let moved = latest.is_some() && latest != recorded;
-                if open.due(&pacing) && (open.docs() > 0 || moved) || open.full(&pacing) {
-                    record(&positions, &mut recorded, *c.time(), &latest);
-                    open.close(&pacing, c);
-                }
-                if *c.time() != before {
-                    inserted.clear();
-                    deleted.clear();
-                }
-                if open.held_back(&pacing, *c.time()) {
-                    me.activate_after(Duration::from_millis(5));
-                    return;
-                }
-                let mut lost = None;
-                let mut reopen = false;
-                {
-                    let mut session = output.session(c);
-                    for _ in 0..4_096 {
-                        let next = match held.take() {
-                            Some(msg) => Ok(msg),
-                            None => rx.try_recv(),
-                        };
-                        match next {
-                            Ok(Msg::Event(Some(Ev::Upsert(cand, insert)), pos)) if deleted.contains(&cand.doc.id) => {
-                                // Upserted again after its delete in this epoch: the delete must not
-                                // cover the new version, so the new version goes in the next epoch.
-                                held = Some(Msg::Event(Some(Ev::Upsert(cand, insert)), pos));
-                                reopen = true;
-                                break;
-                            }
-                            Ok(Msg::Event(ev, pos)) => {
-                                match ev {
-                                    Some(Ev::Upsert(cand, insert)) => {
-                                        if insert {
-                                            inserted.insert(cand.doc.id.clone());
-                                        }
-                                        session.give(Change::Upsert(cand));
-                                        open.add();
-                                    }
-                                    Some(Ev::Delete(id, cluster_time_ms)) => {
-                                        let recorded = !inserted.contains(&id);
-                                        deleted.insert(id.clone());
-                                        session.give(Change::Delete(Deleted { id, cluster_time_ms, recorded }));
-                                        open.add();
-                                    }
-                                    None => {}
-                                }
-                                latest = Some(pos);
-                                if open.full(&pacing) || open.docs_ahead() >= pacing.max_docs_ahead {
-                                    break;
-                                }
-                            }
-                            Ok(Msg::Position(pos)) => latest = Some(pos),
-                            Ok(Msg::HistoryLost) => {
-                                lost = Some(StreamOutcome::HistoryLost);
-                                break;
-                            }
-                            Ok(Msg::Invalidated) => {
-                                lost = Some(StreamOutcome::Invalidated);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                }
-                if reopen {
-                    record(&positions, &mut recorded, *c.time(), &latest);
-                    open.close(&pacing, c);
-                    inserted.clear();
-                    deleted.clear();
-                    me.activate();
-                    return;
-                }
-                if let Some(ended) = lost {
-                    // Everything before the loss is emitted (and its position recorded); the run
-                    // decides what follows (a rescan, or an end with the reason).
-                    *outcome.lock() = ended;
-                    pacing.stop.stop();
-                    me.activate();
-                    return;
-                }
-                me.activate_after(open.next_wake(&pacing, !rx.is_empty()));
-            }
-        })
+        // Workers without the stream hold nothing.
+        let start = feed.map(|StreamFeed { feed, stream, one_at_a_time, positions, outcome }| {
+            let failure = pacing.failure.clone();
+            let text_field = feed.queue.text_field.clone();
+            let stream = Following { stream, one_at_a_time, since_narrowed: 0 };
+            let task = move |tx| follow(feed, stream, tx, text_field, failure);
+            (StreamState::new(positions, outcome), task)
+        });
+        async_source(self, "ChangeStreamSource", runtime, pacing, start)
     }
 }
 
-/// Records `latest` as the position at the end of `epoch`, unless it was recorded already.
-fn record(
-    positions: &StreamPositions,
-    recorded: &mut Option<StreamPosition>,
-    epoch: u64,
-    latest: &Option<StreamPosition>,
-) {
-    if let Some(p) = latest.as_ref().filter(|p| recorded.as_ref() != Some(*p)) {
-        positions.record(epoch, p.clone());
-        *recorded = Some(p.clone());
+/// What the stream's messages mean to the operator, and what it keeps between them: the position
+/// reached and the one last recorded into [`StreamPositions`], and the open epoch's inserted and
+/// deleted ids.
+pub(crate) struct StreamState {
+    positions: StreamPositions,
+    outcome: Arc<Mutex<StreamOutcome>>,
+    /// The position after the last message taken.
+    latest: Option<StreamPosition>,
+    /// The position last recorded for an epoch.
+    recorded: Option<StreamPosition>,
+    /// Ids inserted in the open epoch: a delete of one needs no record.
+    inserted: HashSet<String>,
+    /// Ids deleted in the open epoch: an upsert of one goes to the next epoch.
+    deleted: HashSet<String>,
+}
+
+impl StreamState {
+    pub(crate) fn new(positions: StreamPositions, outcome: Arc<Mutex<StreamOutcome>>) -> StreamState {
+        StreamState {
+            positions,
+            outcome,
+            latest: None,
+            recorded: None,
+            inserted: HashSet::new(),
+            deleted: HashSet::new(),
+        }
+    }
+
+    /// Records the latest position as the position at the end of `epoch`, unless it was recorded
+    /// already.
+    fn record(&mut self, epoch: u64) {
+        if let Some(p) = self.latest.as_ref().filter(|p| self.recorded.as_ref() != Some(*p)) {
+            self.positions.record(epoch, p.clone());
+            self.recorded = Some(p.clone());
+        }
+    }
+
+    /// The stream ended: everything before is emitted (and its position recorded when the
+    /// source stops); the run decides what follows (a rescan, or an end with the reason).
+    fn ended(&mut self, how: StreamOutcome) -> Step<Change, Msg> {
+        *self.outcome.lock() = how;
+        Step::Stop
+    }
+}
+
+impl SourceState for StreamState {
+    type Msg = Msg;
+    type Out = Change;
+    const ENDS_WITH_TASK: bool = false;
+
+    fn take(&mut self, msg: Msg) -> Step<Change, Msg> {
+        match msg {
+            Msg::Event(Some(Ev::Upsert(cand, insert)), pos) if self.deleted.contains(&cand.doc.id) => {
+                // Upserted again after its delete in this epoch: the delete must not cover the
+                // new version, so the new version goes in the next epoch.
+                Step::NextEpoch(Msg::Event(Some(Ev::Upsert(cand, insert)), pos))
+            }
+            Msg::Event(ev, pos) => {
+                let step = match ev {
+                    Some(Ev::Upsert(cand, insert)) => {
+                        if insert {
+                            self.inserted.insert(cand.doc.id.clone());
+                        }
+                        Step::Emit(Change::Upsert(cand))
+                    }
+                    Some(Ev::Delete(id, cluster_time_ms)) => {
+                        let recorded = !self.inserted.contains(&id);
+                        self.deleted.insert(id.clone());
+                        Step::Emit(Change::Delete(Deleted { id, cluster_time_ms, recorded }))
+                    }
+                    None => Step::Quiet,
+                };
+                self.latest = Some(pos);
+                step
+            }
+            Msg::Position(pos) => {
+                self.latest = Some(pos);
+                Step::Quiet
+            }
+            Msg::HistoryLost => self.ended(StreamOutcome::HistoryLost),
+            Msg::Invalidated => self.ended(StreamOutcome::Invalidated),
+        }
+    }
+
+    /// An idle stream still closes epochs while its position moves, so the position reaches the
+    /// checkpoint.
+    fn closes(&self, open: OpenView) -> bool {
+        let moved = self.latest.is_some() && self.latest != self.recorded;
+        open.due && (open.docs > 0 || moved) || open.full
+    }
+
+    fn epoch_ended(&mut self, epoch: u64) {
+        self.record(epoch);
+        self.inserted.clear();
+        self.deleted.clear();
+    }
+
+    fn stopping(&mut self, epoch: u64) {
+        self.record(epoch);
     }
 }
 
@@ -265,22 +247,21 @@ const NARROWED_FOR: u32 = 1_000;
 async fn follow(
     feed: ChangeFeed,
     mut following: Following,
-    tx: Sender<Msg>,
-    wake: SyncActivator,
+    tx: SourceSender<Msg>,
     text_field: String,
     failure: Failure,
 ) {
     // The start point: recorded with the first epoch, and where a reopen starts before any event.
     let mut last_sent = following.stream.resume_token().map(|t| StreamPosition::new(t, None));
     if let Some(p) = last_sent.clone() {
-        if tokio::task::block_in_place(|| send(&tx, Msg::Position(p), &wake)).is_err() {
+        if tx.send(Msg::Position(p)).is_err() {
             return;
         }
     }
     let mut attempts = Attempts::new(&feed.queue.retry, "following the change stream");
     let give_up = |e: &mongodb::error::Error| {
         failure.report(format!("following the change stream: {}", describe(e)));
-        let _ = wake.activate();
+        tx.wake();
     };
     loop {
         let msg = match following.stream.next_if_any().await {
@@ -301,9 +282,9 @@ async fn follow(
                 let pos = StreamPosition::new(event.id.clone(), event.cluster_time);
                 if event.invalidate {
                     tracing::error!("the change stream was invalidated: the watched collection was dropped or renamed, or its database dropped");
-                    let _ = tokio::task::block_in_place(|| send(&tx, Msg::Event(None, pos), &wake));
-                    let _ = tokio::task::block_in_place(|| send(&tx, Msg::Invalidated, &wake));
-                    let _ = wake.activate();
+                    let _ = tx.send(Msg::Event(None, pos));
+                    let _ = tx.send(Msg::Invalidated);
+                    tx.wake();
                     return;
                 }
                 let ev = if event.operation == "delete" {
@@ -343,9 +324,7 @@ async fn follow(
                         Ok(past) => {
                             if let Some(skipped) = past.skipped {
                                 last_sent = Some(skipped.position.clone());
-                                if tokio::task::block_in_place(|| send(&tx, Msg::Position(skipped.position), &wake))
-                                    .is_err()
-                                {
+                                if tx.send(Msg::Position(skipped.position)).is_err() {
                                     return;
                                 }
                             }
@@ -366,7 +345,7 @@ async fn follow(
                             if let Some(skipped) = past.skipped {
                                 last_sent = Some(skipped.position.clone());
                                 let msg = Msg::Position(skipped.position);
-                                if tokio::task::block_in_place(|| send(&tx, msg, &wake)).is_err() {
+                                if tx.send(msg).is_err() {
                                     return;
                                 }
                             }
@@ -375,8 +354,8 @@ async fn follow(
                             break;
                         }
                         Err(e) if is_history_lost(&e) => {
-                            let _ = tokio::task::block_in_place(|| send(&tx, Msg::HistoryLost, &wake));
-                            let _ = wake.activate();
+                            let _ = tx.send(Msg::HistoryLost);
+                            tx.wake();
                             return;
                         }
                         Err(e) => failed = e,
@@ -386,10 +365,10 @@ async fn follow(
             }
         };
         let lost = matches!(msg, Msg::HistoryLost | Msg::Invalidated);
-        if tokio::task::block_in_place(|| send(&tx, msg, &wake)).is_err() {
+        if tx.send(msg).is_err() {
             return;
         }
-        let _ = wake.activate();
+        tx.wake();
         if lost {
             return;
         }
@@ -403,5 +382,101 @@ async fn follow(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataflow::record::DocMeta;
+    use mongodb::bson::{doc, Bson};
+
+    fn at(data: &str) -> StreamPosition {
+        StreamPosition::new(mongodb::bson::from_bson(Bson::Document(doc! {"_data": data})).expect("token"), None)
+    }
+
+    fn upsert(id: &str, insert: bool, pos: &str) -> Msg {
+        let doc = DocMeta { id: id.into(), lang: None, created_at_ms: None, origin: Origin::ChangeStream };
+        Msg::Event(Some(Ev::Upsert(Candidate { doc, text: Ok("t".into()) }, insert)), at(pos))
+    }
+
+    fn delete(id: &str, pos: &str) -> Msg {
+        Msg::Event(Some(Ev::Delete(id.into(), Some(7))), at(pos))
+    }
+
+    fn state() -> (StreamState, StreamPositions, Arc<Mutex<StreamOutcome>>) {
+        let (positions, outcome) = (StreamPositions::default(), Arc::<Mutex<StreamOutcome>>::default());
+        (StreamState::new(positions.clone(), outcome.clone()), positions, outcome)
+    }
+
+    fn deleted(step: Step<Change, Msg>) -> Deleted {
+        match step {
+            Step::Emit(Change::Delete(d)) => d,
+            _ => panic!("not a delete"),
+        }
+    }
+
+    #[test]
+    fn a_delete_of_a_document_inserted_in_the_same_epoch_needs_no_record() {
+        let (mut s, _, _) = state();
+        assert!(matches!(s.take(upsert("a", true, "8201")), Step::Emit(Change::Upsert(_))));
+        assert!(matches!(s.take(upsert("b", false, "8202")), Step::Emit(Change::Upsert(_))));
+        let a = deleted(s.take(delete("a", "8203")));
+        assert_eq!((a.id.as_str(), a.cluster_time_ms, a.recorded), ("a", Some(7), false));
+        assert!(deleted(s.take(delete("b", "8204"))).recorded, "an update is no insert");
+        s.epoch_ended(1);
+        assert!(s.take(upsert("c", true, "8205")) != Step::Quiet);
+        s.epoch_ended(2);
+        assert!(deleted(s.take(delete("c", "8206"))).recorded, "inserted in an earlier epoch");
+    }
+
+    #[test]
+    fn an_upsert_after_its_delete_waits_for_the_next_epoch() {
+        let (mut s, _, _) = state();
+        assert!(deleted(s.take(delete("a", "8201"))).recorded);
+        let again = upsert("a", true, "8202");
+        assert_eq!(s.take(upsert("a", true, "8202")), Step::NextEpoch(again));
+        assert_eq!(s.latest, Some(at("8201")), "the held upsert has not moved the position");
+        s.epoch_ended(1);
+        assert!(matches!(s.take(upsert("a", true, "8202")), Step::Emit(Change::Upsert(_))));
+    }
+
+    #[test]
+    fn each_epoch_records_the_position_reached_once() {
+        let (mut s, positions, _) = state();
+        s.epoch_ended(1);
+        assert_eq!(positions.epochs(), Vec::<u64>::new(), "no position yet");
+        assert_eq!(s.take(Msg::Position(at("8201"))), Step::Quiet);
+        assert_eq!(s.take(Msg::Event(None, at("8202"))), Step::Quiet);
+        s.epoch_ended(2);
+        s.epoch_ended(3);
+        assert_eq!(positions.epochs(), vec![2], "an unmoved position is recorded once");
+        s.take(upsert("a", false, "8203"));
+        s.stopping(4);
+        assert_eq!(positions.take_upto(9), Some((4, at("8203"))));
+    }
+
+    #[test]
+    fn an_idle_stream_closes_epochs_while_its_position_moves() {
+        let (mut s, _, _) = state();
+        let idle = OpenView { docs: 0, due: true, full: false };
+        assert!(!s.closes(idle), "nothing to record");
+        s.take(Msg::Position(at("8201")));
+        assert!(s.closes(idle));
+        assert!(!s.closes(OpenView { due: false, ..idle }), "not before the interval");
+        s.epoch_ended(1);
+        assert!(!s.closes(idle), "recorded");
+        assert!(s.closes(OpenView { docs: 3, ..idle }));
+        assert!(s.closes(OpenView { docs: 3, due: false, full: true }));
+    }
+
+    #[test]
+    fn a_lost_or_invalidated_stream_stops_the_pass_with_its_outcome() {
+        let (mut s, _, outcome) = state();
+        assert!(!StreamState::ENDS_WITH_TASK, "a task that gave up waits for the stop signal");
+        assert_eq!(s.take(Msg::HistoryLost), Step::Stop);
+        assert_eq!(*outcome.lock(), StreamOutcome::HistoryLost);
+        assert_eq!(s.take(Msg::Invalidated), Step::Stop);
+        assert_eq!(*outcome.lock(), StreamOutcome::Invalidated);
     }
 }

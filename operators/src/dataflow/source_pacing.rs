@@ -1,16 +1,14 @@
 //! What both source operators (the work-queue scan and the change stream) share: their pacing
 //! ([`SourcePacing`]: when an epoch closes, how far ahead of the end of the graph a source may
-//! run, the process's shared epoch clock and the stop signal), the epoch a source is filling
-//! (`OpenEpoch`), and the bounded hand-off from a source's tokio task to its operator
-//! (`send_blocking`). It never reads Mongo and never emits anything itself.
+//! run, the process's shared epoch clock and the stop signal) and the epoch a source is filling
+//! (`OpenEpoch`). The operator skeleton that uses them is `crate::dataflow::async_source`. It
+//! never reads Mongo and never emits anything itself.
 
 use crate::dataflow::epoch_clock::{EpochClock, StopSignal};
-use crossbeam_channel::{Sender, TrySendError};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::ProbeHandle;
-use timely::scheduling::SyncActivator;
 
 /// How the source paces itself.
 #[derive(Clone, Debug)]
@@ -232,22 +230,5 @@ impl OpenEpoch {
             return Duration::ZERO;
         }
         pacing.epoch_interval.saturating_sub(self.started.elapsed()).min(Duration::from_millis(20))
-    }
-}
-
-/// Sends `msg` from a source's tokio task, waiting while the channel is full (the operator is
-/// woken to drain it); `Err` once the operator has dropped its receiver. Blocking keeps the
-/// channel bounded; callers run it under `block_in_place`, never on a timely worker.
-pub(crate) fn send_blocking<M>(tx: &Sender<M>, mut msg: M, wake: &SyncActivator) -> Result<(), ()> {
-    loop {
-        match tx.try_send(msg) {
-            Ok(()) => return Ok(()),
-            Err(TrySendError::Full(m)) => {
-                let _ = wake.activate();
-                msg = m;
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(TrySendError::Disconnected(_)) => return Err(()),
-        }
     }
 }

@@ -7,22 +7,23 @@
 //! It never marks anything and never skips a document: a read that fails with an error that heals
 //! is retried from the last `_id` it emitted; one that cannot heal stops the run.
 
+use crate::dataflow::async_source::{async_source, SourceSender, SourceState, Step};
 use crate::dataflow::record::{Candidate, Origin};
-use crate::dataflow::source_pacing::{send_blocking, OpenEpoch, SourcePacing};
+use crate::dataflow::source_pacing::SourcePacing;
 use crate::mongo::candidate::from_raw;
 use crate::mongo::error::{describe, Attempts};
 use crate::mongo::work_queue::{ScanRange, WorkQueue};
 use crate::run::failure::Failure;
-use crossbeam_channel::Sender;
 use mongodb::bson::doc;
 use mongodb::options::Hint;
-use std::time::Duration;
-use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
-use timely::scheduling::SyncActivator;
 
-enum Msg {
+/// What the scan task sends.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Msg {
+    /// A candidate, in `_id` order.
     Doc(Candidate),
+    /// Every range is scanned.
     Done,
 }
 
@@ -58,63 +59,26 @@ impl<'scope> WorkQueueSource<'scope> for Scope<'scope, u64> {
         runtime: tokio::runtime::Handle,
         pacing: SourcePacing,
     ) -> StreamVec<'scope, u64, Candidate> {
-        let scope = self;
-        source(scope, "WorkQueueSource", move |cap, info| {
-            let wake = scope.worker().sync_activator_for(info.address.to_vec());
-            let me = scope.activator_for(info.address.clone());
-            let (tx, rx) = crossbeam_channel::bounded::<Msg>(8_192);
-            runtime.spawn(scan(queue, ranges, tx, wake, pacing.failure.clone()));
-            let mut cap = Some(cap);
-            if let Some(c) = cap.as_mut() {
-                c.downgrade(&pacing.clock.advance_to(pacing.start_epoch));
-            }
-            // Dropping the receiver on stop ends the scan task at its next send.
-            let mut rx = Some(rx);
-            let mut open = OpenEpoch::new();
-            move |output| {
-                let Some(c) = cap.as_mut() else { return };
-                if pacing.stop.is_stopped() {
-                    cap = None;
-                    rx = None;
-                    return;
-                }
-                let Some(rx) = rx.as_ref() else { return };
-                open.follow(&pacing, c);
-                if open.docs() > 0 && (open.due(&pacing) || open.full(&pacing)) {
-                    open.close(&pacing, c);
-                }
-                if open.held_back(&pacing, *c.time()) {
-                    me.activate_after(Duration::from_millis(5));
-                    return;
-                }
-                let mut done = false;
-                {
-                    let mut session = output.session(c);
-                    for _ in 0..4_096 {
-                        match rx.try_recv() {
-                            Ok(Msg::Doc(d)) => {
-                                session.give(d);
-                                open.add();
-                                if open.full(&pacing) || open.docs_ahead() >= pacing.max_docs_ahead {
-                                    break;
-                                }
-                            }
-                            Ok(Msg::Done) | Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                                done = true;
-                                break;
-                            }
-                            Err(crossbeam_channel::TryRecvError::Empty) => break,
-                        }
-                    }
-                }
-                if done {
-                    cap = None;
-                    return;
-                }
-                // Come back for more input, and to close the epoch on time even if idle.
-                me.activate_after(open.next_wake(&pacing, !rx.is_empty()));
-            }
-        })
+        let failure = pacing.failure.clone();
+        let task = move |tx| scan(queue, ranges, tx, failure);
+        async_source(self, "WorkQueueSource", runtime, pacing, Some((ScanState, task)))
+    }
+}
+
+/// What the scan's messages mean to the operator: a candidate to emit, until the scan is done
+/// (or its task is gone).
+pub(crate) struct ScanState;
+
+impl SourceState for ScanState {
+    type Msg = Msg;
+    type Out = Candidate;
+    const ENDS_WITH_TASK: bool = true;
+
+    fn take(&mut self, msg: Msg) -> Step<Candidate, Msg> {
+        match msg {
+            Msg::Doc(d) => Step::Emit(d),
+            Msg::Done => Step::Finished,
+        }
     }
 }
 
@@ -122,7 +86,7 @@ impl<'scope> WorkQueueSource<'scope> for Scope<'scope, u64> {
 /// dropped connection, a lost cursor) waits with backoff and resumes after the last `_id` sent,
 /// for as long as it lasts; one that cannot heal (a missing index, no permission) stops the run
 /// through `failure` with one line.
-async fn scan(queue: WorkQueue, ranges: Vec<ScanRange>, tx: Sender<Msg>, wake: SyncActivator, failure: Failure) {
+async fn scan(queue: WorkQueue, ranges: Vec<ScanRange>, tx: SourceSender<Msg>, failure: Failure) {
     for range in ranges {
         let mut after = range.after.clone();
         let what = format!("scanning the work queue ({})", range.partition.key());
@@ -156,13 +120,13 @@ async fn scan(queue: WorkQueue, ranges: Vec<ScanRange>, tx: Sender<Msg>, wake: S
                     let (id, cand) = from_raw(cursor.current(), &queue.text_field, Origin::Backfill);
                     // A blocking send keeps the channel bounded; this task runs on the runtime's
                     // own threads, never on a timely worker.
-                    if tokio::task::block_in_place(|| send_blocking(&tx, Msg::Doc(cand), &wake)).is_err() {
+                    if tx.send(Msg::Doc(cand)).is_err() {
                         return Ok(false);
                     }
                     after = Some(id);
                     sent += 1;
                     if sent.is_multiple_of(256) {
-                        let _ = wake.activate();
+                        tx.wake();
                     }
                 }
                 Ok(true)
@@ -184,15 +148,44 @@ async fn scan(queue: WorkQueue, ranges: Vec<ScanRange>, tx: Sender<Msg>, wake: S
                         Ok(wait) => tokio::time::sleep(wait).await,
                         Err(e) => {
                             failure.report(format!("{what}: {}", describe(&e)));
-                            let _ = wake.activate();
+                            tx.wake();
                             return;
                         }
                     }
                 }
             }
         }
-        let _ = wake.activate();
+        tx.wake();
     }
-    let _ = tokio::task::block_in_place(|| send_blocking(&tx, Msg::Done, &wake));
-    let _ = wake.activate();
+    let _ = tx.send(Msg::Done);
+    tx.wake();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataflow::record::DocMeta;
+
+    fn cand(id: &str) -> Candidate {
+        let doc = DocMeta { id: id.into(), lang: None, created_at_ms: None, origin: Origin::Backfill };
+        Candidate { doc, text: Ok("t".into()) }
+    }
+
+    #[test]
+    fn emits_candidates_until_the_scan_is_done() {
+        let mut s = ScanState;
+        assert_eq!(s.take(Msg::Doc(cand("a"))), Step::Emit(cand("a")));
+        assert_eq!(s.take(Msg::Done), Step::Finished);
+        assert!(ScanState::ENDS_WITH_TASK, "a scan task that ended (a failure) ends the source");
+    }
+
+    #[test]
+    fn closes_only_an_epoch_with_documents() {
+        use crate::dataflow::async_source::OpenView;
+        let s = ScanState;
+        assert!(!s.closes(OpenView { docs: 0, due: true, full: false }));
+        assert!(s.closes(OpenView { docs: 1, due: true, full: false }));
+        assert!(s.closes(OpenView { docs: 5, due: false, full: true }));
+        assert!(!s.closes(OpenView { docs: 5, due: false, full: false }));
+    }
 }
