@@ -473,7 +473,8 @@ mod tests {
     #[test]
     fn a_lost_or_invalidated_stream_stops_the_pass_with_its_outcome() {
         let (mut s, _, outcome) = state();
-        assert!(!StreamState::ENDS_WITH_TASK, "a task that gave up waits for the stop signal");
+        // A task that gave up waits for the stop signal.
+        const { assert!(!StreamState::ENDS_WITH_TASK) };
         assert_eq!(s.take(Msg::HistoryLost), Step::Stop);
         assert_eq!(*outcome.lock(), StreamOutcome::HistoryLost);
         assert_eq!(s.take(Msg::Invalidated), Step::Stop);

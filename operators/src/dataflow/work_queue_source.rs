@@ -176,7 +176,8 @@ mod tests {
         let mut s = ScanState;
         assert_eq!(s.take(Msg::Doc(cand("a"))), Step::Emit(cand("a")));
         assert_eq!(s.take(Msg::Done), Step::Finished);
-        assert!(ScanState::ENDS_WITH_TASK, "a scan task that ended (a failure) ends the source");
+        // A scan task that ended (a failure) ends the source.
+        const { assert!(ScanState::ENDS_WITH_TASK) };
     }
 
     #[test]
