@@ -1,14 +1,14 @@
 //! `async_source`: the one builder of a source operator fed by a tokio task. Both sources (the
-//! work-queue scan and the change stream) are this skeleton plus a [`SourceState`]:
+//! work-queue scan and the change stream) are this skeleton plus a `SourceState`:
 //!
-//! - a tokio task reads Mongo and sends messages over a bounded channel ([`SourceSender`]),
+//! - a tokio task reads Mongo and sends messages over a bounded channel (`SourceSender`),
 //!   waking the operator through a `SyncActivator`;
 //! - the operator holds one capability, follows the process's shared epoch clock, closes its
-//!   epoch when due or full ([`OpenEpoch`]), holds back while too far ahead of the end of the
-//!   graph, drains up to [`DRAIN`] messages per activation, and drops its capability on the
+//!   epoch when due or full (`OpenEpoch`), holds back while too far ahead of the end of the
+//!   graph, drains up to `DRAIN` messages per activation, and drops its capability on the
 //!   stop signal.
 //!
-//! What a message means, and what a source keeps between messages, is its [`SourceState`]: a
+//! What a message means, and what a source keeps between messages, is its `SourceState`: a
 //! plain type that unit tests drive without timely. Materialize's `timely-util` async operator
 //! builder is the same split (a builder owns the capability and the activations, the logic is
 //! handed in).
@@ -249,4 +249,110 @@ where
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+    use std::sync::Arc;
+    use timely::dataflow::operators::{Inspect, Probe};
+    use timely::dataflow::ProbeHandle;
+
+    /// Emits every number but 0 (the end) and 9 (stop the pass); sends 3 to the next epoch once.
+    struct Numbers {
+        deferred: bool,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl SourceState for Numbers {
+        type Msg = u32;
+        type Out = u32;
+        const ENDS_WITH_TASK: bool = true;
+
+        fn take(&mut self, n: u32) -> Step<u32, u32> {
+            match n {
+                0 => Step::Finished,
+                9 => Step::Stop,
+                3 if !self.deferred => {
+                    self.deferred = true;
+                    Step::NextEpoch(3)
+                }
+                n => Step::Emit(n),
+            }
+        }
+
+        fn epoch_ended(&mut self, epoch: u64) {
+            self.log.lock().push(format!("ended {epoch}"));
+        }
+
+        fn stopping(&mut self, epoch: u64) {
+            self.log.lock().push(format!("stopping {epoch}"));
+        }
+    }
+
+    /// Runs a source whose task sends `sent` from epoch 5 until its capability is gone: what it
+    /// emitted at which epoch, what its state was told, the clock's epoch, and whether the pass
+    /// was stopped.
+    fn run(sent: &'static [u32]) -> (Vec<(u64, u32)>, Vec<String>, u64, bool) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let handle = rt.handle().clone();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let state = Numbers { deferred: false, log: log.clone() };
+        let (got, clock, stopped) = timely::execute_directly(move |worker| {
+            let probe = ProbeHandle::new();
+            let pacing = SourcePacing::new(5, Duration::from_secs(600), 10_000, probe.clone());
+            let (clock, stop) = (pacing.clock.clone(), pacing.stop.clone());
+            let got = Arc::new(Mutex::new(Vec::new()));
+            let sink = got.clone();
+            worker.dataflow::<u64, _, _>(|scope| {
+                let task = move |tx: SourceSender<u32>| async move {
+                    for &n in sent {
+                        if tx.send(n).is_err() {
+                            return;
+                        }
+                    }
+                    tx.wake();
+                };
+                async_source(scope, "Numbers", handle, pacing, Some((state, task)))
+                    .inspect_core(move |event| {
+                        if let Ok((stamp, data)) = event {
+                            let t = *stamp.expect_singleton();
+                            sink.lock().extend(data.iter().map(|n| (t, *n)));
+                        }
+                    })
+                    .probe_with(&probe);
+            });
+            while !probe.done() {
+                worker.step_or_park(Some(Duration::from_millis(5)));
+            }
+            let got = got.lock().clone();
+            (got, clock.now(), stop.is_stopped())
+        });
+        let log = log.lock().clone();
+        (got, log, clock, stopped)
+    }
+
+    #[test]
+    fn emits_in_order_and_moves_a_held_message_to_the_next_epoch() {
+        let (got, log, clock, stopped) = run(&[1, 2, 3, 4, 0]);
+        assert_eq!(got, vec![(5, 1), (5, 2), (6, 3), (6, 4)]);
+        assert_eq!(log, vec!["ended 5"]);
+        assert_eq!((clock, stopped), (6, false));
+    }
+
+    #[test]
+    fn a_stop_emits_what_came_before_and_nothing_after() {
+        let (got, log, clock, stopped) = run(&[1, 9, 2]);
+        assert_eq!(got, vec![(5, 1)]);
+        assert_eq!(log, vec!["stopping 5"]);
+        assert_eq!((clock, stopped), (5, true));
+    }
+
+    #[test]
+    fn a_task_that_ends_ends_a_source_that_ends_with_it() {
+        let (got, log, _, stopped) = run(&[1, 2]);
+        assert_eq!(got, vec![(5, 1), (5, 2)]);
+        assert!(log.is_empty() && !stopped);
+    }
 }

@@ -9,8 +9,8 @@
 //! never skips: a dropped connection reopens the stream after the last position sent, and a lost
 //! history is reported ([`StreamOutcome::HistoryLost`]) for the run to rescan the work queue.
 //!
-//! The operator is `crate::dataflow::async_source` over [`StreamState`], which decides what each
-//! message means (positions, the open epoch's inserts and deletes); [`follow`] is the task.
+//! The operator is `crate::dataflow::async_source` over `StreamState`, which decides what each
+//! message means (positions, the open epoch's inserts and deletes); `follow` is the task.
 
 use crate::dataflow::async_source::{async_source, OpenView, SourceSender, SourceState, Step};
 use crate::dataflow::record::{Candidate, Change, Deleted, Origin};

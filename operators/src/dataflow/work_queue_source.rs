@@ -6,6 +6,8 @@
 //!
 //! It never marks anything and never skips a document: a read that fails with an error that heals
 //! is retried from the last `_id` it emitted; one that cannot heal stops the run.
+//!
+//! The operator is `crate::dataflow::async_source` over `ScanState`; `scan` is the task.
 
 use crate::dataflow::async_source::{async_source, SourceSender, SourceState, Step};
 use crate::dataflow::record::{Candidate, Origin};
