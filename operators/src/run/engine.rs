@@ -45,9 +45,6 @@ pub struct Monitor {
 /// A connected run.
 pub struct Engine {
     pub(crate) config: RunConfig,
-    /// Shared with whoever holds [`Engine::keep_runtime`]: a progress display still counting
-    /// when the run ends must not call into a runtime being torn down (the driver panics).
-    pub(crate) runtime: Arc<tokio::runtime::Runtime>,
     pub(crate) queue: WorkQueue,
     pub(crate) marker: Marker,
     pub(crate) pool: Arc<EndpointPool>,
@@ -58,6 +55,13 @@ pub struct Engine {
     pub(crate) stalled_ms: Arc<std::sync::atomic::AtomicU64>,
     /// This run's hold on its state directory, released when the engine is dropped.
     pub(crate) _lock: StateLock,
+    /// Shared with whoever holds [`Engine::keep_runtime`]: a progress display still counting
+    /// when the run ends must not call into a runtime being torn down (the driver panics).
+    /// Declared last, so dropped last: the MongoDB client in `queue` and `marker` ends its
+    /// sessions when dropped, through this runtime (mongodb 3.9 panics with a `SendError` in
+    /// `connection_requester.rs` when the runtime went first, which printed a panic under a
+    /// refused run's one error line).
+    pub(crate) runtime: Arc<tokio::runtime::Runtime>,
 }
 
 /// How long the start's ping may go unanswered before the run says it waits for MongoDB.
