@@ -61,22 +61,6 @@ pub struct ConsolidateArgs {
 }
 
 impl ConsolidateArgs {
-    /// The defaults of every flag, for `input` and `output`.
-    pub fn new(input: impl Into<PathBuf>, output: impl Into<PathBuf>) -> ConsolidateArgs {
-        ConsolidateArgs {
-            input: input.into(),
-            output: output.into(),
-            target_size: 1 << 30,
-            row_group_rows: None,
-            dedup_by: None,
-            sort_by: None,
-            sort_buffer: 256 << 20,
-            delete_inputs: false,
-            no_deletions: false,
-            group_by_identity: false,
-        }
-    }
-
     /// The engine's settings for these flags.
     pub fn settings(&self) -> Settings {
         let key = |k: Option<Key>| k.map(|Key::Id| consolidate::Key::Id);

@@ -46,6 +46,24 @@ struct Sweep {
     late: usize,
 }
 
+impl Sweep {
+    /// The first of `ahead` (keys in the pass's direction) this pass takes; late arrivals it
+    /// passes over (its allowance spent) are noted in `passed`.
+    fn first_taken<'k>(
+        &self,
+        ahead: impl Iterator<Item = &'k WaitingKey>,
+        passed: &mut Option<WaitingKey>,
+    ) -> Option<WaitingKey> {
+        ahead.copied().find(|k| {
+            let takes = k.seq < self.limit || self.late > 0;
+            if !takes {
+                *passed = Some(*k);
+            }
+            takes
+        })
+    }
+}
+
 /// Late arrivals a pass may take at least: when little waited as it began (the first epochs of
 /// a run), the texts that arrive ahead of it are the same sweep, not a new one.
 const MIN_LATE: usize = 8_192;
@@ -187,25 +205,9 @@ impl<T> WaitingTexts<T> {
             let from = sweep.at.map_or(Bound::Unbounded, Bound::Excluded);
             let mut passed = None;
             let found = if sweep.up {
-                let mut range = self.queue.range((from, Bound::Unbounded)).map(|(k, _)| *k);
-                range.find(|k| {
-                    if k.seq < sweep.limit || sweep.late > 0 {
-                        true
-                    } else {
-                        passed = Some(*k);
-                        false
-                    }
-                })
+                sweep.first_taken(self.queue.range((from, Bound::Unbounded)).map(|(k, _)| k), &mut passed)
             } else {
-                let mut range = self.queue.range((Bound::Unbounded, from)).rev().map(|(k, _)| *k);
-                range.find(|k| {
-                    if k.seq < sweep.limit || sweep.late > 0 {
-                        true
-                    } else {
-                        passed = Some(*k);
-                        false
-                    }
-                })
+                sweep.first_taken(self.queue.range((Bound::Unbounded, from)).rev().map(|(k, _)| k), &mut passed)
             };
             if let Some(key) = found {
                 // Late arrivals passed on the way are the next pass's, not scanned again by this one.
